@@ -1,0 +1,311 @@
+"""Start / Point / End messages and their wire encoding (PROTOCOL.md, version 1).
+
+A message is a ZeroMQ multipart message: part 0 is a msgpack map (the header),
+parts 1.. are raw buffers that the header refers to by index. Frames are
+decoded zero-copy into read-only numpy views of the received buffers. Nothing
+is ever unpickled; every field is checked and a failure raises
+:class:`MessageError` with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+DTYPES = ("uint8", "uint16", "uint32", "int16", "int32", "float32", "float64")
+ENCODINGS = ("raw",)  # bslz4 and lz4 are named by the protocol; decoded from issue 5 on
+KNOWN_ENCODINGS = ("raw", "bslz4", "lz4")
+TRAJECTORY_KINDS = ("sweep", "interlaced", "snake", "grid", "free")
+END_STATUS = ("success", "abort", "fail")
+
+
+class MessageError(ValueError):
+    """A message that does not follow PROTOCOL.md; the text says why."""
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    """Shape and dtype of one detector's frames, as announced in `start`."""
+
+    shape: tuple[int, int]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Start:
+    """Opens a scan: detectors, motor and counter names, size, trajectory."""
+
+    scan_id: str
+    detectors: dict[str, DetectorInfo]
+    motors: list[str] = field(default_factory=list)
+    counters: list[str] = field(default_factory=list)
+    npoints: int | None = None
+    trajectory: dict[str, Any] = field(default_factory=lambda: {"kind": "sweep"})
+    meta: dict[str, Any] = field(default_factory=dict)
+    protocol: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """A frame stored in a file, read by peakstream itself (not decoded here)."""
+
+    uri: str
+    path: str | None = None
+    index: int | None = None
+
+
+@dataclass
+class Point:
+    """One scan point: motors, counters and one frame per detector."""
+
+    scan_id: str
+    point_id: int
+    time: float
+    motors: dict[str, float] = field(default_factory=dict)
+    counters: dict[str, float] = field(default_factory=dict)
+    frames: dict[str, np.ndarray | FrameRef] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class End:
+    """Closes a scan with its final status and the number of points sent."""
+
+    scan_id: str
+    status: str = "success"
+    npoints: int | None = None
+    reason: str = ""
+
+
+Message = Start | Point | End
+
+
+# ----------------------------------------------------------------- encoding
+
+
+def encode(msg: Message) -> list[bytes | memoryview]:
+    """Encode a message into multipart frames (header first, then buffers)."""
+    if isinstance(msg, Start):
+        header = {
+            "type": "start",
+            "protocol": msg.protocol,
+            "scan_id": msg.scan_id,
+            "detectors": {
+                k: {"shape": list(d.shape), "dtype": d.dtype} for k, d in msg.detectors.items()
+            },
+            "motors": list(msg.motors),
+            "counters": list(msg.counters),
+            "npoints": msg.npoints,
+            "trajectory": dict(msg.trajectory),
+            "meta": dict(msg.meta),
+        }
+        return [msgpack.packb(header)]
+    if isinstance(msg, End):
+        header = {"type": "end", "scan_id": msg.scan_id, "status": msg.status,
+                  "npoints": msg.npoints}
+        if msg.reason:
+            header["reason"] = msg.reason
+        return [msgpack.packb(header)]
+    if isinstance(msg, Point):
+        parts: list[bytes | memoryview] = []
+        frames: dict[str, Any] = {}
+        for name, frame in msg.frames.items():
+            if isinstance(frame, FrameRef):
+                ref = {"uri": frame.uri}
+                if frame.path is not None:
+                    ref["path"] = frame.path
+                if frame.index is not None:
+                    ref["index"] = frame.index
+                frames[name] = {"ref": ref}
+                continue
+            arr = np.ascontiguousarray(frame)
+            parts.append(memoryview(arr).cast("B"))
+            frames[name] = {"part": len(parts), "shape": list(arr.shape),
+                            "dtype": arr.dtype.name, "encoding": "raw"}
+        header = {"type": "point", "scan_id": msg.scan_id, "point_id": msg.point_id,
+                  "time": msg.time, "motors": dict(msg.motors),
+                  "counters": dict(msg.counters), "frames": frames, **msg.extra}
+        return [msgpack.packb(header), *parts]
+    raise TypeError(f"not a message: {type(msg).__name__}")
+
+
+# ----------------------------------------------------------------- decoding
+
+
+def decode(parts: list[bytes | memoryview | Any], max_frame_bytes: int | None = None) -> Message:
+    """Decode multipart frames into a message, or raise MessageError saying why.
+
+    `parts` may hold bytes, memoryviews or zmq.Frame objects (their buffers are
+    used without copying). Frames larger than `max_frame_bytes` are refused.
+    """
+    if not parts:
+        raise MessageError("empty message")
+    bufs = [getattr(p, "buffer", p) for p in parts]
+    try:
+        header = msgpack.unpackb(bufs[0], raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise MessageError(f"header is not msgpack: {exc}") from None
+    if not isinstance(header, dict):
+        raise MessageError(f"header is a {type(header).__name__}, not a map")
+    kind = header.get("type")
+    if kind == "start":
+        return _decode_start(header)
+    if kind == "point":
+        return _decode_point(header, bufs, max_frame_bytes)
+    if kind == "end":
+        return _decode_end(header)
+    raise MessageError(f"unknown message type {kind!r}")
+
+
+def _get(h: dict, key: str, types: type | tuple, what: str = "", optional: bool = False):
+    if key not in h or (optional and h[key] is None):
+        if optional:
+            return None
+        raise MessageError(f"{what or h.get('type', 'message')}: missing key {key!r}")
+    value = h[key]
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise MessageError(f"{what or h.get('type')}: {key!r} must be "
+                           f"{_names(types)}, got bool")
+    if not isinstance(value, types):
+        raise MessageError(f"{what or h.get('type')}: {key!r} must be {_names(types)}, "
+                           f"got {type(value).__name__}")
+    return value
+
+
+def _names(types: type | tuple) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join(t.__name__ for t in types)
+
+
+def _shape(value: Any, where: str) -> tuple[int, int]:
+    if (not isinstance(value, list | tuple) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536
+                       for v in value)):
+        raise MessageError(f"{where}: shape must be two positive integers below 65536, "
+                           f"got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _dtype(value: Any, where: str) -> str:
+    if value not in DTYPES:
+        raise MessageError(f"{where}: dtype {value!r} not one of {', '.join(DTYPES)}")
+    return value
+
+
+def _scan_id(h: dict) -> str:
+    sid = _get(h, "scan_id", str)
+    if not sid or len(sid) > 200:
+        raise MessageError(f"{h['type']}: scan_id must be 1..200 characters")
+    return sid
+
+
+def _number_map(h: dict, key: str) -> dict[str, float]:
+    value = _get(h, key, dict, optional=True) or {}
+    out = {}
+    for name, v in value.items():
+        if not isinstance(name, str) or isinstance(v, bool) or not isinstance(v, int | float):
+            raise MessageError(f"point: {key}[{name!r}] must be a number, got {v!r}")
+        out[name] = float(v)
+    return out
+
+
+def _decode_start(h: dict) -> Start:
+    protocol = _get(h, "protocol", int)
+    if protocol != PROTOCOL_VERSION:
+        raise MessageError(f"start: protocol {protocol} not supported (this is {PROTOCOL_VERSION})")
+    scan_id = _scan_id(h)
+    dets = _get(h, "detectors", dict)
+    if not dets:
+        raise MessageError("start: no detectors")
+    detectors = {}
+    for name, d in dets.items():
+        where = f"start: detector {name!r}"
+        if not isinstance(name, str) or not name.isidentifier():
+            raise MessageError(f"{where}: name must be an identifier")
+        if not isinstance(d, dict):
+            raise MessageError(f"{where}: must be a map")
+        detectors[name] = DetectorInfo(_shape(d.get("shape"), where), _dtype(d.get("dtype"), where))
+    motors = _get(h, "motors", list, optional=True) or []
+    counters = _get(h, "counters", list, optional=True) or []
+    for key, names in (("motors", motors), ("counters", counters)):
+        if not all(isinstance(n, str) and n for n in names):
+            raise MessageError(f"start: {key} must be a list of names")
+    npoints = _get(h, "npoints", int, optional=True)
+    if npoints is not None and npoints < 0:
+        raise MessageError(f"start: npoints must be >= 0, got {npoints}")
+    trajectory = _get(h, "trajectory", dict, optional=True) or {"kind": "sweep"}
+    if trajectory.get("kind", "sweep") not in TRAJECTORY_KINDS:
+        raise MessageError(f"start: trajectory kind {trajectory.get('kind')!r} not one of "
+                           f"{', '.join(TRAJECTORY_KINDS)}")
+    meta = _get(h, "meta", dict, optional=True) or {}
+    return Start(scan_id, detectors, list(motors), list(counters), npoints,
+                 dict(trajectory), dict(meta), protocol)
+
+
+def _decode_end(h: dict) -> End:
+    status = _get(h, "status", str)
+    if status not in END_STATUS:
+        raise MessageError(f"end: status {status!r} not one of {', '.join(END_STATUS)}")
+    npoints = _get(h, "npoints", int, optional=True)
+    reason = _get(h, "reason", str, optional=True) or ""
+    return End(_scan_id(h), status, npoints, reason)
+
+
+_POINT_KEYS = {"type", "scan_id", "point_id", "time", "motors", "counters", "frames"}
+
+
+def _decode_point(h: dict, bufs: list, max_frame_bytes: int | None) -> Point:
+    scan_id = _scan_id(h)
+    point_id = _get(h, "point_id", int)
+    if point_id < 0:
+        raise MessageError(f"point: point_id must be >= 0, got {point_id}")
+    t = _get(h, "time", (int, float), optional=True)
+    time = float(t) if t is not None else math.nan
+    frames: dict[str, np.ndarray | FrameRef] = {}
+    for name, f in (_get(h, "frames", dict, optional=True) or {}).items():
+        frames[name] = _decode_frame(name, f, bufs, max_frame_bytes)
+    extra = {k: v for k, v in h.items() if k not in _POINT_KEYS}
+    return Point(scan_id, point_id, time, _number_map(h, "motors"), _number_map(h, "counters"),
+                 frames, extra)
+
+
+def _decode_frame(name: str, f: Any, bufs: list, max_frame_bytes: int | None):
+    where = f"point: frame {name!r}"
+    if not isinstance(f, dict):
+        raise MessageError(f"{where}: must be a map")
+    if "ref" in f:
+        ref = f["ref"]
+        if not isinstance(ref, dict) or not isinstance(ref.get("uri"), str):
+            raise MessageError(f"{where}: ref needs a 'uri' string")
+        index = ref.get("index")
+        if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
+            raise MessageError(f"{where}: ref index must be an integer")
+        return FrameRef(ref["uri"], ref.get("path"), index)
+    encoding = f.get("encoding", "raw")
+    if encoding not in KNOWN_ENCODINGS:
+        raise MessageError(f"{where}: unknown encoding {encoding!r} "
+                           f"(known: {', '.join(KNOWN_ENCODINGS)})")
+    if encoding not in ENCODINGS:
+        raise MessageError(f"{where}: encoding {encoding!r} is not supported yet "
+                           f"(supported: {', '.join(ENCODINGS)})")
+    part = f.get("part")
+    if not isinstance(part, int) or isinstance(part, bool) or not 1 <= part < len(bufs):
+        raise MessageError(f"{where}: part {part!r} does not name one of the "
+                           f"{len(bufs) - 1} buffer parts")
+    shape = _shape(f.get("shape"), where)
+    dtype = np.dtype(_dtype(f.get("dtype"), where))
+    nbytes = shape[0] * shape[1] * dtype.itemsize
+    if max_frame_bytes is not None and nbytes > max_frame_bytes:
+        raise MessageError(f"{where}: {nbytes} bytes is more than the configured maximum "
+                           f"of {max_frame_bytes}")
+    buf = memoryview(bufs[part])
+    if buf.nbytes != nbytes:
+        raise MessageError(f"{where}: buffer has {buf.nbytes} bytes, shape {list(shape)} "
+                           f"{dtype.name} needs {nbytes}")
+    arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+    return arr
