@@ -1,0 +1,125 @@
+"""Dark, flat and static-mask correction of a detector frame."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from stream.item import Item
+from stream.scan import Scan
+
+
+def check_shape(kind: str, name: str, array: np.ndarray | None, scan: Scan) -> None:
+    """Raise ValueError if a per-pixel `array` does not match the scan's detector."""
+    if array is None:
+        return
+    detector, info = scan.detector()
+    if tuple(array.shape) != tuple(info.shape):
+        raise ValueError(f"{kind}: {name} has shape {tuple(array.shape)} but detector "
+                         f"{detector!r} frames have shape {tuple(info.shape)}")
+
+
+def _as_map(name: str, value: np.ndarray | float | None) -> np.ndarray | float | None:
+    if value is None:
+        return value
+    if isinstance(value, np.ndarray) and value.ndim == 2:
+        return np.ascontiguousarray(value)
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return float(value)
+    if isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"correct: {name} must be a 2D array or a number, got {value!r}")
+
+
+def _dark32(dark: np.ndarray | float | None) -> tuple[np.ndarray | np.float32 | None,
+                                                       np.ndarray | None]:
+    """float32 dark, and where it is finite (for a map)."""
+    if dark is None:
+        return None, None
+    if isinstance(dark, float):
+        if not np.isfinite(dark):
+            raise ValueError(f"correct: dark must be a finite number, got {dark!r}")
+        return np.float32(dark), None
+    dark32 = np.array(dark, dtype=np.float32)
+    return dark32, np.isfinite(dark32)
+
+
+def _invflat32(flat: np.ndarray | float | None) -> tuple[np.ndarray | np.float32 | None,
+                                                         np.ndarray | None]:
+    """float32(1 / flat), and where flat is positive and finite with a usable inverse."""
+    if flat is None:
+        return None, None
+    flat64 = np.asarray(flat, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        invflat = (1.0 / flat64).astype(np.float32)
+    ok = (flat64 > 0) & np.isfinite(flat64) & np.isfinite(invflat) & (invflat > 0)
+    if isinstance(flat, float):
+        if not ok:
+            raise ValueError(f"correct: flat must be a positive finite number, got {flat!r}")
+        return np.float32(invflat), None
+    return invflat, ok
+
+
+class Correct:
+    """corrected = (float32(raw) - dark) * float32(1 / flat); masked pixels NaN."""
+
+    kind: ClassVar[str] = "correct"
+    settable: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, dark: np.ndarray | float | None = None,
+                 flat: np.ndarray | float | None = None,
+                 mask: np.ndarray | None = None) -> None:
+        dark = _as_map("dark", dark)
+        flat = _as_map("flat", flat)
+        if mask is not None and (not isinstance(mask, np.ndarray) or mask.ndim != 2):
+            raise ValueError(f"correct: mask must be a 2D array, got {mask!r}")
+        mask = None if mask is None else np.ascontiguousarray(mask)
+        shapes = {k: v.shape for k, v in (("dark", dark), ("flat", flat), ("mask", mask))
+                  if isinstance(v, np.ndarray)}
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f"correct: dark, flat and mask differ in shape: {shapes}")
+        # What the unfused and the fused paths both use: float32 dark and 1 / flat,
+        # and `mask` (nonzero = excluded) extended by the pixels where flat is not
+        # positive and finite or dark is not finite. Excluded pixels hold dark 0
+        # and invflat 1, so no inf or NaN comes out of them before they are masked.
+        self.dark, self.flat = dark, flat
+        self.dark32, dark_ok = _dark32(dark)
+        self.invflat32, flat_ok = _invflat32(flat)
+        excluded = [m for m in (None if mask is None else mask != 0,
+                                None if dark_ok is None else ~dark_ok,
+                                None if flat_ok is None else ~flat_ok) if m is not None]
+        self.mask: np.ndarray | None = np.logical_or.reduce(excluded) if excluded else None
+        if self.mask is not None and mask is None and not self.mask.any():
+            self.mask = None
+        if self.mask is not None:
+            for array, neutral in ((self.dark32, 0), (self.invflat32, 1)):
+                if isinstance(array, np.ndarray):
+                    array[self.mask] = neutral
+
+    def setup(self, scan: Scan) -> None:
+        for name in ("dark", "flat", "mask"):
+            value = getattr(self, name)
+            check_shape(self.kind, name, value if isinstance(value, np.ndarray) else None, scan)
+
+    def check_frame(self, shape: tuple[int, ...]) -> None:
+        """Raise ValueError if a frame's shape does not match the per-pixel arrays."""
+        for name in ("dark", "flat", "mask"):
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray) and value.shape != tuple(shape):
+                raise ValueError(f"correct: {name} has shape {value.shape} but the frame "
+                                 f"has shape {tuple(shape)}")
+
+    def process(self, item: Item) -> Item:
+        if item.frame is None:  # sparse replay: corrected before it became sparse
+            return item
+        self.check_frame(item.frame.shape)
+        frame = np.array(item.frame, dtype=np.float32)
+        if self.dark32 is not None:
+            np.subtract(frame, self.dark32, out=frame)
+        if self.invflat32 is not None:
+            np.multiply(frame, self.invflat32, out=frame)
+        if self.mask is not None:
+            frame[self.mask] = np.nan
+        item.frame = frame
+        return item

@@ -1,0 +1,124 @@
+"""Correct, normalise and threshold a frame in one dense pass (what `fuse` builds)."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+
+from stream.item import Item
+from stream.scan import Scan
+
+from .correct import Correct
+from .kernels.dense import correct_threshold
+from .normalise import Normalise
+from .threshold import NO_HIST, NO_MAP, Threshold, native_frame, precut_as
+
+NO_MASK = np.zeros((0, 0), np.bool_)
+PRECUT_MARGIN = 1e-4  # relative slack of the raw-unit pre-cut over float32 rounding
+
+
+def _map_or_scalar(value, neutral: float) -> tuple[np.float32, np.ndarray]:
+    if isinstance(value, np.ndarray):
+        return np.float32(neutral), value
+    return np.float32(neutral if value is None else value), NO_MAP
+
+
+class DensePass:
+    """Bit-identical to correct -> normalise -> threshold, from the raw frame in one pass."""
+
+    kind: ClassVar[str] = "dense"
+    settable: ClassVar[tuple[str, ...]] = ("cut",)
+
+    def __init__(self, *, correct: Correct | None = None, normalise: Normalise | None = None,
+                 threshold: Threshold) -> None:
+        self.correct = correct
+        self.normalise = normalise
+        self.threshold = threshold
+        self.nodes = [n for n in (correct, normalise, threshold) if n is not None]
+        self._prepare()
+
+    @property
+    def cut(self) -> float:
+        return self.threshold.cut
+
+    @cut.setter
+    def cut(self, value: float) -> None:
+        self.threshold.cut = value
+
+    def _prepare(self) -> None:
+        """Kernel arguments and the bounds the raw-unit pre-cut needs (valid pixels only)."""
+        c = self.correct
+        self._dark0, self._dark_map = _map_or_scalar(c.dark32 if c else None, 0.0)
+        self._invflat0, self._invflat_map = _map_or_scalar(c.invflat32 if c else None, 1.0)
+        self._mask = NO_MASK if c is None or c.mask is None else c.mask
+
+        def over_valid(scalar, array):
+            if not array.size:
+                return np.array([scalar])
+            return array.ravel() if self._mask is NO_MASK else array[~self._mask]
+
+        dark = over_valid(self._dark0, self._dark_map)
+        invflat = over_valid(self._invflat0, self._invflat_map)
+        self._all_excluded = dark.size == 0 or invflat.size == 0
+        if not self._all_excluded:
+            self._dark_min = float(dark.min())
+            self._dark_abs = float(np.abs(dark).max())
+            self._invflat_min = float(invflat.min())
+            self._invflat_max = float(invflat.max())
+
+    def setup(self, scan: Scan) -> None:
+        for node in self.nodes:
+            node.setup(scan)
+        self.warmup(scan.detector()[1].dtype)
+
+    def warmup(self, dtype: str = "uint16") -> None:
+        """Compile the fused kernel for `dtype`, writeable and read-only."""
+        raw = np.zeros((2, 3), dtype)
+        rows, cols, vals = (np.empty(6, t) for t in (np.uint16, np.uint16, np.float32))
+        cut_map = NO_MAP if self.threshold.cut_map is None else np.zeros((2, 3), np.float32)
+        for writeable in (True, False):
+            raw.flags.writeable = writeable
+            correct_threshold(raw, raw.dtype.type(0), True, NO_MASK, np.float32(0), NO_MAP,
+                              np.float32(1), NO_MAP, np.float32(1), 0.0, cut_map, 0.0,
+                              rows, cols, vals, NO_HIST, 0.0, 0.0, 0.0)
+
+    def precut(self, cut_min: float, scale: np.float32, delta: float) -> float:
+        """A raw value at or below this cannot pass, for any valid pixel.
+
+        v > t needs raw > dark + t / (invflat * scale) >= dark_min + c / invflat_max
+        (c = t_min / scale >= 0; invflat_min if c < 0), less a margin for rounding.
+        """
+        if self._all_excluded:
+            return math.inf
+        c = (cut_min + delta) / float(scale)
+        if not math.isfinite(c):
+            return -math.inf
+        reach = c / self._invflat_max if c >= 0 else c / self._invflat_min
+        bound = self._dark_min + reach
+        margin = PRECUT_MARGIN * (self._dark_abs + abs(c) / self._invflat_min + abs(bound) + 1)
+        return bound - margin
+
+    def process(self, item: Item) -> Item:
+        if item.frame is None:  # sparse replay: each node's sparse path
+            for node in self.nodes:
+                item = node.process(item)
+            return item
+        raw = native_frame(item.frame)
+        self.threshold.check_frame(raw.shape)
+        if self.correct is not None:
+            self.correct.check_frame(raw.shape)
+        scale = self.normalise.scale_for(item) if self.normalise else np.float32(1)
+        th = self.threshold
+        cut, cut_map = th.cut, NO_MAP if th.cut_map is None else th.cut_map
+        cut_min = cut if th.cut_map is None else th.cut_min()
+        rows, cols, vals = th.buffers.get(th.maxn(raw.shape))
+
+        def run(delta, hist, hlo, hinv, hhi):
+            precut, use = precut_as(raw.dtype, self.precut(cut_min, scale, delta))
+            return correct_threshold(raw, precut, use, self._mask, self._dark0, self._dark_map,
+                                     self._invflat0, self._invflat_map, scale, cut, cut_map, delta,
+                                     rows, cols, vals, hist, hlo, hinv, hhi)
+
+        return th.keep(item, raw.shape, run)

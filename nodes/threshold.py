@@ -1,0 +1,213 @@
+"""Keep the pixels above a global cut or a per-pixel cut map, as a sparse frame."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from typing import ClassVar
+
+import numpy as np
+
+from stream.item import Item, SparseFrame
+from stream.scan import Scan
+
+from .correct import check_shape
+from .kernels.dense import threshold_frame
+
+NBINS = 1024  # histogram bins used to choose a raised cut
+MAX_RAISES = 60
+NO_HIST = np.zeros(0, np.int64)
+NO_MAP = np.zeros((0, 0), np.float32)
+
+# run(delta, hist, hlo, hinv, hhi) -> (n, emax): one dense pass (see kernels/dense.py)
+DensePassFn = Callable[[float, np.ndarray, float, float, float], tuple[int, float]]
+
+
+def precut_as(dtype: np.dtype, bound: float) -> tuple[np.generic, bool]:
+    """`bound` in `dtype`, rounded down, and whether it can skip anything.
+
+    A value of that dtype that is not above the result is not above `bound`.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        if not bound >= info.min:  # also NaN
+            return dtype.type(info.min), False
+        return dtype.type(min(math.floor(bound), info.max) if bound < math.inf else info.max), True
+    if not bound > -math.inf:
+        return dtype.type(-math.inf), False
+    with np.errstate(over="ignore"):
+        typed = dtype.type(bound)
+    if float(typed) > bound:  # (a numpy scalar would compare in its own dtype)
+        typed = np.nextafter(typed, dtype.type(-math.inf))
+    return typed, True
+
+
+def native_frame(frame: np.ndarray) -> np.ndarray:
+    """The frame as a C-contiguous, native byte order array (no copy if it already is)."""
+    return np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("="))
+
+
+class SparseBuffers:
+    """Per-thread output buffers of a dense pass, allocated once and reused."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        bufs = getattr(self._local, "bufs", None)
+        if bufs is None or bufs[0].size < size:
+            bufs = (np.empty(size, np.uint16), np.empty(size, np.uint16),
+                    np.empty(size, np.float32))
+            self._local.bufs = bufs
+        return bufs[0][:size], bufs[1][:size], bufs[2][:size]
+
+
+def raise_delta(run: DensePassFn, maxn: int) -> tuple[int, int, float, bool]:
+    """Run a dense pass; while more than `maxn` pixels pass, raise delta and run again.
+
+    Returns (n_above, n, delta, truncated): the pixels above the cut itself,
+    the pixels kept, the excess over the cut they needed, and whether even the
+    largest finite excess left too many (the buffers then hold the first `maxn`).
+    """
+    n_above, emax = run(0.0, NO_HIST, 0.0, 0.0, 0.0)
+    n, delta = n_above, 0.0
+    if n <= maxn:
+        return n_above, n, delta, False
+    hist = np.zeros(NBINS, np.int64)
+    for _ in range(MAX_RAISES):
+        if n <= maxn or not emax > delta or not math.isfinite(emax):
+            break
+        width = (emax - delta) / NBINS
+        if width > 0 and math.isfinite(1.0 / width):
+            hist[:] = 0
+            run(delta, hist, delta, 1.0 / width, emax)
+            tail = np.cumsum(hist[::-1])[::-1]  # tail[k]: pixels in bins k and up
+            fits = np.flatnonzero(tail[1:] <= maxn)
+            k = fits[0] + 1 if fits.size else NBINS
+            new = emax if k >= NBINS else delta + k * width
+        else:
+            new = emax
+        delta = new if new > delta else emax
+        n, emax = run(delta, NO_HIST, 0.0, 0.0, 0.0)
+    return n_above, min(n, maxn), delta, n > maxn
+
+
+class Threshold:
+    """Keep pixels with value > cut (or > cut_map[pixel]) as a raster-sorted sparse frame."""
+
+    kind: ClassVar[str] = "threshold"
+    settable: ClassVar[tuple[str, ...]] = ("cut",)
+
+    def __init__(self, *, cut: float = 0.0, cut_map: np.ndarray | None = None,
+                 max_pixels: int = 0) -> None:
+        if not math.isfinite(cut):
+            raise ValueError(f"threshold: cut must be finite, got {cut!r}")
+        if cut_map is not None:
+            if not isinstance(cut_map, np.ndarray) or cut_map.ndim != 2:
+                raise ValueError(f"threshold: cut_map must be a 2D array, got {cut_map!r}")
+            cut_map = np.array(cut_map, dtype=np.float32, order="C")
+            if np.isnan(cut_map).any():
+                raise ValueError("threshold: cut_map contains NaN (use +inf to exclude a pixel)")
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0:
+            raise ValueError(f"threshold: max_pixels must be an int >= 0, got {max_pixels!r}")
+        self.cut = float(cut)
+        self.cut_map = cut_map
+        self.max_pixels = max_pixels
+        self.buffers = SparseBuffers()
+        self._cut_map_min = float(cut_map.min()) if cut_map is not None and cut_map.size else 0.0
+
+    def setup(self, scan: Scan) -> None:
+        check_shape(self.kind, "cut_map", self.cut_map, scan)
+        _, info = scan.detector()
+        self.buffers.get(self.maxn(tuple(info.shape)))
+        self.warmup(info.dtype)
+
+    def warmup(self, dtype: str = "float32") -> None:
+        """Compile the threshold kernel for `dtype` and float32, writeable and read-only."""
+        cut_map = np.zeros((2, 3), np.float32) if self.cut_map is not None else NO_MAP
+        rows, cols, vals = (np.empty(6, t) for t in (np.uint16, np.uint16, np.float32))
+        for dt in {np.dtype(dtype), np.dtype(np.float32)}:
+            frame = np.zeros((2, 3), dt)
+            for writeable in (True, False):
+                frame.flags.writeable = writeable
+                threshold_frame(frame, dt.type(0), True, 0.0, cut_map, 0.0, rows, cols, vals,
+                                NO_HIST, 0.0, 0.0, 0.0)
+
+    def maxn(self, shape: tuple[int, ...]) -> int:
+        """The most pixels a frame of this shape may keep."""
+        return self.max_pixels or math.prod(shape) // 4
+
+    def cut_min(self) -> float:
+        """The lowest threshold over the frame."""
+        return self._cut_map_min if self.cut_map is not None else self.cut
+
+    def check_frame(self, shape: tuple[int, ...]) -> None:
+        if len(shape) != 2:
+            raise ValueError(f"threshold: frames must be 2D, got shape {tuple(shape)}")
+        if self.cut_map is not None and self.cut_map.shape != tuple(shape):
+            raise ValueError(f"threshold: cut_map has shape {self.cut_map.shape} but the frame "
+                             f"has shape {tuple(shape)}")
+
+    def keep(self, item: Item, shape: tuple[int, int], run: DensePassFn) -> Item:
+        """Run a dense pass (raising the cut if needed) and set item.sparse from it."""
+        maxn = self.maxn(shape)
+        rows, cols, vals = self.buffers.get(maxn)
+        n_above, n, delta, truncated = raise_delta(run, maxn)
+        if n_above > maxn:
+            self._flag(item, n_above, maxn, delta, truncated)
+        item.sparse = SparseFrame(shape, rows[:n].copy(), cols[:n].copy(), vals[:n].copy())
+        item.frame = None
+        return item
+
+    def _flag(self, item: Item, n_above: int, maxn: int, delta: float,
+              truncated: bool) -> None:
+        what = "cut_map" if self.cut_map is not None else f"cut {self.cut:g}"
+        msg = f"threshold: {n_above} pixels above {what} > max_pixels {maxn}; "
+        if self.cut_map is not None:
+            msg += f"cut_map raised by {delta:.6g} for this frame"
+        else:
+            msg += f"cut raised to {self.cut + delta:.6g} for this frame"
+        if truncated:
+            msg += f"; still too many, kept the first {maxn} in raster order"
+        item.flags.append(msg)
+
+    def process(self, item: Item) -> Item:
+        if item.frame is None:
+            if item.sparse is None:
+                raise ValueError(f"threshold: point {item.point_id} has no frame")
+            return self._process_sparse(item)
+        frame = native_frame(item.frame)
+        self.check_frame(frame.shape)
+        cut_map = NO_MAP if self.cut_map is None else self.cut_map
+        cut = self.cut
+        cut_min = cut if self.cut_map is None else self.cut_min()
+        rows, cols, vals = self.buffers.get(self.maxn(frame.shape))
+
+        def run(delta, hist, hlo, hinv, hhi):
+            # not above cut_min: not above any threshold (exact in float64 only for delta 0)
+            precut, use = precut_as(frame.dtype, cut_min if delta == 0 else -math.inf)
+            return threshold_frame(frame, precut, use, cut, cut_map, delta, rows, cols, vals,
+                                   hist, hlo, hinv, hhi)
+
+        return self.keep(item, frame.shape, run)
+
+    def _process_sparse(self, item: Item) -> Item:
+        sparse = item.sparse
+        if self.cut_map is not None:
+            self.check_frame(sparse.shape)
+            cut = self.cut_map[sparse.row, sparse.col].astype(np.float64)
+        else:
+            cut = self.cut
+        excess = sparse.intensity.astype(np.float64) - cut
+        keep = excess > 0
+        n, maxn = int(keep.sum()), self.maxn(sparse.shape)
+        if n > maxn:
+            delta = float(np.partition(excess[keep], n - maxn - 1)[n - maxn - 1])
+            keep = excess > delta
+            self._flag(item, n, maxn, delta, False)
+        kept = sparse.take(keep)
+        kept.label, kept.npeaks = None, 0
+        item.sparse = kept
+        return item
