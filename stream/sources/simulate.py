@@ -1,0 +1,407 @@
+"""A synthetic omega sweep with known truth: Gaussian spots on a Poisson background.
+
+Every frame is made from the seed and its point number alone, so any point can
+be made on its own, in any order. Spots sit on a jittered grid in (row,
+column, point) so that isolated spots are far apart (8 sigma or more) and away
+from the edges, the module gaps and the dead pixels; a fraction of them are
+placed as touching pairs. The truth table says which spot is which.
+
+Conventions: `s` is the row and `f` the column, pixel i's centre is at i;
+`point` is the omega centre in point units (omega = omega_start + omega_step *
+point), and frame i integrates points [i - 0.5, i + 0.5].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import zmq
+from scipy.interpolate import RectBivariateSpline
+from scipy.special import erf
+
+from ..message import DTYPES, DetectorInfo, End, Point, Start, encode
+from .simfile import read_scan, read_truth, write_scan
+
+__all__ = ["SimConfig", "Simulation", "send_scan", "write_scan", "read_scan", "read_truth"]
+
+log = logging.getLogger(__name__)
+
+EPOCH = 1763760000.0      # time of point 0; point i is at EPOCH + i * TIME_STEP
+TIME_STEP = 0.01
+BOX = 5.0                 # spots are rendered within +-BOX sigma
+ISOLATION = 4.0           # normalised distance (sigma_i + sigma_j units) below which spots touch
+PAIR_SEPARATION = (2.0, 3.5)  # touching pairs, in units of the pair's mean sigma
+HOT_COUNTS = (5000.0, 60000.0)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Parameters of a simulated sweep; the defaults make a 256 x 256 x 90 scan."""
+
+    npoints: int = 90
+    shape: tuple[int, int] = (256, 256)
+    spots: int = 40
+    seed: int = 0
+    background: float = 10.0
+    omega_start: float = 0.0
+    omega_step: float = 0.25
+    monitor: float = 1e4
+    monitor_variation: float = 0.05
+    flat_variation: float = 0.05
+    hot_pixels: int = 10
+    dead_pixels: int = 10
+    gap: bool = True
+    touching_fraction: float = 0.2
+    sigma_px: tuple[float, float] = (1.0, 2.5)
+    sigma_points: tuple[float, float] = (0.7, 1.5)
+    amplitude: tuple[float, float] = (300.0, 3000.0)
+    dtype: str = "uint16"
+    detector: str = "eiger"
+
+    def __post_init__(self):
+        def need(ok: bool, key: str, what: str):
+            if not ok:
+                raise ValueError(f"SimConfig.{key}: {what}, got {getattr(self, key)!r}")
+
+        for key in ("npoints", "spots", "seed", "hot_pixels", "dead_pixels"):
+            v = getattr(self, key)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, key,
+                 "must be an integer >= 0")
+        need(self.npoints >= 1, "npoints", "must be >= 1")
+        need(len(self.shape) == 2 and all(isinstance(n, int) and 0 < n < 65536
+                                          for n in self.shape), "shape",
+             "must be two integers in 1..65535")
+        for key in ("sigma_px", "sigma_points", "amplitude"):
+            lo, hi = getattr(self, key)
+            need(0 < lo <= hi, key, "must be a range (lo, hi) with 0 < lo <= hi")
+        for key in ("background", "monitor_variation", "flat_variation"):
+            need(getattr(self, key) >= 0, key, "must be >= 0")
+        need(self.monitor > 0, "monitor", "must be > 0")
+        need(self.monitor_variation < 1, "monitor_variation", "must be < 1")
+        need(self.flat_variation < 0.5, "flat_variation", "must be < 0.5")
+        need(0 <= self.touching_fraction <= 1, "touching_fraction", "must be in [0, 1]")
+        need(self.omega_step != 0, "omega_step", "must not be 0")
+        need(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
+        need(self.detector.isidentifier(), "detector", "must be an identifier")
+
+    def as_dict(self) -> dict:
+        """Plain types only (tuples as lists), as stored in `start.meta`."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SimConfig:
+        """The inverse of `as_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"SimConfig: unknown keys {', '.join(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+class Simulation:
+    """The layout (spots, defects, gain) of one simulated scan, and its frames."""
+
+    def __init__(self, config: SimConfig):
+        self.config = c = config
+        rng = np.random.default_rng((c.seed, 0))
+        ny, nx = c.shape
+        self.gap_rows, self.gap_cols = _gap_bands(ny, c.gap), _gap_bands(nx, c.gap)
+        self.truth = _place_spots(c, self.gap_rows, self.gap_cols, rng)
+        self.flat = _gain_map(c.shape, c.flat_variation, rng)
+        gap = np.zeros(c.shape, bool)
+        gap[slice(*self.gap_rows), :] = True
+        gap[:, slice(*self.gap_cols)] = True
+        dead, hot = _place_defects(self.truth, gap, c.dead_pixels, c.hot_pixels, rng)
+        self.dead_pixels, self.hot_pixels = dead, hot
+        self.hot_counts = rng.uniform(*HOT_COUNTS, size=len(hot[0]))
+        self.mask = gap.astype(np.uint8)
+        self.mask[dead] = 1
+        self._masked = self.mask.astype(bool)
+        self._monitor_phase = rng.uniform(0, 2 * math.pi)
+        bad = self._masked.copy()
+        bad[hot] = True
+        _flag_clean(self.truth, bad, c)
+        self._profiles = [_spot_profiles(self.truth, k) for k in range(c.spots)]
+
+    # ------------------------------------------------------------- messages
+
+    def start(self, scan_id: str) -> Start:
+        c = self.config
+        return Start(scan_id, {c.detector: DetectorInfo(c.shape, c.dtype)}, ["omega"],
+                     ["monitor"], c.npoints, {"kind": "sweep", "fast": "omega"},
+                     {"source": "simulate", "config": c.as_dict()})
+
+    def point(self, i: int, scan_id: str) -> Point:
+        return Point(scan_id, i, EPOCH + i * TIME_STEP, {"omega": self.omega(i)},
+                     {"monitor": self.monitor_value(i)}, {self.config.detector: self.frame(i)})
+
+    def end(self, scan_id: str, npoints: int | None = None) -> End:
+        return End(scan_id, "success", self.config.npoints if npoints is None else npoints)
+
+    # --------------------------------------------------------------- values
+
+    def omega(self, i: float) -> float:
+        return self.config.omega_start + self.config.omega_step * i
+
+    def monitor_value(self, i: int) -> float:
+        """Monitor counts at point i: a slow drift plus noise, within +-monitor_variation."""
+        c = self.config
+        u = np.random.default_rng((c.seed, 2, i)).uniform(-1.0, 1.0)
+        drift = math.sin(2 * math.pi * i / 37.0 + self._monitor_phase)
+        return float(c.monitor * (1.0 + c.monitor_variation * (0.6 * drift + 0.4 * u)))
+
+    def expected(self, i: int, raw: bool = False) -> np.ndarray:
+        """Noise-free image of point i (float64).
+
+        raw=False: background + spots at the monitor reference and gain 1 (the
+        truth image). raw=True: the mean of what the detector reads: times gain
+        and monitor ratio, hot pixels at their level, dead and gap pixels 0.
+        """
+        c, t = self.config, self.truth
+        if not 0 <= i < c.npoints:
+            raise IndexError(f"point {i} is outside the scan (0..{c.npoints - 1})")
+        img = np.full(c.shape, float(c.background))
+        near = np.flatnonzero(np.abs(i - t["point"]) <= BOX * t["sigma_w"] + 0.5)
+        z, p = np.sqrt(2.0) * t["sigma_w"][near], t["point"][near]
+        gw = 0.5 * (erf((i + 0.5 - p) / z) - erf((i - 0.5 - p) / z))
+        for k, w in zip(near, gw * t["total"][near], strict=True):
+            rows, cols, ps, pf = self._profiles[k]
+            img[rows, cols] += w * np.outer(ps, pf)
+        if not raw:
+            return img
+        img *= self.flat * (self.monitor_value(i) / c.monitor)
+        img[self.hot_pixels] = self.hot_counts
+        img[self._masked] = 0.0
+        return img
+
+    def frame(self, i: int) -> np.ndarray:
+        """The detector frame of point i: Poisson counts, defects, cast to dtype."""
+        c = self.config
+        rng = np.random.default_rng((c.seed, 1, i))
+        counts = rng.poisson(self.expected(i, raw=True)).astype(np.float64)
+        dtype = np.dtype(c.dtype)
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            np.clip(counts, info.min, info.max, out=counts)
+        return counts.astype(dtype)
+
+
+# ------------------------------------------------------------------- layout
+
+
+def _gap_bands(n: int, gap: bool) -> tuple[int, int]:
+    """[first, last) of the module gap across an axis of n pixels, (0, 0) if none."""
+    if not gap or n < 64:
+        return 0, 0
+    width = max(2, n // 32)
+    first = n // 2 - width // 2
+    return first, first + width
+
+
+def _axis_cells(lo: float, hi: float, core: float, band: tuple[int, int], margin: float):
+    """Cell centres and jitter along one axis: site centres lie in [lo, hi], at least
+    `core` apart, and `margin` away from the pixel band [first, last) if any."""
+    span = hi - lo + core
+    n = int(span // core) if span >= core else 0
+    if n == 0:
+        return np.zeros(0), 0.0
+    pitch = span / n
+    centres = lo - core / 2 + pitch * (np.arange(n) + 0.5)
+    jitter = (pitch - core) / 2
+    if band[1] > band[0]:
+        ok = ((centres + jitter + margin <= band[0] - 0.5)
+              | (centres - jitter - margin >= band[1] - 0.5))
+        centres = centres[ok]
+    return centres, jitter
+
+
+def _place_spots(c: SimConfig, gap_rows, gap_cols, rng) -> dict[str, np.ndarray]:
+    n = c.spots
+    npairs = min(int(round(n * c.touching_fraction / 2)), n // 2)
+    nsites = n - npairs
+    spx, spt = c.sigma_px[1], c.sigma_points[1]
+    half = PAIR_SEPARATION[1] / 2          # a pair lies within +-half sigma of its site
+    # sites at least 2 * ISOLATION + 2 * half largest sigmas apart along some axis
+    core_px, core_w = (2 * ISOLATION + 2 * half) * spx, (2 * ISOLATION + 2 * half) * spt
+    edge = (BOX + half) * spx + 1.0        # from the frame edges and the gap bands
+    axes = [_axis_cells(edge, c.shape[0] - 1 - edge, core_px, gap_rows, edge),
+            _axis_cells(edge, c.shape[1] - 1 - edge, core_px, gap_cols, edge),
+            _axis_cells((4.0 + half) * spt, c.npoints - 1 - (4.0 + half) * spt, core_w,
+                        (0, 0), 0.0)]
+    ncells = math.prod(len(a[0]) for a in axes)
+    if nsites > ncells:
+        raise ValueError(f"cannot place {n} spots ({nsites} sites) in shape {c.shape} x "
+                         f"{c.npoints} points: room for {ncells} sites with sigma_px up to "
+                         f"{spx} and sigma_points up to {spt}; use fewer spots, smaller "
+                         f"sigmas, a larger frame or more points")
+    cell = np.unravel_index(rng.choice(ncells, nsites, replace=False),
+                            tuple(len(a[0]) for a in axes))
+    site = np.stack([a[0][k] + rng.uniform(-a[1], a[1], nsites)
+                     for a, k in zip(axes, cell, strict=True)], axis=1)
+    sig = np.stack([rng.uniform(*c.sigma_px, n), rng.uniform(*c.sigma_px, n),
+                    rng.uniform(*c.sigma_points, n)], axis=1)
+    amp = np.exp(rng.uniform(*np.log(c.amplitude), n))
+    # spots 0..nsites-1 sit on their sites; pair p is spots (p, nsites + p)
+    pos = site.copy()
+    a, b = np.arange(npairs), nsites + np.arange(npairs)
+    u = rng.standard_normal((npairs, 3))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    dist = rng.uniform(*PAIR_SEPARATION, (npairs, 1))
+    offset = dist * u * (sig[a] + sig[b]) / 2
+    pos = np.concatenate([pos, site[:npairs] + offset / 2])
+    pos[a] -= offset / 2
+    partner = np.full(n, -1)
+    partner[a], partner[b] = b, a
+    order = np.argsort(pos[:, 2], kind="stable")
+    rank = np.empty(n, int)
+    rank[order] = np.arange(n)
+    partner = np.where(partner >= 0, rank[np.maximum(partner, 0)], -1)[order]
+    pos, sig, amp = pos[order], sig[order], amp[order]
+    truth = {"spot_id": np.arange(n), "s": pos[:, 0], "f": pos[:, 1], "point": pos[:, 2],
+             "omega": c.omega_start + c.omega_step * pos[:, 2],
+             "sigma_s": sig[:, 0], "sigma_f": sig[:, 1], "sigma_w": sig[:, 2],
+             "amplitude": amp, "total": amp * (2 * np.pi) ** 1.5 * sig.prod(axis=1),
+             "partner": partner}
+    truth["nearest"] = _nearest(pos, sig)
+    truth["touching"] = truth["nearest"] < ISOLATION
+    truth["clean"] = ~truth["touching"]
+    return truth
+
+
+def _nearest(pos: np.ndarray, sig: np.ndarray, block: int = 1024) -> np.ndarray:
+    """Per spot, the smallest normalised distance sqrt(sum((dx / (sig_i + sig_j))^2)) to
+    another spot, over all pairs (in blocks of rows to bound the memory)."""
+    n = len(pos)
+    out = np.empty(n)
+    for lo in range(0, n, block):
+        rows = slice(lo, min(lo + block, n))
+        d2 = np.zeros((rows.stop - lo, n))
+        for axis in range(3):
+            d2 += ((pos[rows, None, axis] - pos[None, :, axis])
+                   / (sig[rows, None, axis] + sig[None, :, axis])) ** 2
+        d2[np.arange(rows.stop - lo), np.arange(lo, rows.stop)] = np.inf
+        out[rows] = np.sqrt(d2.min(axis=1))
+    return out
+
+
+def _spot_boxes(truth, k: int | None = None, pad: float = 0.0):
+    """Integer [s0, s1), [f0, f1) of the +-BOX sigma (+ pad pixels) boxes, clipped at 0."""
+    sel = slice(None) if k is None else k
+    out = []
+    for key in ("s", "f"):
+        centre, width = truth[key][sel], BOX * truth["sigma_" + key][sel] + pad
+        out.append(np.maximum(np.floor(centre - width), 0).astype(int))
+        out.append(np.ceil(centre + width).astype(int) + 1)
+    return out
+
+
+def _spot_profiles(truth, k: int):
+    """Row and column slices of spot k's box and its pixel-integrated profiles."""
+    s0, s1, f0, f1 = _spot_boxes(truth, k)
+    prof = []
+    for key, lo, hi in (("s", s0, s1), ("f", f0, f1)):
+        x = np.arange(lo, hi + 1) - 0.5 - truth[key][k]
+        prof.append(np.diff(0.5 * erf(x / (np.sqrt(2.0) * truth["sigma_" + key][k]))))
+    return slice(s0, s1), slice(f0, f1), prof[0], prof[1]
+
+
+def _place_defects(truth, gap: np.ndarray, ndead: int, nhot: int, rng):
+    """Dead and hot pixels, outside the gap and > BOX sigma + 1 from every spot."""
+    free = ~gap
+    for s0, s1, f0, f1 in zip(*_spot_boxes(truth, pad=1.0), strict=True):
+        free[s0:s1, f0:f1] = False
+    candidates = np.flatnonzero(free)
+    if ndead + nhot > candidates.size:
+        raise ValueError(f"no room for {ndead} dead and {nhot} hot pixels away from the spots")
+    pick = rng.choice(candidates, ndead + nhot, replace=False)
+    shape = gap.shape
+    return np.unravel_index(pick[:ndead], shape), np.unravel_index(pick[ndead:], shape)
+
+
+def _flag_clean(truth, bad: np.ndarray, c: SimConfig):
+    """clean = not touching, box inside the frame and the scan, no bad pixel in the box."""
+    s0, s1, f0, f1 = _spot_boxes(truth)
+    ny, nx = c.shape
+    inside = ((truth["s"] - BOX * truth["sigma_s"] >= 0) & (s1 <= ny)
+              & (truth["f"] - BOX * truth["sigma_f"] >= 0) & (f1 <= nx)
+              & (truth["point"] >= 4 * truth["sigma_w"])
+              & (truth["point"] <= c.npoints - 1 - 4 * truth["sigma_w"]))
+    table = np.zeros((ny + 1, nx + 1))
+    table[1:, 1:] = bad.cumsum(0).cumsum(1)
+    s1, f1 = np.minimum(s1, ny), np.minimum(f1, nx)
+    nbad = table[s1, f1] - table[s0, f1] - table[s1, f0] + table[s0, f0]
+    truth["clean"] = ~truth["touching"] & inside & (nbad == 0)
+
+
+def _gain_map(shape: tuple[int, int], variation: float, rng) -> np.ndarray:
+    """Per-pixel gain with mean 1: a smooth module-scale part plus pixel noise."""
+    ny, nx = shape
+    coarse = rng.standard_normal((6, 6))
+    spline = RectBivariateSpline(np.arange(6), np.arange(6), coarse, kx=3, ky=3)
+    smooth = spline(np.linspace(0, 5, ny), np.linspace(0, 5, nx))
+    smooth = (smooth - smooth.mean()) / (smooth.std() or 1.0)
+    gain = 1.0 + variation * (0.8 * smooth + 0.6 * rng.standard_normal(shape))
+    gain = np.clip(gain, 0.5, 1.5)
+    return (gain / gain.mean()).astype(np.float32)
+
+
+# ------------------------------------------------------------------ sending
+
+
+def send_scan(sim: Simulation, endpoint: str, scan_id: str, rate: float | None = None,
+              order: list[int] | None = None, progress: Callable[[int, int], None] | None = None,
+              linger_ms: int = 10_000, timeout: float | None = None) -> int:
+    """Send start, the points (in `order` if given), then end on a PUSH socket that
+    connects to `endpoint`; return the number of points sent.
+
+    Lossless: a full queue blocks the sender (or raises TimeoutError after
+    `timeout` seconds if given). `rate` is in points per second, on a deadline
+    schedule. On close, queued messages are delivered for up to `linger_ms`.
+    """
+    c = sim.config
+    order = list(range(c.npoints)) if order is None else [int(i) for i in order]
+    bad = [i for i in order if not 0 <= i < c.npoints]
+    if bad:
+        raise ValueError(f"order holds points outside 0..{c.npoints - 1}: {bad[:5]}")
+    if rate is not None and rate <= 0:
+        raise ValueError(f"rate must be > 0 points/s, got {rate}")
+    frame_bytes = c.shape[0] * c.shape[1] * np.dtype(c.dtype).itemsize
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDHWM, int(np.clip((256 << 20) // frame_bytes, 4, 1000)))
+    sock.setsockopt(zmq.SNDTIMEO, -1 if timeout is None else int(timeout * 1000))
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    sent = 0
+    try:
+        sock.connect(endpoint)
+        _send(sock, sim.start(scan_id))
+        t0 = time.perf_counter()
+        for k, i in enumerate(order):
+            point = sim.point(i, scan_id)
+            if rate is not None:
+                delay = t0 + k / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            _send(sock, point)
+            sent += 1
+            if progress is not None:
+                progress(sent, len(order))
+        _send(sock, sim.end(scan_id, sent))
+        log.debug("sent scan %s: %d points to %s", scan_id, sent, endpoint)
+    finally:
+        sock.close()
+    return sent
+
+
+def _send(sock: zmq.Socket, msg) -> None:
+    try:
+        sock.send_multipart(encode(msg), copy=False)
+    except zmq.Again:
+        raise TimeoutError(f"send of {type(msg).__name__} timed out: no receiver "
+                           "took it in time") from None
