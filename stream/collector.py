@@ -1,0 +1,195 @@
+"""Reorder buffer -> linker -> stores: the one place with cross-point state.
+
+Processed points reach the collector in any order. The reorder buffer
+releases them in `point_id` order; a point that has not come is declared
+missing when the buffer holds more than `window` points past it, when the
+oldest waiting point has waited `timeout` seconds, or at the end of the scan
+(never waited on forever). Each released point goes through the linker and
+its rows are appended to the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time as _time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .item import Item
+from .store import POINT_STATUS, ScanStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Slot:
+    """A point waiting in the reorder buffer: its item, or why it is bad."""
+
+    point_id: int
+    item: Item | None
+    status: str = "ok"  # ok | bad
+    reason: str = ""
+    arrived: float = 0.0
+
+
+class ReorderBuffer:
+    """Yield points in id order; report gaps as missing instead of waiting forever."""
+
+    def __init__(self, window: int = 64, timeout: float = 5.0, npoints: int | None = None):
+        self.window = window
+        self.timeout = timeout
+        self.npoints = npoints
+        self.next_id = 0
+        self.waiting: dict[int, Slot] = {}
+
+    def seen(self, point_id: int) -> bool:
+        """True if this point was released or is waiting (a duplicate if it comes again)."""
+        return point_id < self.next_id or point_id in self.waiting
+
+    def push(self, slot: Slot) -> None:
+        if self.seen(slot.point_id):
+            raise ValueError(f"point {slot.point_id} already received")
+        self.waiting[slot.point_id] = slot
+
+    def pop(self, now: float, final: bool = False) -> list[Slot | int]:
+        """Released slots in order; a bare int is a point declared missing."""
+        out: list[Slot | int] = []
+        while True:
+            slot = self.waiting.pop(self.next_id, None)
+            if slot is not None:
+                out.append(slot)
+                self.next_id += 1
+                continue
+            if not self.waiting:
+                break
+            oldest = min(self.waiting)
+            too_many = len(self.waiting) > self.window
+            too_old = now - min(s.arrived for s in self.waiting.values()) > self.timeout
+            if not (final or too_many or too_old):
+                break
+            out.extend(range(self.next_id, oldest))  # the gap is missing
+            self.next_id = oldest
+        if final and self.npoints is not None:
+            out.extend(range(self.next_id, self.npoints))
+            self.next_id = max(self.next_id, self.npoints)
+        return out
+
+
+class Collector:
+    """Owns the reorder buffer, the linker and the store of one scan."""
+
+    def __init__(self, linker: Any, store: ScanStore, counters: dict[str, int], *,
+                 window: int = 64, timeout: float = 5.0, npoints: int | None = None,
+                 motors: list[str] = (), counter_names: list[str] = (),
+                 on_point: Callable[[Item | None, Any], None] | None = None,
+                 clock: Callable[[], float] = _time.monotonic):
+        self.linker = linker
+        self.store = store
+        self.counters = counters
+        self.buffer = ReorderBuffer(window, timeout, npoints)
+        self.motors = list(motors)
+        self.counter_names = list(counter_names)
+        self.on_point = on_point
+        self.clock = clock
+        self.last_linked = -1
+
+    def seen(self, point_id: int) -> bool:
+        return self.buffer.seen(point_id)
+
+    def add(self, item: Item) -> None:
+        """A processed point."""
+        self.buffer.push(Slot(item.point_id, item, "ok", "", self.clock()))
+        self._drain(final=False)
+
+    def add_bad(self, point_id: int, reason: str, item: Item | None = None) -> None:
+        """A point that arrived but could not be processed: recorded as bad."""
+        self.buffer.push(Slot(point_id, item, "bad", reason, self.clock()))
+        self._drain(final=False)
+
+    def poll(self) -> None:
+        """Declare overdue gaps missing, flush on the interval."""
+        self._drain(final=False)
+
+    def finish(self, status: str, reason: str = "") -> None:
+        """End of scan: release everything, close all cliques, write the status."""
+        self._drain(final=True)
+        result = self.linker.finish()
+        self._write_link(result)
+        self.store.close(status, reason, self.counters)
+
+    # ------------------------------------------------------------------
+
+    def _drain(self, final: bool) -> None:
+        now = self.clock()
+        for slot in self.buffer.pop(now, final):
+            if isinstance(slot, int):
+                self._link_point(slot, None, "missing", "no data received")
+            else:
+                self._link_point(slot.point_id, slot.item, slot.status, slot.reason)
+        self.store.maybe_flush(now, self.counters)
+
+    def _link_point(self, point_id: int, item: Item | None, status: str, reason: str) -> None:
+        ok = status == "ok" and item is not None and item.sparse is not None
+        if status == "missing":
+            self.counters["missing"] += 1
+            log.warning("point %d missing: %s", point_id, reason)
+        elif not ok:
+            self.counters["bad"] += 1
+            status = "bad"
+        if status != "ok":
+            self.store.event(status, reason or "no sparse frame", point_id)
+        if ok:
+            result = self.linker.add_point(point_id, item.sparse, item.peaks, item.motors)
+            self._write_sparse(point_id, item)
+        else:
+            result = self.linker.add_point(point_id, None, None, {})
+            self.store.nnz.append({"nnz": [0]})
+        self._write_point(point_id, item, status)
+        self._write_link(result)
+        self.counters["linked"] += 1
+        self.last_linked = point_id
+        if self.on_point is not None:
+            self.on_point(item if ok else None, result)
+
+    def _write_point(self, point_id: int, item: Item | None, status: str) -> None:
+        row: dict[str, Any] = {
+            "point_id": [point_id],
+            "time": [item.time if item else np.nan],
+            "status": [POINT_STATUS.index(status)],
+            "flags": [json.dumps(item.flags) if item and item.flags else ""],
+        }
+        for m in self.motors:
+            row[f"motors/{m}"] = [item.motors.get(m, np.nan) if item else np.nan]
+        for c in self.counter_names:
+            row[f"counters/{c}"] = [item.counters.get(c, np.nan) if item else np.nan]
+        self.store.points.append(row)
+        if item is not None:
+            for flag in item.flags:
+                self.store.event("flag", flag, point_id, item.time)
+        self.counters["written"] += 1
+
+    def _write_sparse(self, point_id: int, item: Item) -> None:
+        sp = item.sparse
+        self.store.sparse.append({"row": sp.row, "col": sp.col, "intensity": sp.intensity,
+                                  "label": sp.label})
+        self.store.nnz.append({"nnz": [sp.nnz]})
+        peaks = item.peaks
+        n = len(next(iter(peaks.values()))) if peaks else 0
+        if n:
+            rows = {"point_id": np.full(n, point_id, np.int64),
+                    "clique_id": np.full(n, -1, np.int64)}
+            rows.update(peaks)
+            self.store.peaks.append(rows)
+
+    def _write_link(self, result: Any) -> None:
+        if len(result.overlaps.get("peak_a", ())):
+            self.store.overlaps.append(result.overlaps)
+        if len(result.cliques.get("clique_id", ())):
+            self.store.cliques.append(result.cliques)
+            self.store.peaks.assign("clique_id", result.members["peak_id"],
+                                    result.members["clique_id"])
+            self.counters["cliques"] += len(result.cliques["clique_id"])

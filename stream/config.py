@@ -1,0 +1,245 @@
+"""TOML configuration: load, validate, override, and write back as provenance.
+
+Groups: `[source]`, `[[node]]` (the chain, in order, each with `kind`;
+none given: `DEFAULT_CHAIN`), `[linker]`, `[output]`. Unknown groups or keys and wrong types are a
+`ConfigError` naming the key and the file. Node tables are checked against
+the node class's constructor (its keyword arguments and type hints); a string
+given for an array parameter is a file name that is loaded here (`.npy`, or
+`file.h5::/path/in/file`), relative to the config file, so nodes only ever
+see arrays.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "source": {
+        "kind": "zmq",
+        "listen": "tcp://127.0.0.1:5555",
+        "detector": "",  # "" = the first detector of the start message
+        "max_frame_bytes": 64 * 1024 * 1024,
+        "reorder_window": 64,
+        "point_timeout": 5.0,
+        "end_timeout": 30.0,
+        "rcvhwm": 64,
+    },
+    "linker": {"criterion": "any_pixel"},
+    "output": {"directory": ".", "flush_interval": 1.0},
+}
+GROUPS = ("source", "node", "linker", "output")
+# The chain when a config names none: a global cut, 8-connected labels, moments.
+DEFAULT_CHAIN = [{"kind": "threshold", "cut": 50.0}, {"kind": "label", "min_pixels": 2},
+                 {"kind": "properties"}]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the text names the key and the file."""
+
+
+class Config:
+    """A validated configuration; `text()` is the effective TOML."""
+
+    def __init__(self, data: dict[str, Any], origin: str = "<config>", base: Path | None = None):
+        self.origin = origin
+        self.base = base or Path.cwd()
+        self.data = _validate(data, origin)
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> Config:
+        """Read a TOML file (None: the built-in defaults, no nodes)."""
+        if path is None:
+            return cls({}, "<defaults>")
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        return cls(data, str(path), path.resolve().parent)
+
+    def __getitem__(self, group: str) -> Any:
+        return self.data[group]
+
+    def override(self, group: str, key: str, value: Any) -> None:
+        """Apply a command-line option (validated like the file's own values)."""
+        data = copy.deepcopy(self.data)
+        data[group][key] = value
+        self.data = _validate(data, f"{self.origin} (command line {group}.{key})")
+
+    def text(self) -> str:
+        return dump_toml(self.data)
+
+    def build_nodes(self) -> list[Any]:
+        """Instantiate the node chain, loading array files."""
+        from nodes import NODES  # the registry: stream builds nodes, never the reverse
+
+        chain = []
+        for i, table in enumerate(self.data["node"]):
+            where = f"{self.origin}: [[node]] #{i + 1} ({table['kind']})"
+            cls = NODES[table["kind"]]
+            kwargs = {}
+            hints = typing.get_type_hints(cls.__init__)
+            for key, value in table.items():
+                if key == "kind":
+                    continue
+                if isinstance(value, str) and _wants_array(hints[key]):
+                    value = load_array(value, self.base, f"{where}: {key}")
+                kwargs[key] = value
+            try:
+                chain.append(cls(**kwargs))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        return chain
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _validate(data: dict[str, Any], origin: str) -> dict[str, Any]:
+    unknown = set(data) - set(GROUPS)
+    if unknown:
+        raise ConfigError(f"{origin}: unknown group(s) {sorted(unknown)}; "
+                          f"known: {', '.join(GROUPS)}")
+    out: dict[str, Any] = {}
+    for group, defaults in DEFAULTS.items():
+        given = data.get(group, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"{origin}: [{group}] must be a table")
+        out[group] = dict(defaults)
+        for key, value in given.items():
+            if key not in defaults:
+                raise ConfigError(f"{origin}: [{group}] unknown key {key!r}; "
+                                  f"known: {', '.join(defaults)}")
+            out[group][key] = _check(value, type(defaults[key]), f"{origin}: [{group}] {key}")
+    nodes = data.get("node", copy.deepcopy(DEFAULT_CHAIN))
+    if not isinstance(nodes, list):
+        raise ConfigError(f"{origin}: node must be an array of tables ([[node]])")
+    out["node"] = [_validate_node(t, i, origin) for i, t in enumerate(nodes)]
+    if out["linker"]["criterion"] not in ("any_pixel",):
+        raise ConfigError(f"{origin}: [linker] criterion {out['linker']['criterion']!r} "
+                          f"not one of: any_pixel")
+    for key in ("reorder_window", "max_frame_bytes", "rcvhwm"):
+        if out["source"][key] < 1:
+            raise ConfigError(f"{origin}: [source] {key} must be >= 1")
+    return out
+
+
+def _validate_node(table: Any, i: int, origin: str) -> dict[str, Any]:
+    from nodes import NODES
+
+    where = f"{origin}: [[node]] #{i + 1}"
+    if not isinstance(table, dict) or "kind" not in table:
+        raise ConfigError(f"{where}: needs a 'kind' (one of {', '.join(NODES)})")
+    kind = table["kind"]
+    if kind not in NODES:
+        raise ConfigError(f"{where}: unknown kind {kind!r}; known: {', '.join(NODES)}")
+    params = _node_params(NODES[kind])
+    out = {"kind": kind}
+    for key, value in table.items():
+        if key == "kind":
+            continue
+        if key not in params:
+            raise ConfigError(f"{where} ({kind}): unknown key {key!r}; "
+                              f"known: {', '.join(params) or 'none'}")
+        hint = params[key]
+        if _wants_array(hint) and isinstance(value, str):
+            out[key] = value
+            continue
+        out[key] = _check(value, _scalar_type(hint), f"{where} ({kind}): {key}")
+    return out
+
+
+def _node_params(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls.__init__)
+    sig = inspect.signature(cls.__init__)
+    return {n: hints.get(n, Any) for n, p in sig.parameters.items()
+            if n != "self" and p.kind is p.KEYWORD_ONLY}
+
+
+def _wants_array(hint: Any) -> bool:
+    return np.ndarray in _members(hint)
+
+
+def _members(hint: Any) -> tuple:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _scalar_type(hint: Any) -> type:
+    for t in (bool, int, float, str):
+        if t in _members(hint):
+            return t
+    return object
+
+
+def _check(value: Any, want: type, where: str) -> Any:
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    is_bool_for_int = want is int and isinstance(value, bool)
+    if want is object or (isinstance(value, want) and not is_bool_for_int):
+        return value
+    raise ConfigError(f"{where} must be {want.__name__}, got {type(value).__name__} {value!r}")
+
+
+# ---------------------------------------------------------------- arrays and TOML
+
+
+def load_array(spec: str, base: Path, where: str) -> np.ndarray:
+    """Load `file.npy` or `file.h5::/path` (relative to `base`)."""
+    name, _, inner = spec.partition("::")
+    path = (base / name).expanduser()
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if inner:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                if inner not in f:
+                    raise ConfigError(f"{where}: {path} has no dataset {inner!r}")
+                return f[inner][()]
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc}") from None
+    raise ConfigError(f"{where}: {spec!r} is neither a .npy file nor FILE.h5::/dataset")
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Write our config structure (tables of scalars, [[node]] list) as TOML."""
+    lines: list[str] = []
+    for group in GROUPS:
+        if group == "node":
+            for table in data.get("node", []):
+                lines += ["[[node]]", *(_toml_kv(k, v) for k, v in table.items()), ""]
+        elif group in data:
+            lines += [f"[{group}]", *(_toml_kv(k, v) for k, v in data[group].items()), ""]
+    return "\n".join(lines)
+
+
+def _toml_kv(key: str, value: Any) -> str:
+    return f"{key} = {_toml_value(value)}"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value) if np.isfinite(value) else ("nan" if value != value else
+                                                       ("inf" if value > 0 else "-inf"))
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")

@@ -1,0 +1,51 @@
+"""The node chain of one detector: built from a config, run point by point.
+
+Adjacent correct / normalise / threshold nodes are fused into one dense pass
+(`nodes.fuse`). A node that fails on a point makes that point bad (with the
+node and the reason); it never stops the scan.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .item import Item
+from .scan import Scan
+
+log = logging.getLogger(__name__)
+
+
+class PointError(Exception):
+    """A point that a node could not process; the text says which node and why."""
+
+
+class Pipeline:
+    """Runs the (fused) node chain inline on each point."""
+
+    def __init__(self, nodes: list[Any], fuse: bool = True):
+        from nodes import fuse as fuse_chain
+
+        self.nodes = list(nodes)
+        self.chain = fuse_chain(self.nodes) if fuse else list(self.nodes)
+
+    def setup(self, scan: Scan) -> None:
+        for node in self.chain:
+            node.setup(scan)
+
+    def node(self, kind: str) -> Any:
+        """The configured node of that kind (for get/set of its parameters)."""
+        for n in self.nodes:
+            if n.kind == kind:
+                return n
+        raise KeyError(f"no node {kind!r} in the chain "
+                       f"({', '.join(n.kind for n in self.nodes) or 'empty'})")
+
+    def process(self, item: Item) -> Item:
+        for node in self.chain:
+            try:
+                item = node.process(item)
+            except Exception as exc:  # a bad point must not stop the scan
+                raise PointError(f"node {node.kind}: {type(exc).__name__}: {exc}") from exc
+        item.frame = None  # only sparse results travel on
+        return item
