@@ -172,6 +172,28 @@ class Linker:
         # step -> [(point_id, peak_offset, npeaks)] of the points whose last neighbour it is
         self._closing: dict[int, list[tuple[int, int, int]]] = {}
         self._forest = _Forest(len(_ACC) + 1 + len(self._motors))
+        if not Linker._warm:
+            self.warmup()
+
+    _warm: ClassVar[bool] = False
+
+    @staticmethod
+    def warmup() -> None:
+        """Compile the kernels on a two-point scan, so the first real point is not slow."""
+        from stream.item import PEAK_COLUMNS
+        from stream.message import DetectorInfo, Start
+
+        Linker._warm = True
+        linker = Linker()
+        linker.setup(Scan.from_start(Start("warmup", {"d": DetectorInfo((2, 2), "uint16")},
+                                           motors=["omega"], npoints=2)))
+        one = np.ones(1)
+        frame = SparseFrame((2, 2), np.zeros(1, np.uint16), np.zeros(1, np.uint16),
+                            np.ones(1, np.float32), np.ones(1, np.int32), 1)
+        peaks = {k: one.astype(dt) for k, dt in PEAK_COLUMNS.items()}
+        for i in range(2):
+            linker.add_point(i, frame, peaks, {"omega": float(i)})
+        linker.finish()
 
     # ------------------------------------------------------------ per point
 

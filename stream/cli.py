@@ -75,7 +75,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             parts = source.recv(timeout=0.2)
             if parts is not None:
                 runner.handle(parts)
-            runner.poll()
+            else:
+                runner.poll()
             cur = runner.current
             if cur is not None:
                 c = cur.counters
@@ -200,7 +201,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             parts = source.recv(timeout=0.2)
             if parts is not None:
                 runner.handle(parts)
-            runner.poll()
+            else:
+                runner.poll()
             if runner.current is not None:
                 progress(runner.current.counters["linked"])
             if sender.poll() not in (None, 0):

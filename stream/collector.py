@@ -55,8 +55,12 @@ class ReorderBuffer:
             raise ValueError(f"point {slot.point_id} already received")
         self.waiting[slot.point_id] = slot
 
-    def pop(self, now: float, final: bool = False) -> list[Slot | int]:
-        """Released slots in order; a bare int is a point declared missing."""
+    def pop(self, now: float | None, final: bool = False) -> list[Slot | int]:
+        """Released slots in order; a bare int is a point declared missing.
+
+        The timeout applies only when `now` is given: the caller passes it when
+        its input is idle, so a backlog on our side never counts as a gap.
+        """
         out: list[Slot | int] = []
         while True:
             slot = self.waiting.pop(self.next_id, None)
@@ -68,7 +72,8 @@ class ReorderBuffer:
                 break
             oldest = min(self.waiting)
             too_many = len(self.waiting) > self.window
-            too_old = now - min(s.arrived for s in self.waiting.values()) > self.timeout
+            too_old = now is not None and (
+                now - min(s.arrived for s in self.waiting.values()) > self.timeout)
             if not (final or too_many or too_old):
                 break
             out.extend(range(self.next_id, oldest))  # the gap is missing
@@ -103,29 +108,29 @@ class Collector:
     def add(self, item: Item) -> None:
         """A processed point."""
         self.buffer.push(Slot(item.point_id, item, "ok", "", self.clock()))
-        self._drain(final=False)
+        self._drain(idle=False)
 
     def add_bad(self, point_id: int, reason: str, item: Item | None = None) -> None:
         """A point that arrived but could not be processed: recorded as bad."""
         self.buffer.push(Slot(point_id, item, "bad", reason, self.clock()))
-        self._drain(final=False)
+        self._drain(idle=False)
 
     def poll(self) -> None:
-        """Declare overdue gaps missing, flush on the interval."""
-        self._drain(final=False)
+        """Input is idle: declare overdue gaps missing, flush on the interval."""
+        self._drain(idle=True)
 
     def finish(self, status: str, reason: str = "") -> None:
         """End of scan: release everything, close all cliques, write the status."""
-        self._drain(final=True)
+        self._drain(idle=True, final=True)
         result = self.linker.finish()
         self._write_link(result)
         self.store.close(status, reason, self.counters)
 
     # ------------------------------------------------------------------
 
-    def _drain(self, final: bool) -> None:
+    def _drain(self, idle: bool, final: bool = False) -> None:
         now = self.clock()
-        for slot in self.buffer.pop(now, final):
+        for slot in self.buffer.pop(now if idle else None, final):
             if isinstance(slot, int):
                 self._link_point(slot, None, "missing", "no data received")
             else:

@@ -85,8 +85,10 @@ class ScanRunner:
             msg = decode(parts, self.config["source"]["max_frame_bytes"])
         except MessageError as exc:
             self._reject("malformed", str(exc))
-            return
-        self.handle_message(msg)
+        else:
+            self.handle_message(msg)
+        if self.current is not None:
+            self.current.last_message = time.monotonic()
 
     def handle_message(self, msg: Start | Point | End) -> None:
         if isinstance(msg, Start):
@@ -99,7 +101,9 @@ class ScanRunner:
             raise TypeError(f"not a message: {type(msg).__name__}")
 
     def poll(self) -> None:
-        """Timeouts: overdue gaps become missing; a scan with no end is aborted."""
+        """Call when the input is idle: overdue gaps become missing, a scan that
+        has heard nothing for `end_timeout` s (since we last finished with a
+        message, so our own backlog never counts) is aborted."""
         cur = self.current
         if cur is None:
             return
@@ -205,7 +209,6 @@ class ScanRunner:
             what = "no scan is open" if cur is None else f"the open scan is {cur.scan.scan_id!r}"
             self._reject("rejected", f"point {point.point_id} of scan {point.scan_id!r}: {what}")
             return
-        cur.last_message = time.monotonic()
         pid = point.point_id
         npoints = cur.collector.buffer.npoints
         if npoints is not None and pid >= npoints:
