@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 
+import h5py
 import msgpack
 import numpy as np
 import zmq
@@ -28,6 +29,20 @@ def short_timeouts_config(tmp_path):
     path = tmp_path / "short.toml"
     path.write_text(text)
     return path
+
+
+def wait_for_status(path, status, limit=120.0):
+    """Poll the file's status (readable while the scan runs) until it is `status`."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            with h5py.File(path, "r", locking=False) as f:
+                if f["entry"].attrs["status"] == status:
+                    return
+        except (OSError, KeyError):
+            pass  # not created yet, or being written
+        time.sleep(0.2)
+    raise AssertionError(f"{path} never reached status {status!r}")
 
 
 def test_bad_input_is_counted_reported_and_survived(run_process, tmp_path):
@@ -59,8 +74,8 @@ def test_bad_input_is_counted_reported_and_survived(run_process, tmp_path):
     push.send_multipart(encode(big))  # bigger than max_frame_bytes
     for i in range(9, 15):
         push.send_multipart(point(i))
-    # 15..19 never come and no end: the scan must time out, not hang
-    time.sleep(3.5)
+    # 15..19 never come and no end: the scan must time out by itself, not hang
+    wait_for_status(tmp_path / "out" / "bad-1.h5", "abort")
     send_scan(Simulation(SimConfig(npoints=20, shape=SHAPE, spots=3, seed=6)), run.endpoint,
               "good-2")
     rc, out, err = run.wait()
