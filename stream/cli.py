@@ -83,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 progress(c["linked"], cur.scan.start.npoints,
                          f"scan {cur.scan.scan_id}: {c['processed']} processed, "
                          f"{c['missing']} missing, {c['bad']} bad, {c['cliques']} cliques, "
-                         f"lag {c['processed'] + c['bad'] - c['linked'] + c['missing']}")
+                         f"lag {cur.lag}")
         runner.close("stopped by signal" if stop["now"] else "stopped")
     progress.done()
     for r in runner.results:

@@ -59,6 +59,12 @@ class OpenScan:
         self.path = path
         self.counters = counters
         self.last_message = time.monotonic()
+        self.newest = -1  # newest point_id received
+
+    @property
+    def lag(self) -> int:
+        """Points between the newest received and the newest linked."""
+        return max(self.newest - self.collector.last_linked, 0)
 
 
 class ScanRunner:
@@ -210,6 +216,7 @@ class ScanRunner:
             self._reject("rejected", f"point {point.point_id} of scan {point.scan_id!r}: {what}")
             return
         pid = point.point_id
+        cur.counters["received"] += 1
         npoints = cur.collector.buffer.npoints
         if npoints is not None and pid >= npoints:
             self._reject("rejected", f"point {pid}: beyond npoints {npoints}")
@@ -218,6 +225,7 @@ class ScanRunner:
             self._count("duplicate", f"point {pid}: already received (duplicate or late), "
                                      f"dropped")
             return
+        cur.newest = max(cur.newest, pid)
         item = Item(pid, cur.detector, point.time, point.motors, point.counters)
         try:
             item.frame = self._frame(point, cur)
