@@ -16,10 +16,12 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from .item import SparseFrame
+
 PROTOCOL_VERSION = 1
 DTYPES = ("uint8", "uint16", "uint32", "int16", "int32", "float32", "float64")
-ENCODINGS = ("raw",)  # bslz4 and lz4 are named by the protocol; decoded from issue 5 on
-KNOWN_ENCODINGS = ("raw", "bslz4", "lz4")
+ENCODINGS = ("raw", "sparse")  # bslz4 and lz4 are named by the protocol; decoded later
+KNOWN_ENCODINGS = ("raw", "sparse", "bslz4", "lz4")
 TRAJECTORY_KINDS = ("sweep", "interlaced", "snake", "grid", "free")
 END_STATUS = ("success", "abort", "fail")
 
@@ -61,14 +63,20 @@ class FrameRef:
 
 @dataclass
 class Point:
-    """One scan point: motors, counters and one frame per detector."""
+    """One scan point: motors, counters and one frame per detector.
+
+    A frame is dense (ndarray), sparse (already thresholded: it enters the
+    chain after the threshold node) or a reference to a file. `extra` keeps
+    unknown header keys; `extra["error"]` (a string) marks a point whose
+    frame could not be read: it is recorded as bad with that reason.
+    """
 
     scan_id: str
     point_id: int
     time: float
     motors: dict[str, float] = field(default_factory=dict)
     counters: dict[str, float] = field(default_factory=dict)
-    frames: dict[str, np.ndarray | FrameRef] = field(default_factory=dict)
+    frames: dict[str, np.ndarray | SparseFrame | FrameRef] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,6 +130,13 @@ def encode(msg: Message) -> list[bytes | memoryview]:
                 if frame.index is not None:
                     ref["index"] = frame.index
                 frames[name] = {"ref": ref}
+                continue
+            if isinstance(frame, SparseFrame):
+                first = len(parts) + 1
+                for arr in (frame.row, frame.col, frame.intensity):
+                    parts.append(memoryview(np.ascontiguousarray(arr)).cast("B"))
+                frames[name] = {"part": first, "shape": list(frame.shape), "nnz": frame.nnz,
+                                "dtype": frame.intensity.dtype.name, "encoding": "sparse"}
                 continue
             arr = np.ascontiguousarray(frame)
             parts.append(memoryview(arr).cast("B"))
@@ -293,12 +308,16 @@ def _decode_frame(name: str, f: Any, bufs: list, max_frame_bytes: int | None):
     if encoding not in ENCODINGS:
         raise MessageError(f"{where}: encoding {encoding!r} is not supported yet "
                            f"(supported: {', '.join(ENCODINGS)})")
+    nparts = 3 if encoding == "sparse" else 1
     part = f.get("part")
-    if not isinstance(part, int) or isinstance(part, bool) or not 1 <= part < len(bufs):
-        raise MessageError(f"{where}: part {part!r} does not name one of the "
+    if (not isinstance(part, int) or isinstance(part, bool)
+            or not 1 <= part <= len(bufs) - nparts):
+        raise MessageError(f"{where}: part {part!r} does not name {nparts} of the "
                            f"{len(bufs) - 1} buffer parts")
     shape = _shape(f.get("shape"), where)
     dtype = np.dtype(_dtype(f.get("dtype"), where))
+    if encoding == "sparse":
+        return _decode_sparse(f, bufs[part:part + 3], shape, dtype, where)
     nbytes = shape[0] * shape[1] * dtype.itemsize
     if max_frame_bytes is not None and nbytes > max_frame_bytes:
         raise MessageError(f"{where}: {nbytes} bytes is more than the configured maximum "
@@ -309,3 +328,26 @@ def _decode_frame(name: str, f: Any, bufs: list, max_frame_bytes: int | None):
                            f"{dtype.name} needs {nbytes}")
     arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
     return arr
+
+
+def _decode_sparse(f: dict, bufs: list, shape: tuple[int, int], dtype: np.dtype,
+                   where: str) -> SparseFrame:
+    """Three parts (row u16, col u16, intensity) of `nnz` raster-sorted pixels."""
+    nnz = f.get("nnz")
+    if not isinstance(nnz, int) or isinstance(nnz, bool) or not 0 <= nnz <= shape[0] * shape[1]:
+        raise MessageError(f"{where}: nnz {nnz!r} must be 0..{shape[0] * shape[1]}")
+    arrays = []
+    for name, dt, buf in zip(("row", "col", "intensity"), (np.uint16, np.uint16, dtype), bufs,
+                             strict=True):
+        mv = memoryview(buf)
+        if mv.nbytes != nnz * np.dtype(dt).itemsize:
+            raise MessageError(f"{where}: sparse {name} has {mv.nbytes} bytes, {nnz} pixels "
+                               f"need {nnz * np.dtype(dt).itemsize}")
+        arrays.append(np.frombuffer(mv, dtype=dt))
+    row, col, intensity = arrays
+    if nnz and (row.max() >= shape[0] or col.max() >= shape[1]):
+        raise MessageError(f"{where}: sparse pixels outside the frame {list(shape)}")
+    key = row.astype(np.int64) * shape[1] + col
+    if nnz > 1 and not (np.diff(key) > 0).all():
+        raise MessageError(f"{where}: sparse pixels are not raster-sorted and unique")
+    return SparseFrame(shape, row, col, intensity.astype(np.float32, copy=False))

@@ -28,6 +28,9 @@ class Pipeline:
 
         self.nodes = list(nodes)
         self.chain = fuse_chain(self.nodes) if fuse else list(self.nodes)
+        # sparse frames (already thresholded) enter after the last dense step
+        dense = [i for i, n in enumerate(self.chain) if n.kind in ("threshold", "dense")]
+        self.sparse_chain = self.chain[dense[-1] + 1:] if dense else list(self.chain)
 
     def setup(self, scan: Scan) -> None:
         for node in self.chain:
@@ -42,7 +45,8 @@ class Pipeline:
                        f"({', '.join(n.kind for n in self.nodes) or 'empty'})")
 
     def process(self, item: Item) -> Item:
-        for node in self.chain:
+        chain = self.sparse_chain if item.frame is None and item.sparse is not None else self.chain
+        for node in chain:
             try:
                 item = node.process(item)
             except Exception as exc:  # a bad point must not stop the scan

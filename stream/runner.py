@@ -25,7 +25,7 @@ import numpy as np
 
 from .collector import Collector
 from .config import Config
-from .item import PEAK_COLUMNS, Item
+from .item import PEAK_COLUMNS, Item, SparseFrame
 from .message import End, FrameRef, MessageError, Point, Start, decode
 from .pipeline import Pipeline, PointError
 from .scan import Scan
@@ -228,7 +228,11 @@ class ScanRunner:
         cur.newest = max(cur.newest, pid)
         item = Item(pid, cur.detector, point.time, point.motors, point.counters)
         try:
-            item.frame = self._frame(point, cur)
+            frame = self._frame(point, cur)
+            if isinstance(frame, SparseFrame):
+                item.sparse = frame
+            else:
+                item.frame = frame
             item = cur.pipeline.process(item)
         except (PointError, MessageError, OSError, KeyError, ValueError) as exc:
             log.warning("scan %s point %d is bad: %s", cur.scan.scan_id, pid, exc)
@@ -238,13 +242,20 @@ class ScanRunner:
         self.counters["processed"] += 1
         cur.collector.add(item)
 
-    def _frame(self, point: Point, cur: OpenScan) -> np.ndarray:
+    def _frame(self, point: Point, cur: OpenScan) -> np.ndarray | SparseFrame:
         info = cur.scan.start.detectors[cur.detector]
         frame = point.frames.get(cur.detector)
+        if isinstance(point.extra.get("error"), str):
+            raise MessageError(point.extra["error"])
         if frame is None:
             raise MessageError(f"point {point.point_id} has no frame for {cur.detector!r}")
         if isinstance(frame, FrameRef):
             frame = self._read_ref(frame)
+        if isinstance(frame, SparseFrame):
+            if frame.shape != info.shape:
+                raise MessageError(f"sparse frame is {list(frame.shape)}, start announced "
+                                   f"{list(info.shape)}")
+            return frame
         if frame.shape != info.shape or frame.dtype != np.dtype(info.dtype):
             raise MessageError(f"frame is {list(frame.shape)} {frame.dtype}, start announced "
                                f"{list(info.shape)} {info.dtype}")

@@ -71,7 +71,7 @@ def test_frame_reference_round_trip():
     (point_parts(frames={"eiger": {"part": 1, "shape": [4, 5], "dtype": "uint16",
                                    "encoding": "bslz4"}}), "not supported yet"),
     (point_parts(frames={"eiger": {"part": 2, "shape": [4, 5], "dtype": "uint16"}}),
-     "does not name one of the 1 buffer parts"),
+     "does not name 1 of the 1 buffer parts"),
     (point_parts(frames={"eiger": {"part": 1, "shape": [5, 5], "dtype": "uint16"}}),
      "buffer has 40 bytes"),
 ])
@@ -84,3 +84,35 @@ def test_frame_bigger_than_maximum_is_refused():
     with pytest.raises(MessageError, match="more than the configured maximum"):
         decode(point_parts(), max_frame_bytes=39)
     assert decode(point_parts(), max_frame_bytes=40).point_id == 0
+
+
+def sparse_frame():
+    from stream.item import SparseFrame
+
+    return SparseFrame((4, 5), np.array([0, 0, 3], np.uint16), np.array([1, 4, 2], np.uint16),
+                       np.array([5.0, 6.5, 7.0], np.float32))
+
+
+def test_sparse_frame_round_trip():
+    p = Point("s1", 1, 0.0, frames={"eiger": sparse_frame()}, extra={"error": "x"})
+    q = decode([bytes(x) for x in encode(p)])
+    f = q.frames["eiger"]
+    assert f.shape == (4, 5) and f.nnz == 3 and q.extra["error"] == "x"
+    np.testing.assert_array_equal(f.col, [1, 4, 2])
+    np.testing.assert_array_equal(f.intensity, np.float32([5.0, 6.5, 7.0]))
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda h, parts: parts.__setitem__(2, parts[2][:-2]), "sparse col has 4 bytes"),
+    (lambda h, parts: h["frames"]["eiger"].__setitem__("nnz", 99), "nnz 99"),
+    (lambda h, parts: parts.__setitem__(1, np.uint16([0, 0, 9]).tobytes()), "outside the frame"),
+    (lambda h, parts: parts.__setitem__(2, np.uint16([4, 1, 2]).tobytes()), "not raster-sorted"),
+    (lambda h, parts: parts.pop(), "does not name 3 of the 2 buffer parts"),
+])
+def test_bad_sparse_frames_say_why(change, reason):
+    parts = [bytes(x) for x in encode(Point("s1", 1, 0.0, frames={"eiger": sparse_frame()}))]
+    h = msgpack.unpackb(parts[0])
+    change(h, parts)
+    parts[0] = msgpack.packb(h)
+    with pytest.raises(MessageError, match=reason):
+        decode(parts)
