@@ -6,6 +6,14 @@ missing when the buffer holds more than `window` points past it, when the
 oldest waiting point has waited `timeout` seconds, or at the end of the scan
 (never waited on forever). Each released point goes through the linker and
 its rows are appended to the store.
+
+Right before the linker sees a point, the scan's trajectory observes its motor
+positions (`Trajectory.observe`; a missing or bad point with no motors), so
+rules that link by position know where the point is. A point the trajectory
+flags (a motor it needs is missing or NaN) is processed and stored but never
+linked; the reason goes into its flags. Every trajectory link between two
+points that both reached the linker with data is written to the links table
+(point_a, point_b, kind).
 """
 
 from __future__ import annotations
@@ -101,6 +109,7 @@ class Collector:
         self.on_point = on_point
         self.clock = clock
         self.last_linked = -1
+        self._linkable: set[int] = set()  # points with data that later points may link to
 
     def seen(self, point_id: int) -> bool:
         return self.buffer.seen(point_id)
@@ -147,9 +156,15 @@ class Collector:
             status = "bad"
         if status != "ok":
             self.store.event(status, reason or "no sparse frame", point_id)
+        trajectory = self._trajectory()
+        flagged = trajectory.observe(point_id, item.motors if ok else {})
+        if ok and flagged:
+            item.flags.append(f"trajectory: {flagged}")
         if ok:
             result = self.linker.add_point(point_id, item.sparse, item.peaks, item.motors)
             self._write_sparse(point_id, item)
+            if not flagged:
+                self._write_trajectory_links(trajectory, point_id)
         else:
             result = self.linker.add_point(point_id, None, None, {})
             self.store.nnz.append({"nnz": [0]})
@@ -159,6 +174,25 @@ class Collector:
         self.last_linked = point_id
         if self.on_point is not None:
             self.on_point(item if ok else None, result)
+
+    def _trajectory(self) -> Any:
+        # the linker holds the scan's trajectory from its setup(scan)
+        return getattr(self.linker, "trajectory", None) or self.linker._trajectory
+
+    def _write_trajectory_links(self, trajectory: Any, point_id: int) -> None:
+        """The links of this point to earlier points with data; forget points no later
+        point can reach."""
+        links = [(i, kind) for i, kind in trajectory.links_before(point_id)
+                 if i in self._linkable]
+        if links:
+            self.store.links.append({"point_a": [i for i, _ in links],
+                                     "point_b": [point_id] * len(links),
+                                     "kind": [kind for _, kind in links]})
+        if trajectory.last_neighbour(point_id) > point_id:
+            self._linkable.add(point_id)
+        if len(self._linkable) > 64 and point_id % 64 == 0:
+            self._linkable = {i for i in self._linkable
+                              if trajectory.last_neighbour(i) > point_id}
 
     def _write_point(self, point_id: int, item: Item | None, status: str) -> None:
         row: dict[str, Any] = {

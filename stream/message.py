@@ -257,6 +257,12 @@ def _decode_start(h: dict) -> Start:
     if trajectory.get("kind", "sweep") not in TRAJECTORY_KINDS:
         raise MessageError(f"start: trajectory kind {trajectory.get('kind')!r} not one of "
                            f"{', '.join(TRAJECTORY_KINDS)}")
+    try:  # a bad trajectory map (unknown key, missing nfast, ...) is a malformed start
+        from .trajectory import make_trajectory
+
+        make_trajectory(trajectory, npoints, list(motors))
+    except ValueError as exc:
+        raise MessageError(f"start: {exc}") from None
     meta = _get(h, "meta", dict, optional=True) or {}
     return Start(scan_id, detectors, list(motors), list(counters), npoints,
                  dict(trajectory), dict(meta), protocol)

@@ -1,76 +1,23 @@
-"""Scan, points and trajectories: which points are neighbours.
+"""Scan and points; trajectories (which points are neighbours) live in trajectory.py.
 
-A trajectory answers two questions for the linker, both by `point_id`:
-
-* `neighbours_before(i)`: the earlier points that point `i` links to (the
-  linker processes points in `point_id` order, so only earlier ones exist);
-* `last_neighbour(i)`: the largest `point_id` that may still link back to
-  `i`. Once the linker has passed it, point `i` has left the frontier and the
-  cliques that only touch such points are closed.
-
-New scan kinds (interlaced, snake, dty x omega grid, 360 wrap) are new
-`Trajectory` classes registered in `TRAJECTORIES`.
+A trajectory answers, by `point_id`, which earlier points a point links to
+(`neighbours_before`, `links_before`) and the largest point that may still
+link back to it (`last_neighbour`); `observe` gives it each point's motor
+positions as the point reaches the linker. See `stream.trajectory` for the
+rules and the keys of each kind in the start message's `trajectory` map.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
 from .message import Point, Start
+from .trajectory import TRAJECTORIES, Sweep, Trajectory, make_trajectory
 
 __all__ = ["Point", "Scan", "Trajectory", "Sweep", "make_trajectory", "TRAJECTORIES"]
 
 POINT_STATUS = {"ok": 0, "missing": 1, "bad": 2}
-
-
-class Trajectory(Protocol):
-    """Neighbour rule between scan points (see module docstring)."""
-
-    kind: ClassVar[str]
-
-    def neighbours_before(self, point_id: int) -> list[int]:
-        """Earlier points that `point_id` links to."""
-        ...
-
-    def last_neighbour(self, point_id: int) -> int:
-        """Largest point_id that may link back to `point_id` (itself if none)."""
-        ...
-
-    def describe(self) -> dict[str, Any]:
-        """The parameters, as stored in the output file."""
-        ...
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """A single step or continuous sweep: point i neighbours i - 1 and i + 1."""
-
-    npoints: int | None = None
-    kind: ClassVar[str] = "sweep"
-
-    def neighbours_before(self, point_id: int) -> list[int]:
-        return [point_id - 1] if point_id > 0 else []
-
-    def last_neighbour(self, point_id: int) -> int:
-        if self.npoints is not None and point_id >= self.npoints - 1:
-            return point_id
-        return point_id + 1
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "npoints": -1 if self.npoints is None else self.npoints}
-
-
-TRAJECTORIES: dict[str, type] = {"sweep": Sweep}
-
-
-def make_trajectory(spec: dict[str, Any], npoints: int | None) -> Trajectory:
-    """Build the trajectory named by a start message's `trajectory` map."""
-    kind = spec.get("kind", "sweep")
-    if kind not in TRAJECTORIES:
-        raise ValueError(f"trajectory kind {kind!r} is not supported yet "
-                         f"(supported: {', '.join(TRAJECTORIES)})")
-    return TRAJECTORIES[kind](npoints=npoints)
 
 
 @dataclass
@@ -85,7 +32,7 @@ class Scan:
 
     @classmethod
     def from_start(cls, start: Start) -> Scan:
-        return cls(start, make_trajectory(start.trajectory, start.npoints))
+        return cls(start, make_trajectory(start.trajectory, start.npoints, start.motors))
 
     @property
     def scan_id(self) -> str:

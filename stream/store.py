@@ -6,7 +6,10 @@ Layout (DESIGN.md, "Stores"):
     /entry/process               NXprocess; config (TOML text), config_sha256,
                                  start_time, end_time, start (JSON), counters (attrs),
                                  events/ (time, point_id, kind, message)
-    /entry/points                point_id, time, status, flags, motors/<m>, counters/<c>
+    /entry/points                point_id, time, status, flags, motors/<m>, counters/<c>;
+                                 attr trajectory (JSON: the rule and its parameters)
+    /entry/points/links          point_a, point_b, kind: the trajectory links used
+                                 (a separate table: read_table(points) leaves it out)
     /entry/<det>/sparse          row, col, intensity, label, nnz (ImageD11's layout)
     /entry/<det>/peaks2d         point_id, <2D peak columns>, clique_id
     /entry/<det>/overlaps        peak_a, peak_b, npixels, score
@@ -141,6 +144,10 @@ class ScanStore:
         cols.update({f"motors/{m}": "float64" for m in motors})
         cols.update({f"counters/{c}": "float64" for c in counters})
         self.points = Table(points, cols, chunk=4096)
+        links = points.create_group("links")
+        links.attrs["table"] = "links"  # its own table, not columns of /entry/points
+        self.links = Table(links, {"point_a": "int64", "point_b": "int64", "kind": STR},
+                           chunk=4096)
         det = entry.create_group(detector)
         self.sparse = Table(det.create_group("sparse"),
                             {"row": "uint16", "col": "uint16", "intensity": "float32",
@@ -152,8 +159,8 @@ class ScanStore:
                               {"peak_a": "int64", "peak_b": "int64", "npixels": "int32",
                                "score": "float32"})
         self.cliques = Table(det.create_group("cliques"), dict(clique_columns))
-        self.tables = (self.events, self.points, self.sparse, self.nnz, self.peaks,
-                       self.overlaps, self.cliques)
+        self.tables = (self.events, self.points, self.links, self.sparse, self.nnz,
+                       self.peaks, self.overlaps, self.cliques)
 
     def set_shape(self, shape: tuple[int, int], itype: str) -> None:
         self.file["entry"][self.detector]["sparse"].attrs.update(
@@ -193,10 +200,15 @@ class ScanStore:
 
 
 def read_table(group: h5py.Group) -> dict[str, np.ndarray]:
-    """All columns of a table group (nested groups flattened as 'a/b')."""
+    """All columns of a table group (nested groups flattened as 'a/b'; a nested group
+    marked as a table of its own, such as points/links, is left out)."""
     out: dict[str, np.ndarray] = {}
+    own = [name for name, obj in group.items()
+           if isinstance(obj, h5py.Group) and "table" in obj.attrs]
 
     def visit(name: str, obj: Any) -> None:
+        if name.split("/")[0] in own:
+            return
         if isinstance(obj, h5py.Dataset) and obj.ndim == 1:
             data = obj[()]
             if obj.dtype == STR or obj.dtype.kind == "O":

@@ -5,9 +5,13 @@ Layout (one file per scan)::
     /entry                                attrs scan_id, creator = "peakstream.simulate"
     /entry/start                          attr start_json: the start message header
     /entry/instrument/<detector>/data     (npoints, ny, nx), one frame per chunk
-    /entry/measurement/omega|monitor|time (npoints,)
+    /entry/measurement/<motor>|monitor|time (npoints,): the motors the start announced
+                                          (omega, and dty for 2D scans; NaN if not read)
     /entry/truth/<column>                 the truth table (see simulate.Simulation)
     /entry/calibration/mask, flat         uint8 (1 = gap or dead), float32 gain
+
+A start_json without a `trajectory` map (a file written by something else) gets
+the one `derive_trajectory` finds in the recorded motor positions.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import h5py
 import msgpack
 import numpy as np
 
+from ..derive import derive_trajectory
 from ..message import Point, Start, decode, encode
 
 if TYPE_CHECKING:
@@ -44,14 +49,19 @@ def write_scan(sim: Simulation, path: str | os.PathLike, scan_id: str,
         data = entry.create_dataset(f"instrument/{c.detector}/data", (n, *c.shape),
                                     dtype=c.dtype, chunks=(1, *c.shape))
         meas = entry.create_group("measurement")
-        omega, monitor, times = np.zeros(n), np.zeros(n), np.zeros(n)
+        motors = {m: np.zeros(n) for m in start.motors}
+        monitor, times = np.zeros(n), np.zeros(n)
         for i in range(n):
             p = sim.point(i, scan_id)
             data[i] = p.frames[c.detector]
-            omega[i], monitor[i], times[i] = p.motors["omega"], p.counters["monitor"], p.time
+            for m, column in motors.items():
+                column[i] = p.motors.get(m, np.nan)
+            monitor[i], times[i] = p.counters["monitor"], p.time
             if progress is not None:
                 progress(i + 1, n)
-        meas["omega"], meas["monitor"], meas["time"] = omega, monitor, times
+        for m, column in motors.items():
+            meas[m] = column
+        meas["monitor"], meas["time"] = monitor, times
         truth = entry.create_group("truth")
         for key, column in sim.truth.items():
             truth[key] = column
@@ -90,7 +100,12 @@ def _start(h: h5py.File, path) -> Start:
         raise ValueError(f"{os.fspath(path)}: not a peakstream simulator file "
                          f"(no /entry with creator {CREATOR!r} and start/start_json)")
     try:
-        start = decode([msgpack.packb(json.loads(entry["start"].attrs["start_json"]))])
+        header = json.loads(entry["start"].attrs["start_json"])
+        if isinstance(header, dict) and "trajectory" not in header:
+            meas = entry.get("measurement", {})
+            header["trajectory"] = derive_trajectory(
+                {m: meas[m][()] for m in header.get("motors") or [] if m in meas})
+        start = decode([msgpack.packb(header)])
     except ValueError as exc:  # MessageError and JSONDecodeError are ValueErrors
         raise ValueError(f"{os.fspath(path)}: bad start_json: {exc}") from None
     if not isinstance(start, Start):
@@ -101,9 +116,11 @@ def _start(h: h5py.File, path) -> Start:
 def _points(path, start: Start) -> Iterator[Point]:
     with h5py.File(path, "r") as h:
         meas = h["entry/measurement"]
-        omega, monitor, times = (meas[k][()] for k in ("omega", "monitor", "time"))
+        monitor, times = meas["monitor"][()], meas["time"][()]
+        motors = {m: meas[m][()] for m in start.motors if m in meas}
         data = {name: h[f"entry/instrument/{name}/data"] for name in start.detectors}
-        for i in range(len(omega)):
-            yield Point(start.scan_id, i, float(times[i]), {"omega": float(omega[i])},
+        for i in range(len(times)):
+            yield Point(start.scan_id, i, float(times[i]),
+                        {m: float(v[i]) for m, v in motors.items()},
                         {"monitor": float(monitor[i])},
                         {name: d[i] for name, d in data.items()})

@@ -1,14 +1,27 @@
-"""A synthetic omega sweep with known truth: Gaussian spots on a Poisson background.
+"""A synthetic scan of any kind with known truth: Gaussian spots on a Poisson background.
 
 Every frame is made from the seed and its point number alone, so any point can
-be made on its own, in any order. Spots sit on a jittered grid in (row,
-column, point) so that isolated spots are far apart (8 sigma or more) and away
-from the edges, the module gaps and the dead pixels; a fraction of them are
-placed as touching pairs. The truth table says which spot is which.
+be made on its own, in any order. The scan kind (sweep, interlaced, grid,
+snake, free; `simscan.layout`) gives each point its true omega, the omega
+width its frame integrates and its dty. Spots have a centre in pixels (s, f),
+in omega (degrees, on the circle for scans that wrap) and, for 2D scans, in
+dty; a frame sees spot k with weight
+
+    total_k * (Phi(omega_i + width_i / 2) - Phi(omega_i - width_i / 2))
+            * exp(-(dty_i - dty_k)^2 / (2 sigma_dty_k^2))
+
+(Phi the Gaussian integral in omega around omega_k, sigma_omega_k; the dty
+factor only for 2D scans), so `total` is the integrated intensity of a pass
+through the spot's centre. Spots are spread evenly in omega, isolated spots
+are far apart (8 sigma or more along some axis) and away from the edges, the
+module gaps and the dead pixels; a fraction of them are placed as touching
+pairs. The truth table says which spot is which.
 
 Conventions: `s` is the row and `f` the column, pixel i's centre is at i;
-`point` is the omega centre in point units (omega = omega_start + omega_step *
-point), and frame i integrates points [i - 0.5, i + 0.5].
+`point` is the omega centre in step units ((omega - omega_start) /
+omega_step, the point number of a plain sweep) and `sigma_w` its width in
+steps. Points listed in `nan_points` are rendered as usual but report omega
+as NaN (a motor that could not be read).
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from scipy.special import erf
 
 from ..message import DTYPES, DetectorInfo, End, Point, Start, encode
 from .simfile import read_scan, read_truth, write_scan
+from .simscan import BOX, KINDS, inside_scan, layout, omega_distance, place_spots
 
 __all__ = ["SimConfig", "Simulation", "send_scan", "write_scan", "read_scan", "read_truth"]
 
@@ -34,9 +48,6 @@ log = logging.getLogger(__name__)
 
 EPOCH = 1763760000.0      # time of point 0; point i is at EPOCH + i * TIME_STEP
 TIME_STEP = 0.01
-BOX = 5.0                 # spots are rendered within +-BOX sigma
-ISOLATION = 4.0           # normalised distance (sigma_i + sigma_j units) below which spots touch
-PAIR_SEPARATION = (2.0, 3.5)  # touching pairs, in units of the pair's mean sigma
 HOT_COUNTS = (5000.0, 60000.0)
 
 
@@ -63,6 +74,17 @@ class SimConfig:
     amplitude: tuple[float, float] = (300.0, 3000.0)
     dtype: str = "uint16"
     detector: str = "eiger"
+    trajectory: str = "sweep"          # sweep | interlaced | grid | snake | free (simscan)
+    wrap: bool = False                 # sweep, grid, snake (fast omega): whole turns
+    iflip: bool = False                # interlaced: the second pass runs backwards
+    nrows: int = 1                     # grid, snake: rows of npoints / nrows points
+    fast: str = "omega"                # grid, snake: the motor that moves along a row
+    dty_start: float = 0.0
+    dty_step: float = 1.0              # grid, snake: between rows (fast omega) or points
+    dty_amplitude: float = 0.0         # free: dty = dty_start + A sin(2 pi omega / period)
+    dty_period: float = 3600.0         # free: degrees of rotation per dty cycle
+    sigma_dty: tuple[float, float] = (0.8, 1.5)  # 2D scans: spot width in dty
+    nan_points: tuple[int, ...] = ()   # points whose omega reads NaN
 
     def __post_init__(self):
         def need(ok: bool, key: str, what: str):
@@ -89,6 +111,35 @@ class SimConfig:
         need(self.omega_step != 0, "omega_step", "must not be 0")
         need(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
         need(self.detector.isidentifier(), "detector", "must be an identifier")
+        self._check_scan(need)
+
+    def _check_scan(self, need) -> None:
+        kind = self.trajectory
+        need(kind in KINDS, "trajectory", f"must be one of {', '.join(KINDS)}")
+        lo, hi = self.sigma_dty
+        need(0 < lo <= hi, "sigma_dty", "must be a range (lo, hi) with 0 < lo <= hi")
+        need(isinstance(self.nrows, int) and self.nrows >= 1, "nrows", "must be an integer >= 1")
+        need(self.fast in ("omega", "dty"), "fast", "must be 'omega' or 'dty'")
+        need(all(isinstance(i, int) and 0 <= i < self.npoints for i in self.nan_points),
+             "nan_points", f"must be point numbers in 0..{self.npoints - 1}")
+        need(self.dty_amplitude >= 0, "dty_amplitude", "must be >= 0")
+        need(self.dty_period > 0, "dty_period", "must be > 0")
+        if kind == "interlaced":
+            need(self.npoints % 2 == 0, "npoints", "must be even for an interlaced scan")
+        if kind in ("grid", "snake"):
+            need(self.npoints % self.nrows == 0, "npoints", f"must be a multiple of nrows "
+                                                            f"({self.nrows})")
+            need(self.fast == "omega" or self.dty_step != 0, "dty_step",
+                 "must not be 0 when dty is the fast motor")
+        if self.wrap:
+            need(kind in ("sweep", "grid", "snake") and self.fast == "omega", "wrap",
+                 "is for sweeps and grids or snakes along omega")
+            per_turn = 360.0 / abs(self.omega_step)
+            nturn = self.npoints if kind == "sweep" else self.npoints // self.nrows
+            need(abs(per_turn - round(per_turn)) < 1e-9 and
+                 (nturn >= round(per_turn) if kind == "sweep" else nturn == round(per_turn)),
+                 "omega_step", f"must make whole turns of the {nturn} points per "
+                               f"{'scan' if kind == 'sweep' else 'row'} with wrap")
 
     def as_dict(self) -> dict:
         """Plain types only (tuples as lists), as stored in `start.meta`."""
@@ -113,7 +164,8 @@ class Simulation:
         rng = np.random.default_rng((c.seed, 0))
         ny, nx = c.shape
         self.gap_rows, self.gap_cols = _gap_bands(ny, c.gap), _gap_bands(nx, c.gap)
-        self.truth = _place_spots(c, self.gap_rows, self.gap_cols, rng)
+        self.layout = layout(c)
+        self.truth = place_spots(c, self.layout, self.gap_rows, self.gap_cols, rng)
         self.flat = _gain_map(c.shape, c.flat_variation, rng)
         gap = np.zeros(c.shape, bool)
         gap[slice(*self.gap_rows), :] = True
@@ -128,18 +180,20 @@ class Simulation:
         bad = self._masked.copy()
         bad[hot] = True
         _flag_clean(self.truth, bad, c)
+        self.truth["clean"] &= inside_scan(self.truth, self.layout)
         self._profiles = [_spot_profiles(self.truth, k) for k in range(c.spots)]
 
     # ------------------------------------------------------------- messages
 
     def start(self, scan_id: str) -> Start:
         c = self.config
-        return Start(scan_id, {c.detector: DetectorInfo(c.shape, c.dtype)}, ["omega"],
-                     ["monitor"], c.npoints, {"kind": "sweep", "fast": "omega"},
+        lay = self.layout
+        return Start(scan_id, {c.detector: DetectorInfo(c.shape, c.dtype)}, list(lay.motors),
+                     ["monitor"], c.npoints, dict(lay.trajectory),
                      {"source": "simulate", "config": c.as_dict()})
 
     def point(self, i: int, scan_id: str) -> Point:
-        return Point(scan_id, i, EPOCH + i * TIME_STEP, {"omega": self.omega(i)},
+        return Point(scan_id, i, EPOCH + i * TIME_STEP, self.motors(i),
                      {"monitor": self.monitor_value(i)}, {self.config.detector: self.frame(i)})
 
     def end(self, scan_id: str, npoints: int | None = None) -> End:
@@ -147,8 +201,16 @@ class Simulation:
 
     # --------------------------------------------------------------- values
 
-    def omega(self, i: float) -> float:
-        return self.config.omega_start + self.config.omega_step * i
+    def omega(self, i: int) -> float:
+        """The true omega of point i (degrees)."""
+        return float(self.layout.omega[i])
+
+    def motors(self, i: int) -> dict[str, float]:
+        """The motor positions point i reports (omega NaN for the nan_points)."""
+        out = {"omega": math.nan if i in self.config.nan_points else self.omega(i)}
+        if "dty" in self.layout.motors:
+            out["dty"] = float(self.layout.dty[i])
+        return out
 
     def monitor_value(self, i: int) -> float:
         """Monitor counts at point i: a slow drift plus noise, within +-monitor_variation."""
@@ -168,9 +230,17 @@ class Simulation:
         if not 0 <= i < c.npoints:
             raise IndexError(f"point {i} is outside the scan (0..{c.npoints - 1})")
         img = np.full(c.shape, float(c.background))
-        near = np.flatnonzero(np.abs(i - t["point"]) <= BOX * t["sigma_w"] + 0.5)
-        z, p = np.sqrt(2.0) * t["sigma_w"][near], t["point"][near]
-        gw = 0.5 * (erf((i + 0.5 - p) / z) - erf((i - 0.5 - p) / z))
+        lay = self.layout
+        d = omega_distance(lay.omega[i], t["omega"], lay.circle)
+        half = lay.width[i] / 2
+        near = np.abs(d) <= BOX * t["sigma_omega"] + half
+        if lay.dty_range is not None:
+            near &= np.abs(lay.dty[i] - t["dty"]) <= BOX * t["sigma_dty"]
+        near = np.flatnonzero(near)
+        z, d = np.sqrt(2.0) * t["sigma_omega"][near], d[near]
+        gw = 0.5 * (erf((d + half) / z) - erf((d - half) / z))
+        if lay.dty_range is not None:
+            gw *= np.exp(-0.5 * ((lay.dty[i] - t["dty"][near]) / t["sigma_dty"][near]) ** 2)
         for k, w in zip(near, gw * t["total"][near], strict=True):
             rows, cols, ps, pf = self._profiles[k]
             img[rows, cols] += w * np.outer(ps, pf)
@@ -203,92 +273,6 @@ def _gap_bands(n: int, gap: bool) -> tuple[int, int]:
     width = max(2, n // 32)
     first = n // 2 - width // 2
     return first, first + width
-
-
-def _axis_cells(lo: float, hi: float, core: float, band: tuple[int, int], margin: float):
-    """Cell centres and jitter along one axis: site centres lie in [lo, hi], at least
-    `core` apart, and `margin` away from the pixel band [first, last) if any."""
-    span = hi - lo + core
-    n = int(span // core) if span >= core else 0
-    if n == 0:
-        return np.zeros(0), 0.0
-    pitch = span / n
-    centres = lo - core / 2 + pitch * (np.arange(n) + 0.5)
-    jitter = (pitch - core) / 2
-    if band[1] > band[0]:
-        ok = ((centres + jitter + margin <= band[0] - 0.5)
-              | (centres - jitter - margin >= band[1] - 0.5))
-        centres = centres[ok]
-    return centres, jitter
-
-
-def _place_spots(c: SimConfig, gap_rows, gap_cols, rng) -> dict[str, np.ndarray]:
-    n = c.spots
-    npairs = min(int(round(n * c.touching_fraction / 2)), n // 2)
-    nsites = n - npairs
-    spx, spt = c.sigma_px[1], c.sigma_points[1]
-    half = PAIR_SEPARATION[1] / 2          # a pair lies within +-half sigma of its site
-    # sites at least 2 * ISOLATION + 2 * half largest sigmas apart along some axis
-    core_px, core_w = (2 * ISOLATION + 2 * half) * spx, (2 * ISOLATION + 2 * half) * spt
-    edge = (BOX + half) * spx + 1.0        # from the frame edges and the gap bands
-    axes = [_axis_cells(edge, c.shape[0] - 1 - edge, core_px, gap_rows, edge),
-            _axis_cells(edge, c.shape[1] - 1 - edge, core_px, gap_cols, edge),
-            _axis_cells((4.0 + half) * spt, c.npoints - 1 - (4.0 + half) * spt, core_w,
-                        (0, 0), 0.0)]
-    ncells = math.prod(len(a[0]) for a in axes)
-    if nsites > ncells:
-        raise ValueError(f"cannot place {n} spots ({nsites} sites) in shape {c.shape} x "
-                         f"{c.npoints} points: room for {ncells} sites with sigma_px up to "
-                         f"{spx} and sigma_points up to {spt}; use fewer spots, smaller "
-                         f"sigmas, a larger frame or more points")
-    cell = np.unravel_index(rng.choice(ncells, nsites, replace=False),
-                            tuple(len(a[0]) for a in axes))
-    site = np.stack([a[0][k] + rng.uniform(-a[1], a[1], nsites)
-                     for a, k in zip(axes, cell, strict=True)], axis=1)
-    sig = np.stack([rng.uniform(*c.sigma_px, n), rng.uniform(*c.sigma_px, n),
-                    rng.uniform(*c.sigma_points, n)], axis=1)
-    amp = np.exp(rng.uniform(*np.log(c.amplitude), n))
-    # spots 0..nsites-1 sit on their sites; pair p is spots (p, nsites + p)
-    pos = site.copy()
-    a, b = np.arange(npairs), nsites + np.arange(npairs)
-    u = rng.standard_normal((npairs, 3))
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
-    dist = rng.uniform(*PAIR_SEPARATION, (npairs, 1))
-    offset = dist * u * (sig[a] + sig[b]) / 2
-    pos = np.concatenate([pos, site[:npairs] + offset / 2])
-    pos[a] -= offset / 2
-    partner = np.full(n, -1)
-    partner[a], partner[b] = b, a
-    order = np.argsort(pos[:, 2], kind="stable")
-    rank = np.empty(n, int)
-    rank[order] = np.arange(n)
-    partner = np.where(partner >= 0, rank[np.maximum(partner, 0)], -1)[order]
-    pos, sig, amp = pos[order], sig[order], amp[order]
-    truth = {"spot_id": np.arange(n), "s": pos[:, 0], "f": pos[:, 1], "point": pos[:, 2],
-             "omega": c.omega_start + c.omega_step * pos[:, 2],
-             "sigma_s": sig[:, 0], "sigma_f": sig[:, 1], "sigma_w": sig[:, 2],
-             "amplitude": amp, "total": amp * (2 * np.pi) ** 1.5 * sig.prod(axis=1),
-             "partner": partner}
-    truth["nearest"] = _nearest(pos, sig)
-    truth["touching"] = truth["nearest"] < ISOLATION
-    truth["clean"] = ~truth["touching"]
-    return truth
-
-
-def _nearest(pos: np.ndarray, sig: np.ndarray, block: int = 1024) -> np.ndarray:
-    """Per spot, the smallest normalised distance sqrt(sum((dx / (sig_i + sig_j))^2)) to
-    another spot, over all pairs (in blocks of rows to bound the memory)."""
-    n = len(pos)
-    out = np.empty(n)
-    for lo in range(0, n, block):
-        rows = slice(lo, min(lo + block, n))
-        d2 = np.zeros((rows.stop - lo, n))
-        for axis in range(3):
-            d2 += ((pos[rows, None, axis] - pos[None, :, axis])
-                   / (sig[rows, None, axis] + sig[None, :, axis])) ** 2
-        d2[np.arange(rows.stop - lo), np.arange(lo, rows.stop)] = np.inf
-        out[rows] = np.sqrt(d2.min(axis=1))
-    return out
 
 
 def _spot_boxes(truth, k: int | None = None, pad: float = 0.0):
@@ -326,13 +310,12 @@ def _place_defects(truth, gap: np.ndarray, ndead: int, nhot: int, rng):
 
 
 def _flag_clean(truth, bad: np.ndarray, c: SimConfig):
-    """clean = not touching, box inside the frame and the scan, no bad pixel in the box."""
+    """clean = not touching, box inside the frame, no bad pixel in the box (inside the
+    scan: simscan.inside_scan)."""
     s0, s1, f0, f1 = _spot_boxes(truth)
     ny, nx = c.shape
     inside = ((truth["s"] - BOX * truth["sigma_s"] >= 0) & (s1 <= ny)
-              & (truth["f"] - BOX * truth["sigma_f"] >= 0) & (f1 <= nx)
-              & (truth["point"] >= 4 * truth["sigma_w"])
-              & (truth["point"] <= c.npoints - 1 - 4 * truth["sigma_w"]))
+              & (truth["f"] - BOX * truth["sigma_f"] >= 0) & (f1 <= nx))
     table = np.zeros((ny + 1, nx + 1))
     table[1:, 1:] = bad.cumsum(0).cumsum(1)
     s1, f1 = np.minimum(s1, ny), np.minimum(f1, nx)

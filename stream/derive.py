@@ -1,0 +1,150 @@
+"""Guess a scan's trajectory map from its recorded motor positions.
+
+Used when a recorded file does not say how it was scanned. The positions are
+in `point_id` order; NaN (a motor that was not read) is ignored. The result is
+a start-message `trajectory` map (see `stream.trajectory`):
+
+* one moving motor, monotone: a sweep; `wrap` when it spans a whole turn
+  (the span plus one step is 360), several turns of a whole number of points:
+  a wrapping sweep with `points_per_turn`, otherwise `free` with a period;
+* one moving motor in equal passes: two passes offset by half a step are
+  `interlaced` (`iflip` if the second runs backwards); passes over the same
+  positions are a `snake` (alternating) or a `grid` with no slow motor;
+* two moving motors, one constant along rows of equal length: a `grid` or
+  `snake` whose fast motor is the one that moves within the rows (either
+  order), `wrap` when each row spans a turn;
+* anything else: `free`, with tolerances from the steps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+TURN = 360.0  # degrees in a turn: the period of a wrapping fast motor
+
+
+def derive_trajectory(motors: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The trajectory map that fits the motor positions (see the module docstring)."""
+    cols = {m: np.asarray(v, float) for m, v in motors.items()}
+    moving = [m for m, v in cols.items()
+              if np.isfinite(v).sum() > 1 and np.nanmax(v) > np.nanmin(v)]
+    if not moving:
+        return {"kind": "sweep", "fast": "omega" if "omega" in cols or not cols else min(cols)}
+    # the fast motor moves between most consecutive points
+    changes = {m: int(np.count_nonzero(np.abs(np.diff(cols[m])) > 0)) for m in moving}
+    ordered = sorted(moving, key=lambda m: (-changes[m], m != "omega", m))
+    fast = ordered[0]
+    if len(moving) == 1:
+        return _one_motor(fast, cols[fast])
+    if len(moving) == 2:
+        raster = _raster(fast, ordered[1], cols[fast], cols[ordered[1]])
+        if raster is not None:
+            return raster
+    return _free(fast, ordered[1:], cols)
+
+
+def _step(v: np.ndarray) -> float:
+    d = np.abs(np.diff(v))
+    d = d[np.isfinite(d) & (d > 0)]
+    return float(np.median(d)) if d.size else 1.0
+
+
+def _turns(span: float, step: float) -> bool:
+    return abs(span + step - TURN) <= 0.5 * step
+
+
+def _passes(v: np.ndarray, step: float) -> int | None:
+    """Length of the first pass: points up to the first step that is not a regular
+    step in the first direction, or None if the motor moves regularly throughout."""
+    d = np.diff(v)
+    if not np.isfinite(d).any():
+        return None
+    sign = np.sign(d[np.isfinite(d)][0])
+    for j, x in enumerate(d):
+        if math.isfinite(x) and (np.sign(x) != sign or abs(abs(x) - step) > 0.25 * step):
+            return j + 1
+    return None
+
+
+def _one_motor(fast: str, v: np.ndarray) -> dict[str, Any]:
+    n, step = len(v), _step(v)
+    first = _passes(v, step)
+    if first is None:
+        span = float(np.nanmax(v) - np.nanmin(v))
+        if _turns(span, step):
+            return {"kind": "sweep", "fast": fast, "wrap": True, "points_per_turn": n}
+        per_turn = TURN / step
+        if span + step > TURN and abs(per_turn - round(per_turn)) < 1e-3 * per_turn:
+            return {"kind": "sweep", "fast": fast, "wrap": True,
+                    "points_per_turn": int(round(per_turn))}
+        if span + step > TURN:
+            return {"kind": "free", "tolerance": {fast: 1.5 * step}, "period": {fast: TURN},
+                    "window": int(math.ceil(per_turn)) + 2}
+        return {"kind": "sweep", "fast": fast}
+    if n % first == 0 and n // first >= 2:
+        rows = v.reshape(n // first, first)
+        if all(_passes(r, step) is None for r in rows):
+            spans = np.sign(rows[:, -1] - rows[:, 0])
+            ref = np.sort(rows[0])
+            same = [np.nanmax(np.abs(np.sort(r) - ref)) <= 0.1 * step for r in rows]
+            half = n // first == 2 and np.nanmax(np.abs(np.abs(np.sort(rows[1]) - ref)
+                                                        - 0.5 * step)) <= 0.1 * step
+            if half:
+                return {"kind": "interlaced", "fast": fast, "iflip": bool(spans[1] != spans[0])}
+            if all(same):
+                alternate = bool(np.all(spans[1:] == -spans[:-1]))
+                wrap = _turns(float(np.ptp(rows[0])), step)
+                out = {"kind": "snake" if alternate else "grid", "fast": fast, "nfast": first,
+                       "slow": None}
+                return {**out, "wrap": True} if wrap else out
+    return _free(fast, [], {fast: v})
+
+
+def _raster(fast: str, slow: str, v: np.ndarray, s: np.ndarray) -> dict[str, Any] | None:
+    n = len(v)
+    moves = np.flatnonzero(np.abs(np.diff(s)) > 0) + 1
+    if moves.size == 0:
+        return None
+    nfast = int(moves[0])
+    if nfast < 2 or n % nfast or not np.array_equal(moves, np.arange(nfast, n, nfast)):
+        return None
+    step = _step(v)
+    rows = v.reshape(n // nfast, nfast)
+    if not all(_passes(r, step) is None for r in rows):
+        return None
+    spans = np.sign(rows[:, -1] - rows[:, 0])
+    alternate = bool(rows.shape[0] > 1 and np.all(spans[1:] == -spans[:-1]))
+    out: dict[str, Any] = {"kind": "snake" if alternate else "grid", "fast": fast, "slow": slow,
+                           "nfast": nfast}
+    if _turns(float(np.nanmax(rows[0]) - np.nanmin(rows[0])), step):
+        out["wrap"] = True
+    ref = np.sort(rows[0])
+    misfit = max(float(np.nanmax(np.abs(np.sort(r) - ref))) for r in rows)
+    if misfit > 0.1 * step:  # rows do not repeat the same positions: link by position
+        out["tolerance"] = 1.5 * step
+        out["shift"] = 1 + int(math.ceil(misfit / step))
+    return out
+
+
+def _free(fast: str, others: list[str], cols: dict[str, np.ndarray]) -> dict[str, Any]:
+    v = cols[fast]
+    n, step = len(v), _step(v)
+    tol = {fast: 1.5 * step}
+    out: dict[str, Any] = {"kind": "free", "tolerance": tol}
+    span = float(np.nanmax(v) - np.nanmin(v))
+    per_turn = TURN / step
+    window = n - 1
+    if span + step > TURN:
+        out["period"] = {fast: TURN}
+        window = int(math.ceil(1.05 * per_turn)) + 2
+    lag = min(int(round(per_turn)), n - 1) if "period" in out else 1
+    for m in others:
+        x = cols[m]
+        near = np.abs(x[lag:] - x[:-lag]) if lag < n else np.zeros(1)
+        near = near[np.isfinite(near)]
+        tol[m] = 1.5 * float(max(near.max(initial=0.0), np.nanmax(np.abs(np.diff(x)))))
+    out["window"] = max(window, 1)
+    return out
