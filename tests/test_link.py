@@ -349,4 +349,4 @@ def test_bad_calls_raise():
     with pytest.raises(ValueError, match="after finish"):
         linker.add_point(2, sparse, peaks, {})
     with pytest.raises(ValueError, match="any_pixel"):
-        Linker(criterion="fraction")
+        Linker(criterion="nearest")

@@ -48,10 +48,12 @@ def union_pairs(parent, close_at, size, next_member, slot_a, slot_b):
 
 @numba.njit(nogil=True, cache=True)
 def close_cliques(parent, close_at, size, next_member, alive, gid, point, acc,
-                  candidates, step):
+                  candidates, step, by_close_at):
     """Close the cliques of the candidate slots whose close_at <= step.
 
-    Cliques come out in order of their smallest slot (= smallest peak id).
+    Cliques come out in order of their smallest slot (= smallest peak id),
+    or, with `by_close_at`, of (close_at, smallest slot): the order in which
+    point-by-point steps would have closed them.
     Returns per clique: n2d, summed acc rows, first and last point; per
     member (sorted by gid): gid and the clique's index in this call. The
     members' slots are marked dead.
@@ -64,6 +66,8 @@ def close_cliques(parent, close_at, size, next_member, alive, gid, point, acc,
             roots[nr] = r
             nr += 1
     roots = np.unique(roots[:nr])
+    if by_close_at:
+        roots = roots[np.argsort(close_at[roots], kind="mergesort")]
     nc = roots.shape[0]
     nmembers = 0
     for c in range(nc):
