@@ -323,8 +323,16 @@ def test_memory_bounded_by_frontier():
     assert linker._forest.capacity <= 2048  # slots are reused, not grown with the scan
     results.append(linker.finish())
     assert linker.open_peaks() == 0
-    # still right after many compactions of the slot arrays
-    assert partition(cat(results, "members")) == reference(frames, Sweep(npoints))[1]
+    # still right after many compactions of the slot arrays: members and moments
+    members, cliques = cat(results, "members"), cat(results, "cliques")
+    assert partition(members) == reference(frames, Sweep(npoints))[1]
+    npx = np.concatenate([p["npx"] for _, p in frames]).astype(np.int64)
+    s_i = np.concatenate([p["s_I"] for _, p in frames])
+    order = np.argsort(cliques["clique_id"])
+    assert np.array_equal(np.bincount(members["clique_id"], weights=npx).astype(np.int64),
+                          cliques["npx"][order])
+    np.testing.assert_allclose(np.bincount(members["clique_id"], weights=s_i),
+                               cliques["s_I"][order], rtol=1e-12)
 
 
 def test_bad_calls_raise():
