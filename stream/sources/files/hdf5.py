@@ -1,0 +1,318 @@
+"""HDF5 image stacks as ESRF Bliss / Lima and NeXus write them.
+
+The frames are a 3D dataset (frames, rows, cols) named `FILE::/1.1/measurement/eiger`;
+several such specs in a row are one scan that continues across files or scans.
+Compressed datasets (bitshuffle-LZ4 and the other Eiger / Bliss filters through
+hdf5plugin, gzip, lzf) are read one chunk of frames at a time, never the whole
+stack. A virtual dataset whose source file is gone would read as fill values:
+those frames are marked bad instead. Motors and counters come from datasets of
+the same files (see `common.parse_spec`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the bitshuffle / LZ4 / Blosc filters with HDF5)
+import numpy as np
+
+from ...message import Point, Start
+from .common import (
+    ValueSpec,
+    all_specs,
+    check_counts,
+    check_dtype,
+    detector_name,
+    error_point,
+    make_start,
+    native,
+    point_values,
+    scan_id_from,
+    select,
+)
+
+log = logging.getLogger(__name__)
+
+BLOCK_BYTES = 64 << 20  # frames read at once: one chunk, up to this size
+
+
+@dataclass
+class Segment:
+    """One images dataset of the scan: frames [offset, offset + nframes) of the whole."""
+
+    file: str
+    path: str
+    nframes: int
+    shape: tuple[int, int]
+    dtype: str
+    block: int  # frames per read, aligned to the chunks
+    offset: int = 0
+    lost: tuple[tuple[int, int, str], ...] = ()  # (first, last, file) of missing VDS sources
+
+    @property
+    def name(self) -> str:
+        return f"{self.file}::{self.path}"
+
+    @property
+    def scan_group(self) -> str:
+        """The top group of the images path (/1.1 in /1.1/measurement/eiger)."""
+        return "/" + self.path.strip("/").split("/")[0]
+
+
+def parse_images(specs: list[str], files: list[str] | None = None) -> list[tuple[str, str]]:
+    """`FILE::/path` specs as (file, path); a bare `/path` is looked for in each of `files`."""
+    out: list[tuple[str, str]] = []
+    for spec in specs:
+        file, sep, path = spec.rpartition("::")
+        if sep:
+            if not file or not path:
+                raise ValueError(f"--images {spec!r}: give FILE::/path/to/dataset")
+            out.append((file, "/" + path.lstrip("/")))
+        elif files:
+            out.extend((f, "/" + spec.lstrip("/")) for f in files)
+        else:
+            raise ValueError(f"--images {spec!r}: no file given (FILE::/path, or the file "
+                             f"as INPUT)")
+    return out
+
+
+def open_file(path: str) -> h5py.File:
+    """An HDF5 file opened for reading; the error names the file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        raise OSError(f"{path}: cannot open as HDF5 (truncated or not HDF5?): {exc}") from None
+
+
+def get_dataset(f: h5py.File, path: str, what: str = "dataset") -> h5py.Dataset:
+    """f[path] as a dataset, or a ValueError naming the file and the path."""
+    try:
+        obj = f.get(path)
+    except (KeyError, OSError, RuntimeError) as exc:  # a broken external link
+        raise ValueError(f"{f.filename}: cannot open {path!r}: {exc}") from None
+    if obj is None:
+        raise ValueError(f"{f.filename}: no {what} {path!r}{_hint(f)}")
+    if not isinstance(obj, h5py.Dataset):
+        raise ValueError(f"{f.filename}: {path!r} is a group, not a {what}{_hint(f)}")
+    return obj
+
+
+def image_stacks(f: h5py.File, limit: int = 8) -> list[str]:
+    """Paths of the 3D datasets of a file (what --images could name), at most `limit`."""
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> bool | None:
+        if isinstance(obj, h5py.Dataset) and obj.ndim == 3:
+            found.append("/" + name)
+        return True if len(found) >= limit else None
+
+    with contextlib.suppress(Exception):  # a damaged file: no hint, the real error follows
+        f.visititems(visit)
+    return found
+
+
+def _hint(f: h5py.File) -> str:
+    stacks = image_stacks(f)
+    return f" (3D datasets in the file: {', '.join(stacks)})" if stacks else ""
+
+
+def _segment(f: h5py.File, path: str) -> Segment:
+    ds = get_dataset(f, path, "images dataset")
+    where = f"{f.filename}::{path}"
+    if ds.ndim != 3:
+        raise ValueError(f"{where}: is {ds.ndim}D {ds.shape}; an image stack is 3D "
+                         f"(frames, rows, cols)")
+    dtype = check_dtype(ds.dtype, where)
+    frame_bytes = max(ds.shape[1] * ds.shape[2] * ds.dtype.itemsize, 1)
+    block = ds.chunks[0] if ds.chunks else 1
+    if block * frame_bytes > BLOCK_BYTES:
+        block = 1
+    lost = _lost_sources(ds, f.filename) if ds.is_virtual else ()
+    return Segment(f.filename, path, ds.shape[0], (ds.shape[1], ds.shape[2]), dtype, block,
+                   lost=lost)
+
+
+def _lost_sources(ds: h5py.Dataset, master: str) -> tuple[tuple[int, int, str], ...]:
+    """Frame ranges of a virtual dataset whose source files do not exist."""
+    lost = []
+    here = os.path.dirname(os.path.abspath(master))
+    for vs in ds.virtual_sources():
+        name = vs.file_name
+        if name == "." or any(os.path.exists(p) for p in (name, os.path.join(here, name))):
+            continue
+        lo, hi = vs.vspace.get_select_bounds()
+        lost.append((int(lo[0]), int(hi[0]), name))
+    return tuple(lost)
+
+
+def read_hdf5_stack(images: list[str], *, motors: Mapping[str, ValueSpec] | None = None,
+                    counters: Mapping[str, ValueSpec] | None = None,
+                    time: ValueSpec | None = None, scan_id: str | None = None,
+                    detector: str | None = None, first: int | None = None,
+                    last: int | None = None, trajectory: dict | None = None,
+                    files: list[str] | None = None) -> tuple[Start, Iterator[Point]]:
+    """Start and points of the image stack(s) `images` (FILE::/path; bare paths in `files`)."""
+    specs = parse_images(images, files)
+    if not specs:
+        raise ValueError("no images dataset given (--images FILE::/path)")
+    segments: list[Segment] = []
+    for file, path in specs:
+        with open_file(file) as f:
+            seg = _segment(f, path)
+        if segments and (seg.shape, seg.dtype) != (segments[0].shape, segments[0].dtype):
+            s0 = segments[0]
+            raise ValueError(f"{seg.name}: frames are {seg.shape[0]}x{seg.shape[1]} "
+                             f"{seg.dtype}, but {s0.name} has {s0.shape[0]}x{s0.shape[1]} "
+                             f"{s0.dtype}")
+        seg.offset = sum(s.nframes for s in segments)
+        segments.append(seg)
+    nframes = sum(s.nframes for s in segments)
+    lo, hi = select(nframes, first, last, segments[0].name)
+    motors, counters = dict(motors or {}), dict(counters or {})
+    every = all_specs(motors, counters, time)
+    for spec in every:
+        read_values(spec, segments, nframes)
+    check_counts(every, hi - lo + 1)
+    s0 = segments[0]
+    det = detector or detector_name(_detector_default(s0.path))
+    sid = scan_id or scan_id_from(s0.file, _scan_suffix(s0.path))
+    meta = {"source": "hdf5", "images": [s.name for s in segments],
+            "motors": {k: v.text for k, v in motors.items()},
+            "counters": {k: v.text for k, v in counters.items()}}
+    start = make_start(sid, det, s0.shape, s0.dtype, motors, counters, hi - lo + 1,
+                       trajectory, meta)
+    return start, _points(start, segments, lo, hi, motors, counters, time)
+
+
+def _detector_default(path: str) -> str:
+    """eiger for /1.1/measurement/eiger and /entry/instrument/eiger/data."""
+    parts = [p for p in path.split("/") if p]
+    if len(parts) >= 2 and parts[-1] in ("data", "image", "images"):
+        return parts[-2]
+    return parts[-1] if parts else "detector"
+
+
+def _scan_suffix(path: str) -> str:
+    top = path.strip("/").split("/")[0]
+    return f"_{top}" if top and top[0].isdigit() else ""
+
+
+# ------------------------------------------------------------------ values
+
+
+def read_values(spec: ValueSpec, segments: list[Segment], nframes: int) -> None:
+    """Fill `spec.values` (one per frame) for an HDF5 spec; other kinds are left as they are."""
+    if spec.kind == "header":
+        raise ValueError(f"{spec.name}={spec.text}: HDF5 frames have no header; give a "
+                         f"dataset, a range, a list or a number")
+    if spec.kind != "hdf5":
+        return
+    parts = []
+    for file, path in spec.sources:
+        if file is None and not path.startswith("/"):  # relative: under each scan group
+            for seg in segments:
+                parts.append(_read_column(spec, seg.file, f"{seg.scan_group}/{path}",
+                                          seg.nframes))
+        else:
+            parts.append(_read_column(spec, file or segments[0].file, "/" + path.lstrip("/"),
+                                      None))
+    values = np.concatenate(parts) if parts else np.empty(0)
+    if len(values) == 1 and nframes > 1 and all(len(p) == 1 for p in parts):
+        values = np.full(nframes, values[0])
+    if len(values) < nframes:
+        raise ValueError(f"{spec.name}={spec.text}: {len(values)} values for {nframes} frames")
+    if len(values) > nframes:
+        log.warning("%s=%s: %d values for %d frames; the extra ones are not used", spec.name,
+                    spec.text, len(values), nframes)
+    spec.values = values[:nframes]
+
+
+def _read_column(spec: ValueSpec, file: str, path: str, n: int | None) -> np.ndarray:
+    """One HDF5 source of a spec as float64: a scalar repeats (n times if n is given)."""
+    with open_file(file) as f:
+        ds = get_dataset(f, path, f"dataset for {spec.name}")
+        if ds.ndim > 1 or ds.dtype.kind not in "iufb":
+            raise ValueError(f"{file}::{path} ({spec.name}): must be a number or one number "
+                             f"per frame, is {ds.dtype} {ds.shape}")
+        scalar = ds.ndim == 0
+        values = np.atleast_1d(ds[()]).astype(np.float64)
+    if scalar:
+        return np.full(n or 1, values[0])
+    if n is not None:
+        if len(values) < n:
+            raise ValueError(f"{file}::{path} ({spec.name}): {len(values)} values for "
+                             f"the {n} frames of this scan")
+        values = values[:n]
+    return values
+
+
+# ------------------------------------------------------------------ frames
+
+
+def _points(start: Start, segments: list[Segment], lo: int, hi: int,
+            motors: dict[str, ValueSpec], counters: dict[str, ValueSpec],
+            time: ValueSpec | None) -> Iterator[Point]:
+    det, sid = next(iter(start.detectors)), start.scan_id
+    for seg in segments:
+        a, b = max(lo, seg.offset), min(hi, seg.offset + seg.nframes - 1)
+        if a > b:
+            continue
+        try:
+            f = open_file(seg.file)
+            ds = get_dataset(f, seg.path)
+        except (OSError, ValueError) as exc:  # gone since the start: every frame is bad
+            for k in range(a, b + 1):
+                yield error_point(sid, k - lo, f"{seg.name} frame {k - seg.offset}", exc)
+            continue
+        with f:
+            for k, frame in _frames(ds, seg, a - seg.offset, b - seg.offset):
+                pid, index = k + seg.offset - lo, k + seg.offset
+                where = f"{seg.name} frame {k}"
+                if isinstance(frame, Exception):
+                    yield error_point(sid, pid, where, frame)
+                    continue
+                try:
+                    t = time.at(pid, frame=index) if time else float("nan")
+                    yield Point(sid, pid, t, point_values(motors, pid, frame=index),
+                                point_values(counters, pid, frame=index), {det: frame})
+                except ValueError as exc:
+                    yield error_point(sid, pid, where, exc)
+
+
+def _frames(ds: h5py.Dataset, seg: Segment, a: int, b: int
+            ) -> Iterator[tuple[int, np.ndarray | Exception]]:
+    """(frame index, frame or the read error) for frames a..b of one dataset, read a
+    chunk of frames at a time; a failed chunk is retried frame by frame."""
+    i0 = (a // seg.block) * seg.block
+    while i0 <= b:
+        i1 = min(i0 + seg.block, seg.nframes)
+        lo, hi = max(i0, a), min(i1 - 1, b)
+        lost = [(x, y, name) for x, y, name in seg.lost if x <= hi and y >= lo]
+        block = None
+        if not lost:
+            try:
+                block = native(ds[lo:hi + 1])
+            except Exception as exc:  # h5py raises OSError, RuntimeError, ValueError ...
+                log.debug("%s: frames %d..%d: %s; reading them one by one", seg.name, lo, hi,
+                          exc)
+        for k in range(lo, hi + 1):
+            if block is not None:
+                yield k, block[k - lo]
+                continue
+            gone = [name for x, y, name in lost if x <= k <= y]
+            if gone:
+                yield k, OSError(f"source file {gone[0]} of the virtual dataset is missing")
+                continue
+            try:
+                yield k, native(ds[k])
+            except Exception as exc:
+                yield k, exc
+        i0 = i1

@@ -1,0 +1,177 @@
+"""ImageD11 sparse HDF5 files (`ImageD11.sparseframe`, the ESRF segmenter's output).
+
+Layout: a scan group (e.g. `/1.1`) with attrs `shape0`, `shape1`, `itype`,
+`nframes`; datasets `row`, `col` (uint16, raster order within a frame),
+`intensity`, `nnz` (pixels per frame), optionally `frame`; motors under
+`measurement/` (`rot_center` or `rot` or `diffrz...` as omega, `dty...`) and
+scalars under `instrument/positioners/`.
+
+The frames are already thresholded: they enter the chain as sparse frames,
+so only label and properties run on them. Points come in omega order, as
+ImageD11 links consecutive frames in omega order (a stable sort: frames of
+equal omega keep their file order); the counter `frame` keeps each point's
+frame index in the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+
+import h5py
+import numpy as np
+
+from ...batch import SparseBlock
+from ...item import SparseFrame
+from ...message import Point, Start
+from .common import make_start, scan_id_from
+
+OMEGA_NAMES = ("measurement/rot_center", "measurement/rot", "measurement/diffrz_center",
+               "measurement/diffrz")
+DTY_NAMES = ("measurement/dty_center", "measurement/dty", "measurement/diffty_center",
+             "measurement/diffty")
+NEEDED = ("row", "col", "intensity", "nnz")
+BLOCK_PIXELS = 1 << 22  # pixels per block when replaying in blocks
+DETECTOR = "detector"
+
+
+def is_imaged11_sparse(path: str | os.PathLike) -> bool:
+    """True if the file has a group in ImageD11's sparse layout."""
+    try:
+        with h5py.File(path, "r") as f:
+            return bool(_groups(f))
+    except OSError:
+        return False
+
+
+def read_imaged11_sparse(path: str | os.PathLike, scan_id: str | None = None,
+                         omega: str | None = None) -> tuple[Start, Iterator[Point]]:
+    """The start message and the points (SparseFrame frames) of one scan group.
+
+    `scan_id` names the group (default: the first in sorted order); with a
+    single group, a `scan_id` that is no group name becomes the scan's id.
+    `omega`: a dataset in the group to use as omega instead of the usual names.
+    """
+    start, blocks = read_imaged11_blocks(path, scan_id, omega)
+    return start, _points(start, blocks)
+
+
+def read_imaged11_blocks(path: str | os.PathLike, scan_id: str | None = None,
+                         omega: str | None = None,
+                         block_pixels: int = BLOCK_PIXELS) -> tuple[Start, Iterator[SparseBlock]]:
+    """The start message and the points in blocks of about `block_pixels` pixels."""
+    with h5py.File(path, "r") as f:
+        group = _group(f, scan_id, path)
+        g = f[group]
+        shape = (int(g.attrs["shape0"]), int(g.attrs["shape1"]))
+        nnz = g["nnz"][()].astype(np.int64)
+        motors = _motors(g, nnz.shape[0], omega, path)
+        itype = np.dtype(str(g.attrs.get("itype", g["intensity"].dtype))).name
+    order = np.argsort(motors["omega"], kind="stable") if "omega" in motors else None
+    if order is not None and np.array_equal(order, np.arange(order.shape[0])):
+        order = None
+    sid = scan_id if scan_id and scan_id.strip("/") != group else \
+        scan_id_from(path, "_" + group.replace("/", "_"))
+    start = make_start(sid, DETECTOR, shape, itype, list(motors), ["frame"], nnz.shape[0],
+                       {"kind": "sweep", "fast": "omega"},
+                       {"source": "imaged11", "file": os.fspath(path), "group": group})
+    return start, _blocks(path, group, nnz, motors, order, block_pixels)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _groups(f: h5py.File) -> list[str]:
+    found = []
+
+    def visit(name: str, obj) -> None:
+        if (isinstance(obj, h5py.Group) and all(k in obj for k in NEEDED)
+                and "shape0" in obj.attrs and "shape1" in obj.attrs):
+            found.append(name)
+    f.visititems(visit)
+    return sorted(found)
+
+
+def _group(f: h5py.File, scan_id: str | None, path) -> str:
+    groups = _groups(f)
+    if not groups:
+        raise ValueError(f"{os.fspath(path)}: no ImageD11 sparse group (with "
+                         f"{', '.join(NEEDED)} and attrs shape0, shape1)")
+    name = (scan_id or "").strip("/")
+    if name in groups:
+        return name
+    if scan_id is None or len(groups) == 1:  # a scan_id that is no group names the output
+        return groups[0]
+    raise ValueError(f"{os.fspath(path)}: no sparse group {scan_id!r} "
+                     f"(found: {', '.join(groups)})")
+
+
+def _motors(g: h5py.Group, nframes: int, omega: str | None, path) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name, names in (("omega", (omega,) if omega else OMEGA_NAMES), ("dty", DTY_NAMES)):
+        for dset in names:
+            if dset in g:
+                values = np.asarray(g[dset][()], np.float64)
+                if values.ndim == 0:
+                    values = np.full(nframes, float(values))
+                if values.shape != (nframes,):
+                    raise ValueError(f"{os.fspath(path)}: {g.name}/{dset} has shape "
+                                     f"{values.shape}, expected one value per frame "
+                                     f"({nframes})")
+                out[name] = values
+                break
+        else:
+            if name == "omega" and omega:
+                raise ValueError(f"{os.fspath(path)}: no dataset {omega!r} in {g.name}")
+    pos = "instrument/positioners/dty"
+    if "dty" not in out and pos in g and g[pos].ndim == 0:
+        out["dty"] = np.full(nframes, float(g[pos][()]))
+    return out
+
+
+def _blocks(path, group: str, nnz: np.ndarray, motors: dict[str, np.ndarray],
+            order: np.ndarray | None, block_pixels: int) -> Iterator[SparseBlock]:
+    ptr = np.zeros(nnz.shape[0] + 1, np.int64)
+    np.cumsum(nnz, out=ptr[1:])
+    with h5py.File(path, "r") as f:
+        g = f[group]
+        if order is not None:  # points in omega order: read everything, then reorder
+            pixels = np.concatenate([np.arange(ptr[i], ptr[i + 1]) for i in order])
+            arrays = [g[k][()][pixels] for k in ("row", "col", "intensity")]
+            yield _block(0, order, nnz, arrays, motors)
+            return
+        first = 0
+        while first < nnz.shape[0]:
+            last = int(np.searchsorted(ptr, ptr[first] + block_pixels, side="right")) - 1
+            last = min(max(last, first + 1), nnz.shape[0])
+            frames = np.arange(first, last)
+            s = slice(int(ptr[first]), int(ptr[last]))
+            arrays = [g[k][s] for k in ("row", "col", "intensity")]
+            yield _block(first, frames, nnz, arrays, motors)
+            first = last
+
+
+def _block(first: int, frames: np.ndarray, nnz: np.ndarray, arrays, motors) -> SparseBlock:
+    row, col, intensity = arrays
+    return SparseBlock(first, nnz[frames], np.asarray(row, np.uint16), np.asarray(col, np.uint16),
+                       intensity, np.full(frames.shape[0], math.nan),
+                       {k: v[frames] for k, v in motors.items()},
+                       {"frame": frames.astype(np.float64)})
+
+
+def _points(start: Start, blocks: Iterator[SparseBlock]) -> Iterator[Point]:
+    shape = next(iter(start.detectors.values())).shape
+    for b in blocks:
+        ptr = np.zeros(b.n + 1, np.int64)
+        np.cumsum(b.nnz, out=ptr[1:])
+        for k in range(b.n):
+            s = slice(int(ptr[k]), int(ptr[k + 1]))
+            frame = SparseFrame(shape, b.row[s], b.col[s], b.intensity[s])
+            yield Point(start.scan_id, b.first + k, float(b.time[k]),
+                        {m: float(v[k]) for m, v in b.motors.items()},
+                        {c: float(v[k]) for c, v in b.counters.items()},
+                        {DETECTOR: frame})
+
+
+__all__ = ["read_imaged11_sparse", "read_imaged11_blocks", "is_imaged11_sparse"]

@@ -1,0 +1,125 @@
+"""Our own output files, replayed as sparse frames.
+
+The kept pixels (`/entry/<det>/sparse` row, col, intensity, nnz per linked
+point), the points table (`/entry/points`: point_id, time, status, motors/,
+counters/) and the start message (`/entry/process/start`, JSON) are all a
+replay needs to run the label / properties / linker steps again with other
+criteria, without the frames. Points recorded missing or bad are not sent, so
+they are missing again. Pixels are read in blocks of whole points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Iterator
+
+import h5py
+import numpy as np
+
+from ...item import SparseFrame
+from ...message import DetectorInfo, Point, Start
+from .common import select
+
+BLOCK_PIXELS = 1 << 20
+
+
+def is_ours(f: h5py.File) -> bool:
+    """An output file of peakstream: /entry/process and a detector group with peaks2d."""
+    entry = f.get("entry")
+    return (isinstance(entry, h5py.Group) and "process" in entry
+            and any(isinstance(g, h5py.Group) and "peaks2d" in g and "sparse" in g
+                    for g in entry.values()))
+
+
+def read_peakstream(path: str | os.PathLike, *, scan_id: str | None = None,
+                    detector: str | None = None, first: int | None = None,
+                    last: int | None = None, trajectory: dict | None = None
+                    ) -> tuple[Start, Iterator[Point]]:
+    """Start and points (sparse frames) of a peakstream output file."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        raise OSError(f"{path}: cannot open as HDF5 (truncated or not HDF5?): {exc}") from None
+    with f:
+        if not is_ours(f):
+            raise ValueError(f"{path}: not a peakstream output file (no /entry/process and "
+                             f"/entry/<detector>/peaks2d)")
+        recorded = _start(f, path)
+        det = _detector(f, path, detector or next(iter(recorded.detectors), None))
+        sparse = f[f"entry/{det}/sparse"]
+        shape = (int(sparse.attrs["shape0"]), int(sparse.attrs["shape1"]))
+        ids = f["entry/points/point_id"][()]
+    nframes = recorded.npoints if recorded.npoints is not None else int(ids.max(initial=-1)) + 1
+    lo, hi = select(max(nframes, 1), first, last, path)
+    info = recorded.detectors.get(det, DetectorInfo(shape, "float32"))
+    meta = {**recorded.meta, "source": "peakstream", "file": path, "first": lo}
+    start = dataclasses.replace(
+        recorded, scan_id=scan_id or recorded.scan_id, detectors={det: info},
+        npoints=hi - lo + 1, trajectory=dict(trajectory or recorded.trajectory), meta=meta)
+    return start, _points(path, start, det, lo, hi)
+
+
+def _start(f: h5py.File, path: str) -> Start:
+    try:
+        d = json.loads(f["entry/process/start"].asstr()[()])
+        dets = {k: DetectorInfo(tuple(v["shape"]), v["dtype"]) for k, v in d["detectors"].items()}
+        return Start(d["scan_id"], dets, list(d["motors"]), list(d["counters"]),
+                     d.get("npoints"), dict(d.get("trajectory") or {"kind": "sweep"}),
+                     dict(d.get("meta") or {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: bad /entry/process/start: {exc}") from None
+
+
+def _detector(f: h5py.File, path: str, wanted: str | None) -> str:
+    groups = [k for k, g in f["entry"].items()
+              if isinstance(g, h5py.Group) and "peaks2d" in g and "sparse" in g]
+    if wanted in groups:
+        return wanted
+    if wanted is not None and len(groups) != 1:
+        raise ValueError(f"{path}: no detector {wanted!r} (it has {', '.join(groups)})")
+    return groups[0]
+
+
+def _points(path: str, start: Start, det: str, lo: int, hi: int) -> Iterator[Point]:
+    sid, shape = start.scan_id, start.detectors[det].shape
+    with h5py.File(path, "r", locking=False) as f:
+        table = f["entry/points"]
+        ids, status = table["point_id"][()], table["status"][()]
+        times = table["time"][()]
+        motors = {m: table[f"motors/{m}"][()] for m in start.motors if f"motors/{m}" in table}
+        counters = {c: table[f"counters/{c}"][()] for c in start.counters
+                    if f"counters/{c}" in table}
+        sp = f[f"entry/{det}/sparse"]
+        nnz = sp["nnz"][()]
+        n = min(len(ids), len(nnz))
+        offsets = np.concatenate([[0], np.cumsum(nnz[:n])])
+        rows = [r for r in range(n) if status[r] == 0 and lo <= ids[r] <= hi]
+        for block in _blocks(rows, offsets):
+            a, b = int(offsets[block[0]]), int(offsets[block[-1] + 1])
+            row, col, inten = (sp[k][a:b] for k in ("row", "col", "intensity"))
+            for r in block:
+                s, e = int(offsets[r]) - a, int(offsets[r + 1]) - a
+                frame = SparseFrame(shape, row[s:e], col[s:e], inten[s:e].astype(np.float32))
+                t = float(times[r]) if r < len(times) else math.nan
+                yield Point(sid, int(ids[r]) - lo, t,
+                            {m: float(v[r]) for m, v in motors.items()},
+                            {c: float(v[r]) for c, v in counters.items()}, {det: frame})
+
+
+def _blocks(rows: list[int], offsets: np.ndarray) -> Iterator[list[int]]:
+    """Runs of consecutive table rows holding up to BLOCK_PIXELS pixels (at least one row)."""
+    block: list[int] = []
+    for r in rows:
+        if block and (r != block[-1] + 1
+                      or offsets[r + 1] - offsets[block[0]] > BLOCK_PIXELS):
+            yield block
+            block = []
+        block.append(r)
+    if block:
+        yield block
