@@ -1,4 +1,4 @@
-"""peakstream command line: run | replay | simulate | inspect | demo.
+"""peakstream command line: run | replay | relink | simulate | inspect | export | demo.
 
 Exit codes: 0 done, 1 a scan failed or was aborted, 2 bad usage or config.
 """
@@ -7,248 +7,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from . import __version__
-from .config import Config, ConfigError
-
-log = logging.getLogger("peakstream")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class Progress:
-    """A progress line on stderr: rewritten in place on a terminal, every few s otherwise."""
-
-    def __init__(self, label: str, total: int | None = None, interval: float = 2.0,
-                 quiet: bool = False):
-        self.label, self.total, self.quiet = label, total, quiet
-        self.tty = sys.stderr.isatty()
-        self.interval = 0.2 if self.tty else interval
-        self.t0 = self.last = time.monotonic()
-
-    def __call__(self, done: int, total: int | None = None, extra: str = "",
-                 force: bool = False) -> None:
-        now = time.monotonic()
-        if self.quiet or (not force and now - self.last < self.interval):
-            return
-        self.last = now
-        total = total if total is not None else self.total
-        rate = done / max(now - self.t0, 1e-9)
-        of = f"/{total}" if total else ""
-        line = f"{self.label}: {done}{of} ({rate:.0f}/s){' ' + extra if extra else ''}"
-        sys.stderr.write(("\r" + line + "\033[K") if self.tty else line + "\n")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.tty and not self.quiet:
-            sys.stderr.write("\n")
-
-
-# ------------------------------------------------------------------ commands
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from .inspect import format_summary, summary
-    from .runner import ScanRunner
-    from .sources.zmq import ZmqSource
-
-    config = _config(args)
-    runner = ScanRunner(config, output_dir=args.output)
-    stop = _stop_flag()
-    src = config["source"]
-    try:
-        source = ZmqSource(src["listen"], src["rcvhwm"])
-    except OSError as exc:
-        print(f"peakstream run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"peakstream {__version__}: listening on {source.endpoint}, writing to "
-          f"{runner.output_dir}", file=sys.stderr, flush=True)
-    progress = Progress("run", quiet=args.quiet, interval=args.progress_interval)
-    with source:
-        while not stop["now"] and (args.scans is None or len(runner.results) < args.scans):
-            parts = source.recv(timeout=0.2)
-            if parts is not None:
-                runner.handle(parts)
-            else:
-                runner.poll()
-            cur = runner.current
-            if cur is not None:
-                c = cur.counters
-                progress(c["linked"], cur.scan.start.npoints,
-                         f"scan {cur.scan.scan_id}: {c['processed']} processed, "
-                         f"{c['missing']} missing, {c['bad']} bad, {c['cliques']} cliques, "
-                         f"lag {cur.lag}")
-        runner.close("stopped by signal" if stop["now"] else "stopped")
-    progress.done()
-    for r in runner.results:
-        print(format_summary(summary(r["file"])))
-    c = runner.counters
-    print(f"session: {len(runner.results)} scan(s), {c['received']} messages, "
-          f"{c['rejected']} rejected, {c['duplicate']} duplicate, {c['malformed']} malformed")
-    return _exit_code(runner.results)
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from .inspect import format_summary, summary
-    from .message import encode
-    from .runner import ScanRunner
-    from .sources.simulate import read_scan
-
-    config = _config(args)
-    out = Path(args.output)
-    if len(args.inputs) > 1 and out.suffix == ".h5":
-        print("peakstream replay: several inputs need --output DIR", file=sys.stderr)
-        return EXIT_USAGE
-    single = out if out.suffix == ".h5" else None
-    if single is not None and single.exists():
-        print(f"peakstream replay: {single} exists; remove it or choose another name",
-              file=sys.stderr)
-        return EXIT_USAGE
-    runner = ScanRunner(config, output_dir=None if single else out, output_file=single)
-    for path in args.inputs:
-        try:
-            start, points = read_scan(path)
-        except (OSError, ValueError) as exc:
-            print(f"peakstream replay: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        progress = Progress(f"replay {Path(path).name}", start.npoints, quiet=args.quiet)
-        runner.handle(encode(start))  # through the wire encoding, as a live scan
-        n = 0
-        for point in points:
-            runner.handle(encode(point))
-            n += 1
-            progress(n)
-        from .message import End
-
-        runner.handle(encode(End(start.scan_id, "success", n)))
-        progress(n, force=True)
-        progress.done()
-    runner.close()
-    for r in runner.results:
-        print(format_summary(summary(r["file"])))
-    return _exit_code(runner.results)
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from .sources.simulate import SimConfig, Simulation, send_scan, write_scan
-
-    if not args.output and not args.send:
-        print("peakstream simulate: give --output FILE.h5 or --send ENDPOINT", file=sys.stderr)
-        return EXIT_USAGE
-    sim = Simulation(_sim_config(args, SimConfig))
-    progress = Progress("simulate", args.points, quiet=args.quiet)
-    if args.output:
-        if Path(args.output).exists():
-            print(f"peakstream simulate: {args.output} exists", file=sys.stderr)
-            return EXIT_USAGE
-        write_scan(sim, args.output, args.scan_id, progress=progress)
-        progress(args.points, force=True)
-        progress.done()
-        print(f"wrote {args.output}: {args.points} points {args.shape[0]}x{args.shape[1]}, "
-              f"{len(sim.truth['s'])} spots ({int(sim.truth['clean'].sum())} clean)")
-    if args.send:
-        n = send_scan(sim, args.send, args.scan_id, rate=args.rate, progress=progress)
-        progress(n, force=True)
-        progress.done()
-        print(f"sent {n} points of scan {args.scan_id} to {args.send}")
-    return EXIT_OK
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect import format_summary, summary, to_json
-
-    status = EXIT_OK
-    for path in args.files:
-        try:
-            s = summary(path)
-        except (OSError, ValueError) as exc:
-            print(f"peakstream inspect: {exc}", file=sys.stderr)
-            status = EXIT_FAILED
-            continue
-        print(to_json(s) if args.json else format_summary(s))
-    return status
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Simulated acquisition -> ZeroMQ -> processor -> HDF5 -> summary and truth check."""
-    from .inspect import format_summary, load, summary
-    from .runner import ScanRunner
-    from .sources.simulate import SimConfig, Simulation
-    from .sources.zmq import ZmqSource
-    from .truth import score
-
-    config = _config(args)
-    runner = ScanRunner(config, output_dir=args.output)
-    source = ZmqSource("tcp://127.0.0.1:0", config["source"]["rcvhwm"])
-    cmd = [sys.executable, "-m", "stream.cli", "simulate", "--quiet", "--send", source.endpoint,
-           "--points", str(args.points), "--shape", *map(str, args.shape),
-           "--spots", str(args.spots), "--seed", str(args.seed), "--scan-id", args.scan_id]
-    if args.rate:
-        cmd += ["--rate", str(args.rate)]
-    print(f"demo: simulated acquisition ({args.points} points, {args.shape[0]}x{args.shape[1]}, "
-          f"{args.spots} spots) -> {source.endpoint} -> {runner.output_dir}", file=sys.stderr)
-    sender = subprocess.Popen(cmd)
-    progress = Progress("demo", args.points, quiet=args.quiet)
-    deadline = time.monotonic() + args.timeout
-    with source:
-        while not runner.results and time.monotonic() < deadline:
-            parts = source.recv(timeout=0.2)
-            if parts is not None:
-                runner.handle(parts)
-            else:
-                runner.poll()
-            if runner.current is not None:
-                progress(runner.current.counters["linked"])
-            if sender.poll() not in (None, 0):
-                break
-        runner.close("demo timed out or sender failed")
-    progress.done()
-    sender.wait(timeout=30)
-    if not runner.results:
-        print("demo: no scan was received", file=sys.stderr)
-        return EXIT_FAILED
-    path = runner.results[0]["file"]
-    print(format_summary(summary(path)))
-    truth = Simulation(_sim_config(args, SimConfig)).truth
-    found, total = score(load(path)["cliques"], truth, "clean")
-    print(f"  truth       {found}/{total} isolated spots found as exactly one clique "
-          f"(centroid within 1 px and 0.5 point)")
-    return _exit_code(runner.results)
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def _config(args: argparse.Namespace) -> Config:
-    config = Config.load(args.config)
-    if getattr(args, "listen", None):
-        config.override("source", "listen", args.listen)
-    return config
-
-
-def _sim_config(args: argparse.Namespace, cls: Any) -> Any:
-    return cls(npoints=args.points, shape=tuple(args.shape), spots=args.spots, seed=args.seed)
-
-
-def _exit_code(results: list[dict[str, Any]]) -> int:
-    return EXIT_OK if all(r["status"] == "success" for r in results) else EXIT_FAILED
-
-
-def _stop_flag() -> dict[str, bool]:
-    flag = {"now": False}
-
-    def handler(signum: int, frame: Any) -> None:
-        flag["now"] = True
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return flag
+from .commands import (
+    EXIT_USAGE,
+    cmd_demo,
+    cmd_export,
+    cmd_inspect,
+    cmd_relink,
+    cmd_replay,
+    cmd_run,
+    cmd_simulate,
+    presets,
+)
+from .config import ConfigError
 
 
 def _add_sim_options(p: argparse.ArgumentParser) -> None:
@@ -258,6 +32,52 @@ def _add_sim_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spots", type=int, default=40, help="true spots (default 40)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--scan-id", default="sim-0001", help="scan_id (default sim-0001)")
+
+
+REPLAY_FORMATS = ("simulate", "peakstream", "imaged11", "hdf5", "fabio", "framecache")
+REPLAY_DESCRIPTION = """\
+Replay a recorded scan through the same nodes, linker and store as a live run
+(through the wire encoding, so it gives the same cliques). The format is
+detected from each file's content:
+
+  simulate    files of 'peakstream simulate --output'
+  peakstream  our own output: its sparse pixels again (re-link with other criteria)
+  imaged11    ImageD11 sparse HDF5 (row/col/intensity/nnz)
+  framecache  hexrd frame-cache .npz (omega = mean of each start/end pair)
+  hdf5        HDF5 image stacks (Bliss / Lima / NeXus; bitshuffle-LZ4, gzip, lzf):
+              --images FILE::/1.1/measurement/eiger, several = one continuing scan
+  fabio       EDF / CBF / TIFF series: data_%04d.edf (a missing file = missing
+              points), 'data_*.cbf' (natural order), files; multi-frame EDF
+
+Image inputs given together are one scan; every other file is a scan of its own.
+A frame that cannot be read is recorded as a bad point naming the file and the
+frame; an input that cannot be used at all exits 2 with the reason.
+
+SPEC (--motor, --counter, --time):
+  0.5                   a constant
+  range:START,STEP      START + STEP * point_id
+  list:V0,V1,...        one value per point
+  file:PATH             a text file (one value a line) or .npy, one value per point
+  header:KEY            each frame's header (EDF keys, CBF mini-header, TIFF tags)
+  /path, FILE::/path    an HDF5 dataset, one value per frame (a scalar: a constant);
+                        a bare /path is in the first images file
+  rel/path              the same path under each images scan (/1.1/rel/path, ...)
+  A,B                   HDF5 sources concatenated, in order
+"""
+REPLAY_EXAMPLES = """\
+examples:
+  peakstream replay scan.h5 --output out.h5
+  peakstream replay sample.h5 --images /1.1/measurement/eiger \\
+      --motor omega=/1.1/measurement/rot_center --counter monitor=/1.1/measurement/mon \\
+      --config configs/simulated.toml --output out.h5
+  peakstream replay --images a.h5::/1.1/measurement/eiger b.h5::/1.1/measurement/eiger \\
+      --motor omega=measurement/rot_center --output out.h5
+  peakstream replay 'data_%04d.edf' --first 1 --last 360 --motor omega=header:omega \\
+      --counter monitor=header:mon --output out.h5
+  peakstream replay 'frames_*.cbf' --motor omega=header:Start_angle --output out.h5
+  peakstream replay grains.npz --output out.h5
+  peakstream replay out.h5 --config relink.toml --output relinked.h5
+"""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -289,15 +109,60 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("replay", help="process recorded scans through the same chain",
-                       description="Replay recorded scans (for now: files written by "
-                                   "'peakstream simulate --output') through the same nodes, "
-                                   "linker and store as a live run.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="recorded scan file(s)")
+                       description=REPLAY_DESCRIPTION, epilog=REPLAY_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="recorded scan(s): files, FILE::/path stacks, data_%%04d.edf patterns "
+                        "or quoted globs (put INPUT before the options)")
     p.add_argument("--config", help="TOML config (default: built-in defaults)")
+    p.add_argument("--preset", metavar="NAME",
+                   help="a config shipped in configs/NAME.toml instead of --config "
+                        f"({', '.join(presets()) or 'none'})")
+    p.add_argument("--per-point", action="store_true",
+                   help="replay a sparse recording point by point through the wire "
+                        "encoding, not in blocks (same result, much slower)")
     p.add_argument("--output", required=True,
-                   help="output FILE.h5 (one input) or directory (several inputs)")
+                   help="output FILE.h5 (one scan) or directory (several scans)")
+    p.add_argument("--images", nargs="+", action="extend", default=[], metavar="FILE::/PATH",
+                   help="HDF5 frames: 3D datasets, one scan continuing across them; a bare "
+                        "/PATH is looked for in the HDF5 INPUT file(s)")
+    p.add_argument("--motor", nargs="+", action="extend", default=[], metavar="NAME=SPEC",
+                   help="a motor and where its values come from (see SPEC above)")
+    p.add_argument("--counter", nargs="+", action="extend", default=[], metavar="NAME=SPEC",
+                   help="a counter (monitor, srcur, ...) and where its values come from")
+    p.add_argument("--time", metavar="SPEC", help="where the point times come from "
+                                                 "(default: recorded, or none)")
+    p.add_argument("--format", default="auto", choices=("auto", *REPLAY_FORMATS),
+                   help="input format (default auto: detected from the file's content)")
+    p.add_argument("--first", type=int, metavar="N",
+                   help="first file number of a %%d pattern (default: the lowest on disk), "
+                        "otherwise the first frame (0-based); point ids count from it")
+    p.add_argument("--last", type=int, metavar="N",
+                   help="last file number of a %%d pattern (default: the highest on disk), "
+                        "otherwise the last frame (inclusive)")
+    p.add_argument("--scan-id", help="scan_id (default: recorded, or from the file name)")
+    p.add_argument("--detector", help="detector name for image inputs (default: from the "
+                                      "dataset path, or 'detector')")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("relink", help="make the cliques of an output file again with other "
+                                      "linker criteria",
+                       description="Re-cut the cliques of a peakstream output file from its "
+                                   "stored labelled pixels and 2D peaks (no frames needed), "
+                                   "with other [linker] settings; write a new file. Settings "
+                                   "not given keep the file's own.")
+    p.add_argument("file", metavar="FILE", help="a peakstream output file")
+    p.add_argument("--criterion", nargs="+", metavar="NAME",
+                   choices=("any_pixel", "fraction", "distance"),
+                   help="any_pixel | fraction | distance; several must all hold "
+                        "(e.g. --criterion fraction distance)")
+    p.add_argument("--fraction", type=float, metavar="F",
+                   help="fraction: shared pixels / smaller blob >= F")
+    p.add_argument("--distance", type=float, metavar="D",
+                   help="distance: centroids at most D pixels apart")
+    p.add_argument("--output", required=True, help="the new output FILE.h5")
+    p.set_defaults(func=cmd_relink)
 
     p = sub.add_parser("simulate", help="a synthetic scan with known truth: write or send it",
                        description="Make a synthetic scan (Poisson background, hot and dead "
@@ -319,7 +184,22 @@ def parser() -> argparse.ArgumentParser:
                                    "counters and recorded events.")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--clique", type=int, metavar="N",
+                   help="the rocking curve of clique N: per point its motors and the "
+                        "summed intensity of the clique's 2D peaks there")
+    p.add_argument("--png", metavar="OUT.png",
+                   help="with --clique: plot it against each motor that moves "
+                        "(needs matplotlib: pip install 'peakstream[plot]')")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("export", help="write an output file's results for ImageD11 or hexrd",
+                       description="flt: ImageD11 columnfile of the cliques (3D peaks); "
+                                   "sparse: ImageD11 sparse HDF5 of the kept pixels; "
+                                   "framecache: hexrd frame-cache .npz of the kept pixels.")
+    p.add_argument("file", metavar="FILE", help="a peakstream output file")
+    p.add_argument("--format", required=True, choices=("flt", "sparse", "framecache"))
+    p.add_argument("--output", required=True, help="the file to write")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="end to end: simulator -> ZeroMQ -> processor -> HDF5",
                        description="Start a simulated acquisition in a separate process that "

@@ -32,7 +32,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "end_timeout": 30.0,
         "rcvhwm": 64,
     },
-    "linker": {"criterion": "any_pixel"},
+    # criterion: a name or a list of names that must all hold (nodes/criteria.py).
+    # "fraction" 0.2 keeps ImageD11's links between blobs that truly overlap and splits
+    # spots that merely touch (a few shared pixels); any_pixel is ImageD11's own rule.
+    "linker": {"criterion": "fraction", "fraction": 0.2, "distance": 3.0},
     "output": {"directory": ".", "flush_interval": 1.0},
 }
 GROUPS = ("source", "node", "linker", "output")
@@ -122,18 +125,40 @@ def _validate(data: dict[str, Any], origin: str) -> dict[str, Any]:
             if key not in defaults:
                 raise ConfigError(f"{origin}: [{group}] unknown key {key!r}; "
                                   f"known: {', '.join(defaults)}")
-            out[group][key] = _check(value, type(defaults[key]), f"{origin}: [{group}] {key}")
+            want = object if (group, key) == ("linker", "criterion") else type(defaults[key])
+            out[group][key] = _check(value, want, f"{origin}: [{group}] {key}")
     nodes = data.get("node", copy.deepcopy(DEFAULT_CHAIN))
     if not isinstance(nodes, list):
         raise ConfigError(f"{origin}: node must be an array of tables ([[node]])")
     out["node"] = [_validate_node(t, i, origin) for i, t in enumerate(nodes)]
-    if out["linker"]["criterion"] not in ("any_pixel",):
-        raise ConfigError(f"{origin}: [linker] criterion {out['linker']['criterion']!r} "
-                          f"not one of: any_pixel")
+    _validate_linker(out["linker"], origin)
     for key in ("reorder_window", "max_frame_bytes", "rcvhwm"):
         if out["source"][key] < 1:
             raise ConfigError(f"{origin}: [source] {key} must be >= 1")
     return out
+
+
+def _validate_linker(linker: dict[str, Any], origin: str) -> None:
+    """criterion: one name or a list of names (all must hold); fraction, distance."""
+    from nodes.criteria import CRITERIA
+
+    names = linker["criterion"]
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{origin}: [linker] criterion must be a name or a list of names "
+                          f"(of: {', '.join(CRITERIA)}), got {linker['criterion']!r}")
+    for n in names:
+        if n not in CRITERIA:
+            raise ConfigError(f"{origin}: [linker] criterion {n!r} not one of: "
+                              f"{', '.join(CRITERIA)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{origin}: [linker] criterion names one twice: {names}")
+    if not 0.0 < linker["fraction"] <= 1.0:
+        raise ConfigError(f"{origin}: [linker] fraction must be in (0, 1], "
+                          f"got {linker['fraction']!r}")
+    if not 0.0 <= linker["distance"] < float("inf"):
+        raise ConfigError(f"{origin}: [linker] distance must be >= 0 pixels, "
+                          f"got {linker['distance']!r}")
 
 
 def _validate_node(table: Any, i: int, origin: str) -> dict[str, Any]:

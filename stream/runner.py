@@ -137,7 +137,11 @@ class ScanRunner:
             self._reject("rejected", f"start: scan_id {start.scan_id!r} is not a safe file "
                                      f"name (letters, digits, '.', '_', '-'; no '..')")
             return
-        scan = Scan.from_start(start)
+        try:
+            scan = Scan.from_start(start)
+        except ValueError as exc:  # a trajectory map that decode() did not see
+            self._reject("rejected", f"start: {exc}")
+            return
         wanted = self.config["source"]["detector"] or None
         try:
             detector, info = scan.detector(wanted)
@@ -160,7 +164,7 @@ class ScanRunner:
         store.set_shape(info.shape, info.dtype)
         from nodes.link import Linker  # the linker is a node; the collector runs it
 
-        linker = Linker(criterion=self.config["linker"]["criterion"])
+        linker = Linker(**self.config["linker"])
         pipeline = Pipeline(self.config.build_nodes())
         src = self.config["source"]
         collector = Collector(linker, store, counters, window=src["reorder_window"],
