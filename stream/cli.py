@@ -173,6 +173,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the scan (frames, motors, truth) to FILE.h5")
     p.add_argument("--send", metavar="ENDPOINT", help="send the scan to a listening peakstream "
                                                       "(e.g. tcp://127.0.0.1:5555)")
+    p.add_argument("--trajectory", choices=("sweep", "interlaced", "grid", "snake", "free"),
+                   help="scan kind (default sweep): interlaced = two passes offset by half a "
+                        "step; grid / snake = dty x omega rows; free = continuous omega with "
+                        "sinusoidal dty")
+    p.add_argument("--rows", dest="nrows", type=int,
+                   help="grid / snake: number of rows (npoints / rows points each)")
+    p.add_argument("--wrap", action="store_true", default=None,
+                   help="whole turns of omega: the last point neighbours the first")
+    p.add_argument("--iflip", action="store_true", default=None,
+                   help="interlaced: the second pass runs backwards")
+    p.add_argument("--touching", dest="touching_fraction", type=float,
+                   help="fraction of spots placed as touching pairs (default 0.2)")
     p.add_argument("--rate", type=float, help="points per second when sending (default: as "
                                               "fast as the receiver takes them)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -194,7 +194,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not args.output and not args.send:
         print("peakstream simulate: give --output FILE.h5 or --send ENDPOINT", file=sys.stderr)
         return EXIT_USAGE
-    sim = Simulation(_sim_config(args, SimConfig))
+    try:
+        sim = Simulation(_sim_config(args, SimConfig))
+    except ValueError as exc:  # e.g. more spots than the scan has room for
+        print(f"peakstream simulate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     progress = Progress("simulate", args.points, quiet=args.quiet)
     if args.output:
         if Path(args.output).exists():
@@ -345,8 +349,14 @@ def presets() -> list[str]:
     return sorted(p.stem for p in CONFIGS.glob("*.toml")) if CONFIGS.is_dir() else []
 
 
+SIM_KINDS = ("trajectory", "nrows", "wrap", "iflip", "touching_fraction")
+
+
 def _sim_config(args: argparse.Namespace, cls: Any) -> Any:
-    return cls(npoints=args.points, shape=tuple(args.shape), spots=args.spots, seed=args.seed)
+    """SimConfig from the options; the scan-kind options only where given."""
+    kinds = {k: getattr(args, k) for k in SIM_KINDS if getattr(args, k, None) is not None}
+    return cls(npoints=args.points, shape=tuple(args.shape), spots=args.spots, seed=args.seed,
+               **kinds)
 
 
 def _exit_code(results: list[dict[str, Any]]) -> int:

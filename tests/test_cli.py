@@ -81,3 +81,15 @@ def test_demo_runs_end_to_end(tmp_path):
     m = re.search(r"truth\s+(\d+)/(\d+) isolated spots found", r.stdout)
     assert m and int(m.group(2)) > 0 and m.group(1) == m.group(2), r.stdout
     assert (tmp_path / "demo" / "sim-0001.h5").exists()
+
+
+def test_simulate_other_scan_kinds_and_clear_errors(tmp_path):
+    scan = tmp_path / "inter.h5"
+    r = peakstream("simulate", "--output", str(scan), "--trajectory", "interlaced", "--iflip",
+                   "--points", "120", "--spots", "6", "--quiet")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(scan) as f:
+        start = json.loads(f["entry/start"].attrs["start_json"])
+    assert start["trajectory"]["kind"] == "interlaced" and start["trajectory"]["iflip"] is True
+    r = peakstream("simulate", "--output", str(tmp_path / "x.h5"), "--spots", "5000")
+    assert r.returncode == 2 and "cannot place 5000 spots" in r.stderr
