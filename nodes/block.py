@@ -14,7 +14,7 @@ import numpy as np
 
 from stream.item import PEAK_COLUMNS
 
-from .kernels.blocks import global_labels, label_block
+from .kernels.blocks import global_labels, label_block, split_block
 from .kernels.moments import peak_moments
 
 BLOCK_NODES = ("label", "properties")
@@ -28,7 +28,8 @@ def block_chain_ok(chain: list[Any]) -> bool:
 def label_frames(node: Any, row: np.ndarray, col: np.ndarray, intensity: np.ndarray,
                  nnz: np.ndarray) -> tuple[np.ndarray, ...]:
     """`Label.process` on every frame: (row, col, intensity, label, nnz, npeaks) of the
-    pixels kept (blobs of at least node.min_pixels pixels), labels per frame."""
+    pixels kept (blobs of at least node.min_pixels pixels, split at their local
+    maxima as the node does), labels per frame."""
     pixel_ptr = np.zeros(nnz.shape[0] + 1, np.int64)
     np.cumsum(nnz, out=pixel_ptr[1:])
     labels = np.empty(row.shape[0], np.int32)
@@ -39,6 +40,11 @@ def label_frames(node: Any, row: np.ndarray, col: np.ndarray, intensity: np.ndar
         frame = np.repeat(np.arange(nnz.shape[0]), nnz)
         nnz = np.bincount(frame[keep], minlength=nnz.shape[0]).astype(np.int64)
         row, col, intensity, labels = row[keep], col[keep], intensity[keep], labels[keep]
+        pixel_ptr = np.zeros(nnz.shape[0] + 1, np.int64)
+        np.cumsum(nnz, out=pixel_ptr[1:])
+    if getattr(node, "split", "none") == "local_max":
+        split_block(row, col, intensity, pixel_ptr, node.prominence, node.prominence_sigma,
+                    node.min_pixels, labels, npeaks)
     return row, col, intensity, labels, nnz, npeaks
 
 

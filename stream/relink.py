@@ -35,8 +35,10 @@ BLOCK_PIXELS = 1 << 22
 
 
 def relink(path: str | Path, output: str | Path, criterion: str | list[str] | None = None,
-           fraction: float | None = None, distance: float | None = None) -> dict[str, Any]:
-    """Write `output`: `path` with its cliques made again under the new criteria."""
+           fraction: float | None = None, distance: float | None = None,
+           **settings: Any) -> dict[str, Any]:
+    """Write `output`: `path` with its cliques made again under the new criteria
+    (`settings`: other [linker] keys, e.g. split, prominence)."""
     from nodes.link import Linker, PeakBlock
 
     path, output = Path(path), Path(output)
@@ -46,8 +48,9 @@ def relink(path: str | Path, output: str | Path, criterion: str | list[str] | No
         det = detector_of(f)
         entry = f["entry"]
         start = _start(entry["process/start"].asstr()[()], path)
-        config = _config(entry["process/config"].asstr()[()], path, criterion, fraction,
-                         distance)
+        config = _config(entry["process/config"].asstr()[()], path,
+                         {"criterion": criterion, "fraction": fraction, "distance": distance,
+                          **settings})
         points = read_table(entry["points"])
         sparse = {k: entry[f"{det}/sparse/{k}"][()] for k in ("row", "col", "intensity",
                                                                "label", "nnz")}
@@ -99,7 +102,7 @@ def relink(path: str | Path, output: str | Path, criterion: str | list[str] | No
                 first, shape, ok[first:last], nnz[first:last], sparse["row"][px],
                 sparse["col"][px], sparse["label"][px], npeaks[first:last],
                 {k: peaks[k][pk] for k in PEAK_COLUMNS}, block_motors,
-                (tb.link_a, tb.link_b), tb.close_at))
+                (tb.link_a, tb.link_b), tb.close_at, sparse["intensity"][px]))
             ncliques += _write_link(store, result)
             first = last
         ncliques += _write_link(store, linker.finish())
@@ -125,15 +128,15 @@ def _start(text: str, path: Path) -> Start:
         raise ValueError(f"{path}: bad /entry/process/start: {exc}") from None
 
 
-def _config(text: str, path: Path, criterion, fraction, distance) -> Config:
-    """The file's config with the new [linker] settings (validated as a config file)."""
+def _config(text: str, path: Path, settings: dict[str, Any]) -> Config:
+    """The file's config with the new [linker] settings (None: the file's own),
+    validated as a config file."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: bad /entry/process/config: {exc}") from None
     linker = data.setdefault("linker", {})
-    for key, value in (("criterion", criterion), ("fraction", fraction),
-                       ("distance", distance)):
+    for key, value in settings.items():
         if value is not None:
             linker[key] = value
     return Config(data, f"{path}::/entry/process/config with the new [linker]")

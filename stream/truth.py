@@ -6,7 +6,9 @@ trajectory's terms (clique omega and dty), for every scan kind.
 A true spot is *found* when exactly one clique has its centroid within
 `tol_px` pixels (row and column) and `tol_points` points of the truth, and no
 other clique lies inside the spot's footprint (3 sigma + 1 in each
-direction), so a spot split in two does not count.
+direction), so a spot split in two does not count. A clique that matches
+another true spot (within tolerance of it, not of this one) is that spot's,
+not a fragment of this one: touching spots found apart both count.
 """
 
 from __future__ import annotations
@@ -23,9 +25,15 @@ def match_truth(cliques: dict[str, np.ndarray], truth: dict[str, np.ndarray],
     near = (ds <= tol_px) & (df <= tol_px) & (dp <= tol_points)
     box = ((ds <= 3 * truth["sigma_s"][:, None] + 1) & (df <= 3 * truth["sigma_f"][:, None] + 1)
            & (dp <= 3 * truth["sigma_w"][:, None] + 1))
+    box &= ~_of_another(near)
     n_near = near.sum(axis=1)
     n_box = box.sum(axis=1)
     return {"n_near": n_near, "n_box": n_box, "found": (n_near == 1) & (n_box == 1)}
+
+
+def _of_another(near: np.ndarray) -> np.ndarray:
+    """(spot, clique): the clique is within tolerance of another true spot, not this one."""
+    return ((near.sum(axis=0)[None, :] - near) > 0) & ~near
 
 
 def score(cliques: dict[str, np.ndarray], truth: dict[str, np.ndarray],
@@ -51,7 +59,8 @@ def match_spots(cliques: dict[str, np.ndarray], truth: dict[str, np.ndarray], *,
     `period` (360 for scans that wrap) makes omega differences circular.
     Tolerances: `tol_px` pixels, `tol_steps` omega steps (a spot's step is
     sigma_omega / sigma_w), `tol_dty` sigma_dty. The footprint is 3 sigma + 1
-    pixel, 3 sigma + 1 step in omega and 3 sigma in dty.
+    pixel, 3 sigma + 1 step in omega and 3 sigma in dty; cliques that match
+    another true spot do not count in it.
     """
     s, f = (np.asarray(cliques[k], float)[None, :] for k in ("s_raw", "f_raw"))
     w = np.asarray(cliques["omega"] if omega is None else omega, float)[None, :]
@@ -71,6 +80,7 @@ def match_spots(cliques: dict[str, np.ndarray], truth: dict[str, np.ndarray], *,
                     - np.asarray(truth["dty"], float)[:, None])
         near &= dy <= tol_dty * sy
         box &= dy <= 3 * sy
+    box &= ~_of_another(near)
     n_near, n_box = near.sum(axis=1), box.sum(axis=1)
     return {"n_near": n_near, "n_box": n_box, "found": (n_near == 1) & (n_box == 1),
             "clique": np.where(n_near > 0, np.argmax(near, axis=1), -1)}

@@ -1,4 +1,5 @@
-"""Label node against scipy.ndimage.label (8-connectivity) on random sparse frames."""
+"""Label node against scipy.ndimage.label (8-connectivity) on random sparse frames
+(split = "none"); the local-maximum split is tested in test_split.py."""
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def assert_raster_numbering(labels, npeaks):
 def test_matches_scipy(seed):
     rng = np.random.default_rng(seed)
     sparse, _ = random_sparse(rng, density=[0.02, 0.15, 0.3, 0.5, 0.7][seed])
-    item = Label().process(Item(0, "e", sparse=sparse))
+    item = Label(split="none").process(Item(0, "e", sparse=sparse))
     labels = item.sparse.label
     ref, n = scipy_labels(sparse)
     assert labels.dtype == np.int32 and item.sparse.npeaks == n
@@ -58,7 +59,7 @@ def test_min_pixels_drops_small_blobs(min_pixels):
     ref, n = scipy_labels(sparse)
     sizes = np.bincount(ref, minlength=n + 1)
     big = sizes[ref] >= min_pixels
-    item = Label(min_pixels=min_pixels).process(Item(0, "e", sparse=sparse))
+    item = Label(min_pixels=min_pixels, split="none").process(Item(0, "e", sparse=sparse))
     out = item.sparse
     np.testing.assert_array_equal(out.row, sparse.row[big])
     np.testing.assert_array_equal(out.col, sparse.col[big])
@@ -87,7 +88,7 @@ def sparse_of(pixels, shape=SHAPE):
     ([(0, 3), (1, 0), (1, 1), (2, 2)], [1, 2, 2, 2]),
 ])
 def test_small_cases(pixels, labels):
-    item = Label().process(Item(0, "e", sparse=sparse_of(pixels)))
+    item = Label(split="none").process(Item(0, "e", sparse=sparse_of(pixels)))
     assert item.sparse.label.tolist() == labels
     assert item.sparse.npeaks == (max(labels) if labels else 0)
 
@@ -95,7 +96,7 @@ def test_small_cases(pixels, labels):
 def test_u_shape_merges_late():
     """Two arms that only meet at the bottom: the first arm's label wins."""
     pixels = [(r, 0) for r in range(5)] + [(r, 4) for r in range(5)] + [(5, c) for c in range(5)]
-    item = Label().process(Item(0, "e", sparse=sparse_of(pixels)))
+    item = Label(split="none").process(Item(0, "e", sparse=sparse_of(pixels)))
     assert item.sparse.npeaks == 1 and set(item.sparse.label.tolist()) == {1}
 
 

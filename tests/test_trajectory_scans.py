@@ -43,10 +43,9 @@ def run_scan(config: SimConfig, tmp_path, skip=()) -> tuple[Simulation, dict]:
 
 
 def clean_cliques(sim: Simulation, t: dict) -> tuple[dict, np.ndarray]:
-    """Every clean spot is exactly one clique; the clique row of each clean spot."""
-    circle = sim.layout.circle
-    omega = wrapped_centroid(t) if circle else None
-    m = match_spots(t["cliques"], sim.truth, omega=omega, period=360.0 if circle else None)
+    """Every clean spot is exactly one clique (by the cliques table's own columns, omega
+    circular for scans that wrap); the clique row of each clean spot."""
+    m = match_spots(t["cliques"], sim.truth, period=360.0 if sim.layout.circle else None)
     clean = sim.truth["clean"]
     assert clean.sum() >= 8
     assert m["found"][clean].all(), (m["n_near"][clean], m["n_box"][clean])
@@ -84,12 +83,14 @@ def test_spots_across_the_360_wrap_are_one_clique(tmp_path):
         points = member_points(t, row)
         assert points.min() <= 2 and points.max() >= c.npoints - 3  # both sides of 360
     assert (0, c.npoints - 1, "wrap") in link_set(t)
-    # the clique omega of a wrapping scan is the circular mean in [0, 360); for cliques
-    # that do not cross the wrap it is the linker's linear mean to third order in the
-    # clique's width (1e-4 degrees here)
-    omega = wrapped_centroid(t)
-    plain = (t["cliques"]["first_point"] > 5) & (t["cliques"]["last_point"] < c.npoints - 5)
-    np.testing.assert_allclose(omega[plain], t["cliques"]["omega"][plain], atol=1e-3)
+    # the linker's clique omega of a wrapping scan is the intensity-weighted circular
+    # mean in [0, 360) of its 2D peaks' omegas, across the wrap too
+    omega = t["cliques"]["omega"]
+    assert ((omega >= 0) & (omega < 360)).all()
+    diff = np.mod(omega - wrapped_centroid(t) + 180.0, 360.0) - 180.0
+    assert np.abs(diff).max() < 1e-9
+    across = m["clique"][wraps]
+    assert len(across) and (np.abs(omega[across] - 180) > 170).all()  # near 0 / 360
 
 
 def test_multi_turn_sweep_links_the_turns(tmp_path):

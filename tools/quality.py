@@ -1,14 +1,18 @@
-"""Linking quality (TARGETS.md Q1): true spots found as exactly one clique, per criterion.
+"""Linking quality (TARGETS.md Q1): true spots found as exactly one clique, per setting.
 
 Simulated scans with known truth (touching spot pairs included) are processed
-once, point by point as a live run would (configs/simulated.toml), then their
-cliques are made again with each linker setting (`peakstream relink`: the same
-labelled pixels and 2D peaks). A true spot is found when exactly one clique
-has its centroid within 1 px and 0.5 point and no other clique lies in its
-footprint (`stream.truth.match_truth`), over ALL spots, touching included.
+point by point as a live run would (configs/simulated.toml), twice: with
+ImageD11's labelling (8-connected blobs, label split = "none") and with the
+label node's defaults (split at local maxima). Their cliques are then made
+again with each linker setting (`peakstream relink`: the same labelled pixels
+and 2D peaks). A true spot is found when exactly one clique has its centroid
+within 1 px and 0.5 point and no other clique lies in its footprint, cliques
+that match another true spot aside (`stream.truth.match_truth`), over ALL
+spots, touching included. The row marked (default) is the label node's and
+[linker]'s defaults together; any_pixel on 8-connected blobs is ImageD11.
 
     python tools/quality.py                       # the default table
-    python tools/quality.py --seeds 0 1 2 3 --json q1.json
+    python tools/quality.py --seeds 0 1 2 3 --touching 0.2 --json q1.json
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import platform
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from nodes.label import Label  # noqa: E402
 from stream.config import DEFAULTS, Config  # noqa: E402
 from stream.inspect import load  # noqa: E402
 from stream.message import encode  # noqa: E402
@@ -34,21 +40,33 @@ from stream.runner import ScanRunner  # noqa: E402
 from stream.sources.simulate import SimConfig, Simulation  # noqa: E402
 from stream.truth import match_truth  # noqa: E402
 
+NONE = {"split": "none"}
+# (label split, [linker] settings); the [linker] defaults are added below
 SETTINGS = [
-    {"criterion": "any_pixel"},
-    {"criterion": "fraction", "fraction": 0.2},
-    {"criterion": "fraction", "fraction": 0.5},
-    {"criterion": "distance", "distance": 1.5},
-    {"criterion": "distance", "distance": 3.0},
-    {"criterion": ["fraction", "distance"], "fraction": 0.2, "distance": 3.0},
-    {"criterion": ["any_pixel", "distance"], "distance": 1.5},
-    {"criterion": ["any_pixel", "distance"], "distance": 2.0},
+    ("none", {"criterion": "any_pixel", **NONE}),
+    ("none", {"criterion": "fraction", "fraction": 0.2, **NONE}),
+    ("none", {"criterion": "fraction", "fraction": 0.5, **NONE}),
+    ("none", {"criterion": "distance", "distance": 1.5, **NONE}),
+    ("none", {"criterion": "distance", "distance": 3.0, **NONE}),
+    ("none", {"criterion": ["fraction", "distance"], "fraction": 0.2, "distance": 3.0, **NONE}),
+    ("none", {"criterion": ["any_pixel", "distance"], "distance": 2.0, **NONE}),
+    ("local_max", {"criterion": "any_pixel", **NONE}),
+    ("local_max", {"criterion": "fraction", "fraction": 0.2, **NONE}),
+    ("local_max", {"criterion": "fraction", "fraction": 0.2, "split": "local_max",
+                   "prominence": 0.0, "prominence_sigma": 1.0}),
 ]
 
 
-def process(sim: Simulation, path: Path) -> None:
-    """One simulated scan through the per-point chain (inline, wire-encoded)."""
-    runner = ScanRunner(Config.load(ROOT / "configs" / "simulated.toml"), output_file=path)
+def process(sim: Simulation, path: Path, split: str) -> None:
+    """One simulated scan through the per-point chain (inline, wire-encoded), with the
+    label node's split set to `split` (its other parameters: the node's defaults)."""
+    config = Config.load(ROOT / "configs" / "simulated.toml")
+    data = tomllib.loads(config.text())
+    for node in data["node"]:
+        if node["kind"] == "label":
+            node["split"] = split
+    config = Config(data, "simulated.toml", ROOT / "configs")
+    runner = ScanRunner(config, output_file=path)
     sid = "q1"
     runner.handle(encode(sim.start(sid)))
     for i in range(sim.config.npoints):
@@ -57,11 +75,15 @@ def process(sim: Simulation, path: Path) -> None:
     runner.close()
 
 
-def label(setting: dict) -> str:
+def label(split: str, setting: dict) -> str:
     names = setting["criterion"]
     names = [names] if isinstance(names, str) else names
     parts = [f"{n} {setting[n]:g}" if n in setting else n for n in names]
-    return " and ".join(parts)
+    text = " and ".join(parts)
+    if setting.get("split", "none") != "none":
+        text += f", split {setting['split']} {setting['prominence']:g}/" \
+                f"{setting['prominence_sigma']:g}"
+    return f"{'2D max' if split != 'none' else '8-conn'} | {text}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,11 +96,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="fraction of spots placed as touching pairs (default 0.3)")
     p.add_argument("--json", help="write the table to this JSON file")
     args = p.parse_args(argv)
-    settings = SETTINGS
-    default = {k: v for k, v in DEFAULTS["linker"].items()}
-    if all(label(default) != label(s) for s in settings):
-        settings = [*settings, default]
-    found = {label(s): np.zeros(3, int) for s in settings}
+    default_split = Label().split
+    settings = [*SETTINGS, ("default", dict(DEFAULTS["linker"]))]
+    names = [label(default_split if sp == "default" else sp, st) for sp, st in settings]
+    found = {n: np.zeros(3, int) for n in names}
     totals = np.zeros(3, int)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,27 +110,31 @@ def main(argv: list[str] | None = None) -> int:
             truth = sim.truth
             groups = [np.ones(len(truth["s"]), bool), truth["touching"], truth["clean"]]
             totals += [g.sum() for g in groups]
-            base = Path(tmp) / f"seed{seed}.h5"
-            process(sim, base)
-            for k, s in enumerate(settings):
+            bases = {}
+            for k, ((split, s), name) in enumerate(zip(settings, names, strict=True)):
+                split = default_split if split == "default" else split
+                if split not in bases:
+                    bases[split] = Path(tmp) / f"seed{seed}-{split}.h5"
+                    process(sim, bases[split], split)
                 out = Path(tmp) / f"seed{seed}-{k}.h5"
-                relink(base, out, s["criterion"], s.get("fraction"), s.get("distance"))
+                relink(bases[split], out, **s)
                 hit = match_truth(load(out)["cliques"], truth)["found"]
-                found[label(s)] += [int(hit[g].sum()) for g in groups]
-    rows = [{"criterion": name, "found": f.tolist(), "total": totals.tolist(),
+                found[name] += [int(hit[g].sum()) for g in groups]
+    default = names[-1]
+    rows = [{"setting": name, "found": f.tolist(), "total": totals.tolist(),
              "percent_all": 100.0 * f[0] / max(totals[0], 1),
-             "default": name == label(default)} for name, f in found.items()]
+             "default": name == default} for name, f in found.items()]
     print(f"Q1 linking quality: {len(args.seeds)} simulated scans (seeds "
           f"{' '.join(map(str, args.seeds))}), {args.points} points x {args.shape[0]}x"
           f"{args.shape[1]}, {args.spots} spots each, touching_fraction {args.touching}")
     print(f"machine: {platform.machine()} {platform.processor() or ''} python "
           f"{platform.python_version()}; {time.perf_counter() - t0:.0f} s")
-    print(f"{'linker criterion':<32} {'all spots':>16} {'touching':>14} {'isolated':>14}")
+    print(f"{'labels | linker':<50} {'all spots':>16} {'touching':>14} {'isolated':>14}")
     for r in rows:
         f, t = r["found"], r["total"]
         cells = [f"{f[i]}/{t[i]} {100.0 * f[i] / max(t[i], 1):5.1f}%" for i in range(3)]
         mark = "  (default)" if r["default"] else ""
-        print(f"{r['criterion']:<32} {cells[0]:>16} {cells[1]:>14} {cells[2]:>14}{mark}")
+        print(f"{r['setting']:<50} {cells[0]:>16} {cells[1]:>14} {cells[2]:>14}{mark}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .label import connected_pixels, remove_small
+from .label import connected_pixels, remove_small, split_local_max
 
 
 @numba.njit(nogil=True, cache=True)
@@ -34,6 +34,19 @@ def label_block(row, col, pixel_ptr, min_pixels, labels, keep, npeaks):
         for i in range(s, e):
             kept += keep[i]
     return kept
+
+
+@numba.njit(nogil=True, cache=True)
+def split_block(row, col, intensity, pixel_ptr, prominence, prominence_sigma, min_pixels,
+                labels, npeaks):
+    """`split_local_max` on every frame of labelled, kept pixels (blobs 1..npeaks[k]):
+    new labels and npeaks, in place."""
+    for k in range(npeaks.shape[0]):
+        s = pixel_ptr[k]
+        e = pixel_ptr[k + 1]
+        if e > s and npeaks[k]:
+            npeaks[k] = split_local_max(row[s:e], col[s:e], intensity[s:e], labels[s:e],
+                                        npeaks[k], prominence, prominence_sigma, min_pixels)
 
 
 @numba.njit(nogil=True, cache=True)
