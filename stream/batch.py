@@ -100,7 +100,7 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
             tb = walker.block(block.first, ok, block.motors)
             result = linker.add_block(PeakBlock(
                 block.first, info.shape, ok, nnz, row, col, labels, npeaks, peaks,
-                block.motors, (tb.link_a, tb.link_b), tb.close_at))
+                block.motors, (tb.link_a, tb.link_b), tb.close_at, intensity))
             _write_points(store, block, start, tb.flags)
             walker.write(store, tb, block.first, block.time)
             store.sparse.append({"row": row, "col": col, "intensity": intensity,
@@ -114,7 +114,7 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
                 store.peaks.append(rows)
             _write_link(store, result, counters)
             npoints += n
-            counters.update(received=n, processed=n, linked=n, written=n)
+            counters.update(received=n, accepted=n, processed=n, linked=n, written=n)
             store.maybe_flush(_now(), counters)
             if progress is not None:
                 progress(npoints)

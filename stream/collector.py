@@ -1,11 +1,21 @@
 """Reorder buffer -> linker -> stores: the one place with cross-point state.
 
-Processed points reach the collector in any order. The reorder buffer
-releases them in `point_id` order; a point that has not come is declared
-missing when the buffer holds more than `window` points past it, when the
-oldest waiting point has waited `timeout` seconds, or at the end of the scan
-(never waited on forever). Each released point goes through the linker and
-its rows are appended to the store.
+Processed points reach the collector in any order. A point handed to the
+workers holds its place in the reorder buffer (`expect`) until its result
+comes back, so a point still being processed is never declared missing. The
+reorder buffer releases points in `point_id` order; a point that has not come
+is declared missing when the buffer holds more than `window` points past it,
+when the oldest waiting point has waited `timeout` seconds, or at the end of
+the scan (never waited on forever). Each released point goes through the
+linker and its rows are appended to the store, flushed every
+`flush_interval` s, or sooner when the rows held exceed `MAX_BUFFERED` bytes
+(so memory does not follow the rate).
+
+Counters (the scan's dict, written into the file at each flush): `processed`
+and `bad` when a result arrives, `missing`, `linked` when a point is
+released, `written` the point rows flushed to the file, `cliques`. So
+processed + bad + missing = linked + the results still waiting, and at the
+end linked = written = processed + bad + missing.
 
 Right before the linker sees a point, the scan's trajectory observes its motor
 positions (`Trajectory.observe`; a missing or bad point with no motors), so
@@ -32,6 +42,8 @@ from .store import POINT_STATUS, ScanStore
 
 log = logging.getLogger(__name__)
 
+MAX_BUFFERED = 32 << 20  # bytes of rows held between flushes, whatever the rate
+
 
 @dataclass
 class Slot:
@@ -39,7 +51,7 @@ class Slot:
 
     point_id: int
     item: Item | None
-    status: str = "ok"  # ok | bad
+    status: str = "ok"  # ok | bad | pending (being processed: holds its place)
     reason: str = ""
     arrived: float = 0.0
 
@@ -59,20 +71,36 @@ class ReorderBuffer:
         return point_id < self.next_id or point_id in self.waiting
 
     def push(self, slot: Slot) -> None:
-        if self.seen(slot.point_id):
+        """A new point; a result for a point held as pending takes its place."""
+        old = self.waiting.get(slot.point_id)
+        if old is not None and old.status == "pending" and slot.status != "pending":
+            slot.arrived = old.arrived
+        elif self.seen(slot.point_id):
             raise ValueError(f"point {slot.point_id} already received")
         self.waiting[slot.point_id] = slot
+
+    @property
+    def pending(self) -> int:
+        """Points held for a result that has not come back yet."""
+        return sum(1 for s in self.waiting.values() if s.status == "pending")
 
     def pop(self, now: float | None, final: bool = False) -> list[Slot | int]:
         """Released slots in order; a bare int is a point declared missing.
 
         The timeout applies only when `now` is given: the caller passes it when
-        its input is idle, so a backlog on our side never counts as a gap.
+        its input is idle, so a backlog on our side never counts as a gap. A
+        pending point at the head stops the release (its result will come);
+        at the end it is released as "lost" (written as bad).
         """
         out: list[Slot | int] = []
         while True:
-            slot = self.waiting.pop(self.next_id, None)
+            slot = self.waiting.get(self.next_id)
             if slot is not None:
+                if slot.status == "pending":
+                    if not final:
+                        break
+                    slot.status, slot.reason = "lost", "its processing never finished"
+                del self.waiting[self.next_id]
                 out.append(slot)
                 self.next_id += 1
                 continue
@@ -99,6 +127,7 @@ class Collector:
                  window: int = 64, timeout: float = 5.0, npoints: int | None = None,
                  motors: list[str] = (), counter_names: list[str] = (),
                  on_point: Callable[[Item | None, Any], None] | None = None,
+                 gauges: Callable[[], dict[str, int]] | None = None,
                  clock: Callable[[], float] = _time.monotonic):
         self.linker = linker
         self.store = store
@@ -107,20 +136,33 @@ class Collector:
         self.motors = list(motors)
         self.counter_names = list(counter_names)
         self.on_point = on_point
+        self.gauges = gauges  # extra figures for the file's counters at each flush
         self.clock = clock
+        self._last_flush = clock()
+        self._row_bytes = [(t, sum(8 if dt.kind == "O" else dt.itemsize
+                                   for dt in t.columns.values())) for t in store.tables]
         self.last_linked = -1
         self._linkable: set[int] = set()  # points with data that later points may link to
 
     def seen(self, point_id: int) -> bool:
         return self.buffer.seen(point_id)
 
+    def expect(self, point_id: int) -> None:
+        """A point handed to the workers: it holds its place until its result comes."""
+        self.buffer.push(Slot(point_id, None, "pending", "", self.clock()))
+
     def add(self, item: Item) -> None:
         """A processed point."""
+        if item.sparse is None:
+            self.add_bad(item.point_id, "no sparse frame", item)
+            return
+        self.counters["processed"] += 1
         self.buffer.push(Slot(item.point_id, item, "ok", "", self.clock()))
         self._drain(idle=False)
 
     def add_bad(self, point_id: int, reason: str, item: Item | None = None) -> None:
         """A point that arrived but could not be processed: recorded as bad."""
+        self.counters["bad"] += 1
         self.buffer.push(Slot(point_id, item, "bad", reason, self.clock()))
         self._drain(idle=False)
 
@@ -133,7 +175,17 @@ class Collector:
         self._drain(idle=True, final=True)
         result = self.linker.finish()
         self._write_link(result)
-        self.store.close(status, reason, self.counters)
+        self.counters["written"] = self.store.points.nrows  # close() flushes them all
+        self.store.close(status, reason, self._file_counters())
+
+    def flush(self) -> None:
+        """Write the buffered rows and the counters to the file now."""
+        self._last_flush = self.clock()
+        self.counters["written"] = self.store.points.nrows  # flush() writes them all
+        self.store.flush(self._file_counters())
+
+    def _file_counters(self) -> dict[str, int]:
+        return {**self.counters, **(self.gauges() if self.gauges is not None else {})}
 
     # ------------------------------------------------------------------
 
@@ -144,7 +196,9 @@ class Collector:
                 self._link_point(slot, None, "missing", "no data received")
             else:
                 self._link_point(slot.point_id, slot.item, slot.status, slot.reason)
-        self.store.maybe_flush(now, self.counters)
+        if (now - self._last_flush >= self.store.flush_interval
+                or sum(t.nbuffered * n for t, n in self._row_bytes) > MAX_BUFFERED):
+            self.flush()
 
     def _link_point(self, point_id: int, item: Item | None, status: str, reason: str) -> None:
         ok = status == "ok" and item is not None and item.sparse is not None
@@ -152,7 +206,8 @@ class Collector:
             self.counters["missing"] += 1
             log.warning("point %d missing: %s", point_id, reason)
         elif not ok:
-            self.counters["bad"] += 1
+            if status == "lost":  # never came back from the workers: bad, counted here
+                self.counters["bad"] += 1
             status = "bad"
         if status != "ok":
             self.store.event(status, reason or "no sparse frame", point_id)
@@ -177,7 +232,7 @@ class Collector:
 
     def _trajectory(self) -> Any:
         # the linker holds the scan's trajectory from its setup(scan)
-        return getattr(self.linker, "trajectory", None) or self.linker._trajectory
+        return self.linker.trajectory
 
     def _write_trajectory_links(self, trajectory: Any, point_id: int) -> None:
         """The links of this point to earlier points with data; forget points no later
@@ -209,7 +264,6 @@ class Collector:
         if item is not None:
             for flag in item.flags:
                 self.store.event("flag", flag, point_id, item.time)
-        self.counters["written"] += 1
 
     def _write_sparse(self, point_id: int, item: Item) -> None:
         sp = item.sparse

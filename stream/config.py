@@ -1,12 +1,12 @@
 """TOML configuration: load, validate, override, and write back as provenance.
 
 Groups: `[source]`, `[[node]]` (the chain, in order, each with `kind`;
-none given: `DEFAULT_CHAIN`), `[linker]`, `[output]`. Unknown groups or keys and wrong types are a
-`ConfigError` naming the key and the file. Node tables are checked against
-the node class's constructor (its keyword arguments and type hints); a string
-given for an array parameter is a file name that is loaded here (`.npy`, or
-`file.h5::/path/in/file`), relative to the config file, so nodes only ever
-see arrays.
+none given: `DEFAULT_CHAIN`), `[linker]`, `[output]`, `[workers]`. Unknown
+groups or keys and wrong types are a `ConfigError` naming the key and the
+file. Node tables are checked against the node class's constructor (its
+keyword arguments and type hints); a string given for an array parameter is
+a file name that is loaded here (`.npy`, or `file.h5::/path/in/file`),
+relative to the config file, so nodes only ever see arrays.
 """
 
 from __future__ import annotations
@@ -31,14 +31,37 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "point_timeout": 5.0,
         "end_timeout": 30.0,
         "rcvhwm": 64,
+        # the processing lane is lossless: when the queues are full the receiver stops
+        # reading and ZeroMQ's high-water mark pushes back to the sender ("block"), or
+        # the scan is aborted once the lag (newest received - newest linked) exceeds
+        # max_lag points ("abort")
+        "overrun": "block",
+        "max_lag": 1000,
+    },
+    # per-point nodes run in `count` workers (0: one per core, leaving one core for the
+    # receiver and collector); the linker and the store stay in the main process
+    "workers": {
+        "kind": "inline",  # inline | threads | processes
+        "count": 0,
+        "endpoint": "",  # processes: ROUTER endpoint ("" = an ipc:// path of our own)
+        "queue": 0,  # points between receiver and collector (0: 4 per worker, at least 8)
+        "heartbeat": 0.5,  # s between worker heartbeats
+        "heartbeat_timeout": 5.0,  # s of silence after which a worker's points go elsewhere
     },
     # criterion: a name or a list of names that must all hold (nodes/criteria.py).
     # "fraction" 0.2 keeps ImageD11's links between blobs that truly overlap and splits
     # spots that merely touch (a few shared pixels); any_pixel is ImageD11's own rule.
-    "linker": {"criterion": "fraction", "fraction": 0.2, "distance": 3.0},
+    # split "local_max": each clique is cut, as it closes, at its significant maxima in
+    # 3D: a maximum whose highest saddle to a higher one is lower by at least
+    # max(prominence * peak, prominence_sigma * sqrt(peak + saddle)) stays a clique of
+    # its own (nodes/link.py); "none" keeps every linked pair together (ImageD11).
+    "linker": {"criterion": "fraction", "fraction": 0.2, "distance": 3.0,
+               "split": "local_max", "prominence": 0.1, "prominence_sigma": 3.0},
     "output": {"directory": ".", "flush_interval": 1.0},
 }
-GROUPS = ("source", "node", "linker", "output")
+GROUPS = ("source", "node", "linker", "output", "workers")
+OVERRUN = ("block", "abort")
+WORKER_KINDS = ("inline", "threads", "processes")
 # The chain when a config names none: a global cut, 8-connected labels, moments.
 DEFAULT_CHAIN = [{"kind": "threshold", "cut": 50.0}, {"kind": "label", "min_pixels": 2},
                  {"kind": "properties"}]
@@ -71,6 +94,16 @@ class Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         return cls(data, str(path), path.resolve().parent)
+
+    @classmethod
+    def from_text(cls, text: str, origin: str = "<config>", base: str | Path | None = None
+                  ) -> Config:
+        """A config from its TOML text (workers get the effective config this way)."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
+        return cls(data, origin, Path(base) if base is not None else None)
 
     def __getitem__(self, group: str) -> Any:
         return self.data[group]
@@ -135,11 +168,39 @@ def _validate(data: dict[str, Any], origin: str) -> dict[str, Any]:
     for key in ("reorder_window", "max_frame_bytes", "rcvhwm"):
         if out["source"][key] < 1:
             raise ConfigError(f"{origin}: [source] {key} must be >= 1")
+    _validate_flow(out["source"], out["workers"], origin)
     return out
 
 
+def _validate_flow(source: dict[str, Any], workers: dict[str, Any], origin: str) -> None:
+    """[source] overrun / max_lag and the [workers] group."""
+    if source["overrun"] not in OVERRUN:
+        raise ConfigError(f"{origin}: [source] overrun must be one of {', '.join(OVERRUN)}, "
+                          f"got {source['overrun']!r}")
+    if source["max_lag"] <= source["reorder_window"]:
+        raise ConfigError(f"{origin}: [source] max_lag ({source['max_lag']}) must be more than "
+                          f"reorder_window ({source['reorder_window']}): a gap may hold "
+                          f"that many points back")
+    if workers["kind"] not in WORKER_KINDS:
+        raise ConfigError(f"{origin}: [workers] kind must be one of {', '.join(WORKER_KINDS)}, "
+                          f"got {workers['kind']!r}")
+    for key in ("count", "queue"):
+        if workers[key] < 0:
+            raise ConfigError(f"{origin}: [workers] {key} must be >= 0 (0: automatic)")
+    if not workers["heartbeat"] > 0:
+        raise ConfigError(f"{origin}: [workers] heartbeat must be > 0 s")
+    if not workers["heartbeat_timeout"] >= 2 * workers["heartbeat"]:
+        raise ConfigError(f"{origin}: [workers] heartbeat_timeout must be at least twice "
+                          f"the heartbeat ({workers['heartbeat']:g} s)")
+    endpoint = workers["endpoint"]
+    if endpoint and not endpoint.startswith(("ipc://", "tcp://")):
+        raise ConfigError(f"{origin}: [workers] endpoint must be ipc://PATH or "
+                          f"tcp://HOST:PORT (port 0: any free port), got {endpoint!r}")
+
+
 def _validate_linker(linker: dict[str, Any], origin: str) -> None:
-    """criterion: one name or a list of names (all must hold); fraction, distance."""
+    """criterion: one name or a list of names (all must hold); fraction, distance;
+    split, prominence, prominence_sigma."""
     from nodes.criteria import CRITERIA
 
     names = linker["criterion"]
@@ -159,6 +220,15 @@ def _validate_linker(linker: dict[str, Any], origin: str) -> None:
     if not 0.0 <= linker["distance"] < float("inf"):
         raise ConfigError(f"{origin}: [linker] distance must be >= 0 pixels, "
                           f"got {linker['distance']!r}")
+    from nodes.link import SPLITS
+
+    if linker["split"] not in SPLITS:
+        raise ConfigError(f"{origin}: [linker] split {linker['split']!r} not one of: "
+                          f"{', '.join(SPLITS)}")
+    for key in ("prominence", "prominence_sigma"):
+        if not 0.0 <= linker[key] < float("inf"):
+            raise ConfigError(f"{origin}: [linker] {key} must be a number >= 0, "
+                              f"got {linker[key]!r}")
 
 
 def _validate_node(table: Any, i: int, origin: str) -> dict[str, Any]:

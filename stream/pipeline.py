@@ -1,5 +1,9 @@
 """The node chain of one detector: built from a config, run point by point.
 
+Each worker (`stream.workers`) holds its own Pipeline, whether it runs inline,
+in a thread or in a process (`stream.dispatch`); the runner keeps one more to
+check the chain's setup before a scan's points are handed out.
+
 Adjacent correct / normalise / threshold nodes are fused into one dense pass
 (`nodes.fuse`). A node that fails on a point makes that point bad (with the
 node and the reason); it never stops the scan.
@@ -21,7 +25,7 @@ class PointError(Exception):
 
 
 class Pipeline:
-    """Runs the (fused) node chain inline on each point."""
+    """Runs the (fused) node chain on each point."""
 
     def __init__(self, nodes: list[Any], fuse: bool = True):
         from nodes import fuse as fuse_chain

@@ -3,9 +3,25 @@
 `ScanRunner.handle(parts)` takes one multipart message (from a socket, or
 from a replayed file through the same encoding) and drives the scan it
 belongs to: start opens an output file and sets the chain up, points are
-processed and collected, end closes the file with its status. Everything bad
-is counted, logged with the reason, recorded in the open scan's file, and
-dropped; the runner never raises on input.
+numbered and handed to the workers (`stream.dispatch`: inline, threads or
+processes), their results go to the collector, end waits for the points
+still out and closes the file with its status. Everything bad is counted,
+logged with the reason, recorded in the open scan's file, and dropped; the
+runner never raises on input.
+
+Flow control (lossless): at most `[workers] queue` points are out between
+receiver and collector, and (overrun = "block") the lag stays below
+`[source] max_lag`; `ready()` says whether the receiver may read another
+message, `step()` is one turn of a receive loop that stops reading when it
+may not, so ZeroMQ's high-water mark pushes back to the sender. With overrun
+= "abort" a lag beyond max_lag aborts the scan instead.
+
+Counters of a scan (`status()["scan"]`, and the file's counters at each
+flush): received (its points), accepted (handed to the workers), processed
+and bad (came back), duplicate, rejected, malformed, missing, linked,
+written, cliques, overruns, max_lag. At any time accepted = processed + bad +
+in_flight and processed + bad + missing = linked + waiting (results held by
+the reorder buffer); at the end linked = written = npoints.
 """
 
 from __future__ import annotations
@@ -20,22 +36,25 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import h5py
-import numpy as np
+import zmq
 
 from .collector import Collector
 from .config import Config
-from .item import PEAK_COLUMNS, Item, SparseFrame
-from .message import End, FrameRef, MessageError, Point, Start, decode
-from .pipeline import Pipeline, PointError
+from .dispatch import make_executor, queue_bound
+from .item import PEAK_COLUMNS
+from .message import End, MessageError, Point, Start, decode, encode
+from .pipeline import Pipeline
 from .scan import Scan
 from .store import ScanStore
+from .workers import decode_result
 
 log = logging.getLogger(__name__)
 
 SCAN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-COUNTERS = ("received", "processed", "linked", "written", "missing", "duplicate", "rejected",
-            "malformed", "bad", "cliques")
+COUNTERS = ("received", "accepted", "processed", "bad", "linked", "written", "missing",
+            "duplicate", "rejected", "malformed", "cliques", "overruns", "max_lag")
+# measured, not counted: also in the file's counters, different from run to run
+GAUGES = ("lag", "rss", "reassigned", "restarted")
 
 
 def clique_columns(motors: list[str]) -> dict[str, str]:
@@ -50,8 +69,9 @@ def clique_columns(motors: list[str]) -> dict[str, str]:
 class OpenScan:
     """The scan in progress: its chain, collector, store and counters."""
 
-    def __init__(self, scan: Scan, detector: str, pipeline: Pipeline, collector: Collector,
-                 path: Path, counters: Counter):
+    def __init__(self, key: int, scan: Scan, detector: str, pipeline: Pipeline,
+                 collector: Collector, path: Path, counters: Counter):
+        self.key = key  # numbers this scan's tasks, so a late result is never misplaced
         self.scan = scan
         self.detector = detector
         self.pipeline = pipeline
@@ -60,6 +80,7 @@ class OpenScan:
         self.counters = counters
         self.last_message = time.monotonic()
         self.newest = -1  # newest point_id received
+        self.workers0: dict[str, Any] = {}  # the executor's counts when the scan started
 
     @property
     def lag(self) -> int:
@@ -80,7 +101,13 @@ class ScanRunner:
         self.counters: Counter = Counter({k: 0 for k in COUNTERS})
         self.current: OpenScan | None = None
         self.results: list[dict[str, Any]] = []
-        self._refs: dict[str, h5py.File] = {}
+        self.executor = make_executor(config)
+        self.queue = queue_bound(config)
+        self.started = time.monotonic()
+        self._seq = 0  # every point handed to the workers gets the next number
+        self._scans = 0
+        self._blocked = False
+        self._poller: tuple[Any, Any] | None = None
 
     # ------------------------------------------------------------ messages
 
@@ -92,24 +119,73 @@ class ScanRunner:
         except MessageError as exc:
             self._reject("malformed", str(exc))
         else:
-            self.handle_message(msg)
+            self.handle_message(msg, parts)
         if self.current is not None:
             self.current.last_message = time.monotonic()
 
-    def handle_message(self, msg: Start | Point | End) -> None:
+    def handle_message(self, msg: Start | Point | End, parts: list | None = None) -> None:
+        """A decoded message (`parts`: its wire form, encoded again if not given)."""
         if isinstance(msg, Start):
             self._start(msg)
         elif isinstance(msg, Point):
-            self._point(msg)
+            self._point(msg, parts if parts is not None else encode(msg))
         elif isinstance(msg, End):
             self._end(msg)
         else:
             raise TypeError(f"not a message: {type(msg).__name__}")
 
+    def ready(self) -> bool:
+        """May the receiver read another message? No while the queues are full (or, with
+        overrun = "block", while the lag is at max_lag): ZeroMQ then holds the sender."""
+        cur, src = self.current, self.config["source"]
+        full = self.executor.in_flight >= self.queue
+        if cur is not None and src["overrun"] == "block" and cur.lag >= src["max_lag"]:
+            full = True
+        if full and not self._blocked:
+            self.counters["overruns"] += 1
+            if cur is not None:
+                cur.counters["overruns"] += 1
+        self._blocked = full
+        return not full
+
+    def step(self, source: Any, timeout: float = 0.2) -> None:
+        """One turn of a receive loop on `source` (a ZmqSource): read a message if there
+        is room, take the workers' results, and treat a quiet input as idle."""
+        if not self.ready():
+            self.wait(timeout)
+            return
+        if self._poller is None or self._poller[0] is not source:
+            poller = zmq.Poller()
+            for sock in (source.socket, *self.executor.sockets):
+                poller.register(sock, zmq.POLLIN)
+            self._poller = (source, poller)
+        events = dict(self._poller[1].poll(int(timeout * 1000)))
+        if source.socket in events:
+            self.handle(source.socket.recv_multipart(copy=False))
+            self.pump()
+        else:
+            self.poll()
+
+    def wait(self, timeout: float) -> None:
+        """The receiver holds back (queues full): take results for up to `timeout` s.
+        The sender is held by us, so its silence does not count towards end_timeout."""
+        self.pump(timeout)
+        cur = self.current
+        if cur is not None:
+            cur.last_message = time.monotonic()
+            if not self.executor.in_flight:  # held back by the lag alone: a gap may time out
+                cur.collector.poll()
+
+    def pump(self, timeout: float = 0.0) -> None:
+        """Hand the results that came back (waiting up to `timeout` s) to the collector."""
+        for parts in self.executor.collect(timeout):
+            self._result(parts)
+
     def poll(self) -> None:
         """Call when the input is idle: overdue gaps become missing, a scan that
         has heard nothing for `end_timeout` s (since we last finished with a
         message, so our own backlog never counts) is aborted."""
+        self.pump()
         cur = self.current
         if cur is None:
             return
@@ -124,9 +200,26 @@ class ScanRunner:
         """Shut down: a scan still open ends as aborted with the reason."""
         if self.current is not None:
             self._finish("abort", reason)
-        for f in self._refs.values():
-            f.close()
-        self._refs.clear()
+        self.executor.close()
+
+    def status(self) -> dict[str, Any]:
+        """Counters, queue depths, lag and memory, now (for progress lines and status
+        requests); the open scan's under "scan"."""
+        import psutil
+
+        out: dict[str, Any] = {
+            "uptime": time.monotonic() - self.started, "scans": len(self.results),
+            **self.counters, "in_flight": self.executor.in_flight, "queue": self.queue,
+            "blocked": self._blocked, "rss": psutil.Process().memory_info().rss,
+            "workers": self.executor.status()}
+        cur = self.current
+        if cur is not None:
+            buf = cur.collector.buffer
+            out["scan"] = {"scan_id": cur.scan.scan_id, "npoints": buf.npoints,
+                           **cur.counters, "lag": cur.lag, "newest": cur.newest,
+                           "last_linked": cur.collector.last_linked,
+                           "waiting": len(buf.waiting) - buf.pending, "pending": buf.pending}
+        return out
 
     # ------------------------------------------------------------ start / end
 
@@ -165,12 +258,18 @@ class ScanRunner:
         from nodes.link import Linker  # the linker is a node; the collector runs it
 
         linker = Linker(**self.config["linker"])
-        pipeline = Pipeline(self.config.build_nodes())
+        pipeline = Pipeline(self.config.build_nodes())  # checks the setup before the workers
         src = self.config["source"]
+        opened: list[OpenScan] = []
         collector = Collector(linker, store, counters, window=src["reorder_window"],
                               timeout=src["point_timeout"], npoints=start.npoints,
-                              motors=start.motors, counter_names=start.counters)
-        self.current = OpenScan(scan, detector, pipeline, collector, path, counters)
+                              motors=start.motors, counter_names=start.counters,
+                              gauges=lambda: self._gauges(opened[0]))
+        self._scans += 1
+        self.current = OpenScan(self._scans, scan, detector, pipeline, collector, path,
+                                counters)
+        self.current.workers0 = self.executor.status()
+        opened.append(self.current)
         try:
             linker.setup(scan)
             pipeline.setup(scan)
@@ -178,6 +277,7 @@ class ScanRunner:
             log.error("scan %s: setup failed: %s", start.scan_id, exc)
             self._finish("fail", f"setup failed: {exc}")
             return
+        self.executor.start_scan(self._scans, encode(start), detector, src["max_frame_bytes"])
         log.info("scan %s started: %s %s, %s points -> %s", start.scan_id, detector,
                  list(info.shape), start.npoints if start.npoints is not None else "open-ended",
                  path)
@@ -192,6 +292,7 @@ class ScanRunner:
         self._finish(end.status, end.reason)
 
     def _finish(self, status: str, reason: str) -> None:
+        self._drain()
         cur, self.current = self.current, None
         try:
             cur.collector.finish(status, reason)
@@ -204,16 +305,28 @@ class ScanRunner:
                 pass
         summary = {"scan_id": cur.scan.scan_id, "status": status, "reason": reason,
                    "file": str(cur.path), **cur.counters}
-        self.counters.update({k: cur.counters[k] for k in ("linked", "written", "missing",
-                                                           "bad", "cliques")})
+        self.counters.update({k: cur.counters[k] for k in ("processed", "bad", "linked",
+                                                           "written", "missing", "cliques")})
         self.results.append(summary)
         log.info("scan %s ended: %s%s", cur.scan.scan_id, status, f" ({reason})" if reason else "")
         if self.on_scan_end is not None:
             self.on_scan_end(summary)
 
+    def _drain(self) -> None:
+        """Wait for the points still out; give up after end_timeout s without a result
+        (the collector then writes them as bad)."""
+        limit = self.config["source"]["end_timeout"]
+        last = time.monotonic()
+        while self.executor.in_flight and time.monotonic() - last < limit:
+            results = self.executor.collect(timeout=0.2)
+            if results:
+                last = time.monotonic()
+            for parts in results:
+                self._result(parts)
+
     # ------------------------------------------------------------ points
 
-    def _point(self, point: Point) -> None:
+    def _point(self, point: Point, parts: list) -> None:
         cur = self.current
         if cur is None or point.scan_id != cur.scan.scan_id:
             what = "no scan is open" if cur is None else f"the open scan is {cur.scan.scan_id!r}"
@@ -229,54 +342,45 @@ class ScanRunner:
             self._count("duplicate", f"point {pid}: already received (duplicate or late), "
                                      f"dropped")
             return
+        while not self.ready():  # a caller that does not ask ready() first (replay)
+            self.wait(0.2)
         cur.newest = max(cur.newest, pid)
-        item = Item(pid, cur.detector, point.time, point.motors, point.counters)
-        try:
-            frame = self._frame(point, cur)
-            if isinstance(frame, SparseFrame):
-                item.sparse = frame
-            else:
-                item.frame = frame
-            item = cur.pipeline.process(item)
-        except (PointError, MessageError, OSError, KeyError, ValueError) as exc:
-            log.warning("scan %s point %d is bad: %s", cur.scan.scan_id, pid, exc)
-            cur.collector.add_bad(pid, str(exc), item)  # counted when it is written
+        cur.collector.expect(pid)
+        self.executor.submit(self._seq, cur.key, pid, parts)
+        self._seq += 1
+        cur.counters["accepted"] += 1
+        self.pump()
+        cur.counters["max_lag"] = max(cur.counters["max_lag"], cur.lag)
+        src = self.config["source"]
+        if self.current is cur and src["overrun"] == "abort" and cur.lag > src["max_lag"]:
+            self._finish("abort", f"overrun: lag {cur.lag} points (newest received "
+                                  f"{cur.newest}, newest linked {cur.collector.last_linked}) "
+                                  f"exceeds max_lag {src['max_lag']}: processing cannot keep "
+                                  f"up with the acquisition")
+
+    def _result(self, parts: list) -> None:
+        """A point back from the workers: to the collector."""
+        res = decode_result(parts)
+        cur = self.current
+        if cur is None or res.scan != cur.key:
+            log.debug("result of point %d of an earlier scan dropped", res.point_id)
             return
-        cur.counters["processed"] += 1
-        self.counters["processed"] += 1
-        cur.collector.add(item)
+        if res.status == "ok":
+            cur.collector.add(res.item)
+        else:
+            log.warning("scan %s point %d is bad: %s", cur.scan.scan_id, res.point_id,
+                        res.reason)
+            cur.collector.add_bad(res.point_id, res.reason, res.item)
+        cur.counters["max_lag"] = max(cur.counters["max_lag"], cur.lag)
 
-    def _frame(self, point: Point, cur: OpenScan) -> np.ndarray | SparseFrame:
-        info = cur.scan.start.detectors[cur.detector]
-        frame = point.frames.get(cur.detector)
-        if isinstance(point.extra.get("error"), str):
-            raise MessageError(point.extra["error"])
-        if frame is None:
-            raise MessageError(f"point {point.point_id} has no frame for {cur.detector!r}")
-        if isinstance(frame, FrameRef):
-            frame = self._read_ref(frame)
-        if isinstance(frame, SparseFrame):
-            if frame.shape != info.shape:
-                raise MessageError(f"sparse frame is {list(frame.shape)}, start announced "
-                                   f"{list(info.shape)}")
-            return frame
-        if frame.shape != info.shape or frame.dtype != np.dtype(info.dtype):
-            raise MessageError(f"frame is {list(frame.shape)} {frame.dtype}, start announced "
-                               f"{list(info.shape)} {info.dtype}")
-        return frame
+    def _gauges(self, cur: OpenScan) -> dict[str, int]:
+        """Figures besides the counters for the file, at each flush: lag, RSS, and the
+        points handed to another worker / workers started again during the scan."""
+        import psutil
 
-    def _read_ref(self, ref: FrameRef) -> np.ndarray:
-        """A frame stored in an HDF5 file (other formats come with file replay)."""
-        if ref.path is None:
-            raise MessageError(f"frame ref {ref.uri}: only HDF5 references (uri, path, index) "
-                               f"are supported")
-        f = self._refs.get(ref.uri)
-        if f is None:
-            f = self._refs[ref.uri] = h5py.File(ref.uri, "r")
-        if ref.path not in f:
-            raise MessageError(f"frame ref {ref.uri}: no dataset {ref.path!r}")
-        ds = f[ref.path]
-        return ds[ref.index] if ref.index is not None else ds[()]
+        w = self.executor.status()
+        return {"lag": cur.lag, "rss": psutil.Process().memory_info().rss,
+                **{k: w[k] - cur.workers0[k] for k in ("reassigned", "restarted")}}
 
     # ------------------------------------------------------------ helpers
 
