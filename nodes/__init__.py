@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .correct import Correct
+from .decode import Decode
 from .dense import DensePass
 from .label import Label
 from .normalise import Normalise
@@ -17,8 +18,12 @@ NODES: dict[str, type] = {
     "properties": Properties,
 }
 
-__all__ = ["NODES", "fuse", "Correct", "Normalise", "Threshold", "DensePass", "Label",
-           "Properties"]
+__all__ = ["NODES", "fuse", "Correct", "Normalise", "Threshold", "DensePass", "Decode",
+           "Label", "Properties"]
+
+# nodes that read a dense frame but not a compressed one: a chain that starts with
+# one of them (not fused into a DensePass) gets a Decode node first
+NEEDS_DENSE = ("correct", "normalise")
 
 
 def fuse(chain: list) -> list:
@@ -26,7 +31,9 @@ def fuse(chain: list) -> list:
 
     The run needs at least one of correct or normalise before the threshold.
     The DensePass keeps the original node objects, so later parameter
-    changes (threshold.cut) still apply.
+    changes (threshold.cut) still apply. A chain that then starts with a
+    node that needs the dense frame gets a `Decode` first (compressed frames;
+    DensePass and Threshold decode them themselves).
     """
     out = []
     i = 0
@@ -43,4 +50,6 @@ def fuse(chain: list) -> list:
         else:
             out.append(chain[i])
             i += 1
+    if out and getattr(out[0], "kind", None) in NEEDS_DENSE:
+        out.insert(0, Decode())
     return out

@@ -1,4 +1,10 @@
-"""Correct, normalise and threshold a frame in one dense pass (what `fuse` builds)."""
+"""Correct, normalise and threshold a frame in one dense pass (what `fuse` builds).
+
+A compressed frame (bslz4, lz4) is decoded here: straight to the kept pixels
+when `nodes.decode.goes_sparse` says so (bslz4, unsigned), otherwise decoded
+into a reused buffer and then the dense pass; the result is the same, bit
+for bit, as for the same frame sent raw.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,11 @@ from typing import ClassVar
 
 import numpy as np
 
+from stream.encoded import EncodedFrame
 from stream.item import Item
 from stream.scan import Scan
 
+from . import decode
 from .correct import Correct
 from .kernels.dense import correct_threshold
 from .normalise import Normalise
@@ -37,6 +45,7 @@ class DensePass:
         self.normalise = normalise
         self.threshold = threshold
         self.nodes = [n for n in (correct, normalise, threshold) if n is not None]
+        self.straight_to_sparse = True  # bslz4 frames: decode to the kept pixels when it can
         self._prepare()
 
     @property
@@ -61,6 +70,7 @@ class DensePass:
 
         dark = over_valid(self._dark0, self._dark_map)
         invflat = over_valid(self._invflat0, self._invflat_map)
+        self._valid = decode.valid_bits(self._mask)
         self._all_excluded = dark.size == 0 or invflat.size == 0
         if not self._all_excluded:
             self._dark_min = float(dark.min())
@@ -74,7 +84,7 @@ class DensePass:
         self.warmup(scan.detector()[1].dtype)
 
     def warmup(self, dtype: str = "uint16") -> None:
-        """Compile the fused kernel for `dtype`, writeable and read-only."""
+        """Compile the fused kernel for `dtype`, writeable and read-only, and the decoders."""
         raw = np.zeros((2, 3), dtype)
         rows, cols, vals = (np.empty(6, t) for t in (np.uint16, np.uint16, np.float32))
         cut_map = NO_MAP if self.threshold.cut_map is None else np.zeros((2, 3), np.float32)
@@ -83,6 +93,14 @@ class DensePass:
             correct_threshold(raw, raw.dtype.type(0), True, NO_MASK, np.float32(0), NO_MAP,
                               np.float32(1), NO_MAP, np.float32(1), 0.0, cut_map, 0.0,
                               rows, cols, vals, NO_HIST, 0.0, 0.0, 0.0)
+        decode.warmup(dtype)
+        if np.dtype(dtype).kind == "u":  # the straight-to-sparse kernel, on a frame too short
+            empty = EncodedFrame("bslz4", (2, 3), np.dtype(dtype), memoryview(bytes(16)), 8)
+            try:
+                self._sparse(empty, np.float32(1), self._cuts(), 0.0, NO_HIST, 0.0, 0.0, 0.0,
+                             rows, cols, vals)
+            except ValueError:
+                pass
 
     def precut(self, cut_min: float, scale: np.float32, delta: float) -> float:
         """A raw value at or below this cannot pass, for any valid pixel.
@@ -100,25 +118,57 @@ class DensePass:
         margin = PRECUT_MARGIN * (self._dark_abs + abs(c) / self._invflat_min + abs(bound) + 1)
         return bound - margin
 
+    def _cuts(self) -> tuple[float, np.ndarray, float]:
+        """(cut, cut_map, cut_min) for one frame (read once: set_param may change them)."""
+        th = self.threshold
+        cut_map = NO_MAP if th.cut_map is None else th.cut_map
+        return th.cut, cut_map, th.cut if th.cut_map is None else th.cut_min()
+
+    def _dense(self, raw, scale, cuts, delta, hist, hlo, hinv, hhi, rows, cols, vals):
+        cut, cut_map, cut_min = cuts
+        precut, use = precut_as(raw.dtype, self.precut(cut_min, scale, delta))
+        return correct_threshold(raw, precut, use, self._mask, self._dark0, self._dark_map,
+                                 self._invflat0, self._invflat_map, scale, cut, cut_map, delta,
+                                 rows, cols, vals, hist, hlo, hinv, hhi)
+
+    def _sparse(self, frame: EncodedFrame, scale, cuts, delta, hist, hlo, hinv, hhi, rows,
+                cols, vals) -> tuple[int, float] | None:
+        """The pass straight from a bslz4 frame, or None if decoding first is faster."""
+        cut, cut_map, cut_min = cuts
+        precut, use = precut_as(frame.dtype, self.precut(cut_min, scale, delta))
+        if not (self.straight_to_sparse and decode.goes_sparse(frame, use)):
+            return None
+        return decode.sparse_pass(frame, self._valid, precut, use, self._mask, self._dark0,
+                                  self._dark_map, self._invflat0, self._invflat_map, scale, cut,
+                                  cut_map, delta, rows, cols, vals, hist, hlo, hinv, hhi)
+
     def process(self, item: Item) -> Item:
         if item.frame is None:  # sparse replay: each node's sparse path
             for node in self.nodes:
                 item = node.process(item)
             return item
-        raw = native_frame(item.frame)
-        self.threshold.check_frame(raw.shape)
+        frame = item.frame
+        encoded = isinstance(frame, EncodedFrame)
+        if not encoded:
+            frame = native_frame(frame)
+        self.threshold.check_frame(frame.shape)
         if self.correct is not None:
-            self.correct.check_frame(raw.shape)
+            self.correct.check_frame(frame.shape)
         scale = self.normalise.scale_for(item) if self.normalise else np.float32(1)
+        cuts = self._cuts()
         th = self.threshold
-        cut, cut_map = th.cut, NO_MAP if th.cut_map is None else th.cut_map
-        cut_min = cut if th.cut_map is None else th.cut_min()
-        rows, cols, vals = th.buffers.get(th.maxn(raw.shape))
+        rows, cols, vals = th.buffers.get(th.maxn(frame.shape))
+        decoded: list[np.ndarray] = [] if encoded else [frame]
 
         def run(delta, hist, hlo, hinv, hhi):
-            precut, use = precut_as(raw.dtype, self.precut(cut_min, scale, delta))
-            return correct_threshold(raw, precut, use, self._mask, self._dark0, self._dark_map,
-                                     self._invflat0, self._invflat_map, scale, cut, cut_map, delta,
-                                     rows, cols, vals, hist, hlo, hinv, hhi)
+            if encoded:
+                out = self._sparse(frame, scale, cuts, delta, hist, hlo, hinv, hhi, rows, cols,
+                                   vals)
+                if out is not None:
+                    return out
+                if not decoded:  # once, into this thread's buffer
+                    decoded.append(decode.dense(frame, reuse=True))
+            return self._dense(decoded[0], scale, cuts, delta, hist, hlo, hinv, hhi, rows, cols,
+                               vals)
 
-        return th.keep(item, raw.shape, run)
+        return th.keep(item, frame.shape, run)

@@ -1,4 +1,10 @@
-"""Keep the pixels above a global cut or a per-pixel cut map, as a sparse frame."""
+"""Keep the pixels above a global cut or a per-pixel cut map, as a sparse frame.
+
+A compressed frame is decoded here (`nodes.decode`): uint8 / uint16 bslz4
+frames straight to the kept pixels (float32 holds their values exactly, so
+the fused kernel with nothing to correct keeps the same pixels and values),
+others decoded into a reused buffer first.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,11 @@ from typing import ClassVar
 
 import numpy as np
 
+from stream.encoded import EncodedFrame
 from stream.item import Item, SparseFrame
 from stream.scan import Scan
 
+from . import decode
 from .correct import check_shape
 from .kernels.dense import threshold_frame
 
@@ -19,6 +27,7 @@ NBINS = 1024  # histogram bins used to choose a raised cut
 MAX_RAISES = 60
 NO_HIST = np.zeros(0, np.int64)
 NO_MAP = np.zeros((0, 0), np.float32)
+NO_MASK = np.zeros((0, 0), np.bool_)
 
 # run(delta, hist, hlo, hinv, hhi) -> (n, emax): one dense pass (see kernels/dense.py)
 DensePassFn = Callable[[float, np.ndarray, float, float, float], tuple[int, float]]
@@ -134,6 +143,14 @@ class Threshold:
                 frame.flags.writeable = writeable
                 threshold_frame(frame, dt.type(0), True, 0.0, cut_map, 0.0, rows, cols, vals,
                                 NO_HIST, 0.0, 0.0, 0.0)
+        decode.warmup(dtype)
+        if np.dtype(dtype) in (np.uint8, np.uint16):  # straight to sparse, on a too short frame
+            empty = EncodedFrame("bslz4", (2, 3), np.dtype(dtype), memoryview(bytes(16)), 8)
+            try:
+                self._sparse(empty, self.cut, cut_map, self.cut_min(), 0.0, NO_HIST, 0.0, 0.0,
+                             0.0, rows, cols, vals)
+            except ValueError:
+                pass
 
     def maxn(self, shape: tuple[int, ...]) -> int:
         """The most pixels a frame of this shape may keep."""
@@ -173,22 +190,44 @@ class Threshold:
             msg += f"; still too many, kept the first {maxn} in raster order"
         item.flags.append(msg)
 
+    def _sparse(self, frame: EncodedFrame, cut: float, cut_map: np.ndarray, cut_min: float,
+                delta, hist, hlo, hinv, hhi, rows, cols, vals) -> tuple[int, float] | None:
+        """The pass straight from a uint8 / uint16 bslz4 frame, or None."""
+        precut, use = precut_as(frame.dtype, cut_min if delta == 0 else -math.inf)
+        if frame.dtype not in (np.uint8, np.uint16) or not decode.goes_sparse(frame, use):
+            return None
+        return decode.sparse_pass(frame, decode.NO_VALID, precut, use, NO_MASK, np.float32(0),
+                                  NO_MAP, np.float32(1), NO_MAP, np.float32(1), cut, cut_map,
+                                  delta, rows, cols, vals, hist, hlo, hinv, hhi)
+
     def process(self, item: Item) -> Item:
         if item.frame is None:
             if item.sparse is None:
                 raise ValueError(f"threshold: point {item.point_id} has no frame")
             return self._process_sparse(item)
-        frame = native_frame(item.frame)
+        frame = item.frame
+        encoded = isinstance(frame, EncodedFrame)
+        if not encoded:
+            frame = native_frame(frame)
         self.check_frame(frame.shape)
         cut_map = NO_MAP if self.cut_map is None else self.cut_map
         cut = self.cut
         cut_min = cut if self.cut_map is None else self.cut_min()
         rows, cols, vals = self.buffers.get(self.maxn(frame.shape))
+        decoded: list[np.ndarray] = [] if encoded else [frame]
 
         def run(delta, hist, hlo, hinv, hhi):
+            if encoded:
+                out = self._sparse(frame, cut, cut_map, cut_min, delta, hist, hlo, hinv, hhi,
+                                   rows, cols, vals)
+                if out is not None:
+                    return out
+                if not decoded:  # once, into this thread's buffer
+                    decoded.append(decode.dense(frame, reuse=True))
+            raw = decoded[0]
             # not above cut_min: not above any threshold (exact in float64 only for delta 0)
-            precut, use = precut_as(frame.dtype, cut_min if delta == 0 else -math.inf)
-            return threshold_frame(frame, precut, use, cut, cut_map, delta, rows, cols, vals,
+            precut, use = precut_as(raw.dtype, cut_min if delta == 0 else -math.inf)
+            return threshold_frame(raw, precut, use, cut, cut_map, delta, rows, cols, vals,
                                    hist, hlo, hinv, hhi)
 
         return self.keep(item, frame.shape, run)

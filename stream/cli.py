@@ -173,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the scan (frames, motors, truth) to FILE.h5")
     p.add_argument("--send", metavar="ENDPOINT", help="send the scan to a listening peakstream "
                                                       "(e.g. tcp://127.0.0.1:5555)")
+    p.add_argument("--encoding", choices=("raw", "bslz4", "lz4"), default="raw",
+                   help="frames on the wire with --send (default raw): bslz4 = bitshuffle + LZ4 "
+                        "as an Eiger sends them, lz4 = LZ4 (HDF5 filter framing)")
     p.add_argument("--trajectory", choices=("sweep", "interlaced", "grid", "snake", "free"),
                    help="scan kind (default sweep): interlaced = two passes offset by half a "
                         "step; grid / snake = dty x omega rows; free = continuous omega with "

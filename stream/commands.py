@@ -50,6 +50,56 @@ class Progress:
             sys.stderr.write("\n")
 
 
+class StatusLine:
+    """`peakstream run`'s progress: one line per interval from `ScanRunner.status()` with
+    the rates since the last line, lag, queue depths, workers and RSS."""
+
+    def __init__(self, runner: Any, interval: float = 2.0, quiet: bool = False,
+                 label: str = "run"):
+        self.runner, self.label, self.quiet = runner, label, quiet
+        self.tty = sys.stderr.isatty()
+        self.interval = 0.5 if self.tty else interval
+        self.last = time.monotonic()
+        self.prev: dict[str, Any] = {}
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self.quiet or now - self.last < self.interval:
+            return
+        dt, self.last = now - self.last, now
+        status = self.runner.status()
+        scan = status.get("scan")
+        if scan is None:
+            self.prev = {}
+            return
+        line = f"{self.label}: {format_status(status, self.prev, dt)}"
+        self.prev = dict(scan)
+        sys.stderr.write(("\r" + line + "\033[K") if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and not self.quiet:
+            sys.stderr.write("\n")
+
+
+def format_status(status: dict[str, Any], prev: dict[str, Any], dt: float) -> str:
+    """One line: the open scan's points, rates since `prev`, lag, queues, workers, RSS."""
+    s = status["scan"]
+    of = f"/{s['npoints']}" if s["npoints"] is not None else ""
+    same = prev.get("scan_id") == s["scan_id"]
+
+    def rate(key: str) -> float:
+        return (s[key] - (prev.get(key, 0) if same else 0)) / max(dt, 1e-9)
+
+    w = status["workers"]
+    return (f"scan {s['scan_id']}: {s['linked']}{of} linked, {rate('received'):.0f}/s in, "
+            f"{rate('linked'):.0f}/s linked; lag {s['lag']} (max {s['max_lag']}); queues: "
+            f"{status['in_flight']}/{status['queue']} out ({w['queued']} waiting for "
+            f"{w['workers']} {w['kind']} worker(s)), {s['waiting']} to reorder"
+            f"{', receiver held back' if status['blocked'] else ''}; {s['missing']} missing, "
+            f"{s['bad']} bad, {s['cliques']} cliques; RSS {status['rss'] / 2**20:.0f} MiB")
+
+
 # ------------------------------------------------------------------ commands
 
 
@@ -59,7 +109,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .sources.zmq import ZmqSource
 
     config = _config(args)
-    runner = ScanRunner(config, output_dir=args.output)
     stop = _stop_flag()
     src = config["source"]
     try:
@@ -67,24 +116,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"peakstream run: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        runner = ScanRunner(config, output_dir=args.output)
+    except OSError as exc:  # the workers' endpoint
+        source.close()
+        print(f"peakstream run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"peakstream {__version__}: listening on {source.endpoint}, writing to "
           f"{runner.output_dir}", file=sys.stderr, flush=True)
-    progress = Progress("run", quiet=args.quiet, interval=args.progress_interval)
+    progress = StatusLine(runner, quiet=args.quiet, interval=args.progress_interval)
     with source:
-        while not stop["now"] and (args.scans is None or len(runner.results) < args.scans):
-            parts = source.recv(timeout=0.2)
-            if parts is not None:
-                runner.handle(parts)
-            else:
-                runner.poll()
-            cur = runner.current
-            if cur is not None:
-                c = cur.counters
-                progress(c["linked"], cur.scan.start.npoints,
-                         f"scan {cur.scan.scan_id}: {c['processed']} processed, "
-                         f"{c['missing']} missing, {c['bad']} bad, {c['cliques']} cliques, "
-                         f"lag {cur.lag}")
-        runner.close("stopped by signal" if stop["now"] else "stopped")
+        try:
+            while not stop["now"] and (args.scans is None or len(runner.results) < args.scans):
+                runner.step(source)
+                progress()
+        finally:
+            runner.close("stopped by signal" if stop["now"] else "stopped")
     progress.done()
     for r in runner.results:
         print(format_summary(summary(r["file"])))
@@ -210,7 +257,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}: {args.points} points {args.shape[0]}x{args.shape[1]}, "
               f"{len(sim.truth['s'])} spots ({int(sim.truth['clean'].sum())} clean)")
     if args.send:
-        n = send_scan(sim, args.send, args.scan_id, rate=args.rate, progress=progress)
+        import zmq
+
+        n = send_scan(sim, args.send, args.scan_id, rate=args.rate, progress=progress,
+                      encoding=args.encoding)
+        zmq.Context.instance().term()  # waits (up to the linger) until the tail is delivered
         progress(n, force=True)
         progress.done()
         print(f"sent {n} points of scan {args.scan_id} to {args.send}")
@@ -286,8 +337,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .truth import score
 
     config = _config(args)
-    runner = ScanRunner(config, output_dir=args.output)
     source = ZmqSource("tcp://127.0.0.1:0", config["source"]["rcvhwm"])
+    runner = ScanRunner(config, output_dir=args.output)
     cmd = [sys.executable, "-m", "stream.cli", "simulate", "--quiet", "--send", source.endpoint,
            "--points", str(args.points), "--shape", *map(str, args.shape),
            "--spots", str(args.spots), "--seed", str(args.seed), "--scan-id", args.scan_id]
@@ -296,20 +347,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo: simulated acquisition ({args.points} points, {args.shape[0]}x{args.shape[1]}, "
           f"{args.spots} spots) -> {source.endpoint} -> {runner.output_dir}", file=sys.stderr)
     sender = subprocess.Popen(cmd)
-    progress = Progress("demo", args.points, quiet=args.quiet)
+    progress = StatusLine(runner, quiet=args.quiet, label="demo")
     deadline = time.monotonic() + args.timeout
     with source:
-        while not runner.results and time.monotonic() < deadline:
-            parts = source.recv(timeout=0.2)
-            if parts is not None:
-                runner.handle(parts)
-            else:
-                runner.poll()
-            if runner.current is not None:
-                progress(runner.current.counters["linked"])
-            if sender.poll() not in (None, 0):
-                break
-        runner.close("demo timed out or sender failed")
+        try:
+            while not runner.results and time.monotonic() < deadline:
+                runner.step(source)
+                progress()
+                if sender.poll() not in (None, 0):
+                    break
+        finally:
+            runner.close("demo timed out or sender failed")
     progress.done()
     sender.wait(timeout=30)
     if not runner.results:

@@ -2,9 +2,11 @@
 
 A message is a ZeroMQ multipart message: part 0 is a msgpack map (the header),
 parts 1.. are raw buffers that the header refers to by index. Frames are
-decoded zero-copy into read-only numpy views of the received buffers. Nothing
-is ever unpickled; every field is checked and a failure raises
-:class:`MessageError` with the reason.
+decoded zero-copy into read-only numpy views of the received buffers;
+compressed frames (`bslz4`, `lz4`) only have their header checked here and
+stay compressed (`EncodedFrame`, a view of the part) until the per-frame
+chain decodes them. Nothing is ever unpickled; every field is checked and a
+failure raises :class:`MessageError` with the reason.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from .encoded import COMPRESSED, EncodedFrame, EncodingError
 from .item import SparseFrame
 
 PROTOCOL_VERSION = 1
 DTYPES = ("uint8", "uint16", "uint32", "int16", "int32", "float32", "float64")
-ENCODINGS = ("raw", "sparse")  # bslz4 and lz4 are named by the protocol; decoded later
-KNOWN_ENCODINGS = ("raw", "sparse", "bslz4", "lz4")
+ENCODINGS = ("raw", "sparse", *COMPRESSED)
+KNOWN_ENCODINGS = ENCODINGS
 TRAJECTORY_KINDS = ("sweep", "interlaced", "snake", "grid", "free")
 END_STATUS = ("success", "abort", "fail")
 
@@ -65,8 +68,9 @@ class FrameRef:
 class Point:
     """One scan point: motors, counters and one frame per detector.
 
-    A frame is dense (ndarray), sparse (already thresholded: it enters the
-    chain after the threshold node) or a reference to a file. `extra` keeps
+    A frame is dense (ndarray), compressed (EncodedFrame, decoded by the
+    chain), sparse (already thresholded: it enters the chain after the
+    threshold node) or a reference to a file. `extra` keeps
     unknown header keys; `extra["error"]` (a string) marks a point whose
     frame could not be read: it is recorded as bad with that reason.
     """
@@ -76,7 +80,8 @@ class Point:
     time: float
     motors: dict[str, float] = field(default_factory=dict)
     counters: dict[str, float] = field(default_factory=dict)
-    frames: dict[str, np.ndarray | SparseFrame | FrameRef] = field(default_factory=dict)
+    frames: dict[str, np.ndarray | EncodedFrame | SparseFrame | FrameRef] = field(
+        default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,6 +135,11 @@ def encode(msg: Message) -> list[bytes | memoryview]:
                 if frame.index is not None:
                     ref["index"] = frame.index
                 frames[name] = {"ref": ref}
+                continue
+            if isinstance(frame, EncodedFrame):  # sent on as it came
+                parts.append(frame.buffer)
+                frames[name] = {"part": len(parts), "shape": list(frame.shape),
+                                "dtype": frame.dtype.name, "encoding": frame.encoding}
                 continue
             if isinstance(frame, SparseFrame):
                 first = len(parts) + 1
@@ -287,7 +297,7 @@ def _decode_point(h: dict, bufs: list, max_frame_bytes: int | None) -> Point:
         raise MessageError(f"point: point_id must be >= 0, got {point_id}")
     t = _get(h, "time", (int, float), optional=True)
     time = float(t) if t is not None else math.nan
-    frames: dict[str, np.ndarray | FrameRef] = {}
+    frames: dict[str, Any] = {}
     for name, f in (_get(h, "frames", dict, optional=True) or {}).items():
         frames[name] = _decode_frame(name, f, bufs, max_frame_bytes)
     extra = {k: v for k, v in h.items() if k not in _POINT_KEYS}
@@ -308,12 +318,9 @@ def _decode_frame(name: str, f: Any, bufs: list, max_frame_bytes: int | None):
             raise MessageError(f"{where}: ref index must be an integer")
         return FrameRef(ref["uri"], ref.get("path"), index)
     encoding = f.get("encoding", "raw")
-    if encoding not in KNOWN_ENCODINGS:
-        raise MessageError(f"{where}: unknown encoding {encoding!r} "
-                           f"(known: {', '.join(KNOWN_ENCODINGS)})")
     if encoding not in ENCODINGS:
-        raise MessageError(f"{where}: encoding {encoding!r} is not supported yet "
-                           f"(supported: {', '.join(ENCODINGS)})")
+        raise MessageError(f"{where}: unknown encoding {encoding!r} "
+                           f"(known: {', '.join(ENCODINGS)})")
     nparts = 3 if encoding == "sparse" else 1
     part = f.get("part")
     if (not isinstance(part, int) or isinstance(part, bool)
@@ -329,6 +336,11 @@ def _decode_frame(name: str, f: Any, bufs: list, max_frame_bytes: int | None):
         raise MessageError(f"{where}: {nbytes} bytes is more than the configured maximum "
                            f"of {max_frame_bytes}")
     buf = memoryview(bufs[part])
+    if encoding in COMPRESSED:  # the header only: decompressed by the chain
+        try:
+            return EncodedFrame.from_buffer(encoding, shape, dtype, buf)
+        except EncodingError as exc:
+            raise MessageError(f"{where}: {exc}") from None
     if buf.nbytes != nbytes:
         raise MessageError(f"{where}: buffer has {buf.nbytes} bytes, shape {list(shape)} "
                            f"{dtype.name} needs {nbytes}")

@@ -190,6 +190,8 @@ class ScanRunner:
         if cur is None:
             return
         cur.collector.poll()
+        if self.executor.in_flight:  # our workers hold points: the silence is ours
+            cur.last_message = time.monotonic()
         idle = time.monotonic() - cur.last_message
         limit = self.config["source"]["end_timeout"]
         if idle > limit:

@@ -127,9 +127,10 @@ def test_fuse_runs():
     assert kinds([c, n, t, lab, prop]) == ["dense", "label", "properties"]
     assert kinds([c, t]) == ["dense"] and kinds([n, t]) == ["dense"]
     assert kinds([t, lab]) == ["threshold", "label"]
-    assert kinds([n, c, t]) == ["normalise", "dense"]
-    assert kinds([c, c, t]) == ["correct", "dense"]
-    assert kinds([c, n, lab, t]) == ["correct", "normalise", "label", "threshold"]
+    # a chain that starts with a node needing the dense frame decodes compressed ones first
+    assert kinds([n, c, t]) == ["decode", "normalise", "dense"]
+    assert kinds([c, c, t]) == ["decode", "correct", "dense"]
+    assert kinds([c, n, lab, t]) == ["decode", "correct", "normalise", "label", "threshold"]
     assert kinds([c, t, n, t2]) == ["dense", "dense"]
     dense = fuse([c, n, t])[0]
     assert isinstance(dense, DensePass)

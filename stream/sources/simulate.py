@@ -38,6 +38,7 @@ import zmq
 from scipy.interpolate import RectBivariateSpline
 from scipy.special import erf
 
+from ..encoded import COMPRESSED, compress
 from ..message import DTYPES, DetectorInfo, End, Point, Start, encode
 from .simfile import read_scan, read_truth, write_scan
 from .simscan import BOX, KINDS, inside_scan, layout, omega_distance, place_spots
@@ -340,15 +341,21 @@ def _gain_map(shape: tuple[int, int], variation: float, rng) -> np.ndarray:
 
 def send_scan(sim: Simulation, endpoint: str, scan_id: str, rate: float | None = None,
               order: list[int] | None = None, progress: Callable[[int, int], None] | None = None,
-              linger_ms: int = 10_000, timeout: float | None = None) -> int:
+              linger_ms: int = 10_000, timeout: float | None = None,
+              encoding: str = "raw") -> int:
     """Send start, the points (in `order` if given), then end on a PUSH socket that
     connects to `endpoint`; return the number of points sent.
 
     Lossless: a full queue blocks the sender (or raises TimeoutError after
     `timeout` seconds if given). `rate` is in points per second, on a deadline
     schedule. On close, queued messages are delivered for up to `linger_ms`.
+    `encoding`: frames go raw, or compressed as `bslz4` (bitshuffle + LZ4, as an
+    Eiger sends them) or `lz4` (PROTOCOL.md).
     """
     c = sim.config
+    if encoding not in ("raw", *COMPRESSED):
+        raise ValueError(f"encoding must be one of raw, {', '.join(COMPRESSED)}; "
+                         f"got {encoding!r}")
     order = list(range(c.npoints)) if order is None else [int(i) for i in order]
     bad = [i for i in order if not 0 <= i < c.npoints]
     if bad:
@@ -367,6 +374,8 @@ def send_scan(sim: Simulation, endpoint: str, scan_id: str, rate: float | None =
         t0 = time.perf_counter()
         for k, i in enumerate(order):
             point = sim.point(i, scan_id)
+            if encoding != "raw":
+                point.frames = {k: compress(f, encoding) for k, f in point.frames.items()}
             if rate is not None:
                 delay = t0 + k / rate - time.perf_counter()
                 if delay > 0:
