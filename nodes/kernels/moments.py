@@ -2,7 +2,9 @@
 
 The output arrays are the columns of stream.item.PEAK_COLUMNS, allocated by
 the caller with one entry per peak (row k is label k + 1). Sums accumulate in
-float64, with s = row and f = col.
+float64, with s = row and f = col: per run of consecutive pixels with one label,
+a partial sum from 0, then the runs added into the peak in turn (the order
+fixes the last bits; tests/test_kernels_moments.py pins it).
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ def peak_moments(row, col, intensity, label,
         r0 = r1 = np.int32(row[i])
         c0 = c1 = np.int32(col[i])
         top = intensity[i]
-        while i < n and label[i] == lab:
+        end = i + 1  # the end of the run, found first: a tighter loop below
+        while end < n and label[end] == lab:
+            end += 1
+        while i < end:
             s = np.float64(row[i])
             f = np.float64(col[i])
             signal = np.float64(intensity[i])
