@@ -31,6 +31,26 @@ def find_root(parent, s):
 
 
 @numba.njit(nogil=True, cache=True)
+def _closing_roots(parent, close_at, size, alive, candidates, step, by_close_at):
+    """The live roots among the candidates' cliques that close by `step` (unique,
+    by slot or by close_at), and how many members they have in all."""
+    roots = np.empty(candidates.shape[0], np.int64)
+    nr = 0
+    for k in range(candidates.shape[0]):
+        r = find_root(parent, candidates[k])
+        if alive[r] and close_at[r] <= step:
+            roots[nr] = r
+            nr += 1
+    roots = np.unique(roots[:nr])
+    if by_close_at:
+        roots = roots[np.argsort(close_at[roots], kind="mergesort")]
+    nmembers = 0
+    for c in range(roots.shape[0]):
+        nmembers += size[roots[c]]
+    return roots, nmembers
+
+
+@numba.njit(nogil=True, cache=True)
 def union_pairs(parent, close_at, size, next_member, slot_a, slot_b):
     """Join the cliques of slot_a[k] and slot_b[k] for every k."""
     for k in range(slot_a.shape[0]):
@@ -60,20 +80,9 @@ def close_cliques(parent, close_at, size, next_member, alive, gid, point, acc,
     member (sorted by gid): gid and the clique's index in this call. The
     members' slots are marked dead.
     """
-    roots = np.empty(candidates.shape[0], np.int64)
-    nr = 0
-    for k in range(candidates.shape[0]):
-        r = find_root(parent, candidates[k])
-        if alive[r] and close_at[r] <= step:
-            roots[nr] = r
-            nr += 1
-    roots = np.unique(roots[:nr])
-    if by_close_at:
-        roots = roots[np.argsort(close_at[roots], kind="mergesort")]
+    roots, nmembers = _closing_roots(parent, close_at, size, alive, candidates, step,
+                                     by_close_at)
     nc = roots.shape[0]
-    nmembers = 0
-    for c in range(nc):
-        nmembers += size[roots[c]]
     n2d = np.zeros(nc, np.int32)
     sums = np.zeros((nc, acc.shape[1]), np.float64)
     first = np.empty(nc, np.int64)
@@ -121,20 +130,9 @@ def close_split(parent, close_at, size, next_member, alive, gid, point, acc, hei
     close_cliques returns, plus a mask of the edges used (their cliques are
     closed).
     """
-    roots = np.empty(candidates.shape[0], np.int64)
-    nr = 0
-    for k in range(candidates.shape[0]):
-        r = find_root(parent, candidates[k])
-        if alive[r] and close_at[r] <= step:
-            roots[nr] = r
-            nr += 1
-    roots = np.unique(roots[:nr])
-    if by_close_at:
-        roots = roots[np.argsort(close_at[roots], kind="mergesort")]
+    roots, nmembers = _closing_roots(parent, close_at, size, alive, candidates, step,
+                                     by_close_at)
     nc = roots.shape[0]
-    nmembers = 0
-    for c in range(nc):
-        nmembers += size[roots[c]]
     m_slot = np.empty(nmembers, np.int64)
     m_comp = np.empty(nmembers, np.int64)
     m = 0
