@@ -62,7 +62,14 @@ def _invflat32(flat: np.ndarray | float | None) -> tuple[np.ndarray | np.float32
 
 
 class Correct:
-    """corrected = (float32(raw) - dark) * float32(1 / flat); masked pixels NaN."""
+    """corrected = (float32(raw) - dark) * float32(1 / flat); masked pixels NaN.
+
+    With no flat (or no mask) of its own, `setup(scan)` takes the detector's:
+    the start message's `flatfield` (DECTRIS: a multiplicative factor, so it
+    is used as 1 / flat, corrected = (raw - dark) * flatfield) and
+    `pixel_mask` (nonzero = bad pixel). Its own arrays always win; a scan
+    without detector maps gets the node's own arrays back.
+    """
 
     kind: ClassVar[str] = "correct"
     settable: ClassVar[tuple[str, ...]] = ()
@@ -79,13 +86,24 @@ class Correct:
                   if isinstance(v, np.ndarray)}
         if len(set(shapes.values())) > 1:
             raise ValueError(f"correct: dark, flat and mask differ in shape: {shapes}")
-        # What the unfused and the fused paths both use: float32 dark and 1 / flat,
-        # and `mask` (nonzero = excluded) extended by the pixels where flat is not
-        # positive and finite or dark is not finite. Excluded pixels hold dark 0
-        # and invflat 1, so no inf or NaN comes out of them before they are masked.
-        self.dark, self.flat = dark, flat
+        self._own = (dark, flat, mask)
+        self.detector_maps: tuple[str, ...] = ()  # which of the detector's maps are in use
+        self._use(dark, flat, mask)
+
+    def _use(self, dark, flat, mask, flatfield: np.ndarray | None = None) -> None:
+        """What the unfused and the fused paths both use: float32 dark and 1 / flat
+        (the detector's `flatfield` itself when given), and `mask` (nonzero =
+        excluded) extended by the pixels where flat is not positive and finite or
+        dark is not finite. Excluded pixels hold dark 0 and invflat 1, so no inf or
+        NaN comes out of them before they are masked."""
+        self.dark, self.flat, self.flatfield = dark, flat, flatfield
         self.dark32, dark_ok = _dark32(dark)
-        self.invflat32, flat_ok = _invflat32(flat)
+        if flatfield is not None:
+            gain = np.asarray(flatfield, np.float64)
+            self.invflat32 = gain.astype(np.float32)
+            flat_ok = (gain > 0) & np.isfinite(gain) & np.isfinite(self.invflat32)
+        else:
+            self.invflat32, flat_ok = _invflat32(flat)
         excluded = [m for m in (None if mask is None else mask != 0,
                                 None if dark_ok is None else ~dark_ok,
                                 None if flat_ok is None else ~flat_ok) if m is not None]
@@ -98,13 +116,23 @@ class Correct:
                     array[self.mask] = neutral
 
     def setup(self, scan: Scan) -> None:
-        for name in ("dark", "flat", "mask"):
+        dark, flat, mask = self._own
+        _, info = scan.detector()
+        flatfield = getattr(info, "flatfield", None) if flat is None else None
+        pixel_mask = getattr(info, "pixel_mask", None) if mask is None else None
+        used = tuple(k for k, v in (("flatfield", flatfield), ("pixel_mask", pixel_mask))
+                     if v is not None)
+        if used or self.detector_maps:  # the detector's maps, or back to our own
+            check_shape(self.kind, "dark", dark if isinstance(dark, np.ndarray) else None, scan)
+            self._use(dark, flat, mask if pixel_mask is None else pixel_mask, flatfield)
+            self.detector_maps = used
+        for name in ("dark", "flat", "flatfield", "mask"):
             value = getattr(self, name)
             check_shape(self.kind, name, value if isinstance(value, np.ndarray) else None, scan)
 
     def check_frame(self, shape: tuple[int, ...]) -> None:
         """Raise ValueError if a frame's shape does not match the per-pixel arrays."""
-        for name in ("dark", "flat", "mask"):
+        for name in ("dark", "flat", "flatfield", "mask"):
             value = getattr(self, name)
             if isinstance(value, np.ndarray) and value.shape != tuple(shape):
                 raise ValueError(f"correct: {name} has shape {value.shape} but the frame "

@@ -81,6 +81,7 @@ class DensePass:
     def setup(self, scan: Scan) -> None:
         for node in self.nodes:
             node.setup(scan)
+        self._prepare()  # the correct node may have taken the detector's own flat / mask
         self.warmup(scan.detector()[1].dtype)
 
     def warmup(self, dtype: str = "uint16") -> None:

@@ -1,7 +1,8 @@
 """Start / Point / End messages and their wire encoding (PROTOCOL.md, version 1).
 
 A message is a ZeroMQ multipart message: part 0 is a msgpack map (the header),
-parts 1.. are raw buffers that the header refers to by index. Frames are
+parts 1.. are raw buffers that the header refers to by index (frames of a
+point; a detector's flatfield and pixel mask in a start). Frames are
 decoded zero-copy into read-only numpy views of the received buffers;
 compressed frames (`bslz4`, `lz4`) only have their header checked here and
 stay compressed (`EncodedFrame`, a view of the part) until the per-frame
@@ -26,6 +27,9 @@ DTYPES = ("uint8", "uint16", "uint32", "int16", "int32", "float32", "float64")
 ENCODINGS = ("raw", "sparse", *COMPRESSED)
 KNOWN_ENCODINGS = ENCODINGS
 TRAJECTORY_KINDS = ("sweep", "interlaced", "snake", "grid", "free")
+# per-pixel maps a start message may carry for a detector, and their allowed dtypes
+DETECTOR_MAPS = {"flatfield": ("float32", "float64"),
+                 "pixel_mask": ("uint8", "uint16", "uint32", "int16", "int32")}
 END_STATUS = ("success", "abort", "fail")
 
 
@@ -35,10 +39,19 @@ class MessageError(ValueError):
 
 @dataclass(frozen=True)
 class DetectorInfo:
-    """Shape and dtype of one detector's frames, as announced in `start`."""
+    """Shape and dtype of one detector's frames, as announced in `start`.
+
+    Optional per-pixel maps the detector itself provides (DECTRIS start
+    messages), travelling as raw parts of the start message: `flatfield`, a
+    multiplicative correction (corrected = raw * flatfield; a pixel whose
+    factor is not positive and finite is excluded), and `pixel_mask`
+    (nonzero = bad pixel). Both have the frames' shape; not compared by ==.
+    """
 
     shape: tuple[int, int]
     dtype: str
+    flatfield: np.ndarray | None = field(default=None, compare=False, repr=False)
+    pixel_mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -104,20 +117,19 @@ Message = Start | Point | End
 def encode(msg: Message) -> list[bytes | memoryview]:
     """Encode a message into multipart frames (header first, then buffers)."""
     if isinstance(msg, Start):
+        maps: list[memoryview] = []
         header = {
             "type": "start",
             "protocol": msg.protocol,
             "scan_id": msg.scan_id,
-            "detectors": {
-                k: {"shape": list(d.shape), "dtype": d.dtype} for k, d in msg.detectors.items()
-            },
+            "detectors": {k: _detector_header(d, maps) for k, d in msg.detectors.items()},
             "motors": list(msg.motors),
             "counters": list(msg.counters),
             "npoints": msg.npoints,
             "trajectory": dict(msg.trajectory),
             "meta": dict(msg.meta),
         }
-        return [msgpack.packb(header)]
+        return [msgpack.packb(header), *maps]
     if isinstance(msg, End):
         header = {"type": "end", "scan_id": msg.scan_id, "status": msg.status,
                   "npoints": msg.npoints}
@@ -159,6 +171,22 @@ def encode(msg: Message) -> list[bytes | memoryview]:
     raise TypeError(f"not a message: {type(msg).__name__}")
 
 
+def _detector_header(info: DetectorInfo, parts: list[memoryview]) -> dict[str, Any]:
+    """A detector's entry of the start header; its maps are appended to `parts`."""
+    out: dict[str, Any] = {"shape": list(info.shape), "dtype": info.dtype}
+    for key in DETECTOR_MAPS:
+        arr = getattr(info, key)
+        if arr is None:
+            continue
+        arr = np.asarray(arr)
+        if arr.dtype.name not in DETECTOR_MAPS[key]:  # to a dtype the decoder accepts
+            arr = arr.astype(np.float32) if key == "flatfield" else (arr != 0).view(np.uint8)
+        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))  # native order
+        parts.append(memoryview(arr).cast("B"))
+        out[key] = {"part": len(parts), "shape": list(arr.shape), "dtype": arr.dtype.name}
+    return out
+
+
 # ----------------------------------------------------------------- decoding
 
 
@@ -179,7 +207,7 @@ def decode(parts: list[bytes | memoryview | Any], max_frame_bytes: int | None = 
         raise MessageError(f"header is a {type(header).__name__}, not a map")
     kind = header.get("type")
     if kind == "start":
-        return _decode_start(header)
+        return _decode_start(header, bufs)
     if kind == "point":
         return _decode_point(header, bufs, max_frame_bytes)
     if kind == "end":
@@ -239,7 +267,7 @@ def _number_map(h: dict, key: str) -> dict[str, float]:
     return out
 
 
-def _decode_start(h: dict) -> Start:
+def _decode_start(h: dict, bufs: list) -> Start:
     protocol = _get(h, "protocol", int)
     if protocol != PROTOCOL_VERSION:
         raise MessageError(f"start: protocol {protocol} not supported (this is {PROTOCOL_VERSION})")
@@ -254,7 +282,10 @@ def _decode_start(h: dict) -> Start:
             raise MessageError(f"{where}: name must be an identifier")
         if not isinstance(d, dict):
             raise MessageError(f"{where}: must be a map")
-        detectors[name] = DetectorInfo(_shape(d.get("shape"), where), _dtype(d.get("dtype"), where))
+        shape = _shape(d.get("shape"), where)
+        maps = {key: _detector_map(d[key], key, shape, bufs, where)
+                for key in DETECTOR_MAPS if d.get(key) is not None}
+        detectors[name] = DetectorInfo(shape, _dtype(d.get("dtype"), where), **maps)
     motors = _get(h, "motors", list, optional=True) or []
     counters = _get(h, "counters", list, optional=True) or []
     for key, names in (("motors", motors), ("counters", counters)):
@@ -276,6 +307,30 @@ def _decode_start(h: dict) -> Start:
     meta = _get(h, "meta", dict, optional=True) or {}
     return Start(scan_id, detectors, list(motors), list(counters), npoints,
                  dict(trajectory), dict(meta), protocol)
+
+
+def _detector_map(spec: Any, key: str, shape: tuple[int, int], bufs: list,
+                  where: str) -> np.ndarray:
+    """A flatfield or pixel mask: a read-only view of its part, checked against the frames."""
+    where = f"{where}: {key}"
+    if not isinstance(spec, dict):
+        raise MessageError(f"{where}: must be a map with part, shape and dtype")
+    part = spec.get("part")
+    if not isinstance(part, int) or isinstance(part, bool) or not 1 <= part < len(bufs):
+        raise MessageError(f"{where}: part {part!r} does not name one of the "
+                           f"{len(bufs) - 1} buffer parts")
+    if _shape(spec.get("shape"), where) != shape:
+        raise MessageError(f"{where}: shape {spec.get('shape')!r} is not the frames' "
+                           f"{list(shape)}")
+    if spec.get("dtype") not in DETECTOR_MAPS[key]:
+        raise MessageError(f"{where}: dtype {spec.get('dtype')!r} not one of "
+                           f"{', '.join(DETECTOR_MAPS[key])}")
+    dtype = np.dtype(spec["dtype"])
+    buf = memoryview(bufs[part])
+    if buf.nbytes != shape[0] * shape[1] * dtype.itemsize:
+        raise MessageError(f"{where}: buffer has {buf.nbytes} bytes, shape {list(shape)} "
+                           f"{dtype.name} needs {shape[0] * shape[1] * dtype.itemsize}")
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
 def _decode_end(h: dict) -> End:

@@ -243,6 +243,8 @@ def _assign_cells(target, site_y, reach_w, reach_y, ncells: int, bounds: tuple[f
     have soonest, pushed forward in omega. None if a site is pushed past the range.
     """
     nsites = len(target)
+    if ncells == 0 and nsites:  # the frame is too small for one spot cell
+        return None
     cell = np.full(nsites, -1)
     omega = np.array(target, float)
     for k in range(nsites):

@@ -1,0 +1,125 @@
+"""Images of the detector joined with motor positions of the motor lane, by point id.
+
+An image waits for its motors up to `timeout` s and then goes on without
+them (flagged); at most `max_waiting` images or `max_bytes` of frames wait
+at once (the oldest goes on first), so a silent motor lane never holds more
+than that in memory. Motors wait for their image until the series ends, since the image
+(the detector reads out, then compresses) usually comes later than the
+positions; motors whose image never came are counted when the series ends.
+Motors for a point that has gone on already are late: counted and dropped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+
+from ...encoded import EncodedFrame
+from ...message import Point
+from .common import SeriesImage
+
+MAX_MOTOR_POINTS = 1_000_000  # motor points held per series (a few hundred bytes each)
+
+
+@dataclass
+class Joined:
+    """A point ready to go: its image and, if they came in time, its motors."""
+
+    image: SeriesImage
+    motors: Point | None
+    waited: float  # s the image waited
+
+
+class Joiner:
+    """The images and motor points of one series, waiting for each other."""
+
+    def __init__(self, timeout: float, enabled: bool = True, max_waiting: int = 1024,
+                 max_bytes: int = 256 << 20):
+        self.timeout = timeout
+        self.enabled = enabled  # no motor lane: images go on at once
+        self.max_waiting, self.max_bytes = max_waiting, max_bytes
+        self.images: OrderedDict[int, tuple[SeriesImage, float]] = OrderedDict()
+        self.waiting_bytes = 0
+        self.motors: dict[int, Point] = {}
+        self.done: set[int] = set()
+        self.counts: Counter = Counter()  # joined, without_motors, motor_late, ...
+
+    def seen(self, point_id: int) -> bool:
+        """Has an image of this point come already (waiting or gone on)?"""
+        return point_id in self.done or point_id in self.images
+
+    def add_image(self, image: SeriesImage, now: float) -> list[Joined]:
+        """An image arrived (not seen before): it goes on now if its motors are here (or
+        there is no motor lane), else it waits."""
+        pid = image.image_id
+        motors = self.motors.pop(pid, None)
+        if motors is not None or not self.enabled:
+            return [self._release(image, motors, 0.0)]
+        self.images[pid] = (image, now)
+        self.waiting_bytes += _nbytes(image)
+        out = []
+        while len(self.images) > self.max_waiting or self.waiting_bytes > self.max_bytes:
+            _, (img, t) = self.images.popitem(last=False)  # the oldest goes on without motors
+            out.append(self._release(img, None, now - t, was_waiting=True))
+        return out
+
+    def add_motors(self, point: Point, now: float) -> list[Joined]:
+        """Motor positions arrived for a point: its image goes on if it is waiting."""
+        pid = point.point_id
+        if pid in self.done:
+            self.counts["motor_late"] += 1
+            return []
+        waiting = self.images.pop(pid, None)
+        if waiting is not None:
+            return [self._release(waiting[0], point, now - waiting[1], was_waiting=True)]
+        if pid in self.motors:
+            self.counts["motor_duplicate"] += 1
+        elif len(self.motors) >= MAX_MOTOR_POINTS:
+            self.counts["motor_dropped"] += 1
+            return []
+        self.motors[pid] = point
+        return []
+
+    def expired(self, now: float) -> list[Joined]:
+        """Images that have waited `timeout` s: they go on without motors."""
+        out = []
+        while self.images:
+            pid, (img, t) = next(iter(self.images.items()))
+            if now - t < self.timeout:
+                break
+            del self.images[pid]
+            out.append(self._release(img, None, now - t, was_waiting=True))
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When the oldest waiting image times out (monotonic s), or None."""
+        if not self.images:
+            return None
+        return next(iter(self.images.values()))[1] + self.timeout
+
+    def flush(self, now: float) -> list[Joined]:
+        """Every waiting image goes on now (the series is over)."""
+        out = [self._release(img, None, now - t, was_waiting=True)
+               for img, t in self.images.values()]
+        self.images.clear()
+        return out
+
+    def unmatched_motors(self) -> int:
+        """Motor points whose image never came (cleared)."""
+        n = len(self.motors)
+        self.motors.clear()
+        return n
+
+    def _release(self, image: SeriesImage, motors: Point | None, wait: float,
+                 was_waiting: bool = False) -> Joined:
+        if was_waiting:
+            self.waiting_bytes -= _nbytes(image)
+        self.done.add(image.image_id)
+        self.counts["joined" if motors is not None else "without_motors"] += 1
+        return Joined(image, motors, wait)
+
+
+def _nbytes(image: SeriesImage) -> int:
+    """Bytes the image holds (compressed frames: their compressed size)."""
+    return sum(f.buffer.nbytes if isinstance(f, EncodedFrame) else f.nbytes
+               for f in image.frames.values())
