@@ -2,54 +2,90 @@
 
 from __future__ import annotations
 
+from .background import Background
 from .correct import Correct
 from .decode import Decode
 from .dense import DensePass
+from .frame import Frame
+from .integrate import FusedIntegrate, Integrate
 from .label import Label
 from .normalise import Normalise
 from .properties import Properties
+from .roi import RoiSums
 from .threshold import Threshold
 
 NODES: dict[str, type] = {
+    "frame": Frame,
     "correct": Correct,
     "normalise": Normalise,
+    "integrate": Integrate,
+    "background": Background,
     "threshold": Threshold,
     "label": Label,
     "properties": Properties,
+    "roi_sums": RoiSums,
 }
 
 __all__ = ["NODES", "fuse", "Correct", "Normalise", "Threshold", "DensePass", "Decode",
-           "Label", "Properties"]
+           "Label", "Properties", "Frame", "Integrate", "FusedIntegrate", "Background",
+           "RoiSums"]
 
 # nodes that read a dense frame but not a compressed one: a chain that starts with
 # one of them (not fused into a DensePass) gets a Decode node first
-NEEDS_DENSE = ("correct", "normalise")
+NEEDS_DENSE = ("correct", "normalise", "frame", "integrate", "background")
+
+
+def _kind(node) -> str | None:
+    return getattr(node, "kind", None)
 
 
 def fuse(chain: list) -> list:
-    """Replace each adjacent [correct][normalise]threshold run by one DensePass.
+    """Fuse the dense steps that can share a pass over the raw frame.
 
-    The run needs at least one of correct or normalise before the threshold.
-    The DensePass keeps the original node objects, so later parameter
-    changes (threshold.cut) still apply. A chain that then starts with a
-    node that needs the dense frame gets a `Decode` first (compressed frames;
-    DensePass and Threshold decode them themselves).
+    * [correct][normalise] threshold -> one DensePass;
+    * [correct][normalise] integrate... then threshold or the end of the chain ->
+      each integrate applies the corrections inside its own pass on the raw frame
+      (`FusedIntegrate`), then the DensePass (or nothing: no other node needs the
+      corrected frame); followed by anything else, the corrections stay unfused
+      and integrate reads the corrected frame;
+    * after a background node nothing is fused: its per-frame cut map is for the
+      plain threshold node (the DensePass would not see it); a background node
+      with no threshold after it makes no cut map (`to_threshold`).
+
+    The fused nodes keep the original node objects, so later parameter changes
+    (threshold.cut) still apply. A chain that then starts with a node that needs
+    the dense frame gets a `Decode` first (compressed frames; DensePass and
+    Threshold decode them themselves).
     """
+    for n, node in enumerate(chain):  # a cut map only where a threshold will take it
+        if _kind(node) == "background":
+            node.to_threshold = any(_kind(m) == "threshold" for m in chain[n + 1:])
     out = []
     i = 0
+    background = False
     while i < len(chain):
+        background = background or _kind(chain[i]) == "background"
         j = i
         parts = {}
         for kind in ("correct", "normalise"):
-            if j < len(chain) and getattr(chain[j], "kind", None) == kind:
+            if j < len(chain) and _kind(chain[j]) == kind:
                 parts[kind] = chain[j]
                 j += 1
-        if parts and j < len(chain) and getattr(chain[j], "kind", None) == "threshold":
+        k = j
+        while k < len(chain) and _kind(chain[k]) == "integrate":
+            k += 1
+        after = _kind(chain[k]) if k < len(chain) else None
+        if parts and not background and k > j and after in ("threshold", None):
+            out += [FusedIntegrate(node, **parts, flag=after is None) for node in chain[j:k]]
+            if after == "threshold":
+                out.append(DensePass(**parts, threshold=chain[k]))
+            i = k + 1
+        elif parts and not background and after == "threshold" and k == j:
             out.append(DensePass(**parts, threshold=chain[j]))
             i = j + 1
         else:
             out.append(chain[i])
             i += 1
-    if out and getattr(out[0], "kind", None) in NEEDS_DENSE:
+    if out and _kind(out[0]) in NEEDS_DENSE:
         out.insert(0, Decode())
     return out

@@ -28,6 +28,13 @@ MAX_RAISES = 60
 NO_HIST = np.zeros(0, np.int64)
 NO_MAP = np.zeros((0, 0), np.float32)
 NO_MASK = np.zeros((0, 0), np.bool_)
+# A per-frame cut map an earlier node of the chain (background) hands over in
+# item.outputs under CUT_MAP (float32, the frame's shape; +inf: never kept), with
+# its smallest value under CUT_MIN (a 0-d array; computed here if absent). This
+# node takes both out of the outputs (they are never stored) and uses the map
+# for that frame instead of `cut` / `cut_map`.
+CUT_MAP = "threshold.cut_map"
+CUT_MIN = "threshold.cut_min"
 
 # run(delta, hist, hlo, hinv, hhi) -> (n, emax): one dense pass (see kernels/dense.py)
 DensePassFn = Callable[[float, np.ndarray, float, float, float], tuple[int, float]]
@@ -167,22 +174,24 @@ class Threshold:
             raise ValueError(f"threshold: cut_map has shape {self.cut_map.shape} but the frame "
                              f"has shape {tuple(shape)}")
 
-    def keep(self, item: Item, shape: tuple[int, int], run: DensePassFn) -> Item:
+    def keep(self, item: Item, shape: tuple[int, int], run: DensePassFn,
+             per_pixel: bool | None = None) -> Item:
         """Run a dense pass (raising the cut if needed) and set item.sparse from it."""
         maxn = self.maxn(shape)
         rows, cols, vals = self.buffers.get(maxn)
         n_above, n, delta, truncated = raise_delta(run, maxn)
         if n_above > maxn:
-            self._flag(item, n_above, maxn, delta, truncated)
+            self._flag(item, n_above, maxn, delta, truncated, per_pixel)
         item.sparse = SparseFrame(shape, rows[:n].copy(), cols[:n].copy(), vals[:n].copy())
         item.frame = None
         return item
 
     def _flag(self, item: Item, n_above: int, maxn: int, delta: float,
-              truncated: bool) -> None:
-        what = "cut_map" if self.cut_map is not None else f"cut {self.cut:g}"
+              truncated: bool, per_pixel: bool | None = None) -> None:
+        per_pixel = self.cut_map is not None if per_pixel is None else per_pixel
+        what = "cut_map" if per_pixel else f"cut {self.cut:g}"
         msg = f"threshold: {n_above} pixels above {what} > max_pixels {maxn}; "
-        if self.cut_map is not None:
+        if per_pixel:
             msg += f"cut_map raised by {delta:.6g} for this frame"
         else:
             msg += f"cut raised to {self.cut + delta:.6g} for this frame"
@@ -200,11 +209,25 @@ class Threshold:
                                   NO_MAP, np.float32(1), NO_MAP, np.float32(1), cut, cut_map,
                                   delta, rows, cols, vals, hist, hlo, hinv, hhi)
 
+    def frame_cut_map(self, item: Item) -> tuple[np.ndarray | None, float]:
+        """Take a per-frame cut map (and its minimum) out of item.outputs, if there is one."""
+        cut_map = item.outputs.pop(CUT_MAP, None)
+        cut_min = item.outputs.pop(CUT_MIN, None)
+        if cut_map is None:
+            return None, 0.0
+        cut_map = np.ascontiguousarray(cut_map, dtype=np.float32)
+        if cut_map.shape != item.shape:
+            raise ValueError(f"threshold: the frame's cut map has shape {cut_map.shape} but the "
+                             f"frame has shape {tuple(item.shape)}")
+        lowest = float(np.min(cut_map)) if cut_min is None else float(cut_min)
+        return cut_map, lowest
+
     def process(self, item: Item) -> Item:
+        frame_map, frame_min = self.frame_cut_map(item)
         if item.frame is None:
             if item.sparse is None:
                 raise ValueError(f"threshold: point {item.point_id} has no frame")
-            return self._process_sparse(item)
+            return self._process_sparse(item, frame_map)
         frame = item.frame
         encoded = isinstance(frame, EncodedFrame)
         if not encoded:
@@ -213,6 +236,8 @@ class Threshold:
         cut_map = NO_MAP if self.cut_map is None else self.cut_map
         cut = self.cut
         cut_min = cut if self.cut_map is None else self.cut_min()
+        if frame_map is not None:
+            cut_map, cut_min = frame_map, frame_min
         rows, cols, vals = self.buffers.get(self.maxn(frame.shape))
         decoded: list[np.ndarray] = [] if encoded else [frame]
 
@@ -230,11 +255,13 @@ class Threshold:
             return threshold_frame(raw, precut, use, cut, cut_map, delta, rows, cols, vals,
                                    hist, hlo, hinv, hhi)
 
-        return self.keep(item, frame.shape, run)
+        return self.keep(item, frame.shape, run, per_pixel=cut_map.size > 0)
 
-    def _process_sparse(self, item: Item) -> Item:
+    def _process_sparse(self, item: Item, frame_map: np.ndarray | None = None) -> Item:
         sparse = item.sparse
-        if self.cut_map is not None:
+        if frame_map is not None:
+            cut = frame_map[sparse.row, sparse.col].astype(np.float64)
+        elif self.cut_map is not None:
             self.check_frame(sparse.shape)
             cut = self.cut_map[sparse.row, sparse.col].astype(np.float64)
         else:
@@ -245,7 +272,7 @@ class Threshold:
         if n > maxn:
             delta = float(np.partition(excess[keep], n - maxn - 1)[n - maxn - 1])
             keep = excess > delta
-            self._flag(item, n, maxn, delta, False)
+            self._flag(item, n, maxn, delta, False, True if frame_map is not None else None)
         kept = sparse.take(keep)
         kept.label, kept.npeaks = None, 0
         item.sparse = kept

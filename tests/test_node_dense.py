@@ -142,7 +142,8 @@ def test_fuse_runs():
 
 
 def test_registry():
-    assert set(NODES) == {"correct", "normalise", "threshold", "label", "properties"}
+    assert set(NODES) == {"frame", "correct", "normalise", "integrate", "background",
+                          "threshold", "label", "properties", "roi_sums"}
     for kind, cls in NODES.items():
         assert cls.kind == kind and isinstance(cls.settable, tuple)
 

@@ -1,0 +1,254 @@
+"""Per-frame background and a per-pixel threshold map for the threshold node.
+
+Radial mode (a PONI geometry given): the frame's pixels are binned by their
+centre's radial position (`npt` bins of `unit`, no splitting, pyFAI's bins)
+and each bin gets a background level and spread (`kernels.background`):
+`method` "sigma_clip" (pyFAI's sigma_clip_ng idea: mean and spread of the
+pixels within `clip` spreads, iterated up to `max_iter` times) or "median"
+(median and 1.4826 * MAD). With `correct_solid_angle` / `polarization_factor`
+the statistics are of v / norm and the maps are scaled back by norm. Bins
+with no valid pixel take the values interpolated from their neighbours.
+
+The per-pixel background is the level of the pixel's bin, or (`interpolate`,
+the default) linearly interpolated in the radial position between the
+centres of the two nearest bins (constant beyond the first and last centre).
+The threshold map is background + max(nsigma * spread, min_excess); a pixel
+in no bin (masked, outside `radial_range`, NaN) gets +inf, so it is never
+kept. With `subtract`, the frame becomes frame - background (NaN in no bin)
+and the map is max(nsigma * spread, min_excess) alone.
+
+Fixed mode (`image` given, e.g. a median over frames from stats): that image
+is the background, the spread is `sigma_image` or sqrt(max(image, 1)).
+
+The map goes to the next threshold node through the item
+(`item.outputs[threshold.CUT_MAP]`, taken out there, never stored); the
+level and spread per bin are outputs `<name>` and `<name>_sigma`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, ClassVar
+
+import numpy as np
+
+from stream.item import Item
+from stream.scan import Scan
+
+from .geometry import Geometry, radial_unit
+from .integrate import build_plan, check_range, frame_geometry
+from .kernels.background import median_mad, pixel_maps, scatter, sigma_clip
+from .threshold import CUT_MAP, CUT_MIN, native_frame
+
+METHODS = ("sigma_clip", "median")
+NO_NORM = np.zeros(0, np.float32)
+
+
+def fill_empty(values: np.ndarray) -> np.ndarray:
+    """NaN bins interpolated from the valid ones (constant beyond the ends); all NaN: 0."""
+    ok = np.isfinite(values)
+    if ok.all():
+        return values
+    if not ok.any():
+        return np.zeros_like(values)
+    idx = np.arange(values.size)
+    return np.interp(idx, idx[ok], values[ok])
+
+
+class Background:
+    """Background level per radial bin (or a fixed image) and the threshold map it gives."""
+
+    kind: ClassVar[str] = "background"
+    settable: ClassVar[tuple[str, ...]] = ("nsigma", "min_excess")
+
+    def __init__(self, *, dist: float | None = None, poni1: float | None = None,
+                 poni2: float | None = None, pixel1: float | None = None,
+                 pixel2: float | None = None, rot1: float = 0.0, rot2: float = 0.0,
+                 rot3: float = 0.0, wavelength: float = 0.0, orientation: int = 3,
+                 npt: int = 500, unit: str = "2th_deg", method: str = "sigma_clip",
+                 clip: float = 3.0, max_iter: int = 5, nsigma: float = 5.0,
+                 min_excess: float = 0.0, interpolate: bool = True, subtract: bool = False,
+                 radial_range: list[float] | None = None, mask: np.ndarray | None = None,
+                 correct_solid_angle: bool = False, polarization_factor: float | None = None,
+                 polarization_offset: float = 0.0, image: np.ndarray | None = None,
+                 sigma_image: np.ndarray | None = None, name: str = "background") -> None:
+        geometry = (dist, poni1, poni2, pixel1, pixel2)
+        self.geometry: Geometry | None = None
+        if image is None:
+            if any(v is None for v in geometry):
+                raise ValueError("background: give a geometry (dist, poni1, poni2, pixel1, "
+                                 "pixel2) or a fixed background image")
+            self.geometry = Geometry(dist, poni1, poni2, rot1, rot2, rot3, pixel1, pixel2,
+                                     wavelength, orientation)
+            if radial_unit(unit)[0] == "q" and not wavelength > 0:
+                raise ValueError(f"background: unit {unit!r} needs a wavelength (m) > 0")
+        for key, value in (("image", image), ("sigma_image", sigma_image), ("mask", mask)):
+            if value is not None and (not isinstance(value, np.ndarray) or value.ndim != 2):
+                raise ValueError(f"background: {key} must be a 2D array, got {value!r}")
+        if sigma_image is not None and (image is None or sigma_image.shape != image.shape):
+            raise ValueError("background: sigma_image needs an image of the same shape")
+        if method not in METHODS:
+            raise ValueError(f"background: method must be one of {', '.join(METHODS)}, "
+                             f"got {method!r}")
+        for key, value, low in (("npt", npt, 1), ("max_iter", max_iter, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"background: {key} must be an int >= {low}, got {value!r}")
+        for key, value in (("clip", clip), ("nsigma", nsigma), ("min_excess", min_excess)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"background: {key} must be a finite number >= 0, got {value!r}")
+        self.npt, self.unit, self.method = npt, unit, method
+        self.clip, self.max_iter = float(clip), max_iter
+        self.nsigma, self.min_excess = float(nsigma), float(min_excess)
+        self.interpolate, self.subtract, self.name = interpolate, subtract, name
+        self.radial_range = check_range("background: radial_range", radial_range)
+        self.mask = None if mask is None else np.ascontiguousarray(mask)
+        self.correct_solid_angle = correct_solid_angle
+        self.polarization_factor, self.polarization_offset = (polarization_factor,
+                                                              float(polarization_offset))
+        self.image = None if image is None else np.ascontiguousarray(image, np.float32)
+        self.sigma_image = (None if sigma_image is None else
+                            np.ascontiguousarray(sigma_image, np.float32))
+        self.to_threshold = True  # hand the cut map on (`fuse` clears it: no threshold after)
+        self._local = threading.local()
+        self.shape: tuple[int, int] | None = None
+        self._fixed: tuple[float, float, np.ndarray, float] | None = None
+
+    # ------------------------------------------------------------ setup
+
+    def setup(self, scan: Scan) -> None:
+        _, info = scan.detector()
+        shape = tuple(int(n) for n in info.shape)
+        for key in ("image", "sigma_image", "mask"):
+            value = getattr(self, key)
+            if value is not None and value.shape != shape:
+                raise ValueError(f"background: {key} has shape {value.shape} but frames have "
+                                 f"shape {shape}")
+        self.shape = shape
+        if self.geometry is not None:
+            self._prepare(frame_geometry(self.geometry, scan), shape)
+        self.warmup(info.dtype)
+
+    def _prepare(self, geometry: Geometry, shape: tuple[int, int]) -> None:
+        """Bins of each pixel, and its interpolation between bin centres."""
+        use_norm = self.correct_solid_angle or self.polarization_factor is not None
+        plan = build_plan(geometry, shape, npt=self.npt, unit=self.unit,
+                          radial_range=self.radial_range, mask=self.mask,
+                          solid_angle=self.correct_solid_angle,
+                          polarization_factor=self.polarization_factor,
+                          polarization_offset=self.polarization_offset)
+        self.pbin = plan.pbin
+        self.norm = plan.norm if use_norm else NO_NORM
+        self.radial = plan.radial
+        # where each pixel goes in bin order (each bin's pixels in raster order)
+        counts = np.bincount(self.pbin[self.pbin >= 0], minlength=self.npt)
+        self.start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        order = np.argsort(self.pbin, kind="stable")[self.pbin.size - int(counts.sum()):]
+        dest = np.full(self.pbin.size, -1, np.int32)
+        dest[order] = np.arange(order.size, dtype=np.int32)
+        self.dest = dest
+        # interpolation: lower bin lo and weight w of lo + 1 (the arrays hold npt + 1 bins)
+        lo = self.pbin.copy()
+        w = np.zeros(lo.size, np.float32)
+        if self.interpolate and self.npt > 1:
+            pos = geometry.radial(shape, self.unit).ravel()
+            delta = plan.radial[1] - plan.radial[0]
+            f = (pos - plan.radial[0]) / delta
+            base = np.clip(np.floor(f), 0, self.npt - 2)
+            inside = lo >= 0
+            lo[inside] = base[inside].astype(np.int32)
+            w[inside] = np.clip(f - base, 0.0, 1.0)[inside].astype(np.float32)
+        self.lo, self.w = lo, w
+
+    def warmup(self, dtype: Any = "float32") -> None:
+        """Compile the kernels for `dtype` and float32 on a tiny frame."""
+        pbin, one = np.zeros(6, np.int32), np.ones(6, np.float32)
+        start, vals, keep = np.array([0, 6]), np.zeros(6, np.float32), np.zeros(6, np.bool_)
+        for dt in {np.dtype(dtype), np.dtype(np.float32)}:
+            raw = np.zeros(6, dt)
+            for norm in (NO_NORM, one):
+                norms = np.ones(norm.size, np.float32)
+                scatter(raw, pbin, norm, vals, norms)
+                sigma_clip(vals, norms, start, 3.0, 1, keep)
+                median_mad(vals, norms, start, np.zeros(6))
+                pixel_maps(raw, pbin, one, norm, np.zeros(2), np.zeros(2), 1.0, 0.0, True,
+                           np.empty(6, np.float32), np.empty(6, np.float32))
+
+    # ------------------------------------------------------------ per frame
+
+    def levels(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(level, spread) per bin of one flattened frame (empty bins filled in)."""
+        n = int(self.start[-1])
+        vals, norms, keep = self._buffers(n, self.norm.size > 0)
+        scatter(raw, self.dest, self.norm, vals, norms)
+        if self.method == "median":
+            work = np.empty(int(np.diff(self.start).max(initial=1)))
+            level, spread, _ = median_mad(vals, norms, self.start, work)
+        else:
+            level, spread, _ = sigma_clip(vals, norms, self.start, self.clip, self.max_iter,
+                                          keep)
+        return fill_empty(level), fill_empty(spread)
+
+    def _buffers(self, n: int, with_norm: bool) -> tuple[np.ndarray, ...]:
+        """This thread's bin-ordered buffers (values, norms, keep flags), reused."""
+        bufs = getattr(self._local, "bufs", None)
+        if bufs is None or bufs[0].size != n or (bufs[1].size > 0) != with_norm:
+            bufs = (np.empty(n, np.float32), np.empty(n if with_norm else 0, np.float32),
+                    np.empty(n, np.bool_))
+            self._local.bufs = bufs
+        return bufs
+
+    def _fixed_map(self) -> tuple[np.ndarray, float]:
+        """The threshold map of a fixed image (recomputed when nsigma or min_excess change)."""
+        key = (self.nsigma, self.min_excess, self.subtract)
+        if self._fixed is None or self._fixed[:3] != key:
+            image = self.image.astype(np.float64)
+            spread = (np.sqrt(np.maximum(image, 1.0)) if self.sigma_image is None
+                      else self.sigma_image.astype(np.float64))
+            excess = np.maximum(self.nsigma * spread, self.min_excess)
+            cut = (excess if self.subtract else image + excess).astype(np.float32)
+            self._fixed = (*key, cut, float(cut.min()))
+        return self._fixed[3], self._fixed[4]
+
+    def process(self, item: Item) -> Item:
+        if item.frame is None:
+            raise ValueError("background: no dense frame (put it before the threshold)")
+        frame = native_frame(np.asarray(item.frame))
+        if self.shape is not None and frame.shape != self.shape:
+            raise ValueError(f"background: frame has shape {frame.shape} but the node was set "
+                             f"up for {self.shape}")
+        if self.image is not None:
+            if self.subtract:
+                item.frame = (frame.astype(np.float32) - self.image).astype(np.float32)
+            if self.to_threshold:
+                self._hand_on(item, *self._fixed_map())
+            return item
+        raw = frame.reshape(-1)
+        level, spread = self.levels(raw)
+        item.outputs[self.name] = level.astype(np.float32)
+        item.outputs[f"{self.name}_sigma"] = spread.astype(np.float32)
+        if not (self.to_threshold or self.subtract):
+            return item
+        pad = np.append(level, level[-1]), np.append(spread, spread[-1])
+        cut = np.empty(frame.shape, np.float32)
+        out = np.empty(frame.shape, np.float32) if self.subtract else cut
+        lowest = pixel_maps(raw, self.lo, self.w, self.norm, pad[0], pad[1], self.nsigma,
+                            self.min_excess, self.subtract, cut.reshape(-1), out.reshape(-1))
+        if self.subtract:
+            item.frame = out
+        if self.to_threshold:
+            self._hand_on(item, cut, lowest)
+        return item
+
+    @staticmethod
+    def _hand_on(item: Item, cut: np.ndarray, lowest: float) -> None:
+        """The cut map for the threshold node after this one (taken out there)."""
+        item.outputs[CUT_MAP] = cut
+        item.outputs[CUT_MIN] = np.array(lowest, np.float64)
+
+    def scan_outputs(self) -> dict[str, tuple[np.ndarray, dict[str, str]]]:
+        """The radial axis of the per-bin outputs (radial mode), written once per scan."""
+        if self.geometry is None or self.shape is None:
+            return {}
+        return {f"{self.name}_radial": (self.radial * radial_unit(self.unit)[1],
+                                        {"units": self.unit})}
