@@ -24,7 +24,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .maps import ENTRY, MAPS, PROCESS, RESULT, MapGrid, build_maps
+from .mapbuild import build_maps
+from .maps import ENTRY, MAPS, PROCESS, RESULT, MapGrid
 
 RESULT_GROUP = f"{ENTRY}/{PROCESS}/{RESULT}"
 

@@ -29,7 +29,8 @@ from nodes.roi import (
     sparse_tile,
 )
 from stream.item import Item, SparseFrame
-from stream.maps import MapGrid, MapWriter, build_maps, fill_axis
+from stream.mapbuild import build_maps
+from stream.maps import MapGrid, MapWriter, fill_axis
 from stream.render import (
     add_parser,
     false_colour,
