@@ -1,4 +1,5 @@
-"""peakstream command line: run | replay | relink | simulate | inspect | export | demo.
+"""peakstream command line: run | daemon | status | get | set | watch | replay | relink |
+simulate | inspect | export | demo.
 
 Exit codes: 0 done, 1 a scan failed or was aborted, 2 bad usage or config.
 """
@@ -107,6 +108,8 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds between progress lines when not on a terminal (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_run)
+    _add_service(sub)
+    _add_maps(sub)
 
     p = sub.add_parser("replay", help="process recorded scans through the same chain",
                        description=REPLAY_DESCRIPTION, epilog=REPLAY_EXAMPLES,
@@ -230,6 +233,80 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_demo)
     return top
+
+
+def _daemon(args: argparse.Namespace) -> int:
+    from .daemon import cmd_daemon
+
+    return cmd_daemon(args)
+
+
+def _add_maps(sub) -> None:
+    """stats, map and diffmap: their parsers live beside their code."""
+    from . import diffmap, render, stats
+
+    stats.add_parser(sub)
+    render.add_parser(sub)
+    diffmap.add_parser(sub)
+
+
+def _client(name: str):
+    def run(args: argparse.Namespace) -> int:
+        from . import clients
+
+        return getattr(clients, f"cmd_{name}")(args)
+    return run
+
+
+def _add_service(sub) -> None:
+    """daemon and its clients: status, get, set, watch."""
+    p = sub.add_parser("daemon", help="a headless service: scan after scan, control socket, "
+                                      "live lane",
+                       description="Take scan after scan (our protocol on the data PULL, or "
+                                   "a DECTRIS detector with [source] kind = 'dectris'), one "
+                                   "HDF5 file per scan named by [output] pattern (never "
+                                   "overwritten), control requests on [control] endpoint, "
+                                   "the live lane on [live] endpoint, logs to stderr and a "
+                                   "rotating log file. SIGTERM / SIGINT: finish the scan in "
+                                   "progress, write it, exit 0; a second signal aborts it.")
+    p.add_argument("config", help="TOML config")
+    p.add_argument("--listen", help="data endpoint to bind (overrides [source] listen; with "
+                                    "kind = 'dectris' the motor lane)")
+    p.add_argument("--control", help="control endpoint to bind (overrides [control] "
+                                     "endpoint; port 0: any free port)")
+    p.add_argument("--live", help="live lane endpoint to bind (overrides [live] endpoint)")
+    p.add_argument("--output", help="output directory (overrides [output] directory)")
+    p.set_defaults(func=_daemon)
+    control = "tcp://127.0.0.1:5557"
+    for name, text in (("status", "a running daemon's state, counters, scan and file"),
+                       ("get", "a node's parameters (every node's without NODE)"),
+                       ("set", "change a node parameter from the next point on")):
+        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}, over "
+                                                         f"the daemon's control socket.")
+        p.add_argument("--control", default=control, help=f"the daemon's control endpoint "
+                                                          f"(default {control})")
+        p.add_argument("--timeout", type=float, default=5.0,
+                       help="s to wait for the answer (default 5)")
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        elif name == "get":
+            p.add_argument("node", nargs="?", help="node kind, e.g. threshold")
+            p.add_argument("key", nargs="?", help="one parameter")
+        else:
+            p.add_argument("node", help="node kind, e.g. threshold")
+            p.add_argument("key", help="parameter, e.g. cut")
+            p.add_argument("value", help="new value (number, true/false or text)")
+        p.set_defaults(func=_client(name))
+    live = "tcp://127.0.0.1:5556"
+    p = sub.add_parser("watch", help="a one-line live status of a running daemon",
+                       description="Subscribe to the daemon's live lane and print its "
+                                   "progress (rates, lag, points, cliques) on one line, "
+                                   "rewritten in place.")
+    p.add_argument("--live", default=live, help=f"the live lane endpoint (default {live})")
+    p.add_argument("--once", action="store_true", help="print one line and exit")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="--once: s to wait for a progress message (default 10)")
+    p.set_defaults(func=_client("watch"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -185,7 +185,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if blocks is not None:  # a sparse recording: label, properties, linker in blocks
             start, stream_blocks = blocks
             progress = Progress(f"replay {name}", start.npoints, quiet=args.quiet)
-            path = runner._output_path(start.scan_id)
+            path = runner._output_path(start.scan_id, start.meta)
             try:
                 runner.results.append(replay_blocks(config, start, stream_blocks, path,
                                                     progress))

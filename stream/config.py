@@ -1,7 +1,8 @@
 """TOML configuration: load, validate, override, and write back as provenance.
 
 Groups: `[source]`, `[[node]]` (the chain, in order, each with `kind`;
-none given: `DEFAULT_CHAIN`), `[linker]`, `[output]`, `[workers]`. Unknown
+none given: `DEFAULT_CHAIN`), `[linker]`, `[output]`, `[workers]`, and for
+`peakstream daemon` `[daemon]`, `[control]`, `[live]`. Unknown
 groups or keys and wrong types are a `ConfigError` naming the key and the
 file. Node tables are checked against the node class's constructor (its
 keyword arguments and type hints); a string given for an array parameter is
@@ -37,6 +38,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # max_lag points ("abort")
         "overrun": "block",
         "max_lag": 1000,
+        # kind = "dectris" (stream.sources.dectris): frames from the detector's PUSH
+        # (SIMPLON stream v1 or v2); motors and counters from our protocol's point
+        # messages without frames on `listen` (the motor lane), joined by image number
+        "detector_endpoint": "tcp://127.0.0.1:31001",
+        "stream_version": 2,
+        "motors": [],
+        "counters": [],
+        "join_timeout": 2.0,  # s a frame waits for its motors (and the reverse)
+        "series_timeout": 30.0,  # s without a message before an open series ends itself
+        "trajectory": {},  # the scan's trajectory map ({} = a sweep in the first motor)
     },
     # per-point nodes run in `count` workers (0: one per core, leaving one core for the
     # receiver and collector); the linker and the store stay in the main process
@@ -57,9 +68,24 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # its own (nodes/link.py); "none" keeps every linked pair together (ImageD11).
     "linker": {"criterion": "fraction", "fraction": 0.2, "distance": 3.0,
                "split": "local_max", "prominence": 0.1, "prominence_sigma": 3.0},
-    "output": {"directory": ".", "flush_interval": 1.0},
+    # pattern: the file of each scan in `directory`, with the fields {scan_id},
+    # {sample} (the start message's meta, "unknown" if absent), {scan_number} (1 + the
+    # highest number already in the directory under this pattern), {date} (YYYYMMDD)
+    # and {time} (HHMMSS); a name taken gets -1, -2, ... (never overwritten)
+    "output": {"directory": ".", "flush_interval": 1.0, "pattern": "{scan_id}.h5"},
+    # peakstream daemon: its log file ("" = DIRECTORY/peakstream.log), rotated at
+    # log_max_bytes (0: never) keeping log_backups old files
+    "daemon": {"log_file": "", "log_max_bytes": 10 << 20, "log_backups": 5},
+    # control requests (PROTOCOL.md): a ROUTER bound here ("" = none)
+    "control": {"endpoint": "tcp://127.0.0.1:5557"},
+    # live lane (PROTOCOL.md): a PUB bound here ("" = none); progress at most every
+    # `interval` s, frame previews at most `frame_rate` a second binned by `frame_bin`
+    "live": {"endpoint": "tcp://127.0.0.1:5556", "interval": 0.5, "frame_rate": 2.0,
+             "frame_bin": 8, "sndhwm": 16},
 }
-GROUPS = ("source", "node", "linker", "output", "workers")
+GROUPS = ("source", "node", "linker", "output", "workers", "daemon", "control", "live")
+SOURCE_KINDS = ("zmq", "dectris")
+PATTERN_FIELDS = ("scan_id", "sample", "scan_number", "date", "time")
 OVERRUN = ("block", "abort")
 WORKER_KINDS = ("inline", "threads", "processes")
 # The chain when a config names none: a global cut, 8-connected labels, moments.
@@ -169,6 +195,10 @@ def _validate(data: dict[str, Any], origin: str) -> dict[str, Any]:
         if out["source"][key] < 1:
             raise ConfigError(f"{origin}: [source] {key} must be >= 1")
     _validate_flow(out["source"], out["workers"], origin)
+    from .config_service import validate_service, validate_source
+
+    validate_source(out["source"], origin)
+    validate_service(out, origin)
     return out
 
 
@@ -323,6 +353,11 @@ def dump_toml(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _toml_key(key: str) -> str:
+    return key if key and all(c.isalnum() or c in "_-" for c in key) and key.isascii() \
+        else _toml_value(key)
+
+
 def _toml_kv(key: str, value: Any) -> str:
     return f"{key} = {_toml_value(value)}"
 
@@ -337,4 +372,6 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(_toml_kv(_toml_key(k), v) for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")

@@ -35,6 +35,7 @@ import zmq
 
 from .config import Config
 from .workers import (
+    Params,
     Worker,
     bad_result,
     encode_scan,
@@ -98,8 +99,10 @@ class InlineExecutor:
                    max_frame_bytes: int) -> None:
         self.worker.handle(encode_scan(scan, start_parts, detector, max_frame_bytes))
 
-    def submit(self, seq: int, scan: int, point_id: int, parts: list) -> None:
-        self.done.append(self.worker.handle(encode_task(seq, scan, point_id, parts)))
+    def submit(self, seq: int, scan: int, point_id: int, parts: list,
+               params: Params | None = None, preview: int = 0) -> None:
+        self.done.append(self.worker.handle(encode_task(seq, scan, point_id, parts, params,
+                                                        preview)))
 
     def collect(self, timeout: float = 0.0) -> list[list]:
         out, self.done = self.done, []
@@ -119,6 +122,8 @@ class Task:
     scan: int
     point_id: int
     parts: list
+    params: Params | None = None  # the parameter changes in force for this point
+    preview: int = 0  # bin a preview of its frame (the live lane)
     attempts: int = 0
     worker: bytes | None = None
 
@@ -180,8 +185,11 @@ class Dispatcher:
         for w in list(self.workers.values()):  # set up now, not on the first point
             self._set_up(w, scan)
 
-    def submit(self, seq: int, scan: int, point_id: int, parts: list) -> None:
-        self.tasks[seq] = Task(seq, scan, point_id, parts)
+    def submit(self, seq: int, scan: int, point_id: int, parts: list,
+               params: Params | None = None, preview: int = 0) -> None:
+        """A point for the workers, with the parameter changes in force for it (sent
+        with the task, so every worker, and a worker that takes it over, applies them)."""
+        self.tasks[seq] = Task(seq, scan, point_id, parts, params, preview)
         self.queue.append(seq)
         self._dispatch()
 
@@ -320,7 +328,8 @@ class Dispatcher:
             if task is None:
                 continue
             sent = self._set_up(w, task.scan) and self._send(
-                w.identity, encode_task(task.seq, task.scan, task.point_id, task.parts))
+                w.identity, encode_task(task.seq, task.scan, task.point_id, task.parts,
+                                        task.params, task.preview))
             if not sent:
                 self.queue.appendleft(task.seq)
                 self._lost(w, "unreachable")

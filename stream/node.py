@@ -15,6 +15,7 @@ A node is a small class in `nodes/`:
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .item import Item
@@ -37,12 +38,34 @@ class Node(Protocol):
         ...
 
 
-def set_param(node: Any, key: str, value: Any) -> None:
-    """Change a settable parameter of a node, checking name and type."""
+def set_param(node: Any, key: str, value: Any) -> Any:
+    """Change a settable parameter of a node, checking name, type and value; return the
+    value as set (converted to the parameter's type). A value the node's constructor
+    would refuse (a NaN or infinite number) is refused here too."""
     if key not in node.settable:
         raise KeyError(f"node {node.kind!r} has no settable parameter {key!r} "
                        f"(settable: {', '.join(node.settable) or 'none'})")
+    new = check_param(node, key, value)
+    setattr(node, key, new)
+    return new
+
+
+def check_param(node: Any, key: str, value: Any) -> Any:
+    """The value `set_param` would set, or TypeError / ValueError saying why not."""
     old = getattr(node, key)
-    if isinstance(old, bool) or not isinstance(value, type(old) | int | float):
-        raise TypeError(f"{node.kind}.{key} must be {type(old).__name__}, got {value!r}")
-    setattr(node, key, type(old)(value))
+    want = type(old)
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(old, bool):
+        if not isinstance(value, bool):
+            raise TypeError(f"{node.kind}.{key} must be true or false, got {value!r}")
+        return value
+    if isinstance(old, int | float):
+        if not numeric or (want is int and isinstance(value, float)
+                           and not value.is_integer()):
+            raise TypeError(f"{node.kind}.{key} must be {want.__name__}, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{node.kind}.{key} must be finite, got {value!r}")
+        return want(value)
+    if isinstance(old, str) and isinstance(value, str):
+        return value
+    raise TypeError(f"{node.kind}.{key} must be {want.__name__}, got {value!r}")

@@ -37,8 +37,14 @@ class Pipeline:
         self.sparse_chain = self.chain[dense[-1] + 1:] if dense else list(self.chain)
 
     def setup(self, scan: Scan) -> None:
+        """Set every node up; a node that changes the frames (`output_scan`: the frame
+        node's crop, orientation, rebin) hands its output's scan to the nodes after it."""
         for node in self.chain:
             node.setup(scan)
+            output_scan = getattr(node, "output_scan", None)
+            if output_scan is not None:
+                scan = output_scan(scan)
+        self.output_scan = scan
 
     def node(self, kind: str) -> Any:
         """The configured node of that kind (for get/set of its parameters)."""

@@ -22,71 +22,48 @@ and bad (came back), duplicate, rejected, malformed, missing, linked,
 written, cliques, overruns, max_lag. At any time accepted = processed + bad +
 in_flight and processed + bad + missing = linked + waiting (results held by
 the reorder buffer); at the end linked = written = npoints.
+
+For the daemon: `step()` polls the source's `sockets` (ZmqSource, DECTRIS:
+`receive(timeout)` gives our messages), the executor's and those in `watch`;
+`params` are the control socket's node parameter changes, sent with each task
+and recorded with the point id from which they apply; `live` (LiveLane) sees
+every result and closed clique. A collector that sets `failed` ends the scan
+as fail; a start whose file cannot be made is refused (`last_error`);
+`accepting = False` (stopping) refuses new scans.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from .collector import Collector
 from .config import Config
 from .dispatch import make_executor, queue_bound
-from .item import PEAK_COLUMNS
 from .message import End, MessageError, Point, Start, decode, encode
-from .pipeline import Pipeline
+from .naming import Namer
+from .openscan import (
+    COUNTERS,
+    GAUGES,
+    SCAN_ID,
+    OpenScan,
+    _start_json,
+    clique_columns,
+    new_store,
+)
+from .params import ParamState
 from .scan import Scan
-from .store import ScanStore
 from .workers import decode_result
 
 log = logging.getLogger(__name__)
 
-SCAN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-COUNTERS = ("received", "accepted", "processed", "bad", "linked", "written", "missing",
-            "duplicate", "rejected", "malformed", "cliques", "overruns", "max_lag")
-# measured, not counted: also in the file's counters, different from run to run
-GAUGES = ("lag", "rss", "reassigned", "restarted")
-
-
-def clique_columns(motors: list[str]) -> dict[str, str]:
-    cols = {"clique_id": "int64", "n2d": "int32", "npx": "int64", "sum_intensity": "float64",
-            "s_raw": "float64", "f_raw": "float64"}
-    cols.update({k: "float64" for k in ("s_1", "s_I", "s_sI", "s_fI", "s_ssI", "s_ffI", "s_sfI")})
-    cols.update({"first_point": "int64", "last_point": "int64", "point": "float64"})
-    cols.update({m: "float64" for m in motors})
-    return cols
-
-
-class OpenScan:
-    """The scan in progress: its chain, collector, store and counters."""
-
-    def __init__(self, key: int, scan: Scan, detector: str, pipeline: Pipeline,
-                 collector: Collector, path: Path, counters: Counter):
-        self.key = key  # numbers this scan's tasks, so a late result is never misplaced
-        self.scan = scan
-        self.detector = detector
-        self.pipeline = pipeline
-        self.collector = collector
-        self.path = path
-        self.counters = counters
-        self.last_message = time.monotonic()
-        self.newest = -1  # newest point_id received
-        self.workers0: dict[str, Any] = {}  # the executor's counts when the scan started
-
-    @property
-    def lag(self) -> int:
-        """Points between the newest received and the newest linked."""
-        return max(self.newest - self.collector.last_linked, 0)
-
+__all__ = ["ScanRunner", "OpenScan", "COUNTERS", "GAUGES", "clique_columns", "_start_json"]
 
 class ScanRunner:
     """Turns a stream of messages into one output file per scan."""
@@ -97,7 +74,14 @@ class ScanRunner:
         self.config = config
         self.output_dir = Path(output_dir or config["output"]["directory"])
         self.output_file = Path(output_file) if output_file else None
+        self.namer = Namer(self.output_dir, config["output"]["pattern"])
         self.on_scan_end = on_scan_end
+        self.params = ParamState(config)
+        self.live: Any = None  # a stream.live.LiveLane
+        self.watch: dict[Any, Callable[[], None]] = {}  # more sockets for step() to serve
+        self.accepting = True  # False: new scans are refused (the daemon is stopping)
+        self.last_error = ""  # why the last scan could not start or be written
+        self._refused = ""  # scan_id of a scan refused or failed: its points are dropped
         self.counters: Counter = Counter({k: 0 for k in COUNTERS})
         self.current: OpenScan | None = None
         self.results: list[dict[str, Any]] = []
@@ -107,6 +91,7 @@ class ScanRunner:
         self._seq = 0  # every point handed to the workers gets the next number
         self._scans = 0
         self._blocked = False
+        self._finishing = False
         self._poller: tuple[Any, Any] | None = None
 
     # ------------------------------------------------------------ messages
@@ -149,22 +134,34 @@ class ScanRunner:
         return not full
 
     def step(self, source: Any, timeout: float = 0.2) -> None:
-        """One turn of a receive loop on `source` (a ZmqSource): read a message if there
-        is room, take the workers' results, and treat a quiet input as idle."""
+        """One turn of a receive loop on `source` (`sockets`, `receive(timeout)`): read
+        messages if there is room, take the workers' results, treat a quiet input as
+        idle, and serve the `watch` sockets that are readable."""
         if not self.ready():
             self.wait(timeout)
-            return
-        if self._poller is None or self._poller[0] is not source:
-            poller = zmq.Poller()
-            for sock in (source.socket, *self.executor.sockets):
-                poller.register(sock, zmq.POLLIN)
-            self._poller = (source, poller)
-        events = dict(self._poller[1].poll(int(timeout * 1000)))
-        if source.socket in events:
-            self.handle(source.socket.recv_multipart(copy=False))
-            self.pump()
+            events: dict = dict(self._poller_for(source).poll(0)) if self.watch else {}
         else:
-            self.poll()
+            events = dict(self._poller_for(source).poll(int(timeout * 1000)))
+            busy = any(sock in events for sock in source.sockets)
+            messages = source.receive(0) if busy or not events else []
+            for parts in messages:
+                self.handle(parts)
+            if messages:
+                self.pump()
+            else:
+                self.poll()
+        for sock, serve in self.watch.items():
+            if sock in events:
+                serve()
+
+    def _poller_for(self, source: Any) -> zmq.Poller:
+        key = (source, tuple(self.watch))
+        if self._poller is None or self._poller[0] != key:
+            poller = zmq.Poller()
+            for sock in (*source.sockets, *self.executor.sockets, *self.watch):
+                poller.register(sock, zmq.POLLIN)
+            self._poller = (key, poller)
+        return self._poller[1]
 
     def wait(self, timeout: float) -> None:
         """The receiver holds back (queues full): take results for up to `timeout` s.
@@ -174,7 +171,7 @@ class ScanRunner:
         if cur is not None:
             cur.last_message = time.monotonic()
             if not self.executor.in_flight:  # held back by the lag alone: a gap may time out
-                cur.collector.poll()
+                self._collect(cur.collector.poll)
 
     def pump(self, timeout: float = 0.0) -> None:
         """Hand the results that came back (waiting up to `timeout` s) to the collector."""
@@ -189,7 +186,8 @@ class ScanRunner:
         cur = self.current
         if cur is None:
             return
-        cur.collector.poll()
+        if self._collect(cur.collector.poll):
+            return
         if self.executor.in_flight:  # our workers hold points: the silence is ours
             cur.last_message = time.monotonic()
         idle = time.monotonic() - cur.last_message
@@ -204,6 +202,11 @@ class ScanRunner:
             self._finish("abort", reason)
         self.executor.close()
 
+    def abort(self, reason: str, status: str = "abort") -> None:
+        """End the open scan now with the status and reason (it is written)."""
+        if self.current is not None:
+            self._finish(status, reason)
+
     def status(self) -> dict[str, Any]:
         """Counters, queue depths, lag and memory, now (for progress lines and status
         requests); the open scan's under "scan"."""
@@ -213,14 +216,9 @@ class ScanRunner:
             "uptime": time.monotonic() - self.started, "scans": len(self.results),
             **self.counters, "in_flight": self.executor.in_flight, "queue": self.queue,
             "blocked": self._blocked, "rss": psutil.Process().memory_info().rss,
-            "workers": self.executor.status()}
-        cur = self.current
-        if cur is not None:
-            buf = cur.collector.buffer
-            out["scan"] = {"scan_id": cur.scan.scan_id, "npoints": buf.npoints,
-                           **cur.counters, "lag": cur.lag, "newest": cur.newest,
-                           "last_linked": cur.collector.last_linked,
-                           "waiting": len(buf.waiting) - buf.pending, "pending": buf.pending}
+            "workers": self.executor.status(), "last_error": self.last_error}
+        if self.current is not None:
+            out["scan"] = self.current.status()
         return out
 
     # ------------------------------------------------------------ start / end
@@ -228,6 +226,10 @@ class ScanRunner:
     def _start(self, start: Start) -> None:
         if self.current is not None:
             self._finish("abort", f"a new start ({start.scan_id!r}) arrived before the end")
+        self._refused = ""
+        if not self.accepting:
+            self._refuse(start.scan_id, "the daemon is stopping: no new scans")
+            return
         if not SCAN_ID.fullmatch(start.scan_id) or ".." in start.scan_id:
             self._reject("rejected", f"start: scan_id {start.scan_id!r} is not a safe file "
                                      f"name (letters, digits, '.', '_', '-'; no '..')")
@@ -243,35 +245,20 @@ class ScanRunner:
         except KeyError as exc:
             self._reject("rejected", f"start: {exc.args[0]}")
             return
-        path = self._output_path(start.scan_id)
-        counters: Counter = Counter({k: 0 for k in COUNTERS})
+        path = None
         try:
-            store = ScanStore(path, scan_id=start.scan_id, detector=detector,
-                              motors=start.motors, counters=start.counters,
-                              peak_columns=PEAK_COLUMNS,
-                              clique_columns=clique_columns(start.motors),
-                              config_text=self.config.text(), start_json=_start_json(start),
-                              trajectory=scan.trajectory.describe(),
-                              flush_interval=self.config["output"]["flush_interval"])
-        except OSError as exc:
-            self._reject("rejected", f"start: cannot create {path}: {exc}")
+            path = self._output_path(start.scan_id, start.meta)
+            store = new_store(path, self.config, start, scan, detector)
+        except OSError as exc:  # an output directory that cannot be made or written
+            where = path if path is not None else self.output_dir
+            self._refuse(start.scan_id, f"cannot create {where}: {exc}")
             return
-        store.set_shape(info.shape, info.dtype)
-        from nodes.link import Linker  # the linker is a node; the collector runs it
-
-        linker = Linker(**self.config["linker"])
-        pipeline = Pipeline(self.config.build_nodes())  # checks the setup before the workers
-        src = self.config["source"]
-        opened: list[OpenScan] = []
-        collector = Collector(linker, store, counters, window=src["reorder_window"],
-                              timeout=src["point_timeout"], npoints=start.npoints,
-                              motors=start.motors, counter_names=start.counters,
-                              gauges=lambda: self._gauges(opened[0]))
+        if self.params.version:
+            store.event("params", json.dumps(self.params.changes), 0)
         self._scans += 1
-        self.current = OpenScan(self._scans, scan, detector, pipeline, collector, path,
-                                counters)
-        self.current.workers0 = self.executor.status()
-        opened.append(self.current)
+        self.current = OpenScan.create(self._scans, self.config, scan, detector, store, path,
+                                       self.executor.status, self.live)
+        linker, pipeline = self.current.collector.linker, self.current.pipeline
         try:
             linker.setup(scan)
             pipeline.setup(scan)
@@ -279,7 +266,10 @@ class ScanRunner:
             log.error("scan %s: setup failed: %s", start.scan_id, exc)
             self._finish("fail", f"setup failed: {exc}")
             return
-        self.executor.start_scan(self._scans, encode(start), detector, src["max_frame_bytes"])
+        self.executor.start_scan(self._scans, encode(start), detector,
+                                 self.config["source"]["max_frame_bytes"])
+        if self.live is not None:
+            self.live.scan_started(self.current)
         log.info("scan %s started: %s %s, %s points -> %s", start.scan_id, detector,
                  list(info.shape), start.npoints if start.npoints is not None else "open-ended",
                  path)
@@ -294,7 +284,11 @@ class ScanRunner:
         self._finish(end.status, end.reason)
 
     def _finish(self, status: str, reason: str) -> None:
-        self._drain()
+        self._finishing = True
+        try:
+            self._drain()
+        finally:
+            self._finishing = False
         cur, self.current = self.current, None
         try:
             cur.collector.finish(status, reason)
@@ -305,12 +299,21 @@ class ScanRunner:
                 cur.collector.store.close(status, reason)
             except Exception:
                 pass
+        failed = getattr(cur.collector, "failed", None)
+        if failed and status != "fail":  # the collector gave up writing its file
+            status, reason = "fail", f"write failed: {failed}"
+        if status == "fail" and reason.startswith("write failed"):
+            self.last_error = f"scan {cur.scan.scan_id}: {reason}"
+            self._refused = cur.scan.scan_id  # its remaining points are dropped
         summary = {"scan_id": cur.scan.scan_id, "status": status, "reason": reason,
                    "file": str(cur.path), **cur.counters}
         self.counters.update({k: cur.counters[k] for k in ("processed", "bad", "linked",
                                                            "written", "missing", "cliques")})
         self.results.append(summary)
-        log.info("scan %s ended: %s%s", cur.scan.scan_id, status, f" ({reason})" if reason else "")
+        log.log(logging.ERROR if status == "fail" else logging.INFO, "scan %s ended: %s%s",
+                cur.scan.scan_id, status, f" ({reason})" if reason else "")
+        if self.live is not None:
+            self.live.scan_ended(summary)
         if self.on_scan_end is not None:
             self.on_scan_end(summary)
 
@@ -330,6 +333,9 @@ class ScanRunner:
 
     def _point(self, point: Point, parts: list) -> None:
         cur = self.current
+        if cur is None and self._refused and point.scan_id == self._refused:
+            self.counters["rejected"] += 1  # its start was refused (reported once)
+            return
         if cur is None or point.scan_id != cur.scan.scan_id:
             what = "no scan is open" if cur is None else f"the open scan is {cur.scan.scan_id!r}"
             self._reject("rejected", f"point {point.point_id} of scan {point.scan_id!r}: {what}")
@@ -348,7 +354,10 @@ class ScanRunner:
             self.wait(0.2)
         cur.newest = max(cur.newest, pid)
         cur.collector.expect(pid)
-        self.executor.submit(self._seq, cur.key, pid, parts)
+        for change in self.params.take_unapplied():  # in force from this point on
+            cur.collector.store.event("param", json.dumps(change), pid)
+        preview = self.live.preview_bin() if self.live is not None else 0
+        self.executor.submit(self._seq, cur.key, pid, parts, self.params.in_force, preview)
         self._seq += 1
         cur.counters["accepted"] += 1
         self.pump()
@@ -368,34 +377,42 @@ class ScanRunner:
             log.debug("result of point %d of an earlier scan dropped", res.point_id)
             return
         if res.status == "ok":
-            cur.collector.add(res.item)
+            failed = self._collect(cur.collector.add, res.item)
         else:
             log.warning("scan %s point %d is bad: %s", cur.scan.scan_id, res.point_id,
                         res.reason)
-            cur.collector.add_bad(res.point_id, res.reason, res.item)
+            failed = self._collect(cur.collector.add_bad, res.point_id, res.reason, res.item)
         cur.counters["max_lag"] = max(cur.counters["max_lag"], cur.lag)
+        if self.live is not None and not failed:
+            self.live.result(cur, res)
 
-    def _gauges(self, cur: OpenScan) -> dict[str, int]:
-        """Figures besides the counters for the file, at each flush: lag, RSS, and the
-        points handed to another worker / workers started again during the scan."""
-        import psutil
-
-        w = self.executor.status()
-        return {"lag": cur.lag, "rss": psutil.Process().memory_info().rss,
-                **{k: w[k] - cur.workers0[k] for k in ("reassigned", "restarted")}}
+    def _collect(self, call: Callable, *args: Any) -> bool:
+        """A collector call that may write the file. A write error (disk full, file too
+        large, ...), raised or set as the collector's `failed`, ends the scan as fail."""
+        cur = self.current
+        try:
+            call(*args)
+            failed = getattr(cur.collector, "failed", None)
+        except OSError as exc:
+            failed = f"{exc}"
+        if failed and not self._finishing:
+            self._finish("fail", f"write failed: {failed}")
+        return bool(failed)
 
     # ------------------------------------------------------------ helpers
 
-    def _output_path(self, scan_id: str) -> Path:
+    def _output_path(self, scan_id: str, meta: dict[str, Any] | None = None) -> Path:
         if self.output_file is not None:
             return self.output_file
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / f"{scan_id}.h5"
-        n = 1
-        while path.exists():  # never overwrite an earlier scan's file
-            path = self.output_dir / f"{scan_id}-{n}.h5"
-            n += 1
-        return path
+        return self.namer.path(scan_id, meta)  # named by [output] pattern, never overwrites
+
+    def _refuse(self, scan_id: str, reason: str) -> None:
+        """A start that cannot be taken: counted, logged, in the status; its points are
+        dropped (counted as rejected, not logged one by one)."""
+        self.last_error = f"scan {scan_id}: start refused: {reason}"
+        self._refused = scan_id
+        self.counters["rejected"] += 1
+        log.error("%s", self.last_error)
 
     def _count(self, kind: str, reason: str) -> None:
         self.counters[kind] += 1
@@ -412,10 +429,3 @@ class ScanRunner:
             if self.current is not None:
                 self.current.counters["rejected"] += 1
         self._count(kind, reason)
-
-
-def _start_json(start: Start) -> str:
-    d = asdict(start)
-    d["detectors"] = {k: {"shape": list(v.shape), "dtype": v.dtype}
-                      for k, v in start.detectors.items()}
-    return json.dumps(d, default=str)

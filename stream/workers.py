@@ -17,9 +17,19 @@ Messages (part 0 a msgpack map with `type`):
 
     dispatcher -> worker   config {text, base}; scan {scan, detector,
                            max_frame_bytes} + start message; task {seq, scan,
-                           point_id} + the point's parts; heartbeat; reset; stop
-    worker -> dispatcher   hello {pid}; ready {credits}; result {seq, scan, ...} +
-                           buffers; heartbeat
+                           point_id, [params], [preview]} + the point's parts;
+                           heartbeat; reset; stop
+    worker -> dispatcher   hello {pid}; ready {credits}; result {seq, scan, ...,
+                           [preview]} + buffers; heartbeat
+
+Parameter changes (`set` on the control socket) travel with the tasks: a task
+carries `params` = [version, {node: {key: value}}], every change made so far
+in the session, and the worker sets its nodes to them (and back to the
+config's values for keys no longer changed) before it processes the point. So
+a point is processed with the parameters in force when the runner accepted it,
+whichever worker gets it, also after a reassignment. A task with `preview` =
+b asks for a b x b binned image of the frame as it arrived (before any node),
+for the live lane; a sparse frame's preview is binned from its pixels.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from .config import Config
 from .item import Item, SparseFrame
 from .message import FrameRef, MessageError, Start, decode
 from .pipeline import Pipeline, PointError
+from .preview import binned
 from .scan import Scan
 
 log = logging.getLogger(__name__)
@@ -59,9 +70,19 @@ def header_of(parts: list) -> dict[str, Any]:
     return msgpack.unpackb(getattr(parts[0], "buffer", parts[0]), raw=False)
 
 
-def encode_task(seq: int, scan: int, point_id: int, parts: list) -> list:
-    """A point for the workers: its wire message as it arrived, numbered."""
-    return [pack({"type": "task", "seq": seq, "scan": scan, "point_id": point_id}), *parts]
+Params = tuple[int, dict[str, dict[str, Any]]]  # version, {node: {key: value}}
+
+
+def encode_task(seq: int, scan: int, point_id: int, parts: list, params: Params | None = None,
+                preview: int = 0) -> list:
+    """A point for the workers: its wire message as it arrived, numbered; the parameter
+    changes in force for it, and whether to bin a preview of its frame."""
+    header: dict[str, Any] = {"type": "task", "seq": seq, "scan": scan, "point_id": point_id}
+    if params is not None and params[0]:
+        header["params"] = [params[0], params[1]]
+    if preview:
+        header["preview"] = int(preview)
+    return [pack(header), *parts]
 
 
 def encode_scan(scan: int, start_parts: list, detector: str, max_frame_bytes: int) -> list:
@@ -82,9 +103,11 @@ class Result:
     item: Item
     status: str  # ok | bad
     reason: str = ""
+    preview: np.ndarray | None = None  # float32, the binned frame, when it was asked for
 
 
-def encode_result(seq: int, scan: int, item: Item, status: str, reason: str = "") -> list:
+def encode_result(seq: int, scan: int, item: Item, status: str, reason: str = "",
+                  preview: np.ndarray | None = None) -> list:
     """msgpack header + raw buffers: the sparse frame, the 2D peaks, named outputs."""
     buffers: list[memoryview] = []
 
@@ -107,6 +130,8 @@ def encode_result(seq: int, scan: int, item: Item, status: str, reason: str = ""
               "status": status, "reason": reason, "detector": item.detector,
               "time": item.time, "motors": item.motors, "counters": item.counters,
               "flags": list(item.flags), "sparse": sparse, "peaks": peaks, "outputs": outputs}
+    if preview is not None:
+        header["preview"] = add(preview)
     return [pack(header), *buffers]
 
 
@@ -129,7 +154,8 @@ def decode_result(parts: list) -> Result:
     if h["peaks"] is not None:
         item.peaks = {name: take([dtype, shape]) for name, dtype, shape in h["peaks"]}
     item.outputs = {name: take([dtype, shape]) for name, dtype, shape in h["outputs"]}
-    return Result(h["seq"], h["scan"], h["point_id"], item, h["status"], h["reason"])
+    preview = take(h["preview"]) if h.get("preview") is not None else None
+    return Result(h["seq"], h["scan"], h["point_id"], item, h["status"], h["reason"], preview)
 
 
 def bad_result(seq: int, scan: int, point_id: int, reason: str) -> list:
@@ -153,6 +179,9 @@ class Worker:
         self.max_frame_bytes: int | None = None
         self.setup_error = ""
         self._refs: dict[str, Any] = {}
+        self.params_version = 0
+        self._params: dict[str, dict[str, Any]] = {}  # the changes in force
+        self._base: dict[tuple[str, str], Any] = {}  # the config's values of changed keys
 
     def handle(self, parts: list) -> list | None:
         """A scan message (sets the chain up, no answer) or a task (its result)."""
@@ -190,10 +219,15 @@ class Worker:
         if scan != self.scan_key or self.scan is None or self.setup_error:
             why = self.setup_error or f"worker was not set up for scan #{scan}"
             return encode_result(seq, scan, item, "bad", why)
+        preview = None
         try:
+            self._set_params(header.get("params"))
             point = decode(point_parts, self.max_frame_bytes)
             item = Item(pid, self.detector, point.time, point.motors, point.counters)
+            item.flags.extend(str(f) for f in point.extra.get("flags") or [])
             frame = self._frame(point)
+            if header.get("preview"):
+                preview = binned(frame, int(header["preview"]))
             if isinstance(frame, SparseFrame):
                 item.sparse = frame
             else:
@@ -206,7 +240,24 @@ class Worker:
             return encode_result(seq, scan, item, "bad", f"{type(exc).__name__}: {exc}")
         if item.sparse is None:
             return encode_result(seq, scan, item, "bad", "no sparse frame")
-        return encode_result(seq, scan, item, "ok")
+        return encode_result(seq, scan, item, "ok", preview=preview)
+
+    def _set_params(self, params: list | None) -> None:
+        """The nodes' parameters as the task asks (version 0: the config's own)."""
+        version, changes = (0, {}) if params is None else params
+        if version == self.params_version:
+            return
+        from .node import set_param
+
+        undo = {k for k in self._base if k[1] not in changes.get(k[0], {})}
+        for node_kind, key in undo:
+            setattr(self.pipeline.node(node_kind), key, self._base.pop((node_kind, key)))
+        for node_kind, values in changes.items():
+            node = self.pipeline.node(node_kind)
+            for key, value in values.items():
+                self._base.setdefault((node_kind, key), getattr(node, key))
+                set_param(node, key, value)
+        self.params_version, self._params = version, changes
 
     def _frame(self, point: Any) -> np.ndarray | SparseFrame:
         info = self.scan.start.detectors[self.detector]

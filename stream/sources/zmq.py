@@ -1,12 +1,20 @@
-"""Our protocol's data lane: a PULL socket that binds (PROTOCOL.md, "Sockets")."""
+"""Our protocol's data lane: a PULL socket that binds (PROTOCOL.md, "Sockets").
+
+Every source gives the runner the same face: `sockets` (to poll) and
+`receive(timeout)` (zero or more multipart messages of our protocol), so
+`ScanRunner.step` reads our own senders and a DECTRIS detector
+(`stream.sources.dectris`) alike.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import zmq
 
 log = logging.getLogger(__name__)
+
 
 
 class ZmqSource:
@@ -26,16 +34,35 @@ class ZmqSource:
         except zmq.ZMQError as exc:
             self.socket.close()
             raise OSError(f"cannot listen on {endpoint}: {exc}") from None
-        self.endpoint = endpoint
+        self.endpoint = self.endpoint_bound = endpoint
+        self.sockets = [self.socket]
         self.poller = zmq.Poller()
         self.poller.register(self.socket, zmq.POLLIN)
+        self.messages = 0
         log.info("listening on %s", endpoint)
 
     def recv(self, timeout: float) -> list[zmq.Frame] | None:
         """The next multipart message, or None after `timeout` seconds."""
         if not self.poller.poll(int(timeout * 1000)):
             return None
+        self.messages += 1
         return self.socket.recv_multipart(copy=False)
+
+    def receive(self, timeout: float = 0.0, limit: int = 1) -> list[list]:
+        """Up to `limit` messages waiting now (waiting up to `timeout` s for the first)."""
+        out: list[list] = []
+        if not self.socket.poll(int(timeout * 1000)):
+            return out
+        while len(out) < limit:
+            try:
+                out.append(self.socket.recv_multipart(zmq.NOBLOCK, copy=False))
+            except zmq.Again:
+                break
+        self.messages += len(out)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {"kind": "zmq", "endpoint": self.endpoint, "messages": self.messages}
 
     def close(self) -> None:
         self.socket.close(linger=0)
