@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from .kernels.unionfind import close_cliques, close_split, union_pairs
+from .kernels.unionfind import (
+    append_peaks,
+    close_split_step,
+    close_step,
+    union_gids,
+)
 
 
 class Forest:
@@ -53,36 +60,29 @@ class Forest:
             a[:kept.shape[0]] = new_slot[kept] if k in ("parent", "next_member") else kept
         self.n = self.nlive
 
-    def append(self, gid0: int, point: np.ndarray, close_at: np.ndarray, acc: np.ndarray,
+    def append(self, gid0: int, point: np.ndarray | int, close_at: np.ndarray | int,
+               columns: list[np.ndarray], point_value: np.ndarray, factors: np.ndarray,
                height: np.ndarray | None = None) -> None:
-        """Add the peaks gid0.. (on points `point`), each its own clique."""
-        k = acc.shape[0]
+        """Add the peaks gid0.. (on points `point`, per peak or one for all), each its
+        own clique, with their additive columns (`kernels.unionfind.append_peaks`:
+        the peak table's `columns`, s_I * point_value and s_I * factors)."""
+        k = columns[0].shape[0]
         if self.n + k > self.capacity:
             if self.n - self.nlive >= self.nlive:
                 self._compact()
             if self.n + k > self.capacity:
                 self._allocate(max(2 * self.capacity, self.n + k))
-        s = slice(self.n, self.n + k)
-        slots = np.arange(self.n, self.n + k, dtype=np.int64)
-        self.gid[s] = np.arange(gid0, gid0 + k, dtype=np.int64)
-        self.point[s] = point
-        self.parent[s] = slots
-        self.next_member[s] = slots
-        self.close_at[s] = close_at
-        self.point_close[s] = close_at
-        self.size[s] = 1
-        self.alive[s] = True
-        self.acc[s] = acc
-        self.height[s] = 0.0 if height is None else height
+        append_peaks(self.gid, self.point, self.parent, self.next_member, self.close_at,
+                     self.point_close, self.size, self.alive, self.acc, self.height, self.n,
+                     gid0, _ints(point), _ints(close_at), *columns, point_value, factors,
+                     _NO_HEIGHT if height is None else height)
         self.n += k
         self.nlive += k
 
-    def slots(self, gids: np.ndarray) -> np.ndarray:
-        """Slots of open peaks by global id (slots are in increasing gid order)."""
-        return np.searchsorted(self.gid[:self.n], gids).astype(np.int64)
-
-    def union(self, slot_a: np.ndarray, slot_b: np.ndarray) -> None:
-        union_pairs(self.parent, self.close_at, self.size, self.next_member, slot_a, slot_b)
+    def union_gids(self, gid_a: np.ndarray, gid_b: np.ndarray) -> None:
+        """Join the cliques of the open peaks gid_a[k] and gid_b[k] (global ids)."""
+        union_gids(self.gid, self.n, self.parent, self.close_at, self.size, self.next_member,
+                   gid_a, gid_b)
 
     def add_edges(self, gid_a: np.ndarray, gid_b: np.ndarray, saddle: np.ndarray) -> None:
         """Keep links of open cliques (global ids, saddle) for close_split."""
@@ -100,36 +100,89 @@ class Forest:
         self.edge_s[s] = saddle
         self.nedges += k
 
-    def closing_by(self, step: int) -> np.ndarray:
-        """Live slots whose own point closes by `step` (candidates for closing)."""
-        n = self.n
-        return np.flatnonzero(self.alive[:n] & (self.point_close[:n] <= step)).astype(np.int64)
-
-    def close(self, candidates: np.ndarray, step: int, by_close_at: bool) -> tuple:
-        out = close_cliques(self.parent, self.close_at, self.size, self.next_member,
-                            self.alive, self.gid, self.point, self.acc, candidates, step,
-                            by_close_at)
-        self.nlive -= out[4].shape[0]
-        return out
-
-    def close_split(self, candidates: np.ndarray, step: int, by_close_at: bool,
-                    prominence: float, prominence_sigma: float) -> tuple:
-        """`close`, each closing clique split at its significant maxima."""
-        ne = self.nedges
-        *out, used = close_split(self.parent, self.close_at, self.size, self.next_member,
-                                 self.alive, self.gid, self.point, self.acc, self.height,
-                                 candidates, step, by_close_at, self.edge_a[:ne],
-                                 self.edge_b[:ne], self.edge_s[:ne], prominence,
-                                 prominence_sigma)
-        self.nlive -= out[4].shape[0]
-        if used.any():
-            keep = np.flatnonzero(~used)
-            m = keep.shape[0]
-            for name in ("edge_a", "edge_b", "edge_s"):
-                a = getattr(self, name)
-                a[:m] = a[keep]
-            self.nedges = m
+    def close(self, step: int, by_close_at: bool, columns: tuple[int, np.ndarray, np.ndarray],
+              split: tuple[float, float] | None = None) -> tuple:
+        """Close the cliques of the live slots whose own point closes by `step`, in the
+        order point-by-point steps close them (`by_close_at`) or by smallest peak id;
+        with `split` (prominence, prominence_sigma) each one cut at its significant
+        maxima (kernels.unionfind.close_split). `columns`: (s_i_col, copy_cols,
+        ratio_cols) of their `clique_table`. Returns (n2d, table, npx, first, last,
+        member_gid, member_clique, sums)."""
+        if split is None:
+            out = close_step(self.parent, self.close_at, self.size, self.next_member,
+                             self.alive, self.gid, self.point, self.acc, self.point_close,
+                             self.n, step, by_close_at, *columns)
+        else:
+            ne = self.nedges
+            *out, used = close_split_step(
+                self.parent, self.close_at, self.size, self.next_member, self.alive, self.gid,
+                self.point, self.acc, self.height, self.point_close, self.n, step,
+                by_close_at, self.edge_a[:ne], self.edge_b[:ne], self.edge_s[:ne], *split,
+                *columns)
+            if used.any():
+                keep = np.flatnonzero(~used)
+                m = keep.shape[0]
+                for name in ("edge_a", "edge_b", "edge_s"):
+                    a = getattr(self, name)
+                    a[:m] = a[keep]
+                self.nedges = m
+        self.nlive -= out[5].shape[0]
         return tuple(out)
 
-    def live_slots(self) -> np.ndarray:
-        return np.flatnonzero(self.alive[:self.n]).astype(np.int64)
+
+    # ------------------------------------------------------------ checkpoint
+
+    def state(self) -> dict[str, Any]:
+        """The live slots (compacted copies, in slot order) and the kept edges.
+
+        Dead slots are left out: no live slot points to one (a clique closes
+        whole), and compaction keeps the order of slots, which is all the
+        closing order depends on."""
+        keep = self.alive[:self.n]
+        new_slot = np.cumsum(keep) - 1
+        out: dict[str, Any] = {"nacc": self.nacc, "nlive": self.nlive}
+        for k in self._arrays():
+            a = getattr(self, k)[:self.n][keep]
+            out[k] = new_slot[a] if k in ("parent", "next_member") else a.copy()
+        out["alive"] = out["alive"].astype(np.uint8)
+        ne = self.nedges
+        out.update(edge_a=self.edge_a[:ne].copy(), edge_b=self.edge_b[:ne].copy(),
+                   edge_s=self.edge_s[:ne].copy())
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Forest:
+        """A forest from `state()`; ValueError if the arrays do not fit together."""
+        nacc, n = int(state["nacc"]), int(state["nlive"])
+        forest = cls(nacc, max(1024, 2 * n))
+        for k in forest._INDEX:
+            forest._put(k, state[k], (n,), n)
+        forest._put("alive", state["alive"], (n,), n)
+        forest._put("acc", state["acc"], (n, nacc), n)
+        forest._put("height", state["height"], (n,), n)
+        if not forest.alive[:n].all() or n and not (
+                (0 <= forest.parent[:n]).all() and (forest.parent[:n] < n).all()
+                and (0 <= forest.next_member[:n]).all() and (forest.next_member[:n] < n).all()):
+            raise ValueError("linker state: forest slots are not consistent")
+        forest.n = forest.nlive = n
+        ne = int(np.asarray(state["edge_a"]).shape[0])
+        forest.add_edges(*(_array(state, k, (ne,)) for k in ("edge_a", "edge_b", "edge_s")))
+        return forest
+
+    def _put(self, name: str, value: Any, shape: tuple[int, ...], n: int) -> None:
+        target = getattr(self, name)
+        target[:n] = _array({name: value}, name, shape).astype(target.dtype, copy=False)
+
+
+_NO_HEIGHT = np.empty(0, np.float64)
+
+
+def _ints(x: np.ndarray | int) -> np.ndarray:
+    return x if isinstance(x, np.ndarray) else np.array([x], np.int64)
+
+
+def _array(state: dict[str, Any], name: str, shape: tuple[int, ...]) -> np.ndarray:
+    a = np.asarray(state[name])
+    if a.shape != shape:
+        raise ValueError(f"linker state: forest {name} has shape {a.shape}, expected {shape}")
+    return a

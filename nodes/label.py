@@ -3,15 +3,14 @@ their significant local maxima by default."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import ClassVar
 
 import numpy as np
 
-from stream.item import Item
+from stream.item import Item, SparseFrame
 from stream.scan import Scan
 
-from .kernels.label import connected_pixels, remove_small, split_local_max
+from .kernels.label import label_kept, split_local_max
 
 SPLITS = ("none", "local_max")
 
@@ -29,6 +28,12 @@ class Label:
     normalise) and has at least `min_pixels` pixels; otherwise they merge, so
     noise does not cut a spot. Labels are numbered in raster order of each
     part's first pixel. `split = "none"` is ImageD11's labelling.
+
+    Without the split the frame also carries `runs` (int32 rows: row, first and
+    last column, label, first pixel; `kernels.label.label_kept`), the runs of
+    its pixels that the properties node and the linker would otherwise find
+    again; a frame made anew (`take`, `dataclasses.replace`, the wire) has none,
+    and they find them themselves, with the same results.
     """
 
     kind: ClassVar[str] = "label"
@@ -55,26 +60,24 @@ class Label:
     def warmup(self) -> None:
         """Compile the kernels on a three-pixel frame with two maxima."""
         row, col = np.zeros(3, np.uint16), np.array([0, 1, 2], np.uint16)
-        labels = np.empty(3, np.int32)
-        npeaks = connected_pixels(row, col, labels)
-        remove_small(labels, npeaks, 1, np.empty(3, np.bool_))
-        split_local_max(row, col, np.array([5, 1, 5], np.float32), labels, npeaks, 0.0, 0.0, 1)
+        intensity = np.array([5, 1, 5], np.float32)
+        npeaks, _, _, _, _, labels, _ = label_kept(row, col, intensity, 1)
+        split_local_max(row, col, intensity, labels, npeaks, 0.0, 0.0, 1)
 
     def process(self, item: Item) -> Item:
         sparse = item.sparse
         if sparse is None:
             raise ValueError(f"label: point {item.point_id} has no sparse frame "
                              "(put a threshold node before label)")
-        labels = np.empty(sparse.nnz, np.int32)
-        npeaks = connected_pixels(sparse.row, sparse.col, labels)
-        if self.min_pixels > 1 and npeaks:
-            keep = np.empty(sparse.nnz, np.bool_)
-            npeaks = remove_small(labels, npeaks, self.min_pixels, keep)
-            if not keep.all():
-                sparse = sparse.take(keep)
-                labels = labels[keep]
-        if self.split == "local_max" and npeaks:
-            npeaks = split_local_max(sparse.row, sparse.col, sparse.intensity, labels, npeaks,
-                                     self.prominence, self.prominence_sigma, self.min_pixels)
-        item.sparse = dataclasses.replace(sparse, label=labels, npeaks=int(npeaks))
+        npeaks, kept, row, col, intensity, labels, runs = label_kept(
+            sparse.row, sparse.col, sparse.intensity, self.min_pixels)
+        if kept == sparse.nnz:  # else blobs under min_pixels were dropped
+            row, col, intensity = sparse.row, sparse.col, sparse.intensity
+        split = self.split == "local_max" and npeaks
+        if split:
+            npeaks = split_local_max(row, col, intensity, labels, npeaks, self.prominence,
+                                     self.prominence_sigma, self.min_pixels)
+        item.sparse = SparseFrame(sparse.shape, row, col, intensity, labels, int(npeaks))
+        if not split:  # the runs of the labelled pixels, for the linker (nodes.link)
+            item.sparse.runs = runs
         return item

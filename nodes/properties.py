@@ -9,7 +9,7 @@ import numpy as np
 from stream.item import PEAK_COLUMNS, Item, empty_peaks
 from stream.scan import Scan
 
-from .kernels.moments import peak_moments
+from .kernels.moments import peak_moments, peak_moments_runs
 
 
 def _table(npeaks: int) -> dict[str, np.ndarray]:
@@ -17,7 +17,8 @@ def _table(npeaks: int) -> dict[str, np.ndarray]:
 
 
 class Properties:
-    """item.peaks: one row per label (PEAK_COLUMNS), computed in one pass over the pixels."""
+    """item.peaks: one row per label (PEAK_COLUMNS), computed in one pass over the pixels
+    (over the label node's runs of them when the frame carries them, `Label`)."""
 
     kind: ClassVar[str] = "properties"
     settable: ClassVar[tuple[str, ...]] = ()
@@ -32,6 +33,8 @@ class Properties:
         """Compile the kernel on a one-pixel frame."""
         one = np.zeros(1, np.uint16)
         peak_moments(one, one, np.ones(1, np.float32), np.ones(1, np.int32), **_table(1))
+        peak_moments_runs(np.array([[0, 0, 0, 1, 0]], np.int32), np.ones(1, np.float32),
+                          **_table(1))
 
     def process(self, item: Item) -> Item:
         sparse = item.sparse
@@ -42,6 +45,10 @@ class Properties:
             item.peaks = empty_peaks()
             return item
         table = _table(sparse.npeaks)
-        peak_moments(sparse.row, sparse.col, sparse.intensity, sparse.label, **table)
+        runs = getattr(sparse, "runs", None)  # the label node's: the same sums, faster
+        if runs is not None:
+            peak_moments_runs(runs, sparse.intensity, **table)
+        else:
+            peak_moments(sparse.row, sparse.col, sparse.intensity, sparse.label, **table)
         item.peaks = table
         return item

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nodes.kernels.overlap import overlap_counts
+from nodes import Label, Properties
+from nodes.kernels.overlap import frame_runs, overlap_counts, overlap_runs
 from nodes.link import Linker, LinkResult
-from stream.item import MOMENT_COLUMNS, PEAK_COLUMNS, SparseFrame
+from stream.item import MOMENT_COLUMNS, PEAK_COLUMNS, Item, SparseFrame
 from stream.message import DetectorInfo, Start
 from stream.scan import Scan, Sweep
 
@@ -358,3 +359,91 @@ def test_bad_calls_raise():
         linker.add_point(2, sparse, peaks, {})
     with pytest.raises(ValueError, match="any_pixel"):
         Linker(criterion="nearest")
+
+
+def test_run_kernels_match_the_pixel_kernel():
+    """frame_runs + overlap_runs (runs of labelled pixels) give overlap_counts' pairs
+    and counts, and labelled_keys' pixels per peak, on random labels with unlabelled
+    pixels, several frames in one call and empty frames; saddles from the pixels."""
+    rng = np.random.default_rng(8)
+    ncols = 23
+    frames = []
+    for nlab in (5, 0, 1, 7):  # frame 1 has no pixels
+        n = 0 if nlab == 0 else 300
+        keys = np.sort(rng.choice(40 * ncols, n, replace=False)).astype(np.int64)
+        lab = rng.integers(-1, nlab + 1, n).astype(np.int32)  # runs of one label
+        lab = np.repeat(lab[::4], 4)[:n]
+        frames.append((keys, lab, rng.uniform(1, 9, n).astype(np.float32), nlab))
+    row = np.concatenate([k // ncols for k, *_ in frames]).astype(np.uint16)
+    col = np.concatenate([k % ncols for k, *_ in frames]).astype(np.uint16)
+    ptr = np.cumsum([0, *(k.shape[0] for k, *_ in frames)]).astype(np.int64)
+    npeaks = np.array([f[3] for f in frames], np.int64)
+    inten = np.concatenate([f[2] for f in frames])
+    runs, run_ptr, npx, status, kept, int_ptr, peak_key, peak_h = frame_runs(
+        row, col, np.concatenate([f[1] for f in frames]), inten, ptr, npeaks, ncols)
+    assert not status.any()
+    peak0 = np.cumsum([0, *npeaks])
+    for f, (_, lab, val, nlab) in enumerate(frames):
+        mine = npx[peak0[f]:peak0[f + 1]]
+        assert mine.tolist() == [(lab == k + 1).sum() for k in range(nlab)]
+        good = lab > 0
+        assert kept[int_ptr[f]:int_ptr[f + 1]].tolist() == val[good].tolist()
+        r = runs[run_ptr[f]:run_ptr[f + 1]]
+        assert int((r[:, 2] - r[:, 1] + 1).sum()) == int(good.sum())
+    a, b = 3, 0  # frames 3 and 0, either way round
+    for x, y in ((a, b), (b, a)):
+        kx, lx, vx, nx = frames[x]
+        ky, ly, vy, _ = frames[y]
+        want = overlap_counts(kx, lx, nx, ky, ly)
+        rx = runs[run_ptr[x]:run_ptr[x + 1]]
+        ry = runs[run_ptr[y]:run_ptr[y + 1]]
+        ix, iy = kept[int_ptr[x]:int_ptr[x + 1]], kept[int_ptr[y]:int_ptr[y + 1]]
+        px, py = slice(peak0[x], peak0[x + 1]), slice(peak0[y], peak0[y + 1])
+        got = overlap_runs(rx, nx, ry, ix, iy, peak_key[px], peak_h[px], peak_key[py],
+                           peak_h[py], ncols, True)
+        for w, g in zip(want, got[:3], strict=True):
+            assert w.tolist() == g.tolist()
+        assert len(want[0]) > 3
+        vals_x = dict(zip(kx[lx > 0].tolist(), vx[lx > 0].tolist(), strict=True))
+        vals_y = dict(zip(ky[ly > 0].tolist(), vy[ly > 0].tolist(), strict=True))
+        for la, lb, s in zip(*got[:2], got[3], strict=True):  # the highest shared min
+            shared = set(kx[lx == la].tolist()) & set(ky[ly == lb].tolist())
+            low = max(min(vals_x[k], vals_y[k]) for k in shared)
+            ka, kb = peak_key[px][la - 1], peak_key[py][lb - 1]
+            if abs(ka // ncols - kb // ncols) <= 1 and abs(ka % ncols - kb % ncols) <= 1:
+                low = max(low, min(peak_h[px][la - 1], peak_h[py][lb - 1]))
+            assert s == low
+    bad = frame_runs(row[::-1].copy(), col[::-1].copy(), np.ones(row.shape[0], np.int32),
+                     inten[:0], np.array([0, row.shape[0]]), np.array([1]), ncols)[3]
+    assert bad.tolist() == [1]
+    high = frame_runs(row[:5], col[:5], np.full(5, 3, np.int32), inten[:0], np.array([0, 5]),
+                      np.array([2]), ncols)[3]
+    assert high.tolist() == [2]
+
+
+def test_label_runs_link_as_the_pixels_do():
+    """The label node's runs (split none) are frame_runs' of its pixels, and a linker
+    given them gives what it gives finding them itself, bit for bit."""
+    rng = np.random.default_rng(3)
+    noise = ndimage.gaussian_filter(rng.standard_normal((12, *SHAPE)), 1.2)
+    frames, bare = [], []
+    for p in range(12):
+        row, col = np.nonzero(noise[p] > 0.1)
+        px = SparseFrame(SHAPE, row.astype(np.uint16), col.astype(np.uint16),
+                         rng.uniform(1, 9, row.size).astype(np.float32))
+        item = Properties().process(Label(split="none", min_pixels=2).process(
+            Item(p, "e", sparse=px)))
+        sp = item.sparse
+        want = frame_runs(sp.row, sp.col, sp.label, sp.intensity[:0], np.array([0, sp.nnz]),
+                          np.array([sp.npeaks]), SHAPE[1])[0]
+        assert sp.runs.tobytes() == want.tobytes() and sp.runs.dtype == want.dtype
+        frames.append((sp, item.peaks))
+        bare.append((SparseFrame(SHAPE, sp.row, sp.col, sp.intensity, sp.label, sp.npeaks),
+                     item.peaks))
+    for criterion in ("any_pixel", "fraction"):
+        a = run(Linker(criterion=criterion), make_scan(Grid(3, 4), 12), frames)
+        b = run(Linker(criterion=criterion), make_scan(Grid(3, 4), 12), bare)
+        for table in ("overlaps", "cliques", "members"):
+            ca, cb = cat(a, table), cat(b, table)
+            assert all(ca[k].tobytes() == cb[k].tobytes() for k in ca), table
+        assert cat(a, "overlaps")["npixels"].shape[0] > 10

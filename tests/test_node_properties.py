@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nodes import Label, Properties, Threshold
-from stream.item import PEAK_COLUMNS, Item
+from stream.item import PEAK_COLUMNS, Item, SparseFrame
 
 SHAPE = (64, 80)
 
@@ -64,3 +64,22 @@ def test_needs_labels():
     item = Threshold(cut=0.5).process(Item(0, "e", frame=np.ones(SHAPE, np.uint16)))
     with pytest.raises(ValueError, match="label"):
         Properties().process(item)
+
+
+@pytest.mark.parametrize("min_pixels", [1, 3])
+def test_label_runs_give_the_pixels_table_bit_for_bit(min_pixels):
+    """With the label node's runs (split none) the table is the one the pixels give."""
+    for seed in range(4):
+        px = labelled_item(seed).sparse  # the thresholded pixels, relabelled
+        labelled = Label(split="none", min_pixels=min_pixels).process(
+            Item(0, "e", sparse=SparseFrame(px.shape, px.row, px.col, px.intensity)))
+        sp = labelled.sparse
+        assert min_pixels == 1 or sp.nnz < px.nnz
+        assert sp.runs.shape[0] > 0
+        with_runs = Properties().process(labelled).peaks
+        bare = SparseFrame(sp.shape, sp.row, sp.col, sp.intensity, sp.label, sp.npeaks)
+        assert getattr(bare, "runs", None) is None
+        plain = Properties().process(Item(0, "e", sparse=bare)).peaks
+        for name in PEAK_COLUMNS:
+            assert with_runs[name].dtype == plain[name].dtype
+            assert with_runs[name].tobytes() == plain[name].tobytes(), name

@@ -2,8 +2,8 @@
 
     python tools/bench_frame.py [--frames 6] [--repeats 5] [--spots 300] [--cut 40]
                                 [--min-pixels 2] [--sigma-px 1.5 3.5] [--amplitude 3000 30000]
-                                [--split none|local_max] [--imaged11-background]
-                                [--json out.json]
+                                [--split none|local_max] [--imaged11-no-background]
+                                [--link-own-runs] [--json out.json]
 
 Frames: the middle of a simulated omega sweep (Poisson background 10, flat
 gain, dead / hot pixels, a module gap, monitor drift), 2162 x 2068 uint16,
@@ -21,14 +21,19 @@ thread (numba, OpenMP and BLAS limited to one thread before they load):
   one dense pass, then label (8-connected, blobs under --min-pixels dropped;
   then split at local maxima unless `--split none`, ImageD11's labelling),
   properties (moments), link (any-pixel overlaps with the previous frame,
-  union-find into cliques);
+  union-find into cliques). Without the split the label node hands the runs
+  of the labelled pixels to properties and link on the frame; the worker wire
+  does not carry them yet, so in the pipeline the linker finds them itself
+  (`--link-own-runs` times that);
 * ImageD11 2.1.3's sparse path, as its lima_segmenter and peak search do it:
   numba `select` (raw > cut with the detector mask) + `clean` (connected
   pixels, blobs under --min-pixels dropped), `sparse_connected_pixels` (the
   labels of the peak search), `sparse_blob2Dproperties` (moments) and
-  `overlaps_linear` with the previous frame. It does no dark, flat or monitor
-  correction: the cut applies to raw counts (`--imaged11-background`: it
-  subtracts the dark first, as lima_segmenter does when given a bgfile);
+  `overlaps_linear` with the previous frame. It subtracts the dark first, as
+  lima_segmenter does when given a bgfile (float32(frame) - bg, then the cut):
+  the like-for-like comparison, since our chain subtracts the dark too; it does
+  no flat or monitor correction. `--imaged11-no-background`: the raw select
+  (the cut on raw counts, no dark);
 * scipy: `frame > cut` + `ndimage.label` (8-connected), as a floor reference.
 
 Prints min / median / max ms per frame over the repeats for every stage,
@@ -63,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nodes import NODES, fuse  # noqa: E402
 from nodes.link import Linker  # noqa: E402
-from stream.item import Item  # noqa: E402
+from stream.item import Item, SparseFrame  # noqa: E402
 from stream.scan import Scan  # noqa: E402
 from stream.sources.simulate import SimConfig, Simulation  # noqa: E402
 
@@ -133,7 +138,8 @@ def make_frames(args) -> tuple[Simulation, list[int], list[int]]:
 class Peakstream:
     """correct + normalise + threshold (one dense pass), label, properties, link."""
 
-    def __init__(self, sim: Simulation, cut: float, min_pixels: int, split: str | None = None):
+    def __init__(self, sim: Simulation, cut: float, min_pixels: int, split: str | None = None,
+                 own_runs: bool = False):
         self.scan = Scan.from_start(sim.start("bench"))
         dark = np.zeros(SHAPE, np.float32)
         chain = fuse([NODES["correct"](dark=dark, flat=sim.flat, mask=sim.mask),
@@ -146,6 +152,7 @@ class Peakstream:
         self.split = getattr(self.label, "split", "none")
         self.props = NODES["properties"]()
         self.linker = Linker(criterion="any_pixel")
+        self.own_runs = own_runs
         for node in (self.dense, self.label, self.props, self.linker):
             node.setup(self.scan)
 
@@ -162,9 +169,14 @@ class Peakstream:
         t2 = time.perf_counter()
         item = self.props.process(item)
         t3 = time.perf_counter()
-        linked = self.linker.add_point(k, item.sparse, item.peaks, item.motors)
+        sparse = item.sparse
+        if self.own_runs:  # as the wire hands it to the collector: without the label's runs
+            sparse = SparseFrame(sparse.shape, sparse.row, sparse.col, sparse.intensity,
+                                 sparse.label, sparse.npeaks)
+        t3b = time.perf_counter()
+        linked = self.linker.add_point(k, sparse, item.peaks, item.motors)
         t4 = time.perf_counter()
-        times = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)
+        times = (t1 - t0, t2 - t1, t3 - t2, t4 - t3b, t4 - t3b + t3 - t0)
         counts = {"pixels": item.sparse.nnz, "peaks": int(item.sparse.npeaks),
                   "overlaps": len(linked.overlaps["npixels"]), "flags": len(item.flags)}
         return times, counts
@@ -258,11 +270,18 @@ def main() -> int:
     ap.add_argument("--split", choices=("none", "local_max"),
                     help="label split (default: the label node's default; none is "
                          "ImageD11's plain connected components)")
+    ap.add_argument("--link-own-runs", action="store_true",
+                    help="the linker finds the runs of the labelled pixels itself, as it "
+                         "does when the frame came over the wire (workers), instead of "
+                         "taking the label node's (split none)")
     ap.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
     ap.add_argument("--no-imaged11", action="store_true", help="skip ImageD11")
+    ap.add_argument("--imaged11-no-background", action="store_true",
+                    help="ImageD11 selects on raw counts (default: it subtracts the dark "
+                         "first, as lima_segmenter does with a bgfile: float32(frame) - bg "
+                         "over the whole frame, in select, like our correct)")
     ap.add_argument("--imaged11-background", action="store_true",
-                    help="ImageD11 subtracts the dark first, as lima_segmenter does with a "
-                         "bgfile (float32(frame) - bg over the whole frame, in select)")
+                    help="the default; kept so that older command lines still run")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args()
     repeats = max(args.repeats, 5)
@@ -274,8 +293,9 @@ def main() -> int:
     frames = [(k, sim.frame(i), sim.monitor_value(i), sim.omega(i))
               for k, i in enumerate(points)]
 
-    ours = Peakstream(sim, args.cut, args.min_pixels, args.split)
-    background = ours.dense.correct.dark32 if args.imaged11_background else None
+    ours = Peakstream(sim, args.cut, args.min_pixels, args.split, args.link_own_runs)
+    subtract = not args.imaged11_no_background
+    background = ours.dense.correct.dark32 if subtract else None
     theirs = None if args.no_imaged11 else ImageD11Path(sim, args.cut, args.min_pixels,
                                                         background)
 
@@ -326,7 +346,7 @@ def main() -> int:
                    "sigma_px": args.sigma_px, "amplitude": args.amplitude,
                    "background": sim.config.background, "cut": args.cut,
                    "min_pixels": args.min_pixels, "label_split": ours.split,
-                   "imaged11_background": bool(args.imaged11_background)},
+                   "imaged11_background": subtract, "link_own_runs": args.link_own_runs},
         "per_frame": {"spots_true": {"mean": statistics.mean(present), "min": min(present),
                                      "max": max(present)},
                       **{f"{code}.{key}": per_frame(code, key)
@@ -350,7 +370,8 @@ def main() -> int:
           f"{args.amplitude[0]:g}-{args.amplitude[1]:g}, background "
           f"{f['background']:g}), cut {args.cut:g}, min {args.min_pixels} px, label split "
           f"{ours.split}, link any_pixel"
-          f"{', ImageD11 subtracts the dark' if args.imaged11_background else ''}; "
+          f"{' (own runs)' if args.link_own_runs else ''}"
+          f", ImageD11 {'subtracts the dark' if subtract else 'selects raw counts (no dark)'}; "
           f"{repeats} repeats")
     st = pf["spots_true"]
     print(f"per frame true spots {st['mean']:.0f} ({st['min']}-{st['max']})", end="")

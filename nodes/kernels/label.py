@@ -83,6 +83,113 @@ def connected_pixels(row, col, labels):
 
 
 @numba.njit(nogil=True, cache=True)
+def label_kept(row, col, intensity, min_pixels):
+    """`connected_pixels`, `remove_small` and the compaction in one call.
+
+    Returns (npeaks, kept, row, col, intensity, labels, runs): the labels
+    (int32, 1..npeaks in raster order of each kept blob's first pixel) of
+    the `kept` pixels of blobs with at least `min_pixels` pixels, and these
+    pixels (new arrays), or, if every pixel is kept, the labels of all and
+    empty arrays; and the runs of the kept pixels as the linker keeps them
+    (`kernels.overlap.frame_runs`: row, first and last column, label, first
+    pixel; int32). Works on runs (blob sizes are sums of run lengths); the
+    passes over the pixels have no branches and no chain longer than a count.
+    """
+    n = row.size
+    start = np.empty(n, np.bool_)  # the first pixel of a run (next columns on a row)
+    for i in range(1, n):
+        start[i] = (row[i] != row[i - 1]) | (np.int32(col[i]) != np.int32(col[i - 1]) + 1)
+    nruns = 0
+    if n:
+        start[0] = True
+    for i in range(n):
+        nruns += start[i]
+    first = np.empty(nruns + 1, np.int64)
+    q = 0
+    for i in range(n):  # first[q] is overwritten until the next run starts
+        first[q] = i
+        q += start[i]
+    first[nruns] = n
+    run_row = np.empty(nruns, np.int32)
+    run_c0 = np.empty(nruns, np.int32)
+    run_c1 = np.empty(nruns, np.int32)
+    for q in range(nruns):
+        run_row[q] = row[first[q]]
+        run_c0[q] = col[first[q]]
+        run_c1[q] = col[first[q + 1] - 1]
+    parent = np.empty(nruns, np.int64)
+    j = 0  # as connected_pixels: the first run of the previous row that can touch
+    for q in range(nruns):
+        parent[q] = q
+        root = q
+        r = run_row[q]
+        lo = run_c0[q] - 1
+        hi = run_c1[q] + 1
+        while j < q and (run_row[j] < r - 1 or (run_row[j] == r - 1 and run_c1[j] < lo)):
+            j += 1
+        k = j
+        while k < q and run_row[k] == r - 1 and run_c0[k] <= hi:
+            other = _find(parent, k)
+            if other < root:
+                parent[root] = other
+                root = other
+            elif root < other:
+                parent[other] = root
+            k += 1
+    size = np.zeros(nruns, np.int64)
+    for q in range(nruns):  # roots are first runs: parents are found before their runs
+        root = _find(parent, q)
+        parent[q] = root
+        size[root] += first[q + 1] - first[q]
+    run_label = np.zeros(nruns, np.int32)
+    npeaks = 0
+    kept = 0
+    for q in range(nruns):
+        if parent[q] == q and size[q] >= min_pixels:
+            npeaks += 1
+            run_label[q] = npeaks
+            kept += size[q]
+    for q in range(nruns):
+        run_label[q] = run_label[parent[q]]
+    runs = np.empty((nruns, 5), np.int32)
+    m = 0
+    px = 0
+    for q in range(nruns):
+        if run_label[q]:
+            runs[m, 0] = run_row[q]
+            runs[m, 1] = run_c0[q]
+            runs[m, 2] = run_c1[q]
+            runs[m, 3] = run_label[q]
+            runs[m, 4] = px
+            px += first[q + 1] - first[q]
+            m += 1
+    runs = runs[:m]
+    q = -1
+    if kept == n:
+        labels = np.empty(n, np.int32)
+        for i in range(n):
+            q += start[i]
+            labels[i] = run_label[q]
+        return (npeaks, kept, row[:0].copy(), col[:0].copy(), intensity[:0].copy(), labels,
+                runs)
+    out_row = np.empty(kept + 1, row.dtype)  # one more: every pixel is written, the
+    out_col = np.empty(kept + 1, col.dtype)  # dropped ones overwritten by the next
+    out_int = np.empty(kept + 1, intensity.dtype)
+    out_lab = np.empty(kept + 1, np.int32)
+    m = 0
+    for i in range(n):
+        q += start[i]
+        lab = run_label[q]
+        out_row[m] = row[i]
+        out_col[m] = col[i]
+        out_int[m] = intensity[i]
+        out_lab[m] = lab
+        m += lab != 0
+    return (npeaks, kept, out_row[:kept], out_col[:kept], out_int[:kept], out_lab[:kept],
+            runs)
+
+
+@numba.njit(nogil=True, cache=True)
 def remove_small(labels, npeaks, min_pixels, keep):
     """Drop blobs under `min_pixels` pixels: relabel in place (0 = dropped), set `keep`.
 

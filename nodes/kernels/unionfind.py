@@ -69,6 +69,82 @@ def union_pairs(parent, close_at, size, next_member, slot_a, slot_b):
 
 
 @numba.njit(nogil=True, cache=True)
+def append_peaks(gid, point, parent, next_member, close_at, point_close, size, alive, acc,
+                 height, n, gid0, points, closes, npx, sum_intensity, s_1, s_I, s_sI, s_fI,
+                 s_ssI, s_ffI, s_sfI, point_value, factors, heights):
+    """Fill slots n.. with the peaks gid0.. (each its own clique): on points `points`
+    closing at `closes`, with heights `heights` (empty: 0) and the additive columns
+    npx, sum_intensity, the seven moments, s_I * point_value, then s_I * factor per
+    motor column. `points`, `closes`, `point_value` and the rows of `factors` hold
+    one entry per peak, or one for all."""
+    for i in range(npx.shape[0]):
+        s = n + i
+        gid[s] = gid0 + i
+        point[s] = points[min(i, points.shape[0] - 1)]
+        parent[s] = s
+        next_member[s] = s
+        close_at[s] = closes[min(i, closes.shape[0] - 1)]
+        point_close[s] = close_at[s]
+        size[s] = 1
+        alive[s] = True
+        height[s] = heights[i] if heights.shape[0] else 0.0
+        acc[s, 0] = npx[i]
+        acc[s, 1] = sum_intensity[i]
+        acc[s, 2] = s_1[i]
+        acc[s, 3] = s_I[i]
+        acc[s, 4] = s_sI[i]
+        acc[s, 5] = s_fI[i]
+        acc[s, 6] = s_ssI[i]
+        acc[s, 7] = s_ffI[i]
+        acc[s, 8] = s_sfI[i]
+        s_i = np.float64(s_I[i])
+        acc[s, 9] = s_i * point_value[min(i, point_value.shape[0] - 1)]
+        f = min(i, factors.shape[0] - 1)
+        for c in range(factors.shape[1]):
+            acc[s, 10 + c] = s_i * factors[f, c]
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def clique_table(sums, s_i_col, copy_cols, ratio_cols):
+    """Columns of closed cliques from their summed acc rows (one row per clique): the
+    rows of the result are sums[:, copy_cols[k]], then sums[:, ratio_cols[k]] /
+    sums[:, s_i_col] (intensity-weighted means; NaN or inf where s_I is 0). Also
+    npx: column 0, rounded."""
+    nc = sums.shape[0]
+    ncopy = copy_cols.shape[0]
+    out = np.empty((ncopy + ratio_cols.shape[0], nc), np.float64)
+    npx = np.empty(nc, np.int64)
+    for c in range(nc):
+        for k in range(ncopy):
+            out[k, c] = sums[c, copy_cols[k]]
+        s_i = sums[c, s_i_col]
+        for k in range(ratio_cols.shape[0]):
+            out[ncopy + k, c] = sums[c, ratio_cols[k]] / s_i
+        npx[c] = np.int64(np.rint(sums[c, 0]))
+    return out, npx
+
+
+@numba.njit(nogil=True, cache=True)
+def closing_slots(alive, point_close, n, step):
+    """Live slots whose own point closes by `step` (candidates for closing)."""
+    out = np.empty(n, np.int64)
+    m = 0
+    for s in range(n):
+        if alive[s] and point_close[s] <= step:
+            out[m] = s
+            m += 1
+    return out[:m]
+
+
+@numba.njit(nogil=True, cache=True)
+def union_gids(gid, n, parent, close_at, size, next_member, gid_a, gid_b):
+    """`union_pairs` of the slots of global ids gid_a[k], gid_b[k] (gid[:n] increases)."""
+    live = gid[:n]
+    union_pairs(parent, close_at, size, next_member, np.searchsorted(live, gid_a),
+                np.searchsorted(live, gid_b))
+
+
+@numba.njit(nogil=True, cache=True)
 def close_cliques(parent, close_at, size, next_member, alive, gid, point, acc,
                   candidates, step, by_close_at):
     """Close the cliques of the candidate slots whose close_at <= step.
@@ -221,3 +297,30 @@ def close_split(parent, close_at, size, next_member, alive, gid, point, acc, hei
         first[c] = min(first[c], point[s])
         last[c] = max(last[c], point[s])
     return n2d, sums, first, last, m_gid, member_clique, used
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def close_step(parent, close_at, size, next_member, alive, gid, point, acc, point_close, n,
+               step, by_close_at, s_i_col, copy_cols, ratio_cols):
+    """`close_cliques` of the live slots whose own point closes by `step`, and the
+    cliques' `clique_table`: (n2d, table, npx, first, last, member_gid,
+    member_clique, sums)."""
+    candidates = closing_slots(alive, point_close, n, step)
+    n2d, sums, first, last, member_gid, member_clique = close_cliques(
+        parent, close_at, size, next_member, alive, gid, point, acc, candidates, step,
+        by_close_at)
+    table, npx = clique_table(sums, s_i_col, copy_cols, ratio_cols)
+    return n2d, table, npx, first, last, member_gid, member_clique, sums
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def close_split_step(parent, close_at, size, next_member, alive, gid, point, acc, height,
+                     point_close, n, step, by_close_at, edge_a, edge_b, edge_s, prominence,
+                     prominence_sigma, s_i_col, copy_cols, ratio_cols):
+    """`close_step` with `close_split`; also the mask of the edges used."""
+    candidates = closing_slots(alive, point_close, n, step)
+    n2d, sums, first, last, member_gid, member_clique, used = close_split(
+        parent, close_at, size, next_member, alive, gid, point, acc, height, candidates,
+        step, by_close_at, edge_a, edge_b, edge_s, prominence, prominence_sigma)
+    table, npx = clique_table(sums, s_i_col, copy_cols, ratio_cols)
+    return n2d, table, npx, first, last, member_gid, member_clique, sums, used
