@@ -154,11 +154,13 @@ class Config:
             kwargs = {}
             hints = typing.get_type_hints(cls.__init__)
             for key, value in table.items():
-                if key == "kind":
+                if key in ("kind", "poni"):
                     continue
                 if isinstance(value, str) and _wants_array(hints[key]):
                     value = load_array(value, self.base, f"{where}: {key}")
                 kwargs[key] = value
+            if "poni" in table:  # the PONI file's geometry; keys the table gives win
+                kwargs = {**_poni_values(self.base / table["poni"], where), **kwargs}
             try:
                 chain.append(cls(**kwargs))
             except (TypeError, ValueError) as exc:
@@ -275,6 +277,9 @@ def _validate_node(table: Any, i: int, origin: str) -> dict[str, Any]:
     for key, value in table.items():
         if key == "kind":
             continue
+        if key == "poni" and {"dist", "poni1", "poni2"} <= set(params):
+            out[key] = _check(value, str, f"{where} ({kind}): poni")  # read in build_nodes
+            continue
         if key not in params:
             raise ConfigError(f"{where} ({kind}): unknown key {key!r}; "
                               f"known: {', '.join(params) or 'none'}")
@@ -284,6 +289,16 @@ def _validate_node(table: Any, i: int, origin: str) -> dict[str, Any]:
             continue
         out[key] = _check(value, _scalar_type(hint), f"{where} ({kind}): {key}")
     return out
+
+
+def _poni_values(path: Path, where: str) -> dict[str, Any]:
+    """A geometry node's values from a pyFAI PONI file (`poni = "file.poni"`)."""
+    from .poni import PoniError, geometry_values, read_poni
+
+    try:
+        return geometry_values(read_poni(path.expanduser()))
+    except (PoniError, OSError) as exc:
+        raise ConfigError(f"{where}: poni: {exc}") from None
 
 
 def _node_params(cls: type) -> dict[str, Any]:

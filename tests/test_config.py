@@ -77,3 +77,25 @@ def test_command_line_override_is_validated():
     assert 'listen = "tcp://127.0.0.1:6000"' in config.text()
     with pytest.raises(ConfigError, match="command line"):
         config.override("source", "reorder_window", -3)
+
+
+def test_a_poni_file_gives_a_geometry_node_its_values(tmp_path):
+    """`poni = "file.poni"` in an integrate table: the file's geometry, overridden by
+    keys the table gives itself; a bad file is a ConfigError naming the node."""
+    (tmp_path / "det.poni").write_text(
+        "# Nota: C-Order, 1 refers to the Y axis, 2 to the X axis\n"
+        "poni_version: 2.1\n"
+        'Detector: Detector\nDetector_config: {"pixel1": 7.5e-05, "pixel2": 7.5e-05, '
+        '"max_shape": [2162, 2068], "orientation": 3}\n'
+        "Distance: 0.25\nPoni1: 0.081\nPoni2: 0.077\n"
+        "Rot1: 0.01\nRot2: -0.02\nRot3: 0.0\nWavelength: 3.1e-11\n")
+    (tmp_path / "c.toml").write_text(
+        '[[node]]\nkind = "integrate"\nponi = "det.poni"\nnpt = 100\nrot3 = 0.5\n')
+    node = Config.load(tmp_path / "c.toml").build_nodes()[0]
+    c = node.config()
+    assert (c["dist"], c["poni1"], c["poni2"], c["rot1"], c["rot2"]) == (
+        0.25, 0.081, 0.077, 0.01, -0.02)
+    assert (c["rot3"], c["pixel1"], c["wavelength"], c["npt"]) == (0.5, 7.5e-05, 3.1e-11, 100)
+    (tmp_path / "bad.toml").write_text('[[node]]\nkind = "integrate"\nponi = "nope.poni"\n')
+    with pytest.raises(ConfigError, match="integrate.*poni"):
+        Config.load(tmp_path / "bad.toml").build_nodes()
