@@ -29,6 +29,15 @@ def peakstream(*args: str, cwd=ROOT, timeout: float = 180) -> subprocess.Complet
     (["simulate"], ["--send", "--rate", "--points", "--shape", "--spots", "--seed"]),
     (["inspect"], ["--json"]),
     (["demo"], ["--points", "--output"]),
+    ([], ["daemon", "status", "get", "set", "watch", "stats", "map", "diffmap"]),
+    (["daemon"], ["--listen", "--control", "--live", "--output", "config"]),
+    (["status"], ["--control", "--json", "--timeout"]),
+    (["set"], ["node", "key", "value", "--control"]),
+    (["watch"], ["--live", "--once"]),
+    (["stats"], ["--stat", "--percentile", "--points", "--output", "--memory"]),
+    (["map"], ["--png", "--map", "--point", "--output"]),
+    (["diffmap"], ["-p", "-o", "-t", "-r", "-c", "--npt-azim", "-d", "-f", "-m", "-O", "-P",
+                   "-e", "--zigzag", "--config"]),
 ])
 def test_help_lists_every_option(command, words):
     r = peakstream(*command, "--help")
