@@ -10,7 +10,8 @@ import numpy as np
 from stream.item import Item, SparseFrame
 from stream.scan import Scan
 
-from .kernels.label import label_kept, split_local_max
+from .kernels.components import label_kept
+from .kernels.label import split_local_max
 
 SPLITS = ("none", "local_max")
 
@@ -29,11 +30,11 @@ class Label:
     noise does not cut a spot. Labels are numbered in raster order of each
     part's first pixel. `split = "none"` is ImageD11's labelling.
 
-    Without the split the frame also carries `runs` (int32 rows: row, first and
-    last column, label, first pixel; `kernels.label.label_kept`), the runs of
-    its pixels that the properties node and the linker would otherwise find
-    again; a frame made anew (`take`, `dataclasses.replace`, the wire) has none,
-    and they find them themselves, with the same results.
+    Without the split the frame also carries `runs` (`SparseFrame.runs`, from
+    `kernels.components.label_kept`), the runs of its pixels that the properties
+    node and the linker would otherwise find again (the worker wire carries
+    them); a frame made from other pixels (`take`) has none, and they find them
+    themselves, with the same results.
     """
 
     kind: ClassVar[str] = "label"
@@ -77,7 +78,6 @@ class Label:
         if split:
             npeaks = split_local_max(row, col, intensity, labels, npeaks, self.prominence,
                                      self.prominence_sigma, self.min_pixels)
-        item.sparse = SparseFrame(sparse.shape, row, col, intensity, labels, int(npeaks))
-        if not split:  # the runs of the labelled pixels, for the linker (nodes.link)
-            item.sparse.runs = runs
+        item.sparse = SparseFrame(sparse.shape, row, col, intensity, labels, int(npeaks),
+                                  None if split else runs)  # for properties and the linker
         return item

@@ -45,9 +45,8 @@ class Properties:
             item.peaks = empty_peaks()
             return item
         table = _table(sparse.npeaks)
-        runs = getattr(sparse, "runs", None)  # the label node's: the same sums, faster
-        if runs is not None:
-            peak_moments_runs(runs, sparse.intensity, **table)
+        if sparse.runs is not None:  # the label node's: the same sums, faster
+            peak_moments_runs(sparse.runs, sparse.intensity, **table)
         else:
             peak_moments(sparse.row, sparse.col, sparse.intensity, sparse.label, **table)
         item.peaks = table

@@ -17,7 +17,13 @@ class SparseFrame:
     """Pixels of one frame kept by the threshold, sorted by (row, col).
 
     `label` (int32, 1..npeaks, set by the label node) names the 2D peak of each
-    pixel; peaks are numbered in raster order of their first pixel.
+    pixel; peaks are numbered in raster order of their first pixel. `runs`
+    (int32, (nruns, 5): row, first and last column, label, first pixel; see
+    `nodes.kernels.runs`) are the runs of the labelled pixels when the label
+    node found them (split "none"): properties and the linker use them instead
+    of finding them again. A frame made from other pixels (`take`, a node that
+    builds a new one) has none; the same pixels with new intensities
+    (`dataclasses.replace(frame, intensity=...)`) keep them, as they still hold.
     """
 
     shape: tuple[int, int]
@@ -26,6 +32,7 @@ class SparseFrame:
     intensity: np.ndarray  # float32
     label: np.ndarray | None = None  # int32
     npeaks: int = 0
+    runs: np.ndarray | None = None  # int32 (nruns, 5), from the label node
 
     @property
     def nnz(self) -> int:
@@ -37,7 +44,8 @@ class SparseFrame:
                    np.empty(0, np.float32), np.empty(0, np.int32), 0)
 
     def take(self, keep: np.ndarray) -> SparseFrame:
-        """The pixels selected by a boolean mask or index array (order kept)."""
+        """The pixels selected by a boolean mask or index array (order kept), without
+        runs (they described the pixels before)."""
         label = None if self.label is None else self.label[keep]
         return SparseFrame(self.shape, self.row[keep], self.col[keep], self.intensity[keep],
                            label, self.npeaks)

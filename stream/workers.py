@@ -4,9 +4,10 @@ A `Worker` holds one node chain built from the effective config text. Per scan
 it is given the start message (`scan`), per point a task: the point's wire
 message as it arrived, numbered by the runner (`seq`). It decodes the point,
 reads its frame, runs the chain and answers with the sparse result in its own
-wire form: a msgpack header and raw buffers (sparse pixels, labels, the 2D
-peak columns); nothing is ever pickled. Inline, threads and processes run this
-same class on the same bytes; only the transport differs (`stream.dispatch`).
+wire form: a msgpack header and raw buffers (sparse pixels, labels, their
+runs when the chain found them, the 2D peak columns); nothing is ever pickled.
+Inline, threads and processes run this same class on the same bytes; only the
+transport differs (`stream.dispatch`).
 
 `serve(endpoint)` is a worker on a ZeroMQ DEALER socket, in a thread or in a
 process of its own (`python -m stream.workers ENDPOINT`): an I/O thread owns
@@ -108,12 +109,13 @@ class Result:
 
 def encode_result(seq: int, scan: int, item: Item, status: str, reason: str = "",
                   preview: np.ndarray | None = None) -> list:
-    """msgpack header + raw buffers: the sparse frame, the 2D peaks, named outputs."""
+    """msgpack header + raw buffers: the sparse frame (with its runs when it has them),
+    the 2D peaks, named outputs."""
     buffers: list[memoryview] = []
 
     def add(arr: np.ndarray) -> list:
         arr = np.ascontiguousarray(arr)
-        buffers.append(memoryview(arr).cast("B"))
+        buffers.append(memoryview(arr.reshape(-1)).cast("B"))  # (also with a 0 in the shape)
         return [arr.dtype.str, list(arr.shape)]
 
     sparse = None
@@ -122,6 +124,8 @@ def encode_result(seq: int, scan: int, item: Item, status: str, reason: str = ""
         sparse = {"shape": list(sp.shape), "npeaks": int(sp.npeaks),
                   "row": add(sp.row), "col": add(sp.col), "intensity": add(sp.intensity),
                   "label": add(sp.label) if sp.label is not None else None}
+        if sp.runs is not None:  # the label node's runs of the pixels, for the linker
+            sparse["runs"] = add(sp.runs)
     peaks = None
     if status == "ok" and item.peaks is not None:
         peaks = [[name, *add(col)] for name, col in item.peaks.items()]
@@ -150,7 +154,9 @@ def decode_result(parts: list) -> Result:
     if sp is not None:
         row, col, intensity = take(sp["row"]), take(sp["col"]), take(sp["intensity"])
         label = take(sp["label"]) if sp["label"] is not None else None
-        item.sparse = SparseFrame(tuple(sp["shape"]), row, col, intensity, label, sp["npeaks"])
+        runs = take(sp["runs"]) if sp.get("runs") is not None else None
+        item.sparse = SparseFrame(tuple(sp["shape"]), row, col, intensity, label, sp["npeaks"],
+                                  runs)
     if h["peaks"] is not None:
         item.peaks = {name: take([dtype, shape]) for name, dtype, shape in h["peaks"]}
     item.outputs = {name: take([dtype, shape]) for name, dtype, shape in h["outputs"]}

@@ -10,7 +10,8 @@ import pytest
 from scipy import ndimage
 
 from nodes import Label, Properties
-from nodes.kernels.overlap import frame_runs, overlap_counts, overlap_runs
+from nodes.kernels.overlap import overlap_counts, overlap_runs
+from nodes.kernels.runs import frame_runs
 from nodes.link import Linker, LinkResult
 from stream.item import MOMENT_COLUMNS, PEAK_COLUMNS, Item, SparseFrame
 from stream.message import DetectorInfo, Start
@@ -447,3 +448,21 @@ def test_label_runs_link_as_the_pixels_do():
             ca, cb = cat(a, table), cat(b, table)
             assert all(ca[k].tobytes() == cb[k].tobytes() for k in ca), table
         assert cat(a, "overlaps")["npixels"].shape[0] > 10
+
+
+def test_runs_are_dropped_with_the_pixels_and_malformed_ones_refused():
+    """`take` (other pixels) leaves no runs; the linker refuses runs of another form
+    with a ValueError, never reads them."""
+    row, col = np.nonzero(ndimage.gaussian_filter(
+        np.random.default_rng(4).standard_normal(SHAPE), 1.2) > 0.1)
+    px = SparseFrame(SHAPE, row.astype(np.uint16), col.astype(np.uint16),
+                     np.ones(row.size, np.float32))
+    item = Properties().process(Label(split="none").process(Item(0, "e", sparse=px)))
+    sp = item.sparse
+    assert sp.runs is not None and sp.take(np.arange(sp.nnz)).runs is None
+    for bad in (sp.runs.astype(np.int64), sp.runs[:, :4].copy(), sp.runs.ravel()):
+        linker = Linker()
+        linker.setup(make_scan(npoints=2))
+        frame = SparseFrame(SHAPE, sp.row, sp.col, sp.intensity, sp.label, sp.npeaks, bad)
+        with pytest.raises(ValueError, match="runs are"):
+            linker.add_point(0, frame, item.peaks, {"omega": 0.0, "dty": 0.0})

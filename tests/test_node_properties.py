@@ -78,7 +78,7 @@ def test_label_runs_give_the_pixels_table_bit_for_bit(min_pixels):
         assert sp.runs.shape[0] > 0
         with_runs = Properties().process(labelled).peaks
         bare = SparseFrame(sp.shape, sp.row, sp.col, sp.intensity, sp.label, sp.npeaks)
-        assert getattr(bare, "runs", None) is None
+        assert bare.runs is None
         plain = Properties().process(Item(0, "e", sparse=bare)).peaks
         for name in PEAK_COLUMNS:
             assert with_runs[name].dtype == plain[name].dtype

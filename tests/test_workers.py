@@ -14,14 +14,20 @@ import time
 import numpy as np
 import psutil
 import pytest
+from scipy import ndimage
 
+from nodes import Label, Properties
+from nodes.kernels.runs import frame_runs
+from nodes.link import Linker
 from stream.config import Config
 from stream.dispatch import InlineExecutor, default_count, queue_bound
 from stream.item import Item, SparseFrame, empty_peaks
+from stream.message import encode
+from stream.relink import relink
 from stream.sources.simulate import Simulation, send_scan
-from stream.workers import decode_result, encode_result
+from stream.workers import decode_result, encode_result, header_of
 
-from .conftest import ROOT
+from .conftest import CONFIGS, ROOT
 from .flow_support import (
     SIMCONF,
     assert_same_tables,
@@ -30,6 +36,7 @@ from .flow_support import (
     tables,
     workers_config,
 )
+from .test_link import SHAPE, Grid, cat, make_scan, run
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +71,103 @@ def test_result_encoding_round_trips_bit_for_bit():
     bad = decode_result(encode_result(4, 1, Item(8, "eiger", 2.0), "bad", "node label: boom"))
     assert (bad.status, bad.reason, bad.item.sparse, bad.item.time) == \
         ("bad", "node label: boom", None, 2.0)
+
+
+def _label_runs_items(npoints: int) -> list[Item]:
+    """Frames of smoothed noise through label (split none: with its runs) and properties."""
+    rng = np.random.default_rng(11)
+    noise = ndimage.gaussian_filter(rng.standard_normal((npoints, *SHAPE)), 1.2)
+    items = []
+    for p in range(npoints):
+        row, col = np.nonzero(noise[p] > 0.1)
+        px = SparseFrame(SHAPE, row.astype(np.uint16), col.astype(np.uint16),
+                         rng.uniform(1, 9, row.size).astype(np.float32))
+        items.append(Properties().process(Label(split="none", min_pixels=2).process(
+            Item(p, "e", sparse=px))))
+    return items
+
+
+def test_result_encoding_carries_the_label_runs_and_they_link_as_the_pixels():
+    items = _label_runs_items(12)
+    wire, bare = [], []
+    for item in items:
+        sp = item.sparse
+        assert sp.runs is not None and sp.runs.shape[0] > 0
+        got = decode_result([bytes(p) for p in encode_result(item.point_id, 1, item, "ok")])
+        runs = got.item.sparse.runs
+        assert runs.dtype == np.int32 and runs.shape == sp.runs.shape
+        assert runs.tobytes() == sp.runs.tobytes()
+        wire.append((got.item.sparse, got.item.peaks))
+        plain = Item(item.point_id, "e", sparse=SparseFrame(
+            SHAPE, sp.row, sp.col, sp.intensity, sp.label, sp.npeaks), peaks=item.peaks)
+        parts = encode_result(item.point_id, 1, plain, "ok")
+        assert "runs" not in header_of(parts)["sparse"]  # no buffer when there are none
+        got = decode_result([bytes(p) for p in parts]).item
+        assert got.sparse.runs is None
+        bare.append((got.sparse, got.peaks))
+    empty = Label(split="none").process(Item(0, "e", sparse=SparseFrame.empty(SHAPE)))
+    got = decode_result([bytes(p) for p in encode_result(0, 1, empty, "ok")]).item.sparse
+    assert got.runs.shape == (0, 5) and got.runs.dtype == np.int32  # a frame without peaks
+    for criterion in ("any_pixel", "fraction"):
+        a = run(Linker(criterion=criterion), make_scan(Grid(3, 4), 12), wire)
+        b = run(Linker(criterion=criterion), make_scan(Grid(3, 4), 12), bare)
+        for table in ("overlaps", "cliques", "members"):
+            ca, cb = cat(a, table), cat(b, table)
+            assert all(ca[k].dtype == cb[k].dtype and ca[k].tobytes() == cb[k].tobytes()
+                       for k in ca), table
+        assert cat(a, "overlaps")["npixels"].shape[0] > 10
+        assert cat(a, "cliques")["clique_id"].shape[0] > 5
+
+
+def _runs_config(directory, kind: str | None = None):
+    """configs/simulated.toml with the label node's split "none" (its runs go over the
+    wire), and a [workers] group of `kind`."""
+    text = (CONFIGS / "simulated.toml").read_text()
+    runs_text = text.replace('kind = "label"\n', 'kind = "label"\nsplit = "none"\n')
+    assert runs_text != text
+    if kind is not None:
+        runs_text += f'\n[workers]\nkind = "{kind}"\ncount = 2\n'
+    path = directory / f"runs-{kind or 'inline'}.toml"
+    path.write_text(runs_text)
+    return path
+
+
+def test_inline_results_carry_the_label_runs(tmp_path):
+    sim = Simulation(SIMCONF)
+    executor = InlineExecutor(Config.load(_runs_config(tmp_path)))
+    try:
+        executor.start_scan(1, encode(sim.start("one")), "eiger", 1 << 26)
+        executor.submit(0, 1, 30, encode(sim.point(30, "one")))
+        (res,) = [decode_result(r) for r in executor.collect()]
+    finally:
+        executor.close()
+    sp = res.item.sparse
+    assert res.status == "ok" and sp.npeaks > 0
+    want = frame_runs(sp.row, sp.col, sp.label, sp.intensity[:0], np.array([0, sp.nnz]),
+                      np.array([sp.npeaks]), SIMCONF.shape[1])[0]
+    assert sp.runs.tobytes() == want.tobytes() and sp.runs.shape == want.shape
+
+
+def test_label_runs_over_the_wire_give_the_file_of_inline_and_of_the_pixels(run_process,
+                                                                            tmp_path):
+    """Split none: inline, threads and processes (the label node's runs carried to the
+    linker) write the same tables, and relinking the file from its pixels (the linker
+    finds the runs itself) gives its overlaps and cliques again."""
+    t = {kind: run_scan(run_process, _runs_config(tmp_path, kind), f"r-{kind}", rate=400)[1]
+         for kind in ("inline", "threads", "processes")}
+    ref = t["inline"]
+    assert ref["cliques"]["clique_id"].shape[0] > 10
+    assert ref["counters"]["linked"] == SIMCONF.npoints and ref["counters"]["bad"] == 0
+    for kind in ("threads", "processes"):
+        assert_same_tables(ref, t[kind])
+    relink(tmp_path / "out" / "r-inline.h5", tmp_path / "relinked.h5")
+    again = tables(tmp_path / "relinked.h5")
+    for name in ("peaks2d", "overlaps", "cliques"):
+        assert ref[name].keys() == again[name].keys(), name
+        for col in ref[name]:
+            x, y = ref[name][col], again[name][col]
+            assert x.dtype == y.dtype, (name, col)
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), (name, col)
 
 
 def test_worker_counts_and_queue_bound():

@@ -22,9 +22,9 @@ thread (numba, OpenMP and BLAS limited to one thread before they load):
   then split at local maxima unless `--split none`, ImageD11's labelling),
   properties (moments), link (any-pixel overlaps with the previous frame,
   union-find into cliques). Without the split the label node hands the runs
-  of the labelled pixels to properties and link on the frame; the worker wire
-  does not carry them yet, so in the pipeline the linker finds them itself
-  (`--link-own-runs` times that);
+  of the labelled pixels to properties and link on the frame (the worker
+  wire carries them to the collector); `--link-own-runs` times the linker
+  finding them itself, as it did before the wire carried them;
 * ImageD11 2.1.3's sparse path, as its lima_segmenter and peak search do it:
   numba `select` (raw > cut with the detector mask) + `clean` (connected
   pixels, blobs under --min-pixels dropped), `sparse_connected_pixels` (the
@@ -170,7 +170,7 @@ class Peakstream:
         item = self.props.process(item)
         t3 = time.perf_counter()
         sparse = item.sparse
-        if self.own_runs:  # as the wire hands it to the collector: without the label's runs
+        if self.own_runs:  # without the label node's runs: the linker finds them
             sparse = SparseFrame(sparse.shape, sparse.row, sparse.col, sparse.intensity,
                                  sparse.label, sparse.npeaks)
         t3b = time.perf_counter()
@@ -272,8 +272,8 @@ def main() -> int:
                          "ImageD11's plain connected components)")
     ap.add_argument("--link-own-runs", action="store_true",
                     help="the linker finds the runs of the labelled pixels itself, as it "
-                         "does when the frame came over the wire (workers), instead of "
-                         "taking the label node's (split none)")
+                         "did before the worker wire carried them, instead of taking the "
+                         "label node's (split none)")
     ap.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
     ap.add_argument("--no-imaged11", action="store_true", help="skip ImageD11")
     ap.add_argument("--imaged11-no-background", action="store_true",

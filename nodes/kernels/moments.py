@@ -91,7 +91,7 @@ def peak_moments(row, col, intensity, label,
 def peak_moments_runs(runs, intensity,
                       npx, sum_intensity, s_raw, f_raw, s_1, s_I, s_sI, s_fI, s_ssI, s_ffI,
                       s_sfI, bb_s0, bb_s1, bb_f0, bb_f1, max_intensity):
-    """`peak_moments` from the frame's runs (the label node's, `kernels.overlap.frame_runs`'
+    """`peak_moments` from the frame's runs (the label node's, `kernels.runs.frame_runs`'
     form, every pixel in a run): the same sums in the same order, bit for bit, reading
     only the intensities (a run's row and columns are known)."""
     npeaks = npx.size

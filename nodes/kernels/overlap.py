@@ -1,13 +1,11 @@
 """Shared pixels between labelled sparse frames: a merge-join of their runs.
 
-The linker keeps a frame as runs of labelled pixels (`frame_runs`): pixels
-next to each other on one row with one label, a row of `runs` (int32) with
-the columns RUN_ROW, RUN_C0, RUN_C1 (first and last column), RUN_LABEL and
-RUN_PX (the run's first pixel among the frame's labelled pixels, where its
-intensities are). Spots are runs of several pixels, so the merge of two
-frames' runs (`overlap_runs`) does a tenth of the steps of a merge of their
-pixels (`overlap_counts`, the pixel-level reference) and the frontier holds a
-fifth of the bytes.
+`overlap_runs` merges two frames' runs of labelled pixels (`kernels.runs`),
+row by row, with the saddle between the blobs when the linker splits
+(`overlaps_block`: for many pairs of frames at once, the linker's block path);
+`overlap_counts` merges their pixels, the pixel-level reference. The pairs
+within a distance (`pairs_within`) serve the centroid criterion. The linker's
+point-by-point kernel is `kernels.linking.link_frames`.
 """
 
 from __future__ import annotations
@@ -15,7 +13,20 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .unionfind import union_pairs
+from .runs import (
+    RUN_C0,
+    RUN_C1,
+    RUN_COLUMNS,
+    RUN_LABEL,
+    RUN_PX,
+    RUN_ROW,
+    frame_runs,
+    runs_npx,
+)
+
+__all__ = ["RUN_C0", "RUN_C1", "RUN_COLUMNS", "RUN_LABEL", "RUN_PX", "RUN_ROW", "frame_runs",
+           "overlap_counts", "overlap_pairs", "overlap_runs", "overlaps_block", "pairs_within",
+           "pairs_within_block", "runs_npx"]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -96,143 +107,6 @@ def overlap_counts(key_a, label_a, nlabel_a, key_b, label_b):
             m += 1
             p = chain[p]
     return out_a, out_b, out_n
-
-
-RUN_ROW, RUN_C0, RUN_C1, RUN_LABEL, RUN_PX = range(5)
-RUN_COLUMNS = 5
-
-
-@numba.njit(nogil=True, cache=True)
-def frame_runs(row, col, label, intensity, pixel_ptr, npeaks, ncols):
-    """The runs of the labelled pixels of frames k = 0.. (pixels pixel_ptr[k]..[k + 1],
-    labels 1..npeaks[k]; pixels labelled <= 0 are skipped).
-
-    Returns runs (nruns, RUN_COLUMNS) int32, frame after frame (frame k's are
-    run_ptr[k]..[k + 1]); the pixels per peak of all frames (int64, frame k's
-    peaks start at sum(npeaks[:k])); a status per frame (0 ok, 1 pixels not
-    strictly raster-sorted, 2 a label above its npeaks). With intensities (not
-    empty) also the labelled pixels' intensities (float32, frame after frame,
-    frame k's start at int_ptr[k]) and per peak the raster key (row * ncols +
-    col) and value (float64) of its highest pixel, the first in raster order
-    among equals; else these three are empty. The pixel passes but the last
-    have no branches (the compiler vectorises them).
-    """
-    nframes = npeaks.shape[0]
-    n = row.shape[0]
-    with_int = intensity.shape[0] > 0
-    start = np.empty(n, np.bool_)  # a pixel that does not continue the run before it
-    for i in range(1, n):
-        start[i] = ((row[i] != row[i - 1]) | (np.int32(col[i]) != np.int32(col[i - 1]) + 1)
-                    | (label[i] != label[i - 1]) | (label[i] <= 0))
-    for k in range(nframes):
-        if pixel_ptr[k + 1] > pixel_ptr[k]:
-            start[pixel_ptr[k]] = True
-    nruns = 0
-    for i in range(n):
-        nruns += start[i] & (label[i] > 0)
-    runs = np.empty((nruns, RUN_COLUMNS), np.int32)
-    run_ptr = np.zeros(nframes + 1, np.int64)
-    int_ptr = np.zeros(nframes + 1, np.int64)
-    peak_ptr = np.zeros(nframes + 1, np.int64)
-    for k in range(nframes):
-        peak_ptr[k + 1] = peak_ptr[k] + npeaks[k]
-    npx = np.zeros(peak_ptr[nframes], np.int64)
-    status = np.zeros(nframes, np.int8)
-    kept = np.empty(n if with_int else 0, np.float32)
-    npk = peak_ptr[nframes] if with_int else 0
-    peak_key = np.full(npk, -1, np.int64)
-    peak_h = np.full(npk, -np.inf)
-    m = 0
-    q = 0
-    for k in range(nframes):
-        s = pixel_ptr[k]
-        e = pixel_ptr[k + 1]
-        ordered = _unordered(row[s:e], col[s:e], ncols) == 0
-        top = _top(label[s:e])
-        if not ordered:
-            status[k] = 1
-        if top > npeaks[k]:
-            status[k] = 2 if ordered else 1
-        if status[k]:  # the caller raises
-            run_ptr[k + 1] = m
-            int_ptr[k + 1] = q
-            continue
-        base = peak_ptr[k] - 1
-        q0 = q
-        m0 = m
-        cur = -1  # the labelled run open at pixel i, and its first pixel
-        first = s
-        for i in range(s, e):
-            if start[i]:
-                if cur >= 0:
-                    length = i - first
-                    runs[cur, RUN_C1] = runs[cur, RUN_C0] + length - 1
-                    q += length
-                    cur = -1
-                if label[i] > 0:
-                    runs[m, RUN_ROW] = row[i]
-                    runs[m, RUN_C0] = col[i]
-                    runs[m, RUN_LABEL] = label[i]
-                    runs[m, RUN_PX] = q - q0
-                    cur = m
-                    first = i
-                    m += 1
-        if cur >= 0:
-            runs[cur, RUN_C1] = runs[cur, RUN_C0] + (e - first) - 1
-            q += e - first
-        for r in range(m0, m):
-            npx[base + runs[r, RUN_LABEL]] += runs[r, RUN_C1] - runs[r, RUN_C0] + 1
-        run_ptr[k + 1] = m
-        if with_int:
-            q = q0
-            for i in range(s, e):
-                lab = label[i]
-                if lab > 0:
-                    v = intensity[i]
-                    kept[q] = v
-                    if np.float64(v) > peak_h[base + lab]:
-                        peak_h[base + lab] = v
-                        peak_key[base + lab] = np.int64(row[i]) * ncols + np.int64(col[i])
-                    q += 1
-        int_ptr[k + 1] = q if with_int else 0
-    return runs[:m], run_ptr, npx, status, kept[:q], int_ptr, peak_key, peak_h
-
-
-@numba.njit(nogil=True, cache=True)
-def runs_npx(runs, npeaks):
-    """Pixels per peak of a frame given as runs (`frame_runs`' form, from the label
-    node), and a status: 0 ok, 1 runs not in raster order or overlapping, 2 a
-    label outside 1..npeaks."""
-    npx = np.zeros(npeaks, np.int64)
-    status = 0
-    for q in range(runs.shape[0]):
-        lab = runs[q, RUN_LABEL]
-        if lab < 1 or lab > npeaks:
-            return npx, 2
-        if runs[q, RUN_C1] < runs[q, RUN_C0] or q and (
-                runs[q, RUN_ROW] < runs[q - 1, RUN_ROW] or runs[q, RUN_ROW]
-                == runs[q - 1, RUN_ROW] and runs[q, RUN_C0] <= runs[q - 1, RUN_C1]):
-            status = 1
-        npx[lab - 1] += runs[q, RUN_C1] - runs[q, RUN_C0] + 1
-    return npx, status
-
-
-@numba.njit(nogil=True, cache=True)
-def _unordered(row, col, ncols):
-    """How many pixels do not come strictly after the one before in raster order."""
-    bad = 0
-    for i in range(1, row.shape[0]):
-        bad += (np.int64(row[i]) * ncols + np.int64(col[i])
-                <= np.int64(row[i - 1]) * ncols + np.int64(col[i - 1]))
-    return bad
-
-
-@numba.njit(nogil=True, cache=True)
-def _top(label):
-    top = np.int64(0)
-    for i in range(label.shape[0]):
-        top = max(top, np.int64(label[i]))
-    return top
 
 
 @numba.njit(nogil=True, cache=True)
@@ -377,74 +251,6 @@ def overlap_pairs(runs_a, nlabel_a, runs_b, int_a, int_b, peak_key_a, peak_h_a, 
         peak_b[q] = gid0_b + ib[q]
         score[q] = np.float32(n[q] / min(npx_a[ia[q]], npx_b[ib[q]]))
     return peak_a, peak_b, n, score, saddle, ia, ib
-
-
-@numba.njit(nogil=True, cache=True)
-def link_frames(old_runs, old_run_ptr, old_int, old_int_ptr, old_peak_key, old_peak_h,
-                old_npx, old_s, old_f, old_peak_ptr, old_offset, runs, intensity, peak_key,
-                peak_h, npx, s_raw, f_raw, offset, ncols, with_saddle, fraction, distance,
-                gid, n, parent, close_at, size, next_member):
-    """Overlap a new frame with its neighbours' frames and union the pairs kept.
-
-    The old_* arrays hold the neighbours' frames one after the other (in the
-    neighbour order; frame j's runs are old_run_ptr[j]..[j + 1], its
-    intensities old_int_ptr[j].., its peaks old_peak_ptr[j].., the global id
-    of its first peak old_offset[j]); the new frame's first peak is `offset`.
-    A pair of overlapping peaks is kept if it shares at least `fraction` of
-    the smaller blob (when fraction >= 0) and its centroids are within
-    `distance` (when distance >= 0) (`nodes.criteria`); kept pairs are unioned
-    in the linker's forest (gid[:n] and its slot arrays, `union_pairs`).
-    Returns the overlaps of all frames, frame after frame and (a, b) order
-    within one (`overlap_pairs`: peak_a, peak_b, npixels, score), and the kept
-    links (gid_a, gid_b, saddle).
-    """
-    total = 0
-    parts = []
-    for j in range(old_offset.shape[0]):
-        pp = slice(old_peak_ptr[j], old_peak_ptr[j + 1])
-        part = overlap_pairs(old_runs[old_run_ptr[j]:old_run_ptr[j + 1]], old_npx[pp].shape[0],
-                             runs, old_int[old_int_ptr[j]:old_int_ptr[j + 1]], intensity,
-                             old_peak_key[pp] if with_saddle else old_peak_key,
-                             old_peak_h[pp] if with_saddle else old_peak_h, peak_key, peak_h,
-                             ncols, with_saddle, old_offset[j], offset, old_npx[pp], npx)
-        total += part[0].shape[0]
-        parts.append(part)
-    peak_a = np.empty(total, np.int64)
-    peak_b = np.empty(total, np.int64)
-    npixels = np.empty(total, np.int32)
-    score = np.empty(total, np.float32)
-    keep_a = np.empty(total, np.int64)
-    keep_b = np.empty(total, np.int64)
-    keep_s = np.empty(total, np.float64)
-    m = 0
-    kept = 0
-    d2 = distance * distance
-    for j in range(len(parts)):
-        pa, pb, nj, sc, sad, ia, ib = parts[j]
-        for q in range(pa.shape[0]):
-            peak_a[m] = pa[q]
-            peak_b[m] = pb[q]
-            npixels[m] = nj[q]
-            score[m] = sc[q]
-            m += 1
-            ok = True
-            a = old_peak_ptr[j] + ia[q]
-            if fraction >= 0.0:
-                smaller = np.float64(min(old_npx[a], npx[ib[q]]))
-                ok = nj[q] > 0 and np.float64(nj[q]) >= fraction * smaller
-            if distance >= 0.0:
-                ds = old_s[a] - s_raw[ib[q]]
-                df = old_f[a] - f_raw[ib[q]]
-                ok = ok and ds * ds + df * df <= d2
-            if ok:
-                keep_a[kept] = pa[q]
-                keep_b[kept] = pb[q]
-                keep_s[kept] = sad[q]
-                kept += 1
-    live = gid[:n]
-    union_pairs(parent, close_at, size, next_member, np.searchsorted(live, keep_a[:kept]),
-                np.searchsorted(live, keep_b[:kept]))
-    return peak_a, peak_b, npixels, score, keep_a[:kept], keep_b[:kept], keep_s[:kept]
 
 
 @numba.njit(nogil=True, cache=True)
