@@ -17,6 +17,15 @@ released, `written` the point rows flushed to the file, `cliques`. So
 processed + bad + missing = linked + the results still waiting, and at the
 end linked = written = processed + bad + missing.
 
+Every flush is a checkpoint (`ScanStore.checkpoint`): the rows, the counters
+and `state()` (the linker's frontier, the next point to link, the points
+later points may still link to) are committed together, so a process killed
+at any instant leaves a file that `stream.resume.resume` continues from
+(`restore`). `checkpoint()` makes one on request. A write that fails (disk
+full, file too large, I/O error) sets `failed` to the reason: the collector
+stops writing the scan, leaves the file as of its last checkpoint (marked
+failed when the disk allows) and never raises; the caller ends the scan.
+
 Right before the linker sees a point, the scan's trajectory observes its motor
 positions (`Trajectory.observe`; a missing or bad point with no motors), so
 rules that link by position know where the point is. A point the trajectory
@@ -128,7 +137,7 @@ class Collector:
                  motors: list[str] = (), counter_names: list[str] = (),
                  on_point: Callable[[Item | None, Any], None] | None = None,
                  gauges: Callable[[], dict[str, int]] | None = None,
-                 clock: Callable[[], float] = _time.monotonic):
+                 clock: Callable[[], float] = _time.monotonic, state_interval: float = 0.0):
         self.linker = linker
         self.store = store
         self.counters = counters
@@ -143,6 +152,10 @@ class Collector:
                                    for dt in t.columns.values())) for t in store.tables]
         self.last_linked = -1
         self._linkable: set[int] = set()  # points with data that later points may link to
+        self.failed: str | None = None  # why writing the scan failed (then nothing more is)
+        # s between checkpoints that hold the resume state (0: every one; see flush())
+        self.state_interval = state_interval
+        self._last_state = -np.inf
 
     def seen(self, point_id: int) -> bool:
         return self.buffer.seen(point_id)
@@ -153,6 +166,9 @@ class Collector:
 
     def add(self, item: Item) -> None:
         """A processed point."""
+        if self.failed is not None:
+            self.counters["processed"] += 1
+            return
         if item.sparse is None:
             self.add_bad(item.point_id, "no sparse frame", item)
             return
@@ -163,26 +179,85 @@ class Collector:
     def add_bad(self, point_id: int, reason: str, item: Item | None = None) -> None:
         """A point that arrived but could not be processed: recorded as bad."""
         self.counters["bad"] += 1
+        if self.failed is not None:
+            return
         self.buffer.push(Slot(point_id, item, "bad", reason, self.clock()))
         self._drain(idle=False)
 
     def poll(self) -> None:
         """Input is idle: declare overdue gaps missing, flush on the interval."""
-        self._drain(idle=True)
+        if self.failed is None:
+            self._drain(idle=True)
 
     def finish(self, status: str, reason: str = "") -> None:
-        """End of scan: release everything, close all cliques, write the status."""
-        self._drain(idle=True, final=True)
-        result = self.linker.finish()
-        self._write_link(result)
-        self.counters["written"] = self.store.points.nrows  # close() flushes them all
-        self.store.close(status, reason, self._file_counters())
+        """End of scan: release everything, close all cliques, write the status (a scan
+        whose writing failed stays failed, whatever `status` says)."""
+        if self.failed is None:
+            self._drain(idle=True, final=True)
+        if self.failed is None:
+            result = self.linker.finish()
+            self._write_link(result)
+            self.counters["written"] = self.store.points.nrows  # close() flushes them all
+            self._write("close", self.store.close, status, reason, self._file_counters())
+        self.store.close("fail", self.failed or "")  # no-op unless still open
 
-    def flush(self) -> None:
-        """Write the buffered rows and the counters to the file now."""
-        self._last_flush = self.clock()
-        self.counters["written"] = self.store.points.nrows  # flush() writes them all
-        self.store.flush(self._file_counters())
+    def flush(self) -> bool:
+        """Checkpoint now: the buffered rows, the counters and the state; False if the
+        scan's writing has failed. With `state_interval` the state (the linker's
+        frontier: large for 2D scans of big frames) is written at most that often; a
+        resume then goes back to the last checkpoint with a state and processes the
+        points after it again (those not delivered again become missing)."""
+        now = self._last_flush = self.clock()
+        if self.failed is not None:
+            return False
+        written = self.counters["written"]
+        self.counters["written"] = self.store.points.nrows  # the checkpoint writes them all
+        state = self.state() if now - self._last_state >= self.state_interval else None
+        if not self._write("checkpoint", self.store.checkpoint, self._file_counters(), state):
+            self.counters["written"] = written
+            return False
+        if state is not None:
+            self._last_state = now
+        return True
+
+    checkpoint = flush  # on request (the control socket's `checkpoint`)
+
+    def state(self) -> dict[str, Any]:
+        """What a resume needs besides the rows: the linker's frontier, the next point to
+        link, the points a later point may still link to."""
+        return {"linker": self.linker.state(),
+                "collector": {"next_point": self.buffer.next_id,
+                              "npoints": -1 if self.buffer.npoints is None
+                              else self.buffer.npoints,
+                              "linkable": np.array(sorted(self._linkable), np.int64)}}
+
+    def restore(self, resumed: Any) -> None:
+        """Continue the scan a `stream.resume.Resumed` holds: call after the linker's
+        setup(scan). Points before `resumed.next_point` count as received (a copy that
+        comes again is a duplicate); the trajectory sees their positions again."""
+        if resumed.linker_state is not None:  # None: killed before anything was linked
+            self.linker.restore(resumed.linker_state)
+        trajectory = self._trajectory()
+        for point_id, motors in resumed.observed():
+            trajectory.observe(point_id, motors)
+        self.buffer.next_id = resumed.next_point
+        if self.buffer.npoints is None:
+            self.buffer.npoints = resumed.npoints
+        self.last_linked = resumed.next_point - 1
+        self._linkable = set(resumed.linkable)
+        self.counters.update(resumed.counters)
+
+    def _write(self, what: str, fn: Callable[..., Any], *args: Any) -> bool:
+        """A store call that writes the file; a failure ends the scan's writing."""
+        try:
+            fn(*args)
+            return True
+        except (OSError, RuntimeError) as exc:  # h5py reports HDF5 write errors as these
+            self.failed = f"{what} failed: {exc}"
+            log.error("%s: %s; the scan stops writing (the file keeps its last checkpoint)",
+                      self.store.path, self.failed)
+            self.store.abandon(self.failed)
+            return False
 
     def _file_counters(self) -> dict[str, int]:
         return {**self.counters, **(self.gauges() if self.gauges is not None else {})}
@@ -192,6 +267,8 @@ class Collector:
     def _drain(self, idle: bool, final: bool = False) -> None:
         now = self.clock()
         for slot in self.buffer.pop(now if idle else None, final):
+            if self.failed is not None:
+                return
             if isinstance(slot, int):
                 self._link_point(slot, None, "missing", "no data received")
             else:

@@ -1,4 +1,8 @@
-"""Read an output file back: a summary for people and scripts, and its tables."""
+"""Read an output file back: a summary for people and scripts, and its tables.
+
+Files left by a crash read as of their last checkpoint (`stream.checkpoint.open_h5`
+reads through the journal of an interrupted commit; nothing on disk changes).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .checkpoint import journal_path, open_h5
 from .store import POINT_STATUS, read_table
 
 
@@ -23,7 +28,7 @@ def detector_of(f: h5py.File) -> str:
 
 def load(path: str | Path) -> dict[str, Any]:
     """All tables of an output file as dicts of columns."""
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         det = detector_of(f)
         return {
             "detector": det,
@@ -39,7 +44,7 @@ def load(path: str | Path) -> dict[str, Any]:
 def summary(path: str | Path) -> dict[str, Any]:
     """What a scientist asks first: status, points, peaks, cliques, what went wrong."""
     try:
-        f = h5py.File(path, "r")
+        f = open_h5(path)
     except OSError as exc:
         raise OSError(f"{path}: cannot open as HDF5: {exc}") from None
     with f:
@@ -68,7 +73,17 @@ def summary(path: str | Path) -> dict[str, Any]:
             "end_time": str(proc.attrs["end_time"]),
             "counters": {k: int(v) for k, v in proc["counters"].attrs.items()},
             "events": dict(events),
+            "checkpoint": _checkpoint(f, path),
         }
+
+
+def _checkpoint(f: h5py.File, path: str | Path) -> dict[str, Any]:
+    """The last checkpoint (files written before checkpoints existed: {})."""
+    from .resume import checkpoint_info
+
+    if "checkpoint" not in f["entry/process"]:
+        return {}
+    return {**checkpoint_info(f), "journal": journal_path(path).exists()}
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -84,6 +99,12 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  config      sha256 {s['config_sha256'][:16]}",
         f"  time        {s['start_time']} .. {s['end_time']}",
     ]
+    ck = s.get("checkpoint") or {}
+    if ck and s["status"] in ("running", "fail"):
+        journal = " (read through the journal of an interrupted commit)" if ck["journal"] else ""
+        resumable = f"resumable at point {ck['resume_at']}" if ck["resumable"] else \
+            "not resumable"
+        lines.append(f"  checkpoint  #{ck['seq']} at {ck['time']}, {resumable}{journal}")
     if s["events"]:
         events = ", ".join(f"{k} {v}" for k, v in sorted(s["events"].items()))
         lines.append(f"  events      {events}")

