@@ -126,6 +126,11 @@ def parser() -> argparse.ArgumentParser:
                         "encoding, not in blocks (same result, much slower)")
     p.add_argument("--output", required=True,
                    help="output FILE.h5 (one scan) or directory (several scans)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue --output FILE.h5, left open by a crash or a kill, from its "
+                        "last checkpoint: its points are kept, the recording's other points "
+                        "(those lost or never reached) are processed; the config must be "
+                        "the one the file was written with",)
     p.add_argument("--images", nargs="+", action="extend", default=[], metavar="FILE::/PATH",
                    help="HDF5 frames: 3D datasets, one scan continuing across them; a bare "
                         "/PATH is looked for in the HDF5 INPUT file(s)")

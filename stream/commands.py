@@ -167,14 +167,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     single = out if out.suffix == ".h5" else None
-    if single is not None and single.exists():
+    if args.resume and (single is None or not single.exists() or len(scans) != 1):
+        print("peakstream replay: --resume continues one existing output FILE.h5 from one "
+              "recorded scan", file=sys.stderr)
+        return EXIT_USAGE
+    if single is not None and single.exists() and not args.resume:
         print(f"peakstream replay: {single} exists; remove it or choose another name",
               file=sys.stderr)
         return EXIT_USAGE
     runner = ScanRunner(config, output_dir=None if single else out, output_file=single)
+    if args.resume:  # points the file holds are kept, the others processed
+        runner.resume_file = single
     for inputs in scans:
         try:
-            blocks = None if args.per_point else open_blocks(inputs, config, **options)
+            per_point = args.per_point or args.resume
+            blocks = None if per_point else open_blocks(inputs, config, **options)
             if blocks is None:
                 start, points = open_recording(inputs, **options)
         except (OSError, ValueError) as exc:
@@ -211,6 +218,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         progress(n, force=True)
         progress.done()
     runner.close()
+    if runner.last_error:  # a scan that could not start (or resume), or be written
+        print(f"peakstream replay: {runner.last_error}", file=sys.stderr)
+        if not runner.results:
+            return EXIT_FAILED
     for r in runner.results:
         print(format_summary(summary(r["file"])))
     return _exit_code(runner.results)

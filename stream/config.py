@@ -72,7 +72,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # {sample} (the start message's meta, "unknown" if absent), {scan_number} (1 + the
     # highest number already in the directory under this pattern), {date} (YYYYMMDD)
     # and {time} (HHMMSS); a name taken gets -1, -2, ... (never overwritten)
-    "output": {"directory": ".", "flush_interval": 1.0, "pattern": "{scan_id}.h5"},
+    # resume: a start (or, after a restart, a point) of a scan whose file a crash left
+    # open, written with the same config, continues that file from its last checkpoint
+    "output": {"directory": ".", "flush_interval": 1.0, "pattern": "{scan_id}.h5",
+               "resume": True},
     # peakstream daemon: its log file ("" = DIRECTORY/peakstream.log), rotated at
     # log_max_bytes (0: never) keeping log_backups old files
     "daemon": {"log_file": "", "log_max_bytes": 10 << 20, "log_backups": 5},

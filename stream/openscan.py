@@ -68,6 +68,7 @@ class OpenScan:
         self.newest = -1  # newest point_id received
         self.workers0: dict[str, Any] = {}  # the executor's counts when the scan started
         self.started = time.time()
+        self.resumed: Any = None  # a stream.resume.Resumed: the scan continues a crashed file
 
     @classmethod
     def create(cls, key: int, config: Any, scan: Scan, detector: str, store: ScanStore,

@@ -58,6 +58,8 @@ from .openscan import (
     new_store,
 )
 from .params import ParamState
+from .resume import ResumeError
+from .resuming import Resuming
 from .scan import Scan
 from .workers import decode_result
 
@@ -65,7 +67,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ScanRunner", "OpenScan", "COUNTERS", "GAUGES", "clique_columns", "_start_json"]
 
-class ScanRunner:
+class ScanRunner(Resuming):
     """Turns a stream of messages into one output file per scan."""
 
     def __init__(self, config: Config, output_dir: str | Path | None = None,
@@ -82,6 +84,8 @@ class ScanRunner:
         self.accepting = True  # False: new scans are refused (the daemon is stopping)
         self.last_error = ""  # why the last scan could not start or be written
         self._refused = ""  # scan_id of a scan refused or failed: its points are dropped
+        self.resume_file: Path | None = None  # replay --resume: continue this file
+        self._no_resume: set[str] = set()  # scan ids that have no file to resume
         self.counters: Counter = Counter({k: 0 for k in COUNTERS})
         self.current: OpenScan | None = None
         self.results: list[dict[str, Any]] = []
@@ -223,7 +227,7 @@ class ScanRunner:
 
     # ------------------------------------------------------------ start / end
 
-    def _start(self, start: Start) -> None:
+    def _start(self, start: Start, resumed: Any = None) -> None:
         if self.current is not None:
             self._finish("abort", f"a new start ({start.scan_id!r}) arrived before the end")
         self._refused = ""
@@ -247,8 +251,16 @@ class ScanRunner:
             return
         path = None
         try:
-            path = self._output_path(start.scan_id, start.meta)
-            store = new_store(path, self.config, start, scan, detector)
+            if resumed is None:
+                resumed = self._resume_for(start)
+            if resumed is not None:
+                path, store = resumed.store.path, resumed.store
+            else:
+                path = self._output_path(start.scan_id, start.meta)
+                store = new_store(path, self.config, start, scan, detector)
+        except ResumeError as exc:
+            self._refuse(start.scan_id, f"cannot resume: {exc}")
+            return
         except OSError as exc:  # an output directory that cannot be made or written
             where = path if path is not None else self.output_dir
             self._refuse(start.scan_id, f"cannot create {where}: {exc}")
@@ -266,6 +278,13 @@ class ScanRunner:
             log.error("scan %s: setup failed: %s", start.scan_id, exc)
             self._finish("fail", f"setup failed: {exc}")
             return
+        if resumed is not None:
+            self.current.collector.restore(resumed)
+            self.current.resumed = resumed
+            store.event("resumed", f"resumed from the checkpoint at point "
+                                   f"{resumed.next_point}; points before it are kept")
+            log.warning("scan %s: resumed %s at point %d", start.scan_id, path,
+                        resumed.next_point)
         self.executor.start_scan(self._scans, encode(start), detector,
                                  self.config["source"]["max_frame_bytes"])
         if self.live is not None:
@@ -336,6 +355,8 @@ class ScanRunner:
         if cur is None and self._refused and point.scan_id == self._refused:
             self.counters["rejected"] += 1  # its start was refused (reported once)
             return
+        if cur is None and self._resume_point(point.scan_id):
+            cur = self.current
         if cur is None or point.scan_id != cur.scan.scan_id:
             what = "no scan is open" if cur is None else f"the open scan is {cur.scan.scan_id!r}"
             self._reject("rejected", f"point {point.point_id} of scan {point.scan_id!r}: {what}")
@@ -345,6 +366,9 @@ class ScanRunner:
         npoints = cur.collector.buffer.npoints
         if npoints is not None and pid >= npoints:
             self._reject("rejected", f"point {pid}: beyond npoints {npoints}")
+            return
+        if cur.resumed is not None and cur.resumed.stored(pid):
+            cur.counters["kept"] += 1  # stored before the crash: kept, not processed again
             return
         if cur.collector.seen(pid):
             self._count("duplicate", f"point {pid}: already received (duplicate or late), "
