@@ -338,6 +338,9 @@ class Collector:
         for c in self.counter_names:
             row[f"counters/{c}"] = [item.counters.get(c, np.nan) if item else np.nan]
         self.store.points.append(row)
+        outputs = item.outputs if item is not None and status == "ok" else {}
+        for problem in self.store.outputs.append(outputs):
+            self.store.event("bad_output", problem, point_id)
         if item is not None:
             for flag in item.flags:
                 self.store.event("flag", flag, point_id, item.time)

@@ -57,6 +57,7 @@ from .openscan import (
     clique_columns,
     new_store,
 )
+from .outputs import write_scan_outputs
 from .params import ParamState
 from .resume import ResumeError
 from .resuming import Resuming
@@ -278,6 +279,7 @@ class ScanRunner(Resuming):
             log.error("scan %s: setup failed: %s", start.scan_id, exc)
             self._finish("fail", f"setup failed: {exc}")
             return
+        write_scan_outputs(store.file["entry"][detector], pipeline.nodes)  # axes, units
         if resumed is not None:
             self.current.collector.restore(resumed)
             self.current.resumed = resumed

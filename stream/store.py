@@ -55,6 +55,7 @@ import numpy as np
 
 from . import __version__
 from .checkpoint import JournaledFile
+from .outputs import OutputTable
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +251,8 @@ class ScanStore:
         self.nnz, self.peaks, self.overlaps, self.cliques = (n["nnz"], n["peaks"],
                                                              n["overlaps"], n["cliques"])
         self.tables = tuple(n.values())
+        # named per-point node outputs (integrate1d, roi sums): row i = row i of points
+        self.outputs = OutputTable(entry[detector], self.points.nwritten)
         _OPEN.add(self)
 
     def set_shape(self, shape: tuple[int, int], itype: str) -> None:
@@ -273,6 +276,7 @@ class ScanStore:
         """Cut every table back to `rows` (committed at the next checkpoint)."""
         for name, t in self.named.items():
             t.truncate(rows.get(name, 0))
+        self.outputs.truncate(rows.get("points", 0))
         sparse = self.file["entry"][self.detector]["sparse"]
         if "shape0" in sparse.attrs:
             sparse.attrs["nframes"] = self.nnz.nwritten
@@ -289,6 +293,7 @@ class ScanStore:
         rows are committed but the file cannot be resumed from this checkpoint."""
         for t in self.tables:
             t.flush()
+        self.outputs.flush()
         entry = self.file["entry"]
         if "shape0" in entry[self.detector]["sparse"].attrs:
             entry[self.detector]["sparse"].attrs["nframes"] = self.nnz.nwritten
