@@ -183,3 +183,34 @@ def test_geometry_follows_the_frame_node(kw):
     np.testing.assert_allclose(ours[ok], ref.intensity[ok], rtol=1e-3)
     g = Geometry(**PONI)
     assert np.max(np.degrees(g.tth(shape))) >= np.max(integ.radial())
+
+
+def test_a_frame_node_in_a_scan_stores_its_output_shape_and_pixel_map(tmp_path):
+    """Through the runner: the file's sparse shape is the cropped, rebinned frame's and
+    /entry/<det>/frame_map maps output pixels to detector pixels."""
+    import h5py
+
+    from stream.config import Config
+    from stream.message import encode
+    from stream.runner import ScanRunner
+    from stream.sources.simulate import SimConfig, Simulation
+
+    cfg = Config.from_text('[[node]]\nkind = "frame"\nroi = [10, 100, 20, 140]\nrebin = 2\n'
+                           '[[node]]\nkind = "threshold"\ncut = 40.0\n[[node]]\nkind = "label"\n'
+                           '[[node]]\nkind = "properties"\n')
+    sim = Simulation(SimConfig(npoints=20, shape=(128, 160), spots=8, seed=3))
+    out = tmp_path / "f.h5"
+    r = ScanRunner(cfg, output_file=out)
+    r.handle(encode(sim.start("s")))
+    for i in range(20):
+        r.handle(encode(sim.point(i, "s")))
+    r.handle(encode(sim.end("s")))
+    r.close()
+    assert r.results[-1]["status"] == "success"
+    with h5py.File(out, "r") as f:
+        det = f["entry"][next(k for k in f["entry"] if k not in ("process", "points"))]
+        assert (det["sparse"].attrs["shape0"], det["sparse"].attrs["shape1"]) == (45, 60)
+        assert det["sparse/row"][()].max() < 45 and det["sparse/col"][()].max() < 60
+        # output pixel (r, c) covers detector pixels from (2 r + 10, 2 c + 20)
+        assert np.array_equal(det["frame_map"][()], [[2, 0, 10], [0, 2, 20], [0, 0, 1]])
+        assert det["peaks2d/npx"].shape[0] > 0
