@@ -44,14 +44,15 @@ def daemon_config(tmp_path: Path, extra: str = "", name: str = "daemon.toml",
 class DaemonProcess:
     """`peakstream daemon` in a subprocess; stderr goes to a file (never a full pipe)."""
 
-    def __init__(self, config: Path, output: Path, *args: str, live: bool = True):
+    def __init__(self, config: Path, output: Path, *args: str, live: bool = True,
+                 fsize: int = 0):
         self.log = output.parent / f"daemon-{time.monotonic_ns()}.stderr"
         self.stderr = open(self.log, "w")  # noqa: SIM115 (closed in finish)
         cmd = [sys.executable, "-m", "stream.cli", "daemon", str(config), "--listen",
                "tcp://127.0.0.1:0", "--control", "tcp://127.0.0.1:0", "--output", str(output),
                "--live", "tcp://127.0.0.1:0" if live else "", *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr,
-                                     cwd=ROOT)
+                                     cwd=ROOT, preexec_fn=_file_size_limit(fsize))
         self.output = output
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -98,14 +99,28 @@ class DaemonProcess:
         self.stderr.close()
 
 
+def _file_size_limit(nbytes: int):
+    """A child-process hook: files may not grow past `nbytes` (a full disk, as the daemon
+    sees it: writes fail with EFBIG); SIGXFSZ ignored so the write fails, not the process."""
+    if not nbytes:
+        return None
+
+    def limit() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+    return limit
+
+
 @pytest.fixture(name="daemon")
 def daemon_fixture(tmp_path):
     """Start daemons (config, *args); every one is killed at the end of the test."""
     procs: list[DaemonProcess] = []
 
     def start(config: Path, *args: str, output: Path | None = None,
-              live: bool = True) -> DaemonProcess:
-        p = DaemonProcess(config, output or tmp_path / "out", *args, live=live)
+              live: bool = True, fsize: int = 0) -> DaemonProcess:
+        p = DaemonProcess(config, output or tmp_path / "out", *args, live=live, fsize=fsize)
         procs.append(p)
         return p
 

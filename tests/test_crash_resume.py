@@ -182,3 +182,30 @@ def test_replay_killed_then_resumed_equals_the_uninterrupted_replay(tmp_path):
     r = peakstream(*common, "--output", str(out), "--resume")
     err = r.communicate(timeout=300)[1]
     assert r.returncode != 0 and "resume" in err
+
+
+def test_disk_full_fails_that_scan_and_the_next_scan_is_written(daemon, tmp_path):
+    """A daemon whose files may not grow past 6.5 MiB (a small scan takes ~6.1 MiB, the big one ~7.3) (writes fail with EFBIG, as on a full
+    disk): the big scan ends as fail with the reason and its file reads as of its last
+    checkpoint; the daemon goes on and a small scan after it is written whole."""
+    cfg = daemon_config(tmp_path, EXTRA)
+    d = daemon(cfg, output=tmp_path / "out", fsize=13 << 19)
+    big = Simulation(SimConfig(npoints=1000, shape=(512, 512), spots=400, seed=2))
+    s = Sender(d.endpoint, big)
+    s.scan("big")
+    s.close()
+    path = tmp_path / "out" / "big.h5"
+    wait_until(lambda: d.status()["scans_done"] >= 1, 120, 0.1, "the big scan to end")
+    with open_h5(path) as f:
+        assert f["entry"].attrs["status"] == "fail"
+        assert "too large" in str(f["entry"].attrs["reason"]).lower()
+        n = f["entry/points/point_id"].shape[0]
+        assert 0 < n < big.config.npoints  # what the file could hold, readable
+    small = Simulation(SimConfig(npoints=20, shape=(128, 160), spots=8, seed=4))
+    s = Sender(d.endpoint, small)
+    s.scan("small")
+    s.close()
+    assert completed(tmp_path / "out" / "small.h5") == "success"
+    assert d.proc.poll() is None  # still running
+    assert tables(tmp_path / "out" / "small.h5")["points"]["point_id"].tolist() == list(
+        range(20))
