@@ -185,9 +185,10 @@ def test_replay_killed_then_resumed_equals_the_uninterrupted_replay(tmp_path):
 
 
 def test_disk_full_fails_that_scan_and_the_next_scan_is_written(daemon, tmp_path):
-    """A daemon whose files may not grow past 6.5 MiB (a small scan takes ~6.1 MiB, the big one ~7.3) (writes fail with EFBIG, as on a full
-    disk): the big scan ends as fail with the reason and its file reads as of its last
-    checkpoint; the daemon goes on and a small scan after it is written whole."""
+    """A daemon whose files may not grow past 6.5 MiB (a small scan takes ~6.1 MiB,
+    the big one ~7.3): writes fail with EFBIG, as on a full disk. The big scan ends as
+    fail with the reason and its file reads as of its last checkpoint; the daemon goes
+    on and a small scan after it is written whole."""
     cfg = daemon_config(tmp_path, EXTRA)
     d = daemon(cfg, output=tmp_path / "out", fsize=13 << 19)
     big = Simulation(SimConfig(npoints=1000, shape=(512, 512), spots=400, seed=2))
