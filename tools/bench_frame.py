@@ -56,12 +56,12 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy  # noqa: E402
+from benchinfo import cpu_model, package_version  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -76,24 +76,6 @@ SHAPE = (2162, 2068)  # EIGER2 4M
 OURS = ("dense", "label", "properties", "link", "total")
 THEIRS = ("select", "clean", "label", "moments", "overlaps", "total")
 P1_RATIO, P1_MS = 3.0, 2.5
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def stats(values: list[float]) -> dict[str, float]:

@@ -34,11 +34,11 @@ import platform
 import statistics
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numba
 import numpy as np
+from benchinfo import cpu_model, package_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -50,24 +50,6 @@ from stream.scan import Scan  # noqa: E402
 PIXEL = 75e-6
 TARGET = 5.0
 PAUSE = 0.3  # s between cases, untimed
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def geometry(shape: tuple[int, int]) -> dict[str, float]:

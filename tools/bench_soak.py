@@ -32,6 +32,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchinfo import cpu_model  # noqa: E402
+
 from nodes.properties import Properties  # noqa: E402
 from stream.config import Config  # noqa: E402
 from stream.item import Item, SparseFrame  # noqa: E402
@@ -42,16 +44,6 @@ SHAPE = (512, 512)
 POOL = 300  # distinct frames, cycled
 LIFE = 3  # points each spot lives on
 CELL = 32  # one spot per 32 x 32 cell, so spots of one frame never touch
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def frame_pool(peaks: int, seed: int = 0) -> list[tuple[SparseFrame, dict]]:

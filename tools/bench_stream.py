@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchinfo import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -365,16 +366,6 @@ def versions() -> dict:
     return {"peakstream": __version__, "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "pyzmq": zmq.__version__,
             "libzmq": zmq.zmq_version(), "bitshuffle": bitshuffle.__version__}
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def stats(values: list[float]) -> str:
