@@ -30,6 +30,8 @@ from typing import Any
 import msgpack
 import zmq
 
+from .sockets import bind
+
 log = logging.getLogger(__name__)
 
 COMMANDS = ("status", "get", "set", "checkpoint", "stop")
@@ -76,16 +78,7 @@ class ControlServer:
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        try:
-            if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
-                host = endpoint.rsplit(":", 1)[0]
-                endpoint = f"{host}:{self.router.bind_to_random_port(host)}"
-            else:
-                self.router.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self.router.close(linger=0)
-            raise OSError(f"control: cannot bind {endpoint}: {exc}") from None
-        self.endpoint = endpoint
+        self.endpoint = bind(self.router, endpoint, "control: cannot bind {endpoint}")
         inner = f"inproc://peakstream-control-{uuid.uuid4().hex}"
         self.inbox = self.ctx.socket(zmq.PAIR)  # the main loop's end
         self.inbox.setsockopt(zmq.LINGER, 0)

@@ -34,6 +34,7 @@ from typing import Any
 import zmq
 
 from .config import Config
+from .sockets import bind
 from .workers import (
     Params,
     Worker,
@@ -242,15 +243,7 @@ class Dispatcher:
                 path = Path(tempfile.gettempdir()) / f"peakstream-{os.getpid()}-" \
                                                      f"{uuid.uuid4().hex[:8]}.ipc"
                 endpoint = f"ipc://{path}"
-        try:
-            if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
-                host = endpoint.rsplit(":", 1)[0]
-                endpoint = f"{host}:{self.router.bind_to_random_port(host)}"
-            else:
-                self.router.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self.router.close(linger=0)
-            raise OSError(f"workers: cannot bind {endpoint}: {exc}") from None
+        endpoint = bind(self.router, endpoint, "workers: cannot bind {endpoint}")
         return endpoint, endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
 
     def _spawn(self) -> None:

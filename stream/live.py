@@ -40,6 +40,8 @@ import msgpack
 import numpy as np
 import zmq
 
+from .sockets import bind
+
 log = logging.getLogger(__name__)
 
 TOPICS = ("progress", "peaks", "cliques", "frame", "map")
@@ -143,16 +145,7 @@ class LiveLane:
         self.socket.setsockopt(zmq.SNDHWM, sndhwm)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDTIMEO, 0)
-        try:
-            if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
-                host = endpoint.rsplit(":", 1)[0]
-                endpoint = f"{host}:{self.socket.bind_to_random_port(host)}"
-            else:
-                self.socket.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self.socket.close(linger=0)
-            raise OSError(f"live lane: cannot bind {endpoint}: {exc}") from None
-        self.endpoint = endpoint
+        self.endpoint = bind(self.socket, endpoint, "live lane: cannot bind {endpoint}")
         self.sent: Counter = Counter()
         self.dropped = 0
         self.map: RunningMap | None = None

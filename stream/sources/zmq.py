@@ -13,6 +13,8 @@ from typing import Any
 
 import zmq
 
+from ..sockets import bind
+
 log = logging.getLogger(__name__)
 
 
@@ -25,15 +27,7 @@ class ZmqSource:
         self.socket = self.context.socket(zmq.PULL)
         self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
         self.socket.setsockopt(zmq.LINGER, 0)
-        try:
-            if endpoint.endswith(":0"):
-                port = self.socket.bind_to_random_port(endpoint.rsplit(":", 1)[0])
-                endpoint = f"{endpoint.rsplit(':', 1)[0]}:{port}"
-            else:
-                self.socket.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self.socket.close()
-            raise OSError(f"cannot listen on {endpoint}: {exc}") from None
+        endpoint = bind(self.socket, endpoint, "cannot listen on {endpoint}")
         self.endpoint = self.endpoint_bound = endpoint
         self.sockets = [self.socket]
         self.poller = zmq.Poller()

@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from ...message import Message, MessageError, Point, Start, decode, encode
+from ...sockets import bind
 from ...trajectory import make_trajectory
 from .common import DetectorError
 from .series import SeriesMachine
@@ -77,10 +78,11 @@ class DectrisSource:
             self.motor = self.context.socket(zmq.PULL)
             self.motor.setsockopt(zmq.LINGER, 0)
             try:
-                self.endpoint_bound = _bind(self.motor, listen)
-            except zmq.ZMQError as exc:
+                self.endpoint_bound = bind(self.motor, listen,
+                                           "dectris source: cannot listen on {endpoint}")
+            except OSError:
                 self.close()
-                raise OSError(f"dectris source: cannot listen on {listen}: {exc}") from None
+                raise
             self.sockets.append(self.motor)
         self.poller = zmq.Poller()
         for sock in self.sockets:
@@ -175,15 +177,6 @@ class DectrisSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _bind(sock: zmq.Socket, endpoint: str) -> str:
-    """Bind, resolving a port 0 to the one the system gave."""
-    if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
-        host = endpoint.rsplit(":", 1)[0]
-        return f"{host}:{sock.bind_to_random_port(host)}"
-    sock.bind(endpoint)
-    return endpoint
 
 
 def make_source(source_config: dict) -> DectrisSource:

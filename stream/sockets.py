@@ -1,0 +1,20 @@
+"""Binding our ZeroMQ sockets: one rule for every lane (data, control, live, workers)."""
+
+from __future__ import annotations
+
+import zmq
+
+
+def bind(sock: zmq.Socket, endpoint: str, error: str) -> str:
+    """Bind `sock` and return the endpoint bound: a tcp port 0 becomes the port the
+    system gave. On failure the socket is closed and OSError says `error` (formatted
+    with `endpoint`) and why."""
+    try:
+        if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+            host = endpoint.rsplit(":", 1)[0]
+            return f"{host}:{sock.bind_to_random_port(host)}"
+        sock.bind(endpoint)
+        return endpoint
+    except zmq.ZMQError as exc:
+        sock.close(linger=0)
+        raise OSError(f"{error.format(endpoint=endpoint)}: {exc}") from None
