@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,11 +186,16 @@ def resumable_file(directory: str | Path, scan_id: str, config_text: str) -> Pat
     """The output file in `directory` (newest first) of scan `scan_id` that a crash left
     open (status running or fail) and that was written with this config; None if none.
     For a restarted daemon that sees the start of a scan it was writing."""
+    return newest_resumable(Path(directory).glob("*.h5"), scan_id, config_text)
+
+
+def newest_resumable(paths: Iterable[Path], scan_id: str, config_text: str) -> Path | None:
+    """Of `paths`, the newest file of scan `scan_id` a crash left open with this config."""
     from .checkpoint import open_h5
 
     want = config_hash(config_text)
     found = []
-    for path in Path(directory).glob("*.h5"):
+    for path in paths:
         try:
             with open_h5(path) as f:
                 entry = f["entry"]

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .message import Start
+from .naming import safe_name
 from .openscan import SCAN_ID, _start_json
-from .resume import ResumeError, resumable_file, resume
+from .resume import ResumeError, newest_resumable, resume
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,9 @@ class Resuming:
         directory or the directories its pattern makes (two levels)."""
         if not self.config["output"]["resume"] or self.output_file is not None:
             return None
-        dirs = {self.output_dir} | {p.parent for p in self.output_dir.glob("*/*.h5")} | {
-            p.parent for p in self.output_dir.glob("*/*/*.h5")}
-        found = [f for f in (resumable_file(d, scan_id, self.config.text()) for d in dirs)
-                 if f is not None]
-        return max(found, key=lambda f: f.stat().st_mtime) if found else None
+        # named by the pattern: when it holds the scan id, only those files are opened
+        name = (f"*{safe_name(scan_id)}*.h5" if "{scan_id" in self.config["output"]["pattern"]
+                else "*.h5")
+        paths = [p for level in ("", "*/", "*/*/") for p in self.output_dir.glob(level + name)]
+        return newest_resumable(paths, scan_id, self.config.text())
 
