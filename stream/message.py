@@ -12,8 +12,9 @@ failure raises :class:`MessageError` with the reason.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import msgpack
@@ -112,6 +113,24 @@ Message = Start | Point | End
 
 
 # ----------------------------------------------------------------- encoding
+
+
+def start_to_json(start: Start) -> str:
+    """The start message as the output file keeps it (JSON; a detector's own flatfield
+    and mask are left out, only its shape and dtype are kept)."""
+    d: dict[str, Any] = {f.name: getattr(start, f.name) for f in fields(start)}
+    d["detectors"] = {k: {"shape": list(v.shape), "dtype": v.dtype}
+                      for k, v in start.detectors.items()}
+    return json.dumps(d, default=str)
+
+
+def start_from_json(text: str) -> Start:
+    """The Start `start_to_json` wrote (KeyError, TypeError, ValueError if it is not)."""
+    d = json.loads(text)
+    dets = {k: DetectorInfo(tuple(v["shape"]), v["dtype"]) for k, v in d["detectors"].items()}
+    return Start(d["scan_id"], dets, list(d["motors"]), list(d["counters"]),
+                 d.get("npoints"), dict(d.get("trajectory") or {"kind": "sweep"}),
+                 dict(d.get("meta") or {}))
 
 
 def encode(msg: Message) -> list[bytes | memoryview]:

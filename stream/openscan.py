@@ -8,18 +8,17 @@ collector itself.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .collector import Collector
 from .item import PEAK_COLUMNS
 from .message import Start
+from .message import start_to_json as _start_json  # the name runner, batch use
 from .pipeline import Pipeline
 from .scan import Scan
 from .store import ScanStore
@@ -124,10 +123,3 @@ def new_store(path: Path, config: Any, start: Start, scan: Scan, detector: str) 
                      clique_columns=clique_columns(start.motors), config_text=config.text(),
                      start_json=_start_json(start), trajectory=scan.trajectory.describe(),
                      flush_interval=config["output"]["flush_interval"])
-
-
-def _start_json(start: Start) -> str:
-    d = asdict(start)
-    d["detectors"] = {k: {"shape": list(v.shape), "dtype": v.dtype}
-                      for k, v in start.detectors.items()}
-    return json.dumps(d, default=str)

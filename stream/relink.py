@@ -24,7 +24,7 @@ from .batch import TrajectoryWalker
 from .config import Config
 from .inspect import detector_of
 from .item import PEAK_COLUMNS
-from .message import DetectorInfo, Start
+from .message import Start, start_from_json
 from .runner import clique_columns
 from .scan import Scan
 from .store import STR, ScanStore, read_table
@@ -119,11 +119,7 @@ def relink(path: str | Path, output: str | Path, criterion: str | list[str] | No
 
 def _start(text: str, path: Path) -> Start:
     try:
-        d = json.loads(text)
-        dets = {k: DetectorInfo(tuple(v["shape"]), v["dtype"]) for k, v in d["detectors"].items()}
-        return Start(d["scan_id"], dets, list(d["motors"]), list(d["counters"]),
-                     d.get("npoints"), dict(d.get("trajectory") or {"kind": "sweep"}),
-                     dict(d.get("meta") or {}))
+        return start_from_json(text)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: bad /entry/process/start: {exc}") from None
 

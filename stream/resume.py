@@ -28,7 +28,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .message import DetectorInfo, Start
+from .message import Start, start_from_json
 from .store import POINT_STATUS, ScanStore, config_hash, now_iso, read_table
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,7 @@ class Resumed:
 
     def start(self) -> Start:
         """The start message the file was written for."""
-        d = json.loads(self.start_json)
-        dets = {k: DetectorInfo(tuple(v["shape"]), v["dtype"]) for k, v in d["detectors"].items()}
-        return Start(d["scan_id"], dets, list(d["motors"]), list(d["counters"]),
-                     d.get("npoints"), dict(d.get("trajectory") or {"kind": "sweep"}),
-                     dict(d.get("meta") or {}))
+        return start_from_json(self.start_json)
 
 
 def resume(path: str | Path, config_text: str, start_json: str | None = None, *,

@@ -11,7 +11,6 @@ they are missing again. Pixels are read in blocks of whole points.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import h5py
 import numpy as np
 
 from ...item import SparseFrame
-from ...message import DetectorInfo, Point, Start
+from ...message import DetectorInfo, Point, Start, start_from_json
 from .common import select
 
 BLOCK_PIXELS = 1 << 20
@@ -67,11 +66,7 @@ def read_peakstream(path: str | os.PathLike, *, scan_id: str | None = None,
 
 def _start(f: h5py.File, path: str) -> Start:
     try:
-        d = json.loads(f["entry/process/start"].asstr()[()])
-        dets = {k: DetectorInfo(tuple(v["shape"]), v["dtype"]) for k, v in d["detectors"].items()}
-        return Start(d["scan_id"], dets, list(d["motors"]), list(d["counters"]),
-                     d.get("npoints"), dict(d.get("trajectory") or {"kind": "sweep"}),
-                     dict(d.get("meta") or {}))
+        return start_from_json(f["entry/process/start"].asstr()[()])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: bad /entry/process/start: {exc}") from None
 
