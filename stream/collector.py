@@ -93,6 +93,15 @@ class ReorderBuffer:
         """Points held for a result that has not come back yet."""
         return sum(1 for s in self.waiting.values() if s.status == "pending")
 
+    @property
+    def held(self) -> int:
+        """Results held only because the next point is still being processed (0 when the
+        head is a gap: those wait for the window or the timeout, not for a worker)."""
+        head = self.waiting.get(self.next_id)
+        if head is None or head.status != "pending":
+            return 0
+        return sum(1 for s in self.waiting.values() if s.status != "pending")
+
     def pop(self, now: float | None, final: bool = False) -> list[Slot | int]:
         """Released slots in order; a bare int is a point declared missing.
 

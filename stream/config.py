@@ -49,13 +49,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "series_timeout": 30.0,  # s without a message before an open series ends itself
         "trajectory": {},  # the scan's trajectory map ({} = a sweep in the first motor)
     },
-    # per-point nodes run in `count` workers (0: one per core, leaving one core for the
-    # receiver and collector); the linker and the store stay in the main process
+    # per-point nodes run in `count` workers (0: threads one per core, processes one per
+    # core less one); the linker and the store stay in the main process
     "workers": {
         "kind": "inline",  # inline | threads | processes
         "count": 0,
         "endpoint": "",  # processes: ROUTER endpoint ("" = an ipc:// path of our own)
-        "queue": 0,  # points between receiver and collector (0: 4 per worker, at least 8)
+        "queue": 0,  # points between receiver and collector (0: 2 per worker + 1, at least 5)
         "heartbeat": 0.5,  # s between worker heartbeats
         "heartbeat_timeout": 5.0,  # s of silence after which a worker's points go elsewhere
     },

@@ -55,13 +55,15 @@ SINGLE_THREADED = {v: "1" for v in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
                                     "BLOSC_NTHREADS")}
 
 
-def default_count() -> int:
-    """Workers for `count = 0`: one per core, leaving one for receiver and collector."""
+def default_count(kind: str = "threads") -> int:
+    """Workers for `count = 0`: threads, one per core (the kernels release the GIL and
+    the receiver/collector thread is mostly waiting: bench_stream is faster so);
+    processes, one per core less the main process's."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    return cores if kind == "threads" else max(1, cores - 1)
 
 
 def make_executor(config: Config) -> InlineExecutor | Dispatcher:
@@ -69,17 +71,19 @@ def make_executor(config: Config) -> InlineExecutor | Dispatcher:
     w = config["workers"]
     if w["kind"] == "inline":
         return InlineExecutor(config)
-    return Dispatcher(config, w["kind"], w["count"] or default_count(), w["endpoint"],
+    return Dispatcher(config, w["kind"], w["count"] or default_count(w["kind"]),
+                      w["endpoint"],
                       heartbeat=w["heartbeat"], timeout=w["heartbeat_timeout"])
 
 
 def queue_bound(config: Config) -> int:
-    """Points allowed between receiver and collector ([workers] queue, 0: automatic)."""
+    """Points allowed between receiver and collector ([workers] queue; 0: two per worker
+    and one more, at least 5, which keeps the lag within 5 on a 2-core machine)."""
     w = config["workers"]
     if w["queue"]:
         return w["queue"]
-    count = 1 if w["kind"] == "inline" else (w["count"] or default_count())
-    return max(8, 4 * count)
+    count = 1 if w["kind"] == "inline" else (w["count"] or default_count(w["kind"]))
+    return max(5, 2 * count + 1)
 
 
 class InlineExecutor:

@@ -10,11 +10,13 @@ logged with the reason, recorded in the open scan's file, and dropped; the
 runner never raises on input.
 
 Flow control (lossless): at most `[workers] queue` points are out between
-receiver and collector, and (overrun = "block") the lag stays below
-`[source] max_lag`; `ready()` says whether the receiver may read another
-message, `step()` is one turn of a receive loop that stops reading when it
-may not, so ZeroMQ's high-water mark pushes back to the sender. With overrun
-= "abort" a lag beyond max_lag aborts the scan instead.
+receiver and collector (at a worker, or back but held in the reorder buffer
+behind one still at a worker, so the lag stays within the queue), and
+(overrun = "block") the lag stays below `[source] max_lag`; `ready()` says
+whether the receiver may read another message, `step()` is one turn of a
+receive loop that stops reading when it may not, so ZeroMQ's high-water
+mark pushes back to the sender. With overrun = "abort" a lag beyond max_lag
+aborts the scan instead.
 
 Counters of a scan (`status()["scan"]`, and the file's counters at each
 flush): received (its points), accepted (handed to the workers), processed
@@ -128,7 +130,10 @@ class ScanRunner(Resuming):
         """May the receiver read another message? No while the queues are full (or, with
         overrun = "block", while the lag is at max_lag): ZeroMQ then holds the sender."""
         cur, src = self.current, self.config["source"]
-        full = self.executor.in_flight >= self.queue
+        # results held behind a point still at a worker count too: one slow worker
+        # then holds the receiver instead of letting the others run ahead
+        held = cur.collector.buffer.held if cur is not None else 0
+        full = self.executor.in_flight + held >= self.queue
         if cur is not None and src["overrun"] == "block" and cur.lag >= src["max_lag"]:
             full = True
         if full and not self._blocked:

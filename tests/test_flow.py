@@ -175,6 +175,32 @@ def test_back_pressure_with_a_tiny_queue_loses_no_point(run_process, tmp_path, r
     assert c["max_lag"] <= 2 + 64  # ... so the lag stayed within queue + reorder window
 
 
+def test_two_workers_keep_the_lag_within_the_queue(run_process, tmp_path, reference):
+    """Results back from one worker but held behind a point still at the other count
+    against the queue, so the lag never passes it whatever order the workers finish in."""
+    config = config_with(tmp_path, "two", workers='kind = "threads"\ncount = 2\nqueue = 3')
+    run = run_process(config, "--scans", "1")
+    blast(run.endpoint, scan_messages(Simulation(SIMCONF), "two"))
+    rc, out, err = run.wait()
+    assert rc == 0, err
+    t = tables(tmp_path / "out" / "two.h5")
+    assert_same_tables(reference, t)
+    assert t["counters"]["overruns"] >= 1 and 1 <= t["counters"]["max_lag"] <= 3
+
+
+def test_reorder_buffer_holds_only_behind_a_pending_point():
+    buf = ReorderBuffer(window=8)
+    for pid in range(3):
+        buf.push(Slot(pid, None, "pending"))
+    buf.push(Slot(1, None, "ok"))
+    buf.push(Slot(2, None, "ok"))
+    assert buf.held == 2  # both wait for point 0, which a worker still has
+    buf.push(Slot(0, None, "ok"))
+    assert [s.point_id for s in buf.pop(None)] == [0, 1, 2] and buf.held == 0
+    buf.push(Slot(5, None, "ok"))  # a gap at 3, 4: waits for the window, not a worker
+    assert buf.held == 0
+
+
 def test_overrun_abort_ends_the_scan_with_the_reason(run_process, tmp_path):
     config = config_with(tmp_path, "abort",
                          source='overrun = "abort"\nmax_lag = 2\nreorder_window = 1',

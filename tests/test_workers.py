@@ -171,10 +171,13 @@ def test_label_runs_over_the_wire_give_the_file_of_inline_and_of_the_pixels(run_
 
 
 def test_worker_counts_and_queue_bound():
-    assert default_count() == max(1, len(os.sched_getaffinity(0)) - 1)
+    cores = len(os.sched_getaffinity(0))
+    assert default_count("threads") == cores
+    assert default_count("processes") == max(1, cores - 1)
     config = Config({"workers": {"kind": "threads", "count": 3}})
-    assert queue_bound(config) == 12
-    assert queue_bound(Config({"workers": {"kind": "threads", "count": 1}})) == 8
+    assert queue_bound(config) == 7
+    assert queue_bound(Config({"workers": {"kind": "threads", "count": 1}})) == 5
+    assert queue_bound(Config({"workers": {"kind": "threads"}})) == max(5, 2 * cores + 1)
     assert queue_bound(Config({"workers": {"kind": "threads", "queue": 2}})) == 2
     assert isinstance(InlineExecutor(Config({})).worker.pipeline.chain, list)
 

@@ -11,8 +11,9 @@ temp directory) are compressed once with bitshuffle-LZ4 and cycled, each
 point with its own point_id, omega and monitor, so the sender is not the
 bottleneck. The processor is `peakstream run` in a subprocess, with a config
 of correct (flat + mask) + normalise + threshold + label + properties, the
-linker and HDF5 output, and the `[workers]` given here (threads, one per core
-less one, a queue of 4 points so that the lag stays within P2's 5). One warm-up scan
+linker and HDF5 output, and the `[workers]` given here (threads, one per core,
+a queue of 5 points: points at a worker or held behind one, so the lag stays
+within P2's 5). One warm-up scan
 (numba caches, first files), then `--repeats` scans of `--points` points.
 
 Per scan: sustained frames/s (points / (the file's end_time - the first point
@@ -381,12 +382,12 @@ def main() -> int:
                     help="spots of the simulated scan (default 600: ~300 per frame)")
     ap.add_argument("--workers-kind", default="threads", choices=("inline", "threads",
                                                                   "processes"))
-    ap.add_argument("--workers", type=int, default=0, help="[workers] count (0: one per core "
-                                                           "less one)")
-    ap.add_argument("--queue", type=int, default=4,
-                    help="[workers] queue: points between receiver and collector (default 4, "
-                         "which bounds the lag by 4 as P2 asks; 0: the runner's default, 4 per "
-                         "worker and at least 8)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="[workers] count (0: the runner's default, threads one per core)")
+    ap.add_argument("--queue", type=int, default=5,
+                    help="[workers] queue: points between receiver and collector, which bounds "
+                         "the lag (default 5, P2's bound; 0: the runner's default, 2 per worker "
+                         "and one more, at least 5)")
     ap.add_argument("--max-lag", type=int, default=1000, help="[source] max_lag")
     ap.add_argument("--no-paths", action="store_true", help="skip the per-frame decode paths")
     ap.add_argument("--timeout", type=float, default=1800.0)
