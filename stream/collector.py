@@ -210,19 +210,22 @@ class Collector:
             self._write("close", self.store.close, status, reason, self._file_counters())
         self.store.close("fail", self.failed or "")  # no-op unless still open
 
-    def flush(self) -> bool:
+    def flush(self, background: bool = False) -> bool:
         """Checkpoint now: the buffered rows, the counters and the state; False if the
         scan's writing has failed. With `state_interval` the state (the linker's
         frontier: large for 2D scans of big frames) is written at most that often; a
         resume then goes back to the last checkpoint with a state and processes the
-        points after it again (those not delivered again become missing)."""
+        points after it again (those not delivered again become missing).
+        `background`: written by the store's thread while points go on (the periodic
+        checkpoints; its failure ends the scan's writing at the next one)."""
         now = self._last_flush = self.clock()
         if self.failed is not None:
             return False
         written = self.counters["written"]
         self.counters["written"] = self.store.points.nrows  # the checkpoint writes them all
         state = self.state() if now - self._last_state >= self.state_interval else None
-        if not self._write("checkpoint", self.store.checkpoint, self._file_counters(), state):
+        if not self._write("checkpoint", self.store.checkpoint, self._file_counters(), state,
+                           background):
             self.counters["written"] = written
             return False
         if state is not None:
@@ -284,7 +287,7 @@ class Collector:
                 self._link_point(slot.point_id, slot.item, slot.status, slot.reason)
         if (now - self._last_flush >= self.store.flush_interval
                 or sum(t.nbuffered * n for t, n in self._row_bytes) > MAX_BUFFERED):
-            self.flush()
+            self.flush(background=True)
 
     def _link_point(self, point_id: int, item: Item | None, status: str, reason: str) -> None:
         ok = status == "ok" and item is not None and item.sparse is not None

@@ -66,11 +66,21 @@ class OutputTable:
                 ds.resize((nrows, *ds.shape[1:]))
 
     def flush(self) -> None:
-        for name in self.names:
+        self.write(self.take())
+
+    def take(self) -> tuple:
+        """The rows so far and the buffered values, for `write` (maybe in another thread)."""
+        taken = (self.nrows, set(self.names), self._pending)
+        self._pending = {}
+        return taken
+
+    def write(self, taken: tuple) -> None:
+        nrows, names, pending = taken
+        for name in names:
             ds = self.group[name]
-            if ds.shape[0] < self.nrows:
-                ds.resize((self.nrows, *ds.shape[1:]))
-        for name, rows in self._pending.items():
+            if ds.shape[0] < nrows:
+                ds.resize((nrows, *ds.shape[1:]))
+        for name, rows in pending.items():
             ds = self.group[name]
             index = np.array([r for r, _ in rows])
             data = np.stack([a for _, a in rows])
@@ -79,7 +89,6 @@ class OutputTable:
             else:
                 for i, r in enumerate(index):
                     ds[r] = data[i]
-        self._pending.clear()
 
 
 def write_scan_outputs(group: h5py.Group, nodes: list[Any]) -> None:

@@ -46,6 +46,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import weakref
 from pathlib import Path
 from typing import Any
@@ -115,15 +116,26 @@ class Table:
             self._assign.setdefault(column, []).append((np.asarray(index), np.asarray(values)))
 
     def flush(self) -> None:
-        if self.nbuffered:
-            n0, n1 = self.nwritten, self.nwritten + self.nbuffered
-            for name, parts in self._pending.items():
+        self.write(self.take())
+
+    def take(self) -> tuple:
+        """The buffered rows and assignments, handed over for `write` (which may run in
+        another thread): the table counts them written and buffers anew."""
+        taken = (self.nwritten, self.nwritten + self.nbuffered, self._pending, self._assign)
+        self.nwritten += self.nbuffered
+        self.nbuffered = 0
+        self._pending = {c: [] for c in self.columns}
+        self._assign = {}
+        return taken
+
+    def write(self, taken: tuple) -> None:
+        n0, n1, pending, assign = taken
+        if n1 > n0:
+            for name, parts in pending.items():
                 ds = self.group[name]
                 ds.resize((n1,))
                 ds[n0:n1] = np.concatenate(parts).astype(ds.dtype, copy=False)
-                parts.clear()
-            self.nwritten, self.nbuffered = n1, 0
-        for column, pieces in self._assign.items():
+        for column, pieces in assign.items():
             index = np.concatenate([p[0] for p in pieces])
             values = np.concatenate([p[1] for p in pieces])
             lo, hi = int(index.min()), int(index.max()) + 1
@@ -131,7 +143,6 @@ class Table:
             slab = ds[lo:hi]
             slab[index - lo] = values
             ds[lo:hi] = slab
-        self._assign.clear()
 
 
 def config_hash(text: str) -> str:
@@ -257,6 +268,7 @@ class ScanStore:
 
     def set_shape(self, shape: tuple[int, int], itype: str) -> None:
         """The frame shape and pixel type (ImageD11's sparse attributes); committed now."""
+        self.wait()
         self.file["entry"][self.detector]["sparse"].attrs.update(
             itype=itype, shape0=shape[0], shape1=shape[1], nframes=self.nnz.nwritten)
         self.commit_attributes()
@@ -264,6 +276,7 @@ class ScanStore:
     def commit_attributes(self) -> None:
         """Commit attribute changes alone (rows buffered stay buffered, so the last
         checkpoint's state still goes with the rows in the file)."""
+        self.wait()
         self.file.flush()
         self._jf.commit()
 
@@ -274,6 +287,7 @@ class ScanStore:
 
     def truncate(self, rows: dict[str, int]) -> None:
         """Cut every table back to `rows` (committed at the next checkpoint)."""
+        self.wait()
         for name, t in self.named.items():
             t.truncate(rows.get(name, 0))
         self.outputs.truncate(rows.get("points", 0))
@@ -286,27 +300,65 @@ class ScanStore:
         return {name: t.nwritten for name, t in self.named.items()}
 
     def checkpoint(self, counters: dict[str, int] | None = None,
-                   state: dict[str, Any] | None = None) -> None:
+                   state: dict[str, Any] | None = None, background: bool = False) -> None:
         """Write the buffered rows, the counters and `state` (what a resume needs: the
         linker's frontier, the collector's position), and commit them together: a crash
         at any instant leaves the file as of the last checkpoint. Without `state` the
-        rows are committed but the file cannot be resumed from this checkpoint."""
-        for t in self.tables:
-            t.flush()
-        self.outputs.flush()
+        rows are committed but the file cannot be resumed from this checkpoint.
+
+        `background`: the rows, counters and state are taken now and written by a
+        thread of the store's while the caller goes on (live latency: a checkpoint
+        takes tens of ms); an error of that write is raised by the next call that
+        writes the file (`wait`). Every other writing call waits for it first."""
+        self.wait()
+        self.seq += 1
+        job = ([t.take() for t in self.tables], self.outputs.take(), dict(counters or {}),
+               _frozen(state), self.seq, json.dumps(self.rows()), self.nnz.nwritten)
+        if not background:
+            self._write_checkpoint(*job)
+            return
+        self._writer = threading.Thread(target=self._background, args=job,
+                                        name="peakstream-checkpoint", daemon=True)
+        self._writer.start()
+
+    def wait(self) -> None:
+        """Wait for a checkpoint being written in the background; raise its error."""
+        writer, self._writer = getattr(self, "_writer", None), None
+        if writer is not None:
+            writer.join()
+        error, self._writer_error = getattr(self, "_writer_error", None), None
+        if error is not None:
+            raise error
+
+    def _wait_quietly(self) -> None:
+        """wait(); a failed background checkpoint leaves the disk at the one before."""
+        try:
+            self.wait()
+        except Exception as exc:
+            self._jf.discard(f"checkpoint failed: {exc}")
+
+    def _background(self, *job: Any) -> None:
+        try:
+            self._write_checkpoint(*job)
+        except BaseException as exc:  # raised in the caller's thread by wait()
+            self._writer_error = exc
+
+    def _write_checkpoint(self, tables, outputs, counters, state, seq, rows, nframes) -> None:
+        for t, taken in zip(self.tables, tables, strict=True):
+            t.write(taken)
+        self.outputs.write(outputs)
         entry = self.file["entry"]
         if "shape0" in entry[self.detector]["sparse"].attrs:
-            entry[self.detector]["sparse"].attrs["nframes"] = self.nnz.nwritten
+            entry[self.detector]["sparse"].attrs["nframes"] = nframes
         if counters:
             entry["process/counters"].attrs.update(counters)
         ck = entry["process/checkpoint"]
-        self.seq += 1
-        ck.attrs.update(seq=self.seq, time=now_iso(), rows=json.dumps(self.rows()))
+        ck.attrs.update(seq=seq, time=now_iso(), rows=rows)
         if state is not None:
             from .resume import write_state  # (resume.py imports this module)
 
             write_state(ck, state)
-            ck.attrs["state_rows"] = ck.attrs["rows"]  # the state goes with these rows
+            ck.attrs["state_rows"] = rows  # the state goes with these rows
         self.file.flush()
         self._jf.commit()
 
@@ -327,6 +379,7 @@ class ScanStore:
         if self.closed:
             return
         try:
+            self.wait()  # the status goes with the last rows, never with a partial write
             entry = self.file["entry"]
             entry.attrs.update(status=status, reason=reason)
             entry["process"].attrs["end_time"] = now_iso()
@@ -339,6 +392,7 @@ class ScanStore:
         the file stays as of its last checkpoint; then mark it failed if the disk takes
         that much."""
         if not self.closed:
+            self._wait_quietly()
             self._jf.discard(reason)
             self._release()
         mark_failed(self.path, reason)
@@ -346,11 +400,13 @@ class ScanStore:
     def close_unchanged(self) -> None:
         """Close, leaving the file as of its last commit."""
         if not self.closed:
+            self._wait_quietly()
             self._jf.discard("closed unchanged")
             self._release()
 
     def _release(self) -> None:
         """Close the HDF5 handle and the file (after a failure: writing nothing more)."""
+        self._wait_quietly()
         self.closed = True
         _OPEN.discard(self)
         try:
@@ -370,6 +426,15 @@ class ScanStore:
             except OSError as exc:
                 log.error("%s: last commit failed: %s", self.path, exc)
         self._jf.close()
+
+
+def _frozen(value: Any) -> Any:
+    """A copy of a state dict whose arrays the caller may change while it is written."""
+    if isinstance(value, dict):
+        return {k: _frozen(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    return value
 
 
 def mark_failed(path: Path, reason: str) -> bool:

@@ -108,6 +108,32 @@ def test_a_checkpoint_commits_rows_counters_and_state_together(tmp_path):
         assert f["entry/points/motors/omega"][()].tolist() == [0.0, 0.25]
 
 
+def test_a_background_checkpoint_writes_what_it_took_and_later_rows_wait(tmp_path):
+    path = tmp_path / "scan.h5"
+    store = _store(path)
+    state = {"collector": {"next_point": 2}, "linker": {"keys": np.arange(3)}}
+    for i in range(2):
+        store.points.append(_point(i))
+    store.peaks.assign("clique_id", np.array([], np.int64), np.array([], np.int64))
+    store.checkpoint({"linked": 2}, state, background=True)
+    state["linker"]["keys"][:] = -1  # the caller goes on changing its arrays ...
+    store.points.append(_point(2))  # ... and buffering rows: they wait for the next one
+    assert store.points.nrows == 3
+    store.wait()
+    with h5py.File(path, "r") as f:
+        ck = f["entry/process/checkpoint"]
+        assert f["entry/points/point_id"][()].tolist() == [0, 1]
+        assert f["entry/process/counters"].attrs["linked"] == 2
+        assert read_state(ck)["linker"]["keys"].tolist() == [0, 1, 2]  # as taken
+        assert ck.attrs["state_rows"] == ck.attrs["rows"]
+    store.checkpoint({"linked": 3}, background=True)
+    store.close("success", "", {"linked": 3})  # waits for it, then the last rows
+    with h5py.File(path, "r") as f:
+        assert f["entry/points/point_id"][()].tolist() == [0, 1, 2]
+        assert f["entry"].attrs["status"] == "success"
+        assert f["entry/process/counters"].attrs["linked"] == 3
+
+
 def test_attributes_alone_keep_the_checkpoint_resumable(tmp_path):
     path = tmp_path / "scan.h5"
     store = _store(path)
