@@ -118,6 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         runner = ScanRunner(config, output_dir=args.output)
+        runner.freeze_gc = True  # a process of its own: see freeze_long_lived
     except OSError as exc:  # the workers' endpoint
         source.close()
         print(f"peakstream run: {exc}", file=sys.stderr)

@@ -281,6 +281,7 @@ def cmd_daemon(args: Any) -> int:
     except (OSError, ImportError, ValueError) as exc:  # endpoints, a source's own checks
         print(f"peakstream daemon: {exc}", file=sys.stderr)
         return 2
+    daemon.runner.freeze_gc = True  # a process of its own: see freeze_long_lived
     signal.signal(signal.SIGTERM, daemon.stop)
     signal.signal(signal.SIGINT, daemon.stop)
     ep = daemon.endpoints()
