@@ -15,7 +15,8 @@ import h5py
 import numpy as np
 
 from .checkpoint import journal_path, open_h5
-from .store import POINT_STATUS, read_table
+from .store import POINT_STATUS
+from .table import read_table
 
 
 def detector_of(f: h5py.File) -> str:

@@ -52,7 +52,8 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .store import STR, now_iso
+from .store import now_iso
+from .table import STR
 
 log = logging.getLogger(__name__)
 

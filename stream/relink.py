@@ -27,7 +27,8 @@ from .item import PEAK_COLUMNS
 from .message import Start, start_from_json
 from .runner import clique_columns
 from .scan import Scan
-from .store import STR, ScanStore, read_table
+from .store import ScanStore
+from .table import STR, read_table
 
 log = logging.getLogger(__name__)
 

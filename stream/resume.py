@@ -29,7 +29,8 @@ import h5py
 import numpy as np
 
 from .message import Start, start_from_json
-from .store import POINT_STATUS, ScanStore, config_hash, now_iso, read_table
+from .store import POINT_STATUS, ScanStore, config_hash, now_iso
+from .table import read_table
 
 log = logging.getLogger(__name__)
 

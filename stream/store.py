@@ -18,10 +18,10 @@ Layout (DESIGN.md, "Stores"):
     /entry/<det>/overlaps        peak_a, peak_b, npixels, score
     /entry/<det>/cliques         clique_id, n2d, npx, sum_intensity, s_raw, f_raw, ...
 
-Every column is its own chunked, resizable 1D dataset. Rows are buffered in
-memory and written by `checkpoint()` (or `flush()`); values of rows already
-written (a 2D peak's clique_id, known only once its clique closes) are set
-through `assign()`.
+Every column is its own chunked, resizable 1D dataset (`stream.table`). Rows
+are buffered in memory and written by `checkpoint()` (or `flush()`); values
+of rows already written (a 2D peak's clique_id, known only once its clique
+closes) are set through `assign()`.
 
 Crash safety (the method, chosen by experiment: see `stream.checkpoint`): the
 file is written through a `JournaledFile`, so its bytes on disk change only
@@ -57,92 +57,15 @@ import numpy as np
 from . import __version__
 from .checkpoint import JournaledFile
 from .outputs import OutputTable
+from .table import STR, Table, existing_columns, make_columns
 
 log = logging.getLogger(__name__)
 
-STR = h5py.string_dtype("utf-8")
 POINT_STATUS = ("ok", "missing", "bad")
 
 
 def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-
-
-class Table:
-    """Append-only columns in one HDF5 group, buffered between flushes."""
-
-    def __init__(self, group: h5py.Group, columns: dict[str, Any], chunk: int = 65536):
-        self.group = group
-        self.columns = {name: np.dtype(dt) if dt is not STR else STR
-                        for name, dt in columns.items()}
-        self.chunk = chunk
-        self._pending: dict[str, list[np.ndarray]] = {c: [] for c in columns}
-        self._assign: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        self.nwritten = 0
-        self.nbuffered = 0
-        for name, dt in self.columns.items():
-            if name not in group:
-                group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt,
-                                     chunks=(chunk,))
-            else:
-                self.nwritten = group[name].shape[0]
-
-    @property
-    def nrows(self) -> int:
-        return self.nwritten + self.nbuffered
-
-    def append(self, rows: dict[str, np.ndarray]) -> None:
-        """Buffer rows given as one array per column (all columns, same length)."""
-        missing = set(self.columns) - set(rows)
-        if missing:
-            raise KeyError(f"{self.group.name}: rows lack columns {sorted(missing)}")
-        n = {len(v) for v in rows.values()}
-        if len(n) != 1:
-            raise ValueError(f"{self.group.name}: columns of different lengths {n}")
-        for name in self.columns:
-            self._pending[name].append(np.asarray(rows[name]))
-        self.nbuffered += n.pop()
-
-    def truncate(self, n: int) -> None:
-        """Drop the written rows from `n` on (a resume goes back to its state)."""
-        if n < self.nwritten:
-            for name in self.columns:
-                self.group[name].resize((n,))
-            self.nwritten = n
-
-    def assign(self, column: str, index: np.ndarray, values: np.ndarray) -> None:
-        """Set `column[index] = values` for rows buffered or already written."""
-        if len(index):
-            self._assign.setdefault(column, []).append((np.asarray(index), np.asarray(values)))
-
-    def flush(self) -> None:
-        self.write(self.take())
-
-    def take(self) -> tuple:
-        """The buffered rows and assignments, handed over for `write` (which may run in
-        another thread): the table counts them written and buffers anew."""
-        taken = (self.nwritten, self.nwritten + self.nbuffered, self._pending, self._assign)
-        self.nwritten += self.nbuffered
-        self.nbuffered = 0
-        self._pending = {c: [] for c in self.columns}
-        self._assign = {}
-        return taken
-
-    def write(self, taken: tuple) -> None:
-        n0, n1, pending, assign = taken
-        if n1 > n0:
-            for name, parts in pending.items():
-                ds = self.group[name]
-                ds.resize((n1,))
-                ds[n0:n1] = np.concatenate(parts).astype(ds.dtype, copy=False)
-        for column, pieces in assign.items():
-            index = np.concatenate([p[0] for p in pieces])
-            values = np.concatenate([p[1] for p in pieces])
-            lo, hi = int(index.min()), int(index.max()) + 1
-            ds = self.group[column]
-            slab = ds[lo:hi]
-            slab[index - lo] = values
-            ds[lo:hi] = slab
 
 
 def config_hash(text: str) -> str:
@@ -217,7 +140,7 @@ class ScanStore:
         proc.attrs.update(start_time=now_iso(), end_time="")
         proc.create_group("counters")
         proc.create_group("checkpoint").attrs.update(seq=0, time="", rows="{}")
-        _columns(proc.create_group("events"),
+        make_columns(proc.create_group("events"),
                  {"time": "float64", "point_id": "int64", "kind": STR, "message": STR}, 1024)
         points = entry.create_group("points")
         points.attrs["status_names"] = json.dumps(POINT_STATUS)
@@ -226,19 +149,19 @@ class ScanStore:
                                 "flags": STR}
         cols.update({f"motors/{m}": "float64" for m in motors})
         cols.update({f"counters/{c}": "float64" for c in counters})
-        _columns(points, cols, 4096)
+        make_columns(points, cols, 4096)
         links = points.create_group("links")
         links.attrs["table"] = "links"  # its own table, not columns of /entry/points
-        _columns(links, {"point_a": "int64", "point_b": "int64", "kind": STR}, 4096)
+        make_columns(links, {"point_a": "int64", "point_b": "int64", "kind": STR}, 4096)
         det = entry.create_group(detector)
         sparse = det.create_group("sparse")
-        _columns(sparse, SPARSE_COLUMNS, 65536)
-        _columns(sparse, {"nnz": "int64"}, 4096)
-        _columns(det.create_group("peaks2d"),
+        make_columns(sparse, SPARSE_COLUMNS, 65536)
+        make_columns(sparse, {"nnz": "int64"}, 4096)
+        make_columns(det.create_group("peaks2d"),
                  {"point_id": "int64", **peak_columns, "clique_id": "int64"}, 16384)
-        _columns(det.create_group("overlaps"), {"peak_a": "int64", "peak_b": "int64",
+        make_columns(det.create_group("overlaps"), {"peak_a": "int64", "peak_b": "int64",
                                                 "npixels": "int32", "score": "float32"}, 16384)
-        _columns(det.create_group("cliques"), dict(clique_columns), 16384)
+        make_columns(det.create_group("cliques"), dict(clique_columns), 16384)
 
     def _bind(self, detector: str, flush_interval: float) -> None:
         """The Table objects over the file's column datasets."""
@@ -252,7 +175,7 @@ class ScanStore:
         self.named: dict[str, Table] = {}
         for name, where in TABLES.items():
             group = entry[where.format(det=detector)]
-            cols = _existing(group)
+            cols = existing_columns(group)
             if where.endswith("sparse"):
                 cols = {k: v for k, v in cols.items() if (k == "nnz") == (name == "nnz")}
             self.named[name] = Table(group, cols)
@@ -460,28 +383,6 @@ def mark_failed(path: Path, reason: str) -> bool:
         jf.close()
 
 
-def _columns(group: h5py.Group, columns: dict[str, Any], chunk: int) -> None:
-    """Empty resizable columns (rows chunked by `chunk`: a flush rewrites at most one
-    partly filled chunk per column)."""
-    for name, dt in columns.items():
-        group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(chunk,))
-
-
-def _existing(group: h5py.Group) -> dict[str, Any]:
-    """Column name -> dtype of the 1D datasets of a table group (nested groups as 'a/b',
-    a nested table of its own left out)."""
-    cols: dict[str, Any] = {}
-
-    def visit(name: str, obj: Any) -> None:
-        top = group.get(name.split("/")[0])
-        if isinstance(top, h5py.Group) and "table" in top.attrs:
-            return
-        if isinstance(obj, h5py.Dataset) and obj.ndim == 1:
-            cols[name] = STR if h5py.check_string_dtype(obj.dtype) else obj.dtype
-    group.visititems(visit)
-    return cols
-
-
 def _publish(part: Path, path: Path) -> None:
     """Give the finished new file its name, never replacing a file of that name."""
     try:
@@ -509,22 +410,3 @@ def _close_open_stores() -> None:
     for store in list(_OPEN):
         store._jf.discard("process exited with the store open")
         store._release()
-
-
-def read_table(group: h5py.Group) -> dict[str, np.ndarray]:
-    """All columns of a table group (nested groups flattened as 'a/b'; a nested group
-    marked as a table of its own, such as points/links, is left out)."""
-    out: dict[str, np.ndarray] = {}
-    own = [name for name, obj in group.items()
-           if isinstance(obj, h5py.Group) and "table" in obj.attrs]
-
-    def visit(name: str, obj: Any) -> None:
-        if name.split("/")[0] in own:
-            return
-        if isinstance(obj, h5py.Dataset) and obj.ndim == 1:
-            data = obj[()]
-            if obj.dtype == STR or obj.dtype.kind == "O":
-                data = obj.asstr()[()]
-            out[name] = data
-    group.visititems(visit)
-    return out

@@ -15,7 +15,7 @@ from stream.inspect import load
 from stream.message import encode
 from stream.runner import ScanRunner
 from stream.sources.simulate import SimConfig, Simulation, send_scan
-from stream.store import read_table
+from stream.table import read_table
 
 from .conftest import CONFIGS
 

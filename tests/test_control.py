@@ -19,7 +19,7 @@ import zmq
 
 from stream.inspect import load
 from stream.message import DetectorInfo, End, Point, Start, encode
-from stream.store import read_table
+from stream.table import read_table
 
 from .conftest import ROOT
 from .daemon_support import (  # noqa: F401 (daemon_fixture: the daemon fixture)

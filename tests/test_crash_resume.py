@@ -22,7 +22,8 @@ import pytest
 from stream.checkpoint import open_h5
 from stream.sources.simfile import write_scan
 from stream.sources.simulate import SimConfig, Simulation
-from stream.store import POINT_STATUS, read_table
+from stream.store import POINT_STATUS
+from stream.table import read_table
 
 from .conftest import ROOT
 from .daemon_support import (  # noqa: F401 (daemon_fixture: the daemon fixture)

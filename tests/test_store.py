@@ -10,7 +10,8 @@ import numpy as np
 from stream.item import PEAK_COLUMNS
 from stream.resume import read_state
 from stream.runner import clique_columns
-from stream.store import ScanStore, Table, mark_failed, read_table
+from stream.store import ScanStore, mark_failed
+from stream.table import Table, read_table
 
 
 def test_table_appends_flushes_and_assigns_across_the_flush(tmp_path):

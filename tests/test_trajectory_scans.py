@@ -13,7 +13,7 @@ from stream.inspect import load
 from stream.message import encode
 from stream.runner import ScanRunner
 from stream.sources.simulate import SimConfig, Simulation
-from stream.store import read_table
+from stream.table import read_table
 from stream.truth import match_spots, wrapped_centroid
 
 from .conftest import CONFIGS
