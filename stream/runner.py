@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ScanRunner", "OpenScan", "COUNTERS", "GAUGES", "clique_columns", "_start_json"]
 
+
 def freeze_long_lived() -> None:
     """Collect, then leave the objects alive now (modules, loaded numba kernels, the
     workers) out of later garbage collections (`gc.freeze`). Done once, after the
