@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from .background import Background
-from .correct import Correct
-from .decode import Decode
-from .dense import DensePass
-from .frame import Frame
-from .integrate import FusedIntegrate, Integrate
-from .label import Label
-from .normalise import Normalise
-from .properties import Properties
-from .roi import RoiSums
-from .threshold import Threshold
+from nodes.background import Background
+from nodes.correct import Correct
+from nodes.decode import Decode
+from nodes.dense import DensePass
+from nodes.frame import Frame
+from nodes.integrate import FusedIntegrate, Integrate
+from nodes.label import Label
+from nodes.normalise import Normalise
+from nodes.properties import Properties
+from nodes.roi import RoiSums
+from nodes.threshold import Threshold
 
 NODES: dict[str, type] = {
     "frame": Frame,

@@ -33,13 +33,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from stream.item import Item
-from stream.scan import Scan
-
-from .geometry import Geometry, radial_unit
-from .integrate import build_plan, check_range, frame_geometry
-from .kernels.background import median_mad, pixel_maps, scatter, sigma_clip
-from .threshold import CUT_MAP, CUT_MIN, native_frame
+from nodes.geometry import Geometry, radial_unit
+from nodes.integrate import build_plan, check_range, frame_geometry
+from nodes.kernels.background import median_mad, pixel_maps, scatter, sigma_clip
+from nodes.threshold import CUT_MAP, CUT_MIN, native_frame
+from stream.core.item import Item
+from stream.core.scan import Scan
 
 METHODS = ("sigma_clip", "median")
 NO_NORM = np.zeros(0, np.float32)

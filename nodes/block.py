@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from stream.item import PEAK_COLUMNS
-
-from .kernels.blocks import global_labels, label_block, split_block
-from .kernels.moments import peak_moments
+from nodes.kernels.blocks import global_labels, label_block, split_block
+from nodes.kernels.moments import peak_moments
+from stream.core.item import PEAK_COLUMNS
 
 BLOCK_NODES = ("label", "properties")
 

@@ -22,12 +22,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from stream.encoded import EncodedFrame
-from stream.item import Item
-from stream.scan import Scan
-
-from .kernels.bslz4 import bslz4_correct_threshold, bslz4_dense, candidate_planes
-from .kernels.lz4 import ERRORS, lz4_dense
+from nodes.kernels.bslz4 import bslz4_correct_threshold, bslz4_dense, candidate_planes
+from nodes.kernels.lz4 import ERRORS, lz4_dense
+from stream.core.encoded import EncodedFrame
+from stream.core.item import Item
+from stream.core.scan import Scan
 
 NO_VALID = np.zeros(0, np.uint8)
 SLACK = 64  # bytes past a block in the scratch buffer, so LZ4 copies 16 bytes at a time

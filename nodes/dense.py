@@ -13,15 +13,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from stream.encoded import EncodedFrame
-from stream.item import Item
-from stream.scan import Scan
-
-from . import decode
-from .correct import Correct
-from .kernels.dense import correct_threshold
-from .normalise import Normalise
-from .threshold import NO_HIST, NO_MAP, Threshold, native_frame, precut_as
+from nodes import decode
+from nodes.correct import Correct
+from nodes.kernels.dense import correct_threshold
+from nodes.normalise import Normalise
+from nodes.threshold import NO_HIST, NO_MAP, Threshold, native_frame, precut_as
+from stream.core.encoded import EncodedFrame
+from stream.core.item import Item
+from stream.core.scan import Scan
 
 NO_MASK = np.zeros((0, 0), np.bool_)
 PRECUT_MARGIN = 1e-4  # relative slack of the raw-unit pre-cut over float32 rounding

@@ -38,13 +38,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from stream.encoded import EncodedFrame
-from stream.item import Item
-from stream.message import DetectorInfo
-from stream.scan import Scan
-
-from . import decode
-from .kernels.rebin import centre_of_mass, rebin_sum
+from nodes import decode
+from nodes.kernels.rebin import centre_of_mass, rebin_sum
+from stream.core.encoded import EncodedFrame
+from stream.core.item import Item
+from stream.core.messages import DetectorInfo
+from stream.core.scan import Scan
 
 FRAME_META = "peakstream_frame"  # start.meta key: {"map": [6], "detector_shape": [2], ...}
 

@@ -33,14 +33,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from stream.encoded import EncodedFrame
-from stream.item import Item
-from stream.scan import Scan
-
-from . import decode
-from .geometry import Geometry, radial_unit
-from .kernels import csr
-from .threshold import native_frame
+from nodes import decode
+from nodes.geometry import Geometry, radial_unit
+from nodes.kernels import csr
+from nodes.threshold import native_frame
+from stream.core.encoded import EncodedFrame
+from stream.core.item import Item
+from stream.core.scan import Scan
 
 EPS32 = 1.0 + float(np.finfo(np.float32).eps)
 SPLITS = ("no", "bbox")
@@ -200,7 +199,7 @@ def warmup(dtype: Any = "float32") -> None:
 
 def frame_geometry(geometry: Geometry, scan: Scan) -> Geometry:
     """The geometry of the frames this node receives (after a `frame` node, if any)."""
-    from .frame import frame_map_of
+    from nodes.frame import frame_map_of
 
     pixel_map, detector_shape = frame_map_of(scan)
     if pixel_map is None:

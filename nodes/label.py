@@ -7,11 +7,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from stream.item import Item, SparseFrame
-from stream.scan import Scan
-
-from .kernels.components import label_kept
-from .kernels.label import split_local_max
+from nodes.kernels.components import label_kept
+from nodes.kernels.label import split_local_max
+from stream.core.item import Item, SparseFrame
+from stream.core.scan import Scan
 
 SPLITS = ("none", "local_max")
 

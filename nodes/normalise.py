@@ -8,8 +8,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from stream.item import Item
-from stream.scan import Scan
+from stream.core.item import Item
+from stream.core.scan import Scan
 
 
 class Normalise:

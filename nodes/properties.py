@@ -6,10 +6,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from stream.item import PEAK_COLUMNS, Item, empty_peaks
-from stream.scan import Scan
-
-from .kernels.moments import peak_moments, peak_moments_runs
+from nodes.kernels.moments import peak_moments, peak_moments_runs
+from stream.core.item import PEAK_COLUMNS, Item, empty_peaks
+from stream.core.scan import Scan
 
 
 def _table(npeaks: int) -> dict[str, np.ndarray]:

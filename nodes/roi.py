@@ -23,8 +23,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from stream.item import Item, SparseFrame
-from stream.scan import Scan
+from stream.core.item import Item, SparseFrame
+from stream.core.scan import Scan
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -202,7 +202,7 @@ class RoiSums:
         if item.frame is not None:
             frame = item.frame
             if not isinstance(frame, np.ndarray):  # still compressed (bslz4, lz4)
-                from .decode import dense
+                from nodes.decode import dense
 
                 frame = dense(frame)
             if frame.shape != self._shape:

@@ -15,13 +15,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from stream.encoded import EncodedFrame
-from stream.item import Item, SparseFrame
-from stream.scan import Scan
-
-from . import decode
-from .correct import check_shape
-from .kernels.dense import threshold_frame
+from nodes import decode
+from nodes.correct import check_shape
+from nodes.kernels.dense import threshold_frame
+from stream.core.encoded import EncodedFrame
+from stream.core.item import Item, SparseFrame
+from stream.core.scan import Scan
 
 NBINS = 1024  # histogram bins used to choose a raised cut
 MAX_RAISES = 60

@@ -67,10 +67,11 @@ from scipy import ndimage  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nodes import NODES, fuse  # noqa: E402
-from nodes.link import Linker  # noqa: E402
-from stream.item import Item, SparseFrame  # noqa: E402
-from stream.scan import Scan  # noqa: E402
-from stream.sources.simulate import SimConfig, Simulation  # noqa: E402
+from nodes.link.linker import Linker  # noqa: E402
+from stream.core.item import Item, SparseFrame  # noqa: E402
+from stream.core.scan import Scan  # noqa: E402
+from stream.sources.simulate import Simulation  # noqa: E402
+from stream.sources.simulate.config import SimConfig  # noqa: E402
 
 SHAPE = (2162, 2068)  # EIGER2 4M
 OURS = ("dense", "label", "properties", "link", "total")

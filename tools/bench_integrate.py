@@ -43,9 +43,9 @@ from benchinfo import cpu_model, package_version
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nodes import Correct, FusedIntegrate, Integrate, Normalise  # noqa: E402
-from stream.item import Item  # noqa: E402
-from stream.message import DetectorInfo, Start  # noqa: E402
-from stream.scan import Scan  # noqa: E402
+from stream.core.item import Item  # noqa: E402
+from stream.core.messages import DetectorInfo, Start  # noqa: E402
+from stream.core.scan import Scan  # noqa: E402
 
 PIXEL = 75e-6
 TARGET = 5.0

@@ -51,8 +51,9 @@ def make_frames(args) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
         path = bench_stream.make_frames(args.distinct, args.spots, Path(tempfile.gettempdir()))
         frames, monitors, flat, mask, _ = bench_stream.load_frames(path)
         return frames, monitors, flat, mask
-    from stream.encoded import compress
-    from stream.sources.simulate import SimConfig, Simulation
+    from stream.core.encoded import compress
+    from stream.sources.simulate import Simulation
+    from stream.sources.simulate.config import SimConfig
 
     n = max(args.distinct + 14, 20)
     spots = max(1, args.spots * args.shape[0] * args.shape[1] // (2162 * 2068))
@@ -72,7 +73,8 @@ def make_frames(args) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
 def send(args) -> int:
     import zmq
 
-    from stream.message import DetectorInfo, End, Point, Start, encode
+    from stream.core.messages import DetectorInfo, End, Point, Start
+    from stream.wire.codec import encode
 
     frames, monitors, _, _ = make_frames(args)
     ctx = zmq.Context()
@@ -130,7 +132,7 @@ class Daemon:
         raise RuntimeError("peakstream daemon did not start")
 
     def status(self) -> dict:
-        from stream.control import request
+        from stream.service.control import request
 
         return request(self.control, {"cmd": "status"}, timeout=30)
 
@@ -167,7 +169,7 @@ def write_config(tmp: Path, flat, mask, args) -> Path:
 def one_scan(d: Daemon, sub, args, frames_args: list[str], scan_id: str, npoints: int,
              done: int) -> dict:
     """Send one scan at the rate; latency per point from the peaks messages."""
-    from stream.live import unpack
+    from stream.service.live import unpack
 
     sender = subprocess.Popen([sys.executable, __file__, "--send", d.data, "--points",
                                str(npoints), "--scan-id", scan_id, *frames_args],

@@ -61,8 +61,8 @@ def run_imaged11(path: Path) -> dict:
 
 
 def run_peakstream(path: Path, out: Path, per_point: bool = False) -> dict:
-    from stream.cli import main
-    from stream.inspect import summary
+    from stream.cli.main import main
+    from stream.store.reader import summary
 
     args = ["replay", str(path), "--preset", "imaged11", "--quiet", "--output", str(out)]
     with contextlib.redirect_stdout(io.StringIO()):  # the CLI's summary

@@ -35,10 +35,11 @@ sys.path.insert(0, str(ROOT))
 from benchinfo import cpu_model  # noqa: E402
 
 from nodes.properties import Properties  # noqa: E402
-from stream.config import Config  # noqa: E402
-from stream.item import Item, SparseFrame  # noqa: E402
-from stream.message import DetectorInfo, End, Point, Start, encode  # noqa: E402
-from stream.runner import ScanRunner  # noqa: E402
+from stream.config.schema import Config  # noqa: E402
+from stream.core.item import Item, SparseFrame  # noqa: E402
+from stream.core.messages import DetectorInfo, End, Point, Start  # noqa: E402
+from stream.run.runner import ScanRunner  # noqa: E402
+from stream.wire.codec import encode  # noqa: E402
 
 SHAPE = (512, 512)
 POOL = 300  # distinct frames, cycled

@@ -56,8 +56,9 @@ def make_frames(distinct: int, spots: int, cache: Path) -> Path:
     path = cache / f"peakstream-bench-stream-{distinct}-{spots}.npz"
     if path.exists():
         return path
-    from stream.encoded import compress
-    from stream.sources.simulate import SimConfig, Simulation
+    from stream.core.encoded import compress
+    from stream.sources.simulate import Simulation
+    from stream.sources.simulate.config import SimConfig
 
     npoints = max(distinct + 14, 20)  # the simulator keeps spots off the scan ends
     sim = Simulation(SimConfig(npoints=npoints, shape=SHAPE, spots=spots, seed=1,
@@ -75,7 +76,7 @@ def make_frames(distinct: int, spots: int, cache: Path) -> Path:
 
 
 def load_frames(path: Path):
-    from stream.encoded import EncodedFrame
+    from stream.core.encoded import EncodedFrame
 
     z = np.load(path)
     data, sizes = z["data"].tobytes(), z["sizes"]
@@ -90,7 +91,8 @@ def load_frames(path: Path):
 def send(args) -> int:
     import zmq
 
-    from stream.message import DetectorInfo, End, Point, Start, encode
+    from stream.core.messages import DetectorInfo, End, Point, Start
+    from stream.wire.codec import encode
 
     frames, monitors, _, _, step = load_frames(Path(args.frames_file))
     ctx = zmq.Context()
@@ -122,9 +124,9 @@ def send(args) -> int:
 
 def decode_paths(frames, monitors, flat, mask, repeats: int) -> dict:
     from nodes import Correct, Normalise, Threshold, decode, fuse
-    from stream.item import Item
-    from stream.message import DetectorInfo, Start
-    from stream.scan import Scan
+    from stream.core.item import Item
+    from stream.core.messages import DetectorInfo, Start
+    from stream.core.scan import Scan
 
     dense = fuse([Correct(flat=flat, mask=mask), Normalise(reference=1e4),
                   Threshold(cut=CUT)])[0]

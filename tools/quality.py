@@ -32,13 +32,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from nodes.label import Label  # noqa: E402
-from stream.config import DEFAULTS, Config  # noqa: E402
-from stream.inspect import load  # noqa: E402
-from stream.message import encode  # noqa: E402
-from stream.relink import relink  # noqa: E402
-from stream.runner import ScanRunner  # noqa: E402
-from stream.sources.simulate import SimConfig, Simulation  # noqa: E402
-from stream.truth import match_truth  # noqa: E402
+from stream.config.schema import DEFAULTS, Config  # noqa: E402
+from stream.offline.relink import relink  # noqa: E402
+from stream.run.runner import ScanRunner  # noqa: E402
+from stream.sources.simulate import Simulation  # noqa: E402
+from stream.sources.simulate.config import SimConfig  # noqa: E402
+from stream.sources.simulate.truth import match_truth  # noqa: E402
+from stream.store.reader import load  # noqa: E402
+from stream.wire.codec import encode  # noqa: E402
 
 NONE = {"split": "none"}
 # (label split, [linker] settings); the [linker] defaults are added below

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .label import connected_pixels, remove_small, split_local_max
+from nodes.kernels.label import connected_pixels, remove_small, split_local_max
 
 
 @numba.njit(nogil=True, cache=True)

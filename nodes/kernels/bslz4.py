@@ -32,7 +32,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from .lz4 import (
+from nodes.kernels.lz4 import (
     ERR_OVERRUN,
     ERR_TRAILING,
     ERR_TRUNCATED,

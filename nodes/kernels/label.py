@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .components import _find, connected_pixels, label_kept, remove_small
+from nodes.kernels.components import _find, connected_pixels, label_kept, remove_small
 
 __all__ = ["connected_pixels", "label_kept", "remove_small", "significant", "split_local_max"]
 

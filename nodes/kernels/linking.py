@@ -7,8 +7,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .overlap import overlap_pairs
-from .unionfind import union_pairs
+from nodes.kernels.overlap import overlap_pairs
+from nodes.kernels.unionfind import union_pairs
 
 
 @numba.njit(nogil=True, cache=True)

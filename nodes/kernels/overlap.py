@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .runs import (
+from nodes.kernels.runs import (
     RUN_C0,
     RUN_C1,
     RUN_COLUMNS,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .label import significant
+from nodes.kernels.label import significant
 
 
 @numba.njit(nogil=True, cache=True)

@@ -1,0 +1,1 @@
+"""Where points come from: our ZeroMQ protocol, DECTRIS streams, recorded files, the simulator."""

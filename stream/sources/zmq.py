@@ -13,7 +13,7 @@ from typing import Any
 
 import zmq
 
-from ..sockets import bind
+from stream.wire.sockets import bind
 
 log = logging.getLogger(__name__)
 

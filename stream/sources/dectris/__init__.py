@@ -14,11 +14,11 @@ Frames are never decompressed here: bslz4 and lz4 frames go on to the
 workers as they came (`stream.encoded.EncodedFrame`).
 """
 
-from .common import DetectorError, SeriesEnd, SeriesImage, SeriesStart
-from .series import NO_HEADER, SeriesMachine
-from .source import DectrisSource, make_source
-from .v1 import decode_v1
-from .v2 import decode_v2
+from stream.sources.dectris.common import DetectorError, SeriesEnd, SeriesImage, SeriesStart
+from stream.sources.dectris.series import NO_HEADER, SeriesMachine
+from stream.sources.dectris.source import DectrisSource, make_source
+from stream.sources.dectris.v1 import decode_v1
+from stream.sources.dectris.v2 import decode_v2
 
 __all__ = ["DectrisSource", "make_source", "SeriesMachine", "SeriesStart", "SeriesImage",
            "SeriesEnd", "DetectorError", "NO_HEADER", "decode_v1", "decode_v2"]

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ...encoded import EncodedFrame, EncodingError
-from ...message import DTYPES
+from stream.core.encoded import EncodedFrame, EncodingError
+from stream.core.messages import DTYPES
 
 MAX_SIDE = 65535  # our protocol's frame sides are below 65536
 META_TYPES = (str, int, float, bool)

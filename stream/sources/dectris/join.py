@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
-from ...encoded import EncodedFrame
-from ...message import Point
-from .common import SeriesImage
+from stream.core.encoded import EncodedFrame
+from stream.core.messages import Point
+from stream.sources.dectris.common import SeriesImage
 
 MAX_MOTOR_POINTS = 1_000_000  # motor points held per series (a few hundred bytes each)
 

@@ -11,8 +11,8 @@ import struct
 
 import numpy as np
 
-from ...encoded import HEADER, EncodedFrame
-from .common import DetectorError
+from stream.core.encoded import HEADER, EncodedFrame
+from stream.sources.dectris.common import DetectorError
 
 
 def decompress_map(frame: EncodedFrame, where: str) -> np.ndarray:

@@ -40,9 +40,15 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...message import DetectorInfo, End, Message, Point, Start
-from .common import DetectorMessage, SeriesEnd, SeriesImage, SeriesStart, detector_name
-from .join import Joined, Joiner
+from stream.core.messages import DetectorInfo, End, Message, Point, Start
+from stream.sources.dectris.common import (
+    DetectorMessage,
+    SeriesEnd,
+    SeriesImage,
+    SeriesStart,
+    detector_name,
+)
+from stream.sources.dectris.join import Joined, Joiner
 
 log = logging.getLogger(__name__)
 

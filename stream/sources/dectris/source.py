@@ -18,13 +18,14 @@ from typing import Any
 
 import zmq
 
-from ...message import Message, MessageError, Point, Start, decode, encode
-from ...sockets import bind
-from ...trajectory import make_trajectory
-from .common import DetectorError
-from .series import SeriesMachine
-from .v1 import decode_v1
-from .v2 import decode_v2
+from stream.core.messages import Message, MessageError, Point, Start
+from stream.core.trajectory import make_trajectory
+from stream.sources.dectris.common import DetectorError
+from stream.sources.dectris.series import SeriesMachine
+from stream.sources.dectris.v1 import decode_v1
+from stream.sources.dectris.v2 import decode_v2
+from stream.wire.codec import decode, encode
+from stream.wire.sockets import bind
 
 log = logging.getLogger(__name__)
 

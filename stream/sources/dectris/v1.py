@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from ...encoded import EncodedFrame
-from .common import (
+from stream.core.encoded import EncodedFrame
+from stream.sources.dectris.common import (
     DetectorError,
     DetectorMessage,
     SeriesEnd,

@@ -29,8 +29,8 @@ from typing import Any
 import cbor2
 import numpy as np
 
-from ...encoded import EncodedFrame
-from .common import (
+from stream.core.encoded import EncodedFrame
+from stream.sources.dectris.common import (
     DetectorError,
     DetectorMessage,
     SeriesEnd,
@@ -43,7 +43,7 @@ from .common import (
     safe_meta,
     uint,
 )
-from .maps import decompress_map
+from stream.sources.dectris.maps import decompress_map
 
 SELF_DESCRIBE = b"\xd9\xd9\xf7"
 MULTI_DIM, MULTI_DIM_COLUMN_MAJOR, COMPRESSION = 40, 1040, 56500

@@ -29,8 +29,8 @@ from typing import Any
 
 import h5py
 
-from ...message import Point, Start
-from .common import (
+from stream.core.messages import Point, Start
+from stream.sources.files.common import (
     ValueSpec,
     all_specs,
     check_counts,
@@ -56,7 +56,7 @@ def detect_format(path: str | os.PathLike) -> str:
     text = os.fspath(path)
     if "::" in text:
         return "hdf5"
-    from .fabio_series import expand, is_pattern
+    from stream.sources.files.fabio_series import expand, is_pattern
 
     if is_pattern(text):  # judged by its first file, or the next ones if that is damaged
         files = [s for s in expand([text], warn=False)[0] if s is not None]
@@ -75,7 +75,7 @@ def detect_format(path: str | os.PathLike) -> str:
         head = fh.read(4096)
     if _is_hdf5(text, head):
         return _hdf5_kind(text)
-    from .framecache import is_framecache
+    from stream.sources.files.framecache import is_framecache
 
     if head.startswith(b"PK") and is_framecache(text):
         return "framecache"
@@ -96,8 +96,8 @@ def _is_hdf5(path: str, head: bytes) -> bool:
 
 
 def _hdf5_kind(path: str) -> str:
-    from .hdf5 import open_file
-    from .ours import is_ours
+    from stream.sources.files.hdf5 import open_file
+    from stream.sources.files.ours import is_ours
 
     with open_file(path) as f:
         entry = f.get("entry")
@@ -146,7 +146,7 @@ def recordings(inputs: Iterable[str], format: str = "auto",
     """The inputs grouped into scans: consecutive image inputs (EDF / CBF / TIFF files
     and patterns, FILE::/path stacks, HDF5 files the --images paths refer to) are one
     scan; every other file is a scan of its own."""
-    from .fabio_series import expand, is_pattern
+    from stream.sources.files.fabio_series import expand, is_pattern
 
     groups: list[list[str]] = []
     inputs = list(inputs)
@@ -168,7 +168,7 @@ def recordings(inputs: Iterable[str], format: str = "auto",
 
 
 def _need_images(path: str) -> None:
-    from .hdf5 import image_stacks, open_file
+    from stream.sources.files.hdf5 import image_stacks, open_file
 
     with open_file(path) as f:
         stacks = image_stacks(f)
@@ -214,25 +214,25 @@ def open_recording(inputs: list[str], *, format: str = "auto", images: Iterable[
     if kind in ("hdf5", "fabio", "framecache"):
         values = dict(motors=mspecs, counters=cspecs, time=tspec, **common)
         if kind == "hdf5":
-            from .hdf5 import read_hdf5_stack
+            from stream.sources.files.hdf5 import read_hdf5_stack
 
             stacks = [x for x in inputs if "::" in x] + images
             return read_hdf5_stack(stacks, files=[x for x in inputs if "::" not in x],
                                    **values)
         if kind == "fabio":
-            from .fabio_series import read_fabio_series
+            from stream.sources.files.fabio_series import read_fabio_series
 
             return read_fabio_series(inputs, **values)
-        from .framecache import read_framecache
+        from stream.sources.files.framecache import read_framecache
 
         return read_framecache(_one(inputs, kind), **values)
     path = _one(inputs, kind)
     if kind == "peakstream":
-        from .ours import read_peakstream
+        from stream.sources.files.ours import read_peakstream
 
         start, points = read_peakstream(path, **common)
     elif kind == "imaged11":
-        from .imaged11 import read_imaged11_sparse
+        from stream.sources.files.imaged11 import read_imaged11_sparse
 
         omega = mspecs.get("omega")
         if omega is not None and omega.kind == "hdf5" and len(omega.sources) == 1 \
@@ -244,7 +244,7 @@ def open_recording(inputs: list[str], *, format: str = "auto", images: Iterable[
         start, points = read_imaged11_sparse(path, scan_id=scan_id, omega=omega)
         start, points = _rest(start, points, common)
     else:
-        from ..simfile import read_scan
+        from stream.sources.simulate.file import read_scan
 
         start, points = read_scan(path)
         start, points = _rest(start, points, common)
@@ -260,7 +260,7 @@ def _one(inputs: list[str], kind: str) -> str:
 
 def _rest(start: Start, points: Iterator[Point], opts: dict) -> tuple[Start, Iterator[Point]]:
     """scan_id, trajectory and the first..last selection for readers that have no options."""
-    from .common import select
+    from stream.sources.files.common import select
 
     lo, hi = 0, None
     if opts["first"] is not None or opts["last"] is not None:

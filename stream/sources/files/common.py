@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ...message import DTYPES, DetectorInfo, Point, Start
+from stream.core.messages import DTYPES, DetectorInfo, Point, Start
 
 SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 DEFAULT_TRAJECTORY = {"kind": "sweep", "fast": "omega"}

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import fabio
 import numpy as np
 
-from ...message import Point, Start
-from .common import (
+from stream.core.messages import Point, Start
+from stream.sources.files.common import (
     ValueSpec,
     all_specs,
     check_counts,

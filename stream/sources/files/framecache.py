@@ -17,9 +17,9 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from ...item import SparseFrame
-from ...message import DTYPES, Point, Start
-from .common import (
+from stream.core.item import SparseFrame
+from stream.core.messages import DTYPES, Point, Start
+from stream.sources.files.common import (
     ValueSpec,
     all_specs,
     check_counts,

@@ -22,8 +22,8 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle / LZ4 / Blosc filters with HDF5)
 import numpy as np
 
-from ...message import Point, Start
-from .common import (
+from stream.core.messages import Point, Start
+from stream.sources.files.common import (
     ValueSpec,
     all_specs,
     check_counts,

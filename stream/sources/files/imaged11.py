@@ -22,10 +22,10 @@ from collections.abc import Iterator
 import h5py
 import numpy as np
 
-from ...batch import SparseBlock
-from ...item import SparseFrame
-from ...message import Point, Start
-from .common import make_start, scan_id_from
+from stream.core.block import SparseBlock
+from stream.core.item import SparseFrame
+from stream.core.messages import Point, Start
+from stream.sources.files.common import make_start, scan_id_from
 
 OMEGA_NAMES = ("measurement/rot_center", "measurement/rot", "measurement/diffrz_center",
                "measurement/diffrz")

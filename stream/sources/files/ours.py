@@ -18,9 +18,9 @@ from collections.abc import Iterator
 import h5py
 import numpy as np
 
-from ...item import SparseFrame
-from ...message import DetectorInfo, Point, Start, start_from_json
-from .common import select
+from stream.core.item import SparseFrame
+from stream.core.messages import DetectorInfo, Point, Start, start_from_json
+from stream.sources.files.common import select
 
 BLOCK_PIXELS = 1 << 20
 

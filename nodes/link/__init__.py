@@ -1,0 +1,1 @@
+"""The incremental linker: 2D peaks of neighbouring points joined into cliques."""

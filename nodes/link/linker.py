@@ -1,0 +1,388 @@
+"""The incremental linker: joins 2D peaks on neighbouring points into cliques.
+
+Points arrive in `point_id` order, one at a time (`add_point`, live) or as a
+block of consecutive points (`add_block`, replay of sparse files: the same
+kernels and the same result, with far less Python per point). Each point is
+overlapped with its neighbours before it that are still in the frontier
+(a merge-join of the runs of their labelled pixels, `kernels.overlap`; the
+label node's runs when the frame brings them, `SparseFrame.runs`), the
+pairs that the criteria (`nodes.criteria`) keep are unioned, and every clique
+that no point to come can reach is closed and returned at once, in the order
+the point-by-point steps close them. Memory holds only the frontier frames
+(as runs, `nodes.frontier`) and the peaks of open cliques (`nodes.forest`);
+`state()` / `restore()` carry both across a restart. The block path is in
+`nodes.link_block`, the output tables in `nodes.cliques`.
+
+`split = "local_max"` splits each clique as it closes at its significant
+maxima in 3D: its 2D peaks are nodes with their maximum intensity, its links
+edges with their saddle (`kernels.overlap.overlap_runs`: the highest
+min(I_a, I_b) over the pixels the two peaks share, or the lower maximum when
+the two peak pixels are within a pixel of each other); a part whose maximum
+stands above its highest saddle to a higher part by at least
+max(prominence * peak, prominence_sigma * sqrt(peak + saddle)) stays a
+clique of its own (a watershed at the level of 2D peaks, `significant`).
+With the label node's local-maximum split this parts spots that merely
+touch, in the frame or along the rocking curve, and keeps one spot seen on
+several passes or turns whole. Links made without a shared pixel (the
+distance criterion alone) never split.
+
+Clique centroids in the scan's motors are intensity-weighted means; a motor
+the trajectory declares periodic (`trajectory.period`, omega 360 in a scan
+that wraps) gets the circular mean in [0, period) (`nodes.cliques`), so a
+clique across the wrap sits at its true angle. `point` is the
+intensity-weighted mean of the members' point ids: a position along the scan
+only for scans that neither wrap nor turn more than once (use the motor
+columns there).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import numpy as np
+
+from nodes.kernels.linking import link_frames
+from nodes.kernels.overlap import overlap_pairs, pairs_within
+from nodes.kernels.runs import RUN_COLUMNS, frame_runs, runs_npx
+from nodes.link.block import BlockLinker, PeakBlock
+from nodes.link.cliques import ACC, OVERLAP_COLUMNS, CliqueColumns, LinkResult, empty_table
+from nodes.link.criteria import CRITERIA, Rule
+from nodes.link.forest import Forest
+from nodes.link.frontier import (
+    NO_H,
+    NO_INT,
+    NO_KEY,
+    FrontierFrame,
+    frontier_from,
+    frontier_state,
+    joined_frames,
+    plain,
+)
+from stream.core.item import SparseFrame
+from stream.core.scan import Scan
+
+_NEVER = np.iinfo(np.int64).max
+SPLITS = ("none", "local_max")
+
+__all__ = ["CRITERIA", "SPLITS", "FrontierFrame", "Linker", "LinkResult", "PeakBlock"]
+
+
+class Linker(BlockLinker):
+    """Incremental linker of 2D peaks into cliques (3D peaks) along the trajectory."""
+
+    kind: ClassVar[str] = "linker"
+
+    def __init__(self, *, criterion: str | list[str] = "any_pixel", fraction: float = 0.2,
+                 distance: float = 3.0, split: str = "none", prominence: float = 0.1,
+                 prominence_sigma: float = 3.0):
+        self.rule = Rule(criterion, fraction=fraction, distance=distance)
+        self.criterion = criterion
+        if split not in SPLITS:
+            raise ValueError(f"linker split {split!r} is not supported "
+                             f"(choices: {', '.join(SPLITS)})")
+        for name, value in (("prominence", prominence), ("prominence_sigma", prominence_sigma)):
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not 0.0 <= value < np.inf:
+                raise ValueError(f"linker {name} must be a number >= 0, got {value!r}")
+        self.split = split
+        self.prominence = float(prominence)
+        self.prominence_sigma = float(prominence_sigma)
+        self.trajectory: Any = None  # the scan's trajectory, from setup(scan)
+
+    def setup(self, scan: Scan) -> None:
+        """Forget everything and prepare for a new scan."""
+        self.trajectory = scan.trajectory
+        self._cols = CliqueColumns(list(scan.start.motors),
+                                   getattr(scan.trajectory, "period", None) or {})
+        self._split = self.split != "none"
+        names = self.rule.names  # link_frames' criteria (< 0: not used)
+        self._fraction = self.rule.fraction if "fraction" in names else -1.0
+        self._distance = self.rule.distance if "distance" in names else -1.0
+        self._next_point = 0
+        self._shape: tuple[int, int] | None = None
+        self._npeaks = 0
+        self._nclosed = 0
+        self._finished = False
+        self._frontier: dict[int, FrontierFrame] = {}
+        self._forest = Forest(self._cols.nacc)
+        if not Linker._warm:
+            self.warmup()
+
+    _warm: ClassVar[bool] = False
+
+    @staticmethod
+    def warmup() -> None:
+        """Compile the kernels on a two-point scan, so the first real point is not slow:
+        with the pixels, with the label node's runs, and with both read-only (numba
+        compiles those apart), as they come from the worker wire."""
+        from stream.core.item import PEAK_COLUMNS
+        from stream.core.messages import DetectorInfo, Start
+
+        Linker._warm = True
+        one = np.ones(1)
+        pixels = (np.zeros(1, np.uint16), np.zeros(1, np.uint16), np.ones(1, np.float32),
+                  np.ones(1, np.int32))
+        runs = np.array([[0, 0, 0, 1, 0]], np.int32)  # as the label node gives them
+        wire = tuple(_read_only(a) for a in (*pixels, runs))
+        frames = {"point": SparseFrame((2, 2), *pixels, 1),
+                  "runs": SparseFrame((2, 2), *pixels, 1, runs),
+                  "wire": SparseFrame((2, 2), *wire[:4], 1),
+                  "wire runs": SparseFrame((2, 2), *wire[:4], 1, wire[4])}
+        peaks = {k: one.astype(dt) for k, dt in PEAK_COLUMNS.items()}
+        wire_peaks = {k: _read_only(v) for k, v in peaks.items()}
+        for criterion, split, hows in (("any_pixel", "none", (*frames, "block")),
+                                       ("distance", "none", ("point", "wire", "block")),
+                                       ("any_pixel", "local_max", ("point", "wire", "block"))):
+            for how in hows:
+                linker = Linker(criterion=criterion, split=split)
+                linker.setup(Scan.from_start(Start(
+                    "warmup", {"d": DetectorInfo((2, 2), "uint16")}, motors=["omega"],
+                    npoints=2)))
+                for i in range(2):
+                    if how == "block":
+                        linker.add_block(PeakBlock.single(i, frames["point"], peaks,
+                                                          {"omega": float(i)}))
+                    else:
+                        linker.add_point(i, frames[how], wire_peaks if "wire" in how
+                                         else peaks, {"omega": float(i)})
+                linker.finish()
+
+    # ------------------------------------------------------------ per point
+
+    def add_point(self, point_id: int, sparse: SparseFrame | None,
+                  peaks: dict[str, np.ndarray] | None, motors: dict[str, float]) -> LinkResult:
+        """Link one point to its neighbours before it; return what closed.
+
+        The same kernels and the same result as `add_block` with one point,
+        without the block's bookkeeping: each neighbour frame is overlapped
+        with this one directly (no concatenation of the frontier)."""
+        self._check_order(point_id)
+        offset = self._npeaks
+        overlaps = None
+        if sparse is not None:
+            if sparse.label is None or peaks is None:
+                raise ValueError(f"linker: point {point_id} needs a labelled frame and its peaks")
+            npeaks = int(sparse.npeaks)
+            nrows = len(peaks["npx"]) if peaks else 0
+            if nrows != npeaks:
+                raise ValueError(f"linker: point {point_id} has {npeaks} labels but "
+                                 f"{nrows} peak rows")
+            shape = (int(sparse.shape[0]), int(sparse.shape[1]))
+            if self._shape is not None and shape != self._shape:
+                raise ValueError(f"linker: point {point_id} frame shape {shape} differs "
+                                 f"from the scan's {self._shape}")
+            self._shape = shape
+            runs = None if self._split else sparse.runs
+            if runs is not None:  # the label node's runs: no pass over the pixels
+                if runs.dtype != np.int32 or runs.ndim != 2 or runs.shape[1] != RUN_COLUMNS:
+                    raise ValueError(f"linker: point {point_id}: runs are {runs.dtype} "
+                                     f"{list(runs.shape)}, not int32 [n, {RUN_COLUMNS}]")
+                runs = np.ascontiguousarray(runs)
+                npx, status = runs_npx(runs, npeaks)
+                ints, peak_key, peak_h = NO_INT, NO_KEY, NO_H
+            else:
+                runs, _, npx, status, ints, _, peak_key, peak_h = frame_runs(
+                    sparse.row, sparse.col, sparse.label,
+                    sparse.intensity if self._split else NO_INT,
+                    np.array([0, sparse.nnz], np.int64), np.array([npeaks], np.int64),
+                    shape[1])
+                status = status[0]
+            if status:
+                what = ("pixels are not raster-sorted" if status == 1 else
+                        f"has labels above npeaks={npeaks}")
+                raise ValueError(f"linker: point {point_id}: {what}")
+            if npeaks:
+                overlaps = self._add_frame(point_id, runs, ints, npx, peak_key, peak_h, peaks,
+                                           motors, offset)
+        self._next_point = point_id + 1
+        self._drop_frontier(point_id)
+        cliques, members = self._emit(point_id, True)
+        return LinkResult(point_id, offset,
+                          empty_table(OVERLAP_COLUMNS) if overlaps is None else overlaps,
+                          cliques, members)
+
+    def _add_frame(self, p: int, runs, ints, npx, peak_key, peak_h, peaks, motors,
+                   offset: int) -> dict[str, np.ndarray]:
+        """One point with peaks: append its peaks, link them to the frontier frames of
+        its neighbours before it, keep the frame if a later point may link to it."""
+        traj = self.trajectory
+        close_at = max(int(traj.last_neighbour(p)), p)
+        self._forest.append(offset, p, close_at, [peaks[name] for name in ACC],
+                            np.array([float(p)]), self._cols.point_factors(motors),
+                            peak_h if self._split else None)
+        self._npeaks += npx.shape[0]
+        s_raw = np.asarray(peaks["s_raw"], np.float64)
+        f_raw = np.asarray(peaks["f_raw"], np.float64)
+        frontier = self._frontier
+        olds = [frontier[j] for j in sorted(set(traj.neighbours_before(p))) if j in frontier]
+        overlaps = None
+        if olds and self.rule.needs_overlap:
+            forest = self._forest
+            *ov, gid_a, gid_b, saddle = link_frames(
+                *joined_frames(olds), runs, ints, peak_key, peak_h, npx, s_raw, f_raw, offset,
+                self._shape[1], self._split, self._fraction, self._distance, forest.gid,
+                forest.n, forest.parent, forest.close_at, forest.size, forest.next_member)
+            overlaps = dict(zip(OVERLAP_COLUMNS, ov, strict=True))
+            if self._split and gid_a.shape[0]:
+                forest.add_edges(gid_a, gid_b, saddle)
+        elif olds:  # distance alone: pairs by centroid
+            overlaps = self._link_by_distance(olds, runs, npx, s_raw, f_raw, offset)
+        if close_at > p:
+            frontier[p] = FrontierFrame(p, runs, offset, npx, s_raw, f_raw, close_at, ints,
+                                        peak_key, peak_h)
+        return overlaps if overlaps is not None else empty_table(OVERLAP_COLUMNS)
+
+    def _link_by_distance(self, olds: list[FrontierFrame], runs, npx, s_raw, f_raw,
+                          offset: int) -> dict[str, np.ndarray]:
+        """The overlaps with the neighbours' frames (stored, not used), and links between
+        the peaks whose centroids are within the distance."""
+        parts = []
+        for old in olds:
+            peak_a, peak_b, npixels, score, _, _, _ = overlap_pairs(
+                old.runs, old.npx.shape[0], runs, NO_INT, NO_INT, NO_KEY, NO_H, NO_KEY,
+                NO_H, self._shape[1], False, old.peak_offset, offset, old.npx, npx)
+            ia, ib = pairs_within(old.s_raw, old.f_raw, s_raw, f_raw, self.rule.distance)
+            cand = {"npixels": np.zeros(ia.shape[0], np.int32), "npx_a": old.npx[ia],
+                    "npx_b": npx[ib], "s_a": old.s_raw[ia], "f_a": old.f_raw[ia],
+                    "s_b": s_raw[ib], "f_b": f_raw[ib], "saddle": np.full(ia.shape[0], np.inf),
+                    "gid_a": old.peak_offset + ia, "gid_b": offset + ib}
+            parts.append(({"peak_a": peak_a, "peak_b": peak_b, "npixels": npixels,
+                           "score": score}, cand))
+        overlaps = {k: np.concatenate([pt[k] for pt, _ in parts]) for k in parts[0][0]}
+        self._union({k: np.concatenate([c[k] for _, c in parts]) for k in parts[0][1]})
+        return overlaps
+
+    def _union(self, cand: dict[str, np.ndarray]) -> None:
+        """Union the candidate pairs the rule keeps (and keep them as edges to split)."""
+        keep = self.rule.keep(cand)
+        ga, gb, saddle = cand["gid_a"][keep], cand["gid_b"][keep], cand["saddle"][keep]
+        if not ga.shape[0]:
+            return
+        self._forest.union_gids(ga, gb)
+        if self._split:
+            self._forest.add_edges(ga, gb, saddle)
+
+    def _drop_frontier(self, last: int) -> None:
+        frontier = self._frontier
+        for p in [p for p, f in frontier.items() if f.close_at <= last]:
+            del frontier[p]
+
+    def finish(self) -> LinkResult:
+        """Close every clique still open (end of scan)."""
+        if self.trajectory is None or self._finished:
+            raise ValueError("linker: finish() needs setup() and may be called once per scan")
+        self._finished = True
+        cliques, members = self._emit(_NEVER, False)
+        self._frontier.clear()
+        return LinkResult(-1, self._npeaks, empty_table(OVERLAP_COLUMNS), cliques, members)
+
+    # ------------------------------------------------------------ checkpoint
+
+    STATE_VERSION: ClassVar[int] = 1
+
+    def params(self) -> dict[str, Any]:
+        """The parameters that decide the output (part of `state()`)."""
+        return {"criterion": ",".join(self.rule.names), "fraction": self.rule.fraction,
+                "distance": self.rule.distance, "split": self.split,
+                "prominence": self.prominence, "prominence_sigma": self.prominence_sigma}
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to go on linking after the last point added, as plain values.
+
+        str keys; values are numpy arrays, Python int / float / str / bool or
+        dicts of those (no pickle needed: HDF5 or msgpack). Holds the
+        parameters, the scan's motors and periods, the counters, the frontier
+        frames (their runs of labelled pixels and per-peak arrays concatenated,
+        with per-frame pointers) and the open cliques' slots and edges
+        (`Forest.state`): the frontier only, never the scan.
+        """
+        if self.trajectory is None:
+            raise ValueError("linker: state() needs setup(scan) first")
+        shape = self._shape if self._shape is not None else (-1, -1)
+        return {"kind": self.kind, "version": self.STATE_VERSION, "params": self.params(),
+                "motors": json.dumps(self._cols.motors), "period": dict(self._cols.period),
+                "next_point": self._next_point, "npeaks": self._npeaks,
+                "nclosed": self._nclosed, "finished": self._finished,
+                "shape0": int(shape[0]), "shape1": int(shape[1]),
+                "frontier": frontier_state(self._frontier), "forest": self._forest.state()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from `state()`: call after `setup(scan)` on a linker built with the
+        same parameters, for the same scan. ValueError if the state does not fit."""
+        if self.trajectory is None:
+            raise ValueError("linker: call setup(scan) before restore(state)")
+        try:
+            self._restore(state)
+        except (KeyError, TypeError, IndexError) as exc:
+            raise ValueError(f"linker state is malformed: {type(exc).__name__}: {exc}") from exc
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state["kind"] != self.kind or int(state["version"]) != self.STATE_VERSION:
+            raise ValueError(f"linker state: kind {state['kind']!r} version "
+                             f"{state['version']!r}, expected {self.kind!r} version "
+                             f"{self.STATE_VERSION}")
+        mine = self.params()
+        theirs = {k: plain(v) for k, v in dict(state["params"]).items()}
+        differ = [f"{k}: state {theirs.get(k)!r}, linker {v!r}" for k, v in mine.items()
+                  if theirs.get(k) != v]
+        differ += [f"{k}: state {v!r}, linker has none" for k, v in theirs.items()
+                   if k not in mine]
+        if differ:
+            raise ValueError("linker state was taken with other parameters ("
+                             + "; ".join(differ) + ")")
+        motors = json.loads(plain(state["motors"]))
+        period = {k: float(v) for k, v in dict(state["period"]).items()}
+        cols = self._cols
+        if motors != cols.motors or period != cols.period:
+            raise ValueError(f"linker state is for motors {motors} (periods {period}), this "
+                             f"scan has {cols.motors} (periods {cols.period})")
+        forest = Forest.from_state(state["forest"])
+        if forest.nacc != self._forest.nacc:
+            raise ValueError(f"linker state: {forest.nacc} accumulator columns, expected "
+                             f"{self._forest.nacc}")
+        shape = (int(state["shape0"]), int(state["shape1"]))
+        self._frontier = frontier_from(state["frontier"], self._split)
+        if self._frontier and shape[0] < 0:
+            raise ValueError("linker state: frontier frames without a frame shape")
+        self._forest = forest
+        self._shape = None if shape[0] < 0 else shape
+        self._next_point = int(state["next_point"])
+        self._npeaks = int(state["npeaks"])
+        self._nclosed = int(state["nclosed"])
+        self._finished = bool(state["finished"])
+
+    # --------------------------------------------------------- introspection
+
+    def frontier_points(self) -> list[int]:
+        """Points whose sparse frames are still kept."""
+        return sorted(self._frontier)
+
+    def open_peaks(self) -> int:
+        """2D peaks in open cliques held in memory."""
+        return self._forest.nlive
+
+    # -------------------------------------------------------------- helpers
+
+    def _check_order(self, point_id: int) -> None:
+        if self.trajectory is None:
+            raise ValueError("linker: call setup(scan) before add_point()")
+        if self._finished:
+            raise ValueError(f"linker: point {point_id} after finish()")
+        if point_id != self._next_point:
+            raise ValueError(f"linker: expected point {self._next_point}, got {point_id} "
+                             "(points must come once each, in order, from 0)")
+
+    def _emit(self, step: int, by_close_at: bool):
+        """The cliques that close by `step` (kernels.unionfind.close_step), as tables."""
+        cliques, members = self._cols.tables(self._forest.close(
+            step, by_close_at, self._cols.table_cols,
+            (self.prominence, self.prominence_sigma) if self._split else None), self._nclosed)
+        self._nclosed += cliques["clique_id"].shape[0]
+        return cliques, members
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a = a.copy()
+    a.flags.writeable = False
+    return a

@@ -1,0 +1,438 @@
+"""The commands behind `peakstream` (parsing is in stream/cli.py).
+
+Each `cmd_*` takes the parsed arguments and returns the exit code: 0 done,
+1 a scan failed or was aborted, 2 bad usage or config.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stream import __version__
+from stream.config.base import ConfigError
+from stream.config.schema import Config
+
+log = logging.getLogger("peakstream")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Progress:
+    """A progress line on stderr: rewritten in place on a terminal, every few s otherwise."""
+
+    def __init__(self, label: str, total: int | None = None, interval: float = 2.0,
+                 quiet: bool = False):
+        self.label, self.total, self.quiet = label, total, quiet
+        self.tty = sys.stderr.isatty()
+        self.interval = 0.2 if self.tty else interval
+        self.t0 = self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int | None = None, extra: str = "",
+                 force: bool = False) -> None:
+        now = time.monotonic()
+        if self.quiet or (not force and now - self.last < self.interval):
+            return
+        self.last = now
+        total = total if total is not None else self.total
+        rate = done / max(now - self.t0, 1e-9)
+        of = f"/{total}" if total else ""
+        line = f"{self.label}: {done}{of} ({rate:.0f}/s){' ' + extra if extra else ''}"
+        sys.stderr.write(("\r" + line + "\033[K") if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and not self.quiet:
+            sys.stderr.write("\n")
+
+
+class StatusLine:
+    """`peakstream run`'s progress: one line per interval from `ScanRunner.status()` with
+    the rates since the last line, lag, queue depths, workers and RSS."""
+
+    def __init__(self, runner: Any, interval: float = 2.0, quiet: bool = False,
+                 label: str = "run"):
+        self.runner, self.label, self.quiet = runner, label, quiet
+        self.tty = sys.stderr.isatty()
+        self.interval = 0.5 if self.tty else interval
+        self.last = time.monotonic()
+        self.prev: dict[str, Any] = {}
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self.quiet or now - self.last < self.interval:
+            return
+        dt, self.last = now - self.last, now
+        status = self.runner.status()
+        scan = status.get("scan")
+        if scan is None:
+            self.prev = {}
+            return
+        line = f"{self.label}: {format_status(status, self.prev, dt)}"
+        self.prev = dict(scan)
+        sys.stderr.write(("\r" + line + "\033[K") if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and not self.quiet:
+            sys.stderr.write("\n")
+
+
+def format_status(status: dict[str, Any], prev: dict[str, Any], dt: float) -> str:
+    """One line: the open scan's points, rates since `prev`, lag, queues, workers, RSS."""
+    s = status["scan"]
+    of = f"/{s['npoints']}" if s["npoints"] is not None else ""
+    same = prev.get("scan_id") == s["scan_id"]
+
+    def rate(key: str) -> float:
+        return (s[key] - (prev.get(key, 0) if same else 0)) / max(dt, 1e-9)
+
+    w = status["workers"]
+    return (f"scan {s['scan_id']}: {s['linked']}{of} linked, {rate('received'):.0f}/s in, "
+            f"{rate('linked'):.0f}/s linked; lag {s['lag']} (max {s['max_lag']}); queues: "
+            f"{status['in_flight']}/{status['queue']} out ({w['queued']} waiting for "
+            f"{w['workers']} {w['kind']} worker(s)), {s['waiting']} to reorder"
+            f"{', receiver held back' if status['blocked'] else ''}; {s['missing']} missing, "
+            f"{s['bad']} bad, {s['cliques']} cliques; RSS {status['rss'] / 2**20:.0f} MiB")
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stream.run.runner import ScanRunner
+    from stream.sources.zmq import ZmqSource
+    from stream.store.reader import format_summary, summary
+
+    config = _config(args)
+    stop = _stop_flag()
+    src = config["source"]
+    try:
+        source = ZmqSource(src["listen"], src["rcvhwm"])
+    except OSError as exc:
+        print(f"peakstream run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        runner = ScanRunner(config, output_dir=args.output)
+        runner.freeze_gc = True  # a process of its own: see freeze_long_lived
+    except OSError as exc:  # the workers' endpoint
+        source.close()
+        print(f"peakstream run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"peakstream {__version__}: listening on {source.endpoint}, writing to "
+          f"{runner.output_dir}", file=sys.stderr, flush=True)
+    progress = StatusLine(runner, quiet=args.quiet, interval=args.progress_interval)
+    with source:
+        try:
+            while not stop["now"] and (args.scans is None or len(runner.results) < args.scans):
+                runner.step(source)
+                progress()
+        finally:
+            runner.close("stopped by signal" if stop["now"] else "stopped")
+    progress.done()
+    for r in runner.results:
+        print(format_summary(summary(r["file"])))
+    c = runner.counters
+    print(f"session: {len(runner.results)} scan(s), {c['received']} messages, "
+          f"{c['rejected']} rejected, {c['duplicate']} duplicate, {c['malformed']} malformed")
+    return _exit_code(runner.results)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from stream.core.messages import End
+    from stream.offline.batch import open_blocks, replay_blocks
+    from stream.run.runner import ScanRunner
+    from stream.sources.files import open_recording, recordings
+    from stream.store.reader import format_summary, summary
+    from stream.wire.codec import encode
+
+    config = _config(args)
+    if not args.inputs and not args.images:
+        print("peakstream replay: give the recorded INPUT(s), or --images FILE::/path",
+              file=sys.stderr)
+        return EXIT_USAGE
+    options = dict(format=args.format, images=args.images, motors=args.motor,
+                   counters=args.counter, time=args.time, scan_id=args.scan_id,
+                   detector=args.detector, first=args.first, last=args.last)
+    try:
+        scans = recordings(args.inputs, args.format, args.images)
+    except (OSError, ValueError) as exc:
+        print(f"peakstream replay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(args.output)
+    if len(scans) > 1 and out.suffix == ".h5":
+        print(f"peakstream replay: the inputs are {len(scans)} scans; they need --output DIR",
+              file=sys.stderr)
+        return EXIT_USAGE
+    single = out if out.suffix == ".h5" else None
+    if args.resume and (single is None or not single.exists() or len(scans) != 1):
+        print("peakstream replay: --resume continues one existing output FILE.h5 from one "
+              "recorded scan", file=sys.stderr)
+        return EXIT_USAGE
+    if single is not None and single.exists() and not args.resume:
+        print(f"peakstream replay: {single} exists; remove it or choose another name",
+              file=sys.stderr)
+        return EXIT_USAGE
+    runner = ScanRunner(config, output_dir=None if single else out, output_file=single)
+    if args.resume:  # points the file holds are kept, the others processed
+        runner.resume_file = single
+    for inputs in scans:
+        try:
+            per_point = args.per_point or args.resume
+            blocks = None if per_point else open_blocks(inputs, config, **options)
+            if blocks is None:
+                start, points = open_recording(inputs, **options)
+        except (OSError, ValueError) as exc:
+            print(f"peakstream replay: {exc}", file=sys.stderr)
+            runner.close()
+            return EXIT_USAGE
+        name = Path((inputs or args.images)[0].split("::")[0]).name
+        if blocks is not None:  # a sparse recording: label, properties, linker in blocks
+            start, stream_blocks = blocks
+            progress = Progress(f"replay {name}", start.npoints, quiet=args.quiet)
+            path = runner._output_path(start.scan_id, start.meta)
+            try:
+                runner.results.append(replay_blocks(config, start, stream_blocks, path,
+                                                    progress))
+            except (OSError, ValueError) as exc:  # the file is closed with status fail
+                print(f"peakstream replay: {name}: {exc}", file=sys.stderr)
+                runner.results.append({"status": "fail", "file": str(path)})
+            progress(start.npoints or 0, force=True)
+            progress.done()
+            continue
+        progress = Progress(f"replay {name}", start.npoints, quiet=args.quiet)
+        runner.handle(encode(start))  # through the wire encoding, as a live scan
+        n = 0
+        try:
+            for point in points:
+                runner.handle(encode(point))
+                n += 1
+                progress(n)
+        except (OSError, ValueError) as exc:  # the recording broke off: the scan fails
+            print(f"peakstream replay: {name}: {exc}", file=sys.stderr)
+            runner.handle(encode(End(start.scan_id, "fail", n, f"replay stopped: {exc}")))
+        else:
+            runner.handle(encode(End(start.scan_id, "success", n)))
+        progress(n, force=True)
+        progress.done()
+    runner.close()
+    if runner.last_error:  # a scan that could not start (or resume), or be written
+        print(f"peakstream replay: {runner.last_error}", file=sys.stderr)
+        if not runner.results:
+            return EXIT_FAILED
+    for r in runner.results:
+        print(format_summary(summary(r["file"])))
+    return _exit_code(runner.results)
+
+
+def cmd_relink(args: argparse.Namespace) -> int:
+    from stream.offline.relink import relink
+    from stream.store.reader import format_summary, summary
+
+    if Path(args.output).exists():
+        print(f"peakstream relink: {args.output} exists; remove it or choose another name",
+              file=sys.stderr)
+        return EXIT_USAGE
+    criterion = args.criterion[0] if len(args.criterion or ()) == 1 else args.criterion
+    try:
+        result = relink(args.file, args.output, criterion, args.fraction, args.distance)
+    except (OSError, ValueError) as exc:
+        print(f"peakstream relink: {exc}", file=sys.stderr)
+        return EXIT_USAGE if not Path(args.output).exists() else EXIT_FAILED
+    print(format_summary(summary(result["file"])))
+    print(f"  linker      {result['criterion']}")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from stream.sources.simulate import Simulation, send_scan, write_scan
+    from stream.sources.simulate.config import SimConfig
+
+    if not args.output and not args.send:
+        print("peakstream simulate: give --output FILE.h5 or --send ENDPOINT", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        sim = Simulation(_sim_config(args, SimConfig))
+    except ValueError as exc:  # e.g. more spots than the scan has room for
+        print(f"peakstream simulate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    progress = Progress("simulate", args.points, quiet=args.quiet)
+    if args.output:
+        if Path(args.output).exists():
+            print(f"peakstream simulate: {args.output} exists", file=sys.stderr)
+            return EXIT_USAGE
+        write_scan(sim, args.output, args.scan_id, progress=progress)
+        progress(args.points, force=True)
+        progress.done()
+        print(f"wrote {args.output}: {args.points} points {args.shape[0]}x{args.shape[1]}, "
+              f"{len(sim.truth['s'])} spots ({int(sim.truth['clean'].sum())} clean)")
+    if args.send:
+        import zmq
+
+        n = send_scan(sim, args.send, args.scan_id, rate=args.rate, progress=progress,
+                      encoding=args.encoding)
+        zmq.Context.instance().term()  # waits (up to the linger) until the tail is delivered
+        progress(n, force=True)
+        progress.done()
+        print(f"sent {n} points of scan {args.scan_id} to {args.send}")
+    return EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from stream.store.reader import format_summary, summary, to_json
+
+    if args.clique is not None or args.png:
+        return _rocking(args)
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            s = summary(path)
+        except (OSError, ValueError) as exc:
+            print(f"peakstream inspect: {exc}", file=sys.stderr)
+            status = EXIT_FAILED
+            continue
+        print(to_json(s) if args.json else format_summary(s))
+    return status
+
+
+def _rocking(args: argparse.Namespace) -> int:
+    """inspect FILE --clique N [--png OUT]: the clique's intensity per point."""
+    import json
+
+    from stream.offline.rocking import as_json, format_curve, plot, rocking_curve
+
+    if args.clique is None or len(args.files) != 1:
+        print("peakstream inspect: --clique N takes one FILE (and --png needs --clique)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        curve = rocking_curve(args.files[0], args.clique)
+    except (OSError, ValueError) as exc:
+        print(f"peakstream inspect: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(as_json(curve), indent=2) if args.json else format_curve(curve, args.clique))
+    if args.png:
+        try:
+            plot(curve, args.clique, args.png)
+        except ImportError as exc:
+            print(f"peakstream inspect: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"wrote {args.png}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from stream.offline.export import export
+
+    if Path(args.output).exists():
+        print(f"peakstream export: {args.output} exists; remove it or choose another name",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = export(args.file, args.format, args.output)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"peakstream export: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    what = "cliques" if args.format == "flt" else "frames"
+    print(f"wrote {result['file']}: {result['rows']} {what} ({args.format})")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Simulated acquisition -> ZeroMQ -> processor -> HDF5 -> summary and truth check."""
+    from stream.run.runner import ScanRunner
+    from stream.sources.simulate import Simulation
+    from stream.sources.simulate.config import SimConfig
+    from stream.sources.simulate.truth import score
+    from stream.sources.zmq import ZmqSource
+    from stream.store.reader import format_summary, load, summary
+
+    config = _config(args)
+    source = ZmqSource("tcp://127.0.0.1:0", config["source"]["rcvhwm"])
+    runner = ScanRunner(config, output_dir=args.output)
+    cmd = [sys.executable, "-m", "stream.cli", "simulate", "--quiet", "--send", source.endpoint,
+           "--points", str(args.points), "--shape", *map(str, args.shape),
+           "--spots", str(args.spots), "--seed", str(args.seed), "--scan-id", args.scan_id]
+    if args.rate:
+        cmd += ["--rate", str(args.rate)]
+    print(f"demo: simulated acquisition ({args.points} points, {args.shape[0]}x{args.shape[1]}, "
+          f"{args.spots} spots) -> {source.endpoint} -> {runner.output_dir}", file=sys.stderr)
+    sender = subprocess.Popen(cmd)
+    progress = StatusLine(runner, quiet=args.quiet, label="demo")
+    deadline = time.monotonic() + args.timeout
+    with source:
+        try:
+            while not runner.results and time.monotonic() < deadline:
+                runner.step(source)
+                progress()
+                if sender.poll() not in (None, 0):
+                    break
+        finally:
+            runner.close("demo timed out or sender failed")
+    progress.done()
+    sender.wait(timeout=30)
+    if not runner.results:
+        print("demo: no scan was received", file=sys.stderr)
+        return EXIT_FAILED
+    path = runner.results[0]["file"]
+    print(format_summary(summary(path)))
+    truth = Simulation(_sim_config(args, SimConfig)).truth
+    found, total = score(load(path)["cliques"], truth, "clean")
+    print(f"  truth       {found}/{total} isolated spots found as exactly one clique "
+          f"(centroid within 1 px and 0.5 point)")
+    return _exit_code(runner.results)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _config(args: argparse.Namespace) -> Config:
+    preset = getattr(args, "preset", None)
+    if preset:
+        if args.config:
+            raise ConfigError("give --config or --preset, not both")
+        if preset not in presets():
+            raise ConfigError(f"no preset {preset!r} (presets: {', '.join(presets())})")
+        args.config = str(CONFIGS / f"{preset}.toml")
+    config = Config.load(args.config)
+    if getattr(args, "listen", None):
+        config.override("source", "listen", args.listen)
+    return config
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def presets() -> list[str]:
+    """The configs shipped with peakstream (configs/NAME.toml), usable as --preset NAME."""
+    return sorted(p.stem for p in CONFIGS.glob("*.toml")) if CONFIGS.is_dir() else []
+
+
+SIM_KINDS = ("trajectory", "nrows", "wrap", "iflip", "touching_fraction")
+
+
+def _sim_config(args: argparse.Namespace, cls: Any) -> Any:
+    """SimConfig from the options; the scan-kind options only where given."""
+    kinds = {k: getattr(args, k) for k in SIM_KINDS if getattr(args, k, None) is not None}
+    return cls(npoints=args.points, shape=tuple(args.shape), spots=args.spots, seed=args.seed,
+               **kinds)
+
+
+def _exit_code(results: list[dict[str, Any]]) -> int:
+    return EXIT_OK if all(r["status"] == "success" for r in results) else EXIT_FAILED
+
+
+def _stop_flag() -> dict[str, bool]:
+    flag = {"now": False}
+
+    def handler(signum: int, frame: Any) -> None:
+        flag["now"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return flag

@@ -1,0 +1,333 @@
+"""peakstream command line: run | daemon | status | get | set | watch | replay | relink |
+simulate | inspect | export | demo.
+
+Exit codes: 0 done, 1 a scan failed or was aborted, 2 bad usage or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from stream import __version__
+from stream.cli.commands import (
+    EXIT_USAGE,
+    cmd_demo,
+    cmd_export,
+    cmd_inspect,
+    cmd_relink,
+    cmd_replay,
+    cmd_run,
+    cmd_simulate,
+    presets,
+)
+from stream.config.base import ConfigError
+
+
+def _add_sim_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--points", type=int, default=90, help="scan points (default 90)")
+    p.add_argument("--shape", type=int, nargs=2, default=[256, 256], metavar=("NY", "NX"),
+                   help="frame shape (default 256 256)")
+    p.add_argument("--spots", type=int, default=40, help="true spots (default 40)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--scan-id", default="sim-0001", help="scan_id (default sim-0001)")
+
+
+REPLAY_FORMATS = ("simulate", "peakstream", "imaged11", "hdf5", "fabio", "framecache")
+REPLAY_DESCRIPTION = """\
+Replay a recorded scan through the same nodes, linker and store as a live run
+(through the wire encoding, so it gives the same cliques). The format is
+detected from each file's content:
+
+  simulate    files of 'peakstream simulate --output'
+  peakstream  our own output: its sparse pixels again (re-link with other criteria)
+  imaged11    ImageD11 sparse HDF5 (row/col/intensity/nnz)
+  framecache  hexrd frame-cache .npz (omega = mean of each start/end pair)
+  hdf5        HDF5 image stacks (Bliss / Lima / NeXus; bitshuffle-LZ4, gzip, lzf):
+              --images FILE::/1.1/measurement/eiger, several = one continuing scan
+  fabio       EDF / CBF / TIFF series: data_%04d.edf (a missing file = missing
+              points), 'data_*.cbf' (natural order), files; multi-frame EDF
+
+Image inputs given together are one scan; every other file is a scan of its own.
+A frame that cannot be read is recorded as a bad point naming the file and the
+frame; an input that cannot be used at all exits 2 with the reason.
+
+SPEC (--motor, --counter, --time):
+  0.5                   a constant
+  range:START,STEP      START + STEP * point_id
+  list:V0,V1,...        one value per point
+  file:PATH             a text file (one value a line) or .npy, one value per point
+  header:KEY            each frame's header (EDF keys, CBF mini-header, TIFF tags)
+  /path, FILE::/path    an HDF5 dataset, one value per frame (a scalar: a constant);
+                        a bare /path is in the first images file
+  rel/path              the same path under each images scan (/1.1/rel/path, ...)
+  A,B                   HDF5 sources concatenated, in order
+"""
+REPLAY_EXAMPLES = """\
+examples:
+  peakstream replay scan.h5 --output out.h5
+  peakstream replay sample.h5 --images /1.1/measurement/eiger \\
+      --motor omega=/1.1/measurement/rot_center --counter monitor=/1.1/measurement/mon \\
+      --config configs/simulated.toml --output out.h5
+  peakstream replay --images a.h5::/1.1/measurement/eiger b.h5::/1.1/measurement/eiger \\
+      --motor omega=measurement/rot_center --output out.h5
+  peakstream replay 'data_%04d.edf' --first 1 --last 360 --motor omega=header:omega \\
+      --counter monitor=header:mon --output out.h5
+  peakstream replay 'frames_*.cbf' --motor omega=header:Start_angle --output out.h5
+  peakstream replay grains.npz --output out.h5
+  peakstream replay out.h5 --config relink.toml --output relinked.h5
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="peakstream",
+        description="Online peak search for scanning X-ray diffraction: frames arrive over "
+                    "ZeroMQ (or are replayed from files), pass correct / normalise / threshold "
+                    "/ label / properties, 2D peaks are linked into 3D peaks (cliques) while "
+                    "the scan runs, and everything is written to HDF5.",
+        epilog="Exit codes: 0 done, 1 a scan failed or was aborted, 2 bad usage or config.")
+    top.add_argument("--version", action="version", version=f"peakstream {__version__}")
+    top.add_argument("-v", "--verbose", action="count", default=0,
+                     help="more log output (-v info, -vv debug)")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="listen for scans over ZeroMQ and process them",
+                       description="Bind a PULL socket (PROTOCOL.md), process every scan that "
+                                   "arrives and write one HDF5 file per scan, named after its "
+                                   "scan_id, into the output directory.")
+    p.add_argument("config", nargs="?", help="TOML config (default: built-in defaults)")
+    p.add_argument("--listen", help="endpoint to bind (overrides [source] listen; "
+                                    "default tcp://127.0.0.1:5555)")
+    p.add_argument("--output", help="output directory (overrides [output] directory)")
+    p.add_argument("--scans", type=int, help="exit after this many scans (default: run until "
+                                             "SIGINT/SIGTERM)")
+    p.add_argument("--progress-interval", type=float, default=2.0,
+                   help="seconds between progress lines when not on a terminal (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_run)
+    _add_service(sub)
+    _add_maps(sub)
+
+    p = sub.add_parser("replay", help="process recorded scans through the same chain",
+                       description=REPLAY_DESCRIPTION, epilog=REPLAY_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="recorded scan(s): files, FILE::/path stacks, data_%%04d.edf patterns "
+                        "or quoted globs (put INPUT before the options)")
+    p.add_argument("--config", help="TOML config (default: built-in defaults)")
+    p.add_argument("--preset", metavar="NAME",
+                   help="a config shipped in configs/NAME.toml instead of --config "
+                        f"({', '.join(presets()) or 'none'})")
+    p.add_argument("--per-point", action="store_true",
+                   help="replay a sparse recording point by point through the wire "
+                        "encoding, not in blocks (same result, much slower)")
+    p.add_argument("--output", required=True,
+                   help="output FILE.h5 (one scan) or directory (several scans)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue --output FILE.h5, left open by a crash or a kill, from its "
+                        "last checkpoint: its points are kept, the recording's other points "
+                        "(those lost or never reached) are processed; the config must be "
+                        "the one the file was written with",)
+    p.add_argument("--images", nargs="+", action="extend", default=[], metavar="FILE::/PATH",
+                   help="HDF5 frames: 3D datasets, one scan continuing across them; a bare "
+                        "/PATH is looked for in the HDF5 INPUT file(s)")
+    p.add_argument("--motor", nargs="+", action="extend", default=[], metavar="NAME=SPEC",
+                   help="a motor and where its values come from (see SPEC above)")
+    p.add_argument("--counter", nargs="+", action="extend", default=[], metavar="NAME=SPEC",
+                   help="a counter (monitor, srcur, ...) and where its values come from")
+    p.add_argument("--time", metavar="SPEC", help="where the point times come from "
+                                                 "(default: recorded, or none)")
+    p.add_argument("--format", default="auto", choices=("auto", *REPLAY_FORMATS),
+                   help="input format (default auto: detected from the file's content)")
+    p.add_argument("--first", type=int, metavar="N",
+                   help="first file number of a %%d pattern (default: the lowest on disk), "
+                        "otherwise the first frame (0-based); point ids count from it")
+    p.add_argument("--last", type=int, metavar="N",
+                   help="last file number of a %%d pattern (default: the highest on disk), "
+                        "otherwise the last frame (inclusive)")
+    p.add_argument("--scan-id", help="scan_id (default: recorded, or from the file name)")
+    p.add_argument("--detector", help="detector name for image inputs (default: from the "
+                                      "dataset path, or 'detector')")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("relink", help="make the cliques of an output file again with other "
+                                      "linker criteria",
+                       description="Re-cut the cliques of a peakstream output file from its "
+                                   "stored labelled pixels and 2D peaks (no frames needed), "
+                                   "with other [linker] settings; write a new file. Settings "
+                                   "not given keep the file's own.")
+    p.add_argument("file", metavar="FILE", help="a peakstream output file")
+    p.add_argument("--criterion", nargs="+", metavar="NAME",
+                   choices=("any_pixel", "fraction", "distance"),
+                   help="any_pixel | fraction | distance; several must all hold "
+                        "(e.g. --criterion fraction distance)")
+    p.add_argument("--fraction", type=float, metavar="F",
+                   help="fraction: shared pixels / smaller blob >= F")
+    p.add_argument("--distance", type=float, metavar="D",
+                   help="distance: centroids at most D pixels apart")
+    p.add_argument("--output", required=True, help="the new output FILE.h5")
+    p.set_defaults(func=cmd_relink)
+
+    p = sub.add_parser("simulate", help="a synthetic scan with known truth: write or send it",
+                       description="Make a synthetic scan (Poisson background, hot and dead "
+                                   "pixels, a detector gap, 3D Gaussian spots, some touching) "
+                                   "and write it to HDF5 with its truth table, or send it over "
+                                   "ZeroMQ as an acquisition would.")
+    _add_sim_options(p)
+    p.add_argument("--output", help="write the scan (frames, motors, truth) to FILE.h5")
+    p.add_argument("--send", metavar="ENDPOINT", help="send the scan to a listening peakstream "
+                                                      "(e.g. tcp://127.0.0.1:5555)")
+    p.add_argument("--encoding", choices=("raw", "bslz4", "lz4"), default="raw",
+                   help="frames on the wire with --send (default raw): bslz4 = bitshuffle + LZ4 "
+                        "as an Eiger sends them, lz4 = LZ4 (HDF5 filter framing)")
+    p.add_argument("--trajectory", choices=("sweep", "interlaced", "grid", "snake", "free"),
+                   help="scan kind (default sweep): interlaced = two passes offset by half a "
+                        "step; grid / snake = dty x omega rows; free = continuous omega with "
+                        "sinusoidal dty")
+    p.add_argument("--rows", dest="nrows", type=int,
+                   help="grid / snake: number of rows (npoints / rows points each)")
+    p.add_argument("--wrap", action="store_true", default=None,
+                   help="whole turns of omega: the last point neighbours the first")
+    p.add_argument("--iflip", action="store_true", default=None,
+                   help="interlaced: the second pass runs backwards")
+    p.add_argument("--touching", dest="touching_fraction", type=float,
+                   help="fraction of spots placed as touching pairs (default 0.2)")
+    p.add_argument("--rate", type=float, help="points per second when sending (default: as "
+                                              "fast as the receiver takes them)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("inspect", help="summarise output files",
+                       description="Print what an output file holds: status, points (ok, "
+                                   "missing, bad), 2D peaks, overlaps, cliques, config hash, "
+                                   "counters and recorded events.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--clique", type=int, metavar="N",
+                   help="the rocking curve of clique N: per point its motors and the "
+                        "summed intensity of the clique's 2D peaks there")
+    p.add_argument("--png", metavar="OUT.png",
+                   help="with --clique: plot it against each motor that moves "
+                        "(needs matplotlib: pip install 'peakstream[plot]')")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("export", help="write an output file's results for ImageD11 or hexrd",
+                       description="flt: ImageD11 columnfile of the cliques (3D peaks); "
+                                   "sparse: ImageD11 sparse HDF5 of the kept pixels; "
+                                   "framecache: hexrd frame-cache .npz of the kept pixels.")
+    p.add_argument("file", metavar="FILE", help="a peakstream output file")
+    p.add_argument("--format", required=True, choices=("flt", "sparse", "framecache"))
+    p.add_argument("--output", required=True, help="the file to write")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="end to end: simulator -> ZeroMQ -> processor -> HDF5",
+                       description="Start a simulated acquisition in a separate process that "
+                                   "streams over ZeroMQ (loopback, ephemeral port) into the "
+                                   "processor; write HDF5; print the summary and the check "
+                                   "against the simulation's truth.")
+    _add_sim_options(p)
+    p.add_argument("--config", default=None,
+                   help="TOML config (default: configs/simulated.toml if present)")
+    p.add_argument("--output", default="demo_out", help="output directory (default demo_out)")
+    p.add_argument("--rate", type=float, help="points per second (default: full speed)")
+    p.add_argument("--timeout", type=float, default=300.0, help="give up after this many s")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_demo)
+    return top
+
+
+def _daemon(args: argparse.Namespace) -> int:
+    from stream.service.daemon import cmd_daemon
+
+    return cmd_daemon(args)
+
+
+def _add_maps(sub) -> None:
+    """stats, map and diffmap: their parsers live beside their code."""
+    from stream.maps import diffmap, render
+    from stream.offline import stats
+
+    stats.add_parser(sub)
+    render.add_parser(sub)
+    diffmap.add_parser(sub)
+
+
+def _client(name: str):
+    def run(args: argparse.Namespace) -> int:
+        from stream.service import clients
+
+        return getattr(clients, f"cmd_{name}")(args)
+    return run
+
+
+def _add_service(sub) -> None:
+    """daemon and its clients: status, get, set, watch."""
+    p = sub.add_parser("daemon", help="a headless service: scan after scan, control socket, "
+                                      "live lane",
+                       description="Take scan after scan (our protocol on the data PULL, or "
+                                   "a DECTRIS detector with [source] kind = 'dectris'), one "
+                                   "HDF5 file per scan named by [output] pattern (never "
+                                   "overwritten), control requests on [control] endpoint, "
+                                   "the live lane on [live] endpoint, logs to stderr and a "
+                                   "rotating log file. SIGTERM / SIGINT: finish the scan in "
+                                   "progress, write it, exit 0; a second signal aborts it.")
+    p.add_argument("config", help="TOML config")
+    p.add_argument("--listen", help="data endpoint to bind (overrides [source] listen; with "
+                                    "kind = 'dectris' the motor lane)")
+    p.add_argument("--control", help="control endpoint to bind (overrides [control] "
+                                     "endpoint; port 0: any free port)")
+    p.add_argument("--live", help="live lane endpoint to bind (overrides [live] endpoint)")
+    p.add_argument("--output", help="output directory (overrides [output] directory)")
+    p.set_defaults(func=_daemon)
+    control = "tcp://127.0.0.1:5557"
+    for name, text in (("status", "a running daemon's state, counters, scan and file"),
+                       ("get", "a node's parameters (every node's without NODE)"),
+                       ("set", "change a node parameter from the next point on")):
+        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}, over "
+                                                         f"the daemon's control socket.")
+        p.add_argument("--control", default=control, help=f"the daemon's control endpoint "
+                                                          f"(default {control})")
+        p.add_argument("--timeout", type=float, default=5.0,
+                       help="s to wait for the answer (default 5)")
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        elif name == "get":
+            p.add_argument("node", nargs="?", help="node kind, e.g. threshold")
+            p.add_argument("key", nargs="?", help="one parameter")
+        else:
+            p.add_argument("node", help="node kind, e.g. threshold")
+            p.add_argument("key", help="parameter, e.g. cut")
+            p.add_argument("value", help="new value (number, true/false or text)")
+        p.set_defaults(func=_client(name))
+    live = "tcp://127.0.0.1:5556"
+    p = sub.add_parser("watch", help="a one-line live status of a running daemon",
+                       description="Subscribe to the daemon's live lane and print its "
+                                   "progress (rates, lag, points, cliques) on one line, "
+                                   "rewritten in place.")
+    p.add_argument("--live", default=live, help=f"the live lane endpoint (default {live})")
+    p.add_argument("--once", action="store_true", help="print one line and exit")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="--once: s to wait for a progress message (default 10)")
+    p.set_defaults(func=_client("watch"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "demo" and args.config is None:
+        default = Path(__file__).resolve().parents[2] / "configs" / "simulated.toml"
+        args.config = str(default) if default.exists() else None
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"peakstream {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

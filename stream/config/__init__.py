@@ -1,0 +1,1 @@
+"""Configuration: TOML loading and validation, the service tables, PONI geometry."""

@@ -1,0 +1,79 @@
+"""Checks of the config groups the daemon adds: the dectris keys of `[source]`, the
+`[output] pattern`, `[daemon]`, `[control]` and `[live]` (called by `stream.config`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stream.config.base import PATTERN_FIELDS, SOURCE_KINDS, ConfigError
+
+
+def validate_source(source: dict[str, Any], origin: str) -> None:
+    """[source] kind and the keys of the dectris source."""
+    if source["kind"] not in SOURCE_KINDS:
+        raise ConfigError(f"{origin}: [source] kind must be one of {', '.join(SOURCE_KINDS)}, "
+                          f"got {source['kind']!r}")
+    if source["stream_version"] not in (1, 2):
+        raise ConfigError(f"{origin}: [source] stream_version must be 1 (SIMPLON legacy) "
+                          f"or 2, got {source['stream_version']!r}")
+    if not source["detector_endpoint"].startswith(("tcp://", "ipc://")):
+        raise ConfigError(f"{origin}: [source] detector_endpoint must be tcp://HOST:PORT or "
+                          f"ipc://PATH, got {source['detector_endpoint']!r}")
+    for key in ("motors", "counters"):
+        names = source[key]
+        if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise ConfigError(f"{origin}: [source] {key} must be a list of distinct names, "
+                              f"got {names!r}")
+    for key in ("join_timeout", "series_timeout", "end_timeout", "point_timeout"):
+        if not 0.0 < source[key] < float("inf"):
+            raise ConfigError(f"{origin}: [source] {key} must be a number of seconds > 0, "
+                              f"got {source[key]!r}")
+    trajectory = source["trajectory"]
+    if trajectory and not isinstance(trajectory.get("kind"), str):
+        raise ConfigError(f"{origin}: [source] trajectory needs a 'kind' (sweep, interlaced, "
+                          f"grid, snake, free), got {trajectory!r}")
+
+
+def validate_service(data: dict[str, Any], origin: str) -> None:
+    """[output] pattern, [daemon], [control], [live]."""
+    check_pattern(data["output"]["pattern"], f"{origin}: [output] pattern")
+    d = data["daemon"]
+    for key in ("log_max_bytes", "log_backups"):
+        if d[key] < 0:
+            raise ConfigError(f"{origin}: [daemon] {key} must be >= 0")
+    for group in ("control", "live"):
+        ep = data[group]["endpoint"]
+        if ep and not ep.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ConfigError(f"{origin}: [{group}] endpoint must be tcp://HOST:PORT (port 0: "
+                              f"any free port), ipc://PATH or \"\" (none), got {ep!r}")
+    live = data["live"]
+    for key in ("interval", "frame_rate"):
+        if not 0.0 <= live[key] < float("inf"):
+            raise ConfigError(f"{origin}: [live] {key} must be a number >= 0, got {live[key]!r}")
+    for key in ("frame_bin", "sndhwm"):
+        if live[key] < 1:
+            raise ConfigError(f"{origin}: [live] {key} must be >= 1")
+
+
+def check_pattern(pattern: str, where: str) -> None:
+    """An output file name pattern: known fields only, formats that work, a name that
+    stays below the output directory."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {pattern!r}: {exc}") from None
+    unknown = [f for f in fields if f not in PATTERN_FIELDS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown} in {pattern!r}; known: "
+                          f"{', '.join('{' + f + '}' for f in PATTERN_FIELDS)}")
+    try:
+        name = pattern.format(scan_id="s", sample="x", scan_number=1, date="20260101",
+                              time="120000")
+    except (ValueError, IndexError, KeyError) as exc:
+        raise ConfigError(f"{where}: {pattern!r}: {exc}") from None
+    parts = Path(name).parts
+    if not name or Path(name).is_absolute() or ".." in parts or not parts[-1].strip("."):
+        raise ConfigError(f"{where}: {pattern!r} must name a file below the output directory")

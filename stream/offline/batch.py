@@ -1,0 +1,287 @@
+"""Block replay of sparse recordings: many points per step, the same output file.
+
+A sparse recording (ImageD11 sparse HDF5, our own output, a frame cache)
+already holds the pixels above the threshold, so a point only needs label,
+properties and the linker. Point by point that is mostly Python overhead
+(decode, Item, nodes, collector, store) for a few pixels, and nothing at all
+for an empty frame. Here blocks of consecutive points go through the same
+kernels in one call each (`nodes.block`, `Linker.add_block`) and their rows
+are appended to the same store tables: the file is the one the point-by-point
+replay writes (tests/test_batch.py checks it table by table).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.config.schema import Config
+from stream.core.block import SparseBlock
+from stream.core.item import PEAK_COLUMNS
+from stream.core.messages import Start
+from stream.core.scan import Scan
+from stream.run.pipeline import Pipeline
+from stream.run.runner import COUNTERS, _start_json, clique_columns
+from stream.store.scanfile import POINT_STATUS, ScanStore
+
+log = logging.getLogger(__name__)
+
+
+def block_replay_possible(config: Config) -> bool:
+    """True if the config's chain for sparse frames has a block form."""
+    from nodes.block import block_chain_ok
+
+    return block_chain_ok(Pipeline(config.build_nodes()).sparse_chain)
+
+
+def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
+                  path: str | Path,
+                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Process a sparse recording block by block into the output file `path`."""
+    from nodes.block import block_chain_ok, label_frames, properties_frames
+    from nodes.link.linker import Linker, PeakBlock
+
+    scan = Scan.from_start(start)
+    detector, info = scan.detector(config["source"]["detector"] or None)
+    pipeline = Pipeline(config.build_nodes())
+    if not block_chain_ok(pipeline.sparse_chain):
+        raise ValueError("block replay needs the sparse chain label -> properties, not "
+                         + " -> ".join(n.kind for n in pipeline.sparse_chain))
+    label = pipeline.sparse_chain[0]
+    store = ScanStore(path, scan_id=start.scan_id, detector=detector, motors=start.motors,
+                      counters=start.counters, peak_columns=PEAK_COLUMNS,
+                      clique_columns=clique_columns(start.motors),
+                      config_text=config.text(), start_json=_start_json(start),
+                      trajectory=scan.trajectory.describe(),
+                      flush_interval=config["output"]["flush_interval"])
+    store.set_shape(info.shape, info.dtype)
+    counters: Counter = Counter({k: 0 for k in COUNTERS})
+    status, reason = "success", ""
+    try:
+        linker = Linker(**config["linker"])
+        linker.setup(scan)
+        pipeline.setup(scan)
+        walker = TrajectoryWalker(scan.trajectory)
+        npoints = 0
+        for block in blocks:
+            if block.first != npoints:
+                raise ValueError(f"block starts at point {block.first}, expected {npoints}")
+            row, col, intensity, labels, nnz, npeaks = label_frames(
+                label, block.row, block.col, block.intensity.astype(np.float32, copy=False),
+                block.nnz)
+            peaks = properties_frames(row, col, intensity, labels, nnz, npeaks)
+            n = block.n
+            ok = np.ones(n, np.bool_)
+            tb = walker.block(block.first, ok, block.motors)
+            result = linker.add_block(PeakBlock(
+                block.first, info.shape, ok, nnz, row, col, labels, npeaks, peaks,
+                block.motors, (tb.link_a, tb.link_b), tb.close_at, intensity))
+            _write_points(store, block, start, tb.flags)
+            walker.write(store, tb, block.first, block.time)
+            store.sparse.append({"row": row, "col": col, "intensity": intensity,
+                                 "label": labels})
+            store.nnz.append({"nnz": nnz})
+            npk = int(npeaks.sum())
+            if npk:
+                rows = {"point_id": np.repeat(block.first + np.arange(n), npeaks),
+                        "clique_id": np.full(npk, -1, np.int64)}
+                rows.update(peaks)
+                store.peaks.append(rows)
+            _write_link(store, result, counters)
+            npoints += n
+            counters.update(received=n, accepted=n, processed=n, linked=n, written=n)
+            store.maybe_flush(_now(), counters)
+            if progress is not None:
+                progress(npoints)
+        _write_link(store, linker.finish(), counters)
+    except Exception as exc:
+        status, reason = "fail", f"{type(exc).__name__}: {exc}"
+        log.error("scan %s: block replay failed: %s", start.scan_id, reason)
+        store.close(status, reason, counters)
+        raise
+    store.close(status, reason, counters)
+    return {"scan_id": start.scan_id, "status": status, "reason": reason, "file": str(path),
+            **counters}
+
+
+@dataclass
+class TrajectoryBlock:
+    """What the trajectory says about a block of points, asked as the collector asks it:
+    observe each point in order, then its links and its close step."""
+
+    flags: list[str]  # "" or why the point is flagged (never linked)
+    link_a: np.ndarray  # int64: earlier point
+    link_b: np.ndarray  # int64: point of the block
+    kind: list[str]
+    close_at: np.ndarray  # int64 (n,) max(last_neighbour(p), p); -1 for points without data
+
+
+class TrajectoryWalker:
+    """Drives a scan's trajectory over blocks of points, remembering which earlier
+    points can still be linked to (the collector's rule for the links table)."""
+
+    def __init__(self, trajectory: Any):
+        self.trajectory = trajectory
+        self.linkable: dict[int, int] = {}  # point -> its close step
+
+    def block(self, first: int, ok: np.ndarray, motors: dict[str, np.ndarray]) -> TrajectoryBlock:
+        if _plain_sweep(self.trajectory):
+            return self._sweep_block(first, ok, motors)
+        return self._any_block(first, ok, motors)
+
+    def _any_block(self, first: int, ok: np.ndarray,
+                   motors: dict[str, np.ndarray]) -> TrajectoryBlock:
+        """Any trajectory: its methods, point after point."""
+        traj = self.trajectory
+        n = ok.shape[0]
+        names = list(motors)
+        values = list(zip(*(motors[m].tolist() for m in names), strict=True)) if names else \
+            [()] * n
+        flags: list[str] = []
+        link_a: list[int] = []
+        link_b: list[int] = []
+        kinds: list[str] = []
+        close_at = np.full(n, -1, np.int64)
+        for k, good in enumerate(ok.tolist()):
+            p = first + k
+            flagged = traj.observe(p, dict(zip(names, values[k], strict=True)) if good else {})
+            flags.append(flagged if good else "")
+            if not good:
+                continue
+            close_at[k] = max(int(traj.last_neighbour(p)), p)
+            if flagged:
+                continue
+            for i, kind in traj.links_before(p):
+                if i in self.linkable:
+                    link_a.append(i)
+                    link_b.append(p)
+                    kinds.append(kind)
+            if close_at[k] > p:
+                self.linkable[p] = int(close_at[k])
+        self._forget(first + n - 1)
+        return TrajectoryBlock(flags, np.array(link_a, np.int64), np.array(link_b, np.int64),
+                               kinds, close_at)
+
+    def _sweep_block(self, first: int, ok: np.ndarray,
+                     motors: dict[str, np.ndarray]) -> TrajectoryBlock:
+        """A sweep without wrap or tolerance, in arrays: j links j - 1 unless either is
+        flagged (a required motor missing or NaN); the same answers as `_any_block`
+        (tests/test_batch.py compares them)."""
+        traj = self.trajectory
+        n = ok.shape[0]
+        p = first + np.arange(n, dtype=np.int64)
+        bad = np.zeros(n, np.bool_)
+        for m in traj.required:
+            values = motors.get(m)
+            bad |= ~np.isfinite(values) if values is not None else True
+        flagged = np.where(ok, bad, len(traj.required) > 0)
+        flags = [""] * n
+        names = list(motors)
+        for k in np.flatnonzero(flagged & ok).tolist():  # the trajectory's own words
+            flags[k] = traj.observe(first + k, {m: float(motors[m][k]) for m in names})
+        npoints = traj.npoints
+        close_at = np.where(flagged | ((p + 1 >= npoints) if npoints is not None else False),
+                            p, p + 1)
+        close_at[~ok] = -1
+        linkable = ok & ~flagged & (close_at > p)
+        before = np.r_[first - 1 in self.linkable, linkable[:-1]]
+        link = ok & ~flagged & before & (p > 0)
+        link_b = p[link]
+        self.linkable.update(zip(p[linkable][-1:].tolist(), close_at[linkable][-1:].tolist(),
+                                 strict=True))
+        self._forget(first + n - 1)
+        return TrajectoryBlock(flags, link_b - 1, link_b, [traj.fast] * link_b.shape[0],
+                               close_at)
+
+    def _forget(self, last: int) -> None:
+        """Drop the points no point after `last` can link to."""
+        if len(self.linkable) > 64:
+            self.linkable = {i: c for i, c in self.linkable.items() if c > last}
+
+    @staticmethod
+    def write(store: ScanStore, tb: TrajectoryBlock, first: int, time: np.ndarray) -> None:
+        """The links table rows and the flag events of a block (as the collector writes)."""
+        if tb.link_a.shape[0]:
+            store.links.append({"point_a": tb.link_a, "point_b": tb.link_b,
+                                "kind": np.array(tb.kind, object)})
+        for k, flag in enumerate(tb.flags):
+            if flag:
+                store.event("flag", f"trajectory: {flag}", first + k, float(time[k]))
+
+
+def _plain_sweep(trajectory: Any) -> bool:
+    from stream.core.trajectory import Sweep
+
+    return (type(trajectory) is Sweep and not trajectory.wrap
+            and trajectory.tolerance is None)
+
+
+def _write_points(store: ScanStore, block: SparseBlock, start: Start,
+                  flags: list[str]) -> None:
+    n = block.n
+    row: dict[str, Any] = {
+        "point_id": block.first + np.arange(n, dtype=np.int64),
+        "time": block.time,
+        "status": np.full(n, POINT_STATUS.index("ok"), np.uint8),
+        "flags": np.array([json.dumps([f"trajectory: {f}"]) if f else "" for f in flags],
+                          object),
+    }
+    for m in start.motors:
+        row[f"motors/{m}"] = block.motors.get(m, np.full(n, math.nan))
+    for c in start.counters:
+        row[f"counters/{c}"] = block.counters.get(c, np.full(n, math.nan))
+    store.points.append(row)
+
+
+def _write_link(store: ScanStore, result: Any, counters: Counter) -> None:
+    """The same rows as Collector._write_link."""
+    if len(result.overlaps["peak_a"]):
+        store.overlaps.append(result.overlaps)
+    if len(result.cliques["clique_id"]):
+        store.cliques.append(result.cliques)
+        store.peaks.assign("clique_id", result.members["peak_id"],
+                           result.members["clique_id"])
+        counters["cliques"] += len(result.cliques["clique_id"])
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()
+
+
+def open_blocks(inputs: list[str], config: Config, *, format: str = "auto",
+                images: Any = (), motors: Any = None, counters: Any = None, time: Any = None,
+                scan_id: str | None = None, detector: str | None = None,
+                first: int | None = None, last: int | None = None,
+                trajectory: dict | None = None):
+    """(start, blocks) if this recording can be replayed in blocks, else None.
+
+    Block replay takes one sparse recording (ImageD11 sparse HDF5) as it stands,
+    with a chain label -> properties; options that change points one by one
+    (motor / counter / time values, a frame range) go point by point.
+    """
+    import dataclasses
+
+    from stream.sources.files import detect_format
+
+    if (len(inputs) != 1 or list(images or ()) or motors or counters or time is not None
+            or first is not None or last is not None or detector):
+        return None
+    kind = format if format != "auto" else detect_format(inputs[0])
+    if kind != "imaged11" or not block_replay_possible(config):
+        return None
+    from stream.sources.files.imaged11 import read_imaged11_blocks
+
+    start, blocks = read_imaged11_blocks(inputs[0], scan_id=scan_id)
+    if trajectory:
+        start = dataclasses.replace(start, trajectory=dict(trajectory))
+    return start, blocks

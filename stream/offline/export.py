@@ -1,0 +1,157 @@
+"""Write an output file's results in the formats other programs read.
+
+* `flt`: ImageD11's columnfile of 3D peaks, one row per clique, with the
+  column names of ImageD11's peaksearch output (`sc fc omega Number_of_pixels
+  avg_intensity s_raw f_raw sigs sigf covsf ... spot3d_id`), so ImageD11's
+  `columnfile` and its indexing read it. sc, fc are s_raw, f_raw (no spatial
+  distortion correction); dety, detz = -f_raw, s_raw (ImageD11's default
+  flip); sigo, covso, covfo, IMax_s, IMax_f are not kept by peakstream and
+  are written as 0; IMax_o is the omega of the point with the brightest
+  member; Min_o, Max_o the omega of the first and last points.
+* `sparse`: ImageD11's sparse HDF5 (the layout of shared/data's silicon file):
+  group `1.1` with row, col, intensity, frame, nnz, attrs itype, nframes,
+  shape0, shape1, and per-frame motors under measurement/ (omega as
+  rot_center). The kept pixels of every point.
+* `framecache`: hexrd's frame-cache .npz: `{i}_row`, `{i}_col`, `{i}_data`,
+  `shape`, `nframes`, `dtype`, and `omega` (nframes, 2): the start and end
+  angle of each frame (its omega -+ half the step to its neighbours).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from stream.store.reader import load
+
+FORMATS = ("flt", "sparse", "framecache")
+FLT_COLUMNS = ("sc", "fc", "omega", "Number_of_pixels", "avg_intensity", "s_raw", "f_raw",
+               "sigs", "sigf", "covsf", "sigo", "covso", "covfo", "sum_intensity",
+               "sum_intensity^2", "IMax_int", "IMax_s", "IMax_f", "IMax_o", "Min_s", "Max_s",
+               "Min_f", "Max_f", "Min_o", "Max_o", "dety", "detz", "onfirst", "onlast",
+               "spot3d_id")
+_INTS = {"Number_of_pixels", "IMax_s", "IMax_f", "Min_s", "Max_s", "Min_f", "Max_f",
+         "onfirst", "onlast", "spot3d_id"}
+
+
+def export(path: str | Path, fmt: str, output: str | Path) -> dict[str, Any]:
+    """Write `output` in format `fmt` from the output file `path`; return what was written."""
+    if fmt not in FORMATS:
+        raise ValueError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
+    data = load(path)
+    with h5py.File(path, "r", locking=False) as f:
+        sparse = f[f"entry/{data['detector']}/sparse"]
+        shape = (int(sparse.attrs["shape0"]), int(sparse.attrs["shape1"]))
+        itype = str(sparse.attrs["itype"])
+    writer = {"flt": _flt, "sparse": _sparse, "framecache": _framecache}[fmt]
+    n = writer(data, shape, itype, Path(output))
+    return {"format": fmt, "file": str(output), "rows": n}
+
+
+def flt_columns(data: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The columnfile's columns, one row per clique (see the module docstring)."""
+    cl, pk = data["cliques"], data["peaks2d"]
+    n = cl["clique_id"].shape[0]
+    omega_of = data["points"].get("motors/omega", np.full(len(data["points"]["point_id"]),
+                                                         np.nan))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s, f = cl["s_raw"], cl["f_raw"]
+        var_s = np.maximum(cl["s_ssI"] / cl["s_I"] - s * s, 0.0)
+        var_f = np.maximum(cl["s_ffI"] / cl["s_I"] - f * f, 0.0)
+        sigs, sigf = np.sqrt(var_s), np.sqrt(var_f)
+        covsf = np.where(sigs * sigf > 0, (cl["s_sfI"] / cl["s_I"] - s * f) / (sigs * sigf), 0.0)
+        avg = cl["sum_intensity"] / cl["npx"]
+    member = pk["clique_id"]
+    order = np.lexsort((-pk["max_intensity"], member))  # brightest member first per clique
+    first = order[np.r_[True, member[order][1:] != member[order][:-1]]]
+    first = first[member[first] >= 0]
+    brightest = np.full(n, -1, np.int64)
+    brightest[member[first]] = first
+    imax = np.where(brightest >= 0, pk["max_intensity"][brightest], 0.0)
+    imax_o = np.where(brightest >= 0, omega_of[pk["point_id"][brightest]], np.nan)
+    bbox = {}
+    for name, key, fn, fill in (("Min_s", "bb_s0", np.minimum, np.iinfo(np.int64).max),
+                                ("Max_s", "bb_s1", np.maximum, -1),
+                                ("Min_f", "bb_f0", np.minimum, np.iinfo(np.int64).max),
+                                ("Max_f", "bb_f1", np.maximum, -1)):
+        out = np.full(n, fill, np.int64)
+        ok = member >= 0
+        fn.at(out, member[ok], pk[key][ok].astype(np.int64))
+        bbox[name] = out
+    npoints = len(data["points"]["point_id"])
+    omega = cl.get("omega", np.full(n, np.nan))
+    return {
+        "sc": s, "fc": f, "omega": omega, "Number_of_pixels": cl["npx"],
+        "avg_intensity": avg, "s_raw": s, "f_raw": f, "sigs": sigs, "sigf": sigf,
+        "covsf": covsf, "sigo": np.zeros(n), "covso": np.zeros(n), "covfo": np.zeros(n),
+        "sum_intensity": cl["sum_intensity"], "sum_intensity^2": cl["sum_intensity"] ** 2,
+        "IMax_int": imax, "IMax_s": np.zeros(n), "IMax_f": np.zeros(n), "IMax_o": imax_o,
+        **bbox, "Min_o": omega_of[cl["first_point"]] if npoints else np.full(n, np.nan),
+        "Max_o": omega_of[cl["last_point"]] if npoints else np.full(n, np.nan),
+        "dety": -f, "detz": s,
+        "onfirst": (cl["first_point"] == 0).astype(np.int64),
+        "onlast": (cl["last_point"] == npoints - 1).astype(np.int64),
+        "spot3d_id": cl["clique_id"],
+    }
+
+
+def _flt(data: dict[str, Any], shape, itype, output: Path) -> int:
+    cols = flt_columns(data)
+    fmt = "  ".join("%.0f" if c in _INTS else "%.6f" for c in FLT_COLUMNS)
+    table = np.column_stack([np.asarray(cols[c], np.float64) for c in FLT_COLUMNS]) \
+        if len(cols["sc"]) else np.empty((0, len(FLT_COLUMNS)))
+    with open(output, "w") as out:
+        out.write(f"# peakstream_detector = {data['detector']}\n")
+        out.write("#  " + "  ".join(FLT_COLUMNS) + "\n")
+        np.savetxt(out, table, fmt=fmt)
+    return table.shape[0]
+
+
+def _frames(data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    nnz = np.asarray(data["sparse"]["nnz"], np.int64)
+    return nnz, np.r_[0, np.cumsum(nnz)]
+
+
+def _sparse(data: dict[str, Any], shape, itype, output: Path) -> int:
+    sp, pts = data["sparse"], data["points"]
+    nnz, _ = _frames(data)
+    with h5py.File(output, "w-") as f:
+        g = f.create_group("1.1")
+        g.attrs.update(itype=itype, nframes=nnz.shape[0], shape0=shape[0], shape1=shape[1])
+        opts = {"chunks": True, "compression": "gzip"} if sp["row"].shape[0] else {}
+        g.create_dataset("row", data=sp["row"].astype(np.uint16), **opts)
+        g.create_dataset("col", data=sp["col"].astype(np.uint16), **opts)
+        g.create_dataset("intensity", data=sp["intensity"].astype(np.float32), **opts)
+        g.create_dataset("frame", data=np.repeat(np.arange(nnz.shape[0], dtype=np.uint32),
+                                                 nnz), **opts)
+        g.create_dataset("nnz", data=nnz)
+        for key, values in pts.items():
+            if key.startswith("motors/"):
+                name = key[len("motors/"):]
+                g.create_dataset(f"measurement/{'rot_center' if name == 'omega' else name}",
+                                 data=np.asarray(values, np.float64))
+    return int(nnz.shape[0])
+
+
+def _framecache(data: dict[str, Any], shape, itype, output: Path) -> int:
+    sp, pts = data["sparse"], data["points"]
+    nnz, ptr = _frames(data)
+    arrays: dict[str, np.ndarray] = {"shape": np.array(shape, np.int64),
+                                     "nframes": np.array(nnz.shape[0]),
+                                     "dtype": np.array("float32")}
+    for i in range(nnz.shape[0]):
+        s = slice(int(ptr[i]), int(ptr[i + 1]))
+        arrays[f"{i}_row"] = sp["row"][s].astype(np.uint16)
+        arrays[f"{i}_col"] = sp["col"][s].astype(np.uint16)
+        arrays[f"{i}_data"] = sp["intensity"][s].astype(np.float32)
+    omega = pts.get("motors/omega")
+    if omega is not None and len(omega):
+        omega = np.asarray(omega, np.float64)
+        half = np.abs(np.gradient(omega)) / 2 if len(omega) > 1 else np.zeros(1)
+        arrays["omega"] = np.column_stack([omega - half, omega + half])
+    with open(output, "xb") as out:
+        np.savez_compressed(out, **arrays)
+    return int(nnz.shape[0])

@@ -1,0 +1,167 @@
+"""Re-cut the cliques of an output file with other linker criteria, without the frames.
+
+The file holds all the linker needs: the labelled sparse pixels, the 2D peak
+table and the points (status, motors; the trajectory observes them again as
+the collector did). They go through `Linker.add_block`
+with the new `[linker]` settings, block after block, and a new file is
+written with the same points, pixels and 2D peaks, the overlaps, and the new
+cliques (and each 2D peak's new clique_id). The result is the file a replay
+with those settings would have written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from stream.config.schema import Config
+from stream.core.item import PEAK_COLUMNS
+from stream.core.messages import Start, start_from_json
+from stream.core.scan import Scan
+from stream.core.table import STR, read_table
+from stream.offline.batch import TrajectoryWalker
+from stream.run.runner import clique_columns
+from stream.store.reader import detector_of
+from stream.store.scanfile import ScanStore
+
+log = logging.getLogger(__name__)
+
+BLOCK_PIXELS = 1 << 22
+
+
+def relink(path: str | Path, output: str | Path, criterion: str | list[str] | None = None,
+           fraction: float | None = None, distance: float | None = None,
+           **settings: Any) -> dict[str, Any]:
+    """Write `output`: `path` with its cliques made again under the new criteria
+    (`settings`: other [linker] keys, e.g. split, prominence)."""
+    from nodes.link.linker import Linker, PeakBlock
+
+    path, output = Path(path), Path(output)
+    with h5py.File(path, "r", locking=False) as f:
+        if "entry" not in f or "process" not in f["entry"]:
+            raise ValueError(f"{path}: not a peakstream output file (no /entry/process)")
+        det = detector_of(f)
+        entry = f["entry"]
+        start = _start(entry["process/start"].asstr()[()], path)
+        config = _config(entry["process/config"].asstr()[()], path,
+                         {"criterion": criterion, "fraction": fraction, "distance": distance,
+                          **settings})
+        points = read_table(entry["points"])
+        sparse = {k: entry[f"{det}/sparse/{k}"][()] for k in ("row", "col", "intensity",
+                                                               "label", "nnz")}
+        peaks = read_table(entry[f"{det}/peaks2d"])
+        events = read_table(entry["process/events"])
+        shape = (int(entry[f"{det}/sparse"].attrs["shape0"]),
+                 int(entry[f"{det}/sparse"].attrs["shape1"]))
+        itype = str(entry[f"{det}/sparse"].attrs["itype"])
+        counters = {k: int(v) for k, v in entry["process/counters"].attrs.items()}
+        status, reason = str(entry.attrs["status"]), str(entry.attrs["reason"])
+        trajectory = json.loads(entry["points"].attrs.get("trajectory", "{}"))
+    n = points["point_id"].shape[0]
+    if not np.array_equal(points["point_id"], np.arange(n)):
+        raise ValueError(f"{path}: the points table is not points 0..{n - 1} in order")
+    scan = Scan.from_start(start)
+    linker = Linker(**config["linker"])
+    linker.setup(scan)
+    peak_columns = {k: str(v.dtype) for k, v in peaks.items()
+                    if k not in ("point_id", "clique_id")}
+    store = ScanStore(output, scan_id=start.scan_id, detector=det, motors=start.motors,
+                      counters=start.counters, peak_columns=peak_columns or PEAK_COLUMNS,
+                      clique_columns=clique_columns(start.motors), config_text=config.text(),
+                      start_json=_read_text(path, "entry/process/start"),
+                      trajectory=trajectory or scan.trajectory.describe(),
+                      flush_interval=1e9)
+    try:
+        store.set_shape(shape, itype)
+        _copy_rows(store, points, sparse, peaks, events)
+        npeaks = np.bincount(peaks["point_id"], minlength=n).astype(np.int64)
+        nnz = sparse["nnz"].astype(np.int64)
+        pixel_ptr = np.r_[0, np.cumsum(nnz)]
+        peak_ptr = np.r_[0, np.cumsum(npeaks)]
+        motors = {m: points[f"motors/{m}"] for m in start.motors}
+        ok = points["status"] == 0
+        walker = TrajectoryWalker(scan.trajectory)
+        ncliques = 0
+        first = 0
+        while first < n:
+            last = int(np.searchsorted(pixel_ptr, pixel_ptr[first] + BLOCK_PIXELS, "right"))
+            last = min(max(last - 1, first + 1), n)
+            px = slice(int(pixel_ptr[first]), int(pixel_ptr[last]))
+            pk = slice(int(peak_ptr[first]), int(peak_ptr[last]))
+            block_motors = {m: v[first:last] for m, v in motors.items()}
+            tb = walker.block(first, ok[first:last], block_motors)
+            if tb.link_a.shape[0]:  # flags and their events are in the copied rows
+                store.links.append({"point_a": tb.link_a, "point_b": tb.link_b,
+                                    "kind": np.array(tb.kind, object)})
+            result = linker.add_block(PeakBlock(
+                first, shape, ok[first:last], nnz[first:last], sparse["row"][px],
+                sparse["col"][px], sparse["label"][px], npeaks[first:last],
+                {k: peaks[k][pk] for k in PEAK_COLUMNS}, block_motors,
+                (tb.link_a, tb.link_b), tb.close_at, sparse["intensity"][px]))
+            ncliques += _write_link(store, result)
+            first = last
+        ncliques += _write_link(store, linker.finish())
+        counters["cliques"] = ncliques
+        store.event("relink", f"cliques made again from {path.name} with "
+                              f"{linker.rule.describe()}")
+    except Exception:
+        store.close("fail", "relink failed", counters)
+        raise
+    store.close(status, reason, counters)
+    return {"scan_id": start.scan_id, "status": status, "file": str(output),
+            "cliques": ncliques, "criterion": linker.rule.describe()}
+
+
+def _start(text: str, path: Path) -> Start:
+    try:
+        return start_from_json(text)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: bad /entry/process/start: {exc}") from None
+
+
+def _config(text: str, path: Path, settings: dict[str, Any]) -> Config:
+    """The file's config with the new [linker] settings (None: the file's own),
+    validated as a config file."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: bad /entry/process/config: {exc}") from None
+    linker = data.setdefault("linker", {})
+    for key, value in settings.items():
+        if value is not None:
+            linker[key] = value
+    return Config(data, f"{path}::/entry/process/config with the new [linker]")
+
+
+def _read_text(path: Path, name: str) -> str:
+    with h5py.File(path, "r", locking=False) as f:
+        return f[name].asstr()[()]
+
+
+def _copy_rows(store: ScanStore, points, sparse, peaks, events) -> None:
+    store.points.append({k: points[k] for k in store.points.columns})
+    store.sparse.append({k: sparse[k] for k in ("row", "col", "intensity", "label")})
+    store.nnz.append({"nnz": sparse["nnz"]})
+    rows = {k: peaks[k] for k in store.peaks.columns}
+    rows["clique_id"] = np.full(peaks["point_id"].shape[0], -1, np.int64)
+    store.peaks.append(rows)
+    if events["kind"].shape[0]:
+        store.events.append({k: events[k].astype(object) if store.events.columns[k] is STR
+                             else events[k] for k in store.events.columns})
+
+
+def _write_link(store: ScanStore, result: Any) -> int:
+    if len(result.overlaps["peak_a"]):
+        store.overlaps.append(result.overlaps)
+    nc = len(result.cliques["clique_id"])
+    if nc:
+        store.cliques.append(result.cliques)
+        store.peaks.assign("clique_id", result.members["peak_id"],
+                           result.members["clique_id"])
+    return nc

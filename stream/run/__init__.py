@@ -1,0 +1,1 @@
+"""The runtime: runner, dispatch to workers, pipeline, reorder buffer and collector."""

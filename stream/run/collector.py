@@ -1,0 +1,380 @@
+"""Reorder buffer -> linker -> stores: the one place with cross-point state.
+
+Processed points reach the collector in any order. A point handed to the
+workers holds its place in the reorder buffer (`expect`) until its result
+comes back, so a point still being processed is never declared missing. The
+reorder buffer releases points in `point_id` order; a point that has not come
+is declared missing when the buffer holds more than `window` points past it,
+when the oldest waiting point has waited `timeout` seconds, or at the end of
+the scan (never waited on forever). Each released point goes through the
+linker and its rows are appended to the store, flushed every
+`flush_interval` s, or sooner when the rows held exceed `MAX_BUFFERED` bytes
+(so memory does not follow the rate).
+
+Counters (the scan's dict, written into the file at each flush): `processed`
+and `bad` when a result arrives, `missing`, `linked` when a point is
+released, `written` the point rows flushed to the file, `cliques`. So
+processed + bad + missing = linked + the results still waiting, and at the
+end linked = written = processed + bad + missing.
+
+Every flush is a checkpoint (`ScanStore.checkpoint`): the rows, the counters
+and `state()` (the linker's frontier, the next point to link, the points
+later points may still link to) are committed together, so a process killed
+at any instant leaves a file that `stream.resume.resume` continues from
+(`restore`). `checkpoint()` makes one on request. A write that fails (disk
+full, file too large, I/O error) sets `failed` to the reason: the collector
+stops writing the scan, leaves the file as of its last checkpoint (marked
+failed when the disk allows) and never raises; the caller ends the scan.
+
+Right before the linker sees a point, the scan's trajectory observes its motor
+positions (`Trajectory.observe`; a missing or bad point with no motors), so
+rules that link by position know where the point is. A point the trajectory
+flags (a motor it needs is missing or NaN) is processed and stored but never
+linked; the reason goes into its flags. Every trajectory link between two
+points that both reached the linker with data is written to the links table
+(point_a, point_b, kind).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time as _time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stream.core.item import Item
+from stream.store.scanfile import POINT_STATUS, ScanStore
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFERED = 32 << 20  # bytes of rows held between flushes, whatever the rate
+
+
+@dataclass
+class Slot:
+    """A point waiting in the reorder buffer: its item, or why it is bad."""
+
+    point_id: int
+    item: Item | None
+    status: str = "ok"  # ok | bad | pending (being processed: holds its place)
+    reason: str = ""
+    arrived: float = 0.0
+
+
+class ReorderBuffer:
+    """Yield points in id order; report gaps as missing instead of waiting forever."""
+
+    def __init__(self, window: int = 64, timeout: float = 5.0, npoints: int | None = None):
+        self.window = window
+        self.timeout = timeout
+        self.npoints = npoints
+        self.next_id = 0
+        self.waiting: dict[int, Slot] = {}
+
+    def seen(self, point_id: int) -> bool:
+        """True if this point was released or is waiting (a duplicate if it comes again)."""
+        return point_id < self.next_id or point_id in self.waiting
+
+    def push(self, slot: Slot) -> None:
+        """A new point; a result for a point held as pending takes its place."""
+        old = self.waiting.get(slot.point_id)
+        if old is not None and old.status == "pending" and slot.status != "pending":
+            slot.arrived = old.arrived
+        elif self.seen(slot.point_id):
+            raise ValueError(f"point {slot.point_id} already received")
+        self.waiting[slot.point_id] = slot
+
+    @property
+    def pending(self) -> int:
+        """Points held for a result that has not come back yet."""
+        return sum(1 for s in self.waiting.values() if s.status == "pending")
+
+    @property
+    def held(self) -> int:
+        """Results held only because the next point is still being processed (0 when the
+        head is a gap: those wait for the window or the timeout, not for a worker)."""
+        head = self.waiting.get(self.next_id)
+        if head is None or head.status != "pending":
+            return 0
+        return sum(1 for s in self.waiting.values() if s.status != "pending")
+
+    def pop(self, now: float | None, final: bool = False) -> list[Slot | int]:
+        """Released slots in order; a bare int is a point declared missing.
+
+        The timeout applies only when `now` is given: the caller passes it when
+        its input is idle, so a backlog on our side never counts as a gap. A
+        pending point at the head stops the release (its result will come);
+        at the end it is released as "lost" (written as bad).
+        """
+        out: list[Slot | int] = []
+        while True:
+            slot = self.waiting.get(self.next_id)
+            if slot is not None:
+                if slot.status == "pending":
+                    if not final:
+                        break
+                    slot.status, slot.reason = "lost", "its processing never finished"
+                del self.waiting[self.next_id]
+                out.append(slot)
+                self.next_id += 1
+                continue
+            if not self.waiting:
+                break
+            oldest = min(self.waiting)
+            too_many = len(self.waiting) > self.window
+            too_old = now is not None and (
+                now - min(s.arrived for s in self.waiting.values()) > self.timeout)
+            if not (final or too_many or too_old):
+                break
+            out.extend(range(self.next_id, oldest))  # the gap is missing
+            self.next_id = oldest
+        if final and self.npoints is not None:
+            out.extend(range(self.next_id, self.npoints))
+            self.next_id = max(self.next_id, self.npoints)
+        return out
+
+
+class Collector:
+    """Owns the reorder buffer, the linker and the store of one scan."""
+
+    def __init__(self, linker: Any, store: ScanStore, counters: dict[str, int], *,
+                 window: int = 64, timeout: float = 5.0, npoints: int | None = None,
+                 motors: list[str] = (), counter_names: list[str] = (),
+                 on_point: Callable[[Item | None, Any], None] | None = None,
+                 gauges: Callable[[], dict[str, int]] | None = None,
+                 clock: Callable[[], float] = _time.monotonic, state_interval: float = 0.0):
+        self.linker = linker
+        self.store = store
+        self.counters = counters
+        self.buffer = ReorderBuffer(window, timeout, npoints)
+        self.motors = list(motors)
+        self.counter_names = list(counter_names)
+        self.on_point = on_point
+        self.gauges = gauges  # extra figures for the file's counters at each flush
+        self.clock = clock
+        self._last_flush = clock()
+        self._row_bytes = [(t, sum(8 if dt.kind == "O" else dt.itemsize
+                                   for dt in t.columns.values())) for t in store.tables]
+        self.last_linked = -1
+        self._linkable: set[int] = set()  # points with data that later points may link to
+        self.failed: str | None = None  # why writing the scan failed (then nothing more is)
+        # s between checkpoints that hold the resume state (0: every one; see flush())
+        self.state_interval = state_interval
+        self._last_state = -np.inf
+
+    def seen(self, point_id: int) -> bool:
+        return self.buffer.seen(point_id)
+
+    def expect(self, point_id: int) -> None:
+        """A point handed to the workers: it holds its place until its result comes."""
+        self.buffer.push(Slot(point_id, None, "pending", "", self.clock()))
+
+    def add(self, item: Item) -> None:
+        """A processed point."""
+        if self.failed is not None:
+            self.counters["processed"] += 1
+            return
+        if item.sparse is None:
+            self.add_bad(item.point_id, "no sparse frame", item)
+            return
+        self.counters["processed"] += 1
+        self.buffer.push(Slot(item.point_id, item, "ok", "", self.clock()))
+        self._drain(idle=False)
+
+    def add_bad(self, point_id: int, reason: str, item: Item | None = None) -> None:
+        """A point that arrived but could not be processed: recorded as bad."""
+        self.counters["bad"] += 1
+        if self.failed is not None:
+            return
+        self.buffer.push(Slot(point_id, item, "bad", reason, self.clock()))
+        self._drain(idle=False)
+
+    def poll(self) -> None:
+        """Input is idle: declare overdue gaps missing, flush on the interval."""
+        if self.failed is None:
+            self._drain(idle=True)
+
+    def finish(self, status: str, reason: str = "") -> None:
+        """End of scan: release everything, close all cliques, write the status (a scan
+        whose writing failed stays failed, whatever `status` says)."""
+        if self.failed is None:
+            self._drain(idle=True, final=True)
+        if self.failed is None:
+            result = self.linker.finish()
+            self._write_link(result)
+            self.counters["written"] = self.store.points.nrows  # close() flushes them all
+            self._write("close", self.store.close, status, reason, self._file_counters())
+        self.store.close("fail", self.failed or "")  # no-op unless still open
+
+    def flush(self, background: bool = False) -> bool:
+        """Checkpoint now: the buffered rows, the counters and the state; False if the
+        scan's writing has failed. With `state_interval` the state (the linker's
+        frontier: large for 2D scans of big frames) is written at most that often; a
+        resume then goes back to the last checkpoint with a state and processes the
+        points after it again (those not delivered again become missing).
+        `background`: written by the store's thread while points go on (the periodic
+        checkpoints; its failure ends the scan's writing at the next one)."""
+        now = self._last_flush = self.clock()
+        if self.failed is not None:
+            return False
+        written = self.counters["written"]
+        self.counters["written"] = self.store.points.nrows  # the checkpoint writes them all
+        state = self.state() if now - self._last_state >= self.state_interval else None
+        if not self._write("checkpoint", self.store.checkpoint, self._file_counters(), state,
+                           background):
+            self.counters["written"] = written
+            return False
+        if state is not None:
+            self._last_state = now
+        return True
+
+    checkpoint = flush  # on request (the control socket's `checkpoint`)
+
+    def state(self) -> dict[str, Any]:
+        """What a resume needs besides the rows: the linker's frontier, the next point to
+        link, the points a later point may still link to."""
+        return {"linker": self.linker.state(),
+                "collector": {"next_point": self.buffer.next_id,
+                              "npoints": -1 if self.buffer.npoints is None
+                              else self.buffer.npoints,
+                              "linkable": np.array(sorted(self._linkable), np.int64)}}
+
+    def restore(self, resumed: Any) -> None:
+        """Continue the scan a `stream.resume.Resumed` holds: call after the linker's
+        setup(scan). Points before `resumed.next_point` count as received (a copy that
+        comes again is a duplicate); the trajectory sees their positions again."""
+        if resumed.linker_state is not None:  # None: killed before anything was linked
+            self.linker.restore(resumed.linker_state)
+        trajectory = self._trajectory()
+        for point_id, motors in resumed.observed():
+            trajectory.observe(point_id, motors)
+        self.buffer.next_id = resumed.next_point
+        if self.buffer.npoints is None:
+            self.buffer.npoints = resumed.npoints
+        self.last_linked = resumed.next_point - 1
+        self._linkable = set(resumed.linkable)
+        self.counters.update(resumed.counters)
+
+    def _write(self, what: str, fn: Callable[..., Any], *args: Any) -> bool:
+        """A store call that writes the file; a failure ends the scan's writing."""
+        try:
+            fn(*args)
+            return True
+        except (OSError, RuntimeError) as exc:  # h5py reports HDF5 write errors as these
+            self.failed = f"{what} failed: {exc}"
+            log.error("%s: %s; the scan stops writing (the file keeps its last checkpoint)",
+                      self.store.path, self.failed)
+            self.store.abandon(self.failed)
+            return False
+
+    def _file_counters(self) -> dict[str, int]:
+        return {**self.counters, **(self.gauges() if self.gauges is not None else {})}
+
+    # ------------------------------------------------------------------
+
+    def _drain(self, idle: bool, final: bool = False) -> None:
+        now = self.clock()
+        for slot in self.buffer.pop(now if idle else None, final):
+            if self.failed is not None:
+                return
+            if isinstance(slot, int):
+                self._link_point(slot, None, "missing", "no data received")
+            else:
+                self._link_point(slot.point_id, slot.item, slot.status, slot.reason)
+        if (now - self._last_flush >= self.store.flush_interval
+                or sum(t.nbuffered * n for t, n in self._row_bytes) > MAX_BUFFERED):
+            self.flush(background=True)
+
+    def _link_point(self, point_id: int, item: Item | None, status: str, reason: str) -> None:
+        ok = status == "ok" and item is not None and item.sparse is not None
+        if status == "missing":
+            self.counters["missing"] += 1
+            log.warning("point %d missing: %s", point_id, reason)
+        elif not ok:
+            if status == "lost":  # never came back from the workers: bad, counted here
+                self.counters["bad"] += 1
+            status = "bad"
+        if status != "ok":
+            self.store.event(status, reason or "no sparse frame", point_id)
+        trajectory = self._trajectory()
+        flagged = trajectory.observe(point_id, item.motors if ok else {})
+        if ok and flagged:
+            item.flags.append(f"trajectory: {flagged}")
+        if ok:
+            result = self.linker.add_point(point_id, item.sparse, item.peaks, item.motors)
+            self._write_sparse(point_id, item)
+            if not flagged:
+                self._write_trajectory_links(trajectory, point_id)
+        else:
+            result = self.linker.add_point(point_id, None, None, {})
+            self.store.nnz.append({"nnz": [0]})
+        self._write_point(point_id, item, status)
+        self._write_link(result)
+        self.counters["linked"] += 1
+        self.last_linked = point_id
+        if self.on_point is not None:
+            self.on_point(item if ok else None, result)
+
+    def _trajectory(self) -> Any:
+        # the linker holds the scan's trajectory from its setup(scan)
+        return self.linker.trajectory
+
+    def _write_trajectory_links(self, trajectory: Any, point_id: int) -> None:
+        """The links of this point to earlier points with data; forget points no later
+        point can reach."""
+        links = [(i, kind) for i, kind in trajectory.links_before(point_id)
+                 if i in self._linkable]
+        if links:
+            self.store.links.append({"point_a": [i for i, _ in links],
+                                     "point_b": [point_id] * len(links),
+                                     "kind": [kind for _, kind in links]})
+        if trajectory.last_neighbour(point_id) > point_id:
+            self._linkable.add(point_id)
+        if len(self._linkable) > 64 and point_id % 64 == 0:
+            self._linkable = {i for i in self._linkable
+                              if trajectory.last_neighbour(i) > point_id}
+
+    def _write_point(self, point_id: int, item: Item | None, status: str) -> None:
+        row: dict[str, Any] = {
+            "point_id": [point_id],
+            "time": [item.time if item else np.nan],
+            "status": [POINT_STATUS.index(status)],
+            "flags": [json.dumps(item.flags) if item and item.flags else ""],
+        }
+        for m in self.motors:
+            row[f"motors/{m}"] = [item.motors.get(m, np.nan) if item else np.nan]
+        for c in self.counter_names:
+            row[f"counters/{c}"] = [item.counters.get(c, np.nan) if item else np.nan]
+        self.store.points.append(row)
+        outputs = item.outputs if item is not None and status == "ok" else {}
+        for problem in self.store.outputs.append(outputs):
+            self.store.event("bad_output", problem, point_id)
+        if item is not None:
+            for flag in item.flags:
+                self.store.event("flag", flag, point_id, item.time)
+
+    def _write_sparse(self, point_id: int, item: Item) -> None:
+        sp = item.sparse
+        self.store.sparse.append({"row": sp.row, "col": sp.col, "intensity": sp.intensity,
+                                  "label": sp.label})
+        self.store.nnz.append({"nnz": [sp.nnz]})
+        peaks = item.peaks
+        n = len(next(iter(peaks.values()))) if peaks else 0
+        if n:
+            rows = {"point_id": np.full(n, point_id, np.int64),
+                    "clique_id": np.full(n, -1, np.int64)}
+            rows.update(peaks)
+            self.store.peaks.append(rows)
+
+    def _write_link(self, result: Any) -> None:
+        if len(result.overlaps.get("peak_a", ())):
+            self.store.overlaps.append(result.overlaps)
+        if len(result.cliques.get("clique_id", ())):
+            self.store.cliques.append(result.cliques)
+            self.store.peaks.assign("clique_id", result.members["peak_id"],
+                                    result.members["clique_id"])
+            self.counters["cliques"] += len(result.cliques["clique_id"])

@@ -1,0 +1,418 @@
+"""Executors: where the workers' chains run (inline, threads, processes).
+
+All three take the same numbered tasks and give back the same result messages
+(`stream.workers`); the runner cannot tell them apart except by speed.
+
+* `InlineExecutor`: one `Worker` called in the caller's thread; every task and
+  result still goes through the wire encoding, so serialisation bugs show in
+  single-process tests.
+* `Dispatcher`: a ROUTER socket and N workers on DEALER sockets, threads over
+  inproc:// or processes over ipc:// / tcp://. A task goes only to a worker
+  that has a credit (it said it is ready; `CREDITS` each), results come back on
+  the same socket, each return is a credit again. Workers heartbeat; a worker
+  that stays silent for `timeout` s, or whose thread or process ended, has its
+  tasks handed to another (a point whose workers died `MAX_ATTEMPTS` times is
+  bad, never lost); a worker that ended is started again (up to `respawn`
+  times per session).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from stream.config.schema import Config
+from stream.run.workers import (
+    Params,
+    Worker,
+    bad_result,
+    encode_scan,
+    encode_task,
+    header_of,
+    pack,
+    serve,
+)
+from stream.wire.sockets import bind
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+# one thread per worker for the numeric libraries, so N workers use N cores
+SINGLE_THREADED = {v: "1" for v in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
+                                    "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                    "BLOSC_NTHREADS")}
+
+
+def default_count(kind: str = "threads") -> int:
+    """Workers for `count = 0`: threads, one per core (the kernels release the GIL and
+    the receiver/collector thread is mostly waiting: bench_stream is faster so);
+    processes, one per core less the main process's."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return cores if kind == "threads" else max(1, cores - 1)
+
+
+def make_executor(config: Config) -> InlineExecutor | Dispatcher:
+    """The executor that the config's [workers] group asks for."""
+    w = config["workers"]
+    if w["kind"] == "inline":
+        return InlineExecutor(config)
+    return Dispatcher(config, w["kind"], w["count"] or default_count(w["kind"]),
+                      w["endpoint"],
+                      heartbeat=w["heartbeat"], timeout=w["heartbeat_timeout"])
+
+
+def queue_bound(config: Config) -> int:
+    """Points allowed between receiver and collector ([workers] queue; 0: two per worker
+    and one more, at least 5, which keeps the lag within 5 on a 2-core machine)."""
+    w = config["workers"]
+    if w["queue"]:
+        return w["queue"]
+    count = 1 if w["kind"] == "inline" else (w["count"] or default_count(w["kind"]))
+    return max(5, 2 * count + 1)
+
+
+class InlineExecutor:
+    """The chain in the caller's thread, through the same messages as the workers."""
+
+    kind = "inline"
+    sockets: tuple = ()  # nothing to wait on: results are there at once
+
+    def __init__(self, config: Config):
+        self.worker = Worker(config)
+        self.done: list[list] = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.done)
+
+    def start_scan(self, scan: int, start_parts: list, detector: str,
+                   max_frame_bytes: int) -> None:
+        self.worker.handle(encode_scan(scan, start_parts, detector, max_frame_bytes))
+
+    def submit(self, seq: int, scan: int, point_id: int, parts: list,
+               params: Params | None = None, preview: int = 0) -> None:
+        self.done.append(self.worker.handle(encode_task(seq, scan, point_id, parts, params,
+                                                        preview)))
+
+    def collect(self, timeout: float = 0.0) -> list[list]:
+        out, self.done = self.done, []
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {"kind": self.kind, "workers": 1, "queued": 0, "at_workers": len(self.done),
+                "reassigned": 0, "restarted": 0}
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+@dataclass
+class Task:
+    seq: int
+    scan: int
+    point_id: int
+    parts: list
+    params: Params | None = None  # the parameter changes in force for this point
+    preview: int = 0  # bin a preview of its frame (the live lane)
+    attempts: int = 0
+    worker: bytes | None = None
+
+
+@dataclass
+class WorkerState:
+    identity: bytes
+    pid: int
+    thread: int
+    seen: float
+    credits: int = 0
+    sent: float = 0.0  # when it was last given a task
+    scan: int | None = None
+    tasks: set[int] = field(default_factory=set)
+
+
+class Dispatcher:
+    """Tasks to ready workers (credits), results back, dead workers' tasks reassigned."""
+
+    def __init__(self, config: Config, kind: str, count: int, endpoint: str = "", *,
+                 heartbeat: float = 0.5, timeout: float = 5.0, respawn: int | None = None,
+                 context: zmq.Context | None = None):
+        if kind not in ("threads", "processes"):
+            raise ValueError(f"workers kind {kind!r}: threads or processes")
+        self.kind, self.count = kind, count
+        self.heartbeat, self.timeout = heartbeat, timeout
+        self.respawn = 2 * count + 2 if respawn is None else respawn
+        self.ctx = context or zmq.Context.instance()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.endpoint, self._ipc = self._bind(endpoint)
+        self.sockets = (self.router,)  # readable when results (or heartbeats) came
+        self.config_msg = pack({"type": "config", "text": config.text(),
+                                "base": str(config.base)})
+        self.tasks: dict[int, Task] = {}
+        self.queue: deque[int] = deque()  # seqs waiting for a credit
+        self.workers: dict[bytes, WorkerState] = {}
+        self.children: list[Any] = []  # Popen or Thread
+        self.done: list[list] = []
+        self.scan: tuple[int, list] | None = None  # key, scan message
+        self.reassigned = 0  # tasks handed to another worker
+        self.restarted = 0  # workers started again after theirs ended
+        self._next_beat = 0.0
+        for _ in range(count):
+            self._spawn()
+        log.info("%d worker %s on %s", count, kind, self.endpoint)
+
+    # ------------------------------------------------------------ the executor API
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.tasks) + len(self.done)
+
+    def start_scan(self, scan: int, start_parts: list, detector: str,
+                   max_frame_bytes: int) -> None:
+        self.scan = (scan, encode_scan(scan, [bytes(_buffer(p)) for p in start_parts],
+                                       detector, max_frame_bytes))
+        for w in list(self.workers.values()):  # set up now, not on the first point
+            self._set_up(w, scan)
+
+    def submit(self, seq: int, scan: int, point_id: int, parts: list,
+               params: Params | None = None, preview: int = 0) -> None:
+        """A point for the workers, with the parameter changes in force for it (sent
+        with the task, so every worker, and a worker that takes it over, applies them)."""
+        self.tasks[seq] = Task(seq, scan, point_id, parts, params, preview)
+        self.queue.append(seq)
+        self._dispatch()
+
+    def collect(self, timeout: float = 0.0) -> list[list]:
+        """Results that came back; waits up to `timeout` s for one if points are out."""
+        deadline = time.monotonic() + timeout
+        self._read(0)
+        while not self.done and self.tasks:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._read(min(left, self.heartbeat))
+            self._check()
+        self._check()
+        out, self.done = self.done, []
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {"kind": self.kind, "workers": len(self.workers), "queued": len(self.queue),
+                "at_workers": sum(len(w.tasks) for w in self.workers.values()),
+                "reassigned": self.reassigned, "restarted": self.restarted}
+
+    def close(self) -> None:
+        stop = pack({"type": "stop"})
+        for identity in list(self.workers):
+            self._send(identity, [stop])
+        registered = {w.pid for w in self.workers.values()}
+        for child in self.children:
+            if isinstance(child, subprocess.Popen) and child.pid not in registered:
+                child.terminate()  # still starting: it would never hear the stop
+            if isinstance(child, threading.Thread):
+                child.join(timeout=5)
+            else:
+                try:
+                    child.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+        self.router.close(linger=0)
+        if self._ipc is not None:
+            Path(self._ipc).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ workers
+
+    def _bind(self, endpoint: str) -> tuple[str, str | None]:
+        if not endpoint:
+            if self.kind == "threads":
+                endpoint = f"inproc://peakstream-workers-{uuid.uuid4().hex}"
+            else:
+                path = Path(tempfile.gettempdir()) / f"peakstream-{os.getpid()}-" \
+                                                     f"{uuid.uuid4().hex[:8]}.ipc"
+                endpoint = f"ipc://{path}"
+        endpoint = bind(self.router, endpoint, "workers: cannot bind {endpoint}")
+        return endpoint, endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
+
+    def _spawn(self) -> None:
+        if self.kind == "threads":
+            child = threading.Thread(target=serve, args=(self.endpoint, self.ctx),
+                                     kwargs={"heartbeat": self.heartbeat}, daemon=True,
+                                     name=f"worker-{len(self.children)}")
+            child.start()
+        else:
+            root = str(Path(__file__).resolve().parents[2])
+            env = {**os.environ, **SINGLE_THREADED,
+                   "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get(
+                       "PYTHONPATH", "")) if p)}
+            here = self.endpoint.replace("tcp://*:", "tcp://127.0.0.1:").replace(
+                "tcp://0.0.0.0:", "tcp://127.0.0.1:")  # bound on all interfaces
+            child = subprocess.Popen([sys.executable, "-m", "stream.run.workers", here,
+                                      "--heartbeat", str(self.heartbeat),
+                                      "--parent", str(os.getpid())], env=env)
+        self.children.append(child)
+
+    def _read(self, timeout: float) -> None:
+        """Handle every message waiting on the socket (waiting up to `timeout` s for one)."""
+        if not self.router.poll(int(timeout * 1000)):
+            return
+        while True:
+            try:
+                identity, *parts = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._message(identity.bytes, parts)
+
+    def _message(self, identity: bytes, parts: list) -> None:
+        header = header_of(parts)
+        kind = header["type"]
+        w = self.workers.get(identity)
+        if kind == "hello":
+            if w is not None:
+                self._lost(w, "registered again")
+            w = self.workers[identity] = WorkerState(identity, header["pid"], header["thread"],
+                                                     time.monotonic())
+            self._send(identity, [self.config_msg])
+            if self.scan is not None:
+                self._set_up(w, self.scan[0])
+            return
+        if kind == "result":
+            self._result(header["seq"], parts)
+        if w is None:  # a worker we had given up: it must register again
+            self._send(identity, [pack({"type": "reset"})])
+            return
+        w.seen = time.monotonic()
+        if kind == "ready":
+            w.credits = header["credits"]
+            log.info("worker pid %d ready (%d credits)", w.pid, w.credits)
+        elif kind == "result":
+            w.credits += 1
+            w.tasks.discard(header["seq"])
+        self._dispatch()
+
+    def _result(self, seq: int, parts: list) -> None:
+        task = self.tasks.pop(seq, None)
+        if task is None:  # already answered by another worker after a reassignment
+            return
+        owner = self.workers.get(task.worker) if task.worker is not None else None
+        if owner is not None:
+            owner.tasks.discard(seq)
+        self.done.append(parts)
+
+    def _dispatch(self) -> None:
+        while self.queue:
+            ready = [w for w in self.workers.values() if w.credits > 0]
+            if not ready:
+                return
+            w = min(ready, key=lambda x: x.sent)  # round robin among the ready ones
+            task = self.tasks.get(self.queue.popleft())
+            if task is None:
+                continue
+            sent = self._set_up(w, task.scan) and self._send(
+                w.identity, encode_task(task.seq, task.scan, task.point_id, task.parts,
+                                        task.params, task.preview))
+            if not sent:
+                self.queue.appendleft(task.seq)
+                self._lost(w, "unreachable")
+                continue
+            w.credits -= 1
+            w.sent = time.monotonic()
+            w.tasks.add(task.seq)
+            task.worker = w.identity
+
+    def _set_up(self, w: WorkerState, scan: int) -> bool:
+        """Give the worker the scan's start message if it has not had it."""
+        if w.scan == scan or self.scan is None or self.scan[0] != scan:
+            return True
+        w.scan = scan
+        return self._send(w.identity, self.scan[1])
+
+    def _send(self, identity: bytes, parts: list) -> bool:
+        try:
+            self.router.send_multipart([identity, *parts], copy=False)
+            return True
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the peer is gone
+            log.debug("workers: cannot send to %r: %s", identity, exc)
+            return False
+
+    def _check(self) -> None:
+        """Heartbeats both ways, ended threads or processes, silent workers."""
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self._next_beat = now + self.heartbeat
+            beat = pack({"type": "heartbeat"})
+            for identity in list(self.workers):
+                self._send(identity, [beat])
+        for child in [c for c in self.children if not _alive(c)]:
+            self.children.remove(child)
+            pid = child.pid if isinstance(child, subprocess.Popen) else None
+            ident = child.ident if isinstance(child, threading.Thread) else None
+            for w in [w for w in self.workers.values()
+                      if (pid is not None and w.pid == pid) or
+                         (ident is not None and w.thread == ident and w.pid == os.getpid())]:
+                self._lost(w, f"its {'process' if pid else 'thread'} ended"
+                              f"{f' (exit code {child.returncode})' if pid else ''}")
+            if self.respawn > 0:
+                self.respawn -= 1
+                self.restarted += 1
+                self._spawn()
+        for w in [w for w in self.workers.values() if now - w.seen > self.timeout]:
+            self._lost(w, f"no heartbeat for {now - w.seen:.1f} s")
+            for child in self.children:  # a hung process of ours: end it, a new one starts
+                if isinstance(child, subprocess.Popen) and child.pid == w.pid:
+                    child.kill()
+        if self.queue and not self.workers and not self.children:
+            self._fail_queued("no worker is left (they ended and the restarts are used up)")
+        self._dispatch()
+
+    def _lost(self, w: WorkerState, why: str) -> None:
+        """A worker given up: its tasks go to the others (or are bad after MAX_ATTEMPTS)."""
+        self.workers.pop(w.identity, None)
+        back = []
+        for seq in sorted(w.tasks):
+            task = self.tasks.get(seq)
+            if task is None:
+                continue
+            task.attempts += 1
+            task.worker = None
+            if task.attempts >= MAX_ATTEMPTS:
+                del self.tasks[seq]
+                self.done.append(bad_result(seq, task.scan, task.point_id,
+                                            f"{task.attempts} workers died while processing "
+                                            f"this point"))
+            else:
+                back.append(seq)
+        self.queue.extendleft(reversed(back))
+        self.reassigned += len(back)
+        log.warning("worker pid %d lost (%s): %d point(s) handed to another worker", w.pid,
+                    why, len(back))
+
+    def _fail_queued(self, why: str) -> None:
+        while self.queue:
+            task = self.tasks.pop(self.queue.popleft(), None)
+            if task is not None:
+                self.done.append(bad_result(task.seq, task.scan, task.point_id, why))
+
+
+def _alive(child: Any) -> bool:
+    return child.is_alive() if isinstance(child, threading.Thread) else child.poll() is None
+
+
+def _buffer(part: Any) -> Any:
+    return getattr(part, "buffer", part)

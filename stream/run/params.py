@@ -1,0 +1,114 @@
+"""Node parameters changed while the daemon runs (control `get` / `set`).
+
+`ParamState` validates a change against a chain of the config's own nodes
+(`stream.node.check_param`: settable name, type, finite), keeps every change
+made in the session as a new version of an immutable {node: {key: value}}
+map, and tells the runner which changes have not reached a point yet: the
+runner sends the map in force with each task it accepts (`stream.workers`)
+and records, in the scan's file, the point id from which each change applies.
+Nodes are named by their kind (the first node of that kind in the chain).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from stream.config.schema import Config, _node_params
+from stream.core.node import check_param
+
+
+class ParamError(ValueError):
+    """A get / set that cannot be done; the text says why."""
+
+
+class ParamState:
+    """The parameter changes of a session, versioned."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.version = 0
+        self.changes: dict[str, dict[str, Any]] = {}  # replaced, never mutated
+        self.unapplied: list[dict[str, Any]] = []  # changes no point has been accepted with
+        self._nodes: dict[str, Any] | None = None
+
+    @property
+    def in_force(self) -> tuple[int, dict[str, dict[str, Any]]] | None:
+        """(version, changes) for the tasks; None while nothing was changed."""
+        return (self.version, self.changes) if self.version else None
+
+    def nodes(self) -> dict[str, Any]:
+        """The config's chain (unfused), by kind: the first node of each kind."""
+        if self._nodes is None:
+            self._nodes = {}
+            for node in self.config.build_nodes():
+                self._nodes.setdefault(node.kind, node)
+        return self._nodes
+
+    def node(self, name: Any) -> Any:
+        nodes = self.nodes()
+        if not isinstance(name, str) or name not in nodes:
+            raise ParamError(f"no node {name!r} in the chain (nodes: "
+                             f"{', '.join(nodes) or 'none'})")
+        return nodes[name]
+
+    def get(self, name: Any = None, key: Any = None) -> dict[str, Any]:
+        """A node's parameters (one of them with `key`); every node's without a name."""
+        if name is None:
+            if key is not None:
+                raise ParamError("get: a key needs a node")
+            return {kind: self._params(node) for kind, node in self.nodes().items()}
+        node = self.node(name)
+        params = self._params(node)
+        if key is None:
+            return params
+        if not isinstance(key, str) or key not in params:
+            raise ParamError(f"node {name!r} has no parameter {key!r} "
+                             f"(parameters: {', '.join(params) or 'none'})")
+        return {key: params[key]}
+
+    def settable(self, name: str) -> list[str]:
+        return list(self.node(name).settable)
+
+    def set(self, name: Any, key: Any, value: Any) -> dict[str, Any]:
+        """Validate and record a change; returns what was changed (with the old value)."""
+        node = self.node(name)
+        if not isinstance(key, str) or key not in node.settable:
+            raise ParamError(f"node {name!r} has no settable parameter {key!r} "
+                             f"(settable: {', '.join(node.settable) or 'none'})")
+        try:
+            new = check_param(node, key, value)
+        except (TypeError, ValueError) as exc:
+            raise ParamError(str(exc)) from None
+        old = getattr(node, key)
+        setattr(node, key, new)
+        changes = {k: dict(v) for k, v in self.changes.items()}
+        changes.setdefault(name, {})[key] = new
+        self.changes = changes
+        self.version += 1
+        change = {"node": name, "key": key, "value": new, "old": old, "version": self.version}
+        self.unapplied.append(change)
+        return change
+
+    def take_unapplied(self) -> list[dict[str, Any]]:
+        """The changes made since the last accepted point (now applying from the next)."""
+        out, self.unapplied = self.unapplied, []
+        return out
+
+    @staticmethod
+    def _params(node: Any) -> dict[str, Any]:
+        """Scalars as they are; arrays as a short description."""
+        out: dict[str, Any] = {}
+        for key in _node_params(type(node)):
+            if not hasattr(node, key):
+                continue
+            value = getattr(node, key)
+            if isinstance(value, np.ndarray):
+                value = f"array {list(value.shape)} {value.dtype}"
+            elif isinstance(value, np.generic):
+                value = value.item()
+            elif value is not None and not isinstance(value, bool | int | float | str):
+                value = repr(value)
+            out[key] = value
+        return out

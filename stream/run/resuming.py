@@ -1,0 +1,75 @@
+"""The runner's side of crash-resume: which file a start (or a stray point after a
+restart) continues. The file's own side is `stream.resume` and `stream.checkpoint`.
+
+A start whose scan has a file a crash left open (status running or fail), written
+with the same config, continues that file from its last checkpoint instead of a
+new one (`[output] resume`, default true); so does the first point of a scan that
+is not open, when this process was restarted in the middle of it (its start then
+comes from the file). `replay --resume FILE` names the file itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from stream.core.messages import Start
+from stream.run.openscan import SCAN_ID, _start_json
+from stream.store.naming import safe_name
+from stream.store.resume import ResumeError, newest_resumable, resume
+
+log = logging.getLogger(__name__)
+
+
+class Resuming:
+    """Mixed into ScanRunner (config, output_dir, output_file, resume_file, current,
+    _no_resume, _start)."""
+
+    def _resume_for(self, start: Start) -> Any:
+        """The crashed file this start continues (replay --resume's, or one the pattern's
+        directory holds for this scan and config), reopened; None: a new file."""
+        interval = self.config["output"]["flush_interval"]
+        if self.resume_file is not None:
+            return resume(self.resume_file, self.config.text(), _start_json(start),
+                          flush_interval=interval)
+        found = self._resumable(start.scan_id)
+        if found is None:
+            return None
+        try:
+            return resume(found, self.config.text(), _start_json(start), flush_interval=interval)
+        except ResumeError as exc:
+            log.warning("scan %s: %s is not resumed (%s); a new file is written",
+                        start.scan_id, found, exc)
+            return None
+
+    def _resume_point(self, scan_id: str) -> bool:
+        """A point of a scan not open: after a restart, the scan this process was writing
+        when it died. Continue its file (the start comes from the file)."""
+        if scan_id in self._no_resume or not SCAN_ID.fullmatch(scan_id):
+            return False
+        found = self._resumable(scan_id)
+        if found is None:
+            self._no_resume.add(scan_id)
+            return False
+        try:
+            resumed = resume(found, self.config.text(),
+                             flush_interval=self.config["output"]["flush_interval"])
+        except ResumeError as exc:
+            log.warning("scan %s: %s is not resumed: %s", scan_id, found, exc)
+            self._no_resume.add(scan_id)
+            return False
+        self._start(resumed.start(), resumed)
+        return self.current is not None and self.current.scan.scan_id == scan_id
+
+    def _resumable(self, scan_id: str) -> Path | None:
+        """The newest file a crash left open for this scan and config, in the output
+        directory or the directories its pattern makes (two levels)."""
+        if not self.config["output"]["resume"] or self.output_file is not None:
+            return None
+        # named by the pattern: when it holds the scan id, only those files are opened
+        name = (f"*{safe_name(scan_id)}*.h5" if "{scan_id" in self.config["output"]["pattern"]
+                else "*.h5")
+        paths = [p for level in ("", "*/", "*/*/") for p in self.output_dir.glob(level + name)]
+        return newest_resumable(paths, scan_id, self.config.text())
+

@@ -1,0 +1,485 @@
+"""Scan sessions: apply PROTOCOL.md's rules to decoded messages.
+
+`ScanRunner.handle(parts)` takes one multipart message (from a socket, or
+from a replayed file through the same encoding) and drives the scan it
+belongs to: start opens an output file and sets the chain up, points are
+numbered and handed to the workers (`stream.dispatch`: inline, threads or
+processes), their results go to the collector, end waits for the points
+still out and closes the file with its status. Everything bad is counted,
+logged with the reason, recorded in the open scan's file, and dropped; the
+runner never raises on input.
+
+Flow control (lossless): at most `[workers] queue` points are out between
+receiver and collector (at a worker, or back but held in the reorder buffer
+behind one still at a worker, so the lag stays within the queue), and
+(overrun = "block") the lag stays below `[source] max_lag`; `ready()` says
+whether the receiver may read another message, `step()` is one turn of a
+receive loop that stops reading when it may not, so ZeroMQ's high-water
+mark pushes back to the sender. With overrun = "abort" a lag beyond max_lag
+aborts the scan instead.
+
+Counters of a scan (`status()["scan"]`, and the file's counters at each
+flush): received (its points), accepted (handed to the workers), processed
+and bad (came back), duplicate, rejected, malformed, missing, linked,
+written, cliques, overruns, max_lag. At any time accepted = processed + bad +
+in_flight and processed + bad + missing = linked + waiting (results held by
+the reorder buffer); at the end linked = written = npoints.
+
+For the daemon: `step()` polls the source's `sockets` (ZmqSource, DECTRIS:
+`receive(timeout)` gives our messages), the executor's and those in `watch`;
+`params` are the control socket's node parameter changes, sent with each task
+and recorded with the point id from which they apply; `live` (LiveLane) sees
+every result and closed clique. A collector that sets `failed` ends the scan
+as fail; a start whose file cannot be made is refused (`last_error`);
+`accepting = False` (stopping) refuses new scans.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from stream.config.schema import Config
+from stream.core.messages import End, MessageError, Point, Start
+from stream.core.scan import Scan
+from stream.run.dispatch import make_executor, queue_bound
+from stream.run.openscan import (
+    COUNTERS,
+    GAUGES,
+    SCAN_ID,
+    OpenScan,
+    _start_json,
+    clique_columns,
+    new_store,
+)
+from stream.run.params import ParamState
+from stream.run.resuming import Resuming
+from stream.run.workers import decode_result
+from stream.store.naming import Namer
+from stream.store.outputs import write_scan_outputs
+from stream.store.resume import ResumeError
+from stream.wire.codec import decode, encode
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ScanRunner", "OpenScan", "COUNTERS", "GAUGES", "clique_columns", "_start_json"]
+
+
+def freeze_long_lived() -> None:
+    """Collect, then leave the objects alive now (modules, loaded numba kernels, the
+    workers) out of later garbage collections (`gc.freeze`). Done once, after the
+    first scan, by `run` and `daemon`: a full collection over them took 70-85 ms in
+    the daemon, and every point arriving meanwhile waited (P5's maximum latency)."""
+    gc.collect()
+    gc.freeze()
+
+
+class ScanRunner(Resuming):
+    """Turns a stream of messages into one output file per scan."""
+
+    def __init__(self, config: Config, output_dir: str | Path | None = None,
+                 output_file: str | Path | None = None,
+                 on_scan_end: Callable[[dict[str, Any]], None] | None = None):
+        self.config = config
+        self.output_dir = Path(output_dir or config["output"]["directory"])
+        self.output_file = Path(output_file) if output_file else None
+        self.namer = Namer(self.output_dir, config["output"]["pattern"])
+        self.on_scan_end = on_scan_end
+        self.params = ParamState(config)
+        self.live: Any = None  # a stream.live.LiveLane
+        self.watch: dict[Any, Callable[[], None]] = {}  # more sockets for step() to serve
+        self.accepting = True  # False: new scans are refused (the daemon is stopping)
+        self.last_error = ""  # why the last scan could not start or be written
+        self._refused = ""  # scan_id of a scan refused or failed: its points are dropped
+        self.resume_file: Path | None = None  # replay --resume: continue this file
+        self._no_resume: set[str] = set()  # scan ids that have no file to resume
+        self.counters: Counter = Counter({k: 0 for k in COUNTERS})
+        self.current: OpenScan | None = None
+        self.results: list[dict[str, Any]] = []
+        self.executor = make_executor(config)
+        self.queue = queue_bound(config)
+        self.started = time.monotonic()
+        self._seq = 0  # every point handed to the workers gets the next number
+        self._scans = 0
+        self._blocked = False
+        # `run` and `daemon` (processes of their own, not a library caller's): after
+        # the first scan, freeze_long_lived()
+        self.freeze_gc = False
+        self._finishing = False
+        self._poller: tuple[Any, Any] | None = None
+
+    # ------------------------------------------------------------ messages
+
+    def handle(self, parts: list) -> None:
+        """One multipart message off the wire."""
+        self.counters["received"] += 1
+        try:
+            msg = decode(parts, self.config["source"]["max_frame_bytes"])
+        except MessageError as exc:
+            self._reject("malformed", str(exc))
+        else:
+            self.handle_message(msg, parts)
+        if self.current is not None:
+            self.current.last_message = time.monotonic()
+
+    def handle_message(self, msg: Start | Point | End, parts: list | None = None) -> None:
+        """A decoded message (`parts`: its wire form, encoded again if not given)."""
+        if isinstance(msg, Start):
+            self._start(msg)
+        elif isinstance(msg, Point):
+            self._point(msg, parts if parts is not None else encode(msg))
+        elif isinstance(msg, End):
+            self._end(msg)
+        else:
+            raise TypeError(f"not a message: {type(msg).__name__}")
+
+    def ready(self) -> bool:
+        """May the receiver read another message? No while the queues are full (or, with
+        overrun = "block", while the lag is at max_lag): ZeroMQ then holds the sender."""
+        cur, src = self.current, self.config["source"]
+        # results held behind a point still at a worker count too: one slow worker
+        # then holds the receiver instead of letting the others run ahead
+        held = cur.collector.buffer.held if cur is not None else 0
+        full = self.executor.in_flight + held >= self.queue
+        if cur is not None and src["overrun"] == "block" and cur.lag >= src["max_lag"]:
+            full = True
+        if full and not self._blocked:
+            self.counters["overruns"] += 1
+            if cur is not None:
+                cur.counters["overruns"] += 1
+        self._blocked = full
+        return not full
+
+    def step(self, source: Any, timeout: float = 0.2) -> None:
+        """One turn of a receive loop on `source` (`sockets`, `receive(timeout)`): read
+        messages if there is room, take the workers' results, treat a quiet input as
+        idle, and serve the `watch` sockets that are readable."""
+        if not self.ready():
+            self.wait(timeout)
+            events: dict = dict(self._poller_for(source).poll(0)) if self.watch else {}
+        else:
+            events = dict(self._poller_for(source).poll(int(timeout * 1000)))
+            busy = any(sock in events for sock in source.sockets)
+            messages = source.receive(0) if busy or not events else []
+            for parts in messages:
+                self.handle(parts)
+            if messages:
+                self.pump()
+            else:
+                self.poll()
+        for sock, serve in self.watch.items():
+            if sock in events:
+                serve()
+
+    def _poller_for(self, source: Any) -> zmq.Poller:
+        key = (source, tuple(self.watch))
+        if self._poller is None or self._poller[0] != key:
+            poller = zmq.Poller()
+            for sock in (*source.sockets, *self.executor.sockets, *self.watch):
+                poller.register(sock, zmq.POLLIN)
+            self._poller = (key, poller)
+        return self._poller[1]
+
+    def wait(self, timeout: float) -> None:
+        """The receiver holds back (queues full): take results for up to `timeout` s.
+        The sender is held by us, so its silence does not count towards end_timeout."""
+        self.pump(timeout)
+        cur = self.current
+        if cur is not None:
+            cur.last_message = time.monotonic()
+            if not self.executor.in_flight:  # held back by the lag alone: a gap may time out
+                self._collect(cur.collector.poll)
+
+    def pump(self, timeout: float = 0.0) -> None:
+        """Hand the results that came back (waiting up to `timeout` s) to the collector."""
+        for parts in self.executor.collect(timeout):
+            self._result(parts)
+
+    def poll(self) -> None:
+        """Call when the input is idle: overdue gaps become missing, a scan that
+        has heard nothing for `end_timeout` s (since we last finished with a
+        message, so our own backlog never counts) is aborted."""
+        self.pump()
+        cur = self.current
+        if cur is None:
+            return
+        if self._collect(cur.collector.poll):
+            return
+        if self.executor.in_flight:  # our workers hold points: the silence is ours
+            cur.last_message = time.monotonic()
+        idle = time.monotonic() - cur.last_message
+        limit = self.config["source"]["end_timeout"]
+        if idle > limit:
+            self._finish("abort", f"timeout: no end message within {limit:g} s "
+                                  f"of the last message")
+
+    def close(self, reason: str = "stopped") -> None:
+        """Shut down: a scan still open ends as aborted with the reason."""
+        if self.current is not None:
+            self._finish("abort", reason)
+        self.executor.close()
+
+    def abort(self, reason: str, status: str = "abort") -> None:
+        """End the open scan now with the status and reason (it is written)."""
+        if self.current is not None:
+            self._finish(status, reason)
+
+    def status(self) -> dict[str, Any]:
+        """Counters, queue depths, lag and memory, now (for progress lines and status
+        requests); the open scan's under "scan"."""
+        import psutil
+
+        out: dict[str, Any] = {
+            "uptime": time.monotonic() - self.started, "scans": len(self.results),
+            **self.counters, "in_flight": self.executor.in_flight, "queue": self.queue,
+            "blocked": self._blocked, "rss": psutil.Process().memory_info().rss,
+            "workers": self.executor.status(), "last_error": self.last_error,
+            "gc_frozen": gc.get_freeze_count()}
+        if self.current is not None:
+            out["scan"] = self.current.status()
+        return out
+
+    # ------------------------------------------------------------ start / end
+
+    def _start(self, start: Start, resumed: Any = None) -> None:
+        if self.current is not None:
+            self._finish("abort", f"a new start ({start.scan_id!r}) arrived before the end")
+        self._refused = ""
+        if not self.accepting:
+            self._refuse(start.scan_id, "the daemon is stopping: no new scans")
+            return
+        if not SCAN_ID.fullmatch(start.scan_id) or ".." in start.scan_id:
+            self._reject("rejected", f"start: scan_id {start.scan_id!r} is not a safe file "
+                                     f"name (letters, digits, '.', '_', '-'; no '..')")
+            return
+        try:
+            scan = Scan.from_start(start)
+        except ValueError as exc:  # a trajectory map that decode() did not see
+            self._reject("rejected", f"start: {exc}")
+            return
+        wanted = self.config["source"]["detector"] or None
+        try:
+            detector, info = scan.detector(wanted)
+        except KeyError as exc:
+            self._reject("rejected", f"start: {exc.args[0]}")
+            return
+        path = None
+        try:
+            if resumed is None:
+                resumed = self._resume_for(start)
+            if resumed is not None:
+                path, store = resumed.store.path, resumed.store
+            else:
+                path = self._output_path(start.scan_id, start.meta)
+                store = new_store(path, self.config, start, scan, detector)
+        except ResumeError as exc:
+            self._refuse(start.scan_id, f"cannot resume: {exc}")
+            return
+        except OSError as exc:  # an output directory that cannot be made or written
+            where = path if path is not None else self.output_dir
+            self._refuse(start.scan_id, f"cannot create {where}: {exc}")
+            return
+        if self.params.version:
+            store.event("params", json.dumps(self.params.changes), 0)
+        self._scans += 1
+        self.current = OpenScan.create(self._scans, self.config, scan, detector, store, path,
+                                       self.executor.status, self.live)
+        linker, pipeline = self.current.collector.linker, self.current.pipeline
+        try:
+            linker.setup(scan)
+            pipeline.setup(scan)
+        except Exception as exc:  # bad dark shape, unsupported trajectory, ...
+            log.error("scan %s: setup failed: %s", start.scan_id, exc)
+            self._finish("fail", f"setup failed: {exc}")
+            return
+        write_scan_outputs(store.file["entry"][detector], pipeline.nodes)  # axes, units
+        out = pipeline.output_scan.start.detectors[detector]  # after a frame node's crop
+        if tuple(out.shape) != tuple(info.shape):
+            store.set_shape(out.shape, out.dtype)
+        if resumed is not None:
+            self.current.collector.restore(resumed)
+            self.current.resumed = resumed
+            store.event("resumed", f"resumed from the checkpoint at point "
+                                   f"{resumed.next_point}; points before it are kept")
+            log.warning("scan %s: resumed %s at point %d", start.scan_id, path,
+                        resumed.next_point)
+        self.executor.start_scan(self._scans, encode(start), detector,
+                                 self.config["source"]["max_frame_bytes"])
+        if self.live is not None:
+            self.live.scan_started(self.current)
+        log.info("scan %s started: %s %s, %s points -> %s", start.scan_id, detector,
+                 list(info.shape), start.npoints if start.npoints is not None else "open-ended",
+                 path)
+
+    def _end(self, end: End) -> None:
+        cur = self.current
+        if cur is None or end.scan_id != cur.scan.scan_id:
+            self._reject("rejected", f"end of scan {end.scan_id!r}, which is not open")
+            return
+        if end.npoints is not None and cur.collector.buffer.npoints is None:
+            cur.collector.buffer.npoints = end.npoints
+        self._finish(end.status, end.reason)
+
+    def _finish(self, status: str, reason: str) -> None:
+        self._finishing = True
+        try:
+            self._drain()
+        finally:
+            self._finishing = False
+        cur, self.current = self.current, None
+        try:
+            cur.collector.finish(status, reason)
+        except Exception as exc:  # disk full, ...: the scan fails, the runner goes on
+            log.error("scan %s: could not be written: %s", cur.scan.scan_id, exc)
+            status, reason = "fail", f"write failed: {exc}"
+            try:
+                cur.collector.store.close(status, reason)
+            except Exception:
+                pass
+        failed = getattr(cur.collector, "failed", None)
+        if failed and status != "fail":  # the collector gave up writing its file
+            status, reason = "fail", f"write failed: {failed}"
+        if status == "fail" and reason.startswith("write failed"):
+            self.last_error = f"scan {cur.scan.scan_id}: {reason}"
+            self._refused = cur.scan.scan_id  # its remaining points are dropped
+        summary = {"scan_id": cur.scan.scan_id, "status": status, "reason": reason,
+                   "file": str(cur.path), **cur.counters}
+        self.counters.update({k: cur.counters[k] for k in ("processed", "bad", "linked",
+                                                           "written", "missing", "cliques")})
+        self.results.append(summary)
+        log.log(logging.ERROR if status == "fail" else logging.INFO, "scan %s ended: %s%s",
+                cur.scan.scan_id, status, f" ({reason})" if reason else "")
+        if self.live is not None:
+            self.live.scan_ended(summary)
+        if self.on_scan_end is not None:
+            self.on_scan_end(summary)
+        del cur
+        if self.freeze_gc:
+            freeze_long_lived()
+            self.freeze_gc = False  # once
+
+    def _drain(self) -> None:
+        """Wait for the points still out; give up after end_timeout s without a result
+        (the collector then writes them as bad)."""
+        limit = self.config["source"]["end_timeout"]
+        last = time.monotonic()
+        while self.executor.in_flight and time.monotonic() - last < limit:
+            results = self.executor.collect(timeout=0.2)
+            if results:
+                last = time.monotonic()
+            for parts in results:
+                self._result(parts)
+
+    # ------------------------------------------------------------ points
+
+    def _point(self, point: Point, parts: list) -> None:
+        cur = self.current
+        if cur is None and self._refused and point.scan_id == self._refused:
+            self.counters["rejected"] += 1  # its start was refused (reported once)
+            return
+        if cur is None and self._resume_point(point.scan_id):
+            cur = self.current
+        if cur is None or point.scan_id != cur.scan.scan_id:
+            what = "no scan is open" if cur is None else f"the open scan is {cur.scan.scan_id!r}"
+            self._reject("rejected", f"point {point.point_id} of scan {point.scan_id!r}: {what}")
+            return
+        pid = point.point_id
+        cur.counters["received"] += 1
+        npoints = cur.collector.buffer.npoints
+        if npoints is not None and pid >= npoints:
+            self._reject("rejected", f"point {pid}: beyond npoints {npoints}")
+            return
+        if cur.resumed is not None and cur.resumed.stored(pid):
+            cur.counters["kept"] += 1  # stored before the crash: kept, not processed again
+            return
+        if cur.collector.seen(pid):
+            self._count("duplicate", f"point {pid}: already received (duplicate or late), "
+                                     f"dropped")
+            return
+        while not self.ready():  # a caller that does not ask ready() first (replay)
+            self.wait(0.2)
+        cur.newest = max(cur.newest, pid)
+        cur.collector.expect(pid)
+        for change in self.params.take_unapplied():  # in force from this point on
+            cur.collector.store.event("param", json.dumps(change), pid)
+        preview = self.live.preview_bin() if self.live is not None else 0
+        self.executor.submit(self._seq, cur.key, pid, parts, self.params.in_force, preview)
+        self._seq += 1
+        cur.counters["accepted"] += 1
+        self.pump()
+        cur.counters["max_lag"] = max(cur.counters["max_lag"], cur.lag)
+        src = self.config["source"]
+        if self.current is cur and src["overrun"] == "abort" and cur.lag > src["max_lag"]:
+            self._finish("abort", f"overrun: lag {cur.lag} points (newest received "
+                                  f"{cur.newest}, newest linked {cur.collector.last_linked}) "
+                                  f"exceeds max_lag {src['max_lag']}: processing cannot keep "
+                                  f"up with the acquisition")
+
+    def _result(self, parts: list) -> None:
+        """A point back from the workers: to the collector."""
+        res = decode_result(parts)
+        cur = self.current
+        if cur is None or res.scan != cur.key:
+            log.debug("result of point %d of an earlier scan dropped", res.point_id)
+            return
+        if res.status == "ok":
+            failed = self._collect(cur.collector.add, res.item)
+        else:
+            log.warning("scan %s point %d is bad: %s", cur.scan.scan_id, res.point_id,
+                        res.reason)
+            failed = self._collect(cur.collector.add_bad, res.point_id, res.reason, res.item)
+        cur.counters["max_lag"] = max(cur.counters["max_lag"], cur.lag)
+        if self.live is not None and not failed:
+            self.live.result(cur, res)
+
+    def _collect(self, call: Callable, *args: Any) -> bool:
+        """A collector call that may write the file. A write error (disk full, file too
+        large, ...), raised or set as the collector's `failed`, ends the scan as fail."""
+        cur = self.current
+        try:
+            call(*args)
+            failed = getattr(cur.collector, "failed", None)
+        except OSError as exc:
+            failed = f"{exc}"
+        if failed and not self._finishing:
+            self._finish("fail", f"write failed: {failed}")
+        return bool(failed)
+
+    # ------------------------------------------------------------ helpers
+
+    def _output_path(self, scan_id: str, meta: dict[str, Any] | None = None) -> Path:
+        if self.output_file is not None:
+            return self.output_file
+        return self.namer.path(scan_id, meta)  # named by [output] pattern, never overwrites
+
+    def _refuse(self, scan_id: str, reason: str) -> None:
+        """A start that cannot be taken: counted, logged, in the status; its points are
+        dropped (counted as rejected, not logged one by one)."""
+        self.last_error = f"scan {scan_id}: start refused: {reason}"
+        self._refused = scan_id
+        self.counters["rejected"] += 1
+        log.error("%s", self.last_error)
+
+    def _count(self, kind: str, reason: str) -> None:
+        self.counters[kind] += 1
+        cur = self.current
+        if cur is not None:
+            cur.counters[kind] += 1
+            cur.collector.store.event(kind, reason)
+        log.warning("%s: %s", kind, reason)
+
+    def _reject(self, kind: str, reason: str) -> None:
+        """Malformed or out-of-place messages: counted, logged, recorded, dropped."""
+        if kind == "malformed":
+            self.counters["rejected"] += 1
+            if self.current is not None:
+                self.current.counters["rejected"] += 1
+        self._count(kind, reason)

@@ -1,0 +1,427 @@
+"""Workers: the per-point part of the chain, wherever it runs.
+
+A `Worker` holds one node chain built from the effective config text. Per scan
+it is given the start message (`scan`), per point a task: the point's wire
+message as it arrived, numbered by the runner (`seq`). It decodes the point,
+reads its frame, runs the chain and answers with the sparse result in its own
+wire form: a msgpack header and raw buffers (sparse pixels, labels, their
+runs when the chain found them, the 2D peak columns); nothing is ever pickled.
+Inline, threads and processes run this same class on the same bytes; only the
+transport differs (`stream.dispatch`).
+
+`serve(endpoint)` is a worker on a ZeroMQ DEALER socket, in a thread or in a
+process of its own (`python -m stream.run.workers ENDPOINT`): an I/O thread owns
+the socket, sends a heartbeat every `heartbeat` s even while the chain is
+busy, and gives up when the dispatcher has been silent for `orphan` s.
+
+Messages (part 0 a msgpack map with `type`):
+
+    dispatcher -> worker   config {text, base}; scan {scan, detector,
+                           max_frame_bytes} + start message; task {seq, scan,
+                           point_id, [params], [preview]} + the point's parts;
+                           heartbeat; reset; stop
+    worker -> dispatcher   hello {pid}; ready {credits}; result {seq, scan, ...,
+                           [preview]} + buffers; heartbeat
+
+Parameter changes (`set` on the control socket) travel with the tasks: a task
+carries `params` = [version, {node: {key: value}}], every change made so far
+in the session, and the worker sets its nodes to them (and back to the
+config's values for keys no longer changed) before it processes the point. So
+a point is processed with the parameters in force when the runner accepted it,
+whichever worker gets it, also after a reassignment. A task with `preview` =
+b asks for a b x b binned image of the frame as it arrived (before any node),
+for the live lane; a sparse frame's preview is binned from its pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from stream.config.schema import Config
+from stream.core.item import Item, SparseFrame
+from stream.core.messages import FrameRef, MessageError, Start
+from stream.core.scan import Scan
+from stream.run.pipeline import Pipeline, PointError
+from stream.run.preview import binned
+from stream.wire.codec import decode
+
+log = logging.getLogger(__name__)
+
+CREDITS = 2  # tasks a worker holds at once: one in the chain, one on its way
+
+
+def pack(header: dict[str, Any]) -> bytes:
+    return msgpack.packb(header)
+
+
+def header_of(parts: list) -> dict[str, Any]:
+    """The msgpack header of one of our messages (part 0)."""
+    return msgpack.unpackb(getattr(parts[0], "buffer", parts[0]), raw=False)
+
+
+Params = tuple[int, dict[str, dict[str, Any]]]  # version, {node: {key: value}}
+
+
+def encode_task(seq: int, scan: int, point_id: int, parts: list, params: Params | None = None,
+                preview: int = 0) -> list:
+    """A point for the workers: its wire message as it arrived, numbered; the parameter
+    changes in force for it, and whether to bin a preview of its frame."""
+    header: dict[str, Any] = {"type": "task", "seq": seq, "scan": scan, "point_id": point_id}
+    if params is not None and params[0]:
+        header["params"] = [params[0], params[1]]
+    if preview:
+        header["preview"] = int(preview)
+    return [pack(header), *parts]
+
+
+def encode_scan(scan: int, start_parts: list, detector: str, max_frame_bytes: int) -> list:
+    return [pack({"type": "scan", "scan": scan, "detector": detector,
+                  "max_frame_bytes": max_frame_bytes}), *start_parts]
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass
+class Result:
+    """A point back from a worker: its item (sparse frame and 2D peaks) or why it is bad."""
+
+    seq: int
+    scan: int
+    point_id: int
+    item: Item
+    status: str  # ok | bad
+    reason: str = ""
+    preview: np.ndarray | None = None  # float32, the binned frame, when it was asked for
+
+
+def encode_result(seq: int, scan: int, item: Item, status: str, reason: str = "",
+                  preview: np.ndarray | None = None) -> list:
+    """msgpack header + raw buffers: the sparse frame (with its runs when it has them),
+    the 2D peaks, named outputs."""
+    buffers: list[memoryview] = []
+
+    def add(arr: np.ndarray) -> list:
+        arr = np.ascontiguousarray(arr)
+        buffers.append(memoryview(arr.reshape(-1)).cast("B"))  # (also with a 0 in the shape)
+        return [arr.dtype.str, list(arr.shape)]
+
+    sparse = None
+    sp = item.sparse
+    if status == "ok" and sp is not None:
+        sparse = {"shape": list(sp.shape), "npeaks": int(sp.npeaks),
+                  "row": add(sp.row), "col": add(sp.col), "intensity": add(sp.intensity),
+                  "label": add(sp.label) if sp.label is not None else None}
+        if sp.runs is not None:  # the label node's runs of the pixels, for the linker
+            sparse["runs"] = add(sp.runs)
+    peaks = None
+    if status == "ok" and item.peaks is not None:
+        peaks = [[name, *add(col)] for name, col in item.peaks.items()]
+    outputs = [[name, *add(arr)] for name, arr in item.outputs.items()] if status == "ok" else []
+    header = {"type": "result", "seq": seq, "scan": scan, "point_id": item.point_id,
+              "status": status, "reason": reason, "detector": item.detector,
+              "time": item.time, "motors": item.motors, "counters": item.counters,
+              "flags": list(item.flags), "sparse": sparse, "peaks": peaks, "outputs": outputs}
+    if preview is not None:
+        header["preview"] = add(preview)
+    return [pack(header), *buffers]
+
+
+def decode_result(parts: list) -> Result:
+    """The inverse of `encode_result`: arrays are views of the received buffers."""
+    h = header_of(parts)
+    bufs = iter(getattr(p, "buffer", p) for p in parts[1:])
+
+    def take(spec: list) -> np.ndarray:
+        dtype, shape = spec
+        return np.frombuffer(next(bufs), dtype=np.dtype(dtype)).reshape(shape)
+
+    item = Item(h["point_id"], h["detector"], h["time"], h["motors"], h["counters"],
+                flags=list(h["flags"]))
+    sp = h["sparse"]
+    if sp is not None:
+        row, col, intensity = take(sp["row"]), take(sp["col"]), take(sp["intensity"])
+        label = take(sp["label"]) if sp["label"] is not None else None
+        runs = take(sp["runs"]) if sp.get("runs") is not None else None
+        item.sparse = SparseFrame(tuple(sp["shape"]), row, col, intensity, label, sp["npeaks"],
+                                  runs)
+    if h["peaks"] is not None:
+        item.peaks = {name: take([dtype, shape]) for name, dtype, shape in h["peaks"]}
+    item.outputs = {name: take([dtype, shape]) for name, dtype, shape in h["outputs"]}
+    preview = take(h["preview"]) if h.get("preview") is not None else None
+    return Result(h["seq"], h["scan"], h["point_id"], item, h["status"], h["reason"], preview)
+
+
+def bad_result(seq: int, scan: int, point_id: int, reason: str) -> list:
+    """A result for a point no worker could process (its workers died)."""
+    return encode_result(seq, scan, Item(point_id, ""), "bad", reason)
+
+
+# ------------------------------------------------------------------ the worker
+
+
+class Worker:
+    """One chain of per-point nodes; `handle(parts)` answers a task with a result."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.text = config.text()
+        self.pipeline = Pipeline(config.build_nodes())
+        self.scan_key: int | None = None
+        self.scan: Scan | None = None
+        self.detector = ""
+        self.max_frame_bytes: int | None = None
+        self.setup_error = ""
+        self._refs: dict[str, Any] = {}
+        self.params_version = 0
+        self._params: dict[str, dict[str, Any]] = {}  # the changes in force
+        self._base: dict[tuple[str, str], Any] = {}  # the config's values of changed keys
+
+    def handle(self, parts: list) -> list | None:
+        """A scan message (sets the chain up, no answer) or a task (its result)."""
+        header = header_of(parts)
+        if header["type"] == "scan":
+            self._setup(header, parts[1:])
+            return None
+        if header["type"] == "task":
+            return self._process(header, parts[1:])
+        raise ValueError(f"worker: unknown message type {header.get('type')!r}")
+
+    def close(self) -> None:
+        for f in self._refs.values():
+            f.close()
+        self._refs.clear()
+
+    def _setup(self, header: dict, start_parts: list) -> None:
+        self.scan_key = header["scan"]
+        self.detector = header["detector"]
+        self.max_frame_bytes = header["max_frame_bytes"]
+        self.setup_error = ""
+        try:
+            start = decode(start_parts)
+            if not isinstance(start, Start):
+                raise MessageError("the scan message holds no start message")
+            self.scan = Scan.from_start(start)
+            self.pipeline.setup(self.scan)
+        except Exception as exc:  # the runner's own setup normally fails first
+            self.setup_error = f"setup failed: {exc}"
+            log.error("worker %d: %s", os.getpid(), self.setup_error)
+
+    def _process(self, header: dict, point_parts: list) -> list:
+        seq, scan, pid = header["seq"], header["scan"], header["point_id"]
+        item = Item(pid, self.detector)
+        if scan != self.scan_key or self.scan is None or self.setup_error:
+            why = self.setup_error or f"worker was not set up for scan #{scan}"
+            return encode_result(seq, scan, item, "bad", why)
+        preview = None
+        try:
+            self._set_params(header.get("params"))
+            point = decode(point_parts, self.max_frame_bytes)
+            item = Item(pid, self.detector, point.time, point.motors, point.counters)
+            item.flags.extend(str(f) for f in point.extra.get("flags") or [])
+            frame = self._frame(point)
+            if header.get("preview"):
+                preview = binned(frame, int(header["preview"]))
+            if isinstance(frame, SparseFrame):
+                item.sparse = frame
+            else:
+                item.frame = frame
+            item = self.pipeline.process(item)
+        except (PointError, MessageError, OSError, KeyError, ValueError) as exc:
+            return encode_result(seq, scan, item, "bad", str(exc))
+        except Exception as exc:  # a bug of ours: loud, but the point is only bad
+            log.exception("worker %d: point %d", os.getpid(), pid)
+            return encode_result(seq, scan, item, "bad", f"{type(exc).__name__}: {exc}")
+        if item.sparse is None:
+            return encode_result(seq, scan, item, "bad", "no sparse frame")
+        return encode_result(seq, scan, item, "ok", preview=preview)
+
+    def _set_params(self, params: list | None) -> None:
+        """The nodes' parameters as the task asks (version 0: the config's own)."""
+        version, changes = (0, {}) if params is None else params
+        if version == self.params_version:
+            return
+        from stream.core.node import set_param
+
+        undo = {k for k in self._base if k[1] not in changes.get(k[0], {})}
+        for node_kind, key in undo:
+            setattr(self.pipeline.node(node_kind), key, self._base.pop((node_kind, key)))
+        for node_kind, values in changes.items():
+            node = self.pipeline.node(node_kind)
+            for key, value in values.items():
+                self._base.setdefault((node_kind, key), getattr(node, key))
+                set_param(node, key, value)
+        self.params_version, self._params = version, changes
+
+    def _frame(self, point: Any) -> np.ndarray | SparseFrame:
+        info = self.scan.start.detectors[self.detector]
+        frame = point.frames.get(self.detector)
+        if isinstance(point.extra.get("error"), str):
+            raise MessageError(point.extra["error"])
+        if frame is None:
+            raise MessageError(f"point {point.point_id} has no frame for {self.detector!r}")
+        if isinstance(frame, FrameRef):
+            frame = self._read_ref(frame)
+        if isinstance(frame, SparseFrame):
+            if frame.shape != info.shape:
+                raise MessageError(f"sparse frame is {list(frame.shape)}, start announced "
+                                   f"{list(info.shape)}")
+            return frame
+        if frame.shape != info.shape or frame.dtype != np.dtype(info.dtype):
+            raise MessageError(f"frame is {list(frame.shape)} {frame.dtype}, start announced "
+                               f"{list(info.shape)} {info.dtype}")
+        return frame
+
+    def _read_ref(self, ref: FrameRef) -> np.ndarray:
+        """A frame stored in an HDF5 file (other formats come with file replay)."""
+        import h5py
+
+        if ref.path is None:
+            raise MessageError(f"frame ref {ref.uri}: only HDF5 references (uri, path, index) "
+                               f"are supported")
+        f = self._refs.get(ref.uri)
+        if f is None:
+            f = self._refs[ref.uri] = h5py.File(ref.uri, "r")
+        if ref.path not in f:
+            raise MessageError(f"frame ref {ref.uri}: no dataset {ref.path!r}")
+        ds = f[ref.path]
+        return ds[ref.index] if ref.index is not None else ds[()]
+
+
+# ------------------------------------------------------------------ serving on a socket
+
+
+def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float = 0.5,
+          orphan: float = 60.0, parent: int | None = None) -> None:
+    """Be a worker of the dispatcher at `endpoint` until it says stop or goes silent.
+
+    The calling thread runs the chain; an I/O thread owns the DEALER socket.
+    """
+    ctx = context or zmq.Context.instance()
+    inner = f"inproc://peakstream-worker-{uuid.uuid4().hex}"
+    chain = ctx.socket(zmq.PAIR)
+    chain.bind(inner)
+    io = threading.Thread(target=_io_loop, name="worker-io", daemon=True,
+                          args=(ctx, endpoint, inner, heartbeat, orphan, parent,
+                                threading.get_ident()))
+    io.start()
+    worker: Worker | None = None
+    try:
+        while True:
+            parts = chain.recv_multipart(copy=False)
+            kind = header_of(parts)["type"]
+            if kind == "stop":
+                break
+            if kind == "config":
+                worker = _configure(header_of(parts), worker)
+                chain.send(pack({"type": "ready", "credits": CREDITS}))
+            elif worker is not None:
+                out = worker.handle(parts)
+                if out is not None:
+                    chain.send_multipart(out, copy=False)
+    finally:  # also after an error of ours: the I/O thread must not answer for us
+        if worker is not None:
+            worker.close()
+        try:
+            chain.send(pack({"type": "bye"}), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the I/O thread has gone already (it passed us the stop)
+        chain.close(linger=1000)
+        io.join(timeout=5)
+
+
+def _configure(h: dict, old: Worker | None) -> Worker:
+    if old is not None and old.text == h["text"]:
+        return old  # registered again after a reset: the same chain will do
+    if old is not None:
+        old.close()
+    return Worker(Config.from_text(h["text"], "<dispatcher config>", h["base"]))
+
+
+def _io_loop(ctx: zmq.Context, endpoint: str, inner: str, heartbeat: float, orphan: float,
+             parent: int | None, owner: int) -> None:
+    """Forward dispatcher <-> chain and heartbeat. After a stop (the dispatcher's, or
+    ours when the dispatcher is gone) wait for the chain's bye, so that it never
+    blocks on a send nobody reads."""
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(endpoint)
+    chain = ctx.socket(zmq.PAIR)
+    chain.connect(inner)
+    hello = pack({"type": "hello", "pid": os.getpid(), "thread": owner})
+    beat = pack({"type": "heartbeat"})
+    dealer.send(hello)
+    heard = next_beat = time.monotonic()
+    stopping = False
+    both, chain_only = zmq.Poller(), zmq.Poller()
+    for poller, sockets in ((both, (chain, dealer)), (chain_only, (chain,))):
+        for sock in sockets:
+            poller.register(sock, zmq.POLLIN)
+    try:
+        while True:
+            if stopping:
+                events = dict(chain_only.poll(1000))
+            else:
+                events = dict(both.poll(max(int((next_beat - time.monotonic()) * 1000), 0)))
+            now = time.monotonic()
+            if chain in events:
+                parts = chain.recv_multipart(copy=False)
+                if header_of(parts)["type"] == "bye":  # the chain has stopped
+                    return
+                if not stopping:
+                    dealer.send_multipart(parts, copy=False)
+            if stopping:
+                continue
+            if dealer in events:
+                parts = dealer.recv_multipart(copy=False)
+                heard = now
+                kind = header_of(parts)["type"]
+                if kind == "reset":  # the dispatcher had given us up: register again
+                    dealer.send(hello)
+                elif kind != "heartbeat":
+                    chain.send_multipart(parts, copy=False)
+                    stopping = kind == "stop"
+            if now >= next_beat:
+                dealer.send(beat)
+                next_beat = now + heartbeat
+            gone = parent is not None and os.getppid() != parent
+            if gone or now - heard > orphan:
+                log.warning("worker %d: dispatcher at %s gone; stopping", os.getpid(), endpoint)
+                chain.send(pack({"type": "stop"}))
+                stopping = True
+    finally:
+        dealer.close(linger=0)
+        chain.close(linger=0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m stream.run.workers",
+                                description="A peakstream worker: connects to the dispatcher "
+                                            "at ENDPOINT and runs the chain on its points.")
+    p.add_argument("endpoint")
+    p.add_argument("--heartbeat", type=float, default=0.5)
+    p.add_argument("--orphan", type=float, default=60.0,
+                   help="s without a word from the dispatcher before giving up (default 60)")
+    p.add_argument("--parent", type=int, help="stop when this process is gone")
+    args = p.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for `run`, which stops us
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    serve(args.endpoint, heartbeat=args.heartbeat,
+          orphan=math.inf if args.orphan <= 0 else args.orphan, parent=args.parent)
+
+
+if __name__ == "__main__":
+    main()

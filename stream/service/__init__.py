@@ -1,0 +1,1 @@
+"""The service: daemon, control socket, live lane and their clients."""

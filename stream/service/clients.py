@@ -1,0 +1,157 @@
+"""Command-line clients of a running daemon: status, get, set (control socket) and watch
+(live lane). Exit codes: 0 done, 1 the daemon refused or did not answer, 2 bad usage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _ask(args: argparse.Namespace, req: dict[str, Any]) -> dict[str, Any] | None:
+    from stream.service.control import request
+
+    try:
+        reply = request(args.control, req, timeout=args.timeout)
+    except TimeoutError as exc:
+        print(f"peakstream {args.command}: {exc} (is the daemon running? give its "
+              f"endpoint with --control)", file=sys.stderr)
+        return None
+    if not reply.get("ok"):
+        print(f"peakstream {args.command}: the daemon refused: {reply.get('error')}",
+              file=sys.stderr)
+        return None
+    return reply
+
+
+def parse_value(text: str) -> Any:
+    """A value from the command line: int, float, true/false, or the text itself."""
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    reply = _ask(args, {"cmd": "status"})
+    if reply is None:
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(reply, indent=2, default=str))
+    else:
+        print(format_status(reply))
+    return EXIT_OK
+
+
+def format_status(s: dict[str, Any]) -> str:
+    lines = [f"peakstream daemon {s.get('version', '?')} (pid {s.get('pid', '?')}): "
+             f"{s.get('state')}, {s.get('scans_done', 0)} scan(s) done, up "
+             f"{s.get('uptime', 0):.0f} s, RSS {s.get('rss', 0) / 2**20:.0f} MiB"]
+    ep = s.get("endpoints") or {}
+    lines.append(f"  endpoints   data {ep.get('data')}, control {ep.get('control')}, "
+                 f"live {ep.get('live') or '-'}")
+    scan = s.get("scan")
+    if scan:
+        of = f"/{scan['npoints']}" if scan.get("npoints") is not None else ""
+        lines.append(f"  scan        {scan['scan_id']}: {scan['linked']}{of} linked, "
+                     f"{scan['received']} received, lag {scan['lag']}, {scan['missing']} "
+                     f"missing, {scan['bad']} bad, {scan['cliques']} cliques -> {scan['file']}")
+    last = s.get("last_scan")
+    if last:
+        lines.append(f"  last scan   {last['scan_id']}: {last['status']}"
+                     f"{' (' + last['reason'] + ')' if last.get('reason') else ''} -> "
+                     f"{last['file']}")
+    w = s.get("workers") or {}
+    lines.append(f"  workers     {w.get('workers')} {w.get('kind')}, {s.get('in_flight')}/"
+                 f"{s.get('queue')} points out")
+    if s.get("params"):
+        lines.append(f"  params      {json.dumps(s['params'])}")
+    if s.get("last_error"):
+        lines.append(f"  last error  {s['last_error']}")
+    return "\n".join(lines)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    req: dict[str, Any] = {"cmd": "get"}
+    if args.node is not None:
+        req["node"] = args.node
+    if args.key is not None:
+        req["key"] = args.key
+    reply = _ask(args, req)
+    if reply is None:
+        return EXIT_FAILED
+    print(json.dumps(reply["params"], indent=2, default=str))
+    return EXIT_OK
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    reply = _ask(args, {"cmd": "set", "node": args.node, "key": args.key,
+                        "value": parse_value(args.value)})
+    if reply is None:
+        return EXIT_FAILED
+    print(f"{reply['node']}.{reply['key']} = {reply['value']!r} (was {reply['old']!r}), "
+          f"from the next point")
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """One line of live status, rewritten in place (or printed once with --once)."""
+    import zmq
+
+    from stream.service.live import unpack
+
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 100)
+    for topic in (b"progress ", b"cliques "):
+        sock.setsockopt(zmq.SUBSCRIBE, topic)
+    sock.connect(args.live)
+    tty = sys.stdout.isatty() and not args.once
+    closed, last = 0, time.monotonic()
+    try:
+        while True:
+            if not sock.poll(int(args.timeout * 1000)):
+                if args.once:
+                    print(f"peakstream watch: nothing from {args.live} within "
+                          f"{args.timeout:g} s (is the daemon running with its live lane?)",
+                          file=sys.stderr)
+                    return EXIT_FAILED
+                continue
+            topic, body = unpack(sock.recv())
+            if topic == "cliques":
+                closed += body.get("count", 0)
+                continue
+            line = format_progress(body, closed / max(time.monotonic() - last, 1e-9))
+            closed, last = 0, time.monotonic()
+            if args.once:
+                print(line)
+                return EXIT_OK
+            sys.stdout.write(("\r" + line + "\033[K") if tty else line + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        if tty:
+            sys.stdout.write("\n")
+        return EXIT_OK
+    finally:
+        sock.close(linger=0)
+
+
+def format_progress(p: dict[str, Any], cliques_rate: float = 0.0) -> str:
+    scan = p.get("scan")
+    if not scan:
+        ended = p.get("ended")
+        tail = f"; last scan {ended['scan_id']}: {ended['status']}" if ended else ""
+        return f"{p.get('state', '?')}: no scan in progress{tail}"
+    rates = p.get("rates") or {}
+    of = f"/{scan['npoints']}" if scan.get("npoints") is not None else ""
+    return (f"{p['state']}: {scan['scan_id']} {scan['linked']}{of} points, "
+            f"{rates.get('received', 0):.0f}/s in, {rates.get('linked', 0):.0f}/s linked, "
+            f"lag {scan['lag']}, {scan['cliques']} cliques ({cliques_rate:.0f}/s), "
+            f"{scan['missing']} missing, {scan['bad']} bad, "
+            f"RSS {p.get('rss', 0) / 2**20:.0f} MiB")

@@ -1,0 +1,195 @@
+"""The control socket (PROTOCOL.md "Control requests"), served from a thread of its own.
+
+A ROUTER bound at `[control] endpoint` takes msgpack maps with `cmd` from
+REQ or DEALER clients and answers each with a msgpack map carrying `ok`:
+
+    status      {"ok": true, "state": ..., ...} at once, from the snapshot the
+                daemon's main loop refreshes (so it answers within milliseconds
+                while the processor is at full load)
+    stop        {"ok": true}: like SIGTERM (the daemon's `on_stop`)
+    get, set, checkpoint
+                handed to the main loop over an inproc PAIR and applied there
+                between points (`ControlServer.serve`, polled by the runner's
+                step); answered when the main loop has answered, or with an
+                error after `busy_timeout` s
+
+Anything else (not msgpack, not a map, no or an unknown `cmd`, a request of
+more than one part) gets {"ok": false, "error": "..."}; the server never dies
+of a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import zmq
+
+from stream.wire.sockets import bind
+
+log = logging.getLogger(__name__)
+
+COMMANDS = ("status", "get", "set", "checkpoint", "stop")
+MAIN_LOOP = ("get", "set", "checkpoint")
+MAX_REQUEST = 1 << 20  # bytes: a control request is a small map
+
+
+def pack(body: dict[str, Any]) -> bytes:
+    return msgpack.packb(body, use_bin_type=True, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and other odd values in replies: as plain values or text."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else str(value)
+
+
+def parse(body: bytes) -> dict[str, Any]:
+    """A request map, or ValueError saying why it is not one."""
+    try:
+        req = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several kinds on junk
+        raise ValueError(f"not a msgpack map: {type(exc).__name__}") from None
+    if not isinstance(req, dict):
+        raise ValueError(f"a request is a msgpack map with 'cmd', got {type(req).__name__}")
+    cmd = req.get("cmd")
+    if cmd not in COMMANDS:
+        raise ValueError(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
+    return req
+
+
+class ControlServer:
+    """The ROUTER's thread; `serve()` is the main loop's half."""
+
+    def __init__(self, endpoint: str, on_stop: Callable[[], None],
+                 handler: Callable[[dict[str, Any]], dict[str, Any]],
+                 context: zmq.Context | None = None, busy_timeout: float = 30.0):
+        self.ctx = context or zmq.Context.instance()
+        self.on_stop, self.handler, self.busy_timeout = on_stop, handler, busy_timeout
+        self.snapshot: dict[str, Any] = {"state": "starting"}
+        self.snapshot_time = time.monotonic()
+        self.requests = 0
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.endpoint = bind(self.router, endpoint, "control: cannot bind {endpoint}")
+        inner = f"inproc://peakstream-control-{uuid.uuid4().hex}"
+        self.inbox = self.ctx.socket(zmq.PAIR)  # the main loop's end
+        self.inbox.setsockopt(zmq.LINGER, 0)
+        self.inbox.bind(inner)
+        self._pair = self.ctx.socket(zmq.PAIR)  # the thread's end
+        self._pair.setsockopt(zmq.LINGER, 0)
+        self._pair.connect(inner)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+        self._thread.start()
+        log.info("control socket on %s", endpoint)
+
+    def update(self, snapshot: dict[str, Any]) -> None:
+        """The main loop's latest status (replaced whole: the thread only reads it)."""
+        self.snapshot = snapshot
+        self.snapshot_time = time.monotonic()
+
+    def serve(self) -> None:
+        """Main loop: answer the requests the thread handed over."""
+        while True:
+            try:
+                key, body = self.inbox.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            req = msgpack.unpackb(body, raw=False, strict_map_key=False)
+            try:
+                reply = self.handler(req)
+            except Exception as exc:  # a bug of ours must not stop the daemon
+                log.exception("control: %s failed", req.get("cmd"))
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            self.inbox.send_multipart([key, pack(reply)])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.inbox.close(linger=0)
+
+    # ------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self._pair, zmq.POLLIN)
+        pending: dict[bytes, tuple[list[bytes], float]] = {}
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(100))
+                if self.router in events:
+                    self._request(self.router.recv_multipart(), pending)
+                if self._pair in events:
+                    key, reply = self._pair.recv_multipart()
+                    envelope, _ = pending.pop(key, (None, 0.0))
+                    if envelope is not None:
+                        self._send(envelope, reply)
+                now = time.monotonic()
+                for key, (envelope, since) in list(pending.items()):
+                    if now - since > self.busy_timeout:
+                        del pending[key]
+                        self._send(envelope, pack({"ok": False, "error": "the daemon did not "
+                                                   f"answer within {self.busy_timeout:g} s"}))
+        except Exception:  # the control thread must not take the daemon down with it
+            log.exception("control thread failed")
+        finally:
+            self.router.close(linger=0)
+            self._pair.close(linger=0)
+
+    def _request(self, parts: list[bytes], pending: dict) -> None:
+        # REQ clients put an empty delimiter between identity and body; DEALERs may not
+        n = 2 if len(parts) > 1 and parts[1] == b"" else 1
+        envelope, body = parts[:n], parts[n:]
+        self.requests += 1
+        try:
+            if len(body) != 1:
+                raise ValueError(f"a request is one msgpack map, got {len(body)} parts")
+            req = parse(body[0])
+        except ValueError as exc:
+            self._send(envelope, pack({"ok": False, "error": str(exc)}))
+            return
+        cmd = req["cmd"]
+        if cmd == "status":
+            snap = self.snapshot
+            reply = {"ok": True, **snap,
+                     "snapshot_age": round(time.monotonic() - self.snapshot_time, 4)}
+            self._send(envelope, pack(reply))
+        elif cmd == "stop":
+            self.on_stop()
+            self._send(envelope, pack({"ok": True, "state": "stopping"}))
+        else:
+            key = uuid.uuid4().bytes
+            pending[key] = (envelope, time.monotonic())
+            self._pair.send_multipart([key, body[0]])
+
+    def _send(self, envelope: list[bytes], reply: bytes) -> None:
+        try:
+            self.router.send_multipart([*envelope, reply], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the client went away
+            log.debug("control: reply not sent: %s", exc)
+
+
+def request(endpoint: str, req: dict[str, Any], timeout: float = 5.0,
+            context: zmq.Context | None = None) -> dict[str, Any]:
+    """Send one request, wait up to `timeout` s for the reply (TimeoutError if none)."""
+    ctx = context or zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send(pack(req))
+        if not sock.poll(int(timeout * 1000)):
+            raise TimeoutError(f"no peakstream daemon answered at {endpoint} within "
+                               f"{timeout:g} s")
+        return msgpack.unpackb(sock.recv(), raw=False, strict_map_key=False)
+    finally:
+        sock.close(linger=0)

@@ -1,0 +1,295 @@
+"""`peakstream daemon`: a headless service that takes scan after scan.
+
+One `ScanRunner` for the whole session, fed by the config's source (our
+protocol on a bound PULL, or a DECTRIS detector: `stream.sources.dectris`),
+one output file per scan named by `[output] pattern`, the control socket
+(`stream.control`) and the live lane (`stream.live`).
+
+States: idle (no scan open), running (a scan open), stopping (SIGTERM,
+SIGINT or a `stop` request: no new scans; the scan in progress goes on until
+its end message, until it has been silent for end_timeout s, or at most
+end_timeout s after the stop; then it is written and the daemon exits 0). A
+second signal aborts the open scan, writes it and exits 0 (a second `stop`
+request does not).
+
+Logs go to stderr and to `[daemon] log_file` (default DIRECTORY/peakstream.log),
+rotated at log_max_bytes keeping log_backups files. The first line on stderr
+says where it listens:
+
+    peakstream daemon 0.1.0: listening on tcp://..., control on tcp://..., live on
+    tcp://..., writing to DIR, log LOGFILE
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stream import __version__
+from stream.config.schema import Config
+from stream.run.params import ParamError
+from stream.run.runner import ScanRunner
+from stream.service.control import ControlServer
+from stream.service.live import LiveLane
+
+log = logging.getLogger(__name__)
+
+DECTRIS_KEYS = ("kind", "detector_endpoint", "stream_version", "listen", "motors", "counters",
+                "join_timeout", "series_timeout", "rcvhwm", "trajectory")
+SNAPSHOT_EVERY = 0.05  # s between status snapshots for the control thread
+KEEP_RESULTS = 100  # summaries of ended scans kept for status
+
+
+def make_source(config: Config) -> Any:
+    """The data source the config's [source] kind names."""
+    src = config["source"]
+    if src["kind"] == "dectris":
+        from stream.sources.dectris import make_source as dectris_source
+
+        return dectris_source({k: src[k] for k in DECTRIS_KEYS})
+    from stream.sources.zmq import ZmqSource
+
+    return ZmqSource(src["listen"], src["rcvhwm"])
+
+
+def setup_logging(config: Config, output_dir: Path) -> str:
+    """Root logging at INFO at least, to stderr (already set up by the CLI) and to the
+    rotating log file; returns the log file's path ("" when it cannot be opened)."""
+    d = config["daemon"]
+    path = Path(d["log_file"]) if d["log_file"] else output_dir / "peakstream.log"
+    root = logging.getLogger()
+    root.setLevel(min(root.level or logging.INFO, logging.INFO))
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for h in root.handlers:
+        h.setFormatter(fmt)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=d["log_max_bytes"],
+                                                       backupCount=d["log_backups"])
+    except OSError as exc:
+        log.warning("no log file: cannot open %s: %s (logging to stderr only)", path, exc)
+        return ""
+    handler.setFormatter(fmt)
+    root.addHandler(handler)
+    return str(path)
+
+
+class Daemon:
+    """The source, the runner, the control socket and the live lane of one session."""
+
+    def __init__(self, config: Config, output_dir: str | Path | None = None):
+        self.config = config
+        self.stopping = False
+        self.aborting = False
+        self.stop_time = 0.0
+        self.scans = 0
+        self.runner = ScanRunner(config, output_dir=output_dir,
+                                 on_scan_end=self._scan_ended)
+        self.source = self.live = self.control = None
+        try:
+            self.source = make_source(config)
+            live = config["live"]
+            if live["endpoint"]:
+                self.live = LiveLane(live["endpoint"], live["interval"], live["frame_rate"],
+                                     live["frame_bin"], live["sndhwm"])
+                self.runner.live = self.live
+            if config["control"]["endpoint"]:
+                self.control = ControlServer(config["control"]["endpoint"], self.request_stop,
+                                             self.request)
+                self.runner.watch[self.control.inbox] = self.control.serve
+        except BaseException:
+            self.close()
+            raise
+        self._next_snapshot = 0.0
+        self._tick(force=True)  # a status to answer with from the first request
+
+    @property
+    def state(self) -> str:
+        if self.stopping:
+            return "stopping"
+        return "running" if self.runner.current is not None else "idle"
+
+    def endpoints(self) -> dict[str, str]:
+        return {"data": getattr(self.source, "endpoint_bound", ""),
+                "control": self.control.endpoint if self.control else "",
+                "live": self.live.endpoint if self.live else ""}
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> int:
+        """Take scans until stopped; 0 when stopped cleanly."""
+        limit = self.config["source"]["end_timeout"]
+        try:
+            while True:
+                if self.aborting:
+                    if self.runner.current is not None:
+                        self.runner.abort("aborted: a second stop signal")
+                    break
+                if self.stopping:
+                    if self.runner.accepting:
+                        self.runner.accepting = False
+                        cur = self.runner.current
+                        log.info("stop requested: %s", "no scan in progress" if cur is None
+                                 else f"finishing scan {cur.scan.scan_id} (at most "
+                                      f"{limit:g} s)")
+                    if self.runner.current is None:
+                        break
+                    if time.monotonic() - self.stop_time > limit:
+                        self.runner.abort(f"stopped: the scan did not end within "
+                                          f"end_timeout ({limit:g} s) of the stop")
+                        break
+                try:
+                    self.runner.step(self.source, timeout=0.1)
+                except Exception as exc:  # a bug of ours: that scan fails, the service goes on
+                    self._internal_error(exc)
+                self._tick()
+        finally:
+            self._tick(force=True)
+            self.close()
+        log.info("peakstream daemon stopped after %d scan(s)", self.scans)
+        return 0
+
+    def _internal_error(self, exc: Exception) -> None:
+        """An error of ours while a message was handled: log it, end the scan in progress
+        as failed (closing its file if even that fails) and go on."""
+        log.exception("internal error; the scan in progress fails")
+        r = self.runner
+        r.last_error = reason = f"internal error: {type(exc).__name__}: {exc}"
+        cur = r.current
+        try:
+            r.abort(reason, "fail")
+        except Exception:
+            log.exception("scan %s could not be finished", cur.scan.scan_id)
+            r.current = None
+            try:
+                cur.collector.store.close("fail", reason)
+            except Exception:
+                pass
+
+    def stop(self, *_: Any) -> None:
+        """SIGTERM / SIGINT: the first finishes the open scan, a second aborts it."""
+        if self.stopping:
+            self.aborting = True
+            return
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """Finish the open scan, take no new one, exit (a `stop` request; never aborts)."""
+        if not self.stopping:
+            self.stop_time = time.monotonic()
+            self.stopping = True
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close("daemon stopped")
+        for part in (self.control, self.live, self.source):
+            if part is not None:
+                part.close()
+
+    def _tick(self, force: bool = False) -> None:
+        """Refresh the control thread's snapshot and the live progress."""
+        now = time.monotonic()
+        if not force and now < self._next_snapshot:
+            return
+        self._next_snapshot = now + SNAPSHOT_EVERY
+        status = self.runner.status()
+        if self.control is not None:
+            self.control.update(self.snapshot(status))
+        if self.live is not None:
+            self.live.progress(status, self.state, force)
+
+    def _scan_ended(self, summary: dict[str, Any]) -> None:
+        self.scans += 1
+        del self.runner.results[:-KEEP_RESULTS]  # a service runs for days
+        self._next_snapshot = 0.0
+
+    # ------------------------------------------------------------ control
+
+    def snapshot(self, status: dict[str, Any]) -> dict[str, Any]:
+        r = self.runner
+        source = self.source.status() if hasattr(self.source, "status") else {}
+        return {"state": self.state, "pid": os.getpid(), "version": __version__,
+                "scans_done": self.scans,
+                "endpoints": self.endpoints(), "output_dir": str(r.output_dir),
+                "last_scan": r.results[-1] if r.results else None,
+                "params": r.params.changes, "source": source,
+                "live": self.live.status() if self.live else None, "scan": None, **status}
+
+    def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """get / set / checkpoint, in the main loop between points."""
+        cmd = req["cmd"]
+        try:
+            if cmd == "get":
+                return {"ok": True, "params": self.runner.params.get(req.get("node"),
+                                                                     req.get("key"))}
+            if cmd == "set":
+                for k in ("node", "key", "value"):
+                    if k not in req:
+                        raise ParamError(f"set needs 'node', 'key' and 'value' (no {k!r})")
+                return {"ok": True, **self.set_param(req["node"], req["key"], req["value"])}
+            if cmd == "checkpoint":
+                return {"ok": True, **self.checkpoint()}
+        except (ParamError, OSError, RuntimeError) as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def set_param(self, node: Any, key: Any, value: Any) -> dict[str, Any]:
+        """A node parameter change (ParamError if refused), in force from the next point
+        accepted: recorded now in the open scan's file (event "set") and, with that
+        point's id, when it is accepted (event "param", by the runner)."""
+        change = self.runner.params.set(node, key, value)
+        cur = self.runner.current
+        if cur is not None:
+            cur.collector.store.event("set", json.dumps(change))
+            change["newest_received"] = cur.newest
+        log.info("set %s.%s = %r (was %r)", node, key, change["value"], change["old"])
+        return change
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The open scan's collector checkpoints (or, without checkpoints, flushes) now."""
+        cur = self.runner.current
+        if cur is None:
+            raise RuntimeError("no scan in progress")
+        how = "checkpoint" if hasattr(cur.collector, "checkpoint") else "flush"
+        getattr(cur.collector, how)()
+        return {"scan_id": cur.scan.scan_id, "file": str(cur.path), "how": how,
+                "written": cur.counters["written"]}
+
+
+def cmd_daemon(args: Any) -> int:
+    """peakstream daemon CONFIG [--listen] [--control] [--live] [--output]."""
+    config = Config.load(args.config)
+    for group, key, value in (("source", "listen", args.listen),
+                              ("control", "endpoint", args.control),
+                              ("live", "endpoint", args.live),
+                              ("output", "directory", args.output)):
+        if value is not None:
+            config.override(group, key, value)
+    output = Path(config["output"]["directory"])
+    logfile = setup_logging(config, output)
+    try:
+        daemon = Daemon(config, output)
+    except (OSError, ImportError, ValueError) as exc:  # endpoints, a source's own checks
+        print(f"peakstream daemon: {exc}", file=sys.stderr)
+        return 2
+    daemon.runner.freeze_gc = True  # a process of its own: see freeze_long_lived
+    signal.signal(signal.SIGTERM, daemon.stop)
+    signal.signal(signal.SIGINT, daemon.stop)
+    ep = daemon.endpoints()
+    print(f"peakstream daemon {__version__}: listening on {ep['data'] or '-'}, control on "
+          f"{ep['control'] or '-'}, live on {ep['live'] or '-'}, writing to {output}, "
+          f"log {logfile or '-'}", file=sys.stderr, flush=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # the scans are refused until it can be made
+        log.error("output directory %s cannot be made now: %s", output, exc)
+    return daemon.run()

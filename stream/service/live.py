@@ -1,0 +1,249 @@
+"""The live lane (PROTOCOL.md "Live lane topics"): a PUB socket that never slows processing.
+
+Each message is one part, b"<topic> " + a msgpack map; arrays travel as raw
+little-endian bytes (msgpack bin) with their dtype and shape beside them
+(`unpack` turns them back into numpy arrays). The PUB has a small send
+high-water mark and every send is non-blocking: a subscriber that is slow,
+or that never reads, loses messages; processing never waits for it.
+
+Topics:
+
+* `progress` at most every `interval` s: state, the open scan's counters,
+  lag, rates (points/s received and linked since the last one), queues, RSS;
+* `peaks` for every point as its result comes back from the workers (before
+  the reorder buffer, so at the earliest moment): point_id, time (the
+  point's own), motors, counters, the 2D peaks' s_raw, f_raw,
+  sum_intensity, npx;
+* `cliques` for each linker step that closed cliques: their ids, n2d, npx,
+  sum_intensity, s_raw, f_raw, first/last point and motor centroids;
+* `frame` at most `frame_rate` a second: a `frame_bin` x `frame_bin` binned
+  (summed) float32 image of a recent frame. The dense frame lives only in the
+  workers, so the runner asks a worker for it with the task
+  (`stream.workers.binned`): the frame as it arrived, before any correction;
+  a sparse frame's preview is binned from its kept pixels;
+* `map` at most every `interval` s and at the end of a scan: the summed 2D
+  peak intensity of each point placed by its index (a sweep: one value per
+  point; grid / snake with `nfast`: a (rows, nfast) array, snake rows turned
+  so that columns follow the fast motor), with each motor's position in the
+  same layout. Kept by `RunningMap`, written by index, never rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from stream.wire.sockets import bind
+
+log = logging.getLogger(__name__)
+
+TOPICS = ("progress", "peaks", "cliques", "frame", "map")
+PEAK_FIELDS = ("s_raw", "f_raw", "sum_intensity", "npx")
+CLIQUE_FIELDS = ("clique_id", "n2d", "npx", "sum_intensity", "s_raw", "f_raw", "first_point",
+                 "last_point")
+
+
+def array(a: np.ndarray) -> dict[str, Any]:
+    """An array as msgpack-ready: raw bytes, dtype, shape."""
+    a = np.ascontiguousarray(a)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": a.tobytes()}
+
+
+def unpack(message: bytes) -> tuple[str, dict[str, Any]]:
+    """(topic, body) of a live message, with the arrays as numpy arrays."""
+    topic, _, payload = bytes(message).partition(b" ")
+    body = msgpack.unpackb(payload, raw=False)
+    return topic.decode(), _arrays(body)
+
+
+def _arrays(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"dtype", "shape", "data"} and isinstance(value["data"], bytes):
+            return np.frombuffer(value["data"], np.dtype(value["dtype"])).reshape(value["shape"])
+        return {k: _arrays(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_arrays(v) for v in value]
+    return value
+
+
+class RunningMap:
+    """Summed 2D peak intensity by scan position, written by point index."""
+
+    def __init__(self, start: Any):
+        traj = dict(start.trajectory or {})
+        self.kind = traj.get("kind", "sweep")
+        self.motors = list(start.motors)
+        npoints = start.npoints
+        nfast = traj.get("nfast")
+        self.nfast = int(nfast) if self.kind in ("grid", "snake") and nfast else 0
+        if self.nfast:
+            rows = math.ceil(npoints / self.nfast) if npoints else 8
+            shape: tuple[int, ...] = (rows, self.nfast)
+        else:
+            shape = (npoints or 256,)
+        self.growable = not npoints
+        self.values = np.full(shape, np.nan, np.float32)
+        self.positions = {m: np.full(shape, np.nan) for m in self.motors}
+        self.updated = False
+
+    def index(self, point_id: int) -> tuple[int, ...] | None:
+        if point_id < 0:
+            return None
+        if not self.nfast:
+            i = (point_id,)
+        else:
+            row, col = divmod(point_id, self.nfast)
+            if self.kind == "snake" and row % 2:
+                col = self.nfast - 1 - col
+            i = (row, col)
+        if i[0] >= self.values.shape[0]:
+            if not self.growable:
+                return None
+            self._grow(i[0] + 1)
+        return i
+
+    def _grow(self, need: int) -> None:
+        """Open-ended scans: double the length (the values move, never recomputed)."""
+        n = max(need, 2 * self.values.shape[0])
+        pad = [(0, n - self.values.shape[0])] + [(0, 0)] * (self.values.ndim - 1)
+        self.values = np.pad(self.values, pad, constant_values=np.nan)
+        self.positions = {m: np.pad(p, pad, constant_values=np.nan)
+                          for m, p in self.positions.items()}
+
+    def add(self, point_id: int, intensity: float, motors: dict[str, float]) -> None:
+        i = self.index(point_id)
+        if i is None:
+            return
+        self.values[i] = intensity
+        for m, p in self.positions.items():
+            p[i] = motors.get(m, np.nan)
+        self.updated = True
+
+    def message(self, scan_id: str) -> dict[str, Any]:
+        axes = ["slow", "fast"] if self.nfast else ["point"]
+        return {"scan_id": scan_id, "kind": self.kind, "axes": axes,
+                "sum_intensity": array(self.values),
+                "positions": {m: array(p) for m, p in self.positions.items()}}
+
+
+class LiveLane:
+    """The PUB socket, the running map and the rate limits; fed by the runner."""
+
+    def __init__(self, endpoint: str, interval: float = 0.5, frame_rate: float = 2.0,
+                 frame_bin: int = 8, sndhwm: int = 16, context: zmq.Context | None = None):
+        self.interval, self.frame_rate, self.frame_bin = interval, frame_rate, frame_bin
+        self.socket = (context or zmq.Context.instance()).socket(zmq.PUB)
+        self.socket.setsockopt(zmq.SNDHWM, sndhwm)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SNDTIMEO, 0)
+        self.endpoint = bind(self.socket, endpoint, "live lane: cannot bind {endpoint}")
+        self.sent: Counter = Counter()
+        self.dropped = 0
+        self.map: RunningMap | None = None
+        self.scan_id = ""
+        self._last_frame = -math.inf
+        self._last_progress = -math.inf
+        self._prev: tuple[float, dict[str, Any]] | None = None
+        log.info("live lane on %s", endpoint)
+
+    # ------------------------------------------------------------ sending
+
+    def publish(self, topic: str, body: dict[str, Any]) -> bool:
+        """Send now or drop; never waits."""
+        try:
+            self.socket.send(topic.encode() + b" " + msgpack.packb(body, use_bin_type=True),
+                             zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        self.sent[topic] += 1
+        return True
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+    def status(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "sent": dict(self.sent), "dropped": self.dropped}
+
+    # ------------------------------------------------------------ hooks (the runner)
+
+    def preview_bin(self) -> int:
+        """The bin factor if the next point should bring a frame preview, else 0."""
+        now = time.monotonic()
+        if self.frame_rate <= 0 or now - self._last_frame < 1.0 / self.frame_rate:
+            return 0
+        self._last_frame = now
+        return self.frame_bin
+
+    def scan_started(self, cur: Any) -> None:
+        self.scan_id = cur.scan.scan_id
+        self.map = RunningMap(cur.scan.start)
+        self._prev = None
+
+    def result(self, cur: Any, res: Any) -> None:
+        """A point back from the workers: its peaks, its place in the map, its preview."""
+        item = res.item
+        peaks = item.peaks or {}
+        body: dict[str, Any] = {
+            "scan_id": cur.scan.scan_id, "point_id": res.point_id, "status": res.status,
+            "time": item.time, "motors": item.motors, "counters": item.counters,
+            "npeaks": len(peaks.get("npx", ())), "sent": time.time()}
+        for name in PEAK_FIELDS:
+            if name in peaks:
+                body[name] = array(peaks[name])
+        if res.status != "ok":
+            body["reason"] = res.reason
+        self.publish("peaks", body)
+        if self.map is not None and res.status == "ok":
+            total = float(np.sum(peaks["sum_intensity"])) if "sum_intensity" in peaks else 0.0
+            self.map.add(res.point_id, total, item.motors)
+        if res.preview is not None:
+            self.publish("frame", {"scan_id": cur.scan.scan_id, "point_id": res.point_id,
+                                   "bin": self.frame_bin, "image": array(res.preview)})
+
+    def cliques(self, cur: Any, result: Any) -> None:
+        c = result.cliques
+        body: dict[str, Any] = {"scan_id": cur.scan.scan_id, "point_id": result.point_id,
+                                "count": len(c["clique_id"])}
+        for name in (*CLIQUE_FIELDS, *cur.scan.start.motors):
+            if name in c:
+                body[name] = array(c[name])
+        self.publish("cliques", body)
+
+    def scan_ended(self, summary: dict[str, Any]) -> None:
+        if self.map is not None:
+            self.publish("map", self.map.message(summary["scan_id"]))
+        self.map = None
+        self.publish("progress", {"state": "idle", "time": time.time(), "scan": None,
+                                  "ended": summary})
+
+    def progress(self, status: dict[str, Any], state: str, force: bool = False) -> None:
+        """Progress (and the map, if it changed) at most every `interval` s."""
+        now = time.monotonic()
+        if not force and now - self._last_progress < self.interval:
+            return
+        self._last_progress = now
+        scan = status.get("scan")
+        body: dict[str, Any] = {"state": state, "time": time.time(), "scans": status["scans"],
+                                "in_flight": status["in_flight"], "queue": status["queue"],
+                                "rss": status["rss"], "scan": scan}
+        if scan is not None:
+            rates = {}
+            if self._prev is not None and self._prev[1].get("scan_id") == scan["scan_id"]:
+                dt = max(now - self._prev[0], 1e-9)
+                rates = {k: (scan[k] - self._prev[1][k]) / dt for k in ("received", "linked")}
+            body["rates"] = rates
+            self._prev = (now, dict(scan))
+        self.publish("progress", body)
+        if self.map is not None and self.map.updated:
+            self.map.updated = False
+            self.publish("map", self.map.message(self.scan_id))

@@ -1,0 +1,414 @@
+"""A DECTRIS detector emulator: SIMPLON stream v1 and v2 from numpy frames or files.
+
+It binds a PUSH (as the detector's DCU does; port 0 allowed) and sends
+series: the start (v2 CBOR `start`, or the v1 `dheader` with header_detail
+none / basic / all), one message per image (raw, lz4 or bslz4; uint8, uint16
+or uint32; v2 with one or more channels) and the end. Optionally it plays
+the motor controller too: a PUSH that connects to peakstream's motor lane
+and sends one point per image (PROTOCOL.md, no frames).
+
+Faults for tests (`send_series(fault=...)`, `--fault`): abort (the end comes
+after half the images), no-end, restart (a new start while a series runs),
+stray (after an abort: images of the aborted series and broken messages,
+then a good series), connect-after-arm (the start is never seen: images
+and end without it, then a good series), other-series (images of another
+series in between).
+
+    python tools/detector_emulator.py --version 2 --encoding bslz4 --simulate 90
+    python tools/detector_emulator.py --version 1 --hdf5 scan.h5::/1.1/measurement/eiger \\
+        --omega 0,0.25 --motors-to tcp://127.0.0.1:5600
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import cbor2
+import numpy as np
+import zmq
+
+from stream.core.encoded import compress
+from stream.core.messages import Point
+from stream.wire.codec import encode
+
+FAULTS = ("abort", "no-end", "restart", "stray", "connect-after-arm", "other-series")
+ENCODINGS = ("raw", "lz4", "bslz4")
+TYPED_TAGS = {"uint8": 64, "uint16": 69, "uint32": 70, "int16": 77, "int32": 78,
+              "float32": 85, "float64": 86}
+SELF_DESCRIBE = 55799
+
+# ------------------------------------------------------------------ stream v2 (CBOR)
+
+
+def v2_array(arr: np.ndarray, encoding: str = "raw") -> cbor2.CBORTag:
+    """Tag 40 [[rows, cols], typed array], the bytes raw or in tag 56500."""
+    arr = np.ascontiguousarray(arr, dtype=np.asarray(arr).dtype.newbyteorder("<"))
+    tag = TYPED_TAGS[arr.dtype.name]
+    if encoding == "raw":
+        payload: Any = arr.tobytes()
+    else:
+        data = bytes(compress(arr, encoding).buffer)
+        payload = cbor2.CBORTag(56500, [encoding, arr.itemsize if encoding == "bslz4" else 0,
+                                        data])
+    return cbor2.CBORTag(40, [list(arr.shape), cbor2.CBORTag(tag, payload)])
+
+
+def _v2(msg: dict) -> bytes:
+    return cbor2.dumps(cbor2.CBORTag(SELF_DESCRIBE, msg))
+
+
+def v2_start(series_id: int, *, channels: Iterable[str], shape: tuple[int, int],
+             nimages: int | None, unique_id: str | None = None,
+             flatfield: Mapping[str, np.ndarray] | None = None,
+             pixel_mask: Mapping[str, np.ndarray] | None = None,
+             flatfield_enabled: bool = False, **fields: Any) -> bytes:
+    msg: dict[str, Any] = {"type": "start", "series_id": series_id,
+                           "series_unique_id": unique_id or f"emu-{series_id}",
+                           "arm_date": dt.datetime.now(dt.UTC),
+                           "channels": list(channels), "image_size_x": shape[1],
+                           "image_size_y": shape[0], "count_time": 0.01, "frame_time": 0.01,
+                           "incident_energy": 43500.0, "detector_description": "EMULATOR",
+                           "flatfield_enabled": flatfield_enabled,
+                           "pixel_mask_enabled": False, **fields}
+    if nimages is not None:
+        msg["number_of_images"] = nimages
+    for key, maps in (("flatfield", flatfield), ("pixel_mask", pixel_mask)):
+        if maps:
+            msg[key] = {ch: v2_array(a) for ch, a in maps.items()}
+    return _v2(msg)
+
+
+def v2_image(series_id: int, image_id: int, frames: Mapping[str, np.ndarray], *,
+             encoding: str = "raw", unique_id: str | None = None,
+             frame_time: tuple[int, int] = (1, 100)) -> bytes:
+    num, den = frame_time
+    return _v2({"type": "image", "series_id": series_id,
+                "series_unique_id": unique_id or f"emu-{series_id}", "image_id": image_id,
+                "real_time": [num, den], "start_time": [image_id * num, den],
+                "stop_time": [(image_id + 1) * num, den],
+                "series_date": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                "data": {ch: v2_array(f, encoding) for ch, f in frames.items()}})
+
+
+def v2_end(series_id: int, unique_id: str | None = None) -> bytes:
+    return _v2({"type": "end", "series_id": series_id,
+                "series_unique_id": unique_id or f"emu-{series_id}"})
+
+
+# ------------------------------------------------------------------ stream v1 (JSON multipart)
+
+
+def _json(d: dict) -> bytes:
+    return json.dumps(d).encode()
+
+
+def v1_header(series_id: int, *, header_detail: str = "basic", shape: tuple[int, int],
+              dtype: str = "uint16", nimages: int | None = None,
+              flatfield: np.ndarray | None = None, pixel_mask: np.ndarray | None = None,
+              flatfield_applied: bool = False, appendix: Any = None) -> list[bytes]:
+    """1, 2 or 8 parts (none, basic, all), one more with an appendix."""
+    parts = [_json({"htype": "dheader-1.0", "series": series_id,
+                    "header_detail": header_detail})]
+    if header_detail in ("basic", "all"):
+        config = {"x_pixels_in_detector": shape[1], "y_pixels_in_detector": shape[0],
+                  "bit_depth_image": np.dtype(dtype).itemsize * 8, "count_time": 0.01,
+                  "frame_time": 0.01, "nimages": nimages or 1, "ntrigger": 1,
+                  "photon_energy": 43500.0, "description": "EMULATOR",
+                  "flatfield_correction_applied": flatfield_applied,
+                  "pixel_mask_applied": False}
+        parts.append(_json(config))
+    if header_detail == "all":
+        flat = np.ones(shape, np.float32) if flatfield is None else flatfield
+        mask = np.zeros(shape, np.uint32) if pixel_mask is None else pixel_mask
+        table = np.arange(1000, dtype=np.float32).reshape(1, 1000)
+        for htype, arr, typ in (("dflatfield-1.0", flat, "float32"),
+                                ("dpixelmask-1.0", mask, "uint32"),
+                                ("dcountrate_table-1.0", table, "float32")):
+            arr = np.ascontiguousarray(arr, dtype=np.dtype(typ).newbyteorder("<"))
+            parts += [_json({"htype": htype, "shape": [arr.shape[1], arr.shape[0]],
+                             "type": typ}), arr.tobytes()]
+    if appendix is not None:
+        parts.append(_json(appendix))
+    return parts
+
+
+def v1_data(frame: np.ndarray, encoding: str) -> tuple[str, bytes]:
+    """(the v1 encoding string, the data part) of a frame."""
+    frame = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<"))
+    if encoding == "raw":
+        return "<", frame.tobytes()
+    if encoding == "lz4":
+        import lz4.block
+
+        return "lz4<", lz4.block.compress(frame.tobytes(), store_size=False)
+    return f"bs{8 * frame.itemsize}-lz4<", bytes(compress(frame, "bslz4").buffer)
+
+
+def v1_image(series_id: int, frame_id: int, frame: np.ndarray, *, encoding: str = "raw",
+             appendix: Any = None) -> list[bytes]:
+    enc, data = v1_data(frame, encoding)
+    parts = [_json({"htype": "dimage-1.0", "series": series_id, "frame": frame_id,
+                    "hash": ""}),
+             _json({"htype": "dimage_d-1.0", "shape": [frame.shape[1], frame.shape[0]],
+                    "type": frame.dtype.name, "encoding": enc, "size": len(data)}),
+             data,
+             _json({"htype": "dconfig-1.0", "start_time": frame_id * 10_000_000,
+                    "stop_time": frame_id * 10_000_000 + 9_000_000, "real_time": 9_000_000})]
+    if appendix is not None:
+        parts.append(_json(appendix))
+    return parts
+
+
+def v1_end(series_id: int) -> list[bytes]:
+    return [_json({"htype": "dseries_end-1.0", "series": series_id})]
+
+
+# ------------------------------------------------------------------ the emulator
+
+
+class DetectorEmulator:
+    """A detector's PUSH (bound) and, optionally, a motor controller's PUSH (connected)."""
+
+    def __init__(self, endpoint: str = "tcp://127.0.0.1:0", *, version: int = 2,
+                 encoding: str = "raw", header_detail: str = "basic",
+                 motor_endpoint: str | None = None, context: zmq.Context | None = None,
+                 sndhwm: int = 1000):
+        if version not in (1, 2) or encoding not in ENCODINGS:
+            raise ValueError(f"version 1 or 2 and encoding in {ENCODINGS}, got {version}, "
+                             f"{encoding!r}")
+        self.version, self.encoding, self.header_detail = version, encoding, header_detail
+        ctx = context or zmq.Context.instance()
+        self.socket = ctx.socket(zmq.PUSH)
+        self.socket.setsockopt(zmq.SNDHWM, sndhwm)
+        self.socket.setsockopt(zmq.LINGER, 10_000)
+        if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+            host = endpoint.rsplit(":", 1)[0]
+            endpoint = f"{host}:{self.socket.bind_to_random_port(host)}"
+        else:
+            self.socket.bind(endpoint)
+        self.endpoint = endpoint
+        self.context = ctx
+        self.motor_socket: zmq.Socket | None = None
+        if motor_endpoint:
+            self.connect_motors(motor_endpoint)
+
+    def connect_motors(self, endpoint: str) -> None:
+        """Play the motor controller too: a PUSH connected to peakstream's motor lane."""
+        if self.motor_socket is not None:
+            raise RuntimeError("the motor lane is connected already")
+        self.motor_socket = self.context.socket(zmq.PUSH)
+        self.motor_socket.setsockopt(zmq.LINGER, 10_000)
+        self.motor_socket.connect(endpoint)
+
+    # one message at a time
+
+    def send(self, parts: bytes | list[bytes]) -> None:
+        """Any bytes on the detector's lane (for malformed-input tests)."""
+        self.socket.send_multipart([parts] if isinstance(parts, bytes) else list(parts))
+
+    def arm(self, series_id: int, shape: tuple[int, int], dtype: str = "uint16",
+            nimages: int | None = None, channels: Iterable[str] = ("threshold_1",),
+            unique_id: str | None = None, flatfield: Mapping | None = None,
+            pixel_mask: Mapping | None = None, flatfield_enabled: bool = False) -> None:
+        """The start of a series (v1 maps: the first channel's)."""
+        if self.version == 2:
+            self.send(v2_start(series_id, channels=channels, shape=shape, nimages=nimages,
+                               unique_id=unique_id, flatfield=flatfield,
+                               pixel_mask=pixel_mask, flatfield_enabled=flatfield_enabled))
+            return
+        first = next(iter(channels), "")
+        self.send(v1_header(series_id, header_detail=self.header_detail, shape=shape,
+                            dtype=dtype, nimages=nimages,
+                            flatfield=(flatfield or {}).get(first),
+                            pixel_mask=(pixel_mask or {}).get(first),
+                            flatfield_applied=flatfield_enabled))
+
+    def image(self, series_id: int, image_id: int, frames: np.ndarray | Mapping[str, Any],
+              unique_id: str | None = None) -> None:
+        if not isinstance(frames, Mapping):
+            frames = {"threshold_1": frames}
+        if self.version == 2:
+            self.send(v2_image(series_id, image_id, frames, encoding=self.encoding,
+                               unique_id=unique_id))
+            return
+        if len(frames) != 1:
+            raise ValueError("stream v1 carries one channel")
+        self.send(v1_image(series_id, image_id, next(iter(frames.values())),
+                           encoding=self.encoding))
+
+    def end(self, series_id: int, unique_id: str | None = None) -> None:
+        self.send(v2_end(series_id, unique_id) if self.version == 2 else v1_end(series_id))
+
+    def motors(self, scan_id: str, point_id: int, motors: Mapping[str, float],
+               counters: Mapping[str, float] | None = None) -> None:
+        """One point on the motor lane (needs motor_endpoint)."""
+        if self.motor_socket is None:
+            raise RuntimeError("no motor lane: give motor_endpoint")
+        point = Point(scan_id, point_id, time.time(), dict(motors), dict(counters or {}))
+        self.motor_socket.send_multipart(encode(point))
+
+    def stray_parts(self, series_id: int) -> None:
+        """Broken messages: parts of an image message on their own, truncated CBOR."""
+        if self.version == 1:
+            frame = np.zeros((4, 4), np.uint16)
+            parts = v1_image(series_id, 0, frame)
+            for p in parts[1:]:
+                self.send([p])
+            self.send(parts[:2])
+        else:
+            whole = v2_image(series_id, 0, {"threshold_1": np.zeros((4, 4), np.uint16)})
+            self.send(whole[: len(whole) // 2])
+            self.send([whole, whole])
+
+    # a whole series, with its faults
+
+    def send_series(self, frames: Iterable[Any], *, series_id: int = 1,
+                    unique_id: str | None = None, dtype: str | None = None,
+                    motors: list[Mapping[str, float]] | None = None,
+                    counters: list[Mapping[str, float]] | None = None,
+                    motor_scan_id: str | None = None, skip_motors: Iterable[int] = (),
+                    fault: str | None = None, nimages: int | None = None,
+                    flatfield: Mapping | None = None, pixel_mask: Mapping | None = None,
+                    flatfield_enabled: bool = False, rate: float | None = None) -> dict:
+        """Send a series (start, images with their motor points, end), with a fault.
+
+        `frames`: 2D arrays, or {channel: array} maps for several channels.
+        Returns what was sent: series ids and the image ids of each.
+        """
+        frames = [f if isinstance(f, Mapping) else {"threshold_1": f} for f in frames]
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"fault {fault!r} is not one of {', '.join(FAULTS)}")
+        first = next(iter(frames[0].values()))
+        n = len(frames) if nimages is None else nimages
+        uid = unique_id or f"emu-{series_id}"
+        scan = motor_scan_id or (uid if self.version == 2 else f"series-{series_id}")
+        half = max(len(frames) // 2, 1)
+        sent: dict[str, Any] = {"series": []}
+        if fault != "connect-after-arm":
+            self.arm(series_id, first.shape, dtype or first.dtype.name, n, list(frames[0]), uid,
+                     flatfield, pixel_mask, flatfield_enabled)
+        upto = half if fault in ("abort", "restart", "stray") else len(frames)
+        skip = set(skip_motors)
+        period = 1.0 / rate if rate else 0.0
+        for i in range(upto):
+            t0 = time.monotonic()
+            if self.motor_socket is not None and motors is not None and i not in skip:
+                self.motors(scan, i, motors[i], counters[i] if counters else None)
+            self.image(series_id, i, frames[i], uid)
+            if fault == "other-series" and i % 2 == 0:
+                self.image(series_id + 100, i, frames[i], f"emu-{series_id + 100}")
+            if period:
+                time.sleep(max(period - (time.monotonic() - t0), 0.0))
+        sent["series"].append({"series_id": series_id, "images": upto, "fault": fault})
+        if fault not in ("no-end", "restart"):
+            self.end(series_id, uid)
+        if fault == "stray":
+            for i in range(half, min(half + 2, len(frames))):
+                self.image(series_id, i, frames[i], uid)
+            self.stray_parts(series_id)
+        if fault in ("restart", "stray", "connect-after-arm"):
+            nxt = self.send_series(frames, series_id=series_id + 1, dtype=dtype, motors=motors,
+                                   counters=counters, skip_motors=skip, nimages=nimages,
+                                   flatfield=flatfield, pixel_mask=pixel_mask,
+                                   flatfield_enabled=flatfield_enabled, rate=rate)
+            sent["series"] += nxt["series"]
+        return sent
+
+    def close(self, linger: float = 10.0) -> None:
+        for sock in (self.socket, self.motor_socket):
+            if sock is not None:
+                sock.close(linger=int(linger * 1000))
+
+    def __enter__(self) -> DetectorEmulator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------ command line
+
+
+def _frames_from_args(args: argparse.Namespace) -> tuple[list, list | None, list | None]:
+    """(frames, motor positions, counters) from --simulate or --hdf5."""
+    if args.hdf5:
+        import h5py
+        import hdf5plugin  # noqa: F401  (compressed Eiger / Bliss stacks)
+
+        path, _, dataset = args.hdf5.rpartition("::")
+        with h5py.File(path, "r") as f:
+            stack = f[dataset]
+            frames = [stack[i] for i in range(stack.shape[0])]
+        motors = None
+        if args.omega:
+            start, step = (float(x) for x in args.omega.split(","))
+            motors = [{"omega": start + step * i} for i in range(len(frames))]
+        return frames, motors, None
+    from stream.sources.simulate import Simulation
+    from stream.sources.simulate.config import SimConfig
+
+    sim = Simulation(SimConfig(npoints=args.simulate, shape=tuple(args.shape), dtype=args.dtype,
+                               spots=args.spots))
+    frames = [sim.frame(i) for i in range(args.simulate)]
+    return (frames, [sim.motors(i) for i in range(args.simulate)],
+            [{"monitor": sim.monitor_value(i)} for i in range(args.simulate)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python tools/detector_emulator.py",
+                                description="Emulate a DECTRIS detector's SIMPLON stream "
+                                            "(v1 or v2) from simulated frames or an HDF5 "
+                                            "stack, optionally with a motor lane.")
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:0",
+                   help="where the detector's PUSH binds (port 0: any; default %(default)s)")
+    p.add_argument("--version", type=int, choices=(1, 2), default=2, help="stream version")
+    p.add_argument("--encoding", choices=ENCODINGS, default="bslz4")
+    p.add_argument("--dtype", choices=("uint8", "uint16", "uint32"), default="uint16")
+    p.add_argument("--channels", type=int, default=1, help="v2 thresholds (the second is "
+                   "the first halved)")
+    p.add_argument("--header-detail", choices=("none", "basic", "all"), default="basic")
+    p.add_argument("--simulate", type=int, default=30, metavar="N",
+                   help="N simulated frames (peakstream's simulator; default %(default)s)")
+    p.add_argument("--shape", type=int, nargs=2, default=(256, 256), metavar=("ROWS", "COLS"))
+    p.add_argument("--spots", type=int, default=8, help="simulated spots (default %(default)s)")
+    p.add_argument("--hdf5", metavar="FILE::/path", help="frames of an HDF5 stack instead")
+    p.add_argument("--omega", metavar="START,STEP", help="omega of the --hdf5 frames")
+    p.add_argument("--motors-to", metavar="ENDPOINT",
+                   help="send one motor point per image to peakstream's motor lane")
+    p.add_argument("--series-id", type=int, default=1)
+    p.add_argument("--fault", choices=FAULTS)
+    p.add_argument("--rate", type=float, help="images per second (default: as fast as read)")
+    p.add_argument("--wait", type=float, default=0.0,
+                   help="s to wait after binding, before the first message")
+    args = p.parse_args(argv)
+    frames, motors, counters = _frames_from_args(args)
+    frames = [np.asarray(f).astype(args.dtype) for f in frames]
+    if args.channels > 1:
+        if args.version == 1:
+            p.error("stream v1 carries one channel")
+        frames = [{f"threshold_{c + 1}": f // (2 ** c) for c in range(args.channels)}
+                  for f in frames]
+    emu = DetectorEmulator(args.endpoint, version=args.version, encoding=args.encoding,
+                           header_detail=args.header_detail, motor_endpoint=args.motors_to)
+    print(f"emulating a DECTRIS detector, stream v{args.version}, on {emu.endpoint}",
+          flush=True)
+    try:
+        time.sleep(args.wait)
+        sent = emu.send_series(frames, series_id=args.series_id, motors=motors,
+                               counters=counters, fault=args.fault, rate=args.rate)
+        for s in sent["series"]:
+            print(f"series {s['series_id']}: {s['images']} images"
+                  + (f" ({s['fault']})" if s["fault"] else ""), flush=True)
+    finally:
+        emu.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

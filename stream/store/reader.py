@@ -1,0 +1,116 @@
+"""Read an output file back: a summary for people and scripts, and its tables.
+
+Files left by a crash read as of their last checkpoint (`stream.checkpoint.open_h5`
+reads through the journal of an interrupted commit; nothing on disk changes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from stream.core.table import read_table
+from stream.store.checkpoint import journal_path, open_h5
+from stream.store.scanfile import POINT_STATUS
+
+
+def detector_of(f: h5py.File) -> str:
+    """The detector group of an output file (the one with peaks2d)."""
+    for name, obj in f["entry"].items():
+        if isinstance(obj, h5py.Group) and "peaks2d" in obj:
+            return name
+    raise ValueError(f"{f.filename}: no detector group with peaks2d (not a peakstream file?)")
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """All tables of an output file as dicts of columns."""
+    with open_h5(path) as f:
+        det = detector_of(f)
+        return {
+            "detector": det,
+            "points": read_table(f["entry/points"]),
+            "peaks2d": read_table(f[f"entry/{det}/peaks2d"]),
+            "overlaps": read_table(f[f"entry/{det}/overlaps"]),
+            "cliques": read_table(f[f"entry/{det}/cliques"]),
+            "sparse": read_table(f[f"entry/{det}/sparse"]),
+            "events": read_table(f["entry/process/events"]),
+        }
+
+
+def summary(path: str | Path) -> dict[str, Any]:
+    """What a scientist asks first: status, points, peaks, cliques, what went wrong."""
+    try:
+        f = open_h5(path)
+    except OSError as exc:
+        raise OSError(f"{path}: cannot open as HDF5: {exc}") from None
+    with f:
+        if "entry" not in f or "process" not in f["entry"]:
+            raise ValueError(f"{path}: not a peakstream output file (no /entry/process)")
+        entry = f["entry"]
+        det = detector_of(f)
+        status = entry["points/status"][()]
+        counts = np.bincount(status, minlength=len(POINT_STATUS))
+        events = Counter(entry["process/events/kind"].asstr()[()])
+        proc = entry["process"]
+        return {
+            "file": str(path),
+            "scan_id": str(entry.attrs["scan_id"]),
+            "status": str(entry.attrs["status"]),
+            "reason": str(entry.attrs["reason"]),
+            "detector": det,
+            "points": int(len(status)),
+            **{f"points_{name}": int(counts[i]) for i, name in enumerate(POINT_STATUS)},
+            "sparse_pixels": int(entry[f"{det}/sparse/row"].shape[0]),
+            "peaks2d": int(entry[f"{det}/peaks2d/npx"].shape[0]),
+            "overlaps": int(entry[f"{det}/overlaps/peak_a"].shape[0]),
+            "cliques": int(entry[f"{det}/cliques/clique_id"].shape[0]),
+            "config_sha256": proc["config_sha256"].asstr()[()],
+            "start_time": str(proc.attrs["start_time"]),
+            "end_time": str(proc.attrs["end_time"]),
+            "counters": {k: int(v) for k, v in proc["counters"].attrs.items()},
+            "events": dict(events),
+            "checkpoint": _checkpoint(f, path),
+        }
+
+
+def _checkpoint(f: h5py.File, path: str | Path) -> dict[str, Any]:
+    """The last checkpoint (files written before checkpoints existed: {})."""
+    from stream.store.resume import checkpoint_info
+
+    if "checkpoint" not in f["entry/process"]:
+        return {}
+    return {**checkpoint_info(f), "journal": journal_path(path).exists()}
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [
+        f"{s['file']}",
+        f"  scan {s['scan_id']}: {s['status']}" + (f" ({s['reason']})" if s["reason"] else ""),
+        f"  points      {s['points']} ({s['points_ok']} ok, {s['points_missing']} missing, "
+        f"{s['points_bad']} bad)",
+        f"  detector    {s['detector']}: {s['sparse_pixels']} sparse pixels",
+        f"  2D peaks    {s['peaks2d']}",
+        f"  overlaps    {s['overlaps']}",
+        f"  cliques     {s['cliques']}",
+        f"  config      sha256 {s['config_sha256'][:16]}",
+        f"  time        {s['start_time']} .. {s['end_time']}",
+    ]
+    ck = s.get("checkpoint") or {}
+    if ck and s["status"] in ("running", "fail"):
+        journal = " (read through the journal of an interrupted commit)" if ck["journal"] else ""
+        resumable = f"resumable at point {ck['resume_at']}" if ck["resumable"] else \
+            "not resumable"
+        lines.append(f"  checkpoint  #{ck['seq']} at {ck['time']}, {resumable}{journal}")
+    if s["events"]:
+        events = ", ".join(f"{k} {v}" for k, v in sorted(s["events"].items()))
+        lines.append(f"  events      {events}")
+    return "\n".join(lines)
+
+
+def to_json(s: dict[str, Any]) -> str:
+    return json.dumps(s, indent=2, sort_keys=True)

@@ -1,0 +1,411 @@
+"""The HDF5 output file: append-only column tables, checkpointed at an interval.
+
+Layout (DESIGN.md, "Stores"):
+
+    /entry                       NXentry; attrs scan_id, status, reason, program, version
+    /entry/process               NXprocess; config (TOML text), config_sha256,
+                                 start_time, end_time, start (JSON), counters (attrs),
+                                 events/ (time, point_id, kind, message)
+    /entry/process/checkpoint    attrs seq, time, rows (JSON: rows of each table);
+                                 state (uint8) + its attr manifest: the collector's
+                                 state (linker frontier, next point), attr state_rows
+    /entry/points                point_id, time, status, flags, motors/<m>, counters/<c>;
+                                 attr trajectory (JSON: the rule and its parameters)
+    /entry/points/links          point_a, point_b, kind: the trajectory links used
+                                 (a separate table: read_table(points) leaves it out)
+    /entry/<det>/sparse          row, col, intensity, label, nnz (ImageD11's layout)
+    /entry/<det>/peaks2d         point_id, <2D peak columns>, clique_id
+    /entry/<det>/overlaps        peak_a, peak_b, npixels, score
+    /entry/<det>/cliques         clique_id, n2d, npx, sum_intensity, s_raw, f_raw, ...
+
+Every column is its own chunked, resizable 1D dataset (`stream.table`). Rows
+are buffered in memory and written by `checkpoint()` (or `flush()`); values
+of rows already written (a 2D peak's clique_id, known only once its clique
+closes) are set through `assign()`.
+
+Crash safety (the method, chosen by experiment: see `stream.checkpoint`): the
+file is written through a `JournaledFile`, so its bytes on disk change only
+when a checkpoint commits, all at once: rows, counters, attributes and the
+resume state. A process killed at any instant leaves the file of the last
+checkpoint (or that file plus a complete journal, which `open_h5` reads
+through and `recover` applies). A new file is made under a hidden name
+(`.<name>.<pid>.part`) and given its name once it is a complete, empty scan
+file, so no half-made file is ever visible. A scan resumes from the last
+checkpoint whose state goes with the rows in the file (`state_rows` equals
+`rows`; `stream.resume`). A failed write (disk full, EFBIG, EIO) leaves the
+disk as of the last checkpoint: `abandon()` releases the file and marks it
+failed when the disk allows (`mark_failed`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import errno
+import hashlib
+import json
+import logging
+import os
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from stream import __version__
+from stream.core.table import STR, Table, existing_columns, make_columns
+from stream.store.checkpoint import JournaledFile
+from stream.store.outputs import OutputTable
+from stream.store.state import write_state
+
+log = logging.getLogger(__name__)
+
+POINT_STATUS = ("ok", "missing", "bad")
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def config_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# tables of a scan: name -> its group below /entry ("{det}": the detector's group)
+TABLES = {"events": "process/events", "points": "points", "links": "points/links",
+          "sparse": "{det}/sparse", "nnz": "{det}/sparse", "peaks": "{det}/peaks2d",
+          "overlaps": "{det}/overlaps", "cliques": "{det}/cliques"}
+SPARSE_COLUMNS = {"row": "uint16", "col": "uint16", "intensity": "float32", "label": "int32"}
+_OPEN: weakref.WeakSet = weakref.WeakSet()  # stores still open, released at exit
+
+
+class ScanStore:
+    """The output file of one scan, written while the scan runs; every flush is an
+    atomic checkpoint (`stream.checkpoint`)."""
+
+    def __init__(self, path: str | Path, *, scan_id: str, detector: str,
+                 motors: list[str], counters: list[str], peak_columns: dict[str, str],
+                 clique_columns: dict[str, str], config_text: str = "",
+                 start_json: str = "{}", trajectory: dict | None = None,
+                 flush_interval: float = 1.0):
+        self.path = Path(path)
+        if self.path.exists():  # never overwrite (checked again when it is published)
+            raise FileExistsError(errno.EEXIST, "output file exists", str(self.path))
+        # made under a hidden name, published once it is a complete (empty) scan file
+        part = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
+        self._jf = JournaledFile(part, create=True)
+        try:
+            self.file = h5py.File(self._jf, "w")
+            self._layout(scan_id, detector, motors, counters, peak_columns, clique_columns,
+                         config_text, start_json, trajectory)
+            self._bind(detector, flush_interval)
+            self.checkpoint()
+            _publish(part, self.path)
+        except BaseException:
+            self._release()
+            _unlink(part)
+            raise
+        self._jf.path = self.path
+
+    @classmethod
+    def reopen(cls, path: str | Path, flush_interval: float = 1.0) -> ScanStore:
+        """Open an existing scan file to go on writing it (after `recover`: a crash
+        leaves it at its last checkpoint)."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self._jf = JournaledFile(self.path)
+        try:
+            self.file = h5py.File(self._jf, "r+")
+            entry = self.file["entry"]
+            det = [k for k, v in entry.items() if isinstance(v, h5py.Group) and "peaks2d" in v]
+            if not det:
+                raise ValueError(f"{path}: not a peakstream output file (no detector group)")
+            self._bind(det[0], flush_interval)
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def _layout(self, scan_id, detector, motors, counters, peak_columns, clique_columns,
+                config_text, start_json, trajectory) -> None:
+        entry = self.file.create_group("entry")
+        entry.attrs.update(NX_class="NXentry", scan_id=scan_id, status="running", reason="",
+                           program="peakstream", version=__version__)
+        proc = entry.create_group("process")
+        proc.attrs["NX_class"] = "NXprocess"
+        proc.create_dataset("config", data=config_text, dtype=STR)
+        proc.create_dataset("config_sha256", data=config_hash(config_text), dtype=STR)
+        proc.create_dataset("start", data=start_json, dtype=STR)
+        proc.attrs.update(start_time=now_iso(), end_time="")
+        proc.create_group("counters")
+        proc.create_group("checkpoint").attrs.update(seq=0, time="", rows="{}")
+        make_columns(proc.create_group("events"),
+                 {"time": "float64", "point_id": "int64", "kind": STR, "message": STR}, 1024)
+        points = entry.create_group("points")
+        points.attrs["status_names"] = json.dumps(POINT_STATUS)
+        points.attrs["trajectory"] = json.dumps(trajectory or {})
+        cols: dict[str, Any] = {"point_id": "int64", "time": "float64", "status": "uint8",
+                                "flags": STR}
+        cols.update({f"motors/{m}": "float64" for m in motors})
+        cols.update({f"counters/{c}": "float64" for c in counters})
+        make_columns(points, cols, 4096)
+        links = points.create_group("links")
+        links.attrs["table"] = "links"  # its own table, not columns of /entry/points
+        make_columns(links, {"point_a": "int64", "point_b": "int64", "kind": STR}, 4096)
+        det = entry.create_group(detector)
+        sparse = det.create_group("sparse")
+        make_columns(sparse, SPARSE_COLUMNS, 65536)
+        make_columns(sparse, {"nnz": "int64"}, 4096)
+        make_columns(det.create_group("peaks2d"),
+                 {"point_id": "int64", **peak_columns, "clique_id": "int64"}, 16384)
+        make_columns(det.create_group("overlaps"), {"peak_a": "int64", "peak_b": "int64",
+                                                "npixels": "int32", "score": "float32"}, 16384)
+        make_columns(det.create_group("cliques"), dict(clique_columns), 16384)
+
+    def _bind(self, detector: str, flush_interval: float) -> None:
+        """The Table objects over the file's column datasets."""
+        self.detector = detector
+        self.flush_interval = flush_interval
+        self._last_flush = 0.0
+        self.closed = False
+        entry = self.file["entry"]
+        ck = entry["process/checkpoint"]
+        self.seq = int(ck.attrs["seq"])
+        self.named: dict[str, Table] = {}
+        for name, where in TABLES.items():
+            group = entry[where.format(det=detector)]
+            cols = existing_columns(group)
+            if where.endswith("sparse"):
+                cols = {k: v for k, v in cols.items() if (k == "nnz") == (name == "nnz")}
+            self.named[name] = Table(group, cols)
+        n = self.named
+        self.events, self.points, self.links, self.sparse = (n["events"], n["points"],
+                                                             n["links"], n["sparse"])
+        self.nnz, self.peaks, self.overlaps, self.cliques = (n["nnz"], n["peaks"],
+                                                             n["overlaps"], n["cliques"])
+        self.tables = tuple(n.values())
+        # named per-point node outputs (integrate1d, roi sums): row i = row i of points
+        self.outputs = OutputTable(entry[detector], self.points.nwritten)
+        _OPEN.add(self)
+
+    def set_shape(self, shape: tuple[int, int], itype: str) -> None:
+        """The frame shape and pixel type (ImageD11's sparse attributes); committed now."""
+        self.wait()
+        self.file["entry"][self.detector]["sparse"].attrs.update(
+            itype=itype, shape0=shape[0], shape1=shape[1], nframes=self.nnz.nwritten)
+        self.commit_attributes()
+
+    def commit_attributes(self) -> None:
+        """Commit attribute changes alone (rows buffered stay buffered, so the last
+        checkpoint's state still goes with the rows in the file)."""
+        self.wait()
+        self.file.flush()
+        self._jf.commit()
+
+    def event(self, kind: str, message: str, point_id: int = -1, time: float = 0.0) -> None:
+        """Record what happened (bad input, flags, parameter changes) in the file."""
+        self.events.append({"time": [time], "point_id": [point_id], "kind": [kind],
+                            "message": [message]})
+
+    def truncate(self, rows: dict[str, int]) -> None:
+        """Cut every table back to `rows` (committed at the next checkpoint)."""
+        self.wait()
+        for name, t in self.named.items():
+            t.truncate(rows.get(name, 0))
+        self.outputs.truncate(rows.get("points", 0))
+        sparse = self.file["entry"][self.detector]["sparse"]
+        if "shape0" in sparse.attrs:
+            sparse.attrs["nframes"] = self.nnz.nwritten
+
+    def rows(self) -> dict[str, int]:
+        """Rows written of each table."""
+        return {name: t.nwritten for name, t in self.named.items()}
+
+    def checkpoint(self, counters: dict[str, int] | None = None,
+                   state: dict[str, Any] | None = None, background: bool = False) -> None:
+        """Write the buffered rows, the counters and `state` (what a resume needs: the
+        linker's frontier, the collector's position), and commit them together: a crash
+        at any instant leaves the file as of the last checkpoint. Without `state` the
+        rows are committed but the file cannot be resumed from this checkpoint.
+
+        `background`: the rows, counters and state are taken now and written by a
+        thread of the store's while the caller goes on (live latency: a checkpoint
+        takes tens of ms); an error of that write is raised by the next call that
+        writes the file (`wait`). Every other writing call waits for it first."""
+        self.wait()
+        self.seq += 1
+        job = ([t.take() for t in self.tables], self.outputs.take(), dict(counters or {}),
+               _frozen(state), self.seq, json.dumps(self.rows()), self.nnz.nwritten)
+        if not background:
+            self._write_checkpoint(*job)
+            return
+        self._writer = threading.Thread(target=self._background, args=job,
+                                        name="peakstream-checkpoint", daemon=True)
+        self._writer.start()
+
+    def wait(self) -> None:
+        """Wait for a checkpoint being written in the background; raise its error."""
+        writer, self._writer = getattr(self, "_writer", None), None
+        if writer is not None:
+            writer.join()
+        error, self._writer_error = getattr(self, "_writer_error", None), None
+        if error is not None:
+            raise error
+
+    def _wait_quietly(self) -> None:
+        """wait(); a failed background checkpoint leaves the disk at the one before."""
+        try:
+            self.wait()
+        except Exception as exc:
+            self._jf.discard(f"checkpoint failed: {exc}")
+
+    def _background(self, *job: Any) -> None:
+        try:
+            self._write_checkpoint(*job)
+        except BaseException as exc:  # raised in the caller's thread by wait()
+            self._writer_error = exc
+
+    def _write_checkpoint(self, tables, outputs, counters, state, seq, rows, nframes) -> None:
+        for t, taken in zip(self.tables, tables, strict=True):
+            t.write(taken)
+        self.outputs.write(outputs)
+        entry = self.file["entry"]
+        if "shape0" in entry[self.detector]["sparse"].attrs:
+            entry[self.detector]["sparse"].attrs["nframes"] = nframes
+        if counters:
+            entry["process/counters"].attrs.update(counters)
+        ck = entry["process/checkpoint"]
+        ck.attrs.update(seq=seq, time=now_iso(), rows=rows)
+        if state is not None:
+            write_state(ck, state)
+            ck.attrs["state_rows"] = rows  # the state goes with these rows
+        self.file.flush()
+        self._jf.commit()
+
+    def flush(self, counters: dict[str, int] | None = None) -> None:
+        """A checkpoint of the rows and counters (no resume state)."""
+        self.checkpoint(counters)
+
+    def maybe_flush(self, now: float, counters: dict[str, int] | None = None) -> bool:
+        if now - self._last_flush >= self.flush_interval:
+            self._last_flush = now
+            self.flush(counters)
+            return True
+        return False
+
+    def close(self, status: str, reason: str = "", counters: dict[str, int] | None = None,
+              state: dict[str, Any] | None = None) -> None:
+        """Write everything buffered and the final status; the file is complete."""
+        if self.closed:
+            return
+        try:
+            self.wait()  # the status goes with the last rows, never with a partial write
+            entry = self.file["entry"]
+            entry.attrs.update(status=status, reason=reason)
+            entry["process"].attrs["end_time"] = now_iso()
+            self.checkpoint(counters, state)
+        finally:
+            self._release()
+
+    def abandon(self, reason: str) -> None:
+        """A write failed (disk full, file too large, I/O error): write nothing more, so
+        the file stays as of its last checkpoint; then mark it failed if the disk takes
+        that much."""
+        if not self.closed:
+            self._wait_quietly()
+            self._jf.discard(reason)
+            self._release()
+        mark_failed(self.path, reason)
+
+    def close_unchanged(self) -> None:
+        """Close, leaving the file as of its last commit."""
+        if not self.closed:
+            self._wait_quietly()
+            self._jf.discard("closed unchanged")
+            self._release()
+
+    def _release(self) -> None:
+        """Close the HDF5 handle and the file (after a failure: writing nothing more)."""
+        self._wait_quietly()
+        self.closed = True
+        _OPEN.discard(self)
+        try:
+            if getattr(self, "file", None) is not None and self.file.id.valid:
+                self.file.close()
+        except Exception as exc:  # the library's last writes failed: the disk is unchanged
+            self._jf.discard(f"close failed: {exc}")
+            log.warning("%s: closing after a failure: %s", self.path, exc)
+            try:
+                if self.file.id.valid:
+                    self.file.close()
+            except Exception:
+                pass
+        if self._jf.failed is None and self._jf.writable():
+            try:
+                self._jf.commit()
+            except OSError as exc:
+                log.error("%s: last commit failed: %s", self.path, exc)
+        self._jf.close()
+
+
+def _frozen(value: Any) -> Any:
+    """A copy of a state dict whose arrays the caller may change while it is written."""
+    if isinstance(value, dict):
+        return {k: _frozen(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    return value
+
+
+def mark_failed(path: Path, reason: str) -> bool:
+    """Set status "fail" and the reason on a file left at its last checkpoint, if the
+    disk lets us (a few bytes in place); False if it did not."""
+    try:
+        jf = JournaledFile(path)
+    except OSError as exc:
+        log.error("%s: cannot mark as failed: %s", path, exc)
+        return False
+    try:
+        with h5py.File(jf, "r+") as f:
+            f["entry"].attrs.update(status="fail", reason=reason)
+            f["entry/process"].attrs["end_time"] = now_iso()
+        jf.commit()
+        return True
+    except Exception as exc:
+        jf.discard(str(exc))
+        log.error("%s: cannot mark as failed (%s); it stays as of its last checkpoint",
+                  path, exc)
+        return False
+    finally:
+        jf.close()
+
+
+def _publish(part: Path, path: Path) -> None:
+    """Give the finished new file its name, never replacing a file of that name."""
+    try:
+        os.link(part, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here: rename (the exists check above guards)
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "output file exists", str(path)) from None
+        os.rename(part, path)
+        return
+    os.unlink(part)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    """A store left open at exit stays as of its last checkpoint (as after a crash)."""
+    for store in list(_OPEN):
+        store._jf.discard("process exited with the store open")
+        store._release()

@@ -1,0 +1,1 @@
+"""The wire: the message codec (PROTOCOL.md) and ZeroMQ socket helpers."""

@@ -1,0 +1,102 @@
+"""Configs: every file in configs/ loads and builds; mistakes name the key and the file."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pytest
+
+from stream.config.base import ConfigError
+from stream.config.schema import Config
+from stream.core.scan import Scan
+from stream.sources.simulate import Simulation
+from stream.sources.simulate.config import SimConfig
+from tests.support.paths import CONFIGS
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
+def test_every_config_loads_and_builds(path):
+    config = Config.load(path)
+    chain = config.build_nodes()
+    assert [n.kind for n in chain] == [t["kind"] for t in config["node"]]
+    assert tomllib.loads(config.text()) == config.data  # the effective config round-trips
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[source]\nlisten = 5\n", ["c.toml", "listen", "must be str"]),
+    ("[source]\nlisten_on = 'x'\n", ["c.toml", "unknown key 'listen_on'"]),
+    ("[sauce]\nx = 1\n", ["c.toml", "unknown group", "sauce"]),
+    ("[[node]]\nkind = 'magic'\n", ["c.toml", "unknown kind 'magic'"]),
+    ("[[node]]\ncut = 3\n", ["c.toml", "needs a 'kind'"]),
+    ("[[node]]\nkind = 'threshold'\ncutoff = 3\n", ["c.toml", "unknown key 'cutoff'"]),
+    ("[[node]]\nkind = 'threshold'\ncut = 'high'\n", ["c.toml", "cut", "must be float"]),
+    ("[[node]]\nkind = 'label'\nmin_pixels = 2.5\n", ["c.toml", "min_pixels", "must be int"]),
+    ("[linker]\ncriterion = 'telepathy'\n", ["c.toml", "criterion 'telepathy'"]),
+    ("[source]\nreorder_window = 0\n", ["c.toml", "reorder_window must be >= 1"]),
+    ("[source\n", ["c.toml", "not valid TOML"]),
+])
+def test_config_errors_name_key_and_file(tmp_path, text, words):
+    with pytest.raises(ConfigError) as err:
+        Config.load(write(tmp_path, text))
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        Config.load(tmp_path / "nope.toml")
+
+
+def test_arrays_are_loaded_relative_to_the_config(tmp_path):
+    sim = Simulation(SimConfig(npoints=4, shape=(64, 80), spots=0))
+    np.save(tmp_path / "mask.npy", sim.mask)
+    np.save(tmp_path / "flat.npy", sim.flat)
+    text = ("[[node]]\nkind = 'correct'\nmask = 'mask.npy'\nflat = 'flat.npy'\ndark = 1.5\n"
+            "[[node]]\nkind = 'threshold'\ncut = 30\n")
+    chain = Config.load(write(tmp_path, text)).build_nodes()
+    np.testing.assert_array_equal(chain[0].mask != 0, (sim.mask != 0) | (sim.flat <= 0))
+    chain[0].setup(Scan.from_start(sim.start("s")))
+
+
+def test_array_file_errors_name_the_node_and_key(tmp_path):
+    text = "[[node]]\nkind = 'correct'\nmask = 'absent.npy'\n"
+    with pytest.raises(ConfigError, match=r"correct.*mask.*absent\.npy"):
+        Config.load(write(tmp_path, text)).build_nodes()
+
+
+def test_command_line_override_is_validated():
+    config = Config.load(CONFIGS / "simulated.toml")
+    config.override("source", "listen", "tcp://127.0.0.1:6000")
+    assert config["source"]["listen"] == "tcp://127.0.0.1:6000"
+    assert 'listen = "tcp://127.0.0.1:6000"' in config.text()
+    with pytest.raises(ConfigError, match="command line"):
+        config.override("source", "reorder_window", -3)
+
+
+def test_a_poni_file_gives_a_geometry_node_its_values(tmp_path):
+    """`poni = "file.poni"` in an integrate table: the file's geometry, overridden by
+    keys the table gives itself; a bad file is a ConfigError naming the node."""
+    (tmp_path / "det.poni").write_text(
+        "# Nota: C-Order, 1 refers to the Y axis, 2 to the X axis\n"
+        "poni_version: 2.1\n"
+        'Detector: Detector\nDetector_config: {"pixel1": 7.5e-05, "pixel2": 7.5e-05, '
+        '"max_shape": [2162, 2068], "orientation": 3}\n'
+        "Distance: 0.25\nPoni1: 0.081\nPoni2: 0.077\n"
+        "Rot1: 0.01\nRot2: -0.02\nRot3: 0.0\nWavelength: 3.1e-11\n")
+    (tmp_path / "c.toml").write_text(
+        '[[node]]\nkind = "integrate"\nponi = "det.poni"\nnpt = 100\nrot3 = 0.5\n')
+    node = Config.load(tmp_path / "c.toml").build_nodes()[0]
+    c = node.config()
+    assert (c["dist"], c["poni1"], c["poni2"], c["rot1"], c["rot2"]) == (
+        0.25, 0.081, 0.077, 0.01, -0.02)
+    assert (c["rot3"], c["pixel1"], c["wavelength"], c["npt"]) == (0.5, 7.5e-05, 3.1e-11, 100)
+    (tmp_path / "bad.toml").write_text('[[node]]\nkind = "integrate"\nponi = "nope.poni"\n')
+    with pytest.raises(ConfigError, match="integrate.*poni"):
+        Config.load(tmp_path / "bad.toml").build_nodes()

@@ -1,0 +1,337 @@
+"""peakstream diffmap: pyFAI diff_map's options, its file layout (checked against pyFAI's own
+output on the same files), a powder ring at a known angle, a reader during the run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import fabio
+import h5py
+import numpy as np
+import pytest
+
+from stream.maps.diffmap import (
+    Settings,
+    add_parser,
+    build_parser,
+    input_files,
+    method3,
+    read_config,
+    run_diffmap,
+    settings_from,
+    to_tuple,
+)
+from tests.support.paths import ROOT
+
+RES = "entry_0000/pyFAI/result"
+SHAPE = (64, 80)
+TTH0 = 3.0  # degrees: the ring of the synthetic frames (the detector reaches 5.8)
+GEOMETRY = dict(dist=0.05, poni1=0.0032, poni2=0.004, rot1=0.0, rot2=0.0, rot3=0.0,
+                wavelength=1e-10)
+PONI = f"""# a 64 x 80 detector of 100 um pixels, beam at its centre
+poni_version: 2.1
+Detector: Detector
+Detector_config: {{"pixel1": 0.0001, "pixel2": 0.0001, "orientation": 3, "max_shape": [64, 80]}}
+Distance: {GEOMETRY['dist']}
+Poni1: {GEOMETRY['poni1']}
+Poni2: {GEOMETRY['poni2']}
+Rot1: 0
+Rot2: 0
+Rot3: 0
+Wavelength: {GEOMETRY['wavelength']}
+"""
+
+
+@cache
+def two_theta() -> np.ndarray:
+    """2theta (deg) of each pixel centre for the PONI above (pyFAI's convention, orientation
+    3: pixel (i, j) at ((i + 0.5) p1, (j + 0.5) p2))."""
+    i, j = np.indices(SHAPE, dtype=np.float64)
+    d1 = (i + 0.5) * 1e-4 - GEOMETRY["poni1"]
+    d2 = (j + 0.5) * 1e-4 - GEOMETRY["poni2"]
+    return np.degrees(np.arctan2(np.hypot(d1, d2), GEOMETRY["dist"]))
+
+
+def frame(k: int) -> np.ndarray:
+    """A flat background of 5 and a Gaussian powder ring at TTH0 of height 100 + 10 k."""
+    return (5.0 + (100.0 + 10 * k) * np.exp(-0.5 * ((two_theta() - TTH0) / 0.4) ** 2)
+            ).astype(np.float32)
+
+
+def scan_files(tmp_path: Path, n: int) -> list[str]:
+    (tmp_path / "geo.poni").write_text(PONI)
+    names = []
+    for k in range(n):  # numbered so that text order and number order differ
+        name = tmp_path / f"scan_{k}.edf"
+        fabio.edfimage.EdfImage(data=frame(k)).write(str(name))
+        names.append(str(name))
+    return names
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+# ------------------------------------------------------------------ options
+
+
+def pyfai_parser(monkeypatch) -> argparse.ArgumentParser:
+    """pyFAI's own diff_map parser (DiffMap.parse builds it inside; we keep a reference)."""
+    diffmap = pytest.importorskip("pyFAI.diffmap")
+    seen = []
+
+    class Recording(argparse.ArgumentParser):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            seen.append(self)
+
+    monkeypatch.setattr(diffmap, "ArgumentParser", Recording)
+    diffmap.DiffMap().parse(["-o", "x.h5", "-t", "2", "--no-gui"])
+    return seen[0]
+
+
+def test_options_are_pyfais(monkeypatch):
+    theirs = pyfai_parser(monkeypatch)
+    ours = build_parser()
+
+    def options(p):
+        return {(tuple(a.option_strings), a.dest, type(a).__name__) for a in p._actions
+                if a.dest != "help"}
+
+    mine = options(ours)
+    assert options(theirs) <= mine  # every diff_map option, same strings and dests
+    assert mine - options(theirs) == {(("--engine",), "engine", "_StoreAction")}
+    for action in theirs._actions:  # same defaults
+        if action.dest not in ("help", "version"):
+            assert ours.get_default(action.dest) == action.default, action.dest
+    argv = ["-p", "g.poni", "-o", "m.h5", "-t", "41", "-r", "21", "-c", "500", "--npt-azim",
+            "36", "-d", "a.edf,b.edf", "-f", "f.edf", "-m", "mask.edf", "-O", "3", "-P",
+            "img", "-e", ".edf", "--zigzag", "-S", "-g", "--no-gui", "--config", "c.json",
+            "-v", "x_1.edf", "x_2.edf"]
+    a, b = vars(theirs.parse_args(argv)), vars(parse(argv))
+    for key, value in a.items():
+        want = int(value) if key in ("fast", "slow", "npt_rad", "npt_azim", "offset") else value
+        assert b[key] == want, key
+
+
+def test_sorting_as_diff_map(tmp_path, monkeypatch):
+    diffmap = pytest.importorskip("pyFAI.diffmap")
+    names = ["slice06/IRIS4_1_14749.edf", "a_10.edf", "a_9.edf", "b2/a_1.edf", "a_100.cbf"]
+    for name in names:
+        assert to_tuple(name) == diffmap.DiffMap.to_tuple(name)
+    for k in (10, 9, 100, 2):
+        (tmp_path / f"img_{k}.edf").write_bytes(b"")
+        (tmp_path / f"other_{k}.edf").write_bytes(b"")
+    (tmp_path / "img_1.cbf").write_bytes(b"")
+    found = input_files([str(tmp_path)], prefix="img", extension=".edf")
+    assert [Path(f).name for f in found] == ["img_2.edf", "img_9.edf", "img_10.edf",
+                                            "img_100.edf"]
+    assert [Path(f).name for f in input_files([str(tmp_path / "img_*")])] == [
+        "img_1.cbf", "img_2.edf", "img_9.edf", "img_10.edf", "img_100.edf"]
+    with pytest.raises(FileNotFoundError):
+        input_files([str(tmp_path / "nothing_*.edf")])
+
+
+def test_config_written_by_pyfai(tmp_path, monkeypatch):
+    diffmap = pytest.importorskip("pyFAI.diffmap")
+    from pyFAI.io._json import json_dumps
+
+    files = scan_files(tmp_path, 2)
+    mask = tmp_path / "mask.edf"
+    fabio.edfimage.EdfImage(data=np.zeros(SHAPE, np.int8)).write(str(mask))
+    _, config = diffmap.DiffMap().parse(
+        ["-p", str(tmp_path / "geo.poni"), "-o", str(tmp_path / "out.h5"), "-t", "5", "-r", "3",
+         "-c", "300", "-m", f"{mask}::0", "-O", "1", "--zigzag", "--no-gui", *files],
+        with_config=True)
+    (tmp_path / "c.json").write_text(json_dumps(config.as_dict()))
+    conf = read_config(str(tmp_path / "c.json"))
+    assert (conf["nfast"], conf["nslow"], conf["npt"], conf["offset"]) == (5, 3, 300, 1)
+    assert conf["zigzag"] is True and conf["mask"] == f"{mask}::0"  # from fabio:///...?slice=0
+    assert conf["poni"]["dist"] == pytest.approx(0.05) and conf["unit"] == "2th_deg"
+    assert [Path(p).name for p in conf["inputs"]] == ["scan_0.edf", "scan_1.edf"]
+    # the command line wins over the config, as in diff_map
+    s = settings_from(parse(["--config", str(tmp_path / "c.json"), "-t", "2", "-c", "50"]))
+    assert (s.nfast, s.nslow, s.npt, s.offset, s.zigzag) == (2, 3, 50, 1, True)
+    assert s.output.endswith("out.h5") and len(s.inputs) == 2
+    assert method3([1, "no", "csr", "cython", None]) == ("no", "csr", "cython")
+    assert method3(["bbox", "csr", "cython"]) == ("bbox", "csr", "cython")
+
+
+def test_usage_errors(tmp_path):
+    files = scan_files(tmp_path, 1)
+    poni = str(tmp_path / "geo.poni")
+    for argv, message in (([*files, "-p", poni, "-t", "2"], "-o"),
+                          ([*files, "-p", poni, "-o", "m.h5"], "-t"),
+                          ([*files, "-o", "m.h5", "-t", "2"], "geometry"),
+                          ([*files, "-p", poni, "-o", "m.h5", "-t", "2", "-d", "nope.edf"],
+                           "nope.edf")):
+        with pytest.raises((ValueError, OSError), match=message):
+            settings_from(parse(argv))
+
+
+# ------------------------------------------------------------------ runs
+
+
+def settings(tmp_path: Path, files: list[str], **kw) -> Settings:
+    return Settings(inputs=files, output=str(tmp_path / "map.h5"),
+                    poni_file=str(tmp_path / "geo.poni"), npt=kw.pop("npt", 120), **kw)
+
+
+def test_ring_at_known_angle_no_mask(tmp_path):
+    """Our integrate node, no mask (diff_map's crashes): each pattern peaks at the ring."""
+    files = scan_files(tmp_path, 6)
+    summary = run_diffmap(settings(tmp_path, files, nfast=3, nslow=2))
+    assert summary["frames"] == 6 and summary["bad"] == 0
+    with h5py.File(tmp_path / "map.h5") as f:
+        r = f[RES]
+        tth, inten = r["2th"][()], r["intensity"][()]
+        assert inten.shape == (2, 3, 120) and r["errors"].shape == (2, 3, 120)
+        step = tth[1] - tth[0]
+        for k in range(6):
+            s, q = divmod(k, 3)
+            assert r["map_ptr"][s, q] == k
+            assert abs(tth[np.nanargmax(inten[s, q])] - TTH0) <= step
+        heights = np.nanmax(inten, axis=2).ravel()
+        assert np.all(np.diff(heights) > 0)  # the ring grows with the frame number
+        assert json.loads(f["entry_0000/pyFAI/configuration/data"].asstr()[()])["engine"] \
+            == "peakstream"
+
+
+def run_pyfai_diff_map(argv: list[str]) -> None:
+    diffmap = pytest.importorskip("pyFAI.diffmap")
+    dm = diffmap.DiffMap()
+    _, config = dm.parse(argv, with_config=True)
+    dm.configure_worker(config.ai)
+    dm.makeHDF5()
+    dm.process()
+
+
+def test_same_layout_and_values_as_pyfai(tmp_path):
+    """With pyFAI as the integrator, our file holds what diff_map writes, at the same paths."""
+    files = scan_files(tmp_path, 6)
+    mask = np.zeros(SHAPE, np.int8)
+    mask[:5, :] = 1
+    fabio.edfimage.EdfImage(data=mask).write(str(tmp_path / "mask.edf"))
+    argv = ["-p", str(tmp_path / "geo.poni"), "-t", "3", "-r", "2", "-c", "60", "-m",
+            str(tmp_path / "mask.edf"), "--zigzag", "--no-gui", *files]
+    run_pyfai_diff_map([*argv, "-o", str(tmp_path / "theirs.h5")])
+    args = parse([*argv, "-o", str(tmp_path / "ours.h5"), "--engine", "pyfai"])
+    assert add_parser  # the same options through `peakstream diffmap`
+    assert run_diffmap(settings_from(args))["frames"] == 6
+    with h5py.File(tmp_path / "theirs.h5") as a, h5py.File(tmp_path / "ours.h5") as b:
+        ra, rb = a[RES], b[RES]
+        assert set(ra) <= set(rb) and set(rb) - set(ra) == {"errors"}
+        for name in ra:
+            assert ra[name].shape == rb[name].shape and ra[name].dtype == rb[name].dtype, name
+        for key in ("NX_class", "signal"):
+            assert ra.attrs[key] == rb.attrs[key]
+        assert list(ra.attrs["axes"]) == list(rb.attrs["axes"])
+        assert rb["2th"].attrs["unit"] == ra["2th"].attrs["unit"] == "deg"
+        np.testing.assert_array_equal(rb["map_ptr"][()], ra["map_ptr"][()])
+        np.testing.assert_array_equal(rb["map_ptr"][()], [[0, 1, 2], [5, 4, 3]])
+        np.testing.assert_array_equal(rb["2th"][()], ra["2th"][()])
+        np.testing.assert_array_equal(rb["intensity"][()], ra["intensity"][()])
+        np.testing.assert_array_equal(rb["map"][()], ra["map"][()])
+        for name in ("dim0", "dim1", "dim2", "offset"):
+            assert b[f"entry_0000/pyFAI/{name}"][()] == a[f"entry_0000/pyFAI/{name}"][()]
+        assert [Path(p).name for p in b["entry_0000/pyFAI/inputfiles"].asstr()[()]] == \
+            [Path(p).name for p in a["entry_0000/pyFAI/inputfiles"].asstr()[()]]
+        assert a.attrs["default"] == b.attrs["default"]
+        assert a["entry_0000"].attrs["default"] == b["entry_0000"].attrs["default"]
+    from stream.maps.render import read_map, read_pattern  # our reader reads diff_map's file
+
+    np.testing.assert_array_equal(read_map(tmp_path / "theirs.h5").data,
+                                  read_map(tmp_path / "ours.h5").data)
+    assert read_pattern(tmp_path / "theirs.h5", 4).place == (1, 1)
+
+
+def test_offset_multiframe_and_unreadable_file(tmp_path):
+    """Frames of a multi-frame file are points; an unreadable file leaves its point empty."""
+    files = scan_files(tmp_path, 4)
+    multi = fabio.edfimage.EdfImage(data=frame(4))
+    multi.append_frame(data=frame(5))
+    multi.write(str(tmp_path / "scan_4.edf"))
+    (tmp_path / "scan_2.edf").write_bytes(b"{\nDim_1 = 80 ;\n}\nbroken")
+    names = files + [str(tmp_path / "scan_4.edf")]
+    summary = run_diffmap(settings(tmp_path, names, nfast=2, offset=1, zigzag=True))
+    # frames: 0 (before the offset), 1, 2 (unreadable), 3, 4, 5 (two frames of scan_4)
+    assert (summary["frames"], summary["bad"], summary["outside"]) == (4, 1, 1)
+    with h5py.File(tmp_path / "map.h5") as f:
+        r = f[RES]
+        np.testing.assert_array_equal(r["map_ptr"][()], [[1, -1], [4, 3], [5, -1]])
+        assert np.isnan(r["intensity"][0, 1]).all() and np.isnan(r["intensity"][2, 1]).all()
+        assert np.isfinite(r["intensity"][1, 0]).all()
+        assert r["map"].shape == (120, 3, 2)  # open-ended: three rows came
+
+
+def test_reader_opens_the_file_during_the_run(tmp_path):
+    files = scan_files(tmp_path, 6)
+    seen = []
+    code = ("import h5py, sys, json, numpy as np\n"
+            "with h5py.File(sys.argv[1], 'r', locking=False) as f:\n"
+            "    r = f['entry_0000/pyFAI/result']\n"
+            "    print(json.dumps([r['map_ptr'][()].tolist(),\n"
+            "                      np.isfinite(r['intensity'][()]).any(axis=2).tolist()]))\n")
+
+    def progress(done, total):
+        if done == 4:  # the first row (3 frames) is written, the fourth frame buffered
+            out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "map.h5")],
+                                 capture_output=True, text=True, timeout=60, cwd=ROOT)
+            assert out.returncode == 0, out.stderr
+            seen.append(json.loads(out.stdout))
+
+    run_diffmap(settings(tmp_path, files, nfast=3, nslow=2), progress=progress)
+    assert seen == [[[[0, 1, 2], [-1, -1, -1]], [[True, True, True], [False, False, False]]]]
+
+
+def test_command_line(tmp_path):
+    files = scan_files(tmp_path, 4)
+    out = tmp_path / "cli.h5"
+    cmd = [sys.executable, "-m", "stream.maps.diffmap", "-p", str(tmp_path / "geo.poni"), "-o",
+           str(out), "-t", "2", "-c", "80", "--no-gui", str(tmp_path / "scan_*.edf")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "4 frames" in done.stderr
+    with h5py.File(out) as f:
+        assert f[RES]["intensity"].shape == (2, 2, 80)
+        assert [Path(p).name for p in f["entry_0000/pyFAI/inputfiles"].asstr()[()]] == \
+            [Path(p).name for p in files]
+    bad = subprocess.run(cmd[:-1] + ["--offset", "x", *files], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert bad.returncode == 2 and "--offset" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "stream.maps.diffmap", "-o", str(out), *files],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert bad.returncode == 2 and "-t" in bad.stderr
+
+
+@pytest.mark.parametrize("engine", ["peakstream", "pyfai"])
+def test_dark_and_flat_lists_are_averaged_and_applied(tmp_path, engine):
+    """-d a,b subtracts the mean of the darks, -f divides by the flat: the same map as
+    frames corrected beforehand."""
+    if engine == "pyfai":
+        pytest.importorskip("pyFAI")
+    files = scan_files(tmp_path, 4)
+    for name, value in (("dark_a", 4.0), ("dark_b", 6.0), ("flat", 2.0)):
+        fabio.edfimage.EdfImage(data=np.full(SHAPE, value, np.float32)).write(
+            str(tmp_path / f"{name}.edf"))
+    pre = tmp_path / "pre"
+    pre.mkdir()
+    for k in range(4):
+        fabio.edfimage.EdfImage(data=(frame(k) - 5.0) / 2.0).write(str(pre / f"scan_{k}.edf"))
+    common = ["-p", str(tmp_path / "geo.poni"), "-t", "2", "-c", "60", "--engine", engine]
+    run_diffmap(settings_from(parse([*common, "-o", str(tmp_path / "a.h5"), "-d",
+                                     f"{tmp_path / 'dark_a.edf'},{tmp_path / 'dark_b.edf'}",
+                                     "-f", str(tmp_path / "flat.edf"), *files])))
+    run_diffmap(settings_from(parse([*common, "-o", str(tmp_path / "b.h5"),
+                                     str(pre / "scan_*.edf")])))
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        ia, ib = a[RES]["intensity"][()], b[RES]["intensity"][()]
+        assert np.nanmax(ia) > 40
+        np.testing.assert_allclose(ia, ib, rtol=1e-4, atol=1e-3)
+        assert [Path(p).name for p in a["entry_0000/pyFAI/darkfiles"].asstr()[()]] == \
+            ["dark_a.edf", "dark_b.edf"]

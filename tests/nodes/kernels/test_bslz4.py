@@ -1,0 +1,222 @@
+"""Our bslz4 / lz4 decoders against the reference implementations, straight-to-sparse
+against decode + dense pass (bit for bit), and corrupt input rejected cleanly."""
+
+import io
+import struct
+
+import bitshuffle
+import h5py
+import hdf5plugin
+import lz4.block
+import numpy as np
+import pytest
+
+from nodes import Correct, Decode, DensePass, Normalise, Threshold, fuse
+from nodes import decode as dec
+from nodes.kernels import bslz4 as K
+from nodes.kernels import lz4 as L
+from stream.core.encoded import EncodedFrame, compress, default_block
+from stream.core.item import Item
+from stream.core.messages import DetectorInfo, Start
+from stream.core.scan import Scan
+
+SHAPES = [(1, 1), (1, 7), (3, 5), (8, 8), (37, 53), (64, 64), (61, 130)]
+
+
+def frame_of(rng, shape, dtype, spots=6):
+    """Poisson background, a few bright blobs and hot pixels, in `dtype`."""
+    img = rng.poisson(10, shape).astype(np.float64)
+    top = 200 if np.dtype(dtype) == np.uint8 else 3000
+    for _ in range(spots):
+        r, c = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+        img[max(r - 2, 0):r + 3, max(c - 2, 0):c + 3] += rng.uniform(30, top)
+    img.flat[rng.integers(0, img.size, 3)] = np.iinfo(np.uint16).max
+    if np.dtype(dtype) == np.uint32:
+        img *= 60001  # values that float32 rounds
+    if np.dtype(dtype) == np.uint8:
+        img = np.minimum(img, 255)
+    return img.astype(dtype)
+
+
+def hdf5_chunk(frame, filt) -> bytes:
+    """The frame as the HDF5 filter itself writes it (read back as a raw chunk)."""
+    bio = io.BytesIO()
+    with h5py.File(bio, "w") as f:
+        f.create_dataset("d", data=frame[None], chunks=(1, *frame.shape), **filt)
+        return f["d"].id.read_direct_chunk((0, 0, 0))[1]
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "int32", "float32"])
+@pytest.mark.parametrize("block", [0, 8, 64, 136, 4096])
+def test_bslz4_decoder_matches_reference(dtype, block):
+    rng = np.random.default_rng(block)
+    for shape in SHAPES:
+        frame = frame_of(rng, shape, dtype)
+        enc = compress(frame, "bslz4", block)
+        out = dec.dense(enc)
+        assert out.dtype == frame.dtype and out.tobytes() == frame.tobytes(), shape
+        ref = bitshuffle.decompress_lz4(enc.data[12:], frame.shape, frame.dtype,
+                                        block or default_block(frame.itemsize))
+        assert ref.tobytes() == out.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint32"])
+def test_decoders_read_what_the_hdf5_filters_write(dtype):
+    rng = np.random.default_rng(3)
+    frame = frame_of(rng, (61, 130), dtype)
+    for encoding, filt in (("bslz4", hdf5plugin.Bitshuffle(cname="lz4")),
+                           ("lz4", hdf5plugin.LZ4(nbytes=1000))):
+        enc = EncodedFrame.from_buffer(encoding, frame.shape, frame.dtype,
+                                       hdf5_chunk(frame, filt))
+        assert dec.dense(enc).tobytes() == frame.tobytes(), encoding
+
+
+@pytest.mark.parametrize("block", [0, 1, 100, 4096, 1 << 20])
+def test_lz4_decoder_matches_reference(block):
+    rng = np.random.default_rng(block)
+    for dtype in ("uint16", "uint32"):
+        for shape in SHAPES:
+            frame = frame_of(rng, shape, dtype)
+            frame.flat[: frame.size // 2] = rng.integers(0, 2**16, frame.size // 2)  # noise
+            enc = compress(frame, "lz4", block)
+            assert dec.dense(enc).tobytes() == frame.tobytes(), (dtype, shape)
+    data = rng.integers(0, 256, 5000, dtype=np.uint8).tobytes() + bytes(3000)
+    for n in (1, 17, 255, 256, 5000, 8000):  # the LZ4 block decoder alone
+        packed = lz4.block.compress(data[:n], store_size=False)
+        src = np.frombuffer(packed, np.uint8)
+        out = np.zeros(n + 32, np.uint8)
+        assert L.lz4_block(src, 0, src.size, out, 0, n) == 0
+        assert out[:n].tobytes() == data[:n]
+
+
+def scan_of(shape, dtype):
+    return Scan.from_start(Start("t", {"eiger": DetectorInfo(shape, dtype)},
+                                 counters=["monitor"]))
+
+
+def chains(rng, shape, dtype):
+    """Fused chains: correct (maps or scalars) + normalise + threshold (cut or cut map)."""
+    scale = 60001.0 if dtype == "uint32" else 1.0
+    mask = rng.random(shape) < 0.03
+    mask[-1, -2:] = True  # masked pixels among the last size % 8, which bslz4 stores as they are
+    flat = rng.uniform(0.8, 1.2, shape)
+    dark = (rng.normal(2, 0.5, shape) * scale).astype(np.float32)
+    cut = 40.0 * scale
+    yield [Correct(dark=dark, flat=flat, mask=mask), Normalise(reference=1e4),
+           Threshold(cut=cut)]
+    yield [Correct(flat=flat, mask=mask), Normalise(reference=1e4),
+           Threshold(cut_map=rng.uniform(0.9, 1.1, shape).astype(np.float32) * cut)]
+    yield [Correct(dark=1.5 * scale, flat=0.9), Threshold(cut=cut)]
+    yield [Normalise(reference=1e4), Threshold(cut=cut, max_pixels=40)]  # raised cut
+    yield [Correct(dark=-5.0), Threshold(cut=-1.0)]  # every pixel passes: no pre-cut
+
+
+def results(chain, frame, monitor, encoded=None, straight=True):
+    nodes = fuse(chain)
+    for node in nodes:
+        if isinstance(node, DensePass):
+            node.straight_to_sparse = straight
+    item = Item(0, "eiger", frame=frame if encoded is None else encoded,
+                counters={"monitor": monitor})
+    for node in nodes:
+        item = node.process(item)
+    sp = item.sparse
+    return sp.row.tobytes(), sp.col.tobytes(), sp.intensity.tobytes(), item.flags
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "int32"])
+def test_straight_to_sparse_is_bit_identical(dtype):
+    rng = np.random.default_rng(7)
+    for shape in [(37, 53), (64, 64), (61, 130)]:
+        for k, chain in enumerate(chains(rng, shape, dtype)):
+            for node in fuse(chain):
+                node.setup(scan_of(shape, dtype))
+            frame = frame_of(rng, shape, dtype, spots=12)
+            frame[-1, -5:] = frame.max()  # bright, partly masked, at the end of the frame
+            monitor = float(rng.uniform(9000, 11000))
+            raw = results(chain, frame, monitor)
+            assert len(raw[0]) > 0, (shape, k)
+            for block in (0, 64, 136):
+                enc = compress(frame, "bslz4", block)
+                assert results(chain, frame, monitor, enc) == raw, (shape, k, block)
+                assert results(chain, frame, monitor, enc, straight=False) == raw
+            assert results(chain, frame, monitor, compress(frame, "lz4", 1000)) == raw
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint32"])
+def test_threshold_and_unfused_chains_decode_too(dtype):
+    rng = np.random.default_rng(11)
+    shape = (61, 130)
+    frame = frame_of(rng, shape, dtype, spots=12)
+    for chain in ([Threshold(cut=40.0)], [Threshold(cut=40.0, max_pixels=30)],
+                  [Normalise(reference=1e4), Correct(dark=2.0), Threshold(cut=40.0)]):
+        nodes = fuse(chain)
+        assert nodes[0].kind != "correct" and nodes[0].kind != "normalise"
+        raw = results(chain, frame, 1.1e4)
+        for encoding in ("bslz4", "lz4"):
+            assert results(chain, frame, 1.1e4, compress(frame, encoding)) == raw, chain
+    item = Decode().process(Item(0, "eiger", frame=compress(frame, "bslz4")))
+    assert item.frame.tobytes() == frame.tobytes() and item.frame.flags.writeable
+
+
+def corrupted(data: bytes, rng):
+    """Truncations, flipped bytes, and garbled block size fields of a compressed frame."""
+    for cut in sorted({12, 13, 16, 17, len(data) // 2, len(data) - 9, len(data) - 1}):
+        yield data[:cut]
+    yield data + b"\x00\x07"
+    for _ in range(60):
+        b = bytearray(data)
+        for i in rng.integers(12, len(b), rng.integers(1, 4)):
+            b[i] = rng.integers(0, 256)
+        yield bytes(b)
+    for value in (0, 1, 7, 2**31, 2**32 - 1):
+        b = bytearray(data)
+        b[12:16] = struct.pack(">I", value)
+        yield bytes(b)
+
+
+@pytest.mark.parametrize("encoding", ["bslz4", "lz4"])
+def test_corrupt_frames_are_rejected_cleanly(encoding):
+    rng = np.random.default_rng(5)
+    shape = (37, 53)
+    frame = frame_of(rng, shape, "uint16", spots=12)
+    data = bytes(compress(frame, encoding, 256 if encoding == "bslz4" else 1024).buffer)
+    chain = [Correct(flat=rng.uniform(0.8, 1.2, shape)), Threshold(cut=40.0)]
+    dense_pass = fuse(chain)[0]
+    dense_pass.setup(scan_of(shape, "uint16"))
+    errors = 0
+    for bad in corrupted(data, rng):
+        try:
+            enc = EncodedFrame.from_buffer(encoding, shape, frame.dtype, bad)
+        except ValueError:
+            errors += 1
+            continue
+        for straight in (True, False):
+            dense_pass.straight_to_sparse = straight
+            try:
+                dense_pass.process(Item(0, "eiger", frame=enc))
+            except ValueError as exc:
+                assert f"{encoding} frame: block" in str(exc)
+                errors += 1
+    assert errors > 40
+
+
+def test_kernels_stay_in_bounds_on_garbage():
+    """Random input to every decoder: an error or a result, never a write past the output
+    (guard bytes after it stay untouched)."""
+    rng = np.random.default_rng(9)
+    guard = 64
+    for trial in range(300):
+        n = int(rng.integers(12, 600))
+        src = rng.integers(0, 256, n, dtype=np.uint8)
+        if trial % 3 == 0:
+            src[12:16] = np.frombuffer(struct.pack(">I", n - 16), np.uint8)
+        size = int(rng.integers(8, 400)) // 8 * 8
+        out_all = np.full(size * 2 + guard, 0xA5, np.uint8)
+        scratch_all = np.full(8 * 64 + guard, 0xA5, np.uint8)
+        scratch64 = scratch_all[:512].view(np.uint64)
+        K.bslz4_dense(src, 64, 2, out_all[:size * 2], scratch_all[:512], scratch64)
+        L.lz4_dense(src, int(rng.integers(1, 300)), out_all[:size * 2])
+        assert (out_all[size * 2:] == 0xA5).all() and (scratch_all[512:] == 0xA5).all()
+        assert L.lz4_block(src, 0, n, out_all[:size * 2], 0, size * 2) <= 0
+        assert (out_all[size * 2:] == 0xA5).all()

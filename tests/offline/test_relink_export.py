@@ -1,0 +1,149 @@
+"""relink (cliques re-cut from a stored file), exports and their round trips, rocking curves."""
+
+from __future__ import annotations
+
+import builtins
+
+import h5py
+import numpy as np
+import pytest
+
+from stream.cli.main import main
+from stream.offline.export import FLT_COLUMNS, flt_columns
+from stream.offline.rocking import rocking_curve
+from stream.store.reader import load
+from tests.offline.test_batch import config_file, tables, write_sparse
+
+
+@pytest.fixture
+def replayed(tmp_path):
+    """A sparse recording replayed with the imaged11 preset (any_pixel)."""
+    src = write_sparse(tmp_path / "in.h5", nframes=50, seed=5)
+    out = tmp_path / "out.h5"
+    assert main(["replay", str(src), "--preset", "imaged11", "--quiet", "--output",
+                 str(out)]) == 0
+    return src, out
+
+
+def partition(data) -> set[frozenset]:
+    pk = data["peaks2d"]
+    groups: dict[int, set] = {}
+    for i, c in enumerate(pk["clique_id"].tolist()):
+        groups.setdefault(c, set()).add(i)
+    return {frozenset(g) for g in groups.values()}
+
+
+@pytest.mark.parametrize("args, linker", [
+    (["--criterion", "fraction", "--fraction", "0.4"], 'criterion = "fraction"\nfraction = 0.4'),
+    (["--criterion", "fraction", "distance", "--distance", "2"],
+     'criterion = ["fraction", "distance"]\ndistance = 2.0'),
+])
+def test_relink_gives_what_a_replay_with_the_criterion_gives(tmp_path, replayed, args, linker):
+    src, out = replayed
+    relinked = tmp_path / "relinked.h5"
+    assert main(["relink", str(out), *args, "--output", str(relinked)]) == 0
+    direct = tmp_path / "direct.h5"
+    assert main(["replay", str(src), "--config", str(config_file(tmp_path, linker)),
+                 "--quiet", "--output", str(direct)]) == 0
+    a, b = tables(relinked), tables(direct)
+    for k in a:
+        if k.startswith(("detector/", "points/")):
+            assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
+    assert partition(load(relinked)) != partition(load(out))
+    with h5py.File(relinked) as f:
+        assert f["entry/process/events/kind"].asstr()[()].tolist() == ["relink"]
+    assert main(["relink", str(out), "--output", str(relinked)]) == 2  # exists
+
+
+def test_relink_with_the_same_criterion_changes_nothing(tmp_path, replayed):
+    _, out = replayed
+    again = tmp_path / "again.h5"
+    assert main(["relink", str(out), "--output", str(again)]) == 0
+    a, b = tables(out), tables(again)
+    for k in a:
+        if k.startswith(("detector/", "points/")):
+            assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
+
+
+@pytest.mark.parametrize("fmt, name", [("sparse", "x.h5"), ("framecache", "x.npz")])
+def test_export_and_replay_again_gives_the_same_cliques(tmp_path, replayed, fmt, name):
+    _, out = replayed
+    exported = tmp_path / name
+    assert main(["export", str(out), "--format", fmt, "--output", str(exported)]) == 0
+    again = tmp_path / "again.h5"
+    assert main(["replay", str(exported), "--preset", "imaged11", "--quiet", "--output",
+                 str(again)]) == 0
+    a, b = load(out), load(again)
+    assert partition(a) == partition(b)
+    for k in ("npx", "sum_intensity", "s_raw", "f_raw", "s_ssI", "first_point", "last_point"):
+        assert np.array_equal(a["cliques"][k], b["cliques"][k]), k
+    assert np.allclose(a["cliques"]["omega"], b["cliques"]["omega"], rtol=0, atol=1e-9)
+    if fmt == "sparse":  # the ImageD11 layout round-trips every table exactly
+        assert np.array_equal(a["sparse"]["label"], b["sparse"]["label"])
+
+
+def test_flt_columns_and_imaged11_reads_it(tmp_path, replayed):
+    _, out = replayed
+    flt = tmp_path / "x.flt"
+    assert main(["export", str(out), "--format", "flt", "--output", str(flt)]) == 0
+    data = load(out)
+    cols = flt_columns(data)
+    cl, pk = data["cliques"], data["peaks2d"]
+    assert np.array_equal(cols["spot3d_id"], cl["clique_id"])
+    assert np.array_equal(cols["Number_of_pixels"], cl["npx"])
+    for c in range(0, len(cl["clique_id"]), 7):
+        mine = pk["clique_id"] == c
+        assert cols["IMax_int"][c] == pk["max_intensity"][mine].max()
+        assert cols["Min_s"][c] == pk["bb_s0"][mine].min()
+        assert cols["Max_f"][c] == pk["bb_f1"][mine].max()
+    lines = flt.read_text().splitlines()
+    assert lines[1].split()[1:] == list(FLT_COLUMNS)
+    assert len(lines) == 2 + len(cl["clique_id"])
+    columnfile = pytest.importorskip("ImageD11.columnfile")
+    c = columnfile.columnfile(str(flt))
+    assert c.nrows == len(cl["clique_id"])
+    assert np.allclose(c.s_raw, cl["s_raw"], atol=1e-6)
+    assert np.allclose(c.omega, cl["omega"], atol=1e-6)
+    assert np.array_equal(c.spot3d_id, cl["clique_id"])
+
+
+def test_rocking_curve_table_is_the_members_sums(tmp_path, replayed, capsys):
+    _, out = replayed
+    data = load(out)
+    c = int(np.argmax(data["cliques"]["n2d"]))
+    curve = rocking_curve(out, c)
+    pk = data["peaks2d"]
+    mine = pk["clique_id"] == c
+    points = np.unique(pk["point_id"][mine])
+    assert np.array_equal(curve["point_id"], points)
+    for p, value in zip(points, curve["intensity"], strict=True):
+        assert value == pk["sum_intensity"][mine & (pk["point_id"] == p)].sum()
+    assert np.array_equal(curve["omega"], data["points"]["motors/omega"][points])
+    assert curve["intensity"].sum() == data["cliques"]["sum_intensity"][c]
+    assert main(["inspect", str(out), "--clique", str(c)]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[1].split() == ["point_id", "omega", "n2d", "intensity"]
+    assert [int(line.split()[0]) for line in text[2:]] == points.tolist()
+    assert [float(line.split()[-1]) for line in text[2:]] == curve["intensity"].tolist()
+    assert main(["inspect", str(out), "--clique", "99999"]) == 1
+
+
+def test_rocking_curve_png_and_a_clear_message_without_matplotlib(tmp_path, replayed,
+                                                                  monkeypatch, capsys):
+    _, out = replayed
+    c = int(np.argmax(load(out)["cliques"]["n2d"]))
+    png = tmp_path / "c.png"
+    pytest.importorskip("matplotlib")
+    assert main(["inspect", str(out), "--clique", str(c), "--png", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert main(["inspect", str(out), "--clique", str(c), "--png", str(tmp_path / "d.png")]) \
+        == 2
+    assert "pip install 'peakstream[plot]'" in capsys.readouterr().err

@@ -1,0 +1,217 @@
+"""The control socket of a daemon subprocess: status answers fast under full load, `set`
+applies from the next point and is recorded (inline, threads, processes), bad requests get
+errors, and the command-line clients."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import h5py
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from stream.core.messages import DetectorInfo, End, Point, Start
+from stream.core.table import read_table
+from stream.store.reader import load
+from stream.wire.codec import encode
+from tests.support.daemon import (  # noqa: F401 (daemon_fixture: the daemon fixture)
+    SIMCONF,
+    Sender,
+    completed,
+    daemon_config,
+    daemon_fixture,
+    scans_done,
+    wait_until,
+)
+from tests.support.flow import reference_tables
+from tests.support.paths import ROOT
+
+
+def peakstream(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=timeout)
+
+
+def raw_request(endpoint: str, *parts: bytes, timeout: float = 10.0) -> dict:
+    """Any bytes as a request (REQ socket); the decoded reply."""
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        sock.send_multipart(list(parts))
+        assert sock.poll(int(timeout * 1000)), "no reply"
+        return msgpack.unpackb(sock.recv(), raw=False)
+    finally:
+        sock.close()
+
+
+def load_stream(endpoint: str, scan_id: str, n: int, shape=(512, 512)) -> None:
+    """A fast stream: n points cycling through 8 frames made once (the sender is never
+    the bottleneck), sent as fast as the daemon takes them."""
+    rng = np.random.default_rng(1)
+    frames = []
+    for _ in range(8):
+        f = rng.poisson(10.0, shape).astype(np.uint16)
+        for r, c in rng.integers(10, shape[0] - 10, (40, 2)):
+            f[r - 2:r + 3, c - 2:c + 3] += 500
+        frames.append(f)
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 10_000)
+    sock.connect(endpoint)
+    sock.send_multipart(encode(Start(scan_id, {"eiger": DetectorInfo(shape, "uint16")},
+                                     ["omega"], ["monitor"], n,
+                                     {"kind": "sweep", "fast": "omega"})))
+    for i in range(n):
+        sock.send_multipart(encode(Point(scan_id, i, float(i), {"omega": 0.25 * i},
+                                         {"monitor": 1e4}, {"eiger": frames[i % 8]})),
+                            copy=False)
+    sock.send_multipart(encode(End(scan_id, "success", n)))
+    sock.close()
+
+
+def test_status_answers_within_100_ms_at_full_load(daemon, tmp_path):
+    d = daemon(daemon_config(tmp_path))  # inline: the chain runs in the daemon's main thread
+    sender = threading.Thread(target=load_stream, args=(d.endpoint, "load", 1500))
+    sender.start()
+    wait_until(lambda: (d.status().get("scan") or {}).get("linked", 0) > 50, why="load")
+    times, states, linked = [], [], []
+    for _ in range(15):
+        t0 = time.perf_counter()
+        reply = d.status()
+        times.append(time.perf_counter() - t0)
+        states.append(reply["state"])
+        linked.append((reply["scan"] or {}).get("linked", -1))
+        time.sleep(0.05)
+    sender.join(timeout=300)
+    print("status reply ms: " + " ".join(f"{1e3 * t:.1f}" for t in times))
+    assert states.count("running") >= 10, states  # measured while the scan was processed
+    assert linked == sorted(linked) and linked[-1] > linked[0], linked  # it was moving
+    assert statistics.median(times) < 0.1, times
+    assert completed(tmp_path / "out" / "load.h5", 300) == "success"
+
+
+@pytest.mark.parametrize("kind", ["inline", "threads", "processes"])
+def test_set_applies_from_the_next_point_and_is_recorded(daemon, tmp_path, kind):
+    extra = "" if kind == "inline" else f'[workers]\nkind = "{kind}"\ncount = 2\n'
+    d = daemon(daemon_config(tmp_path, extra))
+    k = 25
+    sender = Sender(d.endpoint)
+    sender.start("cut")
+    sender.points("cut", range(k))
+    wait_until(lambda: (d.status().get("scan") or {}).get("accepted") == k, why="k accepted")
+    reply = d.ask({"cmd": "checkpoint"})
+    assert reply["ok"] and reply["scan_id"] == "cut" and reply["how"] in ("checkpoint", "flush")
+    reply = d.ask({"cmd": "set", "node": "threshold", "key": "cut", "value": 1e9})
+    assert reply["ok"], reply
+    assert (reply["value"], reply["old"], reply["newest_received"]) == (1e9, 40.0, k - 1)
+    assert d.ask({"cmd": "get", "node": "threshold", "key": "cut"})["params"] == {"cut": 1e9}
+    sender.points("cut", range(k, SIMCONF.npoints))
+    sender.end("cut")
+    path = tmp_path / "out" / "cut.h5"
+    assert completed(path) == "success"
+    sender.close()
+    assert d.status()["params"] == {"threshold": {"cut": 1e9}}
+
+    t = load(path)
+    with h5py.File(path, "r") as f:
+        events = read_table(f["entry/process/events"])
+    kinds = list(events["kind"])
+    assert kinds.count("set") == 1 and kinds.count("param") == 1
+    param = kinds.index("param")
+    assert events["point_id"][param] == k  # in force from the next point accepted
+    assert json.loads(events["message"][param])["value"] == 1e9
+    # known answer: up to k-1 the points are those of an unchanged run, from k on no
+    # pixel is above the cut
+    ref = reference_tables(tmp_path)
+    peaks, ref_peaks = t["peaks2d"], ref["peaks2d"]
+    assert peaks["point_id"].max() == k - 1
+    before = ref_peaks["point_id"] < k
+    assert before.sum() > 20
+    for col in ("point_id", "npx", "sum_intensity", "s_raw", "f_raw"):
+        assert np.array_equal(peaks[col], ref_peaks[col][before]), col
+    nnz = t["sparse"]["nnz"]
+    assert (nnz[k:] == 0).all() and np.array_equal(nnz[:k], ref["sparse"]["nnz"][:k])
+    assert t["points"]["status"].tolist() == [0] * SIMCONF.npoints  # all ok, none lost
+
+
+def test_bad_requests_get_errors_and_the_daemon_keeps_running(daemon, tmp_path):
+    d = daemon(daemon_config(tmp_path))
+    pack = msgpack.packb
+    cases = [
+        ((b"\xc1 junk",), "not a msgpack map"),
+        ((pack([1, 2]),), "a request is a msgpack map"),
+        ((pack({"cmd": "explode"}),), "unknown command 'explode'"),
+        ((pack({"node": "threshold"}),), "unknown command None"),
+        ((pack({"cmd": "status"}), pack({"cmd": "status"})), "got 2 parts"),
+        ((pack({"cmd": "get", "node": "nope"}),), "no node 'nope'"),
+        ((pack({"cmd": "get", "node": "threshold", "key": "cutt"}),), "no parameter 'cutt'"),
+        ((pack({"cmd": "set", "node": "threshold", "key": "cutt", "value": 1}),),
+         "no settable parameter 'cutt'"),
+        ((pack({"cmd": "set", "node": "label", "key": "min_pixels", "value": 3}),),
+         "settable: none"),
+        ((pack({"cmd": "set", "node": "threshold", "key": "cut", "value": "high"}),),
+         "must be float"),
+        ((pack({"cmd": "set", "node": "threshold", "key": "cut", "value": float("nan")}),),
+         "must be finite"),
+        ((pack({"cmd": "set", "node": "threshold", "key": "cut"}),), "set needs"),
+        ((pack({"cmd": "checkpoint"}),), "no scan in progress"),
+    ]
+    for parts, words in cases:
+        reply = raw_request(d.control, *parts)
+        assert reply["ok"] is False and words in reply["error"], (parts, reply)
+    assert d.ask({"cmd": "get"})["params"]["threshold"]["cut"] == 40.0  # nothing changed
+    sender = Sender(d.endpoint)
+    sender.scan("after")
+    assert completed(tmp_path / "out" / "after.h5") == "success"
+    sender.close()
+    assert d.ask({"cmd": "stop"}) == {"ok": True, "state": "stopping"}
+    assert d.wait() == 0
+
+
+def test_status_get_set_command_line_clients(daemon, tmp_path):
+    d = daemon(daemon_config(tmp_path))
+    sender = Sender(d.endpoint)
+    sender.scan("one")
+    scans_done(d, 1)
+    sender.close()
+    r = peakstream("status", "--control", d.control)
+    assert r.returncode == 0, r.stderr
+    assert "idle, 1 scan(s) done" in r.stdout and "last scan   one: success" in r.stdout
+    r = peakstream("status", "--json", "--control", d.control)
+    s = json.loads(r.stdout)
+    assert s["ok"] and s["state"] == "idle" and s["last_scan"]["linked"] == SIMCONF.npoints
+    r = peakstream("get", "threshold", "--control", d.control)
+    assert r.returncode == 0 and json.loads(r.stdout)["cut"] == 40.0
+    r = peakstream("set", "threshold", "cut", "45", "--control", d.control)
+    assert r.returncode == 0, r.stderr
+    assert "threshold.cut = 45.0 (was 40.0)" in r.stdout
+    r = peakstream("get", "threshold", "cut", "--control", d.control)
+    assert json.loads(r.stdout) == {"cut": 45.0}
+    r = peakstream("set", "threshold", "cut", "lots", "--control", d.control)
+    assert r.returncode == 1 and "refused" in r.stderr and "must be float" in r.stderr
+    # set while idle: in force for the next scan, from its first point, and recorded there
+    sender = Sender(d.endpoint)
+    sender.scan("two")
+    path = tmp_path / "out" / "two.h5"
+    assert completed(path) == "success"
+    sender.close()
+    with h5py.File(path, "r") as f:
+        events = read_table(f["entry/process/events"])
+    rows = {k: (p, json.loads(m)) for k, p, m in zip(events["kind"], events["point_id"],
+                                                      events["message"], strict=True)
+            if k in ("params", "param")}
+    assert rows["params"][1] == {"threshold": {"cut": 45.0}}
+    assert rows["param"][0] == 0 and rows["param"][1]["value"] == 45.0
+    # nobody at that endpoint: a clear message after the timeout, exit 1
+    free = zmq.Context.instance().socket(zmq.REP)
+    port = free.bind_to_random_port("tcp://127.0.0.1")
+    free.close()
+    r = peakstream("status", "--control", f"tcp://127.0.0.1:{port}", "--timeout", "0.5")
+    assert r.returncode == 1 and "no peakstream daemon answered" in r.stderr

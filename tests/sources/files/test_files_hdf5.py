@@ -1,0 +1,166 @@
+"""HDF5 image stacks (Bliss / Lima / NeXus layouts, compressed) replay to the very
+cliques of the live scan; bad files name the file and the frame."""
+
+from __future__ import annotations
+
+import os
+
+import h5py
+import hdf5plugin
+import numpy as np
+import pytest
+
+from stream.sources.files import open_recording
+from tests.support.files import (
+    SIMCONF,
+    events,
+    frames,
+    live,
+    monitors,
+    omegas,
+    replay,
+    same,
+    status,
+    write_bliss,
+)
+
+N = SIMCONF.npoints
+COMPRESSION = {
+    "none": {},
+    "gzip": {"compression": "gzip", "compression_opts": 4, "shuffle": True},
+    "lzf": {"compression": "lzf"},
+    "bslz4": dict(hdf5plugin.Bitshuffle(cname="lz4")),
+}
+MOTORS = {"omega": "/1.1/measurement/rot_center"}
+COUNTERS = {"monitor": "/1.1/measurement/mon"}
+
+
+@pytest.fixture(scope="module")
+def live_tables(tmp_path_factory):
+    return live(tmp_path_factory.mktemp("live"))
+
+
+@pytest.mark.parametrize("compression, chunk", [("none", 1), ("gzip", 3), ("lzf", 1),
+                                                ("bslz4", 1)])
+def test_stack_replays_to_the_live_cliques(tmp_path, live_tables, compression, chunk):
+    path = write_bliss(tmp_path / "sample_0001.h5", frames(), omegas(), monitors(),
+                       chunk=chunk, filters=COMPRESSION[compression])
+    if compression != "none":
+        with h5py.File(path) as f:
+            assert f["1.1/instrument/eiger/data"].compression or \
+                f["1.1/instrument/eiger/data"]._filters
+    start, _ = open_recording([str(path)], images=["/1.1/measurement/eiger"],
+                              motors=MOTORS, counters=COUNTERS)
+    assert (start.scan_id, list(start.detectors), start.npoints) == ("sample_0001_1.1",
+                                                                     ["eiger"], N)
+    assert start.trajectory == {"kind": "sweep", "fast": "omega"}
+    t = replay(tmp_path, [f"{path}::/1.1/measurement/eiger"], motors=MOTORS, counters=COUNTERS)
+    same(live_tables, t)
+    np.testing.assert_array_equal(t["points"]["motors/omega"], omegas())
+
+
+def test_scan_continues_across_files_with_relative_motor_paths(tmp_path, live_tables):
+    a = write_bliss(tmp_path / "a.h5", frames()[:12], omegas()[:12], monitors()[:12])
+    b = write_bliss(tmp_path / "b.h5", frames()[12:], omegas()[12:], monitors()[12:],
+                    scan="3.1", chunk=4, filters=COMPRESSION["gzip"])
+    t = replay(tmp_path, [], images=[f"{a}::/1.1/measurement/eiger",
+                                     f"{b}::/3.1/measurement/eiger"],
+               motors={"omega": "measurement/rot_center"},
+               counters={"monitor": f"{a}::/1.1/measurement/mon,{b}::/3.1/measurement/mon"})
+    same(live_tables, t)
+
+
+def test_frame_range_and_scalar_and_range_values(tmp_path):
+    path = write_bliss(tmp_path / "s.h5", frames(), omegas(), monitors())
+    with h5py.File(path, "a") as f:
+        f["1.1/measurement/srcur"] = 200.0
+    start, points = open_recording([str(path)], images=["/1.1/measurement/eiger"],
+                                   motors={"omega": "/1.1/measurement/rot_center",
+                                           "dty": "range:-1,0.5"},
+                                   counters={"srcur": "/1.1/measurement/srcur"},
+                                   first=5, last=9, scan_id="part",
+                                   trajectory={"kind": "free", "as": "given"})
+    points = list(points)
+    assert (start.scan_id, start.npoints, start.motors) == ("part", 5, ["omega", "dty"])
+    assert start.trajectory == {"kind": "free", "as": "given"}  # passed through
+    assert [p.point_id for p in points] == list(range(5))
+    assert [p.motors["omega"] for p in points] == list(omegas()[5:10])  # aligned with frames
+    assert [p.motors["dty"] for p in points] == [-1.0, -0.5, 0.0, 0.5, 1.0]  # by point_id
+    assert all(p.counters["srcur"] == 200.0 for p in points)
+    assert np.array_equal(points[0].frames["eiger"], frames()[5])
+
+
+def test_unreadable_chunk_is_one_bad_point_and_the_run_goes_on(tmp_path):
+    path = write_bliss(tmp_path / "s.h5", frames(), omegas(), monitors(),
+                       filters=COMPRESSION["gzip"])
+    with h5py.File(path) as f:
+        info = f["1.1/instrument/eiger/data"].id.get_chunk_info(7)
+    with open(path, "r+b") as fh:  # garbage in the middle of chunk 7's deflate stream
+        fh.seek(info.byte_offset + info.size // 2)
+        fh.write(b"\xff" * 64)
+    t = replay(tmp_path, [f"{path}::/1.1/measurement/eiger"], motors=MOTORS, counters=COUNTERS)
+    assert list(np.flatnonzero(status(t))) == [7] and status(t)[7] == 2
+    assert f"{path}::/1.1/measurement/eiger frame 7" in events(t)[7]
+    same(live(tmp_path, skip={7}), t)  # a bad point breaks links exactly as a missing one
+
+
+def test_virtual_dataset_with_a_missing_source_file(tmp_path):
+    lima = []
+    for k in range(2):
+        p = tmp_path / f"eiger_{k:04d}.h5"
+        with h5py.File(p, "w") as f:
+            f["entry_0000/measurement/data"] = np.stack(frames()[10 * k:10 * k + 10])
+        lima.append(p)
+    layout = h5py.VirtualLayout((N, *SIMCONF.shape), dtype="uint16")
+    for k, p in enumerate(lima):
+        layout[10 * k:10 * k + 10] = h5py.VirtualSource(p.name, "entry_0000/measurement/data",
+                                                        shape=(10, *SIMCONF.shape))
+    master = tmp_path / "master.h5"
+    with h5py.File(master, "w") as f:
+        f.create_group("1.1/instrument/eiger").create_virtual_dataset("data", layout,
+                                                                     fillvalue=0)
+        f["1.1/measurement/eiger"] = h5py.SoftLink("/1.1/instrument/eiger/data")
+        f["1.1/measurement/rot_center"], f["1.1/measurement/mon"] = omegas(), monitors()
+    os.remove(lima[1])
+    t = replay(tmp_path, [master], images=["/1.1/measurement/eiger"], motors=MOTORS,
+               counters=COUNTERS)
+    assert list(np.flatnonzero(status(t) == 2)) == list(range(10, 20))
+    assert "eiger_0001.h5" in events(t)[12] and "frame 12" in events(t)[12]
+    same(live(tmp_path, skip=set(range(10, 20))), t)
+
+
+@pytest.mark.parametrize("case, words", [
+    ("truncated", ["s.h5", "cannot open as HDF5"]),
+    ("missing file", ["nothere.h5", "no such file"]),
+    ("wrong path", ["s.h5", "/1.1/measurement/eigr", "/1.1/instrument/eiger/data"]),
+    ("not 3D", ["s.h5", "/1.1/measurement/mon", "3D"]),
+    ("shape mismatch", ["small.h5", "s.h5", "96x128", "48x128"]),
+    ("short motor", ["omega", "19 values for 20 frames"]),
+    ("motor path", ["s.h5", "no dataset for omega '/1.1/measurement/nope'"]),
+])
+def test_unusable_inputs_raise_naming_the_file(tmp_path, case, words):
+    path = write_bliss(tmp_path / "s.h5", frames()[:20], omegas(), monitors())
+    images, motors = [f"{path}::/1.1/measurement/eiger"], dict(MOTORS)
+    if case == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    elif case == "missing file":
+        images = [str(tmp_path / "nothere.h5") + "::/1.1/measurement/eiger"]
+    elif case == "wrong path":
+        images = [f"{path}::/1.1/measurement/eigr"]
+    elif case == "not 3D":
+        images = [f"{path}::/1.1/measurement/mon"]
+    elif case == "shape mismatch":
+        small = write_bliss(tmp_path / "small.h5", [f[:48] for f in frames()[:3]], [0] * 3,
+                            [1] * 3)
+        images.append(f"{small}::/1.1/measurement/eiger")
+    elif case == "short motor":
+        with h5py.File(path, "a") as f:
+            f["1.1/measurement/short"] = omegas()[:19]
+        motors = {"omega": "/1.1/measurement/short"}
+    elif case == "motor path":
+        motors = {"omega": "/1.1/measurement/nope"}
+    with pytest.raises((OSError, ValueError)) as err:
+        open_recording([], images=images, motors=motors, counters=COUNTERS)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))

@@ -1,0 +1,106 @@
+"""Shared by the tests/test_files_*.py: one small simulated scan, run live (its own
+points through the wire encoding) or replayed from a file, and the comparison."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from stream.config.schema import Config
+from stream.core.messages import End
+from stream.run.runner import ScanRunner
+from stream.sources.files import open_recording
+from stream.sources.simulate import Simulation
+from stream.sources.simulate.config import SimConfig
+from stream.store.reader import load
+from stream.wire.codec import encode
+from tests.support.paths import CONFIGS
+
+SIMCONF = SimConfig(npoints=20, shape=(96, 128), spots=4, seed=1)
+TABLES = ("cliques", "peaks2d", "overlaps")
+
+
+@cache
+def sim() -> Simulation:
+    return Simulation(SIMCONF)
+
+
+@cache
+def frames() -> list[np.ndarray]:
+    return [sim().frame(i) for i in range(SIMCONF.npoints)]
+
+
+def omegas() -> np.ndarray:
+    return np.array([sim().omega(i) for i in range(SIMCONF.npoints)])
+
+
+def monitors() -> np.ndarray:
+    return np.array([sim().monitor_value(i) for i in range(SIMCONF.npoints)])
+
+
+def run(start, points, path: Path) -> dict:
+    """Start, points and end through ScanRunner.handle(encode(...)), as cmd_replay does."""
+    runner = ScanRunner(Config.load(CONFIGS / "simulated.toml"), output_file=path)
+    runner.handle(encode(start))
+    n = 0
+    for p in points:
+        runner.handle(encode(p))
+        n += 1
+    runner.handle(encode(End(start.scan_id, "success", n)))
+    runner.close()
+    assert runner.results[0]["status"] == "success", runner.results
+    return load(path)
+
+
+def live(tmp_path: Path, skip=()) -> dict:
+    """The simulator's own points, as a live scan sends them (points in `skip` never sent)."""
+    s = sim()
+    points = (s.point(i, "live") for i in range(SIMCONF.npoints) if i not in skip)
+    return run(s.start("live"), points, tmp_path / f"live-{'-'.join(map(str, skip))}.h5")
+
+
+def replay(tmp_path: Path, inputs: list, name: str = "replay", **options) -> dict:
+    start, points = open_recording([str(x) for x in inputs], **options)
+    return run(start, points, tmp_path / f"{name}.h5")
+
+
+def same(a: dict, b: dict, tables=TABLES) -> None:
+    """Identical tables, every column, bit for bit."""
+    assert len(a["cliques"]["clique_id"]) >= 3
+    for t in tables:
+        assert a[t].keys() == b[t].keys(), t
+        for k in a[t]:
+            assert a[t][k].dtype == b[t][k].dtype, (t, k)
+            assert np.array_equal(a[t][k], b[t][k], equal_nan=a[t][k].dtype.kind == "f"), (t, k)
+
+
+def status(tables: dict) -> np.ndarray:
+    """Point status (0 ok, 1 missing, 2 bad) by point_id."""
+    pts = tables["points"]
+    out = np.full(pts["point_id"].max() + 1, -1)
+    out[pts["point_id"]] = pts["status"]
+    return out
+
+
+def events(tables: dict, kind: str = "bad") -> dict[int, str]:
+    ev = tables["events"]
+    return {int(p): str(m) for p, k, m in zip(ev["point_id"], ev["kind"], ev["message"],
+                                              strict=True) if k == kind}
+
+
+def write_bliss(path, frames_, omega, monitor, scan="1.1", chunk=1, filters=None):
+    """A Bliss-like scan: /1.1/instrument/eiger/data, /1.1/measurement/eiger a link to it."""
+    with h5py.File(path, "a") as f:
+        g = f.create_group(scan)
+        ny, nx = frames_[0].shape
+        data = g.create_dataset("instrument/eiger/data", (len(frames_), ny, nx), dtype="uint16",
+                                chunks=(chunk, ny, nx), **(filters or {}))
+        for i, fr in enumerate(frames_):
+            data[i] = fr
+        g["measurement/eiger"] = h5py.SoftLink(f"/{scan}/instrument/eiger/data")
+        g["measurement/rot_center"] = np.asarray(omega, np.float64)
+        g["measurement/mon"] = np.asarray(monitor, np.float64)
+    return path

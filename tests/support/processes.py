@@ -1,0 +1,41 @@
+"""`peakstream run` and `peakstream simulate --send` as real subprocesses."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.paths import ROOT
+
+
+class RunProcess:
+    """`peakstream run` in a subprocess; `endpoint` is where it listens."""
+
+    def __init__(self, config: Path, output: Path, *args: str):
+        cmd = [sys.executable, "-m", "stream.cli", "run", str(config), "--listen",
+               "tcp://127.0.0.1:0", "--output", str(output), "--progress-interval", "0.5", *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, cwd=ROOT)
+        first = self.proc.stderr.readline()
+        m = re.search(r"listening on (tcp://\S+),", first)
+        if not m:
+            self.proc.kill()
+            raise RuntimeError(f"peakstream run did not start: {first}{self.proc.stderr.read()}")
+        self.endpoint = m.group(1)
+
+    def wait(self, timeout: float = 120) -> tuple[int, str, str]:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise AssertionError(f"peakstream run did not exit:\n{out}\n{err}") from None
+        return self.proc.returncode, out, err
+
+
+def simulate_send(endpoint: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`peakstream simulate --send` as a separate sender process."""
+    cmd = [sys.executable, "-m", "stream.cli", "simulate", "--quiet", "--send", endpoint, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)

@@ -1,0 +1,213 @@
+"""kill -9 at random instants, restart, and the file equals the uninterrupted run.
+
+The daemon (a real subprocess) is killed with SIGKILL while a scan streams in;
+the restarted daemon continues the scan's file from its last checkpoint when
+the scan's points (or its start) arrive again. Points lost while it was down
+are recorded as missing; sent again from the recording before the end, they
+are filled in and the file equals an uninterrupted run, table for table.
+`peakstream replay --resume` does the same for a killed replay.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream.core.table import read_table
+from stream.sources.simulate import Simulation
+from stream.sources.simulate.config import SimConfig
+from stream.sources.simulate.file import write_scan
+from stream.store.checkpoint import open_h5
+from stream.store.scanfile import POINT_STATUS
+from tests.support.daemon import (  # noqa: F401 (daemon_fixture: the daemon fixture)
+    Sender,
+    completed,
+    daemon_config,
+    daemon_fixture,
+    wait_until,
+)
+from tests.support.paths import ROOT
+
+SIM = SimConfig(npoints=120, shape=(128, 160), spots=40, seed=7)
+TABLES = ("peaks2d", "overlaps", "cliques", "sparse")
+EXTRA = '[output]\nflush_interval = 0.1\n[workers]\nkind = "inline"\n'
+
+
+def tables(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    with open_h5(path) as f:
+        entry = f["entry"]
+        det = next(k for k in entry if k not in ("process", "points"))
+        out = {t: read_table(entry[det][t]) for t in TABLES}
+        out["points"] = read_table(entry["points"])
+        out["events"] = read_table(entry["process/events"])
+    return out
+
+
+def stored_points(path: Path) -> int:
+    """Points in the file as of its last checkpoint (0 while it does not exist)."""
+    try:
+        with open_h5(path) as f:
+            return int(f["entry/points/point_id"].shape[0])
+    except (OSError, KeyError):
+        return 0
+
+
+def assert_same(a: dict, b: dict) -> None:
+    for t in TABLES:
+        assert sorted(a[t]) == sorted(b[t]), t
+        for col in a[t]:
+            assert np.array_equal(a[t][col], b[t][col]), f"{t}/{col}"
+
+
+def reference(start, tmp_path: Path, cfg: Path, sim: Simulation) -> dict:
+    d = start(cfg, output=tmp_path / "ref")
+    s = Sender(d.endpoint, sim)
+    s.scan("scan")
+    s.close()
+    completed(tmp_path / "ref" / "scan.h5")
+    return tables(tmp_path / "ref" / "scan.h5")
+
+
+def test_daemon_killed_three_times_then_filled_in_equals_the_uninterrupted_run(daemon,
+                                                                                tmp_path):
+    sim = Simulation(SIM)
+    cfg = daemon_config(tmp_path, EXTRA)
+    ref = reference(daemon, tmp_path, cfg, sim)
+    out = tmp_path / "out"
+    path = out / "scan.h5"
+    rng = random.Random(11)
+    d = daemon(cfg, output=out)
+    s = Sender(d.endpoint, sim)
+    s.start("scan")
+    sent = 0
+    for _ in range(3):  # send some points, kill at a random instant, restart
+        k = rng.randint(15, 30)
+        s.points("scan", range(sent, sent + k), rate=400)
+        sent += k
+        wait_until(lambda: stored_points(path) > 0, 60, 0.05, "a first checkpoint")
+        time.sleep(rng.uniform(0.0, 0.3))
+        d.proc.kill()
+        d.proc.wait(30)
+        s.close()
+        d = daemon(cfg, output=out)
+        s = Sender(d.endpoint, sim)
+    # the recording at hand: every point again, then the end
+    s.start("scan")
+    s.points("scan", range(SIM.npoints))
+    s.end("scan")
+    s.close()
+    assert completed(path) == "success"
+    got = tables(path)
+    assert_same(got, ref)
+    assert np.array_equal(got["points"]["point_id"], np.arange(SIM.npoints))
+    assert (got["points"]["status"] == POINT_STATUS.index("ok")).all()
+    assert "resumed" in set(got["events"]["kind"])
+    assert sorted(p.name for p in out.glob("*.h5")) == ["scan.h5"]  # no second file
+
+
+def test_points_lost_while_the_daemon_was_down_are_recorded_missing(daemon, tmp_path):
+    sim = Simulation(SIM)
+    cfg = daemon_config(tmp_path, EXTRA)
+    ref = reference(daemon, tmp_path, cfg, sim)
+    out = tmp_path / "out"
+    path = out / "scan.h5"
+    d = daemon(cfg, output=out)
+    s = Sender(d.endpoint, sim)
+    s.start("scan")
+    s.points("scan", range(50), rate=400)
+    wait_until(lambda: stored_points(path) >= 20, 60, 0.05, "20 points stored")
+    d.proc.kill()
+    d.proc.wait(30)
+    s.close()
+    kept = stored_points(path)  # points after the last checkpoint died with the process
+    d = daemon(cfg, output=out)
+    s = Sender(d.endpoint, sim)
+    s.points("scan", range(60, SIM.npoints))  # the acquisition goes on (50-59 were sent
+    # while it was down); no start again: the first point resumes the file
+    s.end("scan")
+    s.close()
+    assert completed(path) == "success"
+    got = tables(path)
+    status = dict(zip(got["points"]["point_id"].tolist(), got["points"]["status"].tolist(),
+                      strict=True))
+    assert sorted(status) == list(range(SIM.npoints))
+    ok, missing = POINT_STATUS.index("ok"), POINT_STATUS.index("missing")
+    assert all(status[p] == ok for p in range(kept))  # stored before the kill: kept
+    assert all(status[p] == missing for p in range(kept, 60))  # lost
+    assert all(status[p] == ok for p in range(60, SIM.npoints))
+    # each point's 2D peaks are the uninterrupted run's
+    pid, rpid = got["peaks2d"]["point_id"], ref["peaks2d"]["point_id"]
+    for p in [p for p, st in status.items() if st == ok]:
+        for col in ("npx", "sum_intensity", "s_raw", "f_raw"):
+            assert np.array_equal(got["peaks2d"][col][pid == p], ref["peaks2d"][col][rpid == p])
+
+
+def peakstream(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stream.cli", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_replay_killed_then_resumed_equals_the_uninterrupted_replay(tmp_path):
+    rec = tmp_path / "rec.h5"
+    sim = SimConfig(npoints=600, shape=(512, 512), spots=120, seed=5)
+    write_scan(Simulation(sim), rec, "rec")
+    config = str(daemon_config(tmp_path, "[output]\nflush_interval = 0.05\n"))
+    common = ["replay", str(rec), "--config", config, "--per-point", "--quiet"]
+    ref = tmp_path / "ref.h5"
+    assert peakstream(*common, "--output", str(ref)).wait(300) == 0
+    out = tmp_path / "out.h5"
+    p = peakstream(*common, "--output", str(out))
+    try:
+        wait_until(lambda: stored_points(out) > 0 or p.poll() is not None, 120, 0.02,
+                   "the replay's first checkpoint")
+        time.sleep(random.Random(3).uniform(0.0, 0.1))
+        p.kill()
+        p.wait(30)
+    finally:
+        p.kill()
+    with open_h5(out) as f:
+        if f["entry"].attrs["status"] != "running":
+            pytest.fail("the replay ended before it could be killed; make the scan longer")
+    assert 0 < stored_points(out) < sim.npoints
+    r = peakstream(*common, "--output", str(out), "--resume")
+    err = r.communicate(timeout=300)[1]
+    assert r.returncode == 0, err
+    assert_same(tables(out), tables(ref))
+    # a file that has ended is not resumed again
+    r = peakstream(*common, "--output", str(out), "--resume")
+    err = r.communicate(timeout=300)[1]
+    assert r.returncode != 0 and "resume" in err
+
+
+def test_disk_full_fails_that_scan_and_the_next_scan_is_written(daemon, tmp_path):
+    """A daemon whose files may not grow past 6.5 MiB (a small scan takes ~6.1 MiB,
+    the big one ~7.3): writes fail with EFBIG, as on a full disk. The big scan ends as
+    fail with the reason and its file reads as of its last checkpoint; the daemon goes
+    on and a small scan after it is written whole."""
+    cfg = daemon_config(tmp_path, EXTRA)
+    d = daemon(cfg, output=tmp_path / "out", fsize=13 << 19)
+    big = Simulation(SimConfig(npoints=1000, shape=(512, 512), spots=400, seed=2))
+    s = Sender(d.endpoint, big)
+    s.scan("big")
+    s.close()
+    path = tmp_path / "out" / "big.h5"
+    wait_until(lambda: d.status()["scans_done"] >= 1, 120, 0.1, "the big scan to end")
+    with open_h5(path) as f:
+        assert f["entry"].attrs["status"] == "fail"
+        assert "too large" in str(f["entry"].attrs["reason"]).lower()
+        n = f["entry/points/point_id"].shape[0]
+        assert 0 < n < big.config.npoints  # what the file could hold, readable
+    small = Simulation(SimConfig(npoints=20, shape=(128, 160), spots=8, seed=4))
+    s = Sender(d.endpoint, small)
+    s.scan("small")
+    s.close()
+    assert completed(tmp_path / "out" / "small.h5") == "success"
+    assert d.proc.poll() is None  # still running
+    assert tables(tmp_path / "out" / "small.h5")["points"]["point_id"].tolist() == list(
+        range(20))
