@@ -6,6 +6,7 @@ Each `cmd_*` takes the parsed arguments and returns the exit code: 0 done,
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stream import __version__
+from stream.cli.main import CONFIGS, presets
 from stream.config.base import ConfigError
 from stream.config.schema import Config
 
@@ -104,6 +106,57 @@ def format_status(status: dict[str, Any], prev: dict[str, Any], dt: float) -> st
 # ------------------------------------------------------------------ commands
 
 
+def warm_up(config: Config, label: str, quiet: bool = False, verbose: bool = False) -> Any:
+    """Load (or compile) the config's kernels with a progress line on stderr; returns the
+    `WarmupReport`. Called before the data socket is bound: a sender that connects
+    meanwhile waits in ZeroMQ's queue."""
+    from stream.run.warmup import expected_seconds, warmup
+
+    tty = sys.stderr.isatty()
+    about = expected_seconds(config)
+    state = {"last": 0.0, "said_cold": False}
+
+    def progress(done: int, total: int | None, compiling: bool) -> None:
+        now = time.monotonic()
+        if quiet or (now - state["last"] < (0.2 if tty else 5.0) and not
+                     (compiling and not state["said_cold"])):
+            return
+        state["last"] = now
+        state["said_cold"] |= compiling
+        of = f"/{total}" if total else " kernels"
+        why = f" (first start after install or upgrade: about {about:.0f} s)" if compiling \
+            else ""
+        line = f"{label}: warming up kernels{why} {done}{of}"
+        sys.stderr.write(("\r" + line + "\033[K") if tty else line + "\n")
+        sys.stderr.flush()
+
+    report = warmup(config, progress)
+    if not quiet:
+        if tty:
+            sys.stderr.write("\r\033[K")
+        how = f"{len(report.compiled)} compiled" if report.compiled else "all from the cache"
+        print(f"{label}: {report.kernels} kernels ready in {report.seconds:.1f} s ({how}; "
+              f"frames {', '.join(report.frames) or 'none'})", file=sys.stderr, flush=True)
+    for problem in report.problems:
+        log.warning("warm-up: %s", problem)
+    if verbose:
+        for c in sorted(report.compiled, key=lambda c: -c.seconds):
+            print(f"  {c.seconds:7.2f} s  {'  ' * c.depth}{c.name}({c.signature})")
+    return report
+
+
+def cmd_warmup(args: argparse.Namespace) -> int:
+    """Load (or compile) the kernels a config uses, then exit (install scripts, systemd
+    ExecStartPre)."""
+    config = _config(args)
+    report = warm_up(config, "warmup", verbose=args.verbose_kernels)
+    if args.verbose_kernels:
+        total = sum(c.seconds for c in report.compiled if c.depth == 0)
+        print(f"  {total:7.2f} s  in {len(report.compiled)} compiles "
+              f"({sum(c.depth == 0 for c in report.compiled)} top level)")
+    return EXIT_FAILED if report.problems else EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from stream.run.runner import ScanRunner
     from stream.sources.zmq import ZmqSource
@@ -111,6 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _config(args)
     stop = _stop_flag()
+    warm_up(config, "run", quiet=args.quiet)
     src = config["source"]
     try:
         source = ZmqSource(src["listen"], src["rcvhwm"])
@@ -156,9 +210,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print("peakstream replay: give the recorded INPUT(s), or --images FILE::/path",
               file=sys.stderr)
         return EXIT_USAGE
+    try:
+        trajectory = replay_trajectory(args, config)
+    except ValueError as exc:
+        print(f"peakstream replay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     options = dict(format=args.format, images=args.images, motors=args.motor,
                    counters=args.counter, time=args.time, scan_id=args.scan_id,
-                   detector=args.detector, first=args.first, last=args.last)
+                   detector=args.detector, first=args.first, last=args.last,
+                   trajectory=trajectory)
     try:
         scans = recordings(args.inputs, args.format, args.images)
     except (OSError, ValueError) as exc:
@@ -206,6 +266,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             progress.done()
             continue
         progress = Progress(f"replay {name}", start.npoints, quiet=args.quiet)
+        if not args.quiet:
+            how = start.meta.get("trajectory_from", "recorded")
+            print(f"replay {name}: trajectory {json.dumps(start.trajectory)} ({how})",
+                  file=sys.stderr)
         runner.handle(encode(start))  # through the wire encoding, as a live scan
         n = 0
         try:
@@ -228,6 +292,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for r in runner.results:
         print(format_summary(summary(r["file"])))
     return _exit_code(runner.results)
+
+
+def replay_trajectory(args: argparse.Namespace, config: Config) -> dict[str, Any] | None:
+    """The trajectory map of --trajectory and its options, else of [replay] trajectory,
+    else None (the recording's, or derived from its motors)."""
+    extra = [k for k in ("fast", "slow", "nfast") if getattr(args, k, None) is not None]
+    extra += [k for k in ("iflip", "wrap") if getattr(args, k, False)]
+    if not args.trajectory:
+        if extra:
+            raise ValueError(f"--{', --'.join(extra)} go with --trajectory KIND")
+        return dict(config["replay"]["trajectory"]) or None
+    fast = args.fast or (args.motor[0].split("=")[0] if args.motor else "omega")
+    traj: dict[str, Any] = {"kind": args.trajectory, "fast": fast}
+    if args.trajectory in ("grid", "snake"):
+        if not args.nfast:
+            raise ValueError(f"--trajectory {args.trajectory} needs --nfast N (points per row)")
+        traj.update(nfast=args.nfast, slow=args.slow)
+    elif args.slow or args.nfast:
+        raise ValueError("--slow and --nfast go with --trajectory grid or snake")
+    if args.iflip:
+        if args.trajectory != "interlaced":
+            raise ValueError("--iflip goes with --trajectory interlaced")
+        traj["iflip"] = True
+    if args.wrap:
+        traj["wrap"] = True
+    if args.trajectory == "free":
+        raise ValueError("--trajectory free needs tolerances: give it as [replay] trajectory "
+                         "in the config, e.g. {kind = \"free\", tolerance = {omega = 0.4}}")
+    return traj
 
 
 def cmd_relink(args: argparse.Namespace) -> int:
@@ -353,6 +446,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from stream.store.reader import format_summary, load, summary
 
     config = _config(args)
+    config.override("source", "warmup", ["uint16/raw"])  # what the simulator sends
+    warm_up(config, "demo", quiet=args.quiet)
     source = ZmqSource("tcp://127.0.0.1:0", config["source"]["rcvhwm"])
     runner = ScanRunner(config, output_dir=args.output)
     cmd = [sys.executable, "-m", "stream.cli", "simulate", "--quiet", "--send", source.endpoint,
@@ -403,14 +498,6 @@ def _config(args: argparse.Namespace) -> Config:
     if getattr(args, "listen", None):
         config.override("source", "listen", args.listen)
     return config
-
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-
-def presets() -> list[str]:
-    """The configs shipped with peakstream (configs/NAME.toml), usable as --preset NAME."""
-    return sorted(p.stem for p in CONFIGS.glob("*.toml")) if CONFIGS.is_dir() else []
 
 
 SIM_KINDS = ("trajectory", "nrows", "wrap", "iflip", "touching_fraction")

@@ -12,18 +12,34 @@ import sys
 from pathlib import Path
 
 from stream import __version__
-from stream.cli.commands import (
-    EXIT_USAGE,
-    cmd_demo,
-    cmd_export,
-    cmd_inspect,
-    cmd_relink,
-    cmd_replay,
-    cmd_run,
-    cmd_simulate,
-    presets,
-)
 from stream.config.base import ConfigError
+
+EXIT_USAGE = 2
+# the clients of a running daemon: parsed and run without importing numpy, h5py or the
+# processing code, so that they answer at once
+CLIENTS = ("status", "get", "set", "watch")
+
+
+def _command(name: str):
+    """A `cmd_*` of stream.cli.commands, imported when the command runs."""
+    def run(args: argparse.Namespace) -> int:
+        from stream.cli import commands
+
+        return getattr(commands, f"cmd_{name}")(args)
+    return run
+
+
+cmd_demo, cmd_export, cmd_inspect, cmd_relink, cmd_replay, cmd_run, cmd_simulate, \
+    cmd_warmup = map(_command, ("demo", "export", "inspect", "relink", "replay", "run",
+                                "simulate", "warmup"))
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def presets() -> list[str]:
+    """The configs shipped with peakstream (configs/NAME.toml), usable as --preset NAME."""
+    return sorted(p.stem for p in CONFIGS.glob("*.toml")) if CONFIGS.is_dir() else []
 
 
 def _add_sim_options(p: argparse.ArgumentParser) -> None:
@@ -35,6 +51,7 @@ def _add_sim_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scan-id", default="sim-0001", help="scan_id (default sim-0001)")
 
 
+TRAJECTORY_KINDS = ("sweep", "interlaced", "grid", "snake", "free")
 REPLAY_FORMATS = ("simulate", "peakstream", "imaged11", "hdf5", "fabio", "framecache")
 REPLAY_DESCRIPTION = """\
 Replay a recorded scan through the same nodes, linker and store as a live run
@@ -49,6 +66,11 @@ detected from each file's content:
               --images FILE::/1.1/measurement/eiger, several = one continuing scan
   fabio       EDF / CBF / TIFF series: data_%04d.edf (a missing file = missing
               points), 'data_*.cbf' (natural order), files; multi-frame EDF
+
+The trajectory (which points are neighbours) is the recording's own, else
+--trajectory / [replay] trajectory, else the one the motor positions show
+(sweep, wrap, interlaced with or without iflip, snake, grid, free); the
+replay prints the one it uses and the output file keeps it.
 
 Image inputs given together are one scan; every other file is a scan of its own.
 A frame that cannot be read is recorded as a bad point naming the file and the
@@ -81,7 +103,8 @@ examples:
 """
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(clients_only: bool = False) -> argparse.ArgumentParser:
+    """The whole command line (`clients_only`: just the daemon's clients, fast)."""
     top = argparse.ArgumentParser(
         prog="peakstream",
         description="Online peak search for scanning X-ray diffraction: frames arrive over "
@@ -93,6 +116,9 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("-v", "--verbose", action="count", default=0,
                      help="more log output (-v info, -vv debug)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if clients_only:
+        _add_clients(sub)
+        return top
 
     p = sub.add_parser("run", help="listen for scans over ZeroMQ and process them",
                        description="Bind a PULL socket (PROTOCOL.md), process every scan that "
@@ -151,6 +177,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scan-id", help="scan_id (default: recorded, or from the file name)")
     p.add_argument("--detector", help="detector name for image inputs (default: from the "
                                       "dataset path, or 'detector')")
+    p.add_argument("--trajectory", choices=TRAJECTORY_KINDS,
+                   help="how the scan ran, when the recording does not say (default: [replay] "
+                        "trajectory of the config, else derived from the motor positions, else "
+                        "a sweep); see docs/trajectories.md")
+    p.add_argument("--fast", metavar="MOTOR", help="--trajectory: the fast motor (default "
+                                                    "omega, or the first motor)")
+    p.add_argument("--slow", metavar="MOTOR", help="grid / snake: the slow motor (e.g. dty)")
+    p.add_argument("--nfast", type=int, metavar="N", help="grid / snake: points per row")
+    p.add_argument("--iflip", action="store_true", help="interlaced: the second pass runs "
+                                                         "backwards")
+    p.add_argument("--wrap", action="store_true", help="the fast motor covers whole turns: "
+                                                        "the last point neighbours the first")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_replay)
 
@@ -237,13 +275,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300.0, help="give up after this many s")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("warmup", help="load (or compile) the kernels a config uses, then exit",
+                       description="Push a tiny synthetic scan of each [source] warmup frame "
+                                   "kind (dtype/encoding) through the config's chain, linker "
+                                   "and store, so numba's cache holds every kernel the config "
+                                   "uses (run it after an install or upgrade, or as a "
+                                   "systemd ExecStartPre). run, daemon and demo do the same "
+                                   "before they bind the data socket.")
+    p.add_argument("config", nargs="?", help="TOML config (default: built-in defaults)")
+    p.add_argument("--verbose", dest="verbose_kernels", action="store_true",
+                   help="print the compile time of every kernel (nested ones indented)")
+    p.set_defaults(func=cmd_warmup)
     return top
 
 
 def _daemon(args: argparse.Namespace) -> int:
+    from stream.cli.commands import warm_up
     from stream.service.daemon import cmd_daemon
 
-    return cmd_daemon(args)
+    return cmd_daemon(args, warm=lambda config: warm_up(config, "daemon"))
 
 
 def _add_maps(sub) -> None:
@@ -275,7 +326,8 @@ def _add_service(sub) -> None:
                                    "the live lane on [live] endpoint, logs to stderr and a "
                                    "rotating log file. SIGTERM / SIGINT: finish the scan in "
                                    "progress, write it, exit 0; a second signal aborts it.")
-    p.add_argument("config", help="TOML config")
+    p.add_argument("config", nargs="?", help="TOML config (default: built-in defaults, as "
+                                             "for run)")
     p.add_argument("--listen", help="data endpoint to bind (overrides [source] listen; with "
                                     "kind = 'dectris' the motor lane)")
     p.add_argument("--control", help="control endpoint to bind (overrides [control] "
@@ -283,6 +335,11 @@ def _add_service(sub) -> None:
     p.add_argument("--live", help="live lane endpoint to bind (overrides [live] endpoint)")
     p.add_argument("--output", help="output directory (overrides [output] directory)")
     p.set_defaults(func=_daemon)
+    _add_clients(sub)
+
+
+def _add_clients(sub) -> None:
+    """status, get, set (the control socket) and watch (the live lane)."""
     control = "tcp://127.0.0.1:5557"
     for name, text in (("status", "a running daemon's state, counters, scan and file"),
                        ("get", "a node's parameters (every node's without NODE)"),
@@ -316,7 +373,9 @@ def _add_service(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = parser(clients_only=command in CLIENTS).parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "demo" and args.config is None:

@@ -51,11 +51,17 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "join_timeout": 2.0,  # s a frame waits for its motors (and the reverse)
         "series_timeout": 30.0,  # s without a message before an open series ends itself
         "trajectory": {},  # the scan's trajectory map ({} = a sweep in the first motor)
+        # run / daemon / demo load or compile the kernels of these detector frame kinds
+        # ("DTYPE/ENCODING", encoding raw | bslz4 | lz4) before binding the data socket
+        # (stream/run/warmup.py); [] = none, kernels then load at the first scan
+        "warmup": ["uint16/raw", "uint32/bslz4"],
     },
     # per-point nodes run in `count` workers (0: threads one per core, processes one per
     # core less one); the linker and the store stay in the main process
     "workers": {
-        "kind": "inline",  # inline | threads | processes
+        # threads by default: the kernels release the GIL, the receiver and collector
+        # mostly wait (BENCHMARKS.md P2: 254 frames/s against 173 inline on 2 cores)
+        "kind": "threads",  # inline | threads | processes
         "count": 0,
         "endpoint": "",  # processes: ROUTER endpoint ("" = an ipc:// path of our own)
         "queue": 0,  # points between receiver and collector (0: 2 per worker + 1, at least 5)
@@ -79,6 +85,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # open, written with the same config, continues that file from its last checkpoint
     "output": {"directory": ".", "flush_interval": 1.0, "pattern": "{scan_id}.h5",
                "resume": True},
+    # peakstream replay: the trajectory map of recordings that do not declare one
+    # (stream/core/trajectory.py; {} = derived from the motor positions), e.g.
+    # trajectory = {kind = "interlaced", fast = "omega", iflip = true}
+    "replay": {"trajectory": {}},
     # peakstream daemon: its log file ("" = DIRECTORY/peakstream.log), rotated at
     # log_max_bytes (0: never) keeping log_backups old files
     "daemon": {"log_file": "", "log_max_bytes": 10 << 20, "log_backups": 5},
@@ -89,7 +99,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "live": {"endpoint": "tcp://127.0.0.1:5556", "interval": 0.5, "frame_rate": 2.0,
              "frame_bin": 8, "sndhwm": 16},
 }
-GROUPS = ("source", "node", "linker", "output", "workers", "daemon", "control", "live")
+GROUPS = ("source", "node", "linker", "output", "workers", "replay", "daemon", "control",
+          "live")
 OVERRUN = ("block", "abort")
 WORKER_KINDS = ("inline", "threads", "processes")
 # The chain when a config names none: a global cut, 8-connected labels, moments.

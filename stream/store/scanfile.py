@@ -81,6 +81,24 @@ SPARSE_COLUMNS = {"row": "uint16", "col": "uint16", "intensity": "float32", "lab
 _OPEN: weakref.WeakSet = weakref.WeakSet()  # stores still open, released at exit
 
 
+def chunk_sizes(start_json: str) -> dict[str, int]:
+    """Rows per chunk of the point, peak and pixel tables: the full sizes, or for a scan
+    that announces fewer points sizes to match (a chunk is allocated whole, so a tiny
+    scan's file would otherwise take ~6 MB)."""
+    try:
+        npoints = json.loads(start_json).get("npoints")
+    except (ValueError, AttributeError):
+        npoints = None
+    if not isinstance(npoints, int) or npoints <= 0:
+        return {"points": 4096, "peaks": 16384, "pixels": 65536}
+
+    def fit(rows: int, full: int) -> int:
+        return int(min(full, max(64, 1 << (max(rows, 1) - 1).bit_length())))
+
+    return {"points": fit(npoints, 4096), "peaks": fit(16 * npoints, 16384),
+            "pixels": fit(512 * npoints, 65536)}
+
+
 class ScanStore:
     """The output file of one scan, written while the scan runs; every flush is an
     atomic checkpoint (`stream.checkpoint`)."""
@@ -150,19 +168,22 @@ class ScanStore:
                                 "flags": STR}
         cols.update({f"motors/{m}": "float64" for m in motors})
         cols.update({f"counters/{c}": "float64" for c in counters})
-        make_columns(points, cols, 4096)
+        size = chunk_sizes(start_json)
+        make_columns(points, cols, size["points"])
         links = points.create_group("links")
         links.attrs["table"] = "links"  # its own table, not columns of /entry/points
-        make_columns(links, {"point_a": "int64", "point_b": "int64", "kind": STR}, 4096)
+        make_columns(links, {"point_a": "int64", "point_b": "int64", "kind": STR},
+                     size["points"])
         det = entry.create_group(detector)
         sparse = det.create_group("sparse")
-        make_columns(sparse, SPARSE_COLUMNS, 65536)
-        make_columns(sparse, {"nnz": "int64"}, 4096)
+        make_columns(sparse, SPARSE_COLUMNS, size["pixels"])
+        make_columns(sparse, {"nnz": "int64"}, size["points"])
         make_columns(det.create_group("peaks2d"),
-                 {"point_id": "int64", **peak_columns, "clique_id": "int64"}, 16384)
+                 {"point_id": "int64", **peak_columns, "clique_id": "int64"}, size["peaks"])
         make_columns(det.create_group("overlaps"), {"peak_a": "int64", "peak_b": "int64",
-                                                "npixels": "int32", "score": "float32"}, 16384)
-        make_columns(det.create_group("cliques"), dict(clique_columns), 16384)
+                                                "npixels": "int32", "score": "float32"},
+                     size["peaks"])
+        make_columns(det.create_group("cliques"), dict(clique_columns), size["peaks"])
 
     def _bind(self, detector: str, flush_interval: float) -> None:
         """The Table objects over the file's column datasets."""
