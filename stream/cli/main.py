@@ -23,9 +23,11 @@ CLIENTS = ("status", "get", "set", "watch")
 def _command(name: str):
     """A `cmd_*` of stream.cli.commands, imported when the command runs."""
     def run(args: argparse.Namespace) -> int:
-        from stream.cli import commands
+        import importlib
 
-        return getattr(commands, f"cmd_{name}")(args)
+        module = importlib.import_module("stream.cli." + ("replay" if name == "replay"
+                                                          else "commands"))
+        return getattr(module, f"cmd_{name}")(args)
     return run
 
 
@@ -150,13 +152,21 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--per-point", action="store_true",
                    help="replay a sparse recording point by point through the wire "
                         "encoding, not in blocks (same result, much slower)")
-    p.add_argument("--output", required=True,
+    p.add_argument("--output",
                    help="output FILE.h5 (one scan) or directory (several scans)")
     p.add_argument("--resume", action="store_true",
                    help="continue --output FILE.h5, left open by a crash or a kill, from its "
                         "last checkpoint: its points are kept, the recording's other points "
-                        "(those lost or never reached) are processed; the config must be "
-                        "the one the file was written with",)
+                        "(those lost or never reached) are processed; a file whose scan has "
+                        "ended with points missing is filled (--fill). The config is the "
+                        "file's own unless --config is given (same [[node]], [linker], "
+                        "detector and trajectory)")
+    p.add_argument("--fill", metavar="FILE.h5",
+                   help="complete FILE.h5, whose scan ended with points missing (a daemon "
+                        "killed mid-scan), from its recording: the scan is processed again "
+                        "with the file's config, checked against the points it holds, and "
+                        "replaces it (kept as FILE.h5.before-fill); the result equals an "
+                        "uninterrupted run and records the fill")
     p.add_argument("--images", nargs="+", action="extend", default=[], metavar="FILE::/PATH",
                    help="HDF5 frames: 3D datasets, one scan continuing across them; a bare "
                         "/PATH is looked for in the HDF5 INPUT file(s)")

@@ -337,6 +337,7 @@ class ScanRunner(Resuming):
         cur, self.current = self.current, None
         try:
             cur.collector.finish(status, reason)
+            status, reason = getattr(cur.collector, "final", (status, reason))
         except Exception as exc:  # disk full, ...: the scan fails, the runner goes on
             log.error("scan %s: could not be written: %s", cur.scan.scan_id, exc)
             status, reason = "fail", f"write failed: {exc}"

@@ -73,6 +73,28 @@ def config_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# the parts of a config that decide the results: a resumed or filled file must have been
+# written with the same; endpoints, output, logging, workers and live settings may differ
+PROCESSING = {"node": None, "linker": None, "source": ("detector", "trajectory"),
+              "replay": ("trajectory",)}
+
+
+def processing_hash(text: str) -> str:
+    """sha256 of the processing part of a config's TOML text (`PROCESSING`)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return config_hash(text)
+    part = {}
+    for group, keys in PROCESSING.items():
+        value = data.get(group, [] if group == "node" else {})
+        part[group] = value if keys is None else {k: value.get(k) for k in keys
+                                                  if k in value}
+    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()
+
+
 # tables of a scan: name -> its group below /entry ("{det}": the detector's group)
 TABLES = {"events": "process/events", "points": "points", "links": "points/links",
           "sparse": "{det}/sparse", "nnz": "{det}/sparse", "peaks": "{det}/peaks2d",

@@ -339,14 +339,31 @@ def test_resume_goes_back_to_the_last_state_and_links_the_rest_again(sweep, tmp_
     same(load(out), full)
 
 
+def test_resume_ignores_what_changes_no_result(tmp_path):
+    """Endpoints, output, workers, live settings: not part of a file's identity."""
+    from stream.store.scanfile import processing_hash
+
+    a = config(0.0)
+    b = config(0.0)
+    for group, key, value in (("output", "flush_interval", 0.5), ("output", "directory", "x"),
+                              ("source", "listen", "tcp://127.0.0.1:9"),
+                              ("control", "endpoint", ""), ("live", "endpoint", ""),
+                              ("workers", "kind", "inline")):
+        b.override(group, key, value)
+    assert a.text() != b.text()
+    assert processing_hash(a.text()) == processing_hash(b.text())
+    b.override("linker", "fraction", 0.5)
+    assert processing_hash(a.text()) != processing_hash(b.text())
+
+
 def test_resume_refuses_another_config_another_scan_or_an_ended_scan(sweep, tmp_path):
     rec, full = sweep
     out = tmp_path / "scan.h5"
     kill_after(writer(rec, out, "--delay", "0.02"), 0.3, after_started=True)
     start, _ = open_recording([str(rec)])
     other = config(0.0)
-    other.override("output", "flush_interval", 0.5)  # another effective config text
-    with pytest.raises(ResumeError, match="another config.*sha256"):
+    other.override("linker", "fraction", 0.5)  # another processing config
+    with pytest.raises(ResumeError, match="another processing config.*sha256"):
         resume(out, other.text(), _start_json(start))
     with pytest.raises(ResumeError, match="another scan.*scan_id"):
         resume(out, config(0.0).text(), _start_json(dataclasses.replace(start,

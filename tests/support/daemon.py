@@ -54,7 +54,7 @@ class DaemonProcess:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr,
                                      cwd=ROOT, preexec_fn=_file_size_limit(fsize))
         self.output = output
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 600  # a cold start loads the kernels first
         while time.monotonic() < deadline:
             m = READY.search(self.log.read_text())
             if m:

@@ -111,17 +111,19 @@ def _json(d: dict) -> bytes:
 def v1_header(series_id: int, *, header_detail: str = "basic", shape: tuple[int, int],
               dtype: str = "uint16", nimages: int | None = None,
               flatfield: np.ndarray | None = None, pixel_mask: np.ndarray | None = None,
-              flatfield_applied: bool = False, appendix: Any = None) -> list[bytes]:
+              flatfield_applied: bool = False, appendix: Any = None,
+              config: Mapping[str, Any] | None = None) -> list[bytes]:
     """1, 2 or 8 parts (none, basic, all), one more with an appendix."""
     parts = [_json({"htype": "dheader-1.0", "series": series_id,
                     "header_detail": header_detail})]
     if header_detail in ("basic", "all"):
+        extra = dict(config or {})
         config = {"x_pixels_in_detector": shape[1], "y_pixels_in_detector": shape[0],
                   "bit_depth_image": np.dtype(dtype).itemsize * 8, "count_time": 0.01,
                   "frame_time": 0.01, "nimages": nimages or 1, "ntrigger": 1,
                   "photon_energy": 43500.0, "description": "EMULATOR",
                   "flatfield_correction_applied": flatfield_applied,
-                  "pixel_mask_applied": False}
+                  "pixel_mask_applied": False, **extra}
         parts.append(_json(config))
     if header_detail == "all":
         flat = np.ones(shape, np.float32) if flatfield is None else flatfield
@@ -216,18 +218,21 @@ class DetectorEmulator:
             nimages: int | None = None, channels: Iterable[str] = ("threshold_1",),
             unique_id: str | None = None, flatfield: Mapping | None = None,
             pixel_mask: Mapping | None = None, flatfield_enabled: bool = False) -> None:
-        """The start of a series (v1 maps: the first channel's)."""
+        """The start of a series (v1 maps: the first channel's); `start_fields` (e.g.
+        v2 goniometer and user_data, v1 omega_start / omega_increment) go with it."""
+        extra = dict(getattr(self, "start_fields", {}))
         if self.version == 2:
             self.send(v2_start(series_id, channels=channels, shape=shape, nimages=nimages,
                                unique_id=unique_id, flatfield=flatfield,
-                               pixel_mask=pixel_mask, flatfield_enabled=flatfield_enabled))
+                               pixel_mask=pixel_mask, flatfield_enabled=flatfield_enabled,
+                               **extra))
             return
         first = next(iter(channels), "")
         self.send(v1_header(series_id, header_detail=self.header_detail, shape=shape,
                             dtype=dtype, nimages=nimages,
                             flatfield=(flatfield or {}).get(first),
                             pixel_mask=(pixel_mask or {}).get(first),
-                            flatfield_applied=flatfield_enabled))
+                            flatfield_applied=flatfield_enabled, config=extra))
 
     def image(self, series_id: int, image_id: int, frames: np.ndarray | Mapping[str, Any],
               unique_id: str | None = None) -> None:

@@ -79,6 +79,8 @@ class Series:
     flagged: int = 0  # points that went on without motors
     motor_scan_id: str | None = None
     detectors: dict[str, str] = field(default_factory=dict)  # channel -> our name
+    # axis -> (start, increment) of the start message's goniometer (motors without a lane)
+    goniometer: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -92,8 +94,39 @@ def same_series(start: SeriesStart, msg: SeriesImage | SeriesEnd) -> bool:
     return msg.unique_id is None or start.unique_id is None or msg.unique_id == start.unique_id
 
 
+def goniometer_axes(meta: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """axis -> (start, increment) per image from a series' start: v2's `goniometer`
+    map ({"omega": {"start": 0.0, "increment": 0.25}, ...}), v1's header keys
+    (`omega_start`, `omega_increment`, ...); axes with neither left out."""
+    out: dict[str, tuple[float, float]] = {}
+    gonio = meta.get("goniometer")
+    if isinstance(gonio, dict):
+        for axis, v in gonio.items():
+            if isinstance(v, dict) and _number(v.get("start")) is not None:
+                out[str(axis)] = (_number(v["start"]), _number(v.get("increment")) or 0.0)
+    for key, value in meta.items():
+        if key.endswith("_start") and _number(value) is not None:
+            axis = key[:-len("_start")]
+            inc = _number(meta.get(f"{axis}_increment"))
+            if inc is not None and axis.isidentifier() and axis not in out:
+                out[axis] = (_number(value), inc)
+    return out
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok and math.isfinite(value) else None
+
+
 def scan_id_for(start: SeriesStart) -> str:
-    """Our scan_id: the series' unique id as a safe file name, else series-<id>."""
+    """Our scan_id: `user_data.scan_id` of the series' start when given, else the
+    series' unique id as a safe file name, else series-<id>. (The series number
+    alone repeats after a detector restart; the unique id does not.)"""
+    user = start.meta.get("user_data")
+    if isinstance(user, dict) and isinstance(user.get("scan_id"), str | int):
+        sid = re.sub(r"[^A-Za-z0-9._-]+", "-", str(user["scan_id"])).strip("._-")[:200]
+        if sid:
+            return sid
     if start.unique_id:
         sid = re.sub(r"[^A-Za-z0-9._-]+", "-", start.unique_id).strip("._-")
         sid = re.sub(r"\.\.+", ".", sid)[:200]
@@ -292,13 +325,21 @@ class SeriesMachine:
                                            *(_fits(m, frame.shape, k, cur) for k, m in
                                              (("flatfield", flat), ("pixel_mask", mask))))
         m = first.motors
+        cur.goniometer = goniometer_axes(s.meta)
         motors = self.motors if self.motors is not None else sorted(
-            set(m.motors if m else ()) | set(_trajectory_motors(self.trajectory or {})))
-        trajectory = self.trajectory or ({"kind": "sweep", "fast": motors[0]} if motors
+            set(m.motors if m else ()) | set(_trajectory_motors(self.trajectory or {}))
+            | set(cur.goniometer))
+        moving = [a for a, (_, inc) in cur.goniometer.items() if inc]
+        fast = "omega" if "omega" in moving else (moving[0] if moving else
+                                                  (motors[0] if motors else None))
+        trajectory = self.trajectory or ({"kind": "sweep", "fast": fast} if fast
                                          else {"kind": "sweep"})
         counters = (self.counter_names if self.counter_names is not None
                     else sorted(m.counters) if m else [])
         meta = {"source": "dectris", "series_id": s.series_id, **s.meta}
+        user = s.meta.get("user_data")
+        if isinstance(user, dict) and isinstance(user.get("sample"), str):
+            meta["sample"] = user["sample"]
         if s.unique_id:
             meta["series_unique_id"] = s.unique_id
         cur.opened = True
@@ -312,7 +353,9 @@ class SeriesMachine:
         frames = {cur.detectors.get(ch, detector_name(self.prefix, ch)): f
                   for ch, f in img.frames.items()}
         extra: dict[str, Any] = {k: v for k, v in img.times.items()}
-        if m is None and self.motor_lane:
+        motors = {a: start + inc * img.image_id for a, (start, inc) in cur.goniometer.items()}
+        motors.update(m.motors if m else {})  # the motor lane's readings win
+        if m is None and self.motor_lane and not cur.goniometer:
             flag = (f"motors: none came within {self.join_timeout:g} s of image "
                     f"{img.image_id} (processed without them)")
             extra["flags"] = [flag]
@@ -325,7 +368,7 @@ class SeriesMachine:
             when = m.time if m is not None and math.isfinite(m.time) else time.time()
         cur.points += 1
         self.counters["points"] += 1
-        return Point(cur.scan_id, img.image_id, when, dict(m.motors) if m else {},
+        return Point(cur.scan_id, img.image_id, when, motors,
                      dict(m.counters) if m else {}, frames, extra)
 
     def _close(self, cur: Series, now: float, state: str | None = None,
