@@ -237,7 +237,8 @@ class Processor:
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._poll_rss, daemon=True).start()
         with self.cond:
-            if not self.cond.wait_for(lambda: self.endpoint or self.proc.poll() is not None, 120):
+            if not self.cond.wait_for(lambda: self.endpoint or self.proc.poll() is not None,
+                                      1800):  # a cold start compiles the kernels first
                 raise RuntimeError("peakstream run did not start")
         if self.endpoint is None:
             raise RuntimeError("peakstream run failed:\n" + "".join(self.lines))

@@ -54,7 +54,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # run / daemon / demo load or compile the kernels of these detector frame kinds
         # ("DTYPE/ENCODING", encoding raw | bslz4 | lz4) before binding the data socket
         # (stream/run/warmup.py); [] = none, kernels then load at the first scan
-        "warmup": ["uint16/raw", "uint32/bslz4"],
+        "warmup": ["uint16/bslz4", "uint32/bslz4", "uint16/raw"],
     },
     # per-point nodes run in `count` workers (0: threads one per core, processes one per
     # core less one); the linker and the store stay in the main process

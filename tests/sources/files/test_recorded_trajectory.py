@@ -36,8 +36,10 @@ KINDS = {  # name: (SimConfig, the trajectory keys the derivation must find)
               {"kind": "snake", "fast": "omega", "slow": "dty", "nfast": 30}),
     "grid": (SimConfig(npoints=360, trajectory="grid", nrows=12, omega_step=0.25, **TWO_D),
              {"kind": "grid", "fast": "omega", "slow": "dty", "nfast": 30}),
-    "free": (SimConfig(npoints=160, omega_step=3.0, spots=12, trajectory="free",
-                       dty_amplitude=0.0, touching_fraction=0.0, **BASE), {"kind": "free"}),
+    # continuous rotation with sinusoidal dty, 7.3 degree steps (no whole points a turn)
+    "free": (SimConfig(npoints=592, omega_step=7.3, sigma_points=(0.6, 0.8), spots=20,
+                       trajectory="free", dty_amplitude=10.0, dty_period=4 * 592 * 7.3,
+                       sigma_dty=(1.2, 1.8), touching_fraction=0.0, **BASE), {"kind": "free"}),
 }
 
 
