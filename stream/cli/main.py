@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from stream import __version__
+from stream.cli.presets import presets
 from stream.config.base import ConfigError
 
 EXIT_USAGE = 2
@@ -25,8 +26,8 @@ def _command(name: str):
     def run(args: argparse.Namespace) -> int:
         import importlib
 
-        module = importlib.import_module("stream.cli." + ("replay" if name == "replay"
-                                                          else "commands"))
+        module = importlib.import_module(
+            "stream.cli." + (name if name in ("replay", "warmup") else "commands"))
         return getattr(module, f"cmd_{name}")(args)
     return run
 
@@ -34,14 +35,6 @@ def _command(name: str):
 cmd_demo, cmd_export, cmd_inspect, cmd_relink, cmd_replay, cmd_run, cmd_simulate, \
     cmd_warmup = map(_command, ("demo", "export", "inspect", "relink", "replay", "run",
                                 "simulate", "warmup"))
-
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-
-def presets() -> list[str]:
-    """The configs shipped with peakstream (configs/NAME.toml), usable as --preset NAME."""
-    return sorted(p.stem for p in CONFIGS.glob("*.toml")) if CONFIGS.is_dir() else []
 
 
 def _add_sim_options(p: argparse.ArgumentParser) -> None:
@@ -301,7 +294,7 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
 
 
 def _daemon(args: argparse.Namespace) -> int:
-    from stream.cli.commands import warm_up
+    from stream.cli.warmup import warm_up
     from stream.service.daemon import cmd_daemon
 
     return cmd_daemon(args, warm=lambda config: warm_up(config, "daemon"))

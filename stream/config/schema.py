@@ -59,8 +59,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # per-point nodes run in `count` workers (0: threads one per core, processes one per
     # core less one); the linker and the store stay in the main process
     "workers": {
-        # threads by default: the kernels release the GIL, the receiver and collector
-        # mostly wait (BENCHMARKS.md P2: 254 frames/s against 173 inline on 2 cores)
+        # threads: kernels release the GIL (BENCHMARKS.md P2: 254 frames/s, inline 173)
         "kind": "threads",  # inline | threads | processes
         "count": 0,
         "endpoint": "",  # processes: ROUTER endpoint ("" = an ipc:// path of our own)
@@ -85,9 +84,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # open, written with the same config, continues that file from its last checkpoint
     "output": {"directory": ".", "flush_interval": 1.0, "pattern": "{scan_id}.h5",
                "resume": True},
-    # peakstream replay: the trajectory map of recordings that do not declare one
-    # (stream/core/trajectory.py; {} = derived from the motor positions), e.g.
-    # trajectory = {kind = "interlaced", fast = "omega", iflip = true}
+    # peakstream replay: the trajectory of recordings that declare none ({} = derived
+    # from the motors), e.g. {kind = "interlaced", fast = "omega", iflip = true}
     "replay": {"trajectory": {}},
     # peakstream daemon: its log file ("" = DIRECTORY/peakstream.log), rotated at
     # log_max_bytes (0: never) keeping log_backups old files

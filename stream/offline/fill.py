@@ -26,7 +26,8 @@ import numpy as np
 
 from stream.core.table import STR
 from stream.store.checkpoint import open_h5
-from stream.store.scanfile import POINT_STATUS, now_iso, processing_hash
+from stream.store.identity import processing_hash
+from stream.store.scanfile import POINT_STATUS, now_iso
 
 FILLABLE = ("incomplete", "abort", "fail")
 

@@ -57,6 +57,7 @@ import numpy as np
 from stream import __version__
 from stream.core.table import STR, Table, existing_columns, make_columns
 from stream.store.checkpoint import JournaledFile
+from stream.store.identity import chunk_sizes
 from stream.store.outputs import OutputTable
 from stream.store.state import write_state
 
@@ -73,52 +74,12 @@ def config_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-# the parts of a config that decide the results: a resumed or filled file must have been
-# written with the same; endpoints, output, logging, workers and live settings may differ
-PROCESSING = {"node": None, "linker": None, "source": ("detector", "trajectory"),
-              "replay": ("trajectory",)}
-
-
-def processing_hash(text: str) -> str:
-    """sha256 of the processing part of a config's TOML text (`PROCESSING`)."""
-    import tomllib
-
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        return config_hash(text)
-    part = {}
-    for group, keys in PROCESSING.items():
-        value = data.get(group, [] if group == "node" else {})
-        part[group] = value if keys is None else {k: value.get(k) for k in keys
-                                                  if k in value}
-    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()
-
-
 # tables of a scan: name -> its group below /entry ("{det}": the detector's group)
 TABLES = {"events": "process/events", "points": "points", "links": "points/links",
           "sparse": "{det}/sparse", "nnz": "{det}/sparse", "peaks": "{det}/peaks2d",
           "overlaps": "{det}/overlaps", "cliques": "{det}/cliques"}
 SPARSE_COLUMNS = {"row": "uint16", "col": "uint16", "intensity": "float32", "label": "int32"}
 _OPEN: weakref.WeakSet = weakref.WeakSet()  # stores still open, released at exit
-
-
-def chunk_sizes(start_json: str) -> dict[str, int]:
-    """Rows per chunk of the point, peak and pixel tables: the full sizes, or for a scan
-    that announces fewer points sizes to match (a chunk is allocated whole, so a tiny
-    scan's file would otherwise take ~6 MB)."""
-    try:
-        npoints = json.loads(start_json).get("npoints")
-    except (ValueError, AttributeError):
-        npoints = None
-    if not isinstance(npoints, int) or npoints <= 0:
-        return {"points": 4096, "peaks": 16384, "pixels": 65536}
-
-    def fit(rows: int, full: int) -> int:
-        return int(min(full, max(64, 1 << (max(rows, 1) - 1).bit_length())))
-
-    return {"points": fit(npoints, 4096), "peaks": fit(16 * npoints, 16384),
-            "pixels": fit(512 * npoints, 65536)}
 
 
 class ScanStore:
@@ -190,22 +151,20 @@ class ScanStore:
                                 "flags": STR}
         cols.update({f"motors/{m}": "float64" for m in motors})
         cols.update({f"counters/{c}": "float64" for c in counters})
-        size = chunk_sizes(start_json)
-        make_columns(points, cols, size["points"])
+        rows, peaks, pixels = chunk_sizes(start_json)
+        make_columns(points, cols, rows)
         links = points.create_group("links")
         links.attrs["table"] = "links"  # its own table, not columns of /entry/points
-        make_columns(links, {"point_a": "int64", "point_b": "int64", "kind": STR},
-                     size["points"])
+        make_columns(links, {"point_a": "int64", "point_b": "int64", "kind": STR}, rows)
         det = entry.create_group(detector)
         sparse = det.create_group("sparse")
-        make_columns(sparse, SPARSE_COLUMNS, size["pixels"])
-        make_columns(sparse, {"nnz": "int64"}, size["points"])
+        make_columns(sparse, SPARSE_COLUMNS, pixels)
+        make_columns(sparse, {"nnz": "int64"}, rows)
         make_columns(det.create_group("peaks2d"),
-                 {"point_id": "int64", **peak_columns, "clique_id": "int64"}, size["peaks"])
+                 {"point_id": "int64", **peak_columns, "clique_id": "int64"}, peaks)
         make_columns(det.create_group("overlaps"), {"peak_a": "int64", "peak_b": "int64",
-                                                "npixels": "int32", "score": "float32"},
-                     size["peaks"])
-        make_columns(det.create_group("cliques"), dict(clique_columns), size["peaks"])
+                                                "npixels": "int32", "score": "float32"}, peaks)
+        make_columns(det.create_group("cliques"), dict(clique_columns), peaks)
 
     def _bind(self, detector: str, flush_interval: float) -> None:
         """The Table objects over the file's column datasets."""

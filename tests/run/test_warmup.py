@@ -25,10 +25,10 @@ def test_after_the_warmup_a_scan_compiles_nothing(tmp_path):
     report = warmup(c)
     assert report.problems == [] and report.frames == ["uint16/raw"]
     assert loaded_kernels() >= 20  # dense pass, labels, moments, overlaps, union-find, split
-    sim = Simulation(SimConfig(npoints=30, shape=(128, 96), spots=12, seed=2))
+    sim = Simulation(SimConfig(npoints=60, shape=(128, 160), spots=12, seed=2))
     runner = ScanRunner(c, output_file=tmp_path / "scan.h5")
     with _CompileClock() as clock:
-        for msg in (sim.start("s"), *(sim.point(i, "s") for i in range(30)), sim.end("s")):
+        for msg in (sim.start("s"), *(sim.point(i, "s") for i in range(60)), sim.end("s")):
             runner.handle(encode(msg))
         runner.close()
     assert runner.results[0]["status"] == "success"

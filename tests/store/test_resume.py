@@ -341,7 +341,7 @@ def test_resume_goes_back_to_the_last_state_and_links_the_rest_again(sweep, tmp_
 
 def test_resume_ignores_what_changes_no_result(tmp_path):
     """Endpoints, output, workers, live settings: not part of a file's identity."""
-    from stream.store.scanfile import processing_hash
+    from stream.store.identity import processing_hash
 
     a = config(0.0)
     b = config(0.0)
@@ -384,7 +384,10 @@ def test_a_restarted_daemon_finds_the_file_to_resume(sweep, tmp_path):
     text = config(0.0).text()
     assert resumable_file(tmp_path, "sweep", text) == tmp_path / "sweep.h5"
     assert resumable_file(tmp_path, "other", text) is None
-    assert resumable_file(tmp_path, "sweep", config(0.5).text()) is None
+    assert resumable_file(tmp_path, "sweep", config(0.5).text()) == tmp_path / "sweep.h5"
+    other = config(0.0)
+    other.override("linker", "fraction", 0.5)  # another processing config: not this file
+    assert resumable_file(tmp_path, "sweep", other.text()) is None
 
 
 def test_counters_after_a_resume_add_up(sweep, tmp_path):

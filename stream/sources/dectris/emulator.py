@@ -111,19 +111,19 @@ def _json(d: dict) -> bytes:
 def v1_header(series_id: int, *, header_detail: str = "basic", shape: tuple[int, int],
               dtype: str = "uint16", nimages: int | None = None,
               flatfield: np.ndarray | None = None, pixel_mask: np.ndarray | None = None,
-              flatfield_applied: bool = False, appendix: Any = None,
-              config: Mapping[str, Any] | None = None) -> list[bytes]:
+              flatfield_applied: bool = False, appendix: Any = None, config: Any = None
+              ) -> list[bytes]:
     """1, 2 or 8 parts (none, basic, all), one more with an appendix."""
     parts = [_json({"htype": "dheader-1.0", "series": series_id,
                     "header_detail": header_detail})]
     if header_detail in ("basic", "all"):
-        extra = dict(config or {})
-        config = {"x_pixels_in_detector": shape[1], "y_pixels_in_detector": shape[0],
+        config = {**(config or {}), "x_pixels_in_detector": shape[1],
+                  "y_pixels_in_detector": shape[0],
                   "bit_depth_image": np.dtype(dtype).itemsize * 8, "count_time": 0.01,
                   "frame_time": 0.01, "nimages": nimages or 1, "ntrigger": 1,
                   "photon_energy": 43500.0, "description": "EMULATOR",
                   "flatfield_correction_applied": flatfield_applied,
-                  "pixel_mask_applied": False, **extra}
+                  "pixel_mask_applied": False}
         parts.append(_json(config))
     if header_detail == "all":
         flat = np.ones(shape, np.float32) if flatfield is None else flatfield
@@ -218,8 +218,7 @@ class DetectorEmulator:
             nimages: int | None = None, channels: Iterable[str] = ("threshold_1",),
             unique_id: str | None = None, flatfield: Mapping | None = None,
             pixel_mask: Mapping | None = None, flatfield_enabled: bool = False) -> None:
-        """The start of a series (v1 maps: the first channel's); `start_fields` (e.g.
-        v2 goniometer and user_data, v1 omega_start / omega_increment) go with it."""
+        """The start of a series (v1 maps: the first channel's) with `start_fields`."""
         extra = dict(getattr(self, "start_fields", {}))
         if self.version == 2:
             self.send(v2_start(series_id, channels=channels, shape=shape, nimages=nimages,

@@ -116,10 +116,12 @@ def test_override_and_the_split_it_causes(tmp_path):
     sim = Simulation(KINDS["interlaced-iflip"][0])
     inputs = write_bliss_scan(sim, tmp_path / "scan.h5")
     t = replay(inputs, tmp_path / "sweep.h5", "--trajectory", "sweep")
-    assert t["trajectory"] == {"kind": "sweep", "fast": "omega"}
+    assert {k: t["trajectory"].get(k) for k in ("kind", "fast")} == {"kind": "sweep",
+                                                                     "fast": "omega"}
     assert found_fraction(sim, t) == 0.0
     t = replay(inputs, tmp_path / "given.h5", "--trajectory", "interlaced", "--iflip")
-    assert t["trajectory"] == {"kind": "interlaced", "fast": "omega", "iflip": True}
+    assert {k: t["trajectory"].get(k) for k in ("kind", "fast", "iflip")} == {
+        "kind": "interlaced", "fast": "omega", "iflip": True}
     assert found_fraction(sim, t) == 1.0
 
 
@@ -151,7 +153,7 @@ def test_a_guess_that_fits_nothing_warns(tmp_path, caplog):
 @pytest.mark.parametrize("extra", [["--iflip"], ["--trajectory", "grid"],
                                    ["--trajectory", "sweep", "--iflip"]])
 def test_bad_trajectory_options_are_usage_errors(tmp_path, extra, capsys):
-    sim = Simulation(SimConfig(npoints=10, spots=2, **BASE))
+    sim = Simulation(SimConfig(npoints=30, spots=2, **BASE))
     inputs = write_bliss_scan(sim, tmp_path / "scan.h5")
     assert main(["replay", *inputs, "--output", str(tmp_path / "o.h5"), *extra]) == 2
     assert "--" in capsys.readouterr().err
