@@ -139,11 +139,13 @@ def warmup(config: Config, progress: Callable[[int, int | None, bool], None] | N
         if progress is not None:
             progress(loaded_kernels() - base, total, bool(clock.compiled))
 
-    text = _warm_config_text(config)
+    text = config.text()
     with tempfile.TemporaryDirectory(prefix="peakstream-warmup-") as tmp, \
             _CompileClock(tick) as clock:
         warm = Config.from_text(text, f"{config.origin} (warm-up)", config.base)
         warm.override("output", "directory", tmp)
+        # inline: the same kernels (numba's are per process), no worker threads to stop
+        warm.override("workers", "kind", "inline")
         shape = _frame_shape(warm)
         for k, (dtype, encoding) in enumerate(frame_kinds(config)):
             runner = ScanRunner(warm, output_dir=tmp)
@@ -172,11 +174,6 @@ def expected_seconds(config: Config) -> float:
 
 
 # ------------------------------------------------------------------ the scan
-
-
-def _warm_config_text(config: Config) -> str:
-    """The config, but workers as given and the store without periodic checkpoints."""
-    return config.text()
 
 
 def _frame_shape(config: Config) -> tuple[int, int]:
@@ -231,8 +228,7 @@ def _record_path() -> Path:
 
 def _record_key(config: Config) -> str:
     kinds = [t["kind"] for t in config["node"]]
-    return json.dumps([__version__, kinds, config["source"]["warmup"],
-                       config["workers"]["kind"]])
+    return json.dumps([__version__, kinds, config["source"]["warmup"]])
 
 
 def _read_record(config: Config) -> dict[str, Any]:
