@@ -180,7 +180,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     runner = ScanRunner(config, output_dir=None if single else out, output_file=single)
     if args.resume:  # points the file holds are kept, the others processed
-        runner.resume_file = single
+        runner.resumer.resume_file = single
     for inputs in scans:
         try:
             per_point = args.per_point or args.resume

@@ -1,5 +1,5 @@
 """The scan in progress (`OpenScan`) and what the runner and the batch replay share:
-the counters' names, the clique columns, the start message as JSON.
+the counters' names.
 
 `TapCollector` is the collector with a hook on every linker result that
 closes cliques, for the live lane (`stream.live`), without touching the
@@ -15,9 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stream.core.item import PEAK_COLUMNS
-from stream.core.messages import Start
-from stream.core.messages import start_to_json as _start_json  # the name runner, batch use
 from stream.core.scan import Scan
 from stream.run.collector import Collector
 from stream.run.pipeline import Pipeline
@@ -28,15 +25,6 @@ COUNTERS = ("received", "accepted", "processed", "bad", "linked", "written", "mi
             "duplicate", "rejected", "malformed", "cliques", "overruns", "max_lag")
 # measured, not counted: also in the file's counters, different from run to run
 GAUGES = ("lag", "rss", "reassigned", "restarted")
-
-
-def clique_columns(motors: list[str]) -> dict[str, str]:
-    cols = {"clique_id": "int64", "n2d": "int32", "npx": "int64", "sum_intensity": "float64",
-            "s_raw": "float64", "f_raw": "float64"}
-    cols.update({k: "float64" for k in ("s_1", "s_I", "s_sI", "s_fI", "s_ssI", "s_ffI", "s_sfI")})
-    cols.update({"first_point": "int64", "last_point": "int64", "point": "float64"})
-    cols.update({m: "float64" for m in motors})
-    return cols
 
 
 class TapCollector(Collector):
@@ -113,13 +101,3 @@ class OpenScan:
     def lag(self) -> int:
         """Points between the newest received and the newest linked."""
         return max(self.newest - self.collector.last_linked, 0)
-
-
-
-def new_store(path: Path, config: Any, start: Start, scan: Scan, detector: str) -> ScanStore:
-    """The output file of a scan (OSError when it cannot be made)."""
-    return ScanStore(path, scan_id=start.scan_id, detector=detector, motors=start.motors,
-                     counters=start.counters, peak_columns=PEAK_COLUMNS,
-                     clique_columns=clique_columns(start.motors), config_text=config.text(),
-                     start_json=_start_json(start), trajectory=scan.trajectory.describe(),
-                     flush_interval=config["output"]["flush_interval"])

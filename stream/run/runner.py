@@ -51,26 +51,19 @@ from stream.config.schema import Config
 from stream.core.messages import End, MessageError, Point, Start
 from stream.core.scan import Scan
 from stream.run.dispatch import make_executor, queue_bound
-from stream.run.openscan import (
-    COUNTERS,
-    GAUGES,
-    SCAN_ID,
-    OpenScan,
-    _start_json,
-    clique_columns,
-    new_store,
-)
+from stream.run.openscan import COUNTERS, GAUGES, SCAN_ID, OpenScan
 from stream.run.params import ParamState
-from stream.run.resuming import Resuming
+from stream.run.resuming import ResumeFinder
 from stream.run.workers import decode_result
 from stream.store.naming import Namer
 from stream.store.outputs import write_scan_outputs
 from stream.store.resume import ResumeError
+from stream.store.scanfile import ScanStore
 from stream.wire.codec import decode, encode
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ScanRunner", "OpenScan", "COUNTERS", "GAUGES", "clique_columns", "_start_json"]
+__all__ = ["ScanRunner", "OpenScan", "COUNTERS", "GAUGES"]
 
 
 def freeze_long_lived() -> None:
@@ -82,7 +75,7 @@ def freeze_long_lived() -> None:
     gc.freeze()
 
 
-class ScanRunner(Resuming):
+class ScanRunner:
     """Turns a stream of messages into one output file per scan."""
 
     def __init__(self, config: Config, output_dir: str | Path | None = None,
@@ -99,8 +92,8 @@ class ScanRunner(Resuming):
         self.accepting = True  # False: new scans are refused (the daemon is stopping)
         self.last_error = ""  # why the last scan could not start or be written
         self._refused = ""  # scan_id of a scan refused or failed: its points are dropped
-        self.resume_file: Path | None = None  # replay --resume: continue this file
-        self._no_resume: set[str] = set()  # scan ids that have no file to resume
+        # which crashed file a scan continues (`resumer.resume_file`: replay --resume's)
+        self.resumer = ResumeFinder(config, self.output_dir, self.output_file)
         self.counters: Counter = Counter({k: 0 for k in COUNTERS})
         self.current: OpenScan | None = None
         self.results: list[dict[str, Any]] = []
@@ -274,12 +267,12 @@ class ScanRunner(Resuming):
         path = None
         try:
             if resumed is None:
-                resumed = self._resume_for(start)
+                resumed = self.resumer.for_start(start)
             if resumed is not None:
                 path, store = resumed.store.path, resumed.store
             else:
                 path = self._output_path(start.scan_id, start.meta)
-                store = new_store(path, self.config, start, scan, detector)
+                store = ScanStore.for_scan(path, scan, self.config, detector)
         except ResumeError as exc:
             self._refuse(start.scan_id, f"cannot resume: {exc}")
             return
@@ -385,8 +378,12 @@ class ScanRunner(Resuming):
         if cur is None and self._refused and point.scan_id == self._refused:
             self.counters["rejected"] += 1  # its start was refused (reported once)
             return
-        if cur is None and self._resume_point(point.scan_id):
-            cur = self.current
+        if cur is None:
+            resumed = self.resumer.for_point(point.scan_id)
+            if resumed is not None:
+                self._start(resumed.start(), resumed)
+                cur = self.current if (self.current is not None
+                                       and self.current.scan.scan_id == point.scan_id) else None
         if cur is None or point.scan_id != cur.scan.scan_id:
             what = "no scan is open" if cur is None else f"the open scan is {cur.scan.scan_id!r}"
             self._reject("rejected", f"point {point.point_id} of scan {point.scan_id!r}: {what}")

@@ -49,20 +49,26 @@ import os
 import threading
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from stream import __version__
+from stream.core.item import PEAK_COLUMNS, clique_columns
+from stream.core.messages import start_to_json
 from stream.core.table import STR, Table, existing_columns, make_columns
 from stream.store.checkpoint import JournaledFile
 from stream.store.outputs import OutputTable
+from stream.store.rows import POINT_STATUS
 from stream.store.state import write_state
+
+if TYPE_CHECKING:
+    from stream.config.schema import Config
+    from stream.core.scan import Scan
 
 log = logging.getLogger(__name__)
 
-POINT_STATUS = ("ok", "missing", "bad")
 
 
 def now_iso() -> str:
@@ -108,6 +114,25 @@ class ScanStore:
             _unlink(part)
             raise
         self._jf.path = self.path
+
+    @classmethod
+    def for_scan(cls, path: str | Path, scan: Scan, config: Config, detector: str, *,
+                 peak_columns: dict[str, str] | None = None, start_json: str | None = None,
+                 trajectory: dict | None = None,
+                 flush_interval: float | None = None) -> ScanStore:
+        """The output file of `scan` as `config` asks (OSError when it cannot be made):
+        the start message's motors and counters, the 2D peak and clique columns, the
+        config's text and flush interval, the trajectory's rule. The keywords override
+        (relink keeps what the file it reads holds)."""
+        start = scan.start
+        return cls(path, scan_id=start.scan_id, detector=detector, motors=start.motors,
+                   counters=start.counters,
+                   peak_columns=PEAK_COLUMNS if peak_columns is None else peak_columns,
+                   clique_columns=clique_columns(start.motors), config_text=config.text(),
+                   start_json=start_to_json(start) if start_json is None else start_json,
+                   trajectory=scan.trajectory.describe() if trajectory is None else trajectory,
+                   flush_interval=config["output"]["flush_interval"] if flush_interval is None
+                   else flush_interval)
 
     @classmethod
     def reopen(cls, path: str | Path, flush_interval: float = 1.0) -> ScanStore:

@@ -12,10 +12,9 @@ import h5py
 import numpy as np
 import pytest
 
-from stream.core.item import PEAK_COLUMNS, SparseFrame
+from stream.core.item import PEAK_COLUMNS, SparseFrame, clique_columns
 from stream.core.messages import DetectorInfo, Start
 from stream.core.scan import Scan
-from stream.run.runner import clique_columns
 from stream.store.checkpoint import (
     JournaledFile,
     _apply,
