@@ -271,7 +271,7 @@ class ScanRunner:
             if resumed is not None:
                 path, store = resumed.store.path, resumed.store
             else:
-                path = self._output_path(start.scan_id, start.meta)
+                path = self.output_path(start.scan_id, start.meta)
                 store = ScanStore.for_scan(path, scan, self.config, detector)
         except ResumeError as exc:
             self._refuse(start.scan_id, f"cannot resume: {exc}")
@@ -452,7 +452,8 @@ class ScanRunner:
 
     # ------------------------------------------------------------ helpers
 
-    def _output_path(self, scan_id: str, meta: dict[str, Any] | None = None) -> Path:
+    def output_path(self, scan_id: str, meta: dict[str, Any] | None = None) -> Path:
+        """The file a new scan is written to."""
         if self.output_file is not None:
             return self.output_file
         return self.namer.path(scan_id, meta)  # named by [output] pattern, never overwrites

@@ -539,9 +539,9 @@ def test_split_memory_is_bounded_and_distance_links_never_split():
     most = 0
     for p, (sparse, peaks) in enumerate(frames):
         linker.add_point(p, sparse, peaks, {"omega": float(p)})
-        most = max(most, linker._forest.nedges)
+        most = max(most, linker.forest.nedges)
     linker.finish()
-    assert linker._forest.nedges == 0 and linker.open_peaks() == 0
+    assert linker.forest.nedges == 0 and linker.open_peaks() == 0
     assert sum(s.npeaks for s, _ in frames) > 1000 and most < 200  # not the scan's 5000
     few = frames[:40]
     parts = [partition(cat(run_points(Linker(criterion="distance", distance=2.0, split=s),

@@ -322,7 +322,7 @@ def test_memory_bounded_by_frontier():
     assert total > 5000
     assert most_frontier == 1
     assert most_open < 100
-    assert linker._forest.capacity <= 2048  # slots are reused, not grown with the scan
+    assert linker.forest.capacity <= 2048  # slots are reused, not grown with the scan
     results.append(linker.finish())
     assert linker.open_peaks() == 0
     # still right after many compactions of the slot arrays: members and moments
