@@ -145,7 +145,7 @@ class Collector:
     def __init__(self, linker: Any, store: ScanStore, counters: dict[str, int], *,
                  window: int = 64, timeout: float = 5.0, npoints: int | None = None,
                  motors: list[str] = (), counter_names: list[str] = (),
-                 on_point: Callable[[Item | None, Any], None] | None = None,
+                 on_link: Callable[[Item | None, Any], None] | None = None,
                  gauges: Callable[[], dict[str, int]] | None = None,
                  clock: Callable[[], float] = _time.monotonic, state_interval: float = 0.0):
         self.linker = linker
@@ -153,7 +153,9 @@ class Collector:
         self.counters = counters
         self.buffer = ReorderBuffer(window, timeout, npoints)
         self.rows = RowWriter(store, motors, counter_names)
-        self.on_point = on_point
+        # called with every linker result (the point's item, None for a missing or bad
+        # point or the end of the scan): the live lane's one hook
+        self.on_link = on_link
         self.gauges = gauges  # extra figures for the file's counters at each flush
         self.clock = clock
         self._last_flush = clock()
@@ -206,6 +208,8 @@ class Collector:
         if self.failed is None:
             result = self.linker.finish()
             self._write_link(result)
+            if self.on_link is not None:
+                self.on_link(None, result)
             self.counters["written"] = self.store.points.nrows  # close() flushes them all
             self._write("close", self.store.close, status, reason, self._file_counters())
         self.store.close("fail", self.failed or "")  # no-op unless still open
@@ -316,8 +320,8 @@ class Collector:
         self._write_link(result)
         self.counters["linked"] += 1
         self.last_linked = point_id
-        if self.on_point is not None:
-            self.on_point(item if ok else None, result)
+        if self.on_link is not None:
+            self.on_link(item if ok else None, result)
 
     def _trajectory(self) -> Any:
         # the linker holds the scan's trajectory from its setup(scan)

@@ -1,9 +1,8 @@
 """The scan in progress (`OpenScan`) and what the runner and the batch replay share:
 the counters' names.
 
-`TapCollector` is the collector with a hook on every linker result that
-closes cliques, for the live lane (`stream.live`), without touching the
-collector itself.
+The live lane (`stream.service.live`) sees every linker result through the
+collector's one hook, `on_link`.
 """
 
 from __future__ import annotations
@@ -25,18 +24,6 @@ COUNTERS = ("received", "accepted", "processed", "bad", "linked", "written", "mi
             "duplicate", "rejected", "malformed", "cliques", "overruns", "max_lag")
 # measured, not counted: also in the file's counters, different from run to run
 GAUGES = ("lag", "rss", "reassigned", "restarted")
-
-
-class TapCollector(Collector):
-    """The collector, with `tap(result)` called for every linker result that closes
-    cliques (the live lane's `cliques` topic)."""
-
-    tap: Callable[[Any], None] | None = None
-
-    def _write_link(self, result: Any) -> None:
-        super()._write_link(result)
-        if self.tap is not None and len(result.cliques.get("clique_id", ())):
-            self.tap(result)
 
 
 class OpenScan:
@@ -71,14 +58,14 @@ class OpenScan:
         counters: Counter = Counter({k: 0 for k in COUNTERS})
         linker = Linker(**config["linker"])
         pipeline = Pipeline(config.build_nodes())  # checks the setup before the workers
-        collector = TapCollector(linker, store, counters, window=src["reorder_window"],
+        collector = Collector(linker, store, counters, window=src["reorder_window"],
                                  timeout=src["point_timeout"], npoints=scan.start.npoints,
                                  motors=scan.start.motors, counter_names=scan.start.counters,
                                  gauges=lambda: cur.gauges(workers()))
         cur = cls(key, scan, detector, pipeline, collector, path, counters)
         cur.workers0 = workers()
         if live is not None:
-            collector.tap = lambda result: live.cliques(cur, result)
+            collector.on_link = lambda item, result: live.linked(cur, result)
         return cur
 
     def status(self) -> dict[str, Any]:
