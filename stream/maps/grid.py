@@ -53,7 +53,7 @@ import numpy as np
 from stream import __version__
 from stream.core.grid import MapGrid
 from stream.core.table import STR
-from stream.store.scanfile import now_iso
+from stream.store.layout import now_iso
 
 log = logging.getLogger(__name__)
 

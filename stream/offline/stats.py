@@ -279,7 +279,7 @@ def write_stats(path: str | os.PathLike, images: dict[str, np.ndarray],
                 provenance: dict[str, Any]) -> list[str]:
     """Write the images (HDF5, or one image as .npy / .edf); the paths a config loads."""
     from stream import __version__
-    from stream.store.scanfile import now_iso
+    from stream.store.layout import now_iso
 
     path = Path(path)
     suffix = path.suffix.lower()

@@ -50,11 +50,11 @@ import zmq
 from stream.config.schema import Config
 from stream.core.messages import End, MessageError, Point, Start
 from stream.core.scan import Scan
-from stream.run.dispatch import make_executor, queue_bound
+from stream.run.executors import make_executor, queue_bound
 from stream.run.openscan import COUNTERS, GAUGES, SCAN_ID, OpenScan
 from stream.run.params import ParamState
 from stream.run.resuming import ResumeFinder
-from stream.run.workers import decode_result
+from stream.run.tasks import decode_result
 from stream.store.naming import Namer
 from stream.store.outputs import write_scan_outputs
 from stream.store.resume import ResumeError
