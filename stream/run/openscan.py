@@ -7,6 +7,7 @@ collector's one hook, `on_link`.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections import Counter
@@ -14,16 +15,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stream.core.messages import Start
 from stream.core.scan import Scan
 from stream.run.collector import Collector
 from stream.run.pipeline import Pipeline
+from stream.store.outputs import write_scan_outputs
 from stream.store.scanfile import ScanStore
+
+log = logging.getLogger(__name__)
 
 SCAN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 COUNTERS = ("received", "accepted", "processed", "bad", "linked", "written", "missing",
             "duplicate", "rejected", "malformed", "cliques", "overruns", "max_lag")
 # measured, not counted: also in the file's counters, different from run to run
 GAUGES = ("lag", "rss", "reassigned", "restarted")
+
+
+def check_start(start: Start, detector: str | None) -> tuple[Scan, str, Any]:
+    """The scan a start message opens, its detector's name and info (`detector`: the
+    config's choice, None for the first); ValueError saying why it cannot be taken."""
+    if not SCAN_ID.fullmatch(start.scan_id) or ".." in start.scan_id:
+        raise ValueError(f"start: scan_id {start.scan_id!r} is not a safe file name "
+                         f"(letters, digits, '.', '_', '-'; no '..')")
+    try:
+        scan = Scan.from_start(start)
+    except ValueError as exc:  # a trajectory map that decode() did not see
+        raise ValueError(f"start: {exc}") from None
+    try:
+        name, info = scan.detector(detector)
+    except KeyError as exc:
+        raise ValueError(f"start: {exc.args[0]}") from None
+    return scan, name, info
 
 
 class OpenScan:
@@ -67,6 +89,45 @@ class OpenScan:
         if live is not None:
             collector.on_link = lambda item, result: live.linked(cur, result)
         return cur
+
+    def set_up(self) -> None:
+        """Set the linker and the chain up for the scan (raises what their setup raises:
+        a dark of the wrong shape, an unsupported trajectory, ...)."""
+        self.collector.linker.setup(self.scan)
+        self.pipeline.setup(self.scan)
+
+    def begin(self, info: Any, resumed: Any = None) -> None:
+        """After `set_up`: write the nodes' scan outputs and the frame shape after the
+        chain; continue a `stream.store.resume.Resumed` file from its checkpoint."""
+        scan, store, detector = self.scan, self.collector.store, self.detector
+        write_scan_outputs(store.file["entry"][detector], self.pipeline.nodes)  # axes, units
+        out = self.pipeline.output_scan.start.detectors[detector]  # after a frame node's crop
+        if tuple(out.shape) != tuple(info.shape):
+            store.set_shape(out.shape, out.dtype)
+        if resumed is not None:
+            self.collector.restore(resumed)
+            self.resumed = resumed
+            store.event("resumed", f"resumed from the checkpoint at point "
+                                   f"{resumed.next_point}; points before it are kept")
+            log.warning("scan %s: resumed %s at point %d", scan.scan_id, self.path,
+                        resumed.next_point)
+
+    def finish(self, status: str, reason: str) -> tuple[str, str]:
+        """Close the scan's file with `status`; the status it ended with: fail when its
+        file could not be written (disk full, ...), whatever was asked."""
+        try:
+            self.collector.finish(status, reason)
+        except Exception as exc:  # the scan fails, the runner goes on
+            log.error("scan %s: could not be written: %s", self.scan.scan_id, exc)
+            status, reason = "fail", f"write failed: {exc}"
+            try:
+                self.collector.store.close(status, reason)
+            except Exception:
+                pass
+        failed = self.collector.failed
+        if failed and status != "fail":  # the collector gave up writing its file
+            status, reason = "fail", f"write failed: {failed}"
+        return status, reason
 
     def status(self) -> dict[str, Any]:
         """Its counters, lag, reorder buffer and file, now."""
