@@ -99,7 +99,8 @@ class ScanRunner:
         """One multipart message off the wire."""
         self.counters["received"] += 1
         try:
-            msg = decode(parts, self.config["source"]["max_frame_bytes"])
+            # a point's frames are checked, not made: its worker decodes them (once)
+            msg = decode(parts, self.config["source"]["max_frame_bytes"], frames=False)
         except MessageError as exc:
             self._reject("malformed", str(exc))
         else:
