@@ -1,5 +1,6 @@
-"""The scan in progress (`OpenScan`) and what the runner and the batch replay share:
-the counters' names.
+"""The scan in progress (`OpenScan`: its chain, collector, store and counters; its
+setup and its finish), the checks a start message passes (`check_start`), and the
+counters' names the runner and the block replay share.
 
 The live lane (`stream.service.live`) sees every linker result through the
 collector's one hook, `on_link`.
