@@ -11,19 +11,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stream.cli.commands import EXIT_FAILED, EXIT_USAGE, Progress, _config, _exit_code
+from stream.cli.commands import EXIT_FAILED, EXIT_USAGE, _config, _exit_code
+from stream.cli.progress import ProgressLine
 from stream.config.base import ConfigError
 from stream.config.schema import Config
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from stream.core.messages import End
     from stream.offline.batch import open_blocks, replay_blocks
     from stream.offline.fill import FillError, check_config, fill_target, finish_fill
     from stream.run.runner import ScanRunner
+    from stream.sources.base import open_source
     from stream.sources.files import open_recording, recordings
     from stream.store.reader import format_summary, summary
-    from stream.wire.codec import encode
 
     if args.fill:
         args.output = args.fill
@@ -80,13 +80,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     runner = ScanRunner(config, output_dir=None if single else out, output_file=single)
     if args.resume:  # points the file holds are kept, the others processed
-        runner.resume_file = single
+        runner.resumer.resume_file = single
     for inputs in scans:
         try:
             per_point = args.per_point or args.resume
             blocks = None if per_point else open_blocks(inputs, config, **options)
             if blocks is None:
-                start, points = open_recording(inputs, **options)
+                recording = open_recording(inputs, **options)
         except (OSError, ValueError) as exc:
             print(f"peakstream replay: {exc}", file=sys.stderr)
             runner.close()
@@ -94,8 +94,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         name = Path((inputs or args.images)[0].split("::")[0]).name
         if blocks is not None:  # a sparse recording: label, properties, linker in blocks
             start, stream_blocks = blocks
-            progress = Progress(f"replay {name}", start.npoints, quiet=args.quiet)
-            path = runner._output_path(start.scan_id, start.meta)
+            progress = ProgressLine(f"replay {name}", start.npoints, quiet=args.quiet)
+            path = runner.output_path(start.scan_id, start.meta)
             try:
                 runner.results.append(replay_blocks(config, start, stream_blocks, path,
                                                     progress))
@@ -105,25 +105,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
             progress(start.npoints or 0, force=True)
             progress.done()
             continue
-        progress = Progress(f"replay {name}", start.npoints, quiet=args.quiet)
-        if not args.quiet:
-            how = start.meta.get("trajectory_from", "recorded")
-            print(f"replay {name}: trajectory {json.dumps(start.trajectory)} ({how})",
-                  file=sys.stderr)
-        runner.handle(encode(start))  # through the wire encoding, as a live scan
-        n = 0
-        try:
-            for point in points:
-                runner.handle(encode(point))
-                n += 1
-                progress(n)
-        except (OSError, ValueError) as exc:  # the recording broke off: the scan fails
-            print(f"peakstream replay: {name}: {exc}", file=sys.stderr)
-            runner.handle(encode(End(start.scan_id, "fail", n, f"replay stopped: {exc}")))
-        else:
-            runner.handle(encode(End(start.scan_id, "success", n)))
-        progress(n, force=True)
-        progress.done()
+        with open_source(config, recording, name) as source:
+            progress = ProgressLine(f"replay {name}", source.start.npoints, quiet=args.quiet)
+            if not args.quiet:
+                how = source.start.meta.get("trajectory_from", "recorded")
+                print(f"replay {name}: trajectory {json.dumps(source.start.trajectory)} "
+                      f"({how})", file=sys.stderr)
+            while not source.done:  # through the wire encoding, as a live scan
+                for parts in source.receive(0.0):
+                    runner.handle(parts)
+                progress(source.points)
+            if source.error:  # the recording broke off: the scan failed
+                print(f"peakstream replay: {name}: {source.error}", file=sys.stderr)
+            progress(source.points, force=True)
+            progress.done()
     runner.close()
     if runner.last_error:  # a scan that could not start (or resume), or be written
         print(f"peakstream replay: {runner.last_error}", file=sys.stderr)
@@ -142,31 +137,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for r in runner.results:
         print(format_summary(summary(r["file"])))
     return _exit_code(runner.results)
-
-
-def _ended(path: Path) -> bool:
-    """Has this output file's scan ended (then --resume means fill)?"""
-    from stream.store.checkpoint import open_h5
-
-    try:
-        with open_h5(path) as f:
-            return str(f["entry"].attrs["status"]) not in ("running", "fail")
-    except (OSError, KeyError):
-        return False
-
-
-def _file_config(args: argparse.Namespace) -> Config:
-    """--resume / --fill: the config given, else the one the file was written with."""
-    if args.config or getattr(args, "preset", None):
-        return _config(args)
-    from stream.store.checkpoint import open_h5
-
-    try:
-        with open_h5(args.output) as f:
-            text = f["entry/process/config"].asstr()[()]
-    except (OSError, KeyError) as exc:
-        raise ConfigError(f"{args.output}: no config to resume with: {exc}") from None
-    return Config.from_text(text, f"{args.output}::/entry/process/config")
 
 
 def replay_trajectory(args: argparse.Namespace, config: Config) -> dict[str, Any] | None:
@@ -198,3 +168,28 @@ def replay_trajectory(args: argparse.Namespace, config: Config) -> dict[str, Any
     return traj
 
 
+
+
+def _ended(path: Path) -> bool:
+    """Has this output file's scan ended (then --resume means fill)?"""
+    from stream.store.checkpoint import open_h5
+
+    try:
+        with open_h5(path) as f:
+            return str(f["entry"].attrs["status"]) not in ("running", "fail")
+    except (OSError, KeyError):
+        return False
+
+
+def _file_config(args: argparse.Namespace) -> Config:
+    """--resume / --fill: the config given, else the one the file was written with."""
+    if args.config or getattr(args, "preset", None):
+        return _config(args)
+    from stream.store.checkpoint import open_h5
+
+    try:
+        with open_h5(args.output) as f:
+            text = f["entry/process/config"].asstr()[()]
+    except (OSError, KeyError) as exc:
+        raise ConfigError(f"{args.output}: no config to resume with: {exc}") from None
+    return Config.from_text(text, f"{args.output}::/entry/process/config")

@@ -27,7 +27,8 @@ import numpy as np
 from stream.core.table import STR
 from stream.store.checkpoint import open_h5
 from stream.store.identity import processing_hash
-from stream.store.scanfile import POINT_STATUS, now_iso
+from stream.store.layout import now_iso
+from stream.store.rows import POINT_STATUS
 
 FILLABLE = ("incomplete", "abort", "fail")
 
