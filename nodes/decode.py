@@ -81,11 +81,7 @@ def dense(frame: EncodedFrame, reuse: bool = False) -> np.ndarray:
     else:
         raise ValueError(f"cannot decode encoding {frame.encoding!r}")
     _check(frame, status, block)
-    view = out.view(frame.dtype).reshape(frame.shape)
-    # read-only, as raw frames off the wire are: the kernels that take frames then have
-    # one specialisation per dtype, not two (compiled at every install or upgrade)
-    view.flags.writeable = False
-    return view
+    return out.view(frame.dtype).reshape(frame.shape)
 
 
 def goes_sparse(frame: EncodedFrame, use_precut: bool) -> bool:
