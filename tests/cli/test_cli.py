@@ -128,7 +128,7 @@ def test_daemon_takes_no_config_as_run_does():
 def test_a_tiny_scan_makes_a_small_file(tmp_path):
     """Chunks sized to the scan's npoints: a 5-point scan's file is small (full-size
     chunks, allocated whole, made ~6 MB)."""
-    r = peakstream("simulate", "--points", "20", "--shape", "64", "64", "--spots", "2",
+    r = peakstream("simulate", "--points", "40", "--shape", "128", "128", "--spots", "2",
                    "--output", str(tmp_path / "rec.h5"), "--quiet")
     assert r.returncode == 0, r.stderr
     r = peakstream("replay", str(tmp_path / "rec.h5"), "--output", str(tmp_path / "o.h5"),
