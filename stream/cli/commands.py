@@ -113,8 +113,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = _stop_flag()
     src = config["source"]
     try:
-        source = ZmqSource(src["listen"], src["rcvhwm"])
-    except OSError as exc:
+        if src["kind"] in ("blissdata", "pva"):  # control systems: the daemon's factory
+            from stream.service.daemon import make_source
+
+            source = make_source(config)
+        else:
+            source = ZmqSource(src["listen"], src["rcvhwm"])
+    except (OSError, ValueError) as exc:
         print(f"peakstream run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -124,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         source.close()
         print(f"peakstream run: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"peakstream {__version__}: listening on {source.endpoint}, writing to "
+    print(f"peakstream {__version__}: listening on {getattr(source, 'endpoint', '')}, writing to "
           f"{runner.output_dir}", file=sys.stderr, flush=True)
     progress = StatusLine(runner, quiet=args.quiet, interval=args.progress_interval)
     with source:

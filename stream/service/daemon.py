@@ -1,7 +1,8 @@
 """`peakstream daemon`: a headless service that takes scan after scan.
 
 One `ScanRunner` for the whole session, fed by the config's source (our
-protocol on a bound PULL, or a DECTRIS detector: `stream.sources.dectris`),
+protocol on a bound PULL, a DECTRIS detector: `stream.sources.dectris`, Bliss:
+`stream.sources.blissdata`, an EPICS areaDetector: `stream.sources.pva`),
 one output file per scan named by `[output] pattern`, the control socket
 (`stream.control`) and the live lane (`stream.live`).
 
@@ -54,6 +55,14 @@ def make_source(config: Config) -> Any:
         from stream.sources.dectris import make_source as dectris_source
 
         return dectris_source({k: src[k] for k in DECTRIS_KEYS})
+    if src["kind"] == "blissdata":
+        from stream.sources.blissdata import make_source as blissdata_source
+
+        return blissdata_source(src)
+    if src["kind"] == "pva":
+        from stream.sources.pva import make_source as pva_source
+
+        return pva_source(src)
     from stream.sources.zmq import ZmqSource
 
     return ZmqSource(src["listen"], src["rcvhwm"])

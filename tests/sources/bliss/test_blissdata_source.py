@@ -160,3 +160,42 @@ def _thread(fn) -> threading.Thread:
     t = threading.Thread(target=fn, daemon=True)
     t.start()
     return t
+
+
+def test_redis_lost_mid_scan_ends_it_abort_with_the_reason(tmp_path):
+    from blissdata.redis_engine.store import DataStore
+    from blissdata.streams.default import Stream
+
+    from tests.support.redis import redis_server
+
+    frames, axes, _ = sweep()
+    with redis_server(tmp_path) as server:
+        src = source(server, counters=[], reconnect_timeout=1.0)
+        try:
+            scan = DataStore(server.url).create_scan(
+                {"name": "fscan", "number": 9, "data_policy": "no_policy", "session": "demo"},
+                info={"npoints": 32, **FSCAN})
+            image = scan.create_stream(Stream.make_definition("eiger:image", "uint16",
+                                                              frames[0].shape))
+            rot = scan.create_stream(Stream.make_definition("axis:diffrz", "float64"))
+            scan.prepare()
+            scan.start()
+            for i in range(5):
+                image.send(frames[i][None])
+                rot.send(np.array([axes["diffrz"][i]]))
+            got: list = []
+            for _ in range(600):  # a safety net: the assert below says what was missing
+                got += src.receive(0.1)
+                if sum(isinstance(decode(p), Point) for p in got) == 5:
+                    break
+            server.stop()  # the server dies mid-scan and does not come back
+            got += collect(src)
+            status = src.status()
+        finally:
+            src.close()
+    msgs = [decode(p) for p in got]
+    assert [m.point_id for m in msgs if isinstance(m, Point)] == list(range(5))
+    end = msgs[-1]
+    assert isinstance(end, End) and end.status == "abort" and end.npoints == 5
+    assert "redis connection lost and not back within 1 s" in end.reason
+    assert status["reconnects"] >= 1 and "redis connection lost" in status["last_error"]
