@@ -8,6 +8,7 @@ collector itself.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections import Counter
@@ -29,6 +30,8 @@ COUNTERS = ("received", "accepted", "processed", "bad", "linked", "written", "mi
 # measured, not counted: also in the file's counters, different from run to run
 GAUGES = ("lag", "rss", "reassigned", "restarted")
 
+log = logging.getLogger(__name__)
+
 
 def clique_columns(motors: list[str]) -> dict[str, str]:
     cols = {"clique_id": "int64", "n2d": "int32", "npx": "int64", "sum_intensity": "float64",
@@ -44,11 +47,28 @@ class TapCollector(Collector):
     cliques (the live lane's `cliques` topic)."""
 
     tap: Callable[[Any], None] | None = None
+    ptyd: Any = None  # a stream.store.ptyd.PtydWriter when the chain has a ptyd node
 
     def _write_link(self, result: Any) -> None:
         super()._write_link(result)
         if self.tap is not None and len(result.cliques.get("clique_id", ())):
             self.tap(result)
+
+    def _write_point(self, point_id: int, item: Any, status: str) -> None:
+        super()._write_point(point_id, item, status)
+        if self.ptyd is not None and status == "ok" and "ptyd_data" in item.outputs:
+            self.ptyd.add(point_id, item.outputs["ptyd_data"], item.outputs["ptyd_position"],
+                          self.ptyd_weights)
+
+    def finish(self, status: str, reason: str = "") -> None:
+        try:
+            super().finish(status, reason)
+        finally:
+            if self.ptyd is not None:
+                try:
+                    self.ptyd.close(status)
+                except Exception as exc:  # the scan file is written; say what went wrong
+                    log.error("ptyd %s: %s", self.ptyd.path, exc)
 
 
 class OpenScan:
@@ -92,6 +112,18 @@ class OpenScan:
         if live is not None:
             collector.tap = lambda result: live.cliques(cur, result)
         return cur
+
+    def open_ptyd(self) -> None:
+        """After the chain's setup: a .ptyd file beside the scan's when it has a ptyd node."""
+        node = next((n for n in self.pipeline.nodes if getattr(n, "kind", "") == "ptyd"), None)
+        if node is None:
+            return
+        from stream.store.ptyd import PtydWriter
+
+        c = self.collector
+        c.ptyd_weights = node.weights
+        c.ptyd = PtydWriter(self.path.with_suffix(".ptyd"), node.meta(), node.min_frames,
+                            self.scan.start.npoints, {"scan_id": self.scan.scan_id})
 
     def status(self) -> dict[str, Any]:
         """Its counters, lag, reorder buffer and file, now."""

@@ -301,6 +301,7 @@ class ScanRunner(Resuming):
             self._finish("fail", f"setup failed: {exc}")
             return
         write_scan_outputs(store.file["entry"][detector], pipeline.nodes)  # axes, units
+        self.current.open_ptyd()
         out = pipeline.output_scan.start.detectors[detector]  # after a frame node's crop
         if tuple(out.shape) != tuple(info.shape):
             store.set_shape(out.shape, out.dtype)
