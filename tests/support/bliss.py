@@ -28,12 +28,13 @@ class FakeBliss:
              axes: dict[str, list[float]], counters: dict[str, list[float]] | None = None,
              info: dict[str, Any] | None = None, frames_per_file: int = 4,
              abort_after: int | None = None, late_files: dict[int, float] | None = None,
-             lima: bool = True, npoints: int | None = -1) -> None:
+             lima: bool = True, npoints: int | None = -1, batch: int = 1) -> None:
         """One scan: channels "axis:<name>" and "<ctrl>:<name>", the Lima stream
         "eiger:image". `abort_after`: stop after that many points as a user abort;
         `late_files`: file number -> seconds it reaches the disk after Bliss says it is
         saved (inf: never); `lima` False: the frames travel in the stream itself;
-        `npoints` None: an open-ended scan (-1: len(frames))."""
+        `npoints` None: an open-ended scan (-1: len(frames)); `batch`: points per
+        publication (Bliss buffers; Lima publishes its status now and then)."""
         from blissdata.streams.default import Stream
         from blissdata.streams.lima.stream import LimaStream
 
@@ -63,28 +64,31 @@ class FakeBliss:
         scan.start()
         stop = n if abort_after is None else abort_after
         late: list[threading.Thread] = []
-        for i in range(stop):
+        saved = -1  # the last frame in a file Lima has written (or says it has)
+        for lo in range(0, stop, batch):
+            hi = min(lo + batch, stop)
             for k, v in axes.items():
-                streams[f"axis:{k}"].send(np.array([v[i]]))
+                streams[f"axis:{k}"].send(np.asarray(v[lo:hi], float))
             for k, v in counters.items():
-                streams[f"ctrl:{k}"].send(np.array([v[i]]))
+                streams[f"ctrl:{k}"].send(np.asarray(v[lo:hi], float))
             if not lima:
-                image.send(frames[i][None])
+                image.send(np.stack(frames[lo:hi]))
                 continue
-            file_no, last = divmod(i, frames_per_file)
-            if last == frames_per_file - 1 or i == stop - 1:
-                first = file_no * frames_per_file
-                stack = np.stack(frames[first:i + 1])
-                delay = (late_files or {}).get(file_no, 0.0)
-                path = Path(f"{prefix}{file_no:04d}.h5")
-                if delay:
-                    if delay != float("inf"):
+            for i in range(lo, hi):
+                file_no, last = divmod(i, frames_per_file)
+                if last == frames_per_file - 1 or i == stop - 1:
+                    first = file_no * frames_per_file
+                    stack = np.stack(frames[first:i + 1])
+                    delay = (late_files or {}).get(file_no, 0.0)
+                    path = Path(f"{prefix}{file_no:04d}.h5")
+                    if not delay:
+                        write_lima_file(path, stack)
+                    elif delay != float("inf"):
                         t = threading.Timer(delay, write_lima_file, (path, stack))
                         t.start()
                         late.append(t)
-                else:
-                    write_lima_file(path, stack)
-                image.send({"last_index": i, "last_index_saved": i})
+                    saved = i
+            image.send({"last_index": hi - 1, "last_index_saved": saved})
         for s in (image, *streams.values()):
             s.seal()
         scan.stop()

@@ -33,27 +33,35 @@ class AreaDetector:
                     "EPICS_PVA_AUTO_ADDR_LIST": "NO"}
 
     def post(self, frame: np.ndarray, unique_id: int, attrs: dict | None = None,
-             codec: str = "") -> None:
-        """One frame as areaDetector's PVA plugin posts it (after its codec plugin)."""
+             codec: str = "", body: np.ndarray | None = None) -> None:
+        """One frame as areaDetector's PVA plugin posts it (after its codec plugin;
+        `body`: the frame already compressed by `compress`)."""
         value = self.nt.wrap(frame, attrib=dict(attrs or {}))
         if codec:
-            if codec == "bslz4":
-                import bitshuffle
-
-                body = bitshuffle.compress_lz4(np.ascontiguousarray(frame).reshape(-1), 0)
-            else:
-                import lz4.block
-
-                body = np.frombuffer(lz4.block.compress(np.ascontiguousarray(frame).tobytes(),
-                                                        store_size=False), np.uint8)
+            body = self.compress(frame, codec) if body is None else body
             nd_type = ["int8", "uint8", "int16", "uint16", "int32", "uint32"].index(
                 frame.dtype.name)
-            value["value"] = ("ubyteValue", np.asarray(body, np.uint8))
+            value["value"] = ("ubyteValue", body)
             value["codec.name"] = codec
             value["codec.parameters"] = nd_type
             value["compressedSize"] = len(body)
         value["uniqueId"] = unique_id
         self.image.post(value)
+
+    @staticmethod
+    def compress(frame: np.ndarray, codec: str) -> np.ndarray:
+        """The frame as the codec plugin compresses it: bshuf_compress_lz4 blocks
+        (bslz4), or one LZ4 block of the whole frame (lz4), without a header."""
+        if codec == "bslz4":
+            import bitshuffle
+
+            body = bitshuffle.compress_lz4(np.ascontiguousarray(frame).reshape(-1), 0)
+        else:
+            import lz4.block
+
+            body = np.frombuffer(lz4.block.compress(np.ascontiguousarray(frame).tobytes(),
+                                                    store_size=False), np.uint8)
+        return np.asarray(body, np.uint8)
 
     def close(self) -> None:
         self.server.stop()
