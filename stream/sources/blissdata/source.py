@@ -64,7 +64,7 @@ class BlissdataSource:
                                        reconnects=0, frame_retries=0)
         self.last_error = ""
         self.scan = ""  # the scan being followed
-        self.endpoint_bound = redis_url
+        self.endpoint = self.endpoint_bound = redis_url
         self.bridge = Bridge("blissdata", rcvhwm)
         self.sockets = self.bridge.sockets
         self.store: Any = None
