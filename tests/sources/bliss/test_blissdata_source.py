@@ -199,3 +199,57 @@ def test_redis_lost_mid_scan_ends_it_abort_with_the_reason(tmp_path):
     assert isinstance(end, End) and end.status == "abort" and end.npoints == 5
     assert "redis connection lost and not back within 1 s" in end.reason
     assert status["reconnects"] >= 1 and "redis connection lost" in status["last_error"]
+
+
+def test_connection_lost_mid_scan_and_back_the_scan_goes_on_where_it_was(redis, tmp_path):
+    import redis as redis_py
+    from blissdata.redis_engine.store import DataStore
+    from blissdata.streams.default import Stream
+
+    frames, axes, _ = sweep()
+    src = source(redis, counters=[], reconnect_timeout=60.0)
+    admin = redis_py.Redis.from_url(redis.url)
+    try:
+        scan = DataStore(redis.url).create_scan(
+            {"name": "fscan", "number": 10, "data_policy": "no_policy", "session": "demo"},
+            info={"npoints": 10, **FSCAN})
+        image = scan.create_stream(Stream.make_definition("eiger:image", "uint16",
+                                                          frames[0].shape))
+        rot = scan.create_stream(Stream.make_definition("axis:diffrz", "float64"))
+        scan.prepare()
+        scan.start()
+
+        def publish(lo, hi):
+            image.send(np.stack(frames[lo:hi]))
+            rot.send(np.asarray(axes["diffrz"][lo:hi]))
+
+        publish(0, 5)
+        got: list = []
+        for _ in range(600):  # safety nets: the asserts below say what was missing
+            got += src.receive(0.1)
+            if sum(isinstance(decode(p), Point) for p in got) == 5:
+                break
+        for _ in range(600):  # the network drops the source's connection (not Bliss's)
+            for c in admin.client_list():
+                if c.get("cmd") in ("xread", "xreadgroup"):
+                    admin.client_kill_filter(_id=c["id"])
+            got += src.receive(0.1)
+            if src.status()["reconnects"]:
+                break
+        publish(5, 10)
+        for s in (image, rot):
+            s.seal()
+        scan.stop()
+        scan.info["end_reason"] = "SUCCESS"
+        scan.close()
+        got += collect(src)
+        status = src.status()
+    finally:
+        src.close()
+        admin.close()
+    msgs = [decode(p) for p in got]
+    points = [m for m in msgs if isinstance(m, Point)]
+    assert [p.point_id for p in points] == list(range(10))
+    assert np.array_equal(np.stack([p.frames["eiger"] for p in points]), np.stack(frames[:10]))
+    assert msgs[-1] == End("demo_10_fscan", "success", 10, "")
+    assert status["reconnects"] >= 1 and "redis connection lost" in status["last_error"]
