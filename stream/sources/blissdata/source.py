@@ -225,7 +225,7 @@ class BlissdataSource:
                         continue
                     sent += self.bridge.emit(p)
                 if not started and (final or len(held) >= self.derive_points):
-                    start = self._derived(start, asm)
+                    start = self._derived(start, asm, len(held))
                     started = self.bridge.emit(start)
                     for p in held:
                         sent += self.bridge.emit(p)
@@ -241,7 +241,7 @@ class BlissdataSource:
             return (*self._closed(scan), sent)
         except ScanGone as exc:
             if not started:
-                self.bridge.emit(self._derived(start, asm))
+                self.bridge.emit(self._derived(start, asm, len(held or ())))
             return "abort", str(exc), sent
         finally:
             asm.reader.close()
@@ -291,17 +291,18 @@ class BlissdataSource:
             raise ScanGone(f"redis came back without the scan ({exc2})") from None
         return scan, CursorGroup({n: s for n, s in scan.streams.items() if n in wanted})
 
-    def _derived(self, start: Start, asm: Assembler) -> Start:
-        """The start with the trajectory derived from the positions seen so far."""
-        spec = derive_trajectory(asm.positions()) if start.motors else {"kind": "sweep"}
+    def _derived(self, start: Start, asm: Assembler, n: int) -> Start:
+        """The start with the trajectory derived from the positions of the first `n`
+        points (those held back)."""
+        positions = {k: v[:n] for k, v in asm.positions().items()}
+        spec = derive_trajectory(positions) if start.motors else {"kind": "sweep"}
         try:
             make_trajectory(dict(spec), start.npoints, start.motors)
         except ValueError as exc:
             log.warning("scan %s: derived trajectory %s unusable (%s); a sweep",
                         start.scan_id, spec, exc)
             spec = {"kind": "sweep", **({"fast": start.motors[0]} if start.motors else {})}
-        log.info("scan %s: trajectory derived from %d points: %s", start.scan_id,
-                 len(asm.positions().get(start.motors[0], [])) if start.motors else 0, spec)
+        log.info("scan %s: trajectory derived from %d points: %s", start.scan_id, n, spec)
         return Start(start.scan_id, start.detectors, start.motors, start.counters,
                      start.npoints, spec, start.meta)
 

@@ -108,7 +108,7 @@ def test_a_frame_file_late_on_disk_is_waited_for(redis, tmp_path):
     frames, axes, counters = sweep()
     with source(redis, frame_timeout=30.0) as src:
         out = messages(src, publish(FakeBliss(redis.url, tmp_path), "fscan", 5, frames, axes,
-                                    counters, info=FSCAN, late_files={1: 1.0}))
+                                    counters, info=FSCAN, late_files={1: 2.0}))
         retries = src.status()["frame_retries"]
     points = [m for m in map(decode, out) if isinstance(m, Point)]
     assert [p.point_id for p in points] == list(range(32)) and retries > 0
