@@ -225,6 +225,7 @@ class PvaSource:
                               dict(channels or {}), dict(trajectory or {}), series_timeout,
                               bool(acquire_pv))
         self.endpoint = self.endpoint_bound = f"pva://{pv}"
+        self.done = False  # follows scans until closed
         self.updates: queue.Queue = queue.Queue(maxsize=queue_size)
         self.bridge = Bridge("pva", rcvhwm)
         self.sockets = self.bridge.sockets

@@ -27,8 +27,8 @@ def test_bad_source_keys_name_key_and_file(tmp_path, text, words):
 
 
 def test_a_missing_package_or_server_is_a_clear_error():
-    from stream.service.daemon import make_source
+    from stream.sources.base import open_source
 
     config = Config({"source": {"kind": "blissdata", "redis_url": "redis://127.0.0.1:1"}})
     with pytest.raises(ValueError, match="blissdata: cannot use redis://127.0.0.1:1"):
-        make_source(config)
+        open_source(config)

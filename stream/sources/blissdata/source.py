@@ -65,6 +65,7 @@ class BlissdataSource:
         self.last_error = ""
         self.scan = ""  # the scan being followed
         self.endpoint = self.endpoint_bound = redis_url
+        self.done = False  # follows scans until closed
         self.bridge = Bridge("blissdata", rcvhwm)
         self.sockets = self.bridge.sockets
         self.store: Any = None
