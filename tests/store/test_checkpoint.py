@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
@@ -167,11 +166,13 @@ def test_stores_killed_while_being_made_never_leave_a_half_file(tmp_path):
             f"    st = ScanStore({str(tmp_path)!r} + f'/scan{{i}}.h5', scan_id='x',"
             " detector='d', motors=[], counters=[], peak_columns={},"
             " clique_columns={'clique_id': 'int64'})\n"
-            "    st.close('success')\n")
+            "    st.close('success')\n"
+            "    print(i, flush=True)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE)
     try:
         assert proc.stdout.readline() == b"go\n"
-        time.sleep(1.5)
+        for i in range(4):  # counted, not timed: killed while it makes the fifth or later
+            assert proc.stdout.readline() == f"{i}\n".encode()
     finally:
         proc.kill()
         proc.wait()
