@@ -14,12 +14,14 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import psutil
 import zmq
 from benchinfo import cpu_model, package_version
 
+from stream.config.schema import dump_toml
 from stream.service.control import request
 from stream.sources.simulate import Simulation
 from stream.sources.simulate.config import SimConfig
@@ -30,14 +32,17 @@ CONF = SimConfig(npoints=30, shape=(96, 128), spots=4, seed=11)
 WARMUP = 40  # scans before the first window (numba, HDF5, allocator pools warm up)
 WINDOW = 10  # scans in each window
 READY = re.compile(r"listening on (\S+), control on (\S+), live on (\S+),")
-EXTRA = ('\n[workers]\nkind = "threads"\ncount = 2\n\n[live]\ninterval = 0.05\n'
-         'frame_rate = 20.0\n\n[output]\nflush_interval = 0.2\n')
+EXTRA = {"workers": {"kind": "threads", "count": 2}, "output": {"flush_interval": 0.2},
+         "live": {"interval": 0.05, "frame_rate": 20.0}}  # the soak test's settings
 
 
 def start_daemon(tmp: Path) -> tuple[subprocess.Popen, list[str]]:
     """The daemon on ephemeral ports; (process, [data, control, live] endpoints)."""
     config = tmp / "soak.toml"
-    config.write_text((ROOT / "configs" / "simulated.toml").read_text() + EXTRA)
+    data = tomllib.loads((ROOT / "configs" / "simulated.toml").read_text())
+    for group, table in EXTRA.items():
+        data[group] = {**data.get(group, {}), **table}
+    config.write_text(dump_toml(data))
     log = tmp / "daemon.stderr"
     proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "daemon", str(config),
                              "--listen", "tcp://127.0.0.1:0", "--control", "tcp://127.0.0.1:0",
@@ -81,8 +86,9 @@ def scans_done(control: str, n: int) -> dict:
 
 def soak_daemon(scans: int, json_path: str | None = None) -> int:
     """Run the soak; print the table; 1 if a scan failed or files/threads grew."""
-    if scans < WARMUP + 3 * WINDOW:
-        raise SystemExit(f"--scans must be at least {WARMUP + 3 * WINDOW}")
+    least = 2 * (WARMUP + 2 * WINDOW)  # the middle window after the early one
+    if scans < least:
+        raise SystemExit(f"--scans must be at least {least}")
     tmp = tempfile.TemporaryDirectory()
     proc, (data, control, live) = start_daemon(Path(tmp.name))
     sim = Simulation(CONF)
