@@ -12,10 +12,11 @@ import shutil
 import h5py
 import pytest
 
-from stream.core.item import PEAK_COLUMNS
+from stream.core.item import PEAK_COLUMNS, clique_columns
 from stream.core.messages import End
+from stream.core.messages import start_to_json as _start_json
 from stream.core.scan import Scan
-from stream.run.runner import ScanRunner, _start_json, clique_columns
+from stream.run.runner import ScanRunner
 from stream.sources.files import open_recording
 from stream.store.reader import load, summary
 from stream.store.resume import ResumeError, resumable_file, resume

@@ -24,11 +24,13 @@ import h5py
 import numpy as np
 
 from stream.config.schema import Config
-from stream.core.item import PEAK_COLUMNS
+from stream.core.item import PEAK_COLUMNS, clique_columns
+from stream.core.messages import start_to_json as _start_json
 from stream.core.scan import Scan
 from stream.run.collector import Collector
-from stream.run.runner import COUNTERS, _start_json, clique_columns
-from stream.run.workers import Worker, decode_result, encode_scan, encode_task
+from stream.run.runner import COUNTERS
+from stream.run.tasks import decode_result, encode_scan, encode_task
+from stream.run.workers import Worker
 from stream.sources.files import open_recording
 from stream.sources.simulate import Simulation
 from stream.sources.simulate.config import SimConfig
