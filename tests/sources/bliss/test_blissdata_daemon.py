@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from tests.support.bliss import FakeBliss
-from tests.support.daemon import completed, daemon_config, daemon_fixture, scans_done  # noqa: F401
+from tests.support.daemon import completed, daemon_config, scans_done
 from tests.support.dectris import sim_scan
 
 pytestmark = pytest.mark.system
