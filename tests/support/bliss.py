@@ -106,7 +106,7 @@ def write_lima_file(path: Path, stack: np.ndarray) -> None:
     tmp.rename(path)
 
 
-def collect(source: Any, ends: int = 1, limit: float = 60.0) -> list[list]:
+def collect(source: Any, ends: int = 1, limit: float = 300.0) -> list[list]:
     """The source's messages until `ends` end messages came (or `limit` s: a safety net,
     the caller's asserts say what was missing)."""
     from stream.core.messages import End

@@ -48,7 +48,7 @@ def wait_connected(src: PvaSource) -> None:
 
 def collect(src, ends: int = 1) -> list[list]:
     out: list[list] = []
-    for _ in range(600):  # a safety net (60 s); the callers' asserts say what was missing
+    for _ in range(3000):  # a safety net (300 s); the callers' asserts say what was missing
         got = src.receive(0.1)
         out += got
         if sum(isinstance(decode(p), End) for p in out) >= ends:
