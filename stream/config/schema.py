@@ -24,6 +24,7 @@ import numpy as np
 
 from stream.config.base import ConfigError
 from stream.config.service import validate_service, validate_source
+from stream.config.sources import SOURCE_DEFAULTS
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "source": {
@@ -51,10 +52,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "join_timeout": 2.0,  # s a frame waits for its motors (and the reverse)
         "series_timeout": 30.0,  # s without a message before an open series ends itself
         "trajectory": {},  # the scan's trajectory map ({} = a sweep in the first motor)
-        # run / daemon / demo load or compile the kernels of these detector frame kinds
-        # ("DTYPE/ENCODING", encoding raw | bslz4 | lz4) before binding the data socket
-        # (stream/run/warmup.py); [] = none, kernels then load at the first scan
+        # run / daemon / demo load the kernels of these frame kinds ("DTYPE/ENCODING",
+        # raw | bslz4 | lz4) before binding the data socket (stream/run/warmup.py)
         "warmup": ["uint16/bslz4", "uint32/bslz4", "uint16/raw"],
+        **SOURCE_DEFAULTS,  # kind = "blissdata" / "pva": stream.config.sources
     },
     # per-point nodes run in `count` workers (0: threads one per core, processes one per
     # core less one); the linker and the store stay in the main process
