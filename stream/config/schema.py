@@ -52,8 +52,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "join_timeout": 2.0,  # s a frame waits for its motors (and the reverse)
         "series_timeout": 30.0,  # s without a message before an open series ends itself
         "trajectory": {},  # the scan's trajectory map ({} = a sweep in the first motor)
-        # run / daemon / demo load the kernels of these frame kinds ("DTYPE/ENCODING",
-        # raw | bslz4 | lz4) before binding the data socket (stream/run/warmup.py)
+        # frame kinds ("DTYPE/ENCODING") whose kernels load before the socket is bound
         "warmup": ["uint16/bslz4", "uint32/bslz4", "uint16/raw"],
         **SOURCE_DEFAULTS,  # kind = "blissdata" / "pva": stream.config.sources
     },
