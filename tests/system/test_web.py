@@ -57,15 +57,20 @@ def test_pages_follow_scans_mid_scan_and_across_two(daemon, tmp_path):
         assert late.wait_for("ps-state", lambda t: t == "running") == "running"
         late.wait_for("ps-map", lambda t: t.split()[0] == str(n // 2))
         late.wait_for("ps-frame", lambda t: t.startswith("point "))
-        first.wait_for("ps-frame", lambda t: t.startswith("point "))
-        first.screenshot(ROOT / "docs" / "web.png")
+        # every point in, not yet the end: the screenshot of a scan in progress (the frame
+        # preview of a point of the second half: the kernels are warm by then)
         sender.points("grid1", range(n // 2, n), rate=50)
+        first.wait_for("ps-progress", lambda t: t.startswith(f"{n}/{n}"))
+        first.wait_for("ps-frame", lambda t: int(t.split()[1]) >= n // 2)
+        assert first.text("ps-state") == "running"
+        first.screenshot(ROOT / "docs" / "web.png")
         sender.end("grid1")
         assert completed(tmp_path / "out" / "grid1.h5") == "success"
         for page in (first, late):
             page.wait_for("ps-progress", lambda t: t.startswith(f"{n}/{n}"))
             assert page.wait_for("ps-state", lambda t: t == "success") == "success"
             page.wait_for("ps-map", lambda t: t.split()[0] == str(n))
+            page.wait_for("ps-cliques", lambda t: int(t) > 0)
         # the same page, left open, shows the next scan
         sender.scan("grid2", rate=100)
         assert first.wait_for("ps-scan", lambda t: t == "grid2") == "grid2"

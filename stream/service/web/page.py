@@ -19,6 +19,7 @@ from bokeh.models import (
     CustomJS,
     Div,
     HoverTool,
+    Legend,
     LinearAxis,
     LinearColorMapper,
     LogColorMapper,
@@ -91,18 +92,16 @@ class Page:
                                                         "intensity")})
         pp = _figure("2D peaks and summed intensity per point")
         counts = pp.scatter("x", "npeaks", source=self.points, size=5,
-                            color=COLOURS["npeaks"], legend_label="2D peaks")
+                            color=COLOURS["npeaks"])
         pp.y_range.renderers = [counts]  # the right axis has its own range
         pp.extra_y_ranges = {"intensity": Range1d(0, 1)}
         pp.add_layout(LinearAxis(y_range_name="intensity", axis_label="summed intensity"),
                       "right")
-        pp.scatter("x", "intensity", source=self.points, size=5, marker="triangle",
-                   color=COLOURS["intensity"], y_range_name="intensity",
-                   legend_label="intensity")
+        sums = pp.scatter("x", "intensity", source=self.points, size=5, marker="triangle",
+                          color=COLOURS["intensity"], y_range_name="intensity")
         pp.yaxis[0].axis_label = "2D peaks"
-        pp.legend.location = "top_left"
-        pp.legend.orientation = "horizontal"
-        pp.legend.background_fill_alpha = 0.7
+        pp.add_layout(Legend(items=[("2D peaks", [counts]), ("summed intensity", [sums])],
+                             orientation="horizontal", border_line_alpha=0), "above")
         pp.add_tools(HoverTool(tooltips=[("point", "@point_id"), ("x", "@x"),
                                          ("peaks", "@npeaks"), ("intensity", "@intensity")]))
         self.points_fig = pp
@@ -146,7 +145,7 @@ class Page:
 
         self.radial = ColumnDataSource(adapters.radial_lines(None, None, 0))
         self.radial_clicked = ColumnDataSource({"x": [], "y": []})
-        rp = _figure("radial pattern: none (no integrate node in the chain)",
+        rp = _figure("radial pattern",
                      x_axis_label="radial bin", y_axis_label="intensity")
         rp.line("x", "latest", source=self.radial, color=COLOURS["latest"],
                 legend_label="latest point")
@@ -155,10 +154,13 @@ class Page:
         rp.line("x", "y", source=self.radial_clicked, color=COLOURS["clicked"],
                 line_dash="dashed", legend_label="clicked point")
         rp.legend.location = "top_right"
+        rp.visible = False  # until a point brings a radial pattern
         self.radial_fig = rp
+        self.radial_note = Div(text="<b>radial pattern</b>: none, the chain has no "
+                                    "<code>integrate</code> node", width=W)
 
         self.cliques = Div(text=adapters.html_table(CLIQUE_COLUMNS, []), width=W,
-                           height=H - 40, styles={"overflow-y": "auto"})
+                           height=H - 40, styles={"overflow-y": "auto", "width": f"{W}px"})
         self.clique_pick = Select(title="rocking curve of clique", options=[], width=W - 20)
         self.clique_pick.on_change("value", lambda attr, old, new: self._send_rocking())
         self.clique_rows: dict[str, dict[str, Any]] = {}
@@ -170,7 +172,7 @@ class Page:
         self.rocking_fig = rc
 
         self.scans = Div(text=adapters.html_table(SCAN_COLUMNS, []), width=W, height=150,
-                         styles={"overflow-y": "auto"})
+                         styles={"overflow-y": "auto", "width": f"{W}px"})
 
         heading = {"font-size": "14px", "font-weight": "600", "color": "#1d2b3a"}
         scans = _card(Div(text="scans so far", styles=heading), self.scans)
@@ -178,7 +180,7 @@ class Page:
             row(_card(self.points_fig), _card(self.frame_fig, row(
                 self.limits, Div(text="auto"), self.auto))),
             row(_card(self.map_fig, row(self.map_what, self.clicked_text)),
-                _card(self.radial_fig)),
+                _card(self.radial_fig, self.radial_note)),
             row(_card(Div(text="last closed cliques (newest first)", styles=heading),
                       self.cliques), _card(self.rocking_fig, self.clique_pick)),
             row(scans, self._controls()),
@@ -345,6 +347,7 @@ class Page:
             return
         self.radial.data = adapters.radial_lines(view.radial_latest, view.radial_total,
                                                  view.radial_n)
+        self.radial_fig.visible, self.radial_note.visible = True, False
         self.radial_fig.title.text = f"radial pattern ({view.radial_name}): latest point " \
                                      f"and the average of {view.radial_n}"
 
@@ -373,6 +376,7 @@ class Page:
         h["last"] = "-"
         h["frame"] = "-"
         h["map"] = "-"
+        h["cliques"] = view.ncliques if view is not None else 0
         if view is not None and view.rows["point_id"]:
             h["last"] = f"{view.rows['point_id'][-1]}: {view.rows['npeaks'][-1]} peaks"
         if view is not None and view.frame is not None:

@@ -1,6 +1,6 @@
 """The page around the Bokeh plots: a header of plain HTML elements with stable ids
 (`ps-scan`, `ps-state`, `ps-progress`, `ps-bar`, `ps-details`, `ps-live`, `ps-last`,
-`ps-frame`, `ps-map`) that scripts, tests and screen readers find without entering
+`ps-frame`, `ps-map`, `ps-cliques`) that scripts, tests and screen readers find without entering
 Bokeh's shadow DOM, kept current by `psUpdate` from the document's header model."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ TEMPLATE = Template("""{% extends base %}
                              if (e && e.textContent !== String(v)) e.textContent = v; };
     set("ps-scan", h.scan); set("ps-state", h.state); set("ps-progress", h.progress);
     set("ps-details", h.details); set("ps-last", h.last); set("ps-frame", h.frame);
-    set("ps-map", h.map);
+    set("ps-map", h.map); set("ps-cliques", h.cliques);
     const bar = document.getElementById("ps-bar");
     if (bar) bar.style.width = (100 * h.fraction).toFixed(1) + "%";
     const live = document.getElementById("ps-live");
@@ -75,6 +75,7 @@ TEMPLATE = Template("""{% extends base %}
 </div>
 <div class="ps-sub"><span>latest point <b id="ps-last">-</b></span>
   <span>frame <b id="ps-frame">-</b></span><span>map <b id="ps-map">-</b></span>
+  <span>cliques closed <b id="ps-cliques">0</b></span>
   <span>live lane <b>{{ live_endpoint }}</b></span></div>
 {{ super() }}
 {% endblock %}
