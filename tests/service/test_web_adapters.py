@@ -126,6 +126,9 @@ def test_rocking_curve_sums_the_peaks_near_the_clique_on_its_points():
     assert curve["point_id"] == [2, 3, 4, 5, 6]
     assert curve["intensity"] == [2.0, 3.0, 4.0, 5.0, 6.0]  # never the far peak
     assert curve["x"] == [0.5, 0.75, 1.0, 1.25, 1.5]
+    xs[4] = 0.0  # a point of another row at a lower angle: sorted by the motor
+    assert adapters.rocking_curve({"s": 11.0, "f": 9.0, "first_point": 3, "last_point": 5},
+                                  peaks, xs)["point_id"] == [4, 2, 3, 5, 6]
 
 
 def test_header_progress_text_and_live_light():

@@ -150,7 +150,7 @@ def rocking_curve(clique: dict[str, float], peaks: dict[int, dict[str, np.ndarra
                   xs: dict[int, float], radius: float = 3.0) -> dict[str, list]:
     """A clique's rocking curve from the 2D peaks the page kept: for each point from its
     first to its last (and one either side), the summed intensity of the peaks whose
-    centroid lies within `radius` pixels of the clique's (s, f)."""
+    centroid lies within `radius` pixels of the clique's (s, f); sorted by the motor."""
     s0, f0 = clique["s"], clique["f"]
     out: dict[str, list] = {"x": [], "intensity": [], "point_id": []}
     first, last = int(clique["first_point"]) - 1, int(clique["last_point"]) + 1
@@ -162,7 +162,8 @@ def rocking_curve(clique: dict[str, float], peaks: dict[int, dict[str, np.ndarra
         out["x"].append(float(xs[pid]))
         out["intensity"].append(float(np.sum(np.asarray(p["sum_intensity"])[near])))
         out["point_id"].append(pid)
-    return out
+    order = sorted(range(len(out["x"])), key=out["x"].__getitem__)
+    return {k: [v[i] for i in order] for k, v in out.items()}
 
 
 def scan_counts(scan: dict[str, Any] | None, npoints_hint: int | None = None) -> dict[str, Any]:

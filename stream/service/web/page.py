@@ -171,7 +171,7 @@ class Page:
         rc.add_tools(HoverTool(tooltips=[("point", "@point_id"), ("intensity", "@intensity")]))
         self.rocking_fig = rc
 
-        self.scans = Div(text=adapters.html_table(SCAN_COLUMNS, []), width=W, height=150,
+        self.scans = Div(text=adapters.html_table(SCAN_COLUMNS, []), width=W, height=110,
                          styles={"overflow-y": "auto", "width": f"{W}px"})
 
         heading = {"font-size": "14px", "font-weight": "600", "color": "#1d2b3a"}
@@ -306,8 +306,8 @@ class Page:
         self.frame.data = {"image": [img["image"]], "dw": [img["dw"]], "dh": [img["dh"]]}
         self.overlay.data = adapters.peak_overlay(view.peaks.get(img["point_id"]))
         self.frame_fig.title.text = (f"frame of point {img['point_id']} (binned {img['bin']}x"
-                                     f"{img['bin']}, raw counts); green: its 2D peaks, cyan: "
-                                     f"the clicked point's")
+                                     f"{img['bin']}); green: its peaks, cyan: a clicked "
+                                     f"point's")
         if self.auto.active:
             lo, hi = adapters.log_limits(img["low"], img["high"])
             self.setting_limits = True
