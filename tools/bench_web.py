@@ -161,8 +161,7 @@ def main() -> int:
             scan = f"web{k}"
             browser.driver.execute_script(OBSERVE)
             sent = run_scan(push, sim, scan, args.points, args.rate)
-            browser.wait_for("ps-progress",
-                             lambda t, s=scan: t.startswith(f"{args.points}/{args.points}")
+            browser.wait_for("ps-state", lambda t, s=scan: t in ("success", "abort", "fail")
                              and browser.text("ps-scan") == s, timeout=600)
             seen = browser.driver.execute_script("return window.psSeen;")
             page = page_times(seen, sent)
