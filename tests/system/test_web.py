@@ -5,6 +5,7 @@ And the page's control client against the daemon's control socket."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 
@@ -83,6 +84,9 @@ def test_pages_follow_scans_mid_scan_and_across_two(daemon, tmp_path):
             late.close()
         d.signal(signal.SIGTERM)
         assert d.wait() == 0
+    child = int(re.search(r"web view: started pid (\d+)", d.text()).group(1))
+    with pytest.raises(ProcessLookupError):  # the daemon stopped its web view
+        os.kill(child, 0)
 
 
 def test_control_from_the_page_says_from_which_point(daemon, tmp_path):

@@ -296,8 +296,8 @@ class Page:
         self.points.stream({k: v[n:] for k, v in view.rows.items()})
         self.sent["npoints"] = len(view.rows["point_id"])
         self.points_fig.xaxis[0].axis_label = view.fast or "point"
-        top = max(view.rows["intensity"], default=0.0)
-        self.points_fig.extra_y_ranges["intensity"].update(start=0, end=max(top * 1.05, 1.0))
+        self.points_fig.extra_y_ranges["intensity"].update(
+            start=0, end=max(view.max_intensity * 1.05, 1.0))
 
     def _send_frame(self, view: Any) -> None:
         if view.frame is None or not self._changed(view, "frame"):

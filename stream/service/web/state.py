@@ -101,6 +101,7 @@ class ScanView:
         self.fast = ""  # the motor the per-point plot is drawn against
         self.rows: dict[str, list] = {k: [] for k in ("point_id", "x", "npeaks", "intensity")}
         self.seen: set[int] = set()
+        self.max_intensity = 0.0  # for the per-point plot's right axis
         self.peaks: collections.OrderedDict[int, dict[str, np.ndarray]] = \
             collections.OrderedDict()
         self.xs: dict[int, float] = {}
@@ -131,6 +132,7 @@ class ScanView:
         for k in self.rows:
             self.rows[k].append(row[k])
         self.xs[pid] = row["x"]
+        self.max_intensity = max(self.max_intensity, row["intensity"])
         self.scalars["peak count"][pid] = row["npeaks"]
         if "s_raw" in body:
             self.peaks[pid] = {k: body[k] for k in ("s_raw", "f_raw", "sum_intensity", "npx")
