@@ -105,6 +105,19 @@ def test_control_from_the_page_says_from_which_point(daemon, tmp_path):
     assert f"after point {reply['newest_received']}" in text and reply["newest_received"] >= 9
     refused = control.set("threshold", "no_such_key", "1")
     assert not refused["ok"] and param_change_text(refused).startswith("refused: ")
+    # the page's own controls (the button's callback), on a document of its own
+    from bokeh.document import Document
+
+    from stream.service.web.page import Page
+    from stream.service.web.state import LiveState
+
+    page = Page(Document(), LiveState(), control)
+    assert "threshold.cut" in page.param.options
+    page.param.value, page.value.value = "threshold.cut", "60"
+    page._apply()
+    assert "threshold.cut = 60" in page.changes.text
+    assert "(was 55.5), from the first point accepted after point" in page.changes.text
+    assert d.ask({"cmd": "get", "node": "threshold", "key": "cut"})["params"] == {"cut": 60.0}
     sender.points("ctl", range(10, GRID.npoints))
     sender.end("ctl")
     assert completed(tmp_path / "out" / "ctl.h5") == "success"

@@ -66,8 +66,8 @@ class Page:
     """The models of one page and what it has already been sent."""
 
     def __init__(self, doc: Any, state: LiveState, control: Any = None,
-                 interval: float = 0.25, live_endpoint: str = ""):
-        self.doc, self.state, self.control = doc, state, control
+                 interval: float = 0.25, live_endpoint: str = "", inbox: Any = None):
+        self.doc, self.state, self.control, self.inbox = doc, state, control, inbox
         self.generation = -1
         self.sent: dict[str, int] = {}
         self.header_text = ""
@@ -256,7 +256,10 @@ class Page:
     # ------------------------------------------------------------ refresh
 
     def update(self) -> None:
-        """Send what changed since the last refresh."""
+        """Send what changed since the last refresh (what the live lane brought since the
+        last drain first: one loop runs every page and the drains, so no lock)."""
+        if self.inbox is not None:
+            self.state.drain(self.inbox)
         view = self.state.scan
         if self.state.generation != self.generation:
             self.generation, self.sent, self.clicked = self.state.generation, {}, None

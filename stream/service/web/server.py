@@ -1,8 +1,9 @@
 """`peakstream web`: the Bokeh server of the live view (docs/web.md).
 
 One process holds the live lane's subscriber (`Inbox`), the state of the scans
-(`LiveState`, drained into every 0.1 s on the server's loop) and a Bokeh document per
-open page (`Page`), each refreshed from that state a few times a second. The daemon
+(`LiveState`, drained into every 0.1 s on the server's loop, and by each page right
+before its refresh) and a Bokeh document per open page (`Page`), each refreshed from
+that state a few times a second. The daemon
 runs it as a child process (`[web] port`), so the page never takes the processor's
 time or its GIL.
 """
@@ -107,7 +108,7 @@ class WebView:
     def _page(self, doc: Any) -> None:
         from stream.service.web.page import Page
 
-        Page(doc, self.state, self.control, self.interval, self.live)
+        Page(doc, self.state, self.control, self.interval, self.live, self.inbox)
 
     def start(self) -> None:
         self.server.start()
