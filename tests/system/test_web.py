@@ -30,7 +30,9 @@ pytestmark = pytest.mark.system
 GRID = SimConfig(npoints=160, nrows=8, trajectory="snake", shape=(256, 256), spots=40,
                  sigma_px=(1.0, 1.5), seed=1, dty_step=0.0)  # 8 back-and-forth rows
 PAGE = re.compile(r"peakstream web: the page is on (http://\S+) ")
-WEB = "[web]\nport = 0\n[live]\ninterval = 0.2\nframe_rate = 5.0\nframe_bin = 2\n"
+# point_timeout: a loaded CI machine must not declare points missing while the test waits
+WEB = ("[web]\nport = 0\n[live]\ninterval = 0.2\nframe_rate = 5.0\nframe_bin = 2\n"
+       "[source]\npoint_timeout = 120.0\n")
 
 
 def page_url(d) -> str:
