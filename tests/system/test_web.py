@@ -30,9 +30,10 @@ pytestmark = pytest.mark.system
 GRID = SimConfig(npoints=160, nrows=8, trajectory="snake", shape=(256, 256), spots=40,
                  sigma_px=(1.0, 1.5), seed=1, dty_step=0.0)  # 8 back-and-forth rows
 PAGE = re.compile(r"peakstream web: the page is on (http://\S+) ")
-# point_timeout: a loaded CI machine must not declare points missing while the test waits
+# point_timeout, end_timeout: on a loaded CI machine, no point declared missing and no
+# scan ended for silence while the test opens a browser between the halves of a scan
 WEB = ("[web]\nport = 0\n[live]\ninterval = 0.2\nframe_rate = 5.0\nframe_bin = 2\n"
-       "[source]\npoint_timeout = 120.0\n")
+       "[source]\npoint_timeout = 120.0\nend_timeout = 600.0\n")
 
 
 def page_url(d) -> str:
@@ -80,12 +81,12 @@ def test_pages_follow_scans_mid_scan_and_across_two(daemon, tmp_path):
         first.wait_for("ps-progress", lambda t: t.startswith(f"{n}/{n}"))
         assert first.wait_for("ps-state", lambda t: t == "success") == "success"
         sender.close()
-    finally:
+    finally:  # on a failure the fixture kills the daemon (and so its web view)
         first.close()
         if late is not None:
             late.close()
-        d.signal(signal.SIGTERM)
-        assert d.wait() == 0
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0
     child = int(re.search(r"web view: started pid (\d+)", d.text()).group(1))
     with pytest.raises(ProcessLookupError):  # the daemon stopped its web view
         os.kill(child, 0)
