@@ -214,6 +214,13 @@ def test_inbox_keeps_the_newest_snapshot_and_every_event_in_order():
         assert snapshots == {"progress": {"i": 4}}
         assert [b["i"] for _, b in events] == list(range(5))
         assert inbox.take() == ([], {})
+        # a scan's end is an event: a later progress never hides it, an earlier one goes
+        inbox.put("progress", {"state": "running"})
+        inbox.put("progress", {"state": "idle", "ended": {"scan_id": "a"}})
+        inbox.put("progress", {"state": "idle"})
+        events, snapshots = inbox.take()
+        assert events == [("progress", {"state": "idle", "ended": {"scan_id": "a"}})]
+        assert snapshots == {"progress": {"state": "idle"}}
     finally:
         inbox.close()
 

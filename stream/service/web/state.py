@@ -3,9 +3,10 @@ scans seen so far, fed by the live lane. Pages only read it, so a page opened mi
 shows the scan so far and ten pages cost the processor nothing.
 
 `Inbox` is the live lane's subscriber, in a thread of its own: the snapshot topics
-(progress, frame, map) are kept latest-only, the event topics (peaks, cliques) go
-through a bounded queue (the oldest dropped and counted when it is full). `LiveState.drain`
-takes both on the server's own loop, so the state has one writer and needs no lock.
+(progress, frame, map) are kept latest-only, the event topics (peaks, cliques, and the
+progress message that reports a scan's end) go through a bounded queue (the oldest
+dropped and counted when it is full). `LiveState.drain` takes both on the server's own
+loop, so the state has one writer and needs no lock.
 """
 
 from __future__ import annotations
@@ -74,12 +75,18 @@ class Inbox:
         with self._lock:
             self.received += 1
             self.last_message = time.monotonic()
-            if topic in SNAPSHOTS:
+            if topic == "progress" and body.get("ended"):  # a scan's end is never conflated
+                self.snapshots.pop("progress", None)  # (what came before it is older)
+                self._event(topic, body)
+            elif topic in SNAPSHOTS:
                 self.snapshots[topic] = body
             elif topic in EVENTS:
-                if len(self.events) == self.events.maxlen:
-                    self.dropped += 1
-                self.events.append((topic, body))
+                self._event(topic, body)
+
+    def _event(self, topic: str, body: dict[str, Any]) -> None:
+        if len(self.events) == self.events.maxlen:
+            self.dropped += 1
+        self.events.append((topic, body))
 
     def take(self) -> tuple[list[tuple[str, dict]], dict[str, dict]]:
         """The queued events (in order) and the newest snapshot of each topic."""
