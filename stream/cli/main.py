@@ -315,7 +315,7 @@ def _add_service(sub) -> None:
     p.add_argument("--timeout", type=float, default=10.0,
                    help="--once: s to wait for a progress message (default 10)")
     p.set_defaults(func=_client("watch"))
-    from stream.service.web import server as web  # bokeh itself only when it runs
+    from stream.cli import web
 
     web.add_parser(sub)
 
