@@ -14,7 +14,9 @@ and, as the reference measured in the same run, takes the live lane's `peaks` me
 on a SUB of its own (P5's latency: send -> live message). One machine, one clock.
 
 Printed: machine, versions, then per scan and over all points min / median / p99 / max
-of the page latency and of the live-lane latency (ms), and their ratio. Target
+of the page latency, of the live-lane latency and of their difference point by point
+(the web view's own share, which the processor's lag on a loaded machine does not move)
+in ms, and the ratio page / lane. Target
 (TARGETS.md P9): median <= 0.5 s, p99 <= 1.5 s.
 """
 
@@ -92,8 +94,9 @@ class LaneClock:
         self.sock.close(linger=0)
 
 
-def page_times(seen: list[list], sent: list[float]) -> list[float]:
-    """Per point, ms from its send to the first page stamp showing it or a later point."""
+def page_times(seen: list[list], sent: list[float]) -> list[float | None]:
+    """Per point, ms from its send to the first page stamp showing it or a later point
+    (None: never shown)."""
     stamps = []
     for t_ms, text in seen:
         head = str(text).split(":")[0]
@@ -102,8 +105,7 @@ def page_times(seen: list[list], sent: list[float]) -> list[float]:
     out = []
     for pid, t_send in enumerate(sent):
         t = next((ts for ts, shown in stamps if shown >= pid and ts >= t_send), None)
-        if t is not None:
-            out.append((t - t_send) * 1000.0)
+        out.append(None if t is None else (t - t_send) * 1000.0)
     return out
 
 
@@ -156,7 +158,7 @@ def main() -> int:
               f"per scan at {args.rate:g} Hz, 1 warm-up scan + {args.repeats} measured")
         print(f"{'scan':>8} {'what':>6} {'n':>5} {'min':>8} {'median':>8} {'p99':>8} "
               f"{'max':>8}  (ms)")
-        all_page, all_lane, per_scan = [], [], []
+        all_page, all_lane, all_extra, per_scan = [], [], [], []
         for k in range(args.repeats + 1):
             scan = f"web{k}"
             browser.driver.execute_script(OBSERVE)
@@ -164,24 +166,33 @@ def main() -> int:
             browser.wait_for("ps-state", lambda t, s=scan: t in ("success", "abort", "fail")
                              and browser.text("ps-scan") == s, timeout=600)
             seen = browser.driver.execute_script("return window.psSeen;")
-            page = page_times(seen, sent)
+            shown = page_times(seen, sent)
+            page = [v for v in shown if v is not None]
             lane_ms = [(lane.seen[(scan, i)] - t) * 1000.0 for i, t in enumerate(sent)
                        if (scan, i) in lane.seen]
+            # the web view's own share: page minus live lane, point by point
+            extra = [v - (lane.seen[(scan, i)] - sent[i]) * 1000.0
+                     for i, v in enumerate(shown) if v is not None and (scan, i) in lane.seen]
             if k == 0:
                 continue  # warm-up
             all_page += page
             all_lane += lane_ms
-            per_scan.append({"scan": scan, "page": stats(page), "lane": stats(lane_ms)})
-            for what, v in (("page", stats(page)), ("lane", stats(lane_ms))):
+            all_extra += extra
+            per_scan.append({"scan": scan, "page": stats(page), "lane": stats(lane_ms),
+                             "page_minus_lane": stats(extra)})
+            for what, v in (("page", stats(page)), ("lane", stats(lane_ms)),
+                            ("p-l", stats(extra))):
                 print(f"{scan:>8} {what:>6} {v['n']:>5} {v.get('min', 0):8.1f} "
                       f"{v.get('median', 0):8.1f} {v.get('p99', 0):8.1f} "
                       f"{v.get('max', 0):8.1f}")
-        sp, sl = stats(all_page), stats(all_lane)
+        sp, sl, se = stats(all_page), stats(all_lane), stats(all_extra)
         medians = [s["page"]["median"] for s in per_scan]
         print(f"{'all':>8} {'page':>6} {sp['n']:>5} {sp['min']:8.1f} {sp['median']:8.1f} "
               f"{sp['p99']:8.1f} {sp['max']:8.1f}")
         print(f"{'all':>8} {'lane':>6} {sl['n']:>5} {sl['min']:8.1f} {sl['median']:8.1f} "
               f"{sl['p99']:8.1f} {sl['max']:8.1f}")
+        print(f"{'all':>8} {'p-l':>6} {se['n']:>5} {se['min']:8.1f} {se['median']:8.1f} "
+              f"{se['p99']:8.1f} {se['max']:8.1f}   (page minus lane: the web view's share)")
         print(f"page median over scans: min {min(medians):.1f} / median "
               f"{statistics.median(medians):.1f} / max {max(medians):.1f} ms")
         print(f"page / lane: median {sp['median'] / sl['median']:.1f}x, p99 "
@@ -190,8 +201,9 @@ def main() -> int:
         print(f"P9 target: median <= 500 ms ({'met' if sp['median'] <= 500 else 'NOT met'}), "
               f"p99 <= 1500 ms ({'met' if sp['p99'] <= 1500 else 'NOT met'})")
         if args.json:
-            Path(args.json).write_text(json.dumps({"page": sp, "lane": sl, "scans": per_scan,
-                                                   "args": vars(args)}, indent=2))
+            figures = {"page": sp, "lane": sl, "page_minus_lane": se, "scans": per_scan,
+                       "args": vars(args)}
+            Path(args.json).write_text(json.dumps(figures, indent=2))
     finally:
         push.close(linger=0)
         if browser is not None:
