@@ -16,13 +16,7 @@ from stream.service.web.server import Control
 from stream.sources.simulate import Simulation
 from stream.sources.simulate.config import SimConfig
 from tests.support.browser import Browser
-from tests.support.daemon import (  # noqa: F401 (daemon_fixture: the daemon fixture)
-    Sender,
-    completed,
-    daemon_config,
-    daemon_fixture,
-    wait_until,
-)
+from tests.support.daemon import Sender, completed, daemon_config, wait_until
 from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.system
