@@ -24,6 +24,7 @@ import numpy as np
 
 from stream.config.base import ConfigError
 from stream.config.service import validate_service, validate_source
+from stream.config.sources import SOURCE_DEFAULTS
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "source": {
@@ -51,6 +52,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "join_timeout": 2.0,  # s a frame waits for its motors (and the reverse)
         "series_timeout": 30.0,  # s without a message before an open series ends itself
         "trajectory": {},  # the scan's trajectory map ({} = a sweep in the first motor)
+        **SOURCE_DEFAULTS,  # kind = "blissdata" / "pva": stream.config.sources
     },
     # per-point nodes run in `count` workers (0: threads one per core, processes one per
     # core less one); the linker and the store stay in the main process

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from stream.config.base import PATTERN_FIELDS, SOURCE_KINDS, ConfigError
+from stream.config.sources import validate_ecosystem
 
 
 def validate_source(source: dict[str, Any], origin: str) -> None:
-    """[source] kind and the keys of the dectris source."""
+    """[source] kind and the keys of the dectris, blissdata and pva sources."""
     if source["kind"] not in SOURCE_KINDS:
         raise ConfigError(f"{origin}: [source] kind must be one of {', '.join(SOURCE_KINDS)}, "
                           f"got {source['kind']!r}")
@@ -33,6 +34,7 @@ def validate_source(source: dict[str, Any], origin: str) -> None:
     if trajectory and not isinstance(trajectory.get("kind"), str):
         raise ConfigError(f"{origin}: [source] trajectory needs a 'kind' (sweep, interlaced, "
                           f"grid, snake, free), got {trajectory!r}")
+    validate_ecosystem(source, origin)
 
 
 def validate_service(data: dict[str, Any], origin: str) -> None:
