@@ -2,7 +2,7 @@
 
 Groups: `[source]`, `[[node]]` (the chain, in order, each with `kind`;
 none given: `DEFAULT_CHAIN`), `[linker]`, `[output]`, `[workers]`, and for
-`peakstream daemon` `[daemon]`, `[control]`, `[live]`. Unknown
+`peakstream daemon` `[daemon]`, `[control]`, `[live]`, `[web]`. Unknown
 groups or keys and wrong types are a `ConfigError` naming the key and the
 file. Node tables are checked against the node class's constructor (its
 keyword arguments and type hints); a string given for an array parameter is
@@ -90,8 +90,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # `interval` s, frame previews at most `frame_rate` a second binned by `frame_bin`
     "live": {"endpoint": "tcp://127.0.0.1:5556", "interval": 0.5, "frame_rate": 2.0,
              "frame_bin": 8, "sndhwm": 16},
+    # web view (`peakstream web`, docs/web.md) started by the daemon: port -1 none, 0 any
+    # free port; another address than loopback is an explicit choice
+    "web": {"port": -1, "address": "127.0.0.1", "allow_control": False},
 }
-GROUPS = ("source", "node", "linker", "output", "workers", "daemon", "control", "live")
+GROUPS = ("source", "node", "linker", "output", "workers", "daemon", "control", "live", "web")
 OVERRUN = ("block", "abort")
 WORKER_KINDS = ("inline", "threads", "processes")
 # The chain when a config names none: a global cut, 8-connected labels, moments.
