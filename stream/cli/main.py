@@ -1,4 +1,4 @@
-"""peakstream command line: run | daemon | status | get | set | watch | replay | relink |
+"""peakstream command line: run | daemon | status | get | set | watch | web | replay | relink |
 simulate | inspect | export | demo.
 
 Exit codes: 0 done, 1 a scan failed or was aborted, 2 bad usage or config.
@@ -378,6 +378,9 @@ def _add_clients(sub) -> None:
     p.add_argument("--timeout", type=float, default=10.0,
                    help="--once: s to wait for a progress message (default 10)")
     p.set_defaults(func=_client("watch"))
+    from stream.cli import web
+
+    web.add_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 Groups: `[source]`, `[[node]]` (the chain, in order, each with `kind`;
 none given: `DEFAULT_CHAIN`), `[linker]`, `[output]`, `[workers]`, and for
-`peakstream daemon` `[daemon]`, `[control]`, `[live]`. Unknown
+`peakstream daemon` `[daemon]`, `[control]`, `[live]`, `[web]`. Unknown
 groups or keys and wrong types are a `ConfigError` naming the key and the
 file. Node tables are checked against the node class's constructor (its
 keyword arguments and type hints); a string given for an array parameter is
@@ -52,15 +52,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "join_timeout": 2.0,  # s a frame waits for its motors (and the reverse)
         "series_timeout": 30.0,  # s without a message before an open series ends itself
         "trajectory": {},  # the scan's trajectory map ({} = a sweep in the first motor)
-        # frame kinds ("DTYPE/ENCODING") whose kernels load before the socket is bound
-        "warmup": ["uint16/bslz4", "uint32/bslz4", "uint16/raw"],
+        "warmup": ["uint16/bslz4", "uint32/bslz4", "uint16/raw"],  # docs/first-start*.md
         **SOURCE_DEFAULTS,  # kind = "blissdata" / "pva": stream.config.sources
     },
     # per-point nodes run in `count` workers (0: threads one per core, processes one per
     # core less one); the linker and the store stay in the main process
     "workers": {
-        # threads: kernels release the GIL (BENCHMARKS.md P2: 254 frames/s, inline 173)
-        "kind": "threads",  # inline | threads | processes
+        "kind": "threads",  # inline | threads (kernels release the GIL) | processes
         "count": 0,
         "endpoint": "",  # processes: ROUTER endpoint ("" = an ipc:// path of our own)
         "queue": 0,  # points between receiver and collector (0: 2 per worker + 1, at least 5)
@@ -84,8 +82,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # open, written with the same config, continues that file from its last checkpoint
     "output": {"directory": ".", "flush_interval": 1.0, "pattern": "{scan_id}.h5",
                "resume": True},
-    # peakstream replay: the trajectory of recordings that declare none ({} = derived
-    # from the motors), e.g. {kind = "interlaced", fast = "omega", iflip = true}
+    # replay: the trajectory of recordings that declare none ({}: derived from the motors)
     "replay": {"trajectory": {}},
     # peakstream daemon: its log file ("" = DIRECTORY/peakstream.log), rotated at
     # log_max_bytes (0: never) keeping log_backups old files
@@ -96,9 +93,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # `interval` s, frame previews at most `frame_rate` a second binned by `frame_bin`
     "live": {"endpoint": "tcp://127.0.0.1:5556", "interval": 0.5, "frame_rate": 2.0,
              "frame_bin": 8, "sndhwm": 16},
+    # web view (`peakstream web`, docs/web.md) started by the daemon: port -1 none, 0 any
+    # free port; another address than loopback is an explicit choice
+    "web": {"port": -1, "address": "127.0.0.1", "allow_control": False},
 }
 GROUPS = ("source", "node", "linker", "output", "workers", "replay", "daemon", "control",
-          "live")
+          "live", "web")
 OVERRUN = ("block", "abort")
 WORKER_KINDS = ("inline", "threads", "processes")
 # The chain when a config names none: a global cut, 8-connected labels, moments.

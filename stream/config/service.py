@@ -1,5 +1,5 @@
 """Checks of the config groups the daemon adds: the dectris keys of `[source]`, the
-`[output] pattern`, `[daemon]`, `[control]` and `[live]` (called by `stream.config`)."""
+`[output] pattern`, `[daemon]`, `[control]`, `[live]` and `[web]` (called by `stream.config`)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def validate_source(source: dict[str, Any], origin: str) -> None:
 
 
 def validate_service(data: dict[str, Any], origin: str) -> None:
-    """[output] pattern, [daemon], [control], [live]."""
+    """[output] pattern, [daemon], [control], [live], [web]."""
     check_pattern(data["output"]["pattern"], f"{origin}: [output] pattern")
     d = data["daemon"]
     for key in ("log_max_bytes", "log_backups"):
@@ -64,6 +64,14 @@ def validate_service(data: dict[str, Any], origin: str) -> None:
     for key in ("frame_bin", "sndhwm"):
         if live[key] < 1:
             raise ConfigError(f"{origin}: [live] {key} must be >= 1")
+    web = data["web"]
+    if not -1 <= web["port"] <= 65535:
+        raise ConfigError(f"{origin}: [web] port must be -1 (no web view), 0 (any free port) "
+                          f"or a port number, got {web['port']!r}")
+    if not web["address"]:
+        raise ConfigError(f"{origin}: [web] address must be a host address, e.g. 127.0.0.1")
+    if web["port"] >= 0 and not live["endpoint"]:
+        raise ConfigError(f"{origin}: [web] needs the live lane: give [live] endpoint")
 
 
 def check_pattern(pattern: str, where: str) -> None:
