@@ -62,10 +62,8 @@ detected from each file's content:
   fabio       EDF / CBF / TIFF series: data_%04d.edf (a missing file = missing
               points), 'data_*.cbf' (natural order), files; multi-frame EDF
 
-The trajectory (which points are neighbours) is the recording's own, else
---trajectory / [replay] trajectory, else the one the motor positions show
-(sweep, wrap, interlaced with or without iflip, snake, grid, free); the
-replay prints the one it uses and the output file keeps it.
+The trajectory is the recording's own, else --trajectory / [replay] trajectory,
+else the one the motor positions show (printed, and kept in the output file).
 
 Image inputs given together are one scan; every other file is a scan of its own.
 A frame that cannot be read is recorded as a bad point naming the file and the
@@ -186,12 +184,10 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
                    help="how the scan ran, when the recording does not say (default: [replay] "
                         "trajectory of the config, else derived from the motor positions, else "
                         "a sweep); see docs/trajectories.md")
-    p.add_argument("--fast", metavar="MOTOR", help="--trajectory: the fast motor (default "
-                                                    "omega, or the first motor)")
+    p.add_argument("--fast", metavar="MOTOR", help="the fast motor (default: the first)")
     p.add_argument("--slow", metavar="MOTOR", help="grid / snake: the slow motor (e.g. dty)")
     p.add_argument("--nfast", type=int, metavar="N", help="grid / snake: points per row")
-    p.add_argument("--iflip", action="store_true", help="interlaced: the second pass runs "
-                                                         "backwards")
+    p.add_argument("--iflip", action="store_true", help="interlaced: the 2nd pass backwards")
     p.add_argument("--wrap", action="store_true", help="the fast motor covers whole turns: "
                                                         "the last point neighbours the first")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
