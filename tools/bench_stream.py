@@ -11,9 +11,10 @@ temp directory) are compressed once with bitshuffle-LZ4 and cycled, each
 point with its own point_id, omega and monitor, so the sender is not the
 bottleneck. The processor is `peakstream run` in a subprocess, with a config
 of correct (flat + mask) + normalise + threshold + label + properties, the
-linker and HDF5 output, and the `[workers]` given here (threads, one per core,
-a queue of 5 points: points at a worker or held behind one, so the lag stays
-within P2's 5). One warm-up scan
+linker and HDF5 output, and the built-in `[workers]` defaults as a user gets
+them (threads, one per core, a queue of 5 points: points at a worker or held
+behind one, so the lag stays within P2's 5), or those given with
+`--workers-kind`. One warm-up scan
 (numba caches, first files), then `--repeats` scans of `--points` points.
 
 Per scan: sustained frames/s (points / (the file's end_time - the first point
@@ -205,7 +206,9 @@ criterion = "any_pixel"
 
 [output]
 flush_interval = 1.0
-
+"""
+    if args.workers_kind:  # otherwise the defaults, as a user gets them
+        text += f"""
 [workers]
 kind = "{args.workers_kind}"
 count = {args.workers}
@@ -234,7 +237,8 @@ class Processor:
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._poll_rss, daemon=True).start()
         with self.cond:
-            if not self.cond.wait_for(lambda: self.endpoint or self.proc.poll() is not None, 120):
+            if not self.cond.wait_for(lambda: self.endpoint or self.proc.poll() is not None,
+                                      1800):  # a cold start compiles the kernels first
                 raise RuntimeError("peakstream run did not start")
         if self.endpoint is None:
             raise RuntimeError("peakstream run failed:\n" + "".join(self.lines))
@@ -382,14 +386,15 @@ def main() -> int:
     ap.add_argument("--distinct", type=int, default=8, help="distinct frames cycled (default 8)")
     ap.add_argument("--spots", type=int, default=600,
                     help="spots of the simulated scan (default 600: ~300 per frame)")
-    ap.add_argument("--workers-kind", default="threads", choices=("inline", "threads",
-                                                                  "processes"))
+    ap.add_argument("--workers-kind", choices=("inline", "threads", "processes"),
+                    help="a [workers] table of this kind (default: none, the built-in "
+                         "defaults as a user gets them: threads, one per core, queue 5)")
     ap.add_argument("--workers", type=int, default=0,
-                    help="[workers] count (0: the runner's default, threads one per core)")
-    ap.add_argument("--queue", type=int, default=5,
-                    help="[workers] queue: points between receiver and collector, which bounds "
-                         "the lag (default 5, P2's bound; 0: the runner's default, 2 per worker "
-                         "and one more, at least 5)")
+                    help="with --workers-kind: [workers] count (0: one per core)")
+    ap.add_argument("--queue", type=int, default=0,
+                    help="with --workers-kind: [workers] queue, points between receiver and "
+                         "collector, which bounds the lag (0: 2 per worker and one more, at "
+                         "least 5)")
     ap.add_argument("--max-lag", type=int, default=1000, help="[source] max_lag")
     ap.add_argument("--no-paths", action="store_true", help="skip the per-frame decode paths")
     ap.add_argument("--timeout", type=float, default=1800.0)
@@ -424,8 +429,9 @@ def main() -> int:
               f"pixels kept, same pixels on every path:")
         for name, t in paths["ms_per_frame"].items():
             print(f"  {name:<30}{t['min']:>7.2f}{t['median']:>7.2f}{t['max']:>7.2f}")
-    print(f"stream   {args.repeats} x {args.points} points, workers {args.workers_kind} x "
-          f"{args.workers or 'auto'}, queue {args.queue or 'default'}", flush=True)
+    how = (f"workers {args.workers_kind} x {args.workers or 'auto'}, queue "
+           f"{args.queue or 'default'}" if args.workers_kind else "the default [workers]")
+    print(f"stream   {args.repeats} x {args.points} points, {how}", flush=True)
     scans = stream(args, frames_file, flat, mask)
     report["scans"] = scans
     if scans:

@@ -12,18 +12,29 @@ import sys
 from pathlib import Path
 
 from stream import __version__
-from stream.cli.commands import (
-    EXIT_USAGE,
-    cmd_demo,
-    cmd_export,
-    cmd_inspect,
-    cmd_relink,
-    cmd_replay,
-    cmd_run,
-    cmd_simulate,
-    presets,
-)
+from stream.cli.presets import presets
 from stream.config.base import ConfigError
+
+EXIT_USAGE = 2
+# the clients of a running daemon: parsed and run without importing numpy, h5py or the
+# processing code, so that they answer at once
+CLIENTS = ("status", "get", "set", "watch")
+
+
+def _command(name: str):
+    """A `cmd_*` of stream.cli.commands, imported when the command runs."""
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        module = importlib.import_module(
+            "stream.cli." + (name if name in ("replay", "warmup") else "commands"))
+        return getattr(module, f"cmd_{name}")(args)
+    return run
+
+
+cmd_demo, cmd_export, cmd_inspect, cmd_relink, cmd_replay, cmd_run, cmd_simulate, \
+    cmd_warmup = map(_command, ("demo", "export", "inspect", "relink", "replay", "run",
+                                "simulate", "warmup"))
 
 
 def _add_sim_options(p: argparse.ArgumentParser) -> None:
@@ -35,6 +46,7 @@ def _add_sim_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scan-id", default="sim-0001", help="scan_id (default sim-0001)")
 
 
+TRAJECTORY_KINDS = ("sweep", "interlaced", "grid", "snake", "free")
 REPLAY_FORMATS = ("simulate", "peakstream", "imaged11", "hdf5", "fabio", "framecache")
 REPLAY_DESCRIPTION = """\
 Replay a recorded scan through the same nodes, linker and store as a live run
@@ -49,6 +61,9 @@ detected from each file's content:
               --images FILE::/1.1/measurement/eiger, several = one continuing scan
   fabio       EDF / CBF / TIFF series: data_%04d.edf (a missing file = missing
               points), 'data_*.cbf' (natural order), files; multi-frame EDF
+
+The trajectory is the recording's own, else --trajectory / [replay] trajectory,
+else the one the motor positions show (printed, and kept in the output file).
 
 Image inputs given together are one scan; every other file is a scan of its own.
 A frame that cannot be read is recorded as a bad point naming the file and the
@@ -81,7 +96,8 @@ examples:
 """
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(clients_only: bool = False) -> argparse.ArgumentParser:
+    """The whole command line (`clients_only`: just the daemon's clients, fast)."""
     top = argparse.ArgumentParser(
         prog="peakstream",
         description="Online peak search for scanning X-ray diffraction: frames arrive over "
@@ -93,6 +109,9 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("-v", "--verbose", action="count", default=0,
                      help="more log output (-v info, -vv debug)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if clients_only:
+        _add_clients(sub)
+        return top
 
     p = sub.add_parser("run", help="listen for scans over ZeroMQ and process them",
                        description="Bind a PULL socket (PROTOCOL.md), or connect to a DECTRIS "
@@ -126,13 +145,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--per-point", action="store_true",
                    help="replay a sparse recording point by point through the wire "
                         "encoding, not in blocks (same result, much slower)")
-    p.add_argument("--output", required=True,
+    p.add_argument("--output",
                    help="output FILE.h5 (one scan) or directory (several scans)")
     p.add_argument("--resume", action="store_true",
                    help="continue --output FILE.h5, left open by a crash or a kill, from its "
                         "last checkpoint: its points are kept, the recording's other points "
-                        "(those lost or never reached) are processed; the config must be "
-                        "the one the file was written with",)
+                        "(those lost or never reached) are processed; a file whose scan has "
+                        "ended with points missing is filled (--fill). The config is the "
+                        "file's own unless --config is given (same [[node]], [linker], "
+                        "detector and trajectory)")
+    p.add_argument("--fill", metavar="FILE.h5",
+                   help="complete FILE.h5, whose scan ended with points missing (a daemon "
+                        "killed mid-scan), from its recording: the scan is processed again "
+                        "with the file's config, checked against the points it holds, and "
+                        "replaces it (kept as FILE.h5.before-fill); the result equals an "
+                        "uninterrupted run and records the fill")
     p.add_argument("--images", nargs="+", action="extend", default=[], metavar="FILE::/PATH",
                    help="HDF5 frames: 3D datasets, one scan continuing across them; a bare "
                         "/PATH is looked for in the HDF5 INPUT file(s)")
@@ -153,6 +180,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scan-id", help="scan_id (default: recorded, or from the file name)")
     p.add_argument("--detector", help="detector name for image inputs (default: from the "
                                       "dataset path, or 'detector')")
+    p.add_argument("--trajectory", choices=TRAJECTORY_KINDS,
+                   help="how the scan ran, when the recording does not say (default: [replay] "
+                        "trajectory of the config, else derived from the motor positions, else "
+                        "a sweep); see docs/trajectories.md")
+    p.add_argument("--fast", metavar="MOTOR", help="the fast motor (default: the first)")
+    p.add_argument("--slow", metavar="MOTOR", help="grid / snake: the slow motor (e.g. dty)")
+    p.add_argument("--nfast", type=int, metavar="N", help="grid / snake: points per row")
+    p.add_argument("--iflip", action="store_true", help="interlaced: the 2nd pass backwards")
+    p.add_argument("--wrap", action="store_true", help="the fast motor covers whole turns: "
+                                                        "the last point neighbours the first")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_replay)
 
@@ -242,13 +279,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300.0, help="give up after this many s")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("warmup", help="load (or compile) the kernels a config uses, then exit",
+                       description="Push a tiny synthetic scan of each [source] warmup frame "
+                                   "kind (dtype/encoding) through the config's chain, linker "
+                                   "and store, so numba's cache holds every kernel the config "
+                                   "uses (run it after an install or upgrade, or as a "
+                                   "systemd ExecStartPre). run, daemon and demo do the same "
+                                   "before they bind the data socket.")
+    p.add_argument("config", nargs="?", help="TOML config (default: built-in defaults)")
+    p.add_argument("--verbose", dest="verbose_kernels", action="store_true",
+                   help="print the compile time of every kernel (nested ones indented)")
+    p.set_defaults(func=cmd_warmup)
     return top
 
 
 def _daemon(args: argparse.Namespace) -> int:
+    from stream.cli.warmup import warm_up
     from stream.service.daemon import cmd_daemon
 
-    return cmd_daemon(args)
+    return cmd_daemon(args, warm=lambda config: warm_up(config, "daemon"))
 
 
 def _add_maps(sub) -> None:
@@ -280,7 +330,8 @@ def _add_service(sub) -> None:
                                    "the live lane on [live] endpoint, logs to stderr and a "
                                    "rotating log file. SIGTERM / SIGINT: finish the scan in "
                                    "progress, write it, exit 0; a second signal aborts it.")
-    p.add_argument("config", help="TOML config")
+    p.add_argument("config", nargs="?", help="TOML config (default: built-in defaults, as "
+                                             "for run)")
     p.add_argument("--listen", help="data endpoint to bind (overrides [source] listen; with "
                                     "kind = 'dectris' the motor lane)")
     p.add_argument("--control", help="control endpoint to bind (overrides [control] "
@@ -288,6 +339,11 @@ def _add_service(sub) -> None:
     p.add_argument("--live", help="live lane endpoint to bind (overrides [live] endpoint)")
     p.add_argument("--output", help="output directory (overrides [output] directory)")
     p.set_defaults(func=_daemon)
+    _add_clients(sub)
+
+
+def _add_clients(sub) -> None:
+    """status, get, set (the control socket) and watch (the live lane)."""
     control = "tcp://127.0.0.1:5557"
     for name, text in (("status", "a running daemon's state, counters, scan and file"),
                        ("get", "a node's parameters (every node's without NODE)"),
@@ -324,7 +380,9 @@ def _add_service(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = parser(clients_only=command in CLIENTS).parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "demo" and args.config is None:

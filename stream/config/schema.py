@@ -52,12 +52,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "join_timeout": 2.0,  # s a frame waits for its motors (and the reverse)
         "series_timeout": 30.0,  # s without a message before an open series ends itself
         "trajectory": {},  # the scan's trajectory map ({} = a sweep in the first motor)
+        "warmup": ["uint16/bslz4", "uint32/bslz4", "uint16/raw"],  # docs/first-start*.md
         **SOURCE_DEFAULTS,  # kind = "blissdata" / "pva": stream.config.sources
     },
     # per-point nodes run in `count` workers (0: threads one per core, processes one per
     # core less one); the linker and the store stay in the main process
     "workers": {
-        "kind": "inline",  # inline | threads | processes
+        "kind": "threads",  # inline | threads (kernels release the GIL) | processes
         "count": 0,
         "endpoint": "",  # processes: ROUTER endpoint ("" = an ipc:// path of our own)
         "queue": 0,  # points between receiver and collector (0: 2 per worker + 1, at least 5)
@@ -81,6 +82,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # open, written with the same config, continues that file from its last checkpoint
     "output": {"directory": ".", "flush_interval": 1.0, "pattern": "{scan_id}.h5",
                "resume": True},
+    # replay: the trajectory of recordings that declare none ({}: derived from the motors)
+    "replay": {"trajectory": {}},
     # peakstream daemon: its log file ("" = DIRECTORY/peakstream.log), rotated at
     # log_max_bytes (0: never) keeping log_backups old files
     "daemon": {"log_file": "", "log_max_bytes": 10 << 20, "log_backups": 5},
@@ -94,7 +97,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # free port; another address than loopback is an explicit choice
     "web": {"port": -1, "address": "127.0.0.1", "allow_control": False},
 }
-GROUPS = ("source", "node", "linker", "output", "workers", "daemon", "control", "live", "web")
+GROUPS = ("source", "node", "linker", "output", "workers", "replay", "daemon", "control",
+          "live", "web")
 OVERRUN = ("block", "abort")
 WORKER_KINDS = ("inline", "threads", "processes")
 # The chain when a config names none: a global cut, 8-connected labels, moments.

@@ -8,6 +8,8 @@ from typing import Any
 
 from stream.config.base import PATTERN_FIELDS, SOURCE_KINDS, ConfigError
 from stream.config.sources import validate_ecosystem
+from stream.core.encoded import COMPRESSED
+from stream.core.messages import DTYPES
 
 
 def validate_source(source: dict[str, Any], origin: str) -> None:
@@ -30,6 +32,12 @@ def validate_source(source: dict[str, Any], origin: str) -> None:
         if not 0.0 < source[key] < float("inf"):
             raise ConfigError(f"{origin}: [source] {key} must be a number of seconds > 0, "
                               f"got {source[key]!r}")
+    for spec in source["warmup"]:
+        dtype, _, encoding = str(spec).partition("/")
+        if dtype not in DTYPES or (encoding or "raw") not in ("raw", *COMPRESSED):
+            raise ConfigError(f"{origin}: [source] warmup entries are DTYPE/ENCODING (dtype "
+                              f"{', '.join(DTYPES)}; encoding raw, {', '.join(COMPRESSED)}), "
+                              f"got {spec!r}")
     trajectory = source["trajectory"]
     if trajectory and not isinstance(trajectory.get("kind"), str):
         raise ConfigError(f"{origin}: [source] trajectory needs a 'kind' (sweep, interlaced, "

@@ -205,6 +205,12 @@ class Collector:
         whose writing failed stays failed, whatever `status` says)."""
         if self.failed is None:
             self._drain(idle=True, final=True)
+        missing = self.counters["missing"]
+        if status == "success" and missing:  # never a silent success with points lost
+            status = "incomplete"
+            reason = reason or (f"{missing} point(s) missing (inspect lists them; "
+                                f"`peakstream replay RECORDING --fill FILE` completes it)")
+        self.final = (status, reason)
         if self.failed is None:
             result = self.linker.finish()
             self._write_link(result)

@@ -142,6 +142,7 @@ class OpenScan:
         file could not be written (disk full, ...), whatever was asked."""
         try:
             self.collector.finish(status, reason)
+            status, reason = self.collector.final  # incomplete when points are missing
         except Exception as exc:  # the scan fails, the runner goes on
             log.error("scan %s: could not be written: %s", self.scan.scan_id, exc)
             status, reason = "fail", f"write failed: {exc}"

@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,14 @@ def setup_logging(config: Config, output_dir: Path) -> str:
 class Daemon:
     """The source, the runner, the control socket and the live lane of one session."""
 
-    def __init__(self, config: Config, output_dir: str | Path | None = None):
+    def __init__(self, config: Config, output_dir: str | Path | None = None,
+                 warm: Callable[[Config], Any] | None = None,
+                 on_control: Callable[[str], None] | None = None):
+        """`warm(config)` loads the kernels (stream.run.warmup) after the control socket
+        is bound (status says "warming"; `on_control(endpoint)` is told where it is) and
+        before the data socket is: a sender that connects early waits in ZeroMQ's queue."""
         self.config = config
+        self.warming = False
         self.stopping = False
         self.aborting = False
         self.stop_time = 0.0
@@ -83,16 +90,24 @@ class Daemon:
                                  on_scan_end=self._scan_ended)
         self.source = self.live = self.control = self.web = None
         try:
+            if config["control"]["endpoint"]:
+                self.control = ControlServer(config["control"]["endpoint"], self.request_stop,
+                                             self.request)
+                self.runner.watch[self.control.inbox] = self.control.serve
+            if warm is not None:
+                self.warming = True
+                if self.control is not None:
+                    self.control.update(self.snapshot(self.runner.status()))
+                    if on_control is not None:
+                        on_control(self.control.endpoint)
+                warm(config)
+                self.warming = False
             self.source = open_source(config)
             live = config["live"]
             if live["endpoint"]:
                 self.live = LiveLane(live["endpoint"], live["interval"], live["frame_rate"],
                                      live["frame_bin"], live["sndhwm"])
                 self.runner.live = self.live
-            if config["control"]["endpoint"]:
-                self.control = ControlServer(config["control"]["endpoint"], self.request_stop,
-                                             self.request)
-                self.runner.watch[self.control.inbox] = self.control.serve
             self.web = self._start_web(config["web"])
         except BaseException:
             self.close()
@@ -113,6 +128,8 @@ class Daemon:
 
     @property
     def state(self) -> str:
+        if self.warming:
+            return "warming"
         if self.stopping:
             return "stopping"
         return "running" if self.runner.current is not None else "idle"
@@ -264,8 +281,9 @@ class Daemon:
                 "written": cur.counters["written"]}
 
 
-def cmd_daemon(args: Any) -> int:
-    """peakstream daemon CONFIG [--listen] [--control] [--live] [--output]."""
+def cmd_daemon(args: Any, warm: Callable[[Config], Any] | None = None) -> int:
+    """peakstream daemon [CONFIG] [--listen] [--control] [--live] [--output]; `warm`
+    loads the kernels before the data socket is bound."""
     config = Config.load(args.config)
     for group, key, value in (("source", "listen", args.listen),
                               ("control", "endpoint", args.control),
@@ -275,8 +293,12 @@ def cmd_daemon(args: Any) -> int:
             config.override(group, key, value)
     output = Path(config["output"]["directory"])
     logfile = setup_logging(config, output)
+    def on_control(endpoint: str) -> None:
+        print(f"peakstream daemon {__version__}: control on {endpoint} (status: warming); "
+              f"loading kernels before binding the data socket", file=sys.stderr, flush=True)
+
     try:
-        daemon = Daemon(config, output)
+        daemon = Daemon(config, output, warm, on_control)
     except (OSError, ImportError, ValueError) as exc:  # endpoints, a source's own checks
         print(f"peakstream daemon: {exc}", file=sys.stderr)
         return 2

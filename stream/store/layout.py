@@ -12,6 +12,7 @@ import h5py
 
 from stream import __version__
 from stream.core.table import STR, make_columns
+from stream.store.identity import chunk_sizes
 from stream.store.rows import POINT_STATUS
 
 
@@ -57,16 +58,17 @@ def create_layout(file: h5py.File, scan_id: str, detector: str, motors: list[str
                             "flags": STR}
     cols.update({f"motors/{m}": "float64" for m in motors})
     cols.update({f"counters/{c}": "float64" for c in counters})
-    make_columns(points, cols, 4096)
+    rows, peaks, pixels = chunk_sizes(start_json)  # sized to the scan when it says
+    make_columns(points, cols, rows)
     links = points.create_group("links")
     links.attrs["table"] = "links"  # its own table, not columns of /entry/points
-    make_columns(links, {"point_a": "int64", "point_b": "int64", "kind": STR}, 4096)
+    make_columns(links, {"point_a": "int64", "point_b": "int64", "kind": STR}, rows)
     det = entry.create_group(detector)
     sparse = det.create_group("sparse")
-    make_columns(sparse, SPARSE_COLUMNS, 65536)
-    make_columns(sparse, {"nnz": "int64"}, 4096)
+    make_columns(sparse, SPARSE_COLUMNS, pixels)
+    make_columns(sparse, {"nnz": "int64"}, rows)
     make_columns(det.create_group("peaks2d"),
-                 {"point_id": "int64", **peak_columns, "clique_id": "int64"}, 16384)
+                 {"point_id": "int64", **peak_columns, "clique_id": "int64"}, peaks)
     make_columns(det.create_group("overlaps"), {"peak_a": "int64", "peak_b": "int64",
-                                                "npixels": "int32", "score": "float32"}, 16384)
-    make_columns(det.create_group("cliques"), dict(clique_columns), 16384)
+                                                "npixels": "int32", "score": "float32"}, peaks)
+    make_columns(det.create_group("cliques"), dict(clique_columns), peaks)

@@ -74,6 +74,9 @@ def summary(path: str | Path) -> dict[str, Any]:
             "end_time": str(proc.attrs["end_time"]),
             "counters": {k: int(v) for k, v in proc["counters"].attrs.items()},
             "events": dict(events),
+            "missing_points": entry["points/point_id"][()][
+                status == POINT_STATUS.index("missing")].tolist(),
+            "filled": json.loads(proc.attrs.get("filled", "[]")),
             "checkpoint": _checkpoint(f, path),
         }
 
@@ -100,8 +103,13 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  config      sha256 {s['config_sha256'][:16]}",
         f"  time        {s['start_time']} .. {s['end_time']}",
     ]
+    if s.get("missing_points"):
+        lines.append(f"  missing     points {_ranges(s['missing_points'])}")
+    for fill in s.get("filled", []):
+        lines.append(f"  filled      {fill['time']} from {', '.join(fill['inputs'])}: "
+                     f"points {_ranges(fill['points'])}")
     ck = s.get("checkpoint") or {}
-    if ck and s["status"] in ("running", "fail"):
+    if ck and s["status"] in ("running", "fail", "incomplete"):
         journal = " (read through the journal of an interrupted commit)" if ck["journal"] else ""
         resumable = f"resumable at point {ck['resume_at']}" if ck["resumable"] else \
             "not resumable"
@@ -110,6 +118,17 @@ def format_summary(s: dict[str, Any]) -> str:
         events = ", ".join(f"{k} {v}" for k, v in sorted(s["events"].items()))
         lines.append(f"  events      {events}")
     return "\n".join(lines)
+
+
+def _ranges(ids: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    out: list[str] = []
+    for i in ids:
+        if out and out[-1][1] == i - 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in out)
 
 
 def to_json(s: dict[str, Any]) -> str:

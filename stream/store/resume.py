@@ -12,8 +12,10 @@ copy of it that arrives again is a duplicate. The points from `next_point`
 on go through the reorder buffer as in any scan: those that never come are
 recorded as missing at the end, those that come (a recorded file replayed
 again) are processed. So with every point delivered the file equals an
-uninterrupted run, row for row. The config must be the one the file was
-written with (its sha256) and the start message the same scan.
+uninterrupted run, row for row. The processing config (nodes, linker,
+detector, trajectory: `processing_hash`) must be the one the file was written
+with, and the start message the same scan; endpoints, output, workers and
+live settings may differ.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import numpy as np
 
 from stream.core.messages import Start, start_from_json
 from stream.core.table import read_table
-from stream.store.layout import config_hash, now_iso
+from stream.store.identity import processing_hash
+from stream.store.layout import now_iso
 from stream.store.rows import POINT_STATUS
 from stream.store.scanfile import ScanStore
 from stream.store.state import read_state
@@ -102,12 +105,13 @@ def resume(path: str | Path, config_text: str, start_json: str | None = None, *,
 def _resumed(store: ScanStore, config_text: str, start_json: str | None) -> Resumed:
     path, f = store.path, store.file
     entry, proc = f["entry"], f["entry/process"]
-    theirs = proc["config_sha256"].asstr()[()]
-    mine = config_hash(config_text)
+    theirs = processing_hash(proc["config"].asstr()[()])
+    mine = processing_hash(config_text)
     if theirs != mine:
-        raise ResumeError(f"{path}: written with another config (sha256 {theirs[:16]}..., "
+        raise ResumeError(f"{path}: written with another processing config ([[node]], "
+                          f"[linker], [source] detector / trajectory; sha256 {theirs[:16]}..., "
                           f"this one {mine[:16]}...): resume with the config it was written "
-                          f"with (/entry/process/config)")
+                          f"with (/entry/process/config), or give none")
     stored_start = proc["start"].asstr()[()]
     if start_json is not None:
         a, b = json.loads(stored_start), json.loads(start_json)
@@ -192,7 +196,7 @@ def newest_resumable(paths: Iterable[Path], scan_id: str, config_text: str) -> P
     """Of `paths`, the newest file of scan `scan_id` a crash left open with this config."""
     from stream.store.checkpoint import open_h5
 
-    want = config_hash(config_text)
+    want = processing_hash(config_text)
     found = []
     for path in paths:
         try:
@@ -200,7 +204,7 @@ def newest_resumable(paths: Iterable[Path], scan_id: str, config_text: str) -> P
                 entry = f["entry"]
                 if (str(entry.attrs.get("scan_id")) == scan_id
                         and str(entry.attrs.get("status")) in RESUMABLE
-                        and entry["process/config_sha256"].asstr()[()] == want
+                        and processing_hash(entry["process/config"].asstr()[()]) == want
                         and "checkpoint" in entry["process"]):
                     found.append((path.stat().st_mtime, path))
         except (OSError, KeyError, ValueError):

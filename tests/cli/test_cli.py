@@ -24,7 +24,9 @@ def peakstream(*args: str, cwd=ROOT, timeout: float = 180) -> subprocess.Complet
 @pytest.mark.parametrize("command, words", [
     ([], ["run", "replay", "simulate", "inspect", "demo", "Exit codes"]),
     (["run"], ["--listen", "--output", "--scans", "config"]),
-    (["replay"], ["--config", "--output", "INPUT"]),
+    (["replay"], ["--config", "--output", "INPUT", "--trajectory", "--iflip", "--nfast",
+                  "--wrap", "--fill", "--resume"]),
+    (["warmup"], ["config", "--verbose"]),
     (["simulate"], ["--send", "--rate", "--points", "--shape", "--spots", "--seed"]),
     (["inspect"], ["--json"]),
     (["demo"], ["--points", "--output"]),
@@ -104,3 +106,38 @@ def test_simulate_other_scan_kinds_and_clear_errors(tmp_path):
     assert start["trajectory"]["kind"] == "interlaced" and start["trajectory"]["iflip"] is True
     r = peakstream("simulate", "--output", str(tmp_path / "x.h5"), "--spots", "5000")
     assert r.returncode == 2 and "cannot place 5000 spots" in r.stderr
+
+
+def test_a_control_client_imports_no_processing_code():
+    """status / get / set / watch answer at once: argument parsing and the request need
+    neither numpy nor h5py nor numba (counted, not timed)."""
+    code = ("import sys; from stream.cli.main import main; rc = main(['status', "
+            "'--control', 'tcp://127.0.0.1:1', '--timeout', '0.01']); "
+            "heavy = [m for m in ('numpy', 'h5py', 'numba') if m in sys.modules]; "
+            "print(rc, heavy)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    assert r.stdout.strip() == "1 []", r.stdout + r.stderr
+    assert "no peakstream daemon answered" in r.stderr
+
+
+def test_daemon_takes_no_config_as_run_does():
+    from stream.cli.main import parser
+
+    args = parser().parse_args(["daemon", "--output", "x"])
+    assert args.config is None
+
+
+def test_a_tiny_scan_makes_a_small_file(tmp_path):
+    """Chunks sized to the scan's npoints: a 5-point scan's file is small (full-size
+    chunks, allocated whole, made ~6 MB)."""
+    r = peakstream("simulate", "--points", "40", "--shape", "128", "128", "--spots", "2",
+                   "--output", str(tmp_path / "rec.h5"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = peakstream("replay", str(tmp_path / "rec.h5"), "--output", str(tmp_path / "o.h5"),
+                   "--last", "4", "--quiet")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp_path / "o.h5") as f:
+        assert f["entry/points/point_id"].shape == (5,)
+        assert f["entry/points/point_id"].chunks[0] <= 64
+    assert (tmp_path / "o.h5").stat().st_size < 1 << 20

@@ -142,6 +142,23 @@ def test_resume_goes_back_to_the_last_state_and_links_the_rest_again(sweep, tmp_
     same(load(out), full)
 
 
+def test_resume_ignores_what_changes_no_result(tmp_path):
+    """Endpoints, output, workers, live settings: not part of a file's identity."""
+    from stream.store.identity import processing_hash
+
+    a = config(0.0)
+    b = config(0.0)
+    for group, key, value in (("output", "flush_interval", 0.5), ("output", "directory", "x"),
+                              ("source", "listen", "tcp://127.0.0.1:9"),
+                              ("control", "endpoint", ""), ("live", "endpoint", ""),
+                              ("workers", "kind", "inline")):
+        b.override(group, key, value)
+    assert a.text() != b.text()
+    assert processing_hash(a.text()) == processing_hash(b.text())
+    b.override("linker", "fraction", 0.5)
+    assert processing_hash(a.text()) != processing_hash(b.text())
+
+
 @pytest.mark.system
 def test_resume_refuses_another_config_another_scan_or_an_ended_scan(sweep, tmp_path):
     rec, full = sweep
@@ -149,8 +166,8 @@ def test_resume_refuses_another_config_another_scan_or_an_ended_scan(sweep, tmp_
     kill_after(writer(rec, out, "--delay", "0.02"), 0.3, after_started=True)
     start, _ = open_recording([str(rec)])
     other = config(0.0)
-    other.override("output", "flush_interval", 0.5)  # another effective config text
-    with pytest.raises(ResumeError, match="another config.*sha256"):
+    other.override("linker", "fraction", 0.5)  # another processing config
+    with pytest.raises(ResumeError, match="another processing config.*sha256"):
         resume(out, other.text(), _start_json(start))
     with pytest.raises(ResumeError, match="another scan.*scan_id"):
         resume(out, config(0.0).text(), _start_json(dataclasses.replace(start,
@@ -172,7 +189,10 @@ def test_a_restarted_daemon_finds_the_file_to_resume(sweep, tmp_path):
     text = config(0.0).text()
     assert resumable_file(tmp_path, "sweep", text) == tmp_path / "sweep.h5"
     assert resumable_file(tmp_path, "other", text) is None
-    assert resumable_file(tmp_path, "sweep", config(0.5).text()) is None
+    assert resumable_file(tmp_path, "sweep", config(0.5).text()) == tmp_path / "sweep.h5"
+    other = config(0.0)
+    other.override("linker", "fraction", 0.5)  # another processing config: not this file
+    assert resumable_file(tmp_path, "sweep", other.text()) is None
 
 
 @pytest.mark.system

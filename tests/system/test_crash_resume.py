@@ -24,6 +24,7 @@ from stream.sources.simulate import Simulation
 from stream.sources.simulate.config import SimConfig
 from stream.sources.simulate.file import write_scan
 from stream.store.checkpoint import open_h5
+from stream.store.reader import summary
 from stream.store.rows import POINT_STATUS
 from tests.support.daemon import (
     Sender,
@@ -133,7 +134,7 @@ def test_points_lost_while_the_daemon_was_down_are_recorded_missing(daemon, tmp_
     # while it was down); no start again: the first point resumes the file
     s.end("scan")
     s.close()
-    assert completed(path) == "success"
+    assert completed(path) == "incomplete"  # never a silent success
     got = tables(path)
     status = dict(zip(got["points"]["point_id"].tolist(), got["points"]["status"].tolist(),
                       strict=True))
@@ -147,6 +148,62 @@ def test_points_lost_while_the_daemon_was_down_are_recorded_missing(daemon, tmp_
     for p in [p for p, st in status.items() if st == ok]:
         for col in ("npx", "sum_intensity", "s_raw", "f_raw"):
             assert np.array_equal(got["peaks2d"][col][pid == p], ref["peaks2d"][col][rpid == p])
+
+
+def test_killed_at_random_instants_ended_incomplete_then_filled_equals_the_uninterrupted_run(
+        daemon, tmp_path):
+    """Killed twice at random instants while the scan streams in, restarted each time;
+    the acquisition goes on (points sent while it was down are lost) and the scan ends
+    incomplete. `peakstream replay RECORDING --fill FILE` then completes it: every table
+    equals the uninterrupted run's, and the file records the fill."""
+    sim = Simulation(SIM)
+    rec = tmp_path / "rec.h5"
+    write_scan(sim, rec, "scan")
+    cfg = daemon_config(tmp_path, EXTRA)
+    ref = reference(daemon, tmp_path, cfg, sim)
+    out = tmp_path / "out"
+    path = out / "scan.h5"
+    rng = random.Random(23)
+    d = daemon(cfg, output=out)
+    s = Sender(d.endpoint, sim)
+    s.start("scan")
+    sent = 0
+    for _ in range(2):
+        k = rng.randint(20, 35)
+        s.points("scan", range(sent, sent + k), rate=400)
+        sent += k
+        wait_until(lambda: stored_points(path) > 0, 60, 0.05, "a first checkpoint")
+        time.sleep(rng.uniform(0.0, 0.3))
+        d.proc.kill()
+        d.proc.wait(30)
+        s.close()
+        sent += 10  # sent while the daemon was down: lost
+        d = daemon(cfg, output=out)
+        s = Sender(d.endpoint, sim)
+    s.points("scan", range(sent, SIM.npoints))
+    s.end("scan")
+    s.close()
+    assert completed(path) == "incomplete"
+    d.signal()
+    d.wait()
+    before = summary(path)
+    assert before["points_missing"] > 0 and before["missing_points"]
+    r = peakstream("replay", str(rec), "--fill", str(path), "--quiet")
+    err = r.communicate(timeout=600)[1]
+    assert r.returncode == 0, err
+    got = tables(path)
+    assert_same(got, ref)
+    for col in ref["points"]:
+        assert np.array_equal(got["points"][col], ref["points"][col]), col
+    after = summary(path)
+    assert after["status"] == "success" and after["missing_points"] == []
+    (fill,) = after["filled"]
+    assert fill["points"] == before["missing_points"] and fill["inputs"] == [str(rec)]
+    assert "fill" in set(got["events"]["kind"]) and "resume" in set(got["events"]["kind"])
+    assert (out / "scan.h5.before-fill").exists()
+    # nothing is left to fill
+    r = peakstream("replay", str(rec), "--fill", str(path), "--quiet")
+    assert r.wait(600) == 2 and "nothing to fill" in r.stderr.read()
 
 
 def peakstream(*args: str) -> subprocess.Popen:

@@ -152,3 +152,44 @@ def detector_name(prefix: str, channel: str) -> str:
     if not channel:
         return prefix
     return f"{prefix}_{re.sub(r'[^0-9A-Za-z_]', '_', channel)}"
+
+
+def goniometer_axes(meta: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """axis -> (start, increment) per image from a series' start: v2's `goniometer`
+    map ({"omega": {"start": 0.0, "increment": 0.25}, ...}), v1's header keys
+    (`omega_start`, `omega_increment`, ...); axes with neither left out."""
+    out: dict[str, tuple[float, float]] = {}
+    gonio = meta.get("goniometer")
+    if isinstance(gonio, dict):
+        for axis, v in gonio.items():
+            if isinstance(v, dict) and _number(v.get("start")) is not None:
+                out[str(axis)] = (_number(v["start"]), _number(v.get("increment")) or 0.0)
+    for key, value in meta.items():
+        if key.endswith("_start") and _number(value) is not None:
+            axis = key[:-len("_start")]
+            inc = _number(meta.get(f"{axis}_increment"))
+            if inc is not None and axis.isidentifier() and axis not in out:
+                out[axis] = (_number(value), inc)
+    return out
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok and math.isfinite(value) else None
+
+
+def scan_id_for(start: SeriesStart) -> str:
+    """Our scan_id: `user_data.scan_id` of the series' start when given, else the
+    series' unique id as a safe file name, else series-<id>. (The series number
+    alone repeats after a detector restart; the unique id does not.)"""
+    user = start.meta.get("user_data")
+    if isinstance(user, dict) and isinstance(user.get("scan_id"), str | int):
+        sid = re.sub(r"[^A-Za-z0-9._-]+", "-", str(user["scan_id"])).strip("._-")[:200]
+        if sid:
+            return sid
+    if start.unique_id:
+        sid = re.sub(r"[^A-Za-z0-9._-]+", "-", start.unique_id).strip("._-")
+        sid = re.sub(r"\.\.+", ".", sid)[:200]
+        if sid:
+            return sid
+    return f"series-{start.series_id}"

@@ -86,12 +86,15 @@ def _json(d: dict) -> bytes:
 def v1_header(series_id: int, *, header_detail: str = "basic", shape: tuple[int, int],
               dtype: str = "uint16", nimages: int | None = None,
               flatfield: np.ndarray | None = None, pixel_mask: np.ndarray | None = None,
-              flatfield_applied: bool = False, appendix: Any = None) -> list[bytes]:
-    """1, 2 or 8 parts (none, basic, all), one more with an appendix."""
+              flatfield_applied: bool = False, appendix: Any = None,
+              config: Mapping[str, Any] | None = None) -> list[bytes]:
+    """1, 2 or 8 parts (none, basic, all), one more with an appendix; `config`: more
+    keys of the detector configuration (part 2), e.g. omega_start, omega_increment."""
     parts = [_json({"htype": "dheader-1.0", "series": series_id,
                     "header_detail": header_detail})]
     if header_detail in ("basic", "all"):
-        config = {"x_pixels_in_detector": shape[1], "y_pixels_in_detector": shape[0],
+        config = {**(config or {}), "x_pixels_in_detector": shape[1],
+                  "y_pixels_in_detector": shape[0],
                   "bit_depth_image": np.dtype(dtype).itemsize * 8, "count_time": 0.01,
                   "frame_time": 0.01, "nimages": nimages or 1, "ntrigger": 1,
                   "photon_energy": 43500.0, "description": "EMULATOR",

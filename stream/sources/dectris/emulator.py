@@ -90,18 +90,20 @@ class DetectorEmulator:
             nimages: int | None = None, channels: Iterable[str] = ("threshold_1",),
             unique_id: str | None = None, flatfield: Mapping | None = None,
             pixel_mask: Mapping | None = None, flatfield_enabled: bool = False) -> None:
-        """The start of a series (v1 maps: the first channel's)."""
+        """The start of a series (v1 maps: the first channel's) with `start_fields`."""
+        extra = dict(getattr(self, "start_fields", {}))
         if self.version == 2:
             self.send(v2_start(series_id, channels=channels, shape=shape, nimages=nimages,
                                unique_id=unique_id, flatfield=flatfield,
-                               pixel_mask=pixel_mask, flatfield_enabled=flatfield_enabled))
+                               pixel_mask=pixel_mask, flatfield_enabled=flatfield_enabled,
+                               **extra))
             return
         first = next(iter(channels), "")
         self.send(v1_header(series_id, header_detail=self.header_detail, shape=shape,
                             dtype=dtype, nimages=nimages,
                             flatfield=(flatfield or {}).get(first),
                             pixel_mask=(pixel_mask or {}).get(first),
-                            flatfield_applied=flatfield_enabled))
+                            flatfield_applied=flatfield_enabled, config=extra))
 
     def image(self, series_id: int, image_id: int, frames: np.ndarray | Mapping[str, Any],
               unique_id: str | None = None) -> None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -47,6 +46,8 @@ from stream.sources.dectris.common import (
     SeriesImage,
     SeriesStart,
     detector_name,
+    goniometer_axes,
+    scan_id_for,
 )
 from stream.sources.dectris.join import Joined, Joiner
 
@@ -79,6 +80,8 @@ class Series:
     flagged: int = 0  # points that went on without motors
     motor_scan_id: str | None = None
     detectors: dict[str, str] = field(default_factory=dict)  # channel -> our name
+    # axis -> (start, increment) of the start message's goniometer (motors without a lane)
+    goniometer: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -90,16 +93,6 @@ def same_series(start: SeriesStart, msg: SeriesImage | SeriesEnd) -> bool:
     if msg.series_id != start.series_id:
         return False
     return msg.unique_id is None or start.unique_id is None or msg.unique_id == start.unique_id
-
-
-def scan_id_for(start: SeriesStart) -> str:
-    """Our scan_id: the series' unique id as a safe file name, else series-<id>."""
-    if start.unique_id:
-        sid = re.sub(r"[^A-Za-z0-9._-]+", "-", start.unique_id).strip("._-")
-        sid = re.sub(r"\.\.+", ".", sid)[:200]
-        if sid:
-            return sid
-    return f"series-{start.series_id}"
 
 
 class SeriesMachine:
@@ -292,13 +285,21 @@ class SeriesMachine:
                                            *(_fits(m, frame.shape, k, cur) for k, m in
                                              (("flatfield", flat), ("pixel_mask", mask))))
         m = first.motors
+        cur.goniometer = goniometer_axes(s.meta)
         motors = self.motors if self.motors is not None else sorted(
-            set(m.motors if m else ()) | set(_trajectory_motors(self.trajectory or {})))
-        trajectory = self.trajectory or ({"kind": "sweep", "fast": motors[0]} if motors
+            set(m.motors if m else ()) | set(_trajectory_motors(self.trajectory or {}))
+            | set(cur.goniometer))
+        moving = [a for a, (_, inc) in cur.goniometer.items() if inc]
+        fast = "omega" if "omega" in moving else (moving[0] if moving else
+                                                  (motors[0] if motors else None))
+        trajectory = self.trajectory or ({"kind": "sweep", "fast": fast} if fast
                                          else {"kind": "sweep"})
         counters = (self.counter_names if self.counter_names is not None
                     else sorted(m.counters) if m else [])
         meta = {"source": "dectris", "series_id": s.series_id, **s.meta}
+        user = s.meta.get("user_data")
+        if isinstance(user, dict) and isinstance(user.get("sample"), str):
+            meta["sample"] = user["sample"]
         if s.unique_id:
             meta["series_unique_id"] = s.unique_id
         cur.opened = True
@@ -312,7 +313,9 @@ class SeriesMachine:
         frames = {cur.detectors.get(ch, detector_name(self.prefix, ch)): f
                   for ch, f in img.frames.items()}
         extra: dict[str, Any] = {k: v for k, v in img.times.items()}
-        if m is None and self.motor_lane:
+        motors = {a: start + inc * img.image_id for a, (start, inc) in cur.goniometer.items()}
+        motors.update(m.motors if m else {})  # the motor lane's readings win
+        if m is None and self.motor_lane and not cur.goniometer:
             flag = (f"motors: none came within {self.join_timeout:g} s of image "
                     f"{img.image_id} (processed without them)")
             extra["flags"] = [flag]
@@ -325,7 +328,7 @@ class SeriesMachine:
             when = m.time if m is not None and math.isfinite(m.time) else time.time()
         cur.points += 1
         self.counters["points"] += 1
-        return Point(cur.scan_id, img.image_id, when, dict(m.motors) if m else {},
+        return Point(cur.scan_id, img.image_id, when, motors,
                      dict(m.counters) if m else {}, frames, extra)
 
     def _close(self, cur: Series, now: float, state: str | None = None,

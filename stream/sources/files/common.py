@@ -17,6 +17,7 @@ Several HDF5 sources separated by commas are concatenated, in order.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -27,9 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from stream.core.derive import derive_trajectory
 from stream.core.messages import DTYPES, DetectorInfo, Point, Start
 
 SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+log = logging.getLogger(__name__)
 DEFAULT_TRAJECTORY = {"kind": "sweep", "fast": "omega"}
 SPEC_PREFIXES = ("range:", "list:", "file:", "header:")
 
@@ -225,10 +228,44 @@ def select(nframes: int, first: int | None, last: int | None, what: str) -> tupl
 
 def make_start(scan_id: str, detector: str, shape: tuple[int, int], dtype: str,
                motors: Iterable[str], counters: Iterable[str], npoints: int | None,
-               trajectory: Mapping[str, Any] | None, meta: Mapping[str, Any]) -> Start:
+               trajectory: Mapping[str, Any] | None, meta: Mapping[str, Any],
+               first: int = 0, headers: Mapping[str, np.ndarray] | None = None) -> Start:
+    """The start message of a recording. Without a `trajectory` the one its motor
+    positions show (`scan_trajectory`); meta["trajectory_from"] says which."""
+    specs = motors if isinstance(motors, Mapping) else {}
+    traj, how = scan_trajectory(specs, npoints, trajectory, first, headers, scan_id)
     return Start(scan_id, {detector: DetectorInfo((int(shape[0]), int(shape[1])), dtype)},
-                 list(motors), list(counters), npoints,
-                 dict(trajectory) if trajectory else dict(DEFAULT_TRAJECTORY), dict(meta))
+                 list(motors), list(counters), npoints, traj,
+                 {**meta, "trajectory_from": how})
+
+
+def scan_trajectory(motors: Mapping[str, ValueSpec], npoints: int | None,
+                    given: Mapping[str, Any] | None, first: int = 0,
+                    headers: Mapping[str, np.ndarray] | None = None, what: str = "scan"
+                    ) -> tuple[dict[str, Any], str]:
+    """The trajectory map of a recording and where it comes from: `given` (the command
+    line or the config), else derived from the motor positions of its points (`first`:
+    the first frame replayed; `headers`: the values of header:KEY motors), else a sweep.
+    A guess that fits no regular kind (free) is logged as a warning with the override."""
+    if given:
+        return dict(given), "given"
+    values: dict[str, np.ndarray] = {}
+    if npoints:
+        for name, spec in motors.items():
+            if spec.kind == "header":
+                if headers is None or name not in headers:
+                    continue
+                values[name] = np.asarray(headers[name], float)
+            else:
+                values[name] = np.array([spec.at(p, None, first + p) for p in range(npoints)])
+    if not values or npoints is None or npoints < 3:
+        return dict(DEFAULT_TRAJECTORY), "default"
+    traj = derive_trajectory(values)
+    if traj["kind"] == "free" or not np.all([np.isfinite(v).any() for v in values.values()]):
+        log.warning("%s: the motor positions fit no regular scan; linking by position "
+                    "(%s). If that is wrong, give --trajectory KIND [--iflip] [--nfast N] "
+                    "[--wrap] (or [replay] trajectory in the config)", what, traj)
+    return traj, "derived from the motors"
 
 
 def error_point(scan_id: str, point_id: int, where: str, reason: Any) -> Point:

@@ -159,9 +159,44 @@ def read_fabio_series(inputs: list[str], *, motors: Mapping[str, ValueSpec] | No
     meta = {"source": "fabio", "inputs": list(inputs), "frames_per_file": tpl.frames,
             "motors": {k: v.text for k, v in motors.items()},
             "counters": {k: v.text for k, v in counters.items()}}
+    headers = None
+    if not trajectory and any(s.kind == "header" for s in motors.values()):
+        headers = _header_motors(slots, tpl, lo, hi, motors)
     start = make_start(scan_id or scan_id_from(inputs[0]), detector or "detector", tpl.shape,
-                       tpl.dtype, motors, counters, hi - lo + 1, trajectory, meta)
+                       tpl.dtype, motors, counters, hi - lo + 1, trajectory, meta,
+                       headers=headers)
     return start, _points(start, slots, tpl, lo, hi, motors, counters, time)
+
+
+def _header_motors(slots: list[str | None], tpl: Template, lo: int, hi: int,
+                   motors: dict[str, ValueSpec]) -> dict[str, np.ndarray]:
+    """The header:KEY motors of every point (NaN where a file is missing or unreadable),
+    read before the frames to derive the scan's trajectory (headers only where fabio
+    can: one frame per file)."""
+    specs = {m: s for m, s in motors.items() if s.kind == "header"}
+    out = {m: np.full(hi - lo + 1, np.nan) for m in specs}
+    for k, path in enumerate(slots):
+        frames = [j for j in range(tpl.frames) if lo <= k * tpl.frames + j <= hi]
+        if path is None or not frames:
+            continue
+        try:
+            if tpl.frames == 1:
+                headers = [dict(fabio.openheader(path).header)]
+            else:
+                with fabio.open(path) as img:
+                    headers = [dict((img if j == 0 else img.getframe(j)).header)
+                               for j in frames]
+        except Exception as exc:  # the frame pass reports it as a bad point
+            log.debug("%s: no header for the trajectory: %s", path, exc)
+            continue
+        for j, header in zip(frames, headers, strict=False):
+            pid = k * tpl.frames + j - lo
+            for m, spec in specs.items():
+                try:
+                    out[m][pid] = spec.at(pid, header)
+                except (ValueError, KeyError):
+                    pass
+    return out
 
 
 def _points(start: Start, slots: list[str | None], tpl: Template, lo: int, hi: int,

@@ -82,7 +82,7 @@ def read_framecache(path: str | os.PathLike, *, motors: Mapping[str, ValueSpec] 
     meta = {"source": "framecache", "file": path, "omega_mean_of_pairs": omega is not None}
     itype = np.dtype(dtype).name if dtype in DTYPES else "float32"
     start = make_start(scan_id or scan_id_from(path), detector or "detector", shape, itype,
-                       motors, counters, hi - lo + 1, trajectory, meta)
+                       motors, counters, hi - lo + 1, trajectory, meta, first=lo)
     return start, _points(path, start, lo, hi, motors, counters, time)
 
 

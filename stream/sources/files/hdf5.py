@@ -188,7 +188,7 @@ def read_hdf5_stack(images: list[str], *, motors: Mapping[str, ValueSpec] | None
             "motors": {k: v.text for k, v in motors.items()},
             "counters": {k: v.text for k, v in counters.items()}}
     start = make_start(sid, det, s0.shape, s0.dtype, motors, counters, hi - lo + 1,
-                       trajectory, meta)
+                       trajectory, meta, first=lo)
     return start, _points(start, segments, lo, hi, motors, counters, time)
 
 

@@ -378,3 +378,41 @@ def test_make_source_with_the_config_defaults_takes_names_from_the_motor_lane():
     assert (start.motors, start.counters) == (["omega"], ["monitor"])
     assert start.trajectory == {"kind": "sweep", "fast": "omega"}
     assert_whole_series(msgs, "emu-3")
+
+
+# ------------------------------------------------------------------ no motor lane
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_detector_on_its_own_gives_omega_from_its_start_message(version):
+    """No motor lane: omega = start + increment x image number from the series' start
+    (v2 goniometer, v1 omega_start / omega_increment); no point flagged; the scan id
+    and sample from v2's user_data."""
+    fields = ({"goniometer": {"omega": {"start": 10.0, "increment": 0.25},
+                              "phi": {"start": 5.0, "increment": 0.0}},
+               "user_data": {"scan_id": "s0042", "sample": "ruby"}} if version == 2 else
+              {"omega_start": 10.0, "omega_increment": 0.25})
+    with emulator_and_source(version, "raw", motors_lane=False) as (emu, src):
+        emu.start_fields = fields
+        emu.send_series(FRAMES, series_id=3)
+        msgs = decoded(collect(src))
+    start = first_start(msgs)
+    scan = "s0042" if version == 2 else "series-3"
+    assert start.scan_id == scan
+    assert "omega" in start.motors and start.trajectory == {"kind": "sweep", "fast": "omega"}
+    pts = points_of(msgs, scan)
+    assert [p.motors["omega"] for p in pts] == [10.0 + 0.25 * i for i in range(6)]
+    assert not any(p.extra.get("flags") for p in pts)
+    if version == 2:
+        assert start.meta["sample"] == "ruby"
+        assert [p.motors["phi"] for p in pts] == [5.0] * 6
+    assert_whole_series(msgs, scan)
+
+
+def test_a_detector_on_its_own_without_a_goniometer_is_flagged():
+    with emulator_and_source(2, "raw", motors_lane=True) as (emu, src):
+        emu.send_series(FRAMES, series_id=4, skip_motors=range(6))
+        msgs = decoded(collect(src, limit=30.0))
+    pts = points_of(msgs, "emu-4")
+    assert len(pts) == 6 and all(p.extra.get("flags") for p in pts)
+    assert all("omega" not in p.motors for p in pts)

@@ -1,0 +1,44 @@
+"""What makes two scan files the same processing, and how big their chunks are."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+# the parts of a config that decide the results: a resumed or filled file must have been
+# written with the same; endpoints, output, logging, workers and live settings may differ
+PROCESSING = {"node": None, "linker": None, "source": ("detector", "trajectory"),
+              "replay": ("trajectory",)}
+
+
+def processing_hash(text: str) -> str:
+    """sha256 of the processing part of a config's TOML text (`PROCESSING`)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return hashlib.sha256(text.encode()).hexdigest()
+    part = {}
+    for group, keys in PROCESSING.items():
+        value = data.get(group, [] if group == "node" else {})
+        part[group] = value if keys is None else {k: value.get(k) for k in keys
+                                                  if k in value}
+    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def chunk_sizes(start_json: str) -> tuple[int, int, int]:
+    """Rows per chunk of the point, peak (and clique) and pixel tables: the full sizes,
+    or for a scan that announces fewer points sizes to match (a chunk is allocated
+    whole, so a tiny scan's file would otherwise take ~6 MB)."""
+    try:
+        npoints = json.loads(start_json).get("npoints")
+    except (ValueError, AttributeError):
+        npoints = None
+    if not isinstance(npoints, int) or npoints <= 0:
+        return 4096, 16384, 65536
+
+    def fit(rows: int, full: int) -> int:
+        return int(min(full, max(64, 1 << (max(rows, 1) - 1).bit_length())))
+
+    return fit(npoints, 4096), fit(16 * npoints, 16384), fit(512 * npoints, 65536)

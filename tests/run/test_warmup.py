@@ -1,0 +1,61 @@
+"""The warm-up: a tiny scan of each [source] warmup frame kind through the config's own
+runner loads every kernel a scan will use, so a scan that follows compiles nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stream.config.schema import Config
+from stream.run.runner import ScanRunner
+from stream.run.warmup import _CompileClock, frame_kinds, loaded_kernels, warmup
+from stream.sources.simulate import Simulation
+from stream.sources.simulate.config import SimConfig
+from stream.wire.codec import encode
+from tests.support.paths import CONFIGS
+
+
+def config(*kinds: str) -> Config:
+    c = Config.load(CONFIGS / "simulated.toml")
+    c.override("source", "warmup", list(kinds))
+    return c
+
+
+def test_after_the_warmup_a_scan_compiles_nothing(tmp_path):
+    c = config("uint16/raw")
+    report = warmup(c)
+    assert report.problems == [] and report.frames == ["uint16/raw"]
+    assert loaded_kernels() >= 20  # dense pass, labels, moments, overlaps, union-find, split
+    sim = Simulation(SimConfig(npoints=60, shape=(128, 160), spots=12, seed=2))
+    runner = ScanRunner(c, output_file=tmp_path / "scan.h5")
+    with _CompileClock() as clock:
+        for msg in (sim.start("s"), *(sim.point(i, "s") for i in range(60)), sim.end("s")):
+            runner.handle(encode(msg))
+        runner.close()
+    assert runner.results[0]["status"] == "success"
+    assert runner.results[0]["cliques"] > 0
+    assert [c.name for c in clock.compiled] == []  # nothing left for the first scan
+
+
+def test_a_second_warmup_loads_nothing_new():
+    c = config("uint16/raw")
+    warmup(c)
+    again = warmup(c)
+    assert again.compiled == [] and again.kernels == 0 and again.problems == []
+
+
+def test_frame_kinds_and_none():
+    assert frame_kinds(config("uint16", "uint32/bslz4")) == [("uint16", "raw"),
+                                                            ("uint32", "bslz4")]
+    report = warmup(config())
+    assert report.frames == [] and report.kernels == 0
+
+
+def test_bad_warmup_entries_are_config_errors():
+    import pytest
+
+    from stream.config.base import ConfigError
+
+    for bad in (["uint12/raw"], ["uint16/zip"]):
+        with pytest.raises(ConfigError, match="warmup"):
+            config(*bad)
+    assert np.dtype("uint16")  # the dtypes the wire knows

@@ -1,0 +1,91 @@
+"""A cold start loses nothing: with an empty numba cache (a fresh install), `peakstream
+run` and `peakstream daemon` compile their kernels before they bind the data socket, and
+a sender that starts sending at once waits in ZeroMQ's queue: every point arrives and the
+scan ends success. The daemon answers `status` with "warming" meanwhile."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from stream.service.control import request
+from stream.sources.simulate import Simulation, send_scan
+from stream.sources.simulate.config import SimConfig
+from stream.store.reader import load, summary
+from tests.support.daemon import daemon_config, wait_until
+from tests.support.paths import ROOT
+
+pytestmark = pytest.mark.system
+SIM = SimConfig(npoints=120, shape=(128, 160), spots=30, seed=4)
+WARMUP = '[source]\nwarmup = ["uint16/raw"]\n'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cold_env(tmp_path) -> dict[str, str]:
+    cache = tmp_path / "numba-cache"
+    cache.mkdir()
+    return {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+
+
+def check_whole(path) -> None:
+    s = summary(path)
+    assert s["status"] == "success", s
+    assert (s["points"], s["points_ok"]) == (SIM.npoints, SIM.npoints)
+    assert np.array_equal(load(path)["points"]["point_id"], np.arange(SIM.npoints))
+
+
+def test_run_cold_start_loses_no_point(tmp_path):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    cfg = daemon_config(tmp_path, WARMUP)
+    err = tmp_path / "run.stderr"
+    with open(err, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "run", str(cfg),
+                                 "--listen", endpoint, "--output", str(tmp_path / "out"),
+                                 "--scans", "1", "--quiet"], cwd=ROOT, env=cold_env(tmp_path),
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            sent = send_scan(Simulation(SIM), endpoint, "cold")  # at once: nothing bound yet
+            assert proc.wait(1800) == 0, err.read_text()
+        finally:
+            proc.kill()
+    assert sent == SIM.npoints
+    text = err.read_text()
+    assert re.search(r"run: \d+ kernels ready in [\d.]+ s \(\d+ compiled", text), text
+    assert text.index("kernels ready") < text.index("listening on")
+    check_whole(tmp_path / "out" / "cold.h5")
+
+
+def test_daemon_says_warming_and_loses_no_point(tmp_path):
+    endpoint, control = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+    cfg = daemon_config(tmp_path, WARMUP)
+    err = tmp_path / "daemon.stderr"
+    with open(err, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "daemon", str(cfg),
+                                 "--listen", endpoint, "--control", control, "--live", "",
+                                 "--output", str(tmp_path / "out")], cwd=ROOT,
+                                env=cold_env(tmp_path), stdout=subprocess.DEVNULL,
+                                stderr=stderr)
+        try:
+            wait_until(lambda: "status: warming" in err.read_text() or proc.poll() is not None,
+                       600, 0.05, "the control socket")
+            assert request(control, {"cmd": "status"}, timeout=30)["state"] == "warming"
+            sent = send_scan(Simulation(SIM), endpoint, "cold")
+            wait_until(lambda: request(control, {"cmd": "status"}, timeout=30)["scans_done"]
+                       >= 1, 1800, 0.5, "the scan to end")
+            proc.terminate()
+            assert proc.wait(120) == 0
+        finally:
+            proc.kill()
+    assert sent == SIM.npoints
+    check_whole(tmp_path / "out" / "cold.h5")
