@@ -202,6 +202,18 @@ class Linker(BlockLinker):
                           empty_table(OVERLAP_COLUMNS) if overlaps is None else overlaps,
                           cliques, members)
 
+    def skip(self, first: int, stop: int) -> LinkResult:
+        """Points first..stop-1 have no data (a gap): the same as add_point(p, None, ...)
+        for each, in one step whatever the gap's length."""
+        self._check_order(first)
+        if stop <= first:
+            raise ValueError(f"linker: empty gap {first}..{stop - 1}")
+        offset = self._npeaks
+        self._next_point = stop
+        self._drop_frontier(stop - 1)
+        cliques, members = self._emit(stop - 1, True)
+        return LinkResult(stop - 1, offset, empty_table(OVERLAP_COLUMNS), cliques, members)
+
     def _add_frame(self, p: int, runs, ints, npx, peak_key, peak_h, peaks, motors,
                    offset: int) -> dict[str, np.ndarray]:
         """One point with peaks: append its peaks, link them to the frontier frames of

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from stream.store.scanfile import POINT_STATUS, ScanStore
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 32 << 20  # bytes of rows held between flushes, whatever the rate
+MAX_REFUSED = 4096  # points remembered as refused on arrival (written as bad if none comes)
 
 
 @dataclass
@@ -102,15 +104,16 @@ class ReorderBuffer:
             return 0
         return sum(1 for s in self.waiting.values() if s.status != "pending")
 
-    def pop(self, now: float | None, final: bool = False) -> list[Slot | int]:
-        """Released slots in order; a bare int is a point declared missing.
+    def pop(self, now: float | None, final: bool = False) -> list[Slot | range]:
+        """Released slots in order; a `range` is a gap of points declared missing (one
+        item however long: a gap is never expanded point by point here).
 
         The timeout applies only when `now` is given: the caller passes it when
         its input is idle, so a backlog on our side never counts as a gap. A
         pending point at the head stops the release (its result will come);
         at the end it is released as "lost" (written as bad).
         """
-        out: list[Slot | int] = []
+        out: list[Slot | range] = []
         while True:
             slot = self.waiting.get(self.next_id)
             if slot is not None:
@@ -130,11 +133,11 @@ class ReorderBuffer:
                 now - min(s.arrived for s in self.waiting.values()) > self.timeout)
             if not (final or too_many or too_old):
                 break
-            out.extend(range(self.next_id, oldest))  # the gap is missing
+            out.append(range(self.next_id, oldest))  # the gap is missing
             self.next_id = oldest
-        if final and self.npoints is not None:
-            out.extend(range(self.next_id, self.npoints))
-            self.next_id = max(self.next_id, self.npoints)
+        if final and self.npoints is not None and self.next_id < self.npoints:
+            out.append(range(self.next_id, self.npoints))
+            self.next_id = self.npoints
         return out
 
 
@@ -160,6 +163,9 @@ class Collector:
         self._row_bytes = [(t, sum(8 if dt.kind == "O" else dt.itemsize
                                    for dt in t.columns.values())) for t in store.tables]
         self.last_linked = -1
+        self.refused: dict[int, str] = {}  # point -> why its message was refused on arrival
+        self.motor_limit = math.inf  # motor positions beyond these are not used
+        self.motor_ranges: dict[str, tuple[float, float]] = {}
         self._linkable: set[int] = set()  # points with data that later points may link to
         self.failed: str | None = None  # why writing the scan failed (then nothing more is)
         # s between checkpoints that hold the resume state (0: every one; see flush())
@@ -281,13 +287,57 @@ class Collector:
         for slot in self.buffer.pop(now if idle else None, final):
             if self.failed is not None:
                 return
-            if isinstance(slot, int):
-                self._link_point(slot, None, "missing", "no data received")
+            if isinstance(slot, range):
+                self._link_gap(slot)
             else:
                 self._link_point(slot.point_id, slot.item, slot.status, slot.reason)
         if (now - self._last_flush >= self.store.flush_interval
                 or sum(t.nbuffered * n for t, n in self._row_bytes) > MAX_BUFFERED):
             self.flush(background=True)
+
+    def refuse(self, point_id: int, reason: str) -> None:
+        """A message for this point was refused on arrival (a bad frame): if no valid
+        one comes, the point is written as bad with this reason, not as missing."""
+        if len(self.refused) < MAX_REFUSED or point_id in self.refused:
+            self.refused[point_id] = reason
+
+    def _link_gap(self, gap: range) -> None:
+        """Points that never came: written as one range (rows, event, log line), never
+        point by point; those whose message was refused on arrival are bad."""
+        bad = sorted(p for p in self.refused if p in gap) if self.refused else []
+        start = gap.start
+        for p in [*bad, gap.stop]:
+            if p > start:
+                self._link_missing(start, p)
+            if p < gap.stop:
+                self.counters["bad"] += 1
+                self._link_point(p, None, "bad", self.refused.pop(p))
+            start = p + 1
+
+    def _link_missing(self, first: int, stop: int) -> None:
+        n = stop - first
+        what = f"point {first}" if n == 1 else f"points {first}..{stop - 1} ({n})"
+        self.counters["missing"] += n
+        log.warning("%s missing: no data received", what)
+        self.store.event("missing", f"{what}: no data received", first)
+        self._trajectory().observe_missing(first, stop)
+        result = self.linker.skip(first, stop)
+        self.store.nnz.append({"nnz": np.zeros(n, np.int64)})
+        row: dict[str, Any] = {"point_id": np.arange(first, stop, dtype=np.int64),
+                               "time": np.full(n, np.nan),
+                               "status": np.full(n, POINT_STATUS.index("missing"), np.uint8),
+                               "flags": [""] * n}
+        for m in self.motors:
+            row[f"motors/{m}"] = np.full(n, np.nan)
+        for c in self.counter_names:
+            row[f"counters/{c}"] = np.full(n, np.nan)
+        self.store.points.append(row)
+        self.store.outputs.skip(n)
+        self._write_link(result)
+        self.counters["linked"] += n
+        self.last_linked = stop - 1
+        if self.on_point is not None:
+            self.on_point(None, result)
 
     def _link_point(self, point_id: int, item: Item | None, status: str, reason: str) -> None:
         ok = status == "ok" and item is not None and item.sparse is not None
@@ -300,6 +350,8 @@ class Collector:
             status = "bad"
         if status != "ok":
             self.store.event(status, reason or "no sparse frame", point_id)
+        if ok:
+            self._check_motors(item)
         trajectory = self._trajectory()
         flagged = trajectory.observe(point_id, item.motors if ok else {})
         if ok and flagged:
@@ -318,6 +370,20 @@ class Collector:
         self.last_linked = point_id
         if self.on_point is not None:
             self.on_point(item if ok else None, result)
+
+    def _check_motors(self, item: Item) -> None:
+        """Positions beyond `motor_limit` or outside `motor_ranges` are not used: set to
+        NaN (so the point is never linked) with a flag that says why."""
+        for name, value in item.motors.items():
+            lo, hi = self.motor_ranges.get(name, (-self.motor_limit, self.motor_limit))
+            if math.isinf(value):
+                item.flags.append(f"motor {name} = {value:g} is not finite: not used")
+            elif not lo <= value <= hi and not math.isnan(value):
+                item.flags.append(f"motor {name} = {value:g} is outside [{lo:g}, {hi:g}]: "
+                                  f"not used")
+            else:
+                continue
+            item.motors[name] = math.nan
 
     def _trajectory(self) -> Any:
         # the linker holds the scan's trajectory from its setup(scan)
