@@ -113,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = _stop_flag()
     src = config["source"]
     try:
-        source = ZmqSource(src["listen"], src["rcvhwm"])
+        source = ZmqSource(src["listen"], src["rcvhwm"], max_frame_bytes=src["max_frame_bytes"])
     except OSError as exc:
         print(f"peakstream run: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -265,7 +265,7 @@ def _client(name: str):
 
 
 def _add_service(sub) -> None:
-    """daemon and its clients: status, get, set, watch."""
+    """daemon and its clients: status, get, set, stop, watch."""
     p = sub.add_parser("daemon", help="a headless service: scan after scan, control socket, "
                                       "live lane",
                        description="Take scan after scan (our protocol on the data PULL, or "
@@ -286,19 +286,24 @@ def _add_service(sub) -> None:
     control = "tcp://127.0.0.1:5557"
     for name, text in (("status", "a running daemon's state, counters, scan and file"),
                        ("get", "a node's parameters (every node's without NODE)"),
-                       ("set", "change a node parameter from the next point on")):
+                       ("set", "change a node parameter from the next point on"),
+                       ("stop", "finish the scan in progress, write it and exit")):
         p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}, over "
                                                          f"the daemon's control socket.")
         p.add_argument("--control", default=control, help=f"the daemon's control endpoint "
                                                           f"(default {control})")
         p.add_argument("--timeout", type=float, default=5.0,
                        help="s to wait for the answer (default 5)")
+        if name in ("set", "stop"):
+            p.add_argument("--token-file", help="the daemon's control token file (default: "
+                                                "$PEAKSTREAM_TOKEN_FILE, else where the "
+                                                "daemon's status says it is)")
         if name == "status":
             p.add_argument("--json", action="store_true", help="machine-readable output")
         elif name == "get":
             p.add_argument("node", nargs="?", help="node kind, e.g. threshold")
             p.add_argument("key", nargs="?", help="one parameter")
-        else:
+        elif name == "set":
             p.add_argument("node", help="node kind, e.g. threshold")
             p.add_argument("key", help="parameter, e.g. cut")
             p.add_argument("value", help="new value (number, true/false or text)")

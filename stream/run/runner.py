@@ -49,12 +49,11 @@ import zmq
 
 from stream.config.schema import Config
 from stream.core.messages import End, MessageError, Point, Start
-from stream.core.scan import Scan
+from stream.run.admission import check_start, frame_problem
 from stream.run.dispatch import make_executor, queue_bound
 from stream.run.openscan import (
     COUNTERS,
     GAUGES,
-    SCAN_ID,
     OpenScan,
     _start_json,
     clique_columns,
@@ -127,8 +126,6 @@ class ScanRunner(Resuming):
             self._reject("malformed", str(exc))
         else:
             self.handle_message(msg, parts)
-        if self.current is not None:
-            self.current.last_message = time.monotonic()
 
     def handle_message(self, msg: Start | Point | End, parts: list | None = None) -> None:
         """A decoded message (`parts`: its wire form, encoded again if not given)."""
@@ -250,27 +247,17 @@ class ScanRunner(Resuming):
     # ------------------------------------------------------------ start / end
 
     def _start(self, start: Start, resumed: Any = None) -> None:
+        if not self.accepting:  # the scan in progress finishes untouched
+            self._refuse(start.scan_id, "the daemon is stopping: no new scans")
+            return
+        checked = check_start(start, self.config)
+        if isinstance(checked, str):  # refused: the scan in progress goes on untouched
+            self._reject("rejected", checked)
+            return
+        scan, detector, info = checked
         if self.current is not None:
             self._finish("abort", f"a new start ({start.scan_id!r}) arrived before the end")
         self._refused = ""
-        if not self.accepting:
-            self._refuse(start.scan_id, "the daemon is stopping: no new scans")
-            return
-        if not SCAN_ID.fullmatch(start.scan_id) or ".." in start.scan_id:
-            self._reject("rejected", f"start: scan_id {start.scan_id!r} is not a safe file "
-                                     f"name (letters, digits, '.', '_', '-'; no '..')")
-            return
-        try:
-            scan = Scan.from_start(start)
-        except ValueError as exc:  # a trajectory map that decode() did not see
-            self._reject("rejected", f"start: {exc}")
-            return
-        wanted = self.config["source"]["detector"] or None
-        try:
-            detector, info = scan.detector(wanted)
-        except KeyError as exc:
-            self._reject("rejected", f"start: {exc.args[0]}")
-            return
         path = None
         try:
             if resumed is None:
@@ -287,6 +274,7 @@ class ScanRunner(Resuming):
             where = path if path is not None else self.output_dir
             self._refuse(start.scan_id, f"cannot create {where}: {exc}")
             return
+        store.max_events = self.config["output"]["max_events"]
         if self.params.version:
             store.event("params", json.dumps(self.params.changes), 0)
         self._scans += 1
@@ -324,8 +312,17 @@ class ScanRunner(Resuming):
         if cur is None or end.scan_id != cur.scan.scan_id:
             self._reject("rejected", f"end of scan {end.scan_id!r}, which is not open")
             return
-        if end.npoints is not None and cur.collector.buffer.npoints is None:
-            cur.collector.buffer.npoints = end.npoints
+        buf = cur.collector.buffer
+        if end.npoints is not None and buf.npoints is None:
+            gap = end.npoints - 1 - max(cur.newest, buf.next_id - 1)
+            src = self.config["source"]
+            if end.npoints > src["max_points"] or gap > src["max_gap"]:
+                self._count("rejected", f"end: npoints {end.npoints} ignored: more than "
+                                        f"max_points ({src['max_points']}) or a gap of "
+                                        f"{gap} points after the newest, more than max_gap "
+                                        f"({src['max_gap']})")
+            else:
+                buf.npoints = end.npoints
         self._finish(end.status, end.reason)
 
     def _finish(self, status: str, reason: str) -> None:
@@ -393,23 +390,47 @@ class ScanRunner(Resuming):
             return
         pid = point.point_id
         cur.counters["received"] += 1
-        npoints = cur.collector.buffer.npoints
+        buf, src = cur.collector.buffer, self.config["source"]
+        npoints = buf.npoints
         if npoints is not None and pid >= npoints:
             self._reject("rejected", f"point {pid}: beyond npoints {npoints}")
             return
+        if pid >= src["max_points"]:
+            self._reject("rejected", f"point {pid}: beyond [source] max_points "
+                                     f"({src['max_points']})")
+            return
+        ahead = pid - max(cur.newest, buf.next_id - 1)
+        if ahead > src["max_gap"]:
+            self._reject("rejected", f"point {pid}: {ahead} points ahead of the newest "
+                                     f"({max(cur.newest, buf.next_id - 1)}), more than "
+                                     f"[source] max_gap ({src['max_gap']})")
+            return
         if cur.resumed is not None and cur.resumed.stored(pid):
             cur.counters["kept"] += 1  # stored before the crash: kept, not processed again
+            cur.last_message = time.monotonic()
             return
         if cur.collector.seen(pid):
             self._count("duplicate", f"point {pid}: already received (duplicate or late), "
                                      f"dropped")
             return
+        problem = frame_problem(point, cur.scan.start.detectors[cur.detector],
+                                cur.detector, src["allow_refs"])
+        if problem:  # refused: a valid message for this point may still come
+            self._count("rejected", f"point {pid}: {problem}; refused")
+            cur.collector.refuse(pid, problem)
+            return
+        if cur.collector.refused.pop(pid, None) is not None:
+            cur.collector.store.event("replaced", f"point {pid}: a valid message replaces "
+                                                  f"the refused one", pid)
+        cur.last_message = time.monotonic()  # only the open scan's valid points count
         while not self.ready():  # a caller that does not ask ready() first (replay)
             self.wait(0.2)
         cur.newest = max(cur.newest, pid)
         cur.collector.expect(pid)
         for change in self.params.take_unapplied():  # in force from this point on
             cur.collector.store.event("param", json.dumps(change), pid)
+            log.info("scan %s: %s.%s = %r applies from point %d", cur.scan.scan_id,
+                     change["node"], change["key"], change["value"], pid)
         preview = self.live.preview_bin() if self.live is not None else 0
         self.executor.submit(self._seq, cur.key, pid, parts, self.params.in_force, preview)
         self._seq += 1
@@ -478,8 +499,4 @@ class ScanRunner(Resuming):
 
     def _reject(self, kind: str, reason: str) -> None:
         """Malformed or out-of-place messages: counted, logged, recorded, dropped."""
-        if kind == "malformed":
-            self.counters["rejected"] += 1
-            if self.current is not None:
-                self.current.counters["rejected"] += 1
-        self._count(kind, reason)
+        self._count(kind, reason)  # a malformed message counts once, as malformed

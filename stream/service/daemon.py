@@ -27,6 +27,7 @@ import logging
 import logging.handlers
 import os
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ from stream import __version__
 from stream.config.schema import Config
 from stream.run.params import ParamError
 from stream.run.runner import ScanRunner
-from stream.service.control import ControlServer
+from stream.service.control import TOKEN_NAME, ControlServer, make_token
 from stream.service.live import LiveLane
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,30 @@ def make_source(config: Config) -> Any:
         return dectris_source({k: src[k] for k in DECTRIS_KEYS})
     from stream.sources.zmq import ZmqSource
 
-    return ZmqSource(src["listen"], src["rcvhwm"])
+    return ZmqSource(src["listen"], src["rcvhwm"], max_frame_bytes=src["max_frame_bytes"])
+
+
+class NoFollowFileHandler(logging.handlers.RotatingFileHandler):
+    """The rotating log file, opened without following a symlink (one planted at its name
+    is refused, never written through) and readable by the daemon's user only."""
+
+    def _open(self):  # noqa: ANN202 (logging's own hook)
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+def unsafe_directory(path: Path, allow_shared: bool) -> str:
+    """Why the output directory is unsafe to write in, or "": world-writable without
+    the sticky bit (anyone could plant or swap files there) unless allowed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""  # made by us below
+    if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX and not allow_shared:
+        return (f"output directory {path} is world-writable without the sticky bit: anyone "
+                f"could plant files there ([output] shared_directory = true to accept)")
+    return ""
 
 
 def setup_logging(config: Config, output_dir: Path) -> str:
@@ -73,8 +97,8 @@ def setup_logging(config: Config, output_dir: Path) -> str:
         h.setFormatter(fmt)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=d["log_max_bytes"],
-                                                       backupCount=d["log_backups"])
+        handler = NoFollowFileHandler(path, maxBytes=d["log_max_bytes"],
+                                      backupCount=d["log_backups"])
     except OSError as exc:
         log.warning("no log file: cannot open %s: %s (logging to stderr only)", path, exc)
         return ""
@@ -100,11 +124,15 @@ class Daemon:
             live = config["live"]
             if live["endpoint"]:
                 self.live = LiveLane(live["endpoint"], live["interval"], live["frame_rate"],
-                                     live["frame_bin"], live["sndhwm"])
+                                     live["frame_bin"], live["sndhwm"],
+                                     max_map_cells=live["max_map_cells"])
                 self.runner.live = self.live
             if config["control"]["endpoint"]:
+                token_file = Path(config["control"]["token_file"] or
+                                  self.runner.output_dir / TOKEN_NAME)
                 self.control = ControlServer(config["control"]["endpoint"], self.request_stop,
-                                             self.request)
+                                             self.request, token=make_token(token_file),
+                                             token_file=str(token_file))
                 self.runner.watch[self.control.inbox] = self.control.serve
         except BaseException:
             self.close()
@@ -275,6 +303,10 @@ def cmd_daemon(args: Any) -> int:
         if value is not None:
             config.override(group, key, value)
     output = Path(config["output"]["directory"])
+    unsafe = unsafe_directory(output, config["output"]["shared_directory"])
+    if unsafe:
+        print(f"peakstream daemon: {unsafe}", file=sys.stderr)
+        return 2
     logfile = setup_logging(config, output)
     try:
         daemon = Daemon(config, output)

@@ -69,7 +69,7 @@ class JournaledFile:
     def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
-        flags = os.O_RDONLY if readonly else os.O_RDWR
+        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_NOFOLLOW | os.O_CLOEXEC
         if create:
             flags |= os.O_CREAT | os.O_EXCL
         self.fd = os.open(self.path, flags, 0o666)
@@ -309,8 +309,14 @@ class JournaledFile:
 
 
 def _write_journal(path: Path, base: int, size: int, records: list, durable: bool) -> None:
+    """Made afresh, never through a name someone else planted: a leftover (or a symlink)
+    at that name is removed, then the file is created exclusively, without following
+    symlinks, readable by our user only."""
     crc = 0
-    with open(path, "wb") as fh:
+    _unlink_quietly(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    with os.fdopen(fd, "wb") as fh:
         def put(b: bytes) -> None:
             nonlocal crc
             fh.write(b)
@@ -331,9 +337,14 @@ def read_journal(path: Path) -> tuple[int, int, list[tuple[int, int, bytes]]] | 
     """(committed size, new size, records) of a complete journal; None if there is none
     or it is not complete (then it never was renamed into place: ignore it)."""
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as exc:  # a symlink planted at that name (ELOOP): never ours
+        log.warning("%s: journal not read: %s", path, exc)
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        raw = fh.read()
     if len(raw) < _HEAD.size + _TAIL.size:
         return None
     magic, crc = _TAIL.unpack_from(raw, len(raw) - _TAIL.size)
@@ -382,7 +393,7 @@ def recover(path: str | Path) -> bool:
     if records is None:
         _unlink_quietly(journal_path(path))
         return False
-    fd = os.open(path, os.O_RDWR)
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         _apply(fd, records[2], records[1])
     finally:

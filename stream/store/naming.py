@@ -11,6 +11,7 @@ gets -1, -2, ... before its suffix.
 
 from __future__ import annotations
 
+import os
 import re
 import string
 import time
@@ -55,7 +56,7 @@ class Namer:
             rel = Path(self.pattern.format(**values))
         path = self.directory / rel
         n = 1
-        while path.exists():  # never overwrite an earlier scan's file
+        while os.path.lexists(path):  # never overwrite an earlier scan's file (nor a link)
             path = path.with_name(f"{rel.stem}-{n}{rel.suffix}")
             n += 1
         return path

@@ -215,8 +215,8 @@ def _decode_start(h: dict, bufs: list) -> Start:
         if not all(isinstance(n, str) and n for n in names):
             raise MessageError(f"start: {key} must be a list of names")
     npoints = _get(h, "npoints", int, optional=True)
-    if npoints is not None and npoints < 0:
-        raise MessageError(f"start: npoints must be >= 0, got {npoints}")
+    if npoints is not None and not 0 <= npoints < 1 << 63:
+        raise MessageError(f"start: npoints must be 0..2**63-1, got {npoints}")
     trajectory = _get(h, "trajectory", dict, optional=True) or {"kind": "sweep"}
     if trajectory.get("kind", "sweep") not in TRAJECTORY_KINDS:
         raise MessageError(f"start: trajectory kind {trajectory.get('kind')!r} not one of "
@@ -261,6 +261,8 @@ def _decode_end(h: dict) -> End:
     if status not in END_STATUS:
         raise MessageError(f"end: status {status!r} not one of {', '.join(END_STATUS)}")
     npoints = _get(h, "npoints", int, optional=True)
+    if npoints is not None and not 0 <= npoints < 1 << 63:
+        raise MessageError(f"end: npoints must be 0..2**63-1, got {npoints}")
     reason = _get(h, "reason", str, optional=True) or ""
     return End(_scan_id(h), status, npoints, reason)
 
@@ -271,8 +273,8 @@ _POINT_KEYS = {"type", "scan_id", "point_id", "time", "motors", "counters", "fra
 def _decode_point(h: dict, bufs: list, max_frame_bytes: int | None) -> Point:
     scan_id = _scan_id(h)
     point_id = _get(h, "point_id", int)
-    if point_id < 0:
-        raise MessageError(f"point: point_id must be >= 0, got {point_id}")
+    if not 0 <= point_id < 1 << 63:
+        raise MessageError(f"point: point_id must be 0..2**63-1, got {point_id}")
     t = _get(h, "time", (int, float), optional=True)
     time = float(t) if t is not None else math.nan
     frames: dict[str, Any] = {}
