@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import random
 import shutil
 import signal
@@ -368,6 +369,25 @@ def test_a_restarted_daemon_finds_the_file_to_resume(sweep, tmp_path):
     assert resumable_file(tmp_path, "sweep", text) == tmp_path / "sweep.h5"
     assert resumable_file(tmp_path, "other", text) is None
     assert resumable_file(tmp_path, "sweep", config(0.5).text()) is None
+
+
+def test_only_the_file_this_daemon_wrote_is_resumed(tmp_path):
+    """A backup copy (newer), a link to the file and the file under another name are
+    never resumed into: only the file at the name and inode it was made with (#13)."""
+    text = config(0.0).text()
+    store = ScanStore(tmp_path / "sweep.h5", scan_id="sweep", detector="d",
+                      motors=["omega"], counters=[], peak_columns=PEAK_COLUMNS,
+                      clique_columns=clique_columns(["omega"]), config_text=text)
+    store.checkpoint({}, None)
+    store.close_unchanged()  # as a crash leaves it: status running
+    shutil.copy(tmp_path / "sweep.h5", tmp_path / "sweep-backup.h5")
+    later = time.time() + 100
+    os.utime(tmp_path / "sweep-backup.h5", (later, later))
+    os.symlink(tmp_path / "sweep.h5", tmp_path / "sweep-link.h5")
+    os.utime(tmp_path / "sweep-link.h5", (later, later), follow_symlinks=False)
+    assert resumable_file(tmp_path, "sweep", text) == tmp_path / "sweep.h5"
+    os.rename(tmp_path / "sweep.h5", tmp_path / "sweep-moved.h5")
+    assert resumable_file(tmp_path, "sweep", text) is None
 
 
 def test_counters_after_a_resume_add_up(sweep, tmp_path):
