@@ -113,6 +113,7 @@ class Daemon:
     def __init__(self, config: Config, output_dir: str | Path | None = None):
         self.config = config
         self.stopping = False
+        self._stop_logged = False
         self.aborting = False
         self.stop_time = 0.0
         self.scans = 0
@@ -163,8 +164,8 @@ class Daemon:
                         self.runner.abort("aborted: a second stop signal")
                     break
                 if self.stopping:
-                    if self.runner.accepting:
-                        self.runner.accepting = False
+                    if not self._stop_logged:
+                        self._stop_logged = True
                         cur = self.runner.current
                         log.info("stop requested: %s", "no scan in progress" if cur is None
                                  else f"finishing scan {cur.scan.scan_id} (at most "
@@ -214,6 +215,8 @@ class Daemon:
         """Finish the open scan, take no new one, exit (a `stop` request; never aborts)."""
         if not self.stopping:
             self.stop_time = time.monotonic()
+            # at once (from the control thread too): a start already on its way is refused
+            self.runner.accepting = False
             self.stopping = True
 
     def close(self) -> None:
