@@ -49,6 +49,10 @@ class Namer:
         rel = Path(self.pattern.format(**values))
         target = self.directory / rel.parent
         target.mkdir(parents=True, exist_ok=True)
+        if rel.parent != Path(".") and (os.path.realpath(target) != os.path.join(
+                os.path.realpath(self.directory), rel.parent)):
+            raise OSError(f"{target} leads out of the output directory (a symlink the "
+                          f"daemon did not make): not written to")
         if self.numbered:
             values["scan_number"] = max(self.last_number.get(target, 0),
                                         self._highest(target)) + 1
