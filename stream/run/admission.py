@@ -34,6 +34,12 @@ def check_start(start: Start, config: Config) -> tuple[Scan, str, Any] | str:
     for what, n in sizes.items():
         if n is not None and n > most:
             return f"start: {what} {n} is more than [source] max_points ({most})"
+    most_bytes = config["source"]["max_frame_bytes"]
+    for name, info in start.detectors.items():
+        nbytes = info.shape[0] * info.shape[1] * np.dtype(info.dtype).itemsize
+        if nbytes > most_bytes:
+            return (f"start: detector {name!r} frames of {nbytes} bytes are more than "
+                    f"[source] max_frame_bytes ({most_bytes})")
     try:
         scan = Scan.from_start(start)
     except ValueError as exc:  # a trajectory map that decode() did not see

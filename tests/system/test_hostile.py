@@ -21,7 +21,7 @@ import pytest
 import zmq
 
 from stream.core.item import SparseFrame
-from stream.core.messages import FrameRef
+from stream.core.messages import DetectorInfo, FrameRef
 from stream.sources.simulate import Simulation
 from stream.sources.simulate.config import SimConfig
 from stream.store.reader import load, summary
@@ -157,6 +157,7 @@ def test_huge_starts_are_refused_and_the_open_scan_goes_on(h):
     h.start("grid", npoints=None, trajectory={"kind": "grid", "fast": "omega",
                                               "nfast": 30_000_000})
     h.start("../evil")
+    h.start("wide", detectors={DET: DetectorInfo((60000, 60000), "uint32")})
     h.send.points("keep", range(10, SIM.npoints))
     h.send.end("keep")
     assert completed(h.file("keep")) == "success"
@@ -167,6 +168,7 @@ def test_huge_starts_are_refused_and_the_open_scan_goes_on(h):
     assert "npoints 200000000 is more than [source] max_points" in text
     assert "nfast 30000000 is more than [source] max_points" in text
     assert "not a safe file name" in text
+    assert "frames of 14400000000 bytes are more than [source] max_frame_bytes" in text
     h.healthy()
 
 
