@@ -26,6 +26,7 @@ import json
 import logging
 import logging.handlers
 import os
+import secrets
 import signal
 import stat
 import sys
@@ -131,8 +132,14 @@ class Daemon:
             if config["control"]["endpoint"]:
                 token_file = Path(config["control"]["token_file"] or
                                   self.runner.output_dir / TOKEN_NAME)
+                try:
+                    token = make_token(token_file)
+                except OSError as exc:  # nobody may set or stop; SIGTERM still works
+                    log.error("control token %s cannot be made: %s; set / checkpoint / stop "
+                              "are refused", token_file, exc)
+                    token = secrets.token_hex(32)
                 self.control = ControlServer(config["control"]["endpoint"], self.request_stop,
-                                             self.request, token=make_token(token_file),
+                                             self.request, token=token,
                                              token_file=str(token_file))
                 self.runner.watch[self.control.inbox] = self.control.serve
         except BaseException:
