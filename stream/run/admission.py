@@ -10,15 +10,18 @@ the same point a duplicate.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import numpy as np
 
 from stream.config.schema import Config
-from stream.core.item import SparseFrame
+from stream.core.item import Item, SparseFrame
 from stream.core.messages import FrameRef, Point, Start
 from stream.core.scan import Scan
-from stream.run.openscan import SCAN_ID
+
+SCAN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a safe file name
 
 
 def check_start(start: Start, config: Config) -> tuple[Scan, str, Any] | str:
@@ -70,3 +73,17 @@ def frame_problem(point: Point, info: Any, detector: str, allow_refs: bool) -> s
     if np.dtype(frame.dtype) != np.dtype(info.dtype):
         return f"frame is {frame.dtype}, start announced {info.dtype}"
     return ""
+
+
+def check_motors(item: Item, limit: float, ranges: dict[str, tuple[float, float]]) -> None:
+    """Positions beyond +-`limit` (or outside `ranges`) or infinite are not used: set to
+    NaN (so the point is never linked) with a flag that says why."""
+    for name, value in item.motors.items():
+        lo, hi = ranges.get(name, (-limit, limit))
+        if math.isinf(value):
+            item.flags.append(f"motor {name} = {value:g} is not finite: not used")
+        elif not lo <= value <= hi and not math.isnan(value):
+            item.flags.append(f"motor {name} = {value:g} is outside [{lo:g}, {hi:g}]: not used")
+        else:
+            continue
+        item.motors[name] = math.nan

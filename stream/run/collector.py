@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from stream.core.item import Item
+from stream.run.admission import check_motors
 from stream.store.scanfile import POINT_STATUS, ScanStore
 
 log = logging.getLogger(__name__)
@@ -351,7 +352,7 @@ class Collector:
         if status != "ok":
             self.store.event(status, reason or "no sparse frame", point_id)
         if ok:
-            self._check_motors(item)
+            check_motors(item, self.motor_limit, self.motor_ranges)
         trajectory = self._trajectory()
         flagged = trajectory.observe(point_id, item.motors if ok else {})
         if ok and flagged:
@@ -370,20 +371,6 @@ class Collector:
         self.last_linked = point_id
         if self.on_point is not None:
             self.on_point(item if ok else None, result)
-
-    def _check_motors(self, item: Item) -> None:
-        """Positions beyond `motor_limit` or outside `motor_ranges` are not used: set to
-        NaN (so the point is never linked) with a flag that says why."""
-        for name, value in item.motors.items():
-            lo, hi = self.motor_ranges.get(name, (-self.motor_limit, self.motor_limit))
-            if math.isinf(value):
-                item.flags.append(f"motor {name} = {value:g} is not finite: not used")
-            elif not lo <= value <= hi and not math.isnan(value):
-                item.flags.append(f"motor {name} = {value:g} is outside [{lo:g}, {hi:g}]: "
-                                  f"not used")
-            else:
-                continue
-            item.motors[name] = math.nan
 
     def _trajectory(self) -> Any:
         # the linker holds the scan's trajectory from its setup(scan)

@@ -8,7 +8,6 @@ collector itself.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +22,6 @@ from stream.run.collector import Collector
 from stream.run.pipeline import Pipeline
 from stream.store.scanfile import ScanStore
 
-SCAN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 COUNTERS = ("received", "accepted", "processed", "bad", "linked", "written", "missing",
             "duplicate", "rejected", "malformed", "cliques", "overruns", "max_lag")
 # measured, not counted: also in the file's counters, different from run to run

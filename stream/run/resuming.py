@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from stream.core.messages import Start
-from stream.run.openscan import SCAN_ID, _start_json
+from stream.run.admission import SCAN_ID
+from stream.run.openscan import _start_json
 from stream.store.naming import safe_name
 from stream.store.resume import ResumeError, newest_resumable, resume
 
