@@ -22,6 +22,8 @@ from stream.store.resume import ResumeError, newest_resumable, resume
 
 log = logging.getLogger(__name__)
 
+MAX_LOOKUPS = 16  # scan ids of stray points looked up in the output directory, per process
+
 
 class Resuming:
     """Mixed into ScanRunner (config, output_dir, output_file, resume_file, current,
@@ -47,8 +49,9 @@ class Resuming:
     def _resume_point(self, scan_id: str) -> bool:
         """A point of a scan not open: after a restart, the scan this process was writing
         when it died. Continue its file (the start comes from the file)."""
-        if scan_id in self._no_resume or not SCAN_ID.fullmatch(scan_id):
-            return False
+        if (scan_id in self._no_resume or not SCAN_ID.fullmatch(scan_id)
+                or len(self._no_resume) >= MAX_LOOKUPS):
+            return False  # stray points of many scans: a few directory lookups at most
         found = self._resumable(scan_id)
         if found is None:
             self._no_resume.add(scan_id)
