@@ -436,6 +436,7 @@ class ScanRunner(Resuming):
         self._seq += 1
         cur.counters["accepted"] += 1
         self.pump()
+        cur.last_message = time.monotonic()  # our own work on it (a compile, ...) never counts
         cur.counters["max_lag"] = max(cur.counters["max_lag"], cur.lag)
         src = self.config["source"]
         if self.current is cur and src["overrun"] == "abort" and cur.lag > src["max_lag"]:
