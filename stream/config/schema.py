@@ -51,19 +51,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "join_timeout": 2.0,  # s a frame waits for its motors (and the reverse)
         "series_timeout": 30.0,  # s without a message before an open series ends itself
         "trajectory": {},  # the scan's trajectory map ({} = a sweep in the first motor)
-        # limits on what one message may ask for, checked as it arrives (a start or point
-        # beyond them is refused with the reason): points in a scan (npoints, point_id,
-        # a grid's nfast), points a point may jump ahead of the newest (the largest gap)
-        "max_points": 10_000_000,
-        "max_gap": 100_000,
-        # motor positions beyond +-motor_limit, or outside motor_ranges {name = [lo, hi]},
-        # are not used (the point is flagged with the reason and never linked)
-        "motor_limit": 1e9,
-        "motor_ranges": {},
-        # frames by reference ({"ref": {"uri", "path", "index"}}): off unless allowed,
-        # then only regular files below one of ref_dirs
-        "allow_refs": False,
-        "ref_dirs": [],
+        # limits checked as a message arrives (docs/security.md): npoints / point_id /
+        # a grid's nfast; how far a point may jump ahead of the newest; motor positions
+        # (beyond: flagged, not used); frames by reference (off; on: files in ref_dirs)
+        "max_points": 10_000_000, "max_gap": 100_000, "motor_limit": 1e9, "motor_ranges": {},
+        "allow_refs": False, "ref_dirs": [],
     },
     # per-point nodes run in `count` workers (0: threads one per core, processes one per
     # core less one); the linker and the store stay in the main process
@@ -90,20 +82,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # and {time} (HHMMSS); a name taken gets -1, -2, ... (never overwritten)
     # resume: a start (or, after a restart, a point) of a scan whose file a crash left
     # open, written with the same config, continues that file from its last checkpoint
-    # max_events: events recorded per scan (more are counted as events_dropped);
-    # shared_directory: accept a world-writable output directory without the sticky bit
+    # max_events per scan (more: counted as events_dropped); shared_directory: accept a
+    # world-writable output directory without the sticky bit
     "output": {"directory": ".", "flush_interval": 1.0, "pattern": "{scan_id}.h5",
                "resume": True, "max_events": 100_000, "shared_directory": False},
     # peakstream daemon: its log file ("" = DIRECTORY/peakstream.log), rotated at
     # log_max_bytes (0: never) keeping log_backups old files
     "daemon": {"log_file": "", "log_max_bytes": 10 << 20, "log_backups": 5},
     # control requests (PROTOCOL.md): a ROUTER bound here ("" = none)
-    # set / stop / checkpoint need the token in token_file ("" = DIRECTORY/
-    # .peakstream-control-token, made by the daemon, readable by its user only)
+    # set / stop / checkpoint need the token in token_file ("" = DIR/.peakstream-control-token)
     "control": {"endpoint": "tcp://127.0.0.1:5557", "token_file": ""},
     # live lane (PROTOCOL.md): a PUB bound here ("" = none); progress at most every
-    # `interval` s, frame previews at most `frame_rate` a second binned by `frame_bin`
-    # max_map_cells: a running map larger than this is not kept (that scan has no map)
+    # `interval` s, frame previews at most `frame_rate` a second binned by `frame_bin`;
+    # no running map for a scan whose map would have more than max_map_cells cells
     "live": {"endpoint": "tcp://127.0.0.1:5556", "interval": 0.5, "frame_rate": 2.0,
              "frame_bin": 8, "sndhwm": 16, "max_map_cells": 4_000_000},
 }
