@@ -10,26 +10,20 @@ the same point a duplicate.
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Any
 
 import numpy as np
 
 from stream.config.schema import Config
-from stream.core.item import Item, SparseFrame
+from stream.core.item import SparseFrame
 from stream.core.messages import FrameRef, Point, Start
 from stream.core.scan import Scan
+from stream.run.openscan import check_start
 
-SCAN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a safe file name
 
-
-def check_start(start: Start, config: Config) -> tuple[Scan, str, Any] | str:
+def admit_start(start: Start, config: Config) -> tuple[Scan, str, Any] | str:
     """(scan, detector, info) of a start that can be taken, or why it cannot: checked
-    whole before the open scan is touched."""
-    if not SCAN_ID.fullmatch(start.scan_id) or ".." in start.scan_id:
-        return (f"start: scan_id {start.scan_id!r} is not a safe file name (letters, "
-                f"digits, '.', '_', '-'; no '..')")
+    whole (limits, then `openscan.check_start`) before the open scan is touched."""
     most = config["source"]["max_points"]
     sizes = {"npoints": start.npoints, **{f"trajectory {k}": v
                                            for k, v in start.trajectory.items()
@@ -44,14 +38,9 @@ def check_start(start: Start, config: Config) -> tuple[Scan, str, Any] | str:
             return (f"start: detector {name!r} frames of {nbytes} bytes are more than "
                     f"[source] max_frame_bytes ({most_bytes})")
     try:
-        scan = Scan.from_start(start)
-    except ValueError as exc:  # a trajectory map that decode() did not see
-        return f"start: {exc}"
-    try:
-        detector, info = scan.detector(config["source"]["detector"] or None)
-    except KeyError as exc:
-        return f"start: {exc.args[0]}"
-    return scan, detector, info
+        return check_start(start, config["source"]["detector"] or None)
+    except ValueError as exc:
+        return str(exc)
 
 
 def frame_problem(point: Point, info: Any, detector: str, allow_refs: bool) -> str:
@@ -74,16 +63,3 @@ def frame_problem(point: Point, info: Any, detector: str, allow_refs: bool) -> s
         return f"frame is {frame.dtype}, start announced {info.dtype}"
     return ""
 
-
-def check_motors(item: Item, limit: float, ranges: dict[str, tuple[float, float]]) -> None:
-    """Positions beyond +-`limit` (or outside `ranges`) or infinite are not used: set to
-    NaN (so the point is never linked) with a flag that says why."""
-    for name, value in item.motors.items():
-        lo, hi = ranges.get(name, (-limit, limit))
-        if math.isinf(value):
-            item.flags.append(f"motor {name} = {value:g} is not finite: not used")
-        elif not lo <= value <= hi and not math.isnan(value):
-            item.flags.append(f"motor {name} = {value:g} is outside [{lo:g}, {hi:g}]: not used")
-        else:
-            continue
-        item.motors[name] = math.nan

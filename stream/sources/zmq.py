@@ -1,9 +1,7 @@
 """Our protocol's data lane: a PULL socket that binds (PROTOCOL.md, "Sockets").
 
-Every source gives the runner the same face: `sockets` (to poll) and
-`receive(timeout)` (zero or more multipart messages of our protocol), so
-`ScanRunner.step` reads our own senders and a DECTRIS detector
-(`stream.sources.dectris`) alike.
+A `Source` (`stream.sources.base`): `ScanRunner.step` reads our own senders
+and a DECTRIS detector (`stream.sources.dectris`) alike.
 """
 
 from __future__ import annotations
@@ -19,9 +17,11 @@ log = logging.getLogger(__name__)
 
 HEADER_SLACK = 1 << 20  # bytes a message part may have beyond max_frame_bytes (headers)
 
-
 class ZmqSource:
-    """Receives multipart messages on a bound PULL socket; lossless (high-water mark)."""
+    """Receives multipart messages on a bound PULL socket; lossless (high-water mark).
+    A `stream.sources.base.Source`."""
+
+    done = False  # a live lane has no last message
 
     def __init__(self, endpoint: str, rcvhwm: int = 64, context: zmq.Context | None = None,
                  max_frame_bytes: int = 0):
