@@ -119,8 +119,8 @@ def decode(parts: list[bytes | memoryview | Any], max_frame_bytes: int | None = 
 
     `parts` may hold bytes, memoryviews or zmq.Frame objects (their buffers are
     used without copying). Frames larger than `max_frame_bytes` are refused.
-    `frames=False` (the runner, which hands the parts on to a worker): a point's
-    frames are checked as thoroughly but not made, its `frames` map stays empty.
+    `frames=False`: a point's frames are checked as thoroughly but not made, its
+    `frames` map stays empty (the runner makes them: views, checked on arrival).
     """
     if not parts:
         raise MessageError("empty message")
