@@ -203,17 +203,11 @@ class Linker:
                           empty_table(OVERLAP_COLUMNS) if overlaps is None else overlaps,
                           cliques, members)
 
-    def skip(self, first: int, stop: int) -> LinkResult:
-        """Points first..stop-1 have no data (a gap): the same as add_point(p, None, ...)
-        for each, in one step whatever the gap's length."""
+    def skip(self, first: int, stop: int) -> LinkResult:  # a gap: add_point(p, None) each
         self.check_order(first)
-        if stop <= first:
-            raise ValueError(f"linker: empty gap {first}..{stop - 1}")
-        offset = self.npeaks
-        self.next_point = stop
-        self.drop_frontier(stop - 1)
-        cliques, members = self.emit(stop - 1, True)
-        return LinkResult(stop - 1, offset, empty_table(OVERLAP_COLUMNS), cliques, members)
+        offset, self.next_point, last = self.npeaks, stop, stop - 1
+        self.drop_frontier(last)
+        return LinkResult(last, offset, empty_table(OVERLAP_COLUMNS), *self.emit(last, True))
 
     def add_block(self, block: PeakBlock) -> LinkResult:
         """Link consecutive points at once: the same result as one add_point per point,

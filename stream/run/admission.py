@@ -43,9 +43,27 @@ def admit_start(start: Start, config: Config) -> tuple[Scan, str, Any] | str:
         return str(exc)
 
 
-def frame_problem(point: Point, info: Any, detector: str, allow_refs: bool) -> str:
-    """Why the point's frame cannot be the scan's (checked on arrival, before the point
-    takes its place: a later valid message may still come), or ""."""
+def id_problem(pid: int, cur: Any, config: Config) -> str:
+    """Why point `pid` cannot be one of the open scan `cur`'s (beyond its npoints or
+    max_points, or more than max_gap ahead of the newest point received or released),
+    or ""."""
+    src, buf = config["source"], cur.collector.buffer
+    if buf.npoints is not None and pid >= buf.npoints:
+        return f"beyond npoints {buf.npoints}"
+    if pid >= src["max_points"]:
+        return f"beyond [source] max_points ({src['max_points']})"
+    newest = max(cur.newest, buf.next_id - 1)
+    if pid - newest > src["max_gap"]:
+        return (f"{pid - newest} points ahead of the newest ({newest}), more than "
+                f"[source] max_gap ({src['max_gap']})")
+    return ""
+
+
+def frame_problem(point: Point, cur: Any, allow_refs: bool) -> str:
+    """Why the point's frame cannot be the open scan `cur`'s (checked on arrival, before
+    the point takes its place: a later valid message may still come), or ""."""
+    detector = cur.detector
+    info = cur.scan.start.detectors[detector]
     if isinstance(point.extra.get("error"), str):
         return ""  # the source could not read it: recorded as bad with that reason
     frame = point.frames.get(detector)

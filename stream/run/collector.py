@@ -42,12 +42,12 @@ import logging
 import math
 import time as _time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from stream.core.item import Item
+from stream.run.reorder import ReorderBuffer, Slot
 from stream.store.rows import STATUS_CODE, RowWriter
 from stream.store.scanfile import ScanStore
 
@@ -55,91 +55,6 @@ log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 32 << 20  # bytes of rows held between flushes, whatever the rate
 MAX_REFUSED = 4096  # points remembered as refused on arrival (written as bad if none comes)
-
-
-@dataclass
-class Slot:
-    """A point waiting in the reorder buffer: its item, or why it is bad."""
-
-    point_id: int
-    item: Item | None
-    status: str = "ok"  # ok | bad | pending (being processed: holds its place)
-    reason: str = ""
-    arrived: float = 0.0
-
-
-class ReorderBuffer:
-    """Yield points in id order; report gaps as missing instead of waiting forever."""
-
-    def __init__(self, window: int = 64, timeout: float = 5.0, npoints: int | None = None):
-        self.window = window
-        self.timeout = timeout
-        self.npoints = npoints
-        self.next_id = 0
-        self.waiting: dict[int, Slot] = {}
-
-    def seen(self, point_id: int) -> bool:
-        """True if this point was released or is waiting (a duplicate if it comes again)."""
-        return point_id < self.next_id or point_id in self.waiting
-
-    def push(self, slot: Slot) -> None:
-        """A new point; a result for a point held as pending takes its place."""
-        old = self.waiting.get(slot.point_id)
-        if old is not None and old.status == "pending" and slot.status != "pending":
-            slot.arrived = old.arrived
-        elif self.seen(slot.point_id):
-            raise ValueError(f"point {slot.point_id} already received")
-        self.waiting[slot.point_id] = slot
-
-    @property
-    def pending(self) -> int:
-        """Points held for a result that has not come back yet."""
-        return sum(1 for s in self.waiting.values() if s.status == "pending")
-
-    @property
-    def held(self) -> int:
-        """Results held only because the next point is still being processed (0 when the
-        head is a gap: those wait for the window or the timeout, not for a worker)."""
-        head = self.waiting.get(self.next_id)
-        if head is None or head.status != "pending":
-            return 0
-        return sum(1 for s in self.waiting.values() if s.status != "pending")
-
-    def pop(self, now: float | None, final: bool = False) -> list[Slot | range]:
-        """Released slots in order; a `range` is a gap of points declared missing (one
-        item however long: a gap is never expanded point by point here).
-
-        The timeout applies only when `now` is given: the caller passes it when
-        its input is idle, so a backlog on our side never counts as a gap. A
-        pending point at the head stops the release (its result will come);
-        at the end it is released as "lost" (written as bad).
-        """
-        out: list[Slot | range] = []
-        while True:
-            slot = self.waiting.get(self.next_id)
-            if slot is not None:
-                if slot.status == "pending":
-                    if not final:
-                        break
-                    slot.status, slot.reason = "lost", "its processing never finished"
-                del self.waiting[self.next_id]
-                out.append(slot)
-                self.next_id += 1
-                continue
-            if not self.waiting:
-                break
-            oldest = min(self.waiting)
-            too_many = len(self.waiting) > self.window
-            too_old = now is not None and (
-                now - min(s.arrived for s in self.waiting.values()) > self.timeout)
-            if not (final or too_many or too_old):
-                break
-            out.append(range(self.next_id, oldest))  # the gap is missing
-            self.next_id = oldest
-        if final and self.npoints is not None and self.next_id < self.npoints:
-            out.append(range(self.next_id, self.npoints))
-            self.next_id = self.npoints
-        return out
 
 
 class Collector:
@@ -304,6 +219,13 @@ class Collector:
         one comes, the point is written as bad with this reason, not as missing."""
         if len(self.refused) < MAX_REFUSED or point_id in self.refused:
             self.refused[point_id] = reason
+
+    def replaces(self, point_id: int) -> None:
+        """A valid message for this point came: one refused before it is recorded as
+        replaced."""
+        if self.refused.pop(point_id, None) is not None:
+            self.store.event("replaced", f"point {point_id}: a valid message replaces the "
+                                         f"refused one", point_id)
 
     def _link_gap(self, gap: range) -> None:
         """Points that never came: written as one range (rows, event, log line), never

@@ -43,7 +43,7 @@ from typing import Any
 
 from stream.config.schema import Config
 from stream.core.messages import End, MessageError, Point, Start
-from stream.run.admission import admit_start, frame_problem
+from stream.run.admission import admit_start, frame_problem, id_problem
 from stream.run.executors import make_executor, queue_bound
 from stream.run.loop import drain, freeze_long_lived, step
 from stream.run.openscan import COUNTERS, GAUGES, OpenScan
@@ -100,9 +100,7 @@ class ScanRunner:
         """One multipart message off the wire."""
         self.counters["received"] += 1
         try:
-            # a point's frames are made as views of the parts (no copy, no decompression):
-            # frame_problem checks them against the scan before the point takes its place
-            msg = decode(parts, self.config["source"]["max_frame_bytes"])
+            msg = decode(parts, self.config["source"]["max_frame_bytes"])  # frames: views
         except MessageError as exc:
             self._reject("malformed", str(exc))
         else:
@@ -205,8 +203,7 @@ class ScanRunner:
         if not self.accepting:  # the scan in progress finishes untouched
             self._refuse(start.scan_id, "the daemon is stopping: no new scans")
             return
-        checked = admit_start(start, self.config)
-        if isinstance(checked, str):  # refused: the scan in progress goes on untouched
+        if isinstance(checked := admit_start(start, self.config), str):  # refused: untouched
             self._reject("rejected", checked)
             return
         scan, detector, info = checked
@@ -229,7 +226,6 @@ class ScanRunner:
             where = path if path is not None else self.output_dir
             self._refuse(start.scan_id, f"cannot create {where}: {exc}")
             return
-        store.max_events = self.config["output"]["max_events"]
         if self.params.version:
             store.event("params", json.dumps(self.params.changes), 0)
         self._scans += 1
@@ -255,17 +251,11 @@ class ScanRunner:
         if cur is None or end.scan_id != cur.scan.scan_id:
             self._reject("rejected", f"end of scan {end.scan_id!r}, which is not open")
             return
-        buf = cur.collector.buffer
-        if end.npoints is not None and buf.npoints is None:
-            gap = end.npoints - 1 - max(cur.newest, buf.next_id - 1)
-            src = self.config["source"]
-            if end.npoints > src["max_points"] or gap > src["max_gap"]:
-                self._count("rejected", f"end: npoints {end.npoints} ignored: more than "
-                                        f"max_points ({src['max_points']}) or a gap of "
-                                        f"{gap} points after the newest, more than max_gap "
-                                        f"({src['max_gap']})")
+        if end.npoints is not None and cur.collector.buffer.npoints is None:
+            if problem := id_problem(end.npoints - 1, cur, self.config):
+                self._count("rejected", f"end: npoints {end.npoints} ignored: {problem}")
             else:
-                buf.npoints = end.npoints
+                cur.collector.buffer.npoints = end.npoints
         self._finish(end.status, end.reason)
 
     def _finish(self, status: str, reason: str) -> None:
@@ -314,38 +304,21 @@ class ScanRunner:
             return
         pid = point.point_id
         cur.counters["received"] += 1
-        buf, src = cur.collector.buffer, self.config["source"]
-        npoints = buf.npoints
-        if npoints is not None and pid >= npoints:
-            self._reject("rejected", f"point {pid}: beyond npoints {npoints}")
-            return
-        if pid >= src["max_points"]:
-            self._reject("rejected", f"point {pid}: beyond [source] max_points "
-                                     f"({src['max_points']})")
-            return
-        ahead = pid - max(cur.newest, buf.next_id - 1)
-        if ahead > src["max_gap"]:
-            self._reject("rejected", f"point {pid}: {ahead} points ahead of the newest "
-                                     f"({max(cur.newest, buf.next_id - 1)}), more than "
-                                     f"[source] max_gap ({src['max_gap']})")
+        if problem := id_problem(pid, cur, self.config):  # npoints, max_points, max_gap
+            self._reject("rejected", f"point {pid}: {problem}")
             return
         if cur.resumed is not None and cur.resumed.stored(pid):
             cur.counters["kept"] += 1  # stored before the crash: kept, not processed again
-            cur.last_message = time.monotonic()
             return
         if cur.collector.seen(pid):
             self._count("duplicate", f"point {pid}: already received (duplicate or late), "
                                      f"dropped")
             return
-        problem = frame_problem(point, cur.scan.start.detectors[cur.detector],
-                                cur.detector, src["allow_refs"])
-        if problem:  # refused: a valid message for this point may still come
+        if problem := frame_problem(point, cur, self.config["source"]["allow_refs"]):
             self._count("rejected", f"point {pid}: {problem}; refused")
             cur.collector.refuse(pid, problem)
             return
-        if cur.collector.refused.pop(pid, None) is not None:
-            cur.collector.store.event("replaced", f"point {pid}: a valid message replaces "
-                                                  f"the refused one", pid)
+        cur.collector.replaces(pid)  # a message refused before, if any
         cur.last_message = time.monotonic()  # only the open scan's valid points count
         while not self.ready():  # a caller that does not ask ready() first (replay)
             self.wait(0.2)
@@ -353,8 +326,7 @@ class ScanRunner:
         cur.collector.expect(pid)
         for change in self.params.take_unapplied():  # in force from this point on
             cur.collector.store.event("param", json.dumps(change), pid)
-            log.info("scan %s: %s.%s = %r applies from point %d", cur.scan.scan_id,
-                     change["node"], change["key"], change["value"], pid)
+            log.info("scan %s: set %s applies from point %d", cur.scan.scan_id, change, pid)
         preview = self.live.preview_bin() if self.live is not None else 0
         self.executor.submit(self._seq, cur.key, pid, parts, self.params.in_force, preview)
         self._seq += 1

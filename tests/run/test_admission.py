@@ -17,5 +17,5 @@ def test_stray_points_of_new_scans_look_the_directory_up_a_bounded_number_of_tim
     for i in range(200):
         runner.handle(encode(Point(f"stray-{i}", 0, 0.0, {}, {}, {"det": frame})))
     runner.close()
-    assert len(runner._no_resume) == MAX_LOOKUPS
+    assert len(runner.resumer._no_resume) == MAX_LOOKUPS
     assert runner.counters["rejected"] == 200 and runner.current is None
