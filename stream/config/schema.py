@@ -2,7 +2,7 @@
 
 Groups: `[source]`, `[[node]]` (the chain, in order, each with `kind`;
 none given: `DEFAULT_CHAIN`), `[linker]`, `[output]`, `[workers]`, and for
-`peakstream daemon` `[daemon]`, `[control]`, `[live]`. Unknown
+`peakstream daemon` `[daemon]`, `[control]`, `[live]`, `[web]`. Unknown
 groups or keys and wrong types are a `ConfigError` naming the key and the
 file. Node tables are checked against the node class's constructor (its
 keyword arguments and type hints); a string given for an array parameter is
@@ -24,6 +24,7 @@ import numpy as np
 
 from stream.config.base import ConfigError
 from stream.config.service import validate_service, validate_source
+from stream.config.sources import SOURCE_DEFAULTS
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "source": {
@@ -51,11 +52,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "join_timeout": 2.0,  # s a frame waits for its motors (and the reverse)
         "series_timeout": 30.0,  # s without a message before an open series ends itself
         "trajectory": {},  # the scan's trajectory map ({} = a sweep in the first motor)
-        # limits checked as a message arrives (docs/security.md): npoints / point_id /
-        # a grid's nfast; how far a point may jump ahead of the newest; motor positions
-        # (beyond: flagged, not used); frames by reference (off; on: files in ref_dirs)
+        # limits checked as a message arrives, frame references (docs/security.md)
         "max_points": 10_000_000, "max_gap": 100_000, "motor_limit": 1e9, "motor_ranges": {},
         "allow_refs": False, "ref_dirs": [],
+        **SOURCE_DEFAULTS,  # kind = "blissdata" / "pva": stream.config.sources
     },
     # per-point nodes run in `count` workers (0: threads one per core, processes one per
     # core less one); the linker and the store stay in the main process
@@ -82,8 +82,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # and {time} (HHMMSS); a name taken gets -1, -2, ... (never overwritten)
     # resume: a start (or, after a restart, a point) of a scan whose file a crash left
     # open, written with the same config, continues that file from its last checkpoint
-    # max_events per scan (more: counted as events_dropped); shared_directory: accept a
-    # world-writable output directory without the sticky bit
+    # max_events, shared_directory: docs/security.md
     "output": {"directory": ".", "flush_interval": 1.0, "pattern": "{scan_id}.h5",
                "resume": True, "max_events": 100_000, "shared_directory": False},
     # peakstream daemon: its log file ("" = DIRECTORY/peakstream.log), rotated at
@@ -93,12 +92,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # set / stop / checkpoint need the token in token_file ("" = DIR/.peakstream-control-token)
     "control": {"endpoint": "tcp://127.0.0.1:5557", "token_file": ""},
     # live lane (PROTOCOL.md): a PUB bound here ("" = none); progress at most every
-    # `interval` s, frame previews at most `frame_rate` a second binned by `frame_bin`;
-    # no running map for a scan whose map would have more than max_map_cells cells
+    # `interval` s, frame previews at most `frame_rate` a second binned by `frame_bin`
     "live": {"endpoint": "tcp://127.0.0.1:5556", "interval": 0.5, "frame_rate": 2.0,
              "frame_bin": 8, "sndhwm": 16, "max_map_cells": 4_000_000},
+    # web view (`peakstream web`, docs/web.md) started by the daemon: port -1 none, 0 any
+    # free port; another address than loopback is an explicit choice
+    "web": {"port": -1, "address": "127.0.0.1", "allow_control": False},
 }
-GROUPS = ("source", "node", "linker", "output", "workers", "daemon", "control", "live")
+GROUPS = ("source", "node", "linker", "output", "workers", "daemon", "control", "live", "web")
 OVERRUN = ("block", "abort")
 WORKER_KINDS = ("inline", "threads", "processes")
 # The chain when a config names none: a global cut, 8-connected labels, moments.
