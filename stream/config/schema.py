@@ -82,9 +82,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # and {time} (HHMMSS); a name taken gets -1, -2, ... (never overwritten)
     # resume: a start (or, after a restart, a point) of a scan whose file a crash left
     # open, written with the same config, continues that file from its last checkpoint
-    # max_events, shared_directory: docs/security.md
     "output": {"directory": ".", "flush_interval": 1.0, "pattern": "{scan_id}.h5",
-               "resume": True, "max_events": 100_000, "shared_directory": False},
+               "resume": True, "max_events": 100_000, "shared_directory": False},  # security.md
     # peakstream daemon: its log file ("" = DIRECTORY/peakstream.log), rotated at
     # log_max_bytes (0: never) keeping log_backups old files
     "daemon": {"log_file": "", "log_max_bytes": 10 << 20, "log_backups": 5},
