@@ -114,6 +114,9 @@ class Threshold:
 
     kind: ClassVar[str] = "threshold"
     settable: ClassVar[tuple[str, ...]] = ("cut",)
+    # a cut at or below 0 keeps every pixel (the frame is then cut far higher by
+    # max_pixels); above 1e9 nothing: refused when set while running
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {"cut": (0.0, 1e9)}
 
     def __init__(self, *, cut: float = 0.0, cut_map: np.ndarray | None = None,
                  max_pixels: int = 0) -> None:

@@ -203,6 +203,12 @@ class Linker:
                           empty_table(OVERLAP_COLUMNS) if overlaps is None else overlaps,
                           cliques, members)
 
+    def skip(self, first: int, stop: int) -> LinkResult:  # a gap: add_point(p, None) each
+        self.check_order(first)
+        offset, self.next_point, last = self.npeaks, stop, stop - 1
+        self.drop_frontier(last)
+        return LinkResult(last, offset, empty_table(OVERLAP_COLUMNS), *self.emit(last, True))
+
     def add_block(self, block: PeakBlock) -> LinkResult:
         """Link consecutive points at once: the same result as one add_point per point,
         with the cliques closed in the same order (`nodes.link.block`)."""

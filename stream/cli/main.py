@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from stream import __version__
+from stream.cli.clients import add_clients
 from stream.cli.presets import presets
 from stream.config.base import ConfigError
 
@@ -110,7 +111,7 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
                      help="more log output (-v info, -vv debug)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     if clients_only:
-        _add_clients(sub)
+        add_clients(sub)
         return top
 
     p = sub.add_parser("run", help="listen for scans over ZeroMQ and process them",
@@ -311,16 +312,8 @@ def _add_maps(sub) -> None:
     diffmap.add_parser(sub)
 
 
-def _client(name: str):
-    def run(args: argparse.Namespace) -> int:
-        from stream.service import clients
-
-        return getattr(clients, f"cmd_{name}")(args)
-    return run
-
-
 def _add_service(sub) -> None:
-    """daemon and its clients: status, get, set, watch."""
+    """daemon and its clients: status, get, set, stop, watch."""
     p = sub.add_parser("daemon", help="a headless service: scan after scan, control socket, "
                                       "live lane",
                        description="Take scan after scan (our protocol on the data PULL, or "
@@ -339,44 +332,7 @@ def _add_service(sub) -> None:
     p.add_argument("--live", help="live lane endpoint to bind (overrides [live] endpoint)")
     p.add_argument("--output", help="output directory (overrides [output] directory)")
     p.set_defaults(func=_daemon)
-    _add_clients(sub)
-
-
-def _add_clients(sub) -> None:
-    """status, get, set (the control socket) and watch (the live lane)."""
-    control = "tcp://127.0.0.1:5557"
-    for name, text in (("status", "a running daemon's state, counters, scan and file"),
-                       ("get", "a node's parameters (every node's without NODE)"),
-                       ("set", "change a node parameter from the next point on")):
-        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}, over "
-                                                         f"the daemon's control socket.")
-        p.add_argument("--control", default=control, help=f"the daemon's control endpoint "
-                                                          f"(default {control})")
-        p.add_argument("--timeout", type=float, default=5.0,
-                       help="s to wait for the answer (default 5)")
-        if name == "status":
-            p.add_argument("--json", action="store_true", help="machine-readable output")
-        elif name == "get":
-            p.add_argument("node", nargs="?", help="node kind, e.g. threshold")
-            p.add_argument("key", nargs="?", help="one parameter")
-        else:
-            p.add_argument("node", help="node kind, e.g. threshold")
-            p.add_argument("key", help="parameter, e.g. cut")
-            p.add_argument("value", help="new value (number, true/false or text)")
-        p.set_defaults(func=_client(name))
-    live = "tcp://127.0.0.1:5556"
-    p = sub.add_parser("watch", help="a one-line live status of a running daemon",
-                       description="Subscribe to the daemon's live lane and print its "
-                                   "progress (rates, lag, points, cliques) on one line, "
-                                   "rewritten in place.")
-    p.add_argument("--live", default=live, help=f"the live lane endpoint (default {live})")
-    p.add_argument("--once", action="store_true", help="print one line and exit")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="--once: s to wait for a progress message (default 10)")
-    p.set_defaults(func=_client("watch"))
-    from stream.cli import web
-
-    web.add_parser(sub)
+    add_clients(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,20 +28,15 @@ from stream.config.sources import SOURCE_DEFAULTS
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "source": {
-        "kind": "zmq",
-        "listen": "tcp://127.0.0.1:5555",
+        "kind": "zmq", "listen": "tcp://127.0.0.1:5555",
         "detector": "",  # "" = the first detector of the start message
-        "max_frame_bytes": 64 * 1024 * 1024,
-        "reorder_window": 64,
-        "point_timeout": 5.0,
-        "end_timeout": 30.0,
-        "rcvhwm": 64,
+        "max_frame_bytes": 64 * 1024 * 1024, "reorder_window": 64,
+        "point_timeout": 5.0, "end_timeout": 30.0, "rcvhwm": 64,
         # the processing lane is lossless: when the queues are full the receiver stops
         # reading and ZeroMQ's high-water mark pushes back to the sender ("block"), or
         # the scan is aborted once the lag (newest received - newest linked) exceeds
         # max_lag points ("abort")
-        "overrun": "block",
-        "max_lag": 1000,
+        "overrun": "block", "max_lag": 1000,
         # kind = "dectris" (stream.sources.dectris): frames from the detector's PUSH
         # (SIMPLON stream v1 or v2); motors and counters from our protocol's point
         # messages without frames on `listen` (the motor lane), joined by image number
@@ -53,6 +48,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "series_timeout": 30.0,  # s without a message before an open series ends itself
         "trajectory": {},  # the scan's trajectory map ({} = a sweep in the first motor)
         "warmup": ["uint16/bslz4", "uint32/bslz4", "uint16/raw"],  # docs/first-start*.md
+        # limits checked as a message arrives, frame references (docs/security.md)
+        "max_points": 10_000_000, "max_gap": 100_000, "motor_limit": 1e9, "motor_ranges": {},
+        "allow_refs": False, "ref_dirs": [],
         **SOURCE_DEFAULTS,  # kind = "blissdata" / "pva": stream.config.sources
     },
     # per-point nodes run in `count` workers (0: threads one per core, processes one per
@@ -81,18 +79,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # resume: a start (or, after a restart, a point) of a scan whose file a crash left
     # open, written with the same config, continues that file from its last checkpoint
     "output": {"directory": ".", "flush_interval": 1.0, "pattern": "{scan_id}.h5",
-               "resume": True},
+               "resume": True, "max_events": 100_000, "shared_directory": False},  # security.md
     # replay: the trajectory of recordings that declare none ({}: derived from the motors)
     "replay": {"trajectory": {}},
     # peakstream daemon: its log file ("" = DIRECTORY/peakstream.log), rotated at
     # log_max_bytes (0: never) keeping log_backups old files
     "daemon": {"log_file": "", "log_max_bytes": 10 << 20, "log_backups": 5},
     # control requests (PROTOCOL.md): a ROUTER bound here ("" = none)
-    "control": {"endpoint": "tcp://127.0.0.1:5557"},
+    # set / stop / checkpoint need the token in token_file ("" = DIR/.peakstream-control-token)
+    "control": {"endpoint": "tcp://127.0.0.1:5557", "token_file": ""},
     # live lane (PROTOCOL.md): a PUB bound here ("" = none); progress at most every
     # `interval` s, frame previews at most `frame_rate` a second binned by `frame_bin`
     "live": {"endpoint": "tcp://127.0.0.1:5556", "interval": 0.5, "frame_rate": 2.0,
-             "frame_bin": 8, "sndhwm": 16},
+             "frame_bin": 8, "sndhwm": 16, "max_map_cells": 4_000_000},
     # web view (`peakstream web`, docs/web.md) started by the daemon: port -1 none, 0 any
     # free port; another address than loopback is an explicit choice
     "web": {"port": -1, "address": "127.0.0.1", "allow_control": False},
@@ -202,7 +201,7 @@ def _validate(data: dict[str, Any], origin: str) -> dict[str, Any]:
         raise ConfigError(f"{origin}: node must be an array of tables ([[node]])")
     out["node"] = [_validate_node(t, i, origin) for i, t in enumerate(nodes)]
     _validate_linker(out["linker"], origin)
-    for key in ("reorder_window", "max_frame_bytes", "rcvhwm"):
+    for key in ("reorder_window", "max_frame_bytes", "rcvhwm", "max_points", "max_gap"):
         if out["source"][key] < 1:
             raise ConfigError(f"{origin}: [source] {key} must be >= 1")
     _validate_flow(out["source"], out["workers"], origin)

@@ -38,6 +38,22 @@ def validate_source(source: dict[str, Any], origin: str) -> None:
             raise ConfigError(f"{origin}: [source] warmup entries are DTYPE/ENCODING (dtype "
                               f"{', '.join(DTYPES)}; encoding raw, {', '.join(COMPRESSED)}), "
                               f"got {spec!r}")
+    if not 0.0 < source["motor_limit"] <= float("inf"):
+        raise ConfigError(f"{origin}: [source] motor_limit must be > 0, "
+                          f"got {source['motor_limit']!r}")
+    for name, lohi in source["motor_ranges"].items():
+        if (not isinstance(lohi, list) or len(lohi) != 2
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in lohi)
+                or not lohi[0] < lohi[1]):
+            raise ConfigError(f"{origin}: [source] motor_ranges.{name} must be [low, high] "
+                              f"with low < high, got {lohi!r}")
+    dirs = source["ref_dirs"]
+    if not all(isinstance(d, str) and d for d in dirs):
+        raise ConfigError(f"{origin}: [source] ref_dirs must be a list of directories, "
+                          f"got {dirs!r}")
+    if source["allow_refs"] and not dirs:
+        raise ConfigError(f"{origin}: [source] allow_refs needs ref_dirs: the directories "
+                          f"frame references may name files in")
     trajectory = source["trajectory"]
     if trajectory and not isinstance(trajectory.get("kind"), str):
         raise ConfigError(f"{origin}: [source] trajectory needs a 'kind' (sweep, interlaced, "
@@ -61,7 +77,9 @@ def validate_service(data: dict[str, Any], origin: str) -> None:
     for key in ("interval", "frame_rate"):
         if not 0.0 <= live[key] < float("inf"):
             raise ConfigError(f"{origin}: [live] {key} must be a number >= 0, got {live[key]!r}")
-    for key in ("frame_bin", "sndhwm"):
+    if data["output"]["max_events"] < 0:
+        raise ConfigError(f"{origin}: [output] max_events must be >= 0")
+    for key in ("frame_bin", "sndhwm", "max_map_cells"):
         if live[key] < 1:
             raise ConfigError(f"{origin}: [live] {key} must be >= 1")
     web = data["web"]

@@ -41,21 +41,31 @@ class _Rule:
     # -------------------------------------------------------------- protocol
 
     def observe(self, point_id: int, motors: dict[str, float]) -> str:
-        if point_id >= self._flag.shape[0]:
-            size = max(2 * self._flag.shape[0], point_id + 1)
-            pos = np.full((len(self.reads), size), np.nan)
-            pos[:, :self._flag.shape[0]] = self._pos
-            flag = np.zeros(size, bool)
-            flag[:self._flag.shape[0]] = self._flag
-            self._pos, self._flag = pos, flag
+        self._room(point_id + 1)
         bad = []
         for k, name in enumerate(self.reads):
             value = _number(motors.get(name))
             self._pos[k, point_id] = value
             if name in self.required and not math.isfinite(value):
-                bad.append(name)
+                bad.append(f"{name} missing" if motors.get(name) is None
+                           else f"{name} is {value:g}")
         self._flag[point_id] = bool(bad)
-        return f"motor {', '.join(bad)} missing or NaN: not linked" if bad else ""
+        return f"motor {', '.join(bad)}: not linked" if bad else ""
+
+    def observe_missing(self, first: int, stop: int) -> None:
+        """Points first..stop-1 have no data: as observe(p, {}) for each, in one step."""
+        self._room(stop)
+        self._pos[:, first:stop] = np.nan
+        self._flag[first:stop] = bool(self.required)
+
+    def _room(self, size: int) -> None:
+        if size > self._flag.shape[0]:
+            size = max(2 * self._flag.shape[0], size)
+            pos = np.full((len(self.reads), size), np.nan)
+            pos[:, :self._flag.shape[0]] = self._pos
+            flag = np.zeros(size, bool)
+            flag[:self._flag.shape[0]] = self._flag
+            self._pos, self._flag = pos, flag
 
     def links_before(self, point_id: int) -> list[tuple[int, str]]:
         if self.flagged(point_id):

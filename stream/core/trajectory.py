@@ -14,7 +14,7 @@ in `point_id` order and asks, by `point_id`:
 * `observe(i, motors)`: the motor positions of point i, given right before the
   linker sees it (the collector calls it in `point_id` order; a missing or bad
   point with empty motors). It returns "" or why the point is *flagged*: a
-  motor the rule reads (and the start message announced) is missing or NaN. A
+  motor the rule reads (and the start message announced) is missing or not finite. A
   flagged point has no neighbours, its last neighbour is itself and it is
   nobody's neighbour: it is never linked and nothing merges across it, which
   is also how a gap (a missing point) breaks links. A rule with a tolerance

@@ -39,104 +39,22 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time as _time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from stream.core.item import Item
+from stream.run.reorder import ReorderBuffer, Slot
 from stream.store.rows import STATUS_CODE, RowWriter
 from stream.store.scanfile import ScanStore
 
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 32 << 20  # bytes of rows held between flushes, whatever the rate
-
-
-@dataclass
-class Slot:
-    """A point waiting in the reorder buffer: its item, or why it is bad."""
-
-    point_id: int
-    item: Item | None
-    status: str = "ok"  # ok | bad | pending (being processed: holds its place)
-    reason: str = ""
-    arrived: float = 0.0
-
-
-class ReorderBuffer:
-    """Yield points in id order; report gaps as missing instead of waiting forever."""
-
-    def __init__(self, window: int = 64, timeout: float = 5.0, npoints: int | None = None):
-        self.window = window
-        self.timeout = timeout
-        self.npoints = npoints
-        self.next_id = 0
-        self.waiting: dict[int, Slot] = {}
-
-    def seen(self, point_id: int) -> bool:
-        """True if this point was released or is waiting (a duplicate if it comes again)."""
-        return point_id < self.next_id or point_id in self.waiting
-
-    def push(self, slot: Slot) -> None:
-        """A new point; a result for a point held as pending takes its place."""
-        old = self.waiting.get(slot.point_id)
-        if old is not None and old.status == "pending" and slot.status != "pending":
-            slot.arrived = old.arrived
-        elif self.seen(slot.point_id):
-            raise ValueError(f"point {slot.point_id} already received")
-        self.waiting[slot.point_id] = slot
-
-    @property
-    def pending(self) -> int:
-        """Points held for a result that has not come back yet."""
-        return sum(1 for s in self.waiting.values() if s.status == "pending")
-
-    @property
-    def held(self) -> int:
-        """Results held only because the next point is still being processed (0 when the
-        head is a gap: those wait for the window or the timeout, not for a worker)."""
-        head = self.waiting.get(self.next_id)
-        if head is None or head.status != "pending":
-            return 0
-        return sum(1 for s in self.waiting.values() if s.status != "pending")
-
-    def pop(self, now: float | None, final: bool = False) -> list[Slot | int]:
-        """Released slots in order; a bare int is a point declared missing.
-
-        The timeout applies only when `now` is given: the caller passes it when
-        its input is idle, so a backlog on our side never counts as a gap. A
-        pending point at the head stops the release (its result will come);
-        at the end it is released as "lost" (written as bad).
-        """
-        out: list[Slot | int] = []
-        while True:
-            slot = self.waiting.get(self.next_id)
-            if slot is not None:
-                if slot.status == "pending":
-                    if not final:
-                        break
-                    slot.status, slot.reason = "lost", "its processing never finished"
-                del self.waiting[self.next_id]
-                out.append(slot)
-                self.next_id += 1
-                continue
-            if not self.waiting:
-                break
-            oldest = min(self.waiting)
-            too_many = len(self.waiting) > self.window
-            too_old = now is not None and (
-                now - min(s.arrived for s in self.waiting.values()) > self.timeout)
-            if not (final or too_many or too_old):
-                break
-            out.extend(range(self.next_id, oldest))  # the gap is missing
-            self.next_id = oldest
-        if final and self.npoints is not None:
-            out.extend(range(self.next_id, self.npoints))
-            self.next_id = max(self.next_id, self.npoints)
-        return out
+MAX_REFUSED = 4096  # points remembered as refused on arrival (written as bad if none comes)
 
 
 class Collector:
@@ -162,6 +80,9 @@ class Collector:
         self._row_bytes = [(t, sum(8 if dt.kind == "O" else dt.itemsize
                                    for dt in t.columns.values())) for t in store.tables]
         self.last_linked = -1
+        self.refused: dict[int, str] = {}  # point -> why its message was refused on arrival
+        self.motor_limit = math.inf  # motor positions beyond these are not used
+        self.motor_ranges: dict[str, tuple[float, float]] = {}
         self._linkable: set[int] = set()  # points with data that later points may link to
         self.failed: str | None = None  # why writing the scan failed (then nothing more is)
         # s between checkpoints that hold the resume state (0: every one; see flush())
@@ -291,13 +212,57 @@ class Collector:
         for slot in self.buffer.pop(now if idle else None, final):
             if self.failed is not None:
                 return
-            if isinstance(slot, int):
-                self._link_point(slot, None, "missing", "no data received")
+            if isinstance(slot, range):
+                self._link_gap(slot)
             else:
                 self._link_point(slot.point_id, slot.item, slot.status, slot.reason)
         if (now - self._last_flush >= self.store.flush_interval
                 or sum(t.nbuffered * n for t, n in self._row_bytes) > MAX_BUFFERED):
             self.flush(background=True)
+
+    def refuse(self, point_id: int, reason: str) -> None:
+        """A message for this point was refused on arrival (a bad frame): if no valid
+        one comes, the point is written as bad with this reason, not as missing."""
+        if len(self.refused) < MAX_REFUSED or point_id in self.refused:
+            self.refused[point_id] = reason
+
+    def replaces(self, point_id: int) -> None:
+        """A valid message for this point came: one refused before it is recorded as
+        replaced."""
+        if self.refused.pop(point_id, None) is not None:
+            self.store.event("replaced", f"point {point_id}: a valid message replaces the "
+                                         f"refused one", point_id)
+
+    def _link_gap(self, gap: range) -> None:
+        """Points that never came: written as one range (rows, event, log line), never
+        point by point; those whose message was refused on arrival are bad."""
+        bad = sorted(p for p in self.refused if p in gap) if self.refused else []
+        start = gap.start
+        for p in [*bad, gap.stop]:
+            if p > start:
+                self._link_missing(start, p)
+            if p < gap.stop:
+                self.counters["bad"] += 1
+                self._link_point(p, None, "bad", self.refused.pop(p))
+            start = p + 1
+
+    def _link_missing(self, first: int, stop: int) -> None:
+        n = stop - first
+        what = f"point {first}" if n == 1 else f"points {first}..{stop - 1} ({n})"
+        self.counters["missing"] += n
+        log.warning("%s missing: no data received", what)
+        self.store.event("missing", f"{what}: no data received", first)
+        self._trajectory().observe_missing(first, stop)
+        result = self.linker.skip(first, stop)
+        self.rows.points(np.arange(first, stop, dtype=np.int64), np.full(n, np.nan),
+                         np.full(n, STATUS_CODE["missing"], np.uint8), [""] * n, {}, {})
+        self.rows.no_pixels(n)
+        self.store.outputs.skip(n)
+        self._write_link(result)
+        self.counters["linked"] += n
+        self.last_linked = stop - 1
+        if self.on_link is not None:
+            self.on_link(None, result)
 
     def _link_point(self, point_id: int, item: Item | None, status: str, reason: str) -> None:
         ok = status == "ok" and item is not None and item.sparse is not None
@@ -310,6 +275,8 @@ class Collector:
             status = "bad"
         if status != "ok":
             self.store.event(status, reason or "no sparse frame", point_id)
+        if ok:
+            check_motors(item, self.motor_limit, self.motor_ranges)
         trajectory = self._trajectory()
         flagged = trajectory.observe(point_id, item.motors if ok else {})
         if ok and flagged:
@@ -370,3 +337,17 @@ class Collector:
 
     def _write_link(self, result: Any) -> None:
         self.counters["cliques"] += self.rows.link_result(result)
+
+
+def check_motors(item: Item, limit: float, ranges: dict[str, tuple[float, float]]) -> None:
+    """Positions beyond +-`limit` (or outside `ranges`) or infinite are not used: set to
+    NaN (so the point is never linked) with a flag that says why."""
+    for name, value in item.motors.items():
+        lo, hi = ranges.get(name, (-limit, limit))
+        if math.isinf(value):
+            item.flags.append(f"motor {name} = {value:g} is not finite: not used")
+        elif not lo <= value <= hi and not math.isnan(value):
+            item.flags.append(f"motor {name} = {value:g} is outside [{lo:g}, {hi:g}]: not used")
+        else:
+            continue
+        item.motors[name] = math.nan

@@ -86,6 +86,10 @@ class OpenScan:
                                  timeout=src["point_timeout"], npoints=scan.start.npoints,
                                  motors=scan.start.motors, counter_names=scan.start.counters,
                                  gauges=lambda: cur.gauges(workers()))
+        store.max_events = config["output"]["max_events"]
+        collector.motor_limit = src["motor_limit"]
+        collector.motor_ranges = {k: (float(v[0]), float(v[1]))
+                                  for k, v in src["motor_ranges"].items()}
         cur = cls(key, scan, detector, pipeline, collector, path, counters)
         cur.workers0 = workers()
         if live is not None:

@@ -22,6 +22,8 @@ from stream.store.resume import Resumed, ResumeError, newest_resumable, resume
 
 log = logging.getLogger(__name__)
 
+MAX_LOOKUPS = 16  # scan ids of stray points looked up in the output directory, per process
+
 
 class ResumeFinder:
     """Finds and reopens the file a scan continues, for one runner's config and output
@@ -56,8 +58,9 @@ class ResumeFinder:
     def for_point(self, scan_id: str) -> Resumed | None:
         """A point of a scan not open: after a restart, the scan this process was writing
         when it died. Its file reopened (the start comes from the file), or None."""
-        if scan_id in self._no_resume or not SCAN_ID.fullmatch(scan_id):
-            return None
+        if (scan_id in self._no_resume or not SCAN_ID.fullmatch(scan_id)
+                or len(self._no_resume) >= MAX_LOOKUPS):
+            return None  # stray points of many scans: a few directory lookups at most
         found = self._resumable(scan_id)
         if found is None:
             self._no_resume.add(scan_id)

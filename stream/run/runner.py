@@ -43,9 +43,10 @@ from typing import Any
 
 from stream.config.schema import Config
 from stream.core.messages import End, MessageError, Point, Start
+from stream.run.admission import admit_start, frame_problem, id_problem
 from stream.run.executors import make_executor, queue_bound
 from stream.run.loop import drain, freeze_long_lived, step
-from stream.run.openscan import COUNTERS, GAUGES, OpenScan, check_start
+from stream.run.openscan import COUNTERS, GAUGES, OpenScan
 from stream.run.params import ParamState
 from stream.run.resuming import ResumeFinder
 from stream.run.tasks import decode_result
@@ -99,14 +100,11 @@ class ScanRunner:
         """One multipart message off the wire."""
         self.counters["received"] += 1
         try:
-            # a point's frames are checked, not made: its worker decodes them (once)
-            msg = decode(parts, self.config["source"]["max_frame_bytes"], frames=False)
+            msg = decode(parts, self.config["source"]["max_frame_bytes"])  # frames: views
         except MessageError as exc:
             self._reject("malformed", str(exc))
         else:
             self.handle_message(msg, parts)
-        if self.current is not None:
-            self.current.last_message = time.monotonic()
 
     def handle_message(self, msg: Start | Point | End, parts: list | None = None) -> None:
         """A decoded message (`parts`: its wire form, encoded again if not given)."""
@@ -202,17 +200,16 @@ class ScanRunner:
     # ------------------------------------------------------------ start / end
 
     def _start(self, start: Start, resumed: Any = None) -> None:
+        if not self.accepting:  # the scan in progress finishes untouched
+            self._refuse(start.scan_id, "the daemon is stopping: no new scans")
+            return
+        if isinstance(checked := admit_start(start, self.config), str):  # refused: untouched
+            self._reject("rejected", checked)
+            return
+        scan, detector, info = checked
         if self.current is not None:
             self._finish("abort", f"a new start ({start.scan_id!r}) arrived before the end")
         self._refused = ""
-        if not self.accepting:
-            self._refuse(start.scan_id, "the daemon is stopping: no new scans")
-            return
-        try:
-            scan, detector, info = check_start(start, self.config["source"]["detector"] or None)
-        except ValueError as exc:
-            self._reject("rejected", str(exc))
-            return
         path = None
         try:
             if resumed is None:
@@ -255,7 +252,10 @@ class ScanRunner:
             self._reject("rejected", f"end of scan {end.scan_id!r}, which is not open")
             return
         if end.npoints is not None and cur.collector.buffer.npoints is None:
-            cur.collector.buffer.npoints = end.npoints
+            if problem := id_problem(end.npoints - 1, cur, self.config):
+                self._count("rejected", f"end: npoints {end.npoints} ignored: {problem}")
+            else:
+                cur.collector.buffer.npoints = end.npoints
         self._finish(end.status, end.reason)
 
     def _finish(self, status: str, reason: str) -> None:
@@ -304,9 +304,8 @@ class ScanRunner:
             return
         pid = point.point_id
         cur.counters["received"] += 1
-        npoints = cur.collector.buffer.npoints
-        if npoints is not None and pid >= npoints:
-            self._reject("rejected", f"point {pid}: beyond npoints {npoints}")
+        if problem := id_problem(pid, cur, self.config):  # npoints, max_points, max_gap
+            self._reject("rejected", f"point {pid}: {problem}")
             return
         if cur.resumed is not None and cur.resumed.stored(pid):
             cur.counters["kept"] += 1  # stored before the crash: kept, not processed again
@@ -315,17 +314,25 @@ class ScanRunner:
             self._count("duplicate", f"point {pid}: already received (duplicate or late), "
                                      f"dropped")
             return
+        if problem := frame_problem(point, cur, self.config["source"]["allow_refs"]):
+            self._count("rejected", f"point {pid}: {problem}; refused")
+            cur.collector.refuse(pid, problem)
+            return
+        cur.collector.replaces(pid)  # a message refused before, if any
+        cur.last_message = time.monotonic()  # only the open scan's valid points count
         while not self.ready():  # a caller that does not ask ready() first (replay)
             self.wait(0.2)
         cur.newest = max(cur.newest, pid)
         cur.collector.expect(pid)
         for change in self.params.take_unapplied():  # in force from this point on
             cur.collector.store.event("param", json.dumps(change), pid)
+            log.info("scan %s: set %s applies from point %d", cur.scan.scan_id, change, pid)
         preview = self.live.preview_bin() if self.live is not None else 0
         self.executor.submit(self._seq, cur.key, pid, parts, self.params.in_force, preview)
         self._seq += 1
         cur.counters["accepted"] += 1
         self.pump()
+        cur.last_message = time.monotonic()  # our own work on it (a compile, ...) never counts
         cur.counters["max_lag"] = max(cur.counters["max_lag"], cur.lag)
         src = self.config["source"]
         if self.current is cur and src["overrun"] == "abort" and cur.lag > src["max_lag"]:
@@ -390,8 +397,4 @@ class ScanRunner:
 
     def _reject(self, kind: str, reason: str) -> None:
         """Malformed or out-of-place messages: counted, logged, recorded, dropped."""
-        if kind == "malformed":
-            self.counters["rejected"] += 1
-            if self.current is not None:
-                self.current.counters["rejected"] += 1
-        self._count(kind, reason)
+        self._count(kind, reason)  # a malformed message counts once, as malformed

@@ -90,8 +90,9 @@ class Worker:
         raise ValueError(f"worker: unknown message type {header.get('type')!r}")
 
     def close(self) -> None:
-        for f in self._refs.values():
-            f.close()
+        from stream.run.refs import close_refs
+
+        close_refs(self._refs.values())
         self._refs.clear()
 
     def _setup(self, header: dict, start_parts: list) -> None:
@@ -175,19 +176,15 @@ class Worker:
         return frame
 
     def _read_ref(self, ref: FrameRef) -> np.ndarray:
-        """A frame stored in an HDF5 file (other formats come with file replay)."""
-        import h5py
+        """A frame stored in an HDF5 file (`stream.run.refs`: off unless allowed, only
+        regular files below the allowed directories, the size checked before reading)."""
+        from stream.run.refs import read_ref
 
-        if ref.path is None:
-            raise MessageError(f"frame ref {ref.uri}: only HDF5 references (uri, path, index) "
-                               f"are supported")
-        f = self._refs.get(ref.uri)
-        if f is None:
-            f = self._refs[ref.uri] = h5py.File(ref.uri, "r")
-        if ref.path not in f:
-            raise MessageError(f"frame ref {ref.uri}: no dataset {ref.path!r}")
-        ds = f[ref.path]
-        return ds[ref.index] if ref.index is not None else ds[()]
+        src = self.config["source"]
+        if not src["allow_refs"]:
+            raise MessageError("frame references are off ([source] allow_refs)")
+        dirs = [self.config.base / d for d in src["ref_dirs"]]
+        return read_ref(ref, dirs, self.max_frame_bytes, self._refs)
 
 
 # ------------------------------------------------------------------ serving on a socket

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -12,10 +13,34 @@ from typing import Any
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """The control token: from --token-file, $PEAKSTREAM_TOKEN_FILE, or the file the
+    daemon's status names (readable by the daemon's user only)."""
+    from stream.service.control import read_token, request
+
+    path = getattr(args, "token_file", None) or os.environ.get("PEAKSTREAM_TOKEN_FILE")
+    if not path:
+        path = request(args.control, {"cmd": "status"}, timeout=args.timeout).get("token_file")
+    if not path:
+        return ""
+    try:
+        return read_token(path)
+    except OSError as exc:
+        print(f"peakstream {args.command}: cannot read the control token {path}: "
+              f"{exc.strerror} (run as the daemon's user, or give --token-file)",
+              file=sys.stderr)
+        return None
+
+
 def _ask(args: argparse.Namespace, req: dict[str, Any]) -> dict[str, Any] | None:
-    from stream.service.control import request
+    from stream.service.control import PRIVILEGED, request
 
     try:
+        if req["cmd"] in PRIVILEGED:
+            token = _token(args)
+            if token is None:
+                return None
+            req = {**req, "token": token}
         reply = request(args.control, req, timeout=args.timeout)
     except TimeoutError as exc:
         print(f"peakstream {args.command}: {exc} (is the daemon running? give its "
@@ -97,6 +122,14 @@ def cmd_set(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"{reply['node']}.{reply['key']} = {reply['value']!r} (was {reply['old']!r}), "
           f"from the next point")
+    return EXIT_OK
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    reply = _ask(args, {"cmd": "stop"})
+    if reply is None:
+        return EXIT_FAILED
+    print("the daemon is stopping: it finishes the scan in progress, writes it and exits")
     return EXIT_OK
 
 

@@ -7,6 +7,11 @@ REQ or DEALER clients and answers each with a msgpack map carrying `ok`:
                 daemon's main loop refreshes (so it answers within milliseconds
                 while the processor is at full load)
     stop        {"ok": true}: like SIGTERM (the daemon's `on_stop`)
+
+set, checkpoint and stop change the daemon: they need `"token": "<the token>"`,
+which the daemon keeps in `[control] token_file` (default
+DIRECTORY/.peakstream-control-token, mode 0600: only the daemon's user can
+read it; `status` says where it is, so `peakstream set` finds it).
     get, set, checkpoint
                 handed to the main loop over an inproc PAIR and applied there
                 between points (`ControlServer.serve`, polled by the runner's
@@ -20,11 +25,16 @@ of a request.
 
 from __future__ import annotations
 
+import hmac
 import logging
+import os
+import secrets
+import stat
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -36,6 +46,8 @@ log = logging.getLogger(__name__)
 
 COMMANDS = ("status", "get", "set", "checkpoint", "stop")
 MAIN_LOOP = ("get", "set", "checkpoint")
+PRIVILEGED = ("set", "checkpoint", "stop")  # these need the token
+TOKEN_NAME = ".peakstream-control-token"
 MAX_REQUEST = 1 << 20  # bytes: a control request is a small map
 
 
@@ -63,12 +75,47 @@ def parse(body: bytes) -> dict[str, Any]:
     return req
 
 
+def make_token(path: Path) -> str:
+    """The control token in `path`: kept if the file is ours (a regular file of our user,
+    mode 0600), else made afresh (exclusively, never through a symlink), so that clients
+    of the same user keep working across restarts."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+                and stat.S_IMODE(st.st_mode) == 0o600):
+            token = read_token(path)
+            if len(token) >= 32:
+                return token
+        path.unlink()  # not ours or not private: never used, never written through
+    token = secrets.token_hex(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+def read_token(path: str | Path) -> str:
+    """The token a file holds (OSError if it cannot be read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd) as fh:
+        return fh.read(200).strip()
+
+
 class ControlServer:
-    """The ROUTER's thread; `serve()` is the main loop's half."""
+    """The ROUTER's thread; `serve()` is the main loop's half. With a `token`, set /
+    checkpoint / stop must carry it (`"token": "..."`); status and get need none."""
 
     def __init__(self, endpoint: str, on_stop: Callable[[], None],
                  handler: Callable[[dict[str, Any]], dict[str, Any]],
-                 context: zmq.Context | None = None, busy_timeout: float = 30.0):
+                 context: zmq.Context | None = None, busy_timeout: float = 30.0,
+                 token: str = "", token_file: str = ""):
+        self.token, self.token_file = token, token_file
+        self.refused = 0  # privileged requests without the right token
         self.ctx = context or zmq.Context.instance()
         self.on_stop, self.handler, self.busy_timeout = on_stop, handler, busy_timeout
         self.snapshot: dict[str, Any] = {"state": "starting"}
@@ -158,12 +205,23 @@ class ControlServer:
             self._send(envelope, pack({"ok": False, "error": str(exc)}))
             return
         cmd = req["cmd"]
+        if cmd in PRIVILEGED and self.token and not (
+                isinstance(req.get("token"), str)
+                and hmac.compare_digest(req["token"].encode(), self.token.encode())):
+            self.refused += 1
+            log.warning("control: %s refused: no or a wrong token", cmd)
+            self._send(envelope, pack({"ok": False, "error": f"{cmd} needs the control token "
+                                       f"(in {self.token_file or 'the token file'}, readable "
+                                       f"by the daemon's user; peakstream set reads it)"}))
+            return
         if cmd == "status":
             snap = self.snapshot
-            reply = {"ok": True, **snap,
+            reply = {"ok": True, **snap, "token_file": self.token_file,
+                     "control_refused": self.refused,
                      "snapshot_age": round(time.monotonic() - self.snapshot_time, 4)}
             self._send(envelope, pack(reply))
         elif cmd == "stop":
+            log.info("control: stop requested")
             self.on_stop()
             self._send(envelope, pack({"ok": True, "state": "stopping"}))
         else:

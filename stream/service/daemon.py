@@ -26,7 +26,9 @@ import json
 import logging
 import logging.handlers
 import os
+import secrets
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -37,7 +39,7 @@ from stream import __version__
 from stream.config.schema import Config
 from stream.run.params import ParamError
 from stream.run.runner import ScanRunner
-from stream.service.control import ControlServer
+from stream.service.control import TOKEN_NAME, ControlServer, make_token
 from stream.service.live import LiveLane
 from stream.sources.base import open_source
 
@@ -45,6 +47,29 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_EVERY = 0.05  # s between status snapshots for the control thread
 KEEP_RESULTS = 100  # summaries of ended scans kept for status
+
+
+class NoFollowFileHandler(logging.handlers.RotatingFileHandler):
+    """The rotating log file, opened without following a symlink (one planted at its name
+    is refused, never written through) and readable by the daemon's user only."""
+
+    def _open(self):  # noqa: ANN202 (logging's own hook)
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+def unsafe_directory(path: Path, allow_shared: bool) -> str:
+    """Why the output directory is unsafe to write in, or "": world-writable without
+    the sticky bit (anyone could plant or swap files there) unless allowed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""  # made by us below
+    if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX and not allow_shared:
+        return (f"output directory {path} is world-writable without the sticky bit: anyone "
+                f"could plant files there ([output] shared_directory = true to accept)")
+    return ""
 
 
 def setup_logging(config: Config, output_dir: Path) -> str:
@@ -61,8 +86,8 @@ def setup_logging(config: Config, output_dir: Path) -> str:
         h.setFormatter(fmt)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=d["log_max_bytes"],
-                                                       backupCount=d["log_backups"])
+        handler = NoFollowFileHandler(path, maxBytes=d["log_max_bytes"],
+                                      backupCount=d["log_backups"])
     except OSError as exc:
         log.warning("no log file: cannot open %s: %s (logging to stderr only)", path, exc)
         return ""
@@ -83,6 +108,7 @@ class Daemon:
         self.config = config
         self.warming = False
         self.stopping = False
+        self._stop_logged = False
         self.aborting = False
         self.stop_time = 0.0
         self.scans = 0
@@ -91,8 +117,17 @@ class Daemon:
         self.source = self.live = self.control = self.web = None
         try:
             if config["control"]["endpoint"]:
+                token_file = Path(config["control"]["token_file"] or
+                                  self.runner.output_dir / TOKEN_NAME)
+                try:
+                    token = make_token(token_file)
+                except OSError as exc:  # nobody may set or stop; SIGTERM still works
+                    log.error("control token %s cannot be made: %s; set / checkpoint / stop "
+                              "are refused", token_file, exc)
+                    token = secrets.token_hex(32)
                 self.control = ControlServer(config["control"]["endpoint"], self.request_stop,
-                                             self.request)
+                                             self.request, token=token,
+                                             token_file=str(token_file))
                 self.runner.watch[self.control.inbox] = self.control.serve
             if warm is not None:
                 self.warming = True
@@ -106,7 +141,8 @@ class Daemon:
             live = config["live"]
             if live["endpoint"]:
                 self.live = LiveLane(live["endpoint"], live["interval"], live["frame_rate"],
-                                     live["frame_bin"], live["sndhwm"])
+                                     live["frame_bin"], live["sndhwm"],
+                                     max_map_cells=live["max_map_cells"])
                 self.runner.live = self.live
             self.web = self._start_web(config["web"])
         except BaseException:
@@ -151,8 +187,8 @@ class Daemon:
                         self.runner.abort("aborted: a second stop signal")
                     break
                 if self.stopping:
-                    if self.runner.accepting:
-                        self.runner.accepting = False
+                    if not self._stop_logged:
+                        self._stop_logged = True
                         cur = self.runner.current
                         log.info("stop requested: %s", "no scan in progress" if cur is None
                                  else f"finishing scan {cur.scan.scan_id} (at most "
@@ -202,6 +238,8 @@ class Daemon:
         """Finish the open scan, take no new one, exit (a `stop` request; never aborts)."""
         if not self.stopping:
             self.stop_time = time.monotonic()
+            # at once (from the control thread too): a start already on its way is refused
+            self.runner.accepting = False
             self.stopping = True
 
     def close(self) -> None:
@@ -292,6 +330,10 @@ def cmd_daemon(args: Any, warm: Callable[[Config], Any] | None = None) -> int:
         if value is not None:
             config.override(group, key, value)
     output = Path(config["output"]["directory"])
+    unsafe = unsafe_directory(output, config["output"]["shared_directory"])
+    if unsafe:
+        print(f"peakstream daemon: {unsafe}", file=sys.stderr)
+        return 2
     logfile = setup_logging(config, output)
     def on_control(endpoint: str) -> None:
         print(f"peakstream daemon {__version__}: control on {endpoint} (status: warming); "

@@ -82,7 +82,9 @@ def _arrays(value: Any) -> Any:
 class RunningMap:
     """Summed 2D peak intensity by scan position, written by point index."""
 
-    def __init__(self, start: Any):
+    def __init__(self, start: Any, max_cells: int = 4_000_000):
+        """ValueError if the map would hold more than `max_cells` cells."""
+        self.max_cells = max_cells
         traj = dict(start.trajectory or {})
         self.kind = traj.get("kind", "sweep")
         self.motors = list(start.motors)
@@ -90,10 +92,13 @@ class RunningMap:
         # a 2D scan: the map writer's grid (stream.core.grid); otherwise one row of points
         self.grid = (MapGrid.from_trajectory(traj, npoints)
                      if self.kind in ("grid", "snake") and traj.get("nfast") else None)
-        if self.grid is not None:
-            shape: tuple[int, ...] = (self.grid.nslow or 8, self.grid.nfast)
+        if self.grid is not None:  # open-ended: one row to begin with, grown as needed
+            shape: tuple[int, ...] = (self.grid.nslow or 1, self.grid.nfast)
         else:
             shape = (npoints or 256,)
+        if math.prod(shape) > max_cells:
+            raise ValueError(f"a map of {' x '.join(map(str, shape))} cells is more than "
+                             f"[live] max_map_cells ({max_cells})")
         self.growable = not npoints
         self.values = np.full(shape, np.nan, np.float32)
         self.positions = {m: np.full(shape, np.nan) for m in self.motors}
@@ -104,14 +109,16 @@ class RunningMap:
             return None
         i = (point_id,) if self.grid is None else self.grid.place(point_id)
         if i[0] >= self.values.shape[0]:
-            if not self.growable:
+            if not self.growable or (i[0] + 1) * (self.values.size // self.values.shape[0]) \
+                    > self.max_cells:
                 return None
             self._grow(i[0] + 1)
         return i
 
     def _grow(self, need: int) -> None:
         """Open-ended scans: double the length (the values move, never recomputed)."""
-        n = max(need, 2 * self.values.shape[0])
+        n = max(need, min(2 * self.values.shape[0],
+                          self.max_cells // (self.values.size // self.values.shape[0])))
         pad = [(0, n - self.values.shape[0])] + [(0, 0)] * (self.values.ndim - 1)
         self.values = np.pad(self.values, pad, constant_values=np.nan)
         self.positions = {m: np.pad(p, pad, constant_values=np.nan)
@@ -137,8 +144,10 @@ class LiveLane:
     """The PUB socket, the running map and the rate limits; fed by the runner."""
 
     def __init__(self, endpoint: str, interval: float = 0.5, frame_rate: float = 2.0,
-                 frame_bin: int = 8, sndhwm: int = 16, context: zmq.Context | None = None):
+                 frame_bin: int = 8, sndhwm: int = 16, context: zmq.Context | None = None,
+                 max_map_cells: int = 4_000_000):
         self.interval, self.frame_rate, self.frame_bin = interval, frame_rate, frame_bin
+        self.max_map_cells = max_map_cells
         self.socket = (context or zmq.Context.instance()).socket(zmq.PUB)
         self.socket.setsockopt(zmq.SNDHWM, sndhwm)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -184,7 +193,11 @@ class LiveLane:
 
     def scan_started(self, cur: Any) -> None:
         self.scan_id = cur.scan.scan_id
-        self.map = RunningMap(cur.scan.start)
+        try:
+            self.map = RunningMap(cur.scan.start, self.max_map_cells)
+        except ValueError as exc:  # never allocated: the scan runs without a live map
+            self.map = None
+            log.warning("scan %s: no live map: %s", self.scan_id, exc)
         self._prev = None
 
     def result(self, cur: Any, res: Any) -> None:

@@ -129,4 +129,4 @@ def open_source(config: Config, recording: tuple[Start, Iterable[Point]] | None 
                          f"blissdata, pva")
     from stream.sources.zmq import ZmqSource
 
-    return ZmqSource(src["listen"], src["rcvhwm"])
+    return ZmqSource(src["listen"], src["rcvhwm"], max_frame_bytes=src["max_frame_bytes"])

@@ -15,6 +15,7 @@ from stream.wire.sockets import bind
 
 log = logging.getLogger(__name__)
 
+HEADER_SLACK = 1 << 20  # bytes a message part may have beyond max_frame_bytes (headers)
 
 class ZmqSource:
     """Receives multipart messages on a bound PULL socket; lossless (high-water mark).
@@ -22,10 +23,16 @@ class ZmqSource:
 
     done = False  # a live lane has no last message
 
-    def __init__(self, endpoint: str, rcvhwm: int = 64, context: zmq.Context | None = None):
+    def __init__(self, endpoint: str, rcvhwm: int = 64, context: zmq.Context | None = None,
+                 max_frame_bytes: int = 0):
+        """`max_frame_bytes` (0: no limit): a message part larger than it plus
+        HEADER_SLACK never reaches memory (ZeroMQ's MAXMSGSIZE drops the sender's
+        connection; it reconnects by itself)."""
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.PULL)
         self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        if max_frame_bytes:
+            self.socket.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes + HEADER_SLACK)
         self.socket.setsockopt(zmq.LINGER, 0)
         endpoint = bind(self.socket, endpoint, "cannot listen on {endpoint}")
         self.endpoint = self.endpoint_bound = endpoint

@@ -71,7 +71,7 @@ class JournaledFile:
     def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
-        flags = os.O_RDONLY if readonly else os.O_RDWR
+        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_NOFOLLOW | os.O_CLOEXEC
         if create:
             flags |= os.O_CREAT | os.O_EXCL
         self.fd = os.open(self.path, flags, 0o666)

@@ -30,8 +30,14 @@ def journal_path(path: str | Path) -> Path:
 
 
 def write_journal(path: Path, base: int, size: int, records: list, durable: bool) -> None:
+    """Made afresh, never through a name someone else planted: a leftover (or a symlink)
+    at that name is removed, then the file is created exclusively, without following
+    symlinks, readable by our user only."""
     crc = 0
-    with open(path, "wb") as fh:
+    unlink_quietly(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    with os.fdopen(fd, "wb") as fh:
         def put(b: bytes) -> None:
             nonlocal crc
             fh.write(b)
@@ -52,9 +58,14 @@ def read_journal(path: Path) -> tuple[int, int, list[tuple[int, int, bytes]]] | 
     """(committed size, new size, records) of a complete journal; None if there is none
     or it is not complete (then it never was renamed into place: ignore it)."""
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as exc:  # a symlink planted at that name (ELOOP): never ours
+        log.warning("%s: journal not read: %s", path, exc)
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        raw = fh.read()
     if len(raw) < _HEAD.size + _TAIL.size:
         return None
     magic, crc = _TAIL.unpack_from(raw, len(raw) - _TAIL.size)
@@ -103,7 +114,7 @@ def recover(path: str | Path) -> bool:
     if records is None:
         unlink_quietly(journal_path(path))
         return False
-    fd = os.open(path, os.O_RDWR)
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         apply_records(fd, records[2], records[1])
     finally:

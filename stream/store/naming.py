@@ -11,6 +11,7 @@ gets -1, -2, ... before its suffix.
 
 from __future__ import annotations
 
+import os
 import re
 import string
 import time
@@ -48,6 +49,10 @@ class Namer:
         rel = Path(self.pattern.format(**values))
         target = self.directory / rel.parent
         target.mkdir(parents=True, exist_ok=True)
+        if rel.parent != Path(".") and (os.path.realpath(target) != os.path.join(
+                os.path.realpath(self.directory), rel.parent)):
+            raise OSError(f"{target} leads out of the output directory (a symlink the "
+                          f"daemon did not make): not written to")
         if self.numbered:
             values["scan_number"] = max(self.last_number.get(target, 0),
                                         self._highest(target)) + 1
@@ -55,7 +60,7 @@ class Namer:
             rel = Path(self.pattern.format(**values))
         path = self.directory / rel
         n = 1
-        while path.exists():  # never overwrite an earlier scan's file
+        while os.path.lexists(path):  # never overwrite an earlier scan's file (nor a link)
             path = path.with_name(f"{rel.stem}-{n}{rel.suffix}")
             n += 1
         return path

@@ -48,6 +48,10 @@ class OutputTable:
             self._pending.setdefault(name, []).append((row, arr))
         return problems
 
+    def skip(self, n: int) -> None:
+        """`n` rows without outputs (points that never came)."""
+        self.nrows += n
+
     def _create(self, name: str, arr: np.ndarray) -> None:
         chunk = max(1, min(4096, (1 << 20) // max(arr.nbytes, 1)))
         ds = self.group.create_dataset(

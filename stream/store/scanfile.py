@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_EVENTS = 100_000  # events kept per scan by default
 
 
 _OPEN: weakref.WeakSet = weakref.WeakSet()  # stores still open, released at exit
@@ -81,7 +82,7 @@ class ScanStore:
                  start_json: str = "{}", trajectory: dict | None = None,
                  flush_interval: float = 1.0):
         self.path = Path(path)
-        if self.path.exists():  # never overwrite (checked again when it is published)
+        if os.path.lexists(self.path):  # never overwrite (checked again when it is published)
             raise FileExistsError(errno.EEXIST, "output file exists", str(self.path))
         # made under a hidden name, published once it is a complete (empty) scan file
         part = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
@@ -90,6 +91,9 @@ class ScanStore:
             self.file = h5py.File(self._jf, "w")
             create_layout(self.file, scan_id, detector, motors, counters, peak_columns,
                           clique_columns, config_text, start_json, trajectory)
+            # who wrote it: a resume takes only a file at this name and inode (never a copy)
+            self.file["entry/process"].attrs.update(file=self.path.name,
+                                                    inode=os.fstat(self._jf.fd).st_ino)
             self._bind(detector, flush_interval)
             self.checkpoint()
             _publish(part, self.path)
@@ -141,6 +145,8 @@ class ScanStore:
         """The Table objects over the file's column datasets."""
         self.detector = detector
         self.flush_interval = flush_interval
+        self.max_events = MAX_EVENTS  # per scan (the runner sets [output] max_events)
+        self.events_dropped = 0
         self._last_flush = 0.0
         self.closed = False
         entry = self.file["entry"]
@@ -178,7 +184,15 @@ class ScanStore:
         self._jf.commit()
 
     def event(self, kind: str, message: str, point_id: int = -1, time: float = 0.0) -> None:
-        """Record what happened (bad input, flags, parameter changes) in the file."""
+        """Record what happened (bad input, flags, parameter changes) in the file; beyond
+        `max_events` in a scan only counted (counter events_dropped), so a flood of bad
+        messages cannot fill the disk."""
+        if self.events.nrows >= self.max_events:
+            self.events_dropped += 1
+            if self.events_dropped > 1:
+                return
+            kind, message = "events_dropped", (f"more than {self.max_events} events: the "
+                                               f"rest are only counted (events_dropped)")
         self.events.append({"time": [time], "point_id": [point_id], "kind": [kind],
                             "message": [message]})
 
@@ -209,6 +223,8 @@ class ScanStore:
         writes the file (`wait`). Every other writing call waits for it first."""
         self.wait()
         self.seq += 1
+        if self.events_dropped:
+            counters = {**(counters or {}), "events_dropped": self.events_dropped}
         job = ([t.take() for t in self.tables], self.outputs.take(), dict(counters or {}),
                _frozen(state), self.seq, json.dumps(self.rows()), self.nnz.nwritten)
         if not background:
@@ -362,7 +378,7 @@ def _publish(part: Path, path: Path) -> None:
     except FileExistsError:
         raise
     except OSError:  # no hard links here: rename (the exists check above guards)
-        if path.exists():
+        if os.path.lexists(path):
             raise FileExistsError(errno.EEXIST, "output file exists", str(path)) from None
         os.rename(part, path)
         return

@@ -119,8 +119,8 @@ def decode(parts: list[bytes | memoryview | Any], max_frame_bytes: int | None = 
 
     `parts` may hold bytes, memoryviews or zmq.Frame objects (their buffers are
     used without copying). Frames larger than `max_frame_bytes` are refused.
-    `frames=False` (the runner, which hands the parts on to a worker): a point's
-    frames are checked as thoroughly but not made, its `frames` map stays empty.
+    `frames=False`: a point's frames are checked as thoroughly but not made, its
+    `frames` map stays empty (the runner makes them: views, checked on arrival).
     """
     if not parts:
         raise MessageError("empty message")
@@ -218,8 +218,8 @@ def _decode_start(h: dict, bufs: list) -> Start:
         if not all(isinstance(n, str) and n for n in names):
             raise MessageError(f"start: {key} must be a list of names")
     npoints = _get(h, "npoints", int, optional=True)
-    if npoints is not None and npoints < 0:
-        raise MessageError(f"start: npoints must be >= 0, got {npoints}")
+    if npoints is not None and not 0 <= npoints < 1 << 63:
+        raise MessageError(f"start: npoints must be 0..2**63-1, got {npoints}")
     trajectory = _get(h, "trajectory", dict, optional=True) or {"kind": "sweep"}
     if trajectory.get("kind", "sweep") not in TRAJECTORY_KINDS:
         raise MessageError(f"start: trajectory kind {trajectory.get('kind')!r} not one of "
@@ -264,6 +264,8 @@ def _decode_end(h: dict) -> End:
     if status not in END_STATUS:
         raise MessageError(f"end: status {status!r} not one of {', '.join(END_STATUS)}")
     npoints = _get(h, "npoints", int, optional=True)
+    if npoints is not None and not 0 <= npoints < 1 << 63:
+        raise MessageError(f"end: npoints must be 0..2**63-1, got {npoints}")
     reason = _get(h, "reason", str, optional=True) or ""
     return End(_scan_id(h), status, npoints, reason)
 
@@ -275,8 +277,8 @@ def _decode_point(h: dict, bufs: list, max_frame_bytes: int | None,
                   keep_frames: bool = True) -> Point:
     scan_id = _scan_id(h)
     point_id = _get(h, "point_id", int)
-    if point_id < 0:
-        raise MessageError(f"point: point_id must be >= 0, got {point_id}")
+    if not 0 <= point_id < 1 << 63:
+        raise MessageError(f"point: point_id must be 0..2**63-1, got {point_id}")
     t = _get(h, "time", (int, float), optional=True)
     time = float(t) if t is not None else math.nan
     frames: dict[str, Any] = {}

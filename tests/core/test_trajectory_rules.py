@@ -160,7 +160,7 @@ def test_flagged_point_never_linked(traj):
     omega = np.arange(n, dtype=float)
     reasons = [traj.observe(i, {"omega": math.nan if i == 5 else omega[i], "dty": 0.0})
                for i in range(n)]
-    assert reasons[5] == "motor omega missing or NaN: not linked"
+    assert reasons[5] == "motor omega is nan: not linked"
     assert not any(reasons[:5] + reasons[6:])
     assert traj.neighbours_before(5) == [] and traj.last_neighbour(5) == 5
     assert all(5 not in traj.neighbours_before(j) for j in range(n))

@@ -4,7 +4,18 @@ from stream.run.collector import ReorderBuffer, Slot
 
 
 def ids(out):
-    return [x.point_id if isinstance(x, Slot) else ("missing", x) for x in out]
+    """Released slots by id; the points of a gap (one range) as ("missing", id)."""
+    return [y for x in out for y in ([x.point_id] if isinstance(x, Slot)
+                                     else [("missing", i) for i in x])]
+
+
+def test_a_gap_is_one_range_however_long():
+    buf = ReorderBuffer(window=1, timeout=100)
+    buf.push(Slot(3_000_000, None, arrived=0.0))
+    buf.push(Slot(3_000_001, None, arrived=0.0))
+    out = buf.pop(now=0.0)
+    assert out[0] == range(0, 3_000_000) and [s.point_id for s in out[1:]] == [3_000_000,
+                                                                                3_000_001]
 
 
 def test_releases_in_order_whatever_the_arrival():

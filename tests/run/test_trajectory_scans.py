@@ -207,7 +207,7 @@ def test_nan_motor_point_is_flagged_not_linked(tmp_path):
     assert (t["cliques"]["n2d"][alone] == 1).all()
     cl = t["cliques"]
     assert not ((cl["first_point"] < nan) & (cl["last_point"] > nan)).any()
-    assert "omega missing or NaN" in t["points"]["flags"][nan]
+    assert "omega is nan" in t["points"]["flags"][nan]
     assert t["points"]["status"][nan] == 0  # processed and stored, only not linked
     assert (t["events"]["kind"] == "flag").any()
 

@@ -145,10 +145,21 @@ def test_set_applies_from_the_next_point_and_is_recorded(daemon, tmp_path, kind)
 @pytest.mark.system
 def test_bad_requests_get_errors_and_the_daemon_keeps_running(daemon, tmp_path):
     d = daemon(daemon_config(tmp_path))
-    pack = msgpack.packb
+    token = d.token()
+
+    def pack(req):
+        if req.get("cmd") in ("set", "checkpoint"):
+            req = {**req, "token": token}
+        return msgpack.packb(req)
+
     cases = [
         ((b"\xc1 junk",), "not a msgpack map"),
-        ((pack([1, 2]),), "a request is a msgpack map"),
+        ((msgpack.packb([1, 2]),), "a request is a msgpack map"),
+        ((msgpack.packb({"cmd": "set", "node": "threshold", "key": "cut", "value": 1}),),
+         "needs the control token"),
+        ((msgpack.packb({"cmd": "stop", "token": "guess"}),), "needs the control token"),
+        ((pack({"cmd": "set", "node": "threshold", "key": "cut", "value": -1e30}),),
+         "must be in (0, 1e+09]"),
         ((pack({"cmd": "explode"}),), "unknown command 'explode'"),
         ((pack({"node": "threshold"}),), "unknown command None"),
         ((pack({"cmd": "status"}), pack({"cmd": "status"})), "got 2 parts"),

@@ -6,8 +6,10 @@ point as the runner does, a checkpoint at every point)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import shutil
+import time
 
 import h5py
 import pytest
@@ -193,6 +195,25 @@ def test_a_restarted_daemon_finds_the_file_to_resume(sweep, tmp_path):
     other = config(0.0)
     other.override("linker", "fraction", 0.5)  # another processing config: not this file
     assert resumable_file(tmp_path, "sweep", other.text()) is None
+
+
+def test_only_the_file_this_daemon_wrote_is_resumed(tmp_path):
+    """A backup copy (newer), a link to the file and the file under another name are
+    never resumed into: only the file at the name and inode it was made with (#13)."""
+    text = config(0.0).text()
+    store = ScanStore(tmp_path / "sweep.h5", scan_id="sweep", detector="d",
+                      motors=["omega"], counters=[], peak_columns=PEAK_COLUMNS,
+                      clique_columns=clique_columns(["omega"]), config_text=text)
+    store.checkpoint({}, None)
+    store.close_unchanged()  # as a crash leaves it: status running
+    shutil.copy(tmp_path / "sweep.h5", tmp_path / "sweep-backup.h5")
+    later = time.time() + 100
+    os.utime(tmp_path / "sweep-backup.h5", (later, later))
+    os.symlink(tmp_path / "sweep.h5", tmp_path / "sweep-link.h5")
+    os.utime(tmp_path / "sweep-link.h5", (later, later), follow_symlinks=False)
+    assert resumable_file(tmp_path, "sweep", text) == tmp_path / "sweep.h5"
+    os.rename(tmp_path / "sweep.h5", tmp_path / "sweep-moved.h5")
+    assert resumable_file(tmp_path, "sweep", text) is None
 
 
 @pytest.mark.system

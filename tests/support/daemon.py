@@ -18,7 +18,7 @@ import h5py
 import zmq
 
 from stream.config.schema import dump_toml
-from stream.service.control import request
+from stream.service.control import PRIVILEGED, read_token, request
 from stream.sources.simulate import Simulation
 from stream.sources.simulate.config import SimConfig
 from stream.wire.codec import encode
@@ -71,7 +71,14 @@ class DaemonProcess:
         return self.proc.pid
 
     def ask(self, req: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """A control request; set / checkpoint / stop carry the daemon's token."""
+        if req.get("cmd") in PRIVILEGED and "token" not in req:
+            req = {**req, "token": self.token()}
         return request(self.control, req, timeout=timeout)
+
+    def token(self) -> str:
+        """The control token, from the file the daemon's status names."""
+        return read_token(request(self.control, {"cmd": "status"})["token_file"])
 
     def status(self) -> dict[str, Any]:
         return self.ask({"cmd": "status"})
