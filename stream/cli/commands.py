@@ -146,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from stream.core.messages import End
     from stream.offline.batch import open_blocks, replay_blocks
+    from stream.offline.scanjob import scan_jobs
     from stream.run.runner import ScanRunner
     from stream.sources.files import open_recording, recordings
     from stream.store.reader import format_summary, summary
@@ -160,7 +161,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                    counters=args.counter, time=args.time, scan_id=args.scan_id,
                    detector=args.detector, first=args.first, last=args.last)
     try:
-        scans = recordings(args.inputs, args.format, args.images)
+        scans = scan_jobs(recordings(args.inputs, args.format, args.images), options)
     except (OSError, ValueError) as exc:
         print(f"peakstream replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -169,6 +170,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"peakstream replay: the inputs are {len(scans)} scans; they need --output DIR",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.cluster:
+        from stream.cli.batch import replay_on_cluster
+
+        return replay_on_cluster(args, config, scans)
     single = out if out.suffix == ".h5" else None
     if args.resume and (single is None or not single.exists() or len(scans) != 1):
         print("peakstream replay: --resume continues one existing output FILE.h5 from one "
@@ -181,17 +186,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
     runner = ScanRunner(config, output_dir=None if single else out, output_file=single)
     if args.resume:  # points the file holds are kept, the others processed
         runner.resume_file = single
-    for inputs in scans:
+    for job in scans:
+        inputs, opts = job.inputs, job.options
         try:
             per_point = args.per_point or args.resume
-            blocks = None if per_point else open_blocks(inputs, config, **options)
+            blocks = None if per_point else open_blocks(inputs, config, **opts)
             if blocks is None:
-                start, points = open_recording(inputs, **options)
+                start, points = open_recording(inputs, **opts)
         except (OSError, ValueError) as exc:
             print(f"peakstream replay: {exc}", file=sys.stderr)
             runner.close()
             return EXIT_USAGE
-        name = Path((inputs or args.images)[0].split("::")[0]).name
+        name = job.name
         if blocks is not None:  # a sparse recording: label, properties, linker in blocks
             start, stream_blocks = blocks
             progress = Progress(f"replay {name}", start.npoints, quiet=args.quiet)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from stream import __version__
+from stream.cli.batch import add_cluster_options
 from stream.cli.commands import (
     EXIT_USAGE,
     cmd_demo,
@@ -152,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", help="detector name for image inputs (default: from the "
                                       "dataset path, or 'detector')")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_cluster_options(p)
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("relink", help="make the cliques of an output file again with other "
