@@ -105,7 +105,7 @@ def slurm_cluster(opts: dict[str, Any]) -> Any:
         walltime=opts.get("walltime") or "01:00:00",
         job_extra_directives=list(opts.get("job_extra") or ()),
         job_script_prologue=[f"export {k}=1" for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")],
-        dashboard_address=":0")
+        scheduler_options={"dashboard_address": ":0"})
     log.info("SLURM job script:\n%s", cluster.job_script())
     return cluster
 
