@@ -1,5 +1,5 @@
 """peakstream command line: run | daemon | status | get | set | watch | replay | relink |
-simulate | inspect | export | demo.
+simulate | inspect | export | demo | worker | keys.
 
 Exit codes: 0 done, 1 a scan failed or was aborted, 2 bad usage or config.
 """
@@ -24,6 +24,7 @@ from stream.cli.commands import (
     cmd_simulate,
     presets,
 )
+from stream.cli.remote import add_remote
 from stream.config.base import ConfigError
 
 
@@ -111,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     _add_service(sub)
     _add_maps(sub)
+    add_remote(sub)
 
     p = sub.add_parser("replay", help="process recorded scans through the same chain",
                        description=REPLAY_DESCRIPTION, epilog=REPLAY_EXAMPLES,

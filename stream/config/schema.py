@@ -24,6 +24,7 @@ import numpy as np
 
 from stream.config.base import ConfigError
 from stream.config.service import validate_service, validate_source
+from stream.wire.sockets import is_loopback
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "source": {
@@ -234,6 +235,10 @@ def _validate_flow(source: dict[str, Any], workers: dict[str, Any], origin: str)
     if endpoint and not endpoint.startswith(("ipc://", "tcp://")):
         raise ConfigError(f"{origin}: [workers] endpoint must be ipc://PATH or "
                           f"tcp://HOST:PORT (port 0: any free port), got {endpoint!r}")
+    if endpoint and not workers["keys"] and not is_loopback(endpoint):
+        raise ConfigError(f"{origin}: [workers] endpoint {endpoint} is reachable from other "
+                          f"hosts: give [workers] keys = \"DIR\" (CurveZMQ keys made by "
+                          f"`peakstream keys DIR`) or a loopback address")
 
 
 def _validate_linker(linker: dict[str, Any], origin: str) -> None:
