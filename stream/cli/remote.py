@@ -92,11 +92,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"peakstream worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
     done = [0]
+    cpu: list[float] = []  # process CPU time at the first and at the last result
     lock = threading.Lock()
 
     def count() -> None:
         with lock:
             done[0] += 1
+            now = time.process_time()
+            cpu[:] = [cpu[0] if cpu else now, now]
 
     ctx = zmq.Context.instance()
     orphan = math.inf if args.orphan <= 0 else args.orphan
@@ -121,7 +124,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"worker: interrupted after {done[0]} points", file=sys.stderr)
         return EXIT_OK
-    print(f"worker: {done[0]} points; the processor stopped (or went silent)",
+    per = (f", {(cpu[1] - cpu[0]) / (done[0] - 1) * 1e3:.3f} ms CPU per point after the "
+           f"first" if done[0] > 1 else "")
+    print(f"worker: {done[0]} points{per}; the processor stopped (or went silent)",
           file=sys.stderr)
     return EXIT_OK
 
