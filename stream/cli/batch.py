@@ -23,6 +23,10 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
                         "scheduler) or slurm (workers started as SLURM jobs by "
                         "dask-jobqueue); one file per scan in --output DIR, scans whose "
                         "file is finished are skipped")
+    g.add_argument("--chunk-points", type=int, default=0, metavar="N",
+                   help="cut scans of more than N points into chunks of N that run in "
+                        "parallel, linked across the borders at the end (the same file as a "
+                        "serial replay; default 0: whole scans)")
     g.add_argument("--slurm-queue", metavar="PARTITION", help="SLURM partition "
                                                               "([cluster] queue)")
     g.add_argument("--slurm-account", metavar="NAME", help="SLURM account ([cluster] account)")
@@ -81,8 +85,8 @@ def replay_on_cluster(args: argparse.Namespace, config: Config, jobs: list[Any])
             def say(line: str) -> None:
                 print(line, file=sys.stderr, flush=True)
 
-            results = run_batch(client, jobs, config, per_point=args.per_point, say=say,
-                                progress=progress)
+            results = run_batch(client, jobs, config, per_point=args.per_point,
+                                chunk=args.chunk_points, say=say, progress=progress)
             progress.done()
     except (ImportError, OSError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)

@@ -113,6 +113,7 @@ def slurm_cluster(opts: dict[str, Any]) -> Any:
 def plan(jobs: list[ScanJob], config: Config, directory: str | Path) -> list[ScanJob]:
     """Each job's scan_id, points and output file, from its start message (opened
     here, not processed). Two scans that would write one file are a ValueError."""
+    from stream.run.runner import _start_json
     from stream.sources.files import open_recording
 
     seen: dict[Path, str] = {}
@@ -122,6 +123,7 @@ def plan(jobs: list[ScanJob], config: Config, directory: str | Path) -> list[Sca
         if close is not None:
             close()
         job.scan_id, job.npoints = start.scan_id, start.npoints
+        job.start_json = _start_json(start)
         job.path = output_path(directory, config["output"]["pattern"], start.scan_id,
                                start.meta)
         if job.path in seen:
@@ -154,10 +156,11 @@ def skipped(jobs: list[ScanJob]) -> dict[int, dict[str, Any]]:
 
 
 def run_batch(client: Any, jobs: list[ScanJob], config: Config, *, per_point: bool = False,
-              say: Callable[[str], None] = print,
+              chunk: int = 0, say: Callable[[str], None] = print,
               progress: Callable[..., None] | None = None) -> list[dict[str, Any]]:
-    """Every job not finished yet as a task (`client` may be None if all are); a line
-    per scan (`say`), `progress(points_done)` after each. One summary per job, in order."""
+    """Every job not finished yet as a task (`client` may be None if all are), a scan
+    of more than `chunk` points (if > 0) as chunks and a merge; a line per scan (`say`),
+    `progress(points_done)` after each. One summary per job, in order."""
     results = skipped(jobs)
     for i in results:
         say(f"{jobs[i].scan_id}: skipped, {jobs[i].path} is finished already")
@@ -166,11 +169,16 @@ def run_batch(client: Any, jobs: list[ScanJob], config: Config, *, per_point: bo
         return [results[i] for i in range(len(jobs))]
     from dask.distributed import as_completed
 
-    futures = {client.submit(run_job, config.text(), str(config.base), jobs[i].inputs,
-                             jobs[i].options, str(jobs[i].path), per_point, pure=False,
-                             retries=RETRIES,
-                             key=f"replay-{jobs[i].scan_id}-{os.getpid()}-{i}"): i
-               for i in todo}
+    futures = {}
+    for i in todo:
+        job, key = jobs[i], f"replay-{jobs[i].scan_id}-{os.getpid()}-{i}"
+        if chunk and (job.npoints or 0) > chunk and chunkable(job):
+            fut = submit_chunks(client, job, config, chunk, key)
+        else:
+            fut = client.submit(run_job, config.text(), str(config.base), job.inputs,
+                                job.options, str(job.path), per_point, pure=False,
+                                retries=RETRIES, key=key)
+        futures[fut] = i
     done_points = 0
     for fut in as_completed(list(futures)):
         i = futures[fut]
@@ -190,6 +198,36 @@ def run_batch(client: Any, jobs: list[ScanJob], config: Config, *, per_point: bo
         if progress is not None:
             progress(done_points, force=True)
     return [results[i] for i in range(len(jobs))]
+
+
+def chunkable(job: ScanJob) -> bool:
+    """Chunks are frame ranges (--first/--last): not for a range given already, nor for
+    file series, whose --first/--last are file numbers."""
+    from stream.sources.files import detect_format
+
+    if job.options.get("first") is not None or job.options.get("last") is not None:
+        return False
+    fmt = job.options.get("format") or "auto"
+    return (fmt if fmt != "auto" else detect_format((job.inputs or ["x::"])[0])) != "fabio"
+
+
+def submit_chunks(client: Any, job: ScanJob, config: Config, size: int, key: str) -> Any:
+    """The chunk tasks of a long scan (a chunk finished on an earlier run is kept) and
+    the merge task that links them into the scan's file; the merge's future."""
+    from stream.offline.chunks import chunk_path, chunk_ranges, merge_chunks
+
+    ranges = chunk_ranges(job.npoints or 0, size)
+    parts = []
+    for k, (a, b) in enumerate(ranges):
+        path = chunk_path(job.path, k)
+        done = finished(path)
+        parts.append({**done, "file": str(path), "seconds": 0.0} if done else client.submit(
+            run_job, config.text(), str(config.base), job.inputs,
+            {**job.options, "first": a, "last": b}, str(path), True, pure=False,
+            retries=RETRIES, key=f"{key}-chunk{k}"))
+    return client.submit(merge_chunks, parts, [a for a, _ in ranges], job.start_json,
+                         config.text(), str(config.base), str(job.path), pure=False,
+                         retries=RETRIES, key=f"{key}-merge")
 
 
 def format_table(results: list[dict[str, Any]], seconds: float) -> str:

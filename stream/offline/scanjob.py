@@ -37,6 +37,7 @@ class ScanJob:
     scan_id: str = ""
     npoints: int | None = None
     path: Path | None = None
+    start_json: str = ""  # the start message as a serial replay stores it
 
 
 def scan_jobs(groups: list[list[str]], options: dict[str, Any]) -> list[ScanJob]:

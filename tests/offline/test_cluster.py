@@ -66,6 +66,27 @@ def test_cluster_files_equal_serial_and_a_rerun_skips_them(tmp_path, capsys):
 
 
 @pytest.mark.system
+def test_a_long_scan_in_chunks_gives_the_serial_file(tmp_path):
+    inputs = []
+    for name, kinds in (("sweep", {}), ("snake", {"trajectory": "snake", "nrows": 4}),
+                        ("interlaced", {"trajectory": "interlaced", "iflip": True})):
+        path = tmp_path / f"{name}.h5"
+        write_scan(Simulation(SimConfig(npoints=64, shape=(96, 128), spots=8, seed=4,
+                                        **kinds)), path, name)
+        inputs.append(str(path))
+    common = ["--config", str(CONFIG), "--quiet"]
+    assert main(["replay", *inputs, "--output", str(tmp_path / "serial"), *common]) == 0
+    assert main(["replay", *inputs, "--output", str(tmp_path / "chunks"), *common,
+                 "--cluster", "local:2", "--chunk-points", "17"]) == 0
+    names = sorted(p.name for p in (tmp_path / "serial").iterdir())
+    assert sorted(p.name for p in (tmp_path / "chunks").iterdir()) == names  # chunks gone
+    for name in names:
+        a, b = tables(tmp_path / "serial" / name), tables(tmp_path / "chunks" / name)
+        assert len(a["cliques"]["clique_id"]) > 0 and len(a["links"]["point_a"]) > 60
+        assert_same_tables(a, b)
+
+
+@pytest.mark.system
 def test_a_killed_worker_scan_runs_again_and_leaves_no_half_file(tmp_path):
     from dask.distributed import Client, LocalCluster
 
