@@ -20,11 +20,13 @@ from stream.offline.cluster import parse_cluster, plan, run_batch, slurm_cluster
 from stream.offline.scanjob import ScanJob, output_path, partial_path, scan_jobs
 from stream.sources.simulate import Simulation, write_scan
 from stream.sources.simulate.config import SimConfig
+from tests.nodes.link.test_link_state import SCANS
 from tests.offline.test_batch import write_sparse
 from tests.support.daemon import wait_until
 from tests.support.files import frames, monitors, omegas, write_bliss
 from tests.support.flow import assert_same_tables, tables
-from tests.support.paths import CONFIGS
+from tests.support.paths import CONFIGS, ROOT
+from tests.support.slurm import slurm  # noqa: F401  (the fixture)
 
 CONFIG = CONFIGS / "simulated.toml"
 
@@ -66,13 +68,30 @@ def test_cluster_files_equal_serial_and_a_rerun_skips_them(tmp_path, capsys):
 
 
 @pytest.mark.system
+def test_scans_on_slurm_jobs_equal_serial(tmp_path, slurm, monkeypatch):  # noqa: F811
+    """dask-jobqueue submits worker jobs to a real (one-node) SLURM cluster."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the jobs' workers import this checkout
+    monkeypatch.chdir(tmp_path)  # the jobs' logs (slurm-JOBID.out) go here
+    inputs = [*map(str, simulated(tmp_path, 2))]
+    common = ["--config", str(CONFIG), "--quiet"]
+    assert main(["replay", *inputs, "--output", str(tmp_path / "serial"), *common]) == 0
+    assert main(["replay", *inputs, "--output", str(tmp_path / "slurm"), *common,
+                 "--cluster", "slurm", "--slurm-queue", "test", "--slurm-cores", "1",
+                 "--slurm-memory", "1GB", "--slurm-walltime", "00:30:00",
+                 "--slurm-jobs", "2"]) == 0
+    assert list(tmp_path.glob("slurm-*.out"))  # the workers did run as SLURM jobs
+    for name in ("s0.h5", "s1.h5"):
+        assert_same_tables(tables(tmp_path / "serial" / name), tables(tmp_path / "slurm" / name))
+
+
+@pytest.mark.system
 def test_a_long_scan_in_chunks_gives_the_serial_file(tmp_path):
+    """Scans of every trajectory kind that links across chunk borders in other ways: a
+    sweep that wraps, interlaced passes, a snake, a dty x omega grid."""
     inputs = []
-    for name, kinds in (("sweep", {}), ("snake", {"trajectory": "snake", "nrows": 4}),
-                        ("interlaced", {"trajectory": "interlaced", "iflip": True})):
+    for name, conf in SCANS.items():
         path = tmp_path / f"{name}.h5"
-        write_scan(Simulation(SimConfig(npoints=64, shape=(96, 128), spots=8, seed=4,
-                                        **kinds)), path, name)
+        write_scan(Simulation(conf), path, name)
         inputs.append(str(path))
     common = ["--config", str(CONFIG), "--quiet"]
     assert main(["replay", *inputs, "--output", str(tmp_path / "serial"), *common]) == 0
