@@ -26,6 +26,9 @@ from stream.offline.scanjob import ScanJob, output_path, run_job
 log = logging.getLogger(__name__)
 
 RETRIES = 2  # a task whose worker died runs again elsewhere, up to this many times
+# a chunk's own links are not kept (the merge links the whole scan), and a range of an
+# interlaced or grid scan is no scan of that kind: chunks are replayed as plain sweeps
+CHUNK_TRAJECTORY = {"kind": "sweep"}
 
 
 @dataclass
@@ -223,7 +226,8 @@ def submit_chunks(client: Any, job: ScanJob, config: Config, size: int, key: str
         done = finished(path)
         parts.append({**done, "file": str(path), "seconds": 0.0} if done else client.submit(
             run_job, config.text(), str(config.base), job.inputs,
-            {**job.options, "first": a, "last": b}, str(path), True, pure=False,
+            {**job.options, "first": a, "last": b, "trajectory": CHUNK_TRAJECTORY}, str(path),
+            True, pure=False,
             retries=RETRIES, key=f"{key}-chunk{k}"))
     return client.submit(merge_chunks, parts, [a for a, _ in ranges], job.start_json,
                          config.text(), str(config.base), str(job.path), pure=False,
