@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stream.cli.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Progress
+from stream.cli.progress import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Progress
 from stream.config.schema import Config
 
 SLURM_KEYS = ("queue", "account", "cores", "memory", "walltime", "jobs")

@@ -62,9 +62,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "queue": 0,  # points between receiver and collector (0: 2 per worker + 1, at least 5)
         "heartbeat": 0.5,  # s between worker heartbeats
         "heartbeat_timeout": 5.0,  # s of silence after which a worker's points go elsewhere
-        # CurveZMQ key directory (`peakstream keys DIR`): required for a tcp endpoint that
-        # is not loopback; remote workers join with `peakstream worker --keys DIR`
-        "keys": "",
+        "keys": "",  # CurveZMQ key directory (`peakstream keys`): needed off loopback
     },
     # replay --cluster slurm: dask-jobqueue SLURM jobs (the --slurm-* options override)
     "cluster": {"queue": "", "account": "", "cores": 1, "memory": "4GB",
@@ -96,8 +94,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "live": {"endpoint": "tcp://127.0.0.1:5556", "interval": 0.5, "frame_rate": 2.0,
              "frame_bin": 8, "sndhwm": 16},
 }
-GROUPS = ("source", "node", "linker", "output", "workers", "cluster", "daemon", "control",
-          "live")
+GROUPS = ("source", "node", "linker", "output", "workers", "cluster", "daemon", "control", "live")
 OVERRUN = ("block", "abort")
 WORKER_KINDS = ("inline", "threads", "processes")
 # The chain when a config names none: a global cut, 8-connected labels, moments.
