@@ -101,7 +101,7 @@ def test_a_long_scan_in_chunks_gives_the_serial_file(tmp_path):
     assert sorted(p.name for p in (tmp_path / "chunks").iterdir()) == names  # chunks gone
     for name in names:
         a, b = tables(tmp_path / "serial" / name), tables(tmp_path / "chunks" / name)
-        assert len(a["cliques"]["clique_id"]) > 0 and len(a["links"]["point_a"]) > 60
+        assert len(a["cliques"]["clique_id"]) > 0 and len(a["links"]["point_a"]) > 30
         assert_same_tables(a, b)
 
 
