@@ -50,6 +50,15 @@ def wait_for(what, limit: float, why: str) -> None:
         time.sleep(0.05)
 
 
+def finished(path: Path) -> bool:
+    from stream.store.reader import summary
+
+    try:
+        return path.exists() and summary(path)["status"] != "running"
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def session(hosts, tmp: Path, config: Path, keys: Path, endpoint: str, sim: list[str],
             remote: bool, tag: str) -> dict:
     from stream.store.reader import summary
@@ -74,6 +83,10 @@ def session(hosts, tmp: Path, config: Path, keys: Path, endpoint: str, sim: list
             sender = hosts.popen(hosts.processor, args, tmp / f"sender-{tag}.log")
             if sender.wait(600) != 0:
                 raise RuntimeError((tmp / f"sender-{tag}.log").read_text())
+            # the next scan only when this one is written: two senders' messages are
+            # not ordered with each other
+            wait_for(lambda sid=scan_id: finished(out / f"{sid}.h5") or run.poll() is not None,
+                     600, f"scan {scan_id} written")
         if run.wait(600) != 0:
             raise RuntimeError(log.read_text())
         if worker is not None:
