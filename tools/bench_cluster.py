@@ -106,7 +106,8 @@ def main() -> None:
         print(f"scans: {args.scans} x {args.points} points of {args.shape[0]}x"
               f"{args.shape[1]} uint16, {args.spots} spots each ({frames} frames), config "
               f"configs/simulated.toml; cluster: local:{args.workers}, one thread per "
-              f"worker; {args.repeats} repeats; load average {os.getloadavg()[0]:.1f}")
+              f"worker; {args.repeats} repeats; load average {os.getloadavg()[0]:.1f}",
+              flush=True)
         replay(inputs, tmp / "warmup", config, [])  # the numba cache, once
         kinds = ["serial", "cold"] + ([] if args.no_warm else ["warm"])
         times: dict[str, list[float]] = {k: [] for k in kinds}
@@ -128,6 +129,8 @@ def main() -> None:
                     times["warm"].append(replay(inputs, tmp / "warm", config,
                                                 ["--cluster", warm.scheduler_address]))
                     same &= identical(tmp / "serial", tmp / "warm")
+                print("repeat: " + ", ".join(f"{k} {times[k][-1]:.1f} s" for k in kinds)
+                      + f"; identical so far: {same}", flush=True)
         finally:
             if client is not None:
                 client.close()
