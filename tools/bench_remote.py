@@ -113,7 +113,8 @@ def local_thread_cpu_ms(config: Path, sim_args: dict) -> float:
     """CPU per point of the chain in this thread, on the tasks a worker gets."""
     from stream.config.schema import Config
     from stream.core.encoded import compress
-    from stream.run.workers import Worker, encode_scan, encode_task
+    from stream.run.tasks import encode_scan, encode_task
+    from stream.run.workers import Worker
     from stream.sources.simulate import Simulation
     from stream.sources.simulate.config import SimConfig
     from stream.wire.codec import encode

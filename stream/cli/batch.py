@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stream.cli.progress import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Progress
+from stream.cli.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from stream.cli.progress import ProgressLine
 from stream.config.schema import Config
 
 SLURM_KEYS = ("queue", "account", "cores", "memory", "walltime", "jobs")
@@ -80,7 +81,7 @@ def replay_on_cluster(args: argparse.Namespace, config: Config, jobs: list[Any])
                       f"on {args.cluster} ({len(client.scheduler_info()['workers'])} "
                       f"worker(s) now); dashboard {client.dashboard_link}", file=sys.stderr,
                       flush=True)
-            progress = Progress("cluster", total or None, quiet=args.quiet)
+            progress = ProgressLine("cluster", total or None, quiet=args.quiet)
 
             def say(line: str) -> None:
                 print(line, file=sys.stderr, flush=True)

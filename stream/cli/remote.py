@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from stream.cli.progress import EXIT_OK, EXIT_USAGE
+from stream.cli.codes import EXIT_OK, EXIT_USAGE
 
 WORKER_DESCRIPTION = """\
 Join a running `peakstream run` or `daemon` whose [workers] endpoint is a TCP

@@ -116,7 +116,7 @@ def slurm_cluster(opts: dict[str, Any]) -> Any:
 def plan(jobs: list[ScanJob], config: Config, directory: str | Path) -> list[ScanJob]:
     """Each job's scan_id, points and output file, from its start message (opened
     here, not processed). Two scans that would write one file are a ValueError."""
-    from stream.run.runner import _start_json
+    from stream.core.messages import start_to_json
     from stream.sources.files import open_recording
 
     seen: dict[Path, str] = {}
@@ -126,7 +126,7 @@ def plan(jobs: list[ScanJob], config: Config, directory: str | Path) -> list[Sca
         if close is not None:
             close()
         job.scan_id, job.npoints = start.scan_id, start.npoints
-        job.start_json = _start_json(start)
+        job.start_json = start_to_json(start)
         job.path = output_path(directory, config["output"]["pattern"], start.scan_id,
                                start.meta)
         if job.path in seen:

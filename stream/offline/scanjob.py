@@ -102,11 +102,10 @@ def replay_scan(config: Config, inputs: list[str], options: dict[str, Any], path
                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Replay one recorded scan into `path` as `peakstream replay` does; the summary
     (status, reason, counters). A recording that cannot be opened is OSError/ValueError."""
-    from stream.core.messages import End
     from stream.offline.batch import open_blocks, replay_blocks
     from stream.run.runner import ScanRunner
+    from stream.sources.base import open_source
     from stream.sources.files import open_recording
-    from stream.wire.codec import encode
 
     blocks = None if per_point else open_blocks(inputs, config, **options)
     if blocks is not None:
@@ -116,25 +115,21 @@ def replay_scan(config: Config, inputs: list[str], options: dict[str, Any], path
         except (OSError, ValueError) as exc:  # the file is closed with status fail
             return {"scan_id": start.scan_id, "status": "fail", "reason": str(exc),
                     "file": str(path)}
-    start, points = open_recording(inputs, **options)
+    recording = open_recording(inputs, **options)
     runner = ScanRunner(config, output_file=path)
     try:
-        runner.handle(encode(start))
-        n = 0
-        try:
-            for point in points:
-                runner.handle(encode(point))
-                n += 1
+        with open_source(config, recording, _name(inputs, options.get("images") or [])) \
+                as source:
+            while not source.done:  # through the wire encoding, as a live scan
+                for parts in source.receive(0.0):
+                    runner.handle(parts)
                 if progress is not None:
-                    progress(n)
-        except (OSError, ValueError) as exc:  # the recording broke off: the scan fails
-            runner.handle(encode(End(start.scan_id, "fail", n, f"replay stopped: {exc}")))
-        else:
-            runner.handle(encode(End(start.scan_id, "success", n)))
+                    progress(source.points)
     finally:
         runner.close()
+    scan_id = recording[0].scan_id
     if not runner.results:
-        return {"scan_id": start.scan_id, "status": "fail", "file": str(path),
+        return {"scan_id": scan_id, "status": "fail", "file": str(path),
                 "reason": runner.last_error or "the scan did not start"}
     return runner.results[-1]
 

@@ -20,15 +20,24 @@ from stream.offline.cluster import parse_cluster, plan, run_batch, slurm_cluster
 from stream.offline.scanjob import ScanJob, output_path, partial_path, scan_jobs
 from stream.sources.simulate import Simulation, write_scan
 from stream.sources.simulate.config import SimConfig
-from tests.nodes.link.test_link_state import SCANS
-from tests.offline.test_batch import write_sparse
 from tests.support.daemon import wait_until
 from tests.support.files import frames, monitors, omegas, write_bliss
 from tests.support.flow import assert_same_tables, tables
 from tests.support.paths import CONFIGS, ROOT
 from tests.support.slurm import slurm  # noqa: F401  (the fixture)
+from tests.support.sparse import write_sparse
 
 CONFIG = CONFIGS / "simulated.toml"
+BASE = {"shape": (96, 96), "sigma_px": (1.0, 1.5), "seed": 1, "hot_pixels": 3,
+        "dead_pixels": 3}
+SCANS = {  # kinds whose links cross chunk borders in other ways (as test_link_state's)
+    "wrap": SimConfig(npoints=36, omega_step=10.0, wrap=True, spots=12, **BASE),
+    "interlaced": SimConfig(npoints=40, omega_step=1.0, trajectory="interlaced", iflip=True,
+                            spots=12, **BASE),
+    "snake": SimConfig(npoints=72, trajectory="snake", nrows=3, dty_step=0.0, spots=8, **BASE),
+    "grid": SimConfig(npoints=360, trajectory="grid", nrows=12, omega_step=0.25, spots=14,
+                      sigma_dty=(0.7, 1.0), **BASE),
+}
 
 
 def simulated(directory: Path, n: int, npoints: int = 40) -> list[Path]:
