@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stream import __version__
+from stream.cli.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from stream.cli.presets import CONFIGS, presets
 from stream.cli.progress import ProgressLine, StatusLine
 from stream.config.base import ConfigError
@@ -22,7 +23,6 @@ from stream.config.schema import Config
 
 log = logging.getLogger("peakstream")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 # ------------------------------------------------------------------ commands

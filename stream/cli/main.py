@@ -1,5 +1,5 @@
 """peakstream command line: run | daemon | status | get | set | watch | web | replay | relink |
-simulate | inspect | export | demo.
+simulate | inspect | export | demo | worker | keys.
 
 Exit codes: 0 done, 1 a scan failed or was aborted, 2 bad usage or config.
 """
@@ -13,10 +13,10 @@ from pathlib import Path
 
 from stream import __version__
 from stream.cli.clients import add_clients
+from stream.cli.codes import EXIT_USAGE
 from stream.cli.presets import presets
 from stream.config.base import ConfigError
 
-EXIT_USAGE = 2
 # the clients of a running daemon: parsed and run without importing numpy, h5py or the
 # processing code, so that they answer at once
 CLIENTS = ("status", "get", "set", "watch")
@@ -132,6 +132,10 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     _add_service(sub)
     _add_maps(sub)
+    from stream.cli.batch import add_cluster_options  # (not for the clients: light imports)
+    from stream.cli.remote import add_remote
+
+    add_remote(sub)
 
     p = sub.add_parser("replay", help="process recorded scans through the same chain",
                        description=REPLAY_DESCRIPTION, epilog=REPLAY_EXAMPLES,
@@ -192,6 +196,7 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--wrap", action="store_true", help="the fast motor covers whole turns: "
                                                         "the last point neighbours the first")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_cluster_options(p)
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("relink", help="make the cliques of an output file again with other "

@@ -20,6 +20,7 @@ from stream.config.schema import Config
 def cmd_replay(args: argparse.Namespace) -> int:
     from stream.offline.batch import open_blocks, replay_blocks
     from stream.offline.fill import FillError, check_config, fill_target, finish_fill
+    from stream.offline.scanjob import scan_jobs
     from stream.run.runner import ScanRunner
     from stream.sources.base import open_source
     from stream.sources.files import open_recording, recordings
@@ -57,7 +58,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                    detector=args.detector, first=args.first, last=args.last,
                    trajectory=trajectory)
     try:
-        scans = recordings(args.inputs, args.format, args.images)
+        scans = scan_jobs(recordings(args.inputs, args.format, args.images), options)
     except (OSError, ValueError) as exc:
         print(f"peakstream replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -66,6 +67,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"peakstream replay: the inputs are {len(scans)} scans; they need --output DIR",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.cluster:
+        from stream.cli.batch import replay_on_cluster
+
+        return replay_on_cluster(args, config, scans)
     single = out if out.suffix == ".h5" else None
     if target is not None:  # processed again whole into a new file beside it
         single = target.work_path
@@ -81,17 +86,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
     runner = ScanRunner(config, output_dir=None if single else out, output_file=single)
     if args.resume:  # points the file holds are kept, the others processed
         runner.resumer.resume_file = single
-    for inputs in scans:
+    for job in scans:
+        inputs, opts = job.inputs, job.options
         try:
             per_point = args.per_point or args.resume
-            blocks = None if per_point else open_blocks(inputs, config, **options)
+            blocks = None if per_point else open_blocks(inputs, config, **opts)
             if blocks is None:
-                recording = open_recording(inputs, **options)
+                recording = open_recording(inputs, **opts)
         except (OSError, ValueError) as exc:
             print(f"peakstream replay: {exc}", file=sys.stderr)
             runner.close()
             return EXIT_USAGE
-        name = Path((inputs or args.images)[0].split("::")[0]).name
+        name = job.name
         if blocks is not None:  # a sparse recording: label, properties, linker in blocks
             start, stream_blocks = blocks
             progress = ProgressLine(f"replay {name}", start.npoints, quiet=args.quiet)

@@ -9,10 +9,10 @@ import sys
 import time
 from typing import Any
 
+from stream.cli.codes import EXIT_FAILED, EXIT_OK
 from stream.config.schema import Config
 
 log = logging.getLogger("peakstream")
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def warm_up(config: Config, label: str, quiet: bool = False, verbose: bool = False) -> Any:

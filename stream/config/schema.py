@@ -56,20 +56,22 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # per-point nodes run in `count` workers (0: threads one per core, processes one per
     # core less one); the linker and the store stay in the main process
     "workers": {
-        "kind": "threads",  # inline | threads (kernels release the GIL) | processes
-        "count": 0,
+        "kind": "threads", "count": 0,  # inline | threads (kernels release the GIL) | processes
         "endpoint": "",  # processes: ROUTER endpoint ("" = an ipc:// path of our own)
         "queue": 0,  # points between receiver and collector (0: 2 per worker + 1, at least 5)
         "heartbeat": 0.5,  # s between worker heartbeats
         "heartbeat_timeout": 5.0,  # s of silence after which a worker's points go elsewhere
+        "keys": "",  # CurveZMQ key directory (`peakstream keys`): needed off loopback
     },
-    # criterion: a name or a list of names that must all hold (nodes/criteria.py).
+    "cluster": {"queue": "", "account": "", "cores": 1, "memory": "4GB",  # --cluster slurm
+                "walltime": "01:00:00", "jobs": 1, "job_extra": []},
+    # criterion: a name or a list of names that must all hold (nodes/link/criteria.py).
     # "fraction" 0.2 keeps ImageD11's links between blobs that truly overlap and splits
-    # spots that merely touch (a few shared pixels); any_pixel is ImageD11's own rule.
+    # spots that merely touch; any_pixel is ImageD11's own rule.
     # split "local_max": each clique is cut, as it closes, at its significant maxima in
     # 3D: a maximum whose highest saddle to a higher one is lower by at least
     # max(prominence * peak, prominence_sigma * sqrt(peak + saddle)) stays a clique of
-    # its own (nodes/link.py); "none" keeps every linked pair together (ImageD11).
+    # its own (nodes/link/linker.py); "none" keeps every linked pair together (ImageD11).
     "linker": {"criterion": "fraction", "fraction": 0.2, "distance": 3.0,
                "split": "local_max", "prominence": 0.1, "prominence_sigma": 3.0},
     # pattern: the file of each scan in `directory`, with the fields {scan_id},
@@ -80,8 +82,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # open, written with the same config, continues that file from its last checkpoint
     "output": {"directory": ".", "flush_interval": 1.0, "pattern": "{scan_id}.h5",
                "resume": True, "max_events": 100_000, "shared_directory": False},  # security.md
-    # replay: the trajectory of recordings that declare none ({}: derived from the motors)
-    "replay": {"trajectory": {}},
+    "replay": {"trajectory": {}},  # of recordings that declare none ({}: from the motors)
     # peakstream daemon: its log file ("" = DIRECTORY/peakstream.log), rotated at
     # log_max_bytes (0: never) keeping log_backups old files
     "daemon": {"log_file": "", "log_max_bytes": 10 << 20, "log_backups": 5},
@@ -96,8 +97,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # free port; another address than loopback is an explicit choice
     "web": {"port": -1, "address": "127.0.0.1", "allow_control": False},
 }
-GROUPS = ("source", "node", "linker", "output", "workers", "replay", "daemon", "control",
-          "live", "web")
+GROUPS = ("source", "node", "linker", "output", "workers", "cluster", "replay", "daemon",
+          "control", "live", "web")
 OVERRUN = ("block", "abort")
 WORKER_KINDS = ("inline", "threads", "processes")
 # The chain when a config names none: a global cut, 8-connected labels, moments.

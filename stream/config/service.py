@@ -10,6 +10,7 @@ from stream.config.base import PATTERN_FIELDS, SOURCE_KINDS, ConfigError
 from stream.config.sources import validate_ecosystem
 from stream.core.encoded import COMPRESSED
 from stream.core.messages import DTYPES
+from stream.wire.sockets import is_loopback
 
 
 def validate_source(source: dict[str, Any], origin: str) -> None:
@@ -62,12 +63,17 @@ def validate_source(source: dict[str, Any], origin: str) -> None:
 
 
 def validate_service(data: dict[str, Any], origin: str) -> None:
-    """[output] pattern, [daemon], [control], [live], [web]."""
+    """[output] pattern, [daemon], [control], [live], [web]; [workers] keys off loopback."""
     check_pattern(data["output"]["pattern"], f"{origin}: [output] pattern")
     d = data["daemon"]
     for key in ("log_max_bytes", "log_backups"):
         if d[key] < 0:
             raise ConfigError(f"{origin}: [daemon] {key} must be >= 0")
+    ep, keys = data["workers"]["endpoint"], data["workers"]["keys"]
+    if ep and not keys and not is_loopback(ep):
+        raise ConfigError(f"{origin}: [workers] endpoint {ep} is reachable from other hosts: "
+                          f"give [workers] keys = \"DIR\" (CurveZMQ keys made by `peakstream "
+                          f"keys DIR`) or a loopback address")
     for group in ("control", "live"):
         ep = data[group]["endpoint"]
         if ep and not ep.startswith(("tcp://", "ipc://", "inproc://")):

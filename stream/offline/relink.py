@@ -40,7 +40,6 @@ def relink(path: str | Path, output: str | Path, criterion: str | list[str] | No
            **settings: Any) -> dict[str, Any]:
     """Write `output`: `path` with its cliques made again under the new criteria
     (`settings`: other [linker] keys, e.g. split, prominence)."""
-    from nodes.link.linker import Linker, PeakBlock
 
     path, output = Path(path), Path(output)
     with h5py.File(path, "r", locking=False) as f:
@@ -63,6 +62,22 @@ def relink(path: str | Path, output: str | Path, criterion: str | list[str] | No
         counters = {k: int(v) for k, v in entry["process/counters"].attrs.items()}
         status, reason = str(entry.attrs["status"]), str(entry.attrs["reason"])
         trajectory = json.loads(entry["points"].attrs.get("trajectory", "{}"))
+    return write_linked(output, start, _read_text(path, "entry/process/start"), config, det,
+                        shape, itype, points, sparse, peaks, events, counters, status, reason,
+                        trajectory, note=f"cliques made again from {path.name}", source=path)
+
+
+def write_linked(output: Path, start: Start, start_json: str, config: Config, det: str,
+                 shape: tuple[int, int], itype: str, points: dict, sparse: dict, peaks: dict,
+                 events: dict, counters: dict[str, int], status: str, reason: str,
+                 trajectory: dict, note: str | None = None,
+                 source: Path | str = "the tables") -> dict[str, Any]:
+    """Write `output` from a scan's points, labelled sparse pixels, 2D peaks and events
+    (points 0..n-1 in order): overlaps and cliques made by the config's linker, as a
+    replay writes them. `note`: an event saying where the cliques came from."""
+    from nodes.link.linker import Linker, PeakBlock
+
+    path = Path(source)
     n = points["point_id"].shape[0]
     if not np.array_equal(points["point_id"], np.arange(n)):
         raise ValueError(f"{path}: the points table is not points 0..{n - 1} in order")
@@ -72,7 +87,7 @@ def relink(path: str | Path, output: str | Path, criterion: str | list[str] | No
     peak_columns = {k: str(v.dtype) for k, v in peaks.items()
                     if k not in ("point_id", "clique_id")}
     store = ScanStore.for_scan(output, scan, config, det, peak_columns=peak_columns or None,
-                               start_json=_read_text(path, "entry/process/start"),
+                               start_json=start_json,
                                trajectory=trajectory or None, flush_interval=1e9)
     rows = RowWriter(store, start.motors, start.counters)
     try:
@@ -105,8 +120,8 @@ def relink(path: str | Path, output: str | Path, criterion: str | list[str] | No
             first = last
         ncliques += rows.link_result(linker.finish())
         counters["cliques"] = ncliques
-        store.event("relink", f"cliques made again from {path.name} with "
-                              f"{linker.rule.describe()}")
+        if note:
+            store.event("relink", f"{note} with {linker.rule.describe()}")
     except Exception:
         store.close("fail", "relink failed", counters)
         raise

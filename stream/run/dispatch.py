@@ -28,6 +28,7 @@ from typing import Any
 import zmq
 
 from stream.config.schema import Config
+from stream.run.curve import need_keys, secure_server
 from stream.run.tasks import Params, bad_result, encode_scan, encode_task, header_of, pack
 from stream.run.workers import serve
 from stream.wire.sockets import bind
@@ -59,6 +60,9 @@ class WorkerState:
     pid: int
     thread: int
     seen: float
+    local: bool = True  # started by this dispatcher (not a `peakstream worker` elsewhere)
+    address: str = ""  # its IP address on a tcp:// endpoint
+    done: int = 0  # results it gave back
     credits: int = 0
     sent: float = 0.0  # when it was last given a task
     scan: int | None = None
@@ -70,7 +74,7 @@ class Dispatcher:
 
     def __init__(self, config: Config, kind: str, count: int, endpoint: str = "", *,
                  heartbeat: float = 0.5, timeout: float = 5.0, respawn: int | None = None,
-                 context: zmq.Context | None = None):
+                 context: zmq.Context | None = None, keys: str = ""):
         if kind not in ("threads", "processes"):
             raise ValueError(f"workers kind {kind!r}: threads or processes")
         self.kind, self.count = kind, count
@@ -80,7 +84,16 @@ class Dispatcher:
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.LINGER, 0)
-        self.endpoint, self._ipc = self._bind(endpoint)
+        need_keys(endpoint, keys)  # never bind a reachable address without CurveZMQ
+        self.keys = keys
+        self.auth = secure_server(self.router, self.ctx, keys) if keys else None
+        try:
+            self.endpoint, self._ipc = self._bind(endpoint)
+        except BaseException:
+            self.router.close(linger=0)
+            if self.auth is not None:
+                self.auth.stop()
+            raise
         self.sockets = (self.router,)  # readable when results (or heartbeats) came
         self.config_msg = pack({"type": "config", "text": config.text(),
                                 "base": str(config.base)})
@@ -135,7 +148,10 @@ class Dispatcher:
     def status(self) -> dict[str, Any]:
         return {"kind": self.kind, "workers": len(self.workers), "queued": len(self.queue),
                 "at_workers": sum(len(w.tasks) for w in self.workers.values()),
-                "reassigned": self.reassigned, "restarted": self.restarted}
+                "reassigned": self.reassigned, "restarted": self.restarted,
+                "remote": [{"address": w.address, "pid": w.pid, "done": w.done,
+                            "tasks": len(w.tasks)}
+                           for w in self.workers.values() if not w.local]}
 
     def close(self) -> None:
         stop = pack({"type": "stop"})
@@ -154,6 +170,8 @@ class Dispatcher:
                     child.kill()
                     child.wait()
         self.router.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
         if self._ipc is not None:
             Path(self._ipc).unlink(missing_ok=True)
 
@@ -173,7 +191,8 @@ class Dispatcher:
     def _spawn(self) -> None:
         if self.kind == "threads":
             child = threading.Thread(target=serve, args=(self.endpoint, self.ctx),
-                                     kwargs={"heartbeat": self.heartbeat}, daemon=True,
+                                     kwargs={"heartbeat": self.heartbeat,
+                                             "keys": self.keys or None}, daemon=True,
                                      name=f"worker-{len(self.children)}")
             child.start()
         else:
@@ -183,9 +202,10 @@ class Dispatcher:
                        "PYTHONPATH", "")) if p)}
             here = self.endpoint.replace("tcp://*:", "tcp://127.0.0.1:").replace(
                 "tcp://0.0.0.0:", "tcp://127.0.0.1:")  # bound on all interfaces
+            keys = ["--keys", self.keys] if self.keys else []
             child = subprocess.Popen([sys.executable, "-m", "stream.run.workers", here,
                                       "--heartbeat", str(self.heartbeat),
-                                      "--parent", str(os.getpid())], env=env)
+                                      "--parent", str(os.getpid()), *keys], env=env)
         self.children.append(child)
 
     def _read(self, timeout: float) -> None:
@@ -197,17 +217,22 @@ class Dispatcher:
                 identity, *parts = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self._message(identity.bytes, parts)
+            self._message(identity.bytes, parts, identity)
 
-    def _message(self, identity: bytes, parts: list) -> None:
+    def _message(self, identity: bytes, parts: list, frame: Any = None) -> None:
         header = header_of(parts)
         kind = header["type"]
         w = self.workers.get(identity)
         if kind == "hello":
             if w is not None:
                 self._lost(w, "registered again")
-            w = self.workers[identity] = WorkerState(identity, header["pid"], header["thread"],
-                                                     time.monotonic())
+            local = header.get("parent") == os.getpid() or (
+                self.kind == "threads" and header["pid"] == os.getpid())
+            w = self.workers[identity] = WorkerState(
+                identity, header["pid"], header["thread"], time.monotonic(), local,
+                _peer(frame))
+            if not local:
+                log.warning("remote worker pid %d from %s joined", w.pid, w.address or "?")
             self._send(identity, [self.config_msg])
             if self.scan is not None:
                 self._set_up(w, self.scan[0])
@@ -223,6 +248,7 @@ class Dispatcher:
             log.info("worker pid %d ready (%d credits)", w.pid, w.credits)
         elif kind == "result":
             w.credits += 1
+            w.done += 1
             w.tasks.discard(header["seq"])
         self._dispatch()
 
@@ -283,9 +309,9 @@ class Dispatcher:
             self.children.remove(child)
             pid = child.pid if isinstance(child, subprocess.Popen) else None
             ident = child.ident if isinstance(child, threading.Thread) else None
-            for w in [w for w in self.workers.values()
-                      if (pid is not None and w.pid == pid) or
-                         (ident is not None and w.thread == ident and w.pid == os.getpid())]:
+            for w in [w for w in self.workers.values() if w.local and (
+                      (pid is not None and w.pid == pid) or
+                         (ident is not None and w.thread == ident and w.pid == os.getpid()))]:
                 self._lost(w, f"its {'process' if pid else 'thread'} ended"
                               f"{f' (exit code {child.returncode})' if pid else ''}")
             if self.respawn > 0:
@@ -295,7 +321,7 @@ class Dispatcher:
         for w in [w for w in self.workers.values() if now - w.seen > self.timeout]:
             self._lost(w, f"no heartbeat for {now - w.seen:.1f} s")
             for child in self.children:  # a hung process of ours: end it, a new one starts
-                if isinstance(child, subprocess.Popen) and child.pid == w.pid:
+                if isinstance(child, subprocess.Popen) and child.pid == w.pid and w.local:
                     child.kill()
         if self.queue and not self.workers and not self.children:
             self._fail_queued("no worker is left (they ended and the restarts are used up)")
@@ -320,8 +346,8 @@ class Dispatcher:
                 back.append(seq)
         self.queue.extendleft(reversed(back))
         self.reassigned += len(back)
-        log.warning("worker pid %d lost (%s): %d point(s) handed to another worker", w.pid,
-                    why, len(back))
+        log.warning("worker pid %d%s lost (%s): %d point(s) handed to another worker", w.pid,
+                    "" if w.local else f" at {w.address or '?'}", why, len(back))
 
     def _fail_queued(self, why: str) -> None:
         while self.queue:
@@ -332,6 +358,14 @@ class Dispatcher:
 
 def _alive(child: Any) -> bool:
     return child.is_alive() if isinstance(child, threading.Thread) else child.poll() is None
+
+
+def _peer(frame: Any) -> str:
+    """The IP address a message came from (tcp:// only; "" otherwise)."""
+    try:
+        return frame.get("Peer-Address") if frame is not None else ""
+    except (zmq.ZMQError, AttributeError, OSError):
+        return ""
 
 
 def _buffer(part: Any) -> Any:

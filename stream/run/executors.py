@@ -13,6 +13,7 @@ All take the same numbered tasks and give back the same result messages
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from stream.config.schema import Config
@@ -37,8 +38,9 @@ def make_executor(config: Config) -> InlineExecutor | Dispatcher:
     w = config["workers"]
     if w["kind"] == "inline":
         return InlineExecutor(config)
+    keys = str(Path(config.base) / w["keys"]) if w["keys"] else ""
     return Dispatcher(config, w["kind"], w["count"] or default_count(w["kind"]),
-                      w["endpoint"],
+                      w["endpoint"], keys=keys,
                       heartbeat=w["heartbeat"], timeout=w["heartbeat_timeout"])
 
 

@@ -52,6 +52,7 @@ from stream.config.schema import Config
 from stream.core.item import Item, SparseFrame
 from stream.core.messages import FrameRef, MessageError, Start
 from stream.core.scan import Scan
+from stream.run.curve import secure_client
 from stream.run.pipeline import Pipeline, PointError
 from stream.run.preview import binned
 from stream.run.tasks import CREDITS, encode_result, header_of, pack
@@ -191,10 +192,12 @@ class Worker:
 
 
 def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float = 0.5,
-          orphan: float = 60.0, parent: int | None = None) -> None:
+          orphan: float = 60.0, parent: int | None = None, keys: str | None = None,
+          on_result: Any = None) -> None:
     """Be a worker of the dispatcher at `endpoint` until it says stop or goes silent.
 
-    The calling thread runs the chain; an I/O thread owns the DEALER socket.
+    The calling thread runs the chain; an I/O thread owns the DEALER socket (a
+    CurveZMQ client with the worker pair of the key directory `keys`, if given).
     """
     ctx = context or zmq.Context.instance()
     inner = f"inproc://peakstream-worker-{uuid.uuid4().hex}"
@@ -202,7 +205,7 @@ def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float
     chain.bind(inner)
     io = threading.Thread(target=_io_loop, name="worker-io", daemon=True,
                           args=(ctx, endpoint, inner, heartbeat, orphan, parent,
-                                threading.get_ident()))
+                                threading.get_ident(), keys))
     io.start()
     worker: Worker | None = None
     try:
@@ -218,6 +221,8 @@ def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float
                 out = worker.handle(parts)
                 if out is not None:
                     chain.send_multipart(out, copy=False)
+                    if on_result is not None:
+                        on_result()
     finally:  # also after an error of ours: the I/O thread must not answer for us
         if worker is not None:
             worker.close()
@@ -238,16 +243,18 @@ def _configure(h: dict, old: Worker | None) -> Worker:
 
 
 def _io_loop(ctx: zmq.Context, endpoint: str, inner: str, heartbeat: float, orphan: float,
-             parent: int | None, owner: int) -> None:
+             parent: int | None, owner: int, keys: str | None = None) -> None:
     """Forward dispatcher <-> chain and heartbeat. After a stop (the dispatcher's, or
     ours when the dispatcher is gone) wait for the chain's bye, so that it never
     blocks on a send nobody reads."""
     dealer = ctx.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
+    if keys:
+        secure_client(dealer, keys)
     dealer.connect(endpoint)
     chain = ctx.socket(zmq.PAIR)
     chain.connect(inner)
-    hello = pack({"type": "hello", "pid": os.getpid(), "thread": owner})
+    hello = pack({"type": "hello", "pid": os.getpid(), "thread": owner, "parent": parent or 0})
     beat = pack({"type": "heartbeat"})
     dealer.send(hello)
     heard = next_beat = time.monotonic()
@@ -302,11 +309,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--orphan", type=float, default=60.0,
                    help="s without a word from the dispatcher before giving up (default 60)")
     p.add_argument("--parent", type=int, help="stop when this process is gone")
+    p.add_argument("--keys", help="CurveZMQ key directory (worker pair, server public key)")
     args = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for `run`, which stops us
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     serve(args.endpoint, heartbeat=args.heartbeat,
-          orphan=math.inf if args.orphan <= 0 else args.orphan, parent=args.parent)
+          orphan=math.inf if args.orphan <= 0 else args.orphan, parent=args.parent,
+          keys=args.keys)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import zmq
 
 
@@ -18,3 +20,16 @@ def bind(sock: zmq.Socket, endpoint: str, error: str) -> str:
     except zmq.ZMQError as exc:
         sock.close(linger=0)
         raise OSError(f"{error.format(endpoint=endpoint)}: {exc}") from None
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for endpoints no other host can reach: ipc://, inproc://, tcp loopback."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    host = endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "*", an interface or a host name: other hosts may reach it
+        return False

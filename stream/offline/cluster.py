@@ -1,0 +1,255 @@
+"""Batch replay on dask.distributed: many scans as tasks on a cluster engine.
+
+`peakstream replay INPUTS --output DIR --cluster SPEC` runs one task per scan
+(`scanjob.run_job`) on a LocalCluster of processes (`local[:N]`), an existing
+scheduler (`tcp://HOST:8786`) or SLURM jobs started by dask-jobqueue (`slurm`).
+Each task writes its own scan file, the one a serial replay writes (the same
+`replay_scan`), through a partial file renamed when the scan has ended. A scan
+whose file exists with status success is skipped, so a rerun does only what is
+left; dask runs the task of a killed worker again elsewhere (`retries`), and
+that attempt replaces the killed one's partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stream.config.schema import Config
+from stream.offline.scanjob import ScanJob, output_path, run_job
+
+log = logging.getLogger(__name__)
+
+RETRIES = 2  # a task whose worker died runs again elsewhere, up to this many times
+# a chunk's own links are not kept (the merge links the whole scan), and a range of an
+# interlaced or grid scan is no scan of that kind: chunks are replayed as plain sweeps
+CHUNK_TRAJECTORY = {"kind": "sweep"}
+
+
+@dataclass
+class ClusterSpec:
+    """Where the tasks run: `local` (N processes), `scheduler` (address) or `slurm`."""
+
+    kind: str
+    workers: int = 0
+    address: str = ""
+    slurm: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_cluster(text: str, slurm: dict[str, Any] | None = None) -> ClusterSpec:
+    """`local`, `local:N`, `tcp://HOST:PORT` (a running dask scheduler) or `slurm`."""
+    if text == "local" or text.startswith("local:"):
+        n = text.partition(":")[2]
+        if n and (not n.isdigit() or int(n) < 1):
+            raise ValueError(f"--cluster {text}: local:N needs N >= 1 worker processes")
+        return ClusterSpec("local", int(n) if n else 0)
+    if text.startswith(("tcp://", "tls://")):
+        return ClusterSpec("scheduler", address=text)
+    if text == "slurm":
+        return ClusterSpec("slurm", slurm=dict(slurm or {}))
+    raise ValueError(f"--cluster {text!r}: local[:N], tcp://HOST:PORT (a dask scheduler) "
+                     f"or slurm")
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def open_client(spec: ClusterSpec | None) -> Iterator[Any]:
+    """A dask Client on the cluster the spec names (None for `spec` None: nothing to
+    run); the cluster is closed after."""
+    if spec is None:
+        yield None
+        return
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise ImportError("--cluster needs dask.distributed: pip install "
+                          "'peakstream[cluster]'") from None
+    if not log.isEnabledFor(logging.INFO):  # dask's own INFO lines only with -v
+        for name in ("distributed", "dask_jobqueue"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    if spec.kind == "scheduler":
+        with Client(spec.address, timeout="30s") as client:
+            yield client
+        return
+    if spec.kind == "local":
+        cluster = LocalCluster(n_workers=spec.workers or _cores(), threads_per_worker=1,
+                               processes=True, dashboard_address=":0",
+                               silence_logs=logging.WARNING)
+    else:
+        cluster = slurm_cluster(spec.slurm)
+        cluster.scale(jobs=int(spec.slurm.get("jobs") or 1))
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def slurm_cluster(opts: dict[str, Any]) -> Any:
+    """dask-jobqueue SLURM jobs of `cores` single-threaded worker processes each (not
+    submitted yet: `scale(jobs=N)` does that)."""
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise ImportError("--cluster slurm needs dask-jobqueue: pip install "
+                          "'peakstream[cluster]'") from None
+    cores = int(opts.get("cores") or 1)
+    cluster = SLURMCluster(
+        queue=opts.get("queue") or None, account=opts.get("account") or None,
+        cores=cores, processes=cores, memory=opts.get("memory") or "4GB",
+        walltime=opts.get("walltime") or "01:00:00",
+        job_extra_directives=list(opts.get("job_extra") or ()),
+        job_script_prologue=[f"export {k}=1" for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")],
+        scheduler_options={"dashboard_address": ":0"})
+    log.info("SLURM job script:\n%s", cluster.job_script())
+    return cluster
+
+
+def plan(jobs: list[ScanJob], config: Config, directory: str | Path) -> list[ScanJob]:
+    """Each job's scan_id, points and output file, from its start message (opened
+    here, not processed). Two scans that would write one file are a ValueError."""
+    from stream.core.messages import start_to_json
+    from stream.sources.files import open_recording
+
+    seen: dict[Path, str] = {}
+    for job in jobs:
+        start, points = open_recording(job.inputs, **job.options)
+        close = getattr(points, "close", None)
+        if close is not None:
+            close()
+        job.scan_id, job.npoints = start.scan_id, start.npoints
+        job.start_json = start_to_json(start)
+        job.path = output_path(directory, config["output"]["pattern"], start.scan_id,
+                               start.meta)
+        if job.path in seen:
+            raise ValueError(f"{seen[job.path]} and {job.name} would both write {job.path} "
+                             f"(scan_id {start.scan_id!r}); give them other scan ids")
+        seen[job.path] = job.name
+    return jobs
+
+
+def finished(path: Path | None) -> dict[str, Any] | None:
+    """The summary of `path` if it is a scan file that ended with status success."""
+    from stream.store.reader import summary
+
+    try:
+        s = summary(path) if path is not None and path.exists() else None
+    except (OSError, ValueError, KeyError):
+        return None
+    return s if s is not None and s["status"] == "success" else None
+
+
+def skipped(jobs: list[ScanJob]) -> dict[int, dict[str, Any]]:
+    """The jobs whose scan is finished already (by index): their files' summaries."""
+    out = {}
+    for i, job in enumerate(jobs):
+        s = finished(job.path)
+        if s is not None:
+            out[i] = {**s, "status": "skipped", "reason": "finished on an earlier run",
+                      "seconds": 0.0}
+    return out
+
+
+def run_batch(client: Any, jobs: list[ScanJob], config: Config, *, per_point: bool = False,
+              chunk: int = 0, say: Callable[[str], None] = print,
+              progress: Callable[..., None] | None = None) -> list[dict[str, Any]]:
+    """Every job not finished yet as a task (`client` may be None if all are), a scan
+    of more than `chunk` points (if > 0) as chunks and a merge; a line per scan (`say`),
+    `progress(points_done)` after each. One summary per job, in order."""
+    results = skipped(jobs)
+    for i in results:
+        say(f"{jobs[i].scan_id}: skipped, {jobs[i].path} is finished already")
+    todo = [i for i in range(len(jobs)) if i not in results]
+    if not todo:
+        return [results[i] for i in range(len(jobs))]
+    from dask.distributed import as_completed
+
+    futures = {}
+    for i in todo:
+        job, key = jobs[i], f"replay-{jobs[i].scan_id}-{os.getpid()}-{i}"
+        if chunk and (job.npoints or 0) > chunk and chunkable(job):
+            fut = submit_chunks(client, job, config, chunk, key)
+        else:
+            fut = client.submit(run_job, config.text(), str(config.base), job.inputs,
+                                job.options, str(job.path), per_point, pure=False,
+                                retries=RETRIES, key=key)
+        futures[fut] = i
+    done_points = 0
+    for fut in as_completed(list(futures)):
+        i = futures[fut]
+        job = jobs[i]
+        try:
+            r = fut.result()
+        except Exception as exc:  # the task raised, or its workers kept dying
+            r = {"file": str(job.path), "status": "fail", "reason": f"{type(exc).__name__}: "
+                 f"{exc}", "points": 0, "cliques": 0, "seconds": 0.0}
+        r.setdefault("scan_id", job.scan_id)
+        results[i] = r
+        done_points += r.get("points", 0)
+        say(f"{job.scan_id}: {r['status']}, {r.get('points', 0)} points, "
+            f"{r.get('cliques', 0)} cliques in {r.get('seconds', 0.0):.1f} s"
+            f"{' on ' + r['host'] if r.get('host') else ''}"
+            f"{' (' + r['reason'] + ')' if r.get('reason') else ''} -> {job.path}")
+        if progress is not None:
+            progress(done_points, force=True)
+    return [results[i] for i in range(len(jobs))]
+
+
+def chunkable(job: ScanJob) -> bool:
+    """Chunks are frame ranges (--first/--last): not for a range given already, nor for
+    file series, whose --first/--last are file numbers."""
+    from stream.sources.files import detect_format
+
+    if job.options.get("first") is not None or job.options.get("last") is not None:
+        return False
+    fmt = job.options.get("format") or "auto"
+    return (fmt if fmt != "auto" else detect_format((job.inputs or ["x::"])[0])) != "fabio"
+
+
+def submit_chunks(client: Any, job: ScanJob, config: Config, size: int, key: str) -> Any:
+    """The chunk tasks of a long scan (a chunk finished on an earlier run is kept) and
+    the merge task that links them into the scan's file; the merge's future."""
+    from stream.offline.chunks import chunk_path, chunk_ranges, merge_chunks
+
+    ranges = chunk_ranges(job.npoints or 0, size)
+    parts = []
+    for k, (a, b) in enumerate(ranges):
+        path = chunk_path(job.path, k)
+        done = finished(path)
+        parts.append({**done, "file": str(path), "seconds": 0.0} if done else client.submit(
+            run_job, config.text(), str(config.base), job.inputs,
+            {**job.options, "first": a, "last": b, "trajectory": CHUNK_TRAJECTORY}, str(path),
+            True, pure=False,
+            retries=RETRIES, key=f"{key}-chunk{k}"))
+    return client.submit(merge_chunks, parts, [a for a, _ in ranges], job.start_json,
+                         config.text(), str(config.base), str(job.path), pure=False,
+                         retries=RETRIES, key=f"{key}-merge")
+
+
+def format_table(results: list[dict[str, Any]], seconds: float) -> str:
+    """The summary table: scan, points, cliques, status, time; and the totals."""
+    width = max([4, *(len(r["scan_id"]) for r in results)])
+    lines = [f"{'scan':<{width}}  {'points':>8}  {'cliques':>8}  {'status':<8}  {'time':>8}"]
+    for r in results:
+        lines.append(f"{r['scan_id']:<{width}}  {r.get('points', 0):>8}  "
+                     f"{r.get('cliques', 0):>8}  {r['status']:<8}  "
+                     f"{r.get('seconds', 0.0):>7.1f}s")
+    now = [r for r in results if r["status"] != "skipped"]
+    points = sum(r.get("points", 0) for r in now)
+    lines.append(f"{len(results)} scan(s), {len(results) - len(now)} skipped (finished "
+                 f"before); {len(now)} processed now: {points} points in {seconds:.1f} s "
+                 f"({points / max(seconds, 1e-9):.0f} points/s)")
+    return "\n".join(lines)
+
+
+def exit_status(results: list[dict[str, Any]]) -> bool:
+    """True if every scan is finished (now or on an earlier run)."""
+    return all(r["status"] in ("success", "skipped") for r in results)

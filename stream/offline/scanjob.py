@@ -1,0 +1,165 @@
+"""One recorded scan into one output file: the unit of work of a batch replay.
+
+`replay_scan` is what `peakstream replay` does for each scan (block replay of a
+sparse recording, otherwise every point through the runner and the wire
+encoding), on its own runner, so a scan can run anywhere: in this process, or
+as a dask task on another host (stream/offline/cluster.py). `scan_jobs` turns
+the command's INPUTs into scans, one Bliss master file into one job per scan
+entry (/1.1, /2.1, ...), and `output_path` names each scan's file without the
+namer's "-1" suffixes, so that a rerun finds the files of the scans it finished.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stream.config.schema import Config
+from stream.store.naming import safe_name
+
+BLISS_SCAN = re.compile(r"\d+\.\d+")
+STABLE_FIELDS = {"scan_id", "sample"}
+
+
+@dataclass
+class ScanJob:
+    """A recorded scan to replay: its inputs and the open_recording options for it."""
+
+    name: str
+    inputs: list[str]
+    options: dict[str, Any] = field(default_factory=dict)
+    scan_id: str = ""
+    npoints: int | None = None
+    path: Path | None = None
+    start_json: str = ""  # the start message as a serial replay stores it
+
+
+def scan_jobs(groups: list[list[str]], options: dict[str, Any]) -> list[ScanJob]:
+    """One job per recorded scan. A relative --images path (`measurement/eiger`) with
+    HDF5 inputs makes one scan per entry of each file that holds it (a Bliss master
+    file: /1.1, /2.1, ...), named FILESTEM_ENTRY unless --scan-id is given."""
+    images = list(options.get("images") or ())
+    relative = [p for p in images if "::" not in p and not p.startswith("/")]
+    if not relative:
+        return [ScanJob(_name(inputs, images), inputs, dict(options)) for inputs in groups]
+    if len(relative) != len(images) or len(relative) != 1:
+        raise ValueError("a relative --images path (one scan per entry of a Bliss master "
+                         "file) is given alone, e.g. --images measurement/eiger")
+    jobs = []
+    for inputs in groups:
+        for path in inputs:
+            for entry in bliss_entries(path, relative[0]):
+                opts = dict(options, images=[f"{path}::/{entry}/{relative[0]}"])
+                stem = Path(path).stem
+                opts["scan_id"] = options.get("scan_id") or f"{stem}_{entry}"
+                jobs.append(ScanJob(f"{Path(path).name}::/{entry}", [], opts))
+    if not jobs:
+        raise ValueError(f"no scan entry of {', '.join(x for g in groups for x in g)} holds "
+                         f"{relative[0]}")
+    return jobs
+
+
+def bliss_entries(path: str, rel: str) -> list[str]:
+    """The scan entries (N.M, in numeric order) of an HDF5 file that hold `rel`."""
+    from stream.sources.files.hdf5 import open_file
+
+    with open_file(path) as f:
+        names = [k for k in f if BLISS_SCAN.fullmatch(k) and rel in f[k]]
+    return sorted(names, key=lambda k: tuple(int(x) for x in k.split(".")))
+
+
+def _name(inputs: list[str], images: list[str]) -> str:
+    return Path((inputs or images)[0].split("::")[0]).name
+
+
+def output_path(directory: str | Path, pattern: str, scan_id: str,
+                meta: dict[str, Any] | None = None) -> Path:
+    """The file of a scan under [output] pattern, the same on every run (so only
+    {scan_id} and {sample}: a number or a time would name a new file each time)."""
+    fields = {f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None}
+    if fields - STABLE_FIELDS:
+        raise ValueError(f"[output] pattern {pattern!r}: a batch on a cluster names files "
+                         f"by {{scan_id}} and {{sample}} only, so that a rerun finds them "
+                         f"(not {', '.join(sorted(fields - STABLE_FIELDS))})")
+    return Path(directory) / pattern.format(scan_id=safe_name(scan_id),
+                                            sample=safe_name((meta or {}).get("sample")))
+
+
+def partial_path(path: Path) -> Path:
+    """Where a scan is written until it has ended: a killed task never leaves a
+    half-written file under the final name."""
+    return path.with_name(f".{path.name}.partial")
+
+
+def replay_scan(config: Config, inputs: list[str], options: dict[str, Any], path: str | Path,
+                *, per_point: bool = False,
+                progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Replay one recorded scan into `path` as `peakstream replay` does; the summary
+    (status, reason, counters). A recording that cannot be opened is OSError/ValueError."""
+    from stream.offline.batch import open_blocks, replay_blocks
+    from stream.run.runner import ScanRunner
+    from stream.sources.base import open_source
+    from stream.sources.files import open_recording
+
+    blocks = None if per_point else open_blocks(inputs, config, **options)
+    if blocks is not None:
+        start, stream_blocks = blocks
+        try:
+            return replay_blocks(config, start, stream_blocks, path, progress)
+        except (OSError, ValueError) as exc:  # the file is closed with status fail
+            return {"scan_id": start.scan_id, "status": "fail", "reason": str(exc),
+                    "file": str(path)}
+    recording = open_recording(inputs, **options)
+    runner = ScanRunner(config, output_file=path)
+    try:
+        with open_source(config, recording, _name(inputs, options.get("images") or [])) \
+                as source:
+            while not source.done:  # through the wire encoding, as a live scan
+                for parts in source.receive(0.0):
+                    runner.handle(parts)
+                if progress is not None:
+                    progress(source.points)
+    finally:
+        runner.close()
+    scan_id = recording[0].scan_id
+    if not runner.results:
+        return {"scan_id": scan_id, "status": "fail", "file": str(path),
+                "reason": runner.last_error or "the scan did not start"}
+    return runner.results[-1]
+
+
+def run_job(config_text: str, config_base: str, inputs: list[str], options: dict[str, Any],
+            path: str, per_point: bool = False) -> dict[str, Any]:
+    """A dask task: replay one scan into `path` through a partial file, renamed when the
+    scan has ended (whatever its status). A partial file of an earlier, killed attempt
+    is replaced. Returns the file's summary and the wall time."""
+    from stream.store.checkpoint import journal_path
+    from stream.store.reader import summary
+
+    t0 = time.monotonic()
+    config = Config.from_text(config_text, "<batch config>", config_base)
+    final = Path(path)
+    part = partial_path(final)
+    for stale in (part, journal_path(part), Path(f"{journal_path(part)}.tmp")):
+        stale.unlink(missing_ok=True)  # an earlier attempt's, killed with its worker
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        result = replay_scan(config, inputs, options, part, per_point=per_point)
+    except (OSError, ValueError) as exc:
+        part.unlink(missing_ok=True)
+        return {"file": str(final), "status": "fail", "reason": str(exc), "points": 0,
+                "cliques": 0, "seconds": time.monotonic() - t0, "host": os.uname().nodename}
+    if not part.exists():
+        return {"file": str(final), "status": "fail", "points": 0, "cliques": 0,
+                "reason": result.get("reason", "no file written"),
+                "seconds": time.monotonic() - t0, "host": os.uname().nodename}
+    os.replace(part, final)
+    out = summary(final)
+    out.update(file=str(final), seconds=time.monotonic() - t0, host=os.uname().nodename)
+    return out

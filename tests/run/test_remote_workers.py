@@ -1,0 +1,157 @@
+"""Live workers on another host: CurveZMQ over TCP, a worker host of its own (a network
+namespace), a remote worker killed mid-scan loses nothing, and reachable endpoints
+without keys are refused."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from stream.cli.main import main
+from stream.config.base import ConfigError
+from stream.config.schema import Config
+from stream.core.messages import End
+from stream.run.curve import make_keys, need_keys, secure_client
+from stream.run.dispatch import Dispatcher
+from stream.run.runner import ScanRunner
+from stream.sources.simulate import Simulation
+from stream.sources.simulate.config import SimConfig
+from stream.wire.codec import encode
+from stream.wire.sockets import is_loopback
+from tests.support.daemon import wait_until
+from tests.support.flow import assert_same_tables, tables
+from tests.support.netns import hosts  # noqa: F401  (the fixture)
+from tests.support.paths import CONFIGS
+
+SIM = SimConfig(npoints=240, shape=(128, 160), spots=20, seed=5)
+
+
+def inline_reference(path: Path, scan_id: str) -> dict:
+    sim = Simulation(SIM)
+    runner = ScanRunner(Config.load(CONFIGS / "simulated.toml"), output_file=path)
+    runner.handle(encode(sim.start(scan_id)))
+    for i in range(SIM.npoints):
+        runner.handle(encode(sim.point(i, scan_id)))
+    runner.handle(encode(End(scan_id, "success", SIM.npoints)))
+    runner.close()
+    return tables(path)
+
+
+def remote_config(tmp_path: Path, endpoint: str, keys: Path | None) -> Path:
+    path = tmp_path / "remote.toml"
+    path.write_text((CONFIGS / "simulated.toml").read_text()
+                    + f'\n[workers]\nkind = "processes"\ncount = 1\nendpoint = "{endpoint}"\n'
+                    + ("" if keys is None else f'keys = "{keys}"\n')
+                    + "heartbeat_timeout = 2.0\n")
+    return path
+
+
+def points_done(log: Path) -> int:
+    found = re.findall(r"worker: (\d+) points", log.read_text())
+    return int(found[-1]) if found else 0
+
+
+@pytest.mark.system
+def test_a_remote_worker_killed_mid_scan_loses_no_point(tmp_path, hosts):  # noqa: F811
+    keys = tmp_path / "keys"
+    make_keys(keys)
+    endpoint = f"tcp://{hosts.processor_ip}:7100"
+    config = remote_config(tmp_path, endpoint, keys)
+    out = tmp_path / "out"
+    run = hosts.popen(hosts.processor, ["run", str(config), "--listen", "tcp://127.0.0.1:5555",
+                                        "--output", str(out), "--scans", "1"],
+                      tmp_path / "run.log")
+    worker_log = tmp_path / "worker.log"
+    worker = hosts.popen(hosts.worker, ["worker", "--connect", endpoint, "--keys", str(keys),
+                                        "--progress-interval", "0.2"], worker_log)
+    sender = None
+    try:
+        wait_until(lambda: f"from {hosts.worker_ip} joined" in (tmp_path / "run.log")
+                   .read_text() or run.poll() is not None, 300)
+        assert run.poll() is None, (tmp_path / "run.log").read_text()
+        sender = hosts.popen(hosts.processor, [
+            "simulate", "--quiet", "--send", "tcp://127.0.0.1:5555", "--points",
+            str(SIM.npoints), "--shape", *map(str, SIM.shape), "--spots", str(SIM.spots),
+            "--seed", str(SIM.seed), "--scan-id", "netns", "--rate", "30",
+            "--encoding", "bslz4"], tmp_path / "sender.log")
+        wait_until(lambda: points_done(worker_log) >= 10 or worker.poll() is not None, 600)
+        worker.kill()  # SIGKILL on the worker host, mid-scan
+        worker.wait()
+        done_remote = points_done(worker_log)
+        assert sender.wait(600) == 0, (tmp_path / "sender.log").read_text()
+        assert run.wait(600) == 0, (tmp_path / "run.log").read_text()
+    finally:
+        for p in (run, worker, sender):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    text = (tmp_path / "run.log").read_text()
+    assert re.search(rf"worker pid \d+ at {re.escape(hosts.worker_ip)} lost", text), text
+    assert 10 <= done_remote < SIM.npoints
+    got = tables(out / "netns.h5")
+    assert len(got["points"]["point_id"]) == SIM.npoints
+    assert (got["points"]["status"] == 0).all()  # every point ok: none missing, none bad
+    assert_same_tables(inline_reference(tmp_path / "inline.h5", "netns"), got)
+
+
+def test_reachable_endpoints_need_keys(tmp_path, capsys):
+    assert is_loopback("tcp://127.0.0.1:7100") and is_loopback("tcp://[::1]:7100")
+    assert is_loopback("ipc:///tmp/x") and is_loopback("tcp://localhost:1")
+    assert not is_loopback("tcp://0.0.0.0:7100") and not is_loopback("tcp://*:7100")
+    assert not is_loopback("tcp://10.0.0.1:7100") and not is_loopback("tcp://host:7100")
+    with pytest.raises(ValueError, match="CurveZMQ"):
+        need_keys("tcp://0.0.0.0:7100", None)
+    with pytest.raises(ConfigError, match="keys"):
+        Config.load(remote_config(tmp_path, "tcp://0.0.0.0:0", None))
+    with pytest.raises(ValueError, match="CurveZMQ"):
+        Dispatcher(Config.load(CONFIGS / "simulated.toml"), "processes", 1, "tcp://*:0")
+    assert main(["run", str(remote_config(tmp_path, "tcp://0.0.0.0:0", None)),
+                 "--listen", "tcp://127.0.0.1:0"]) == 2
+    assert main(["worker", "--connect", "tcp://192.0.2.1:7100"]) == 2
+    assert "needs CurveZMQ keys" in capsys.readouterr().err
+    keys = tmp_path / "keys"
+    assert main(["keys", str(keys)]) == 0
+    assert sorted(p.name for p in keys.iterdir()) == ["server.key", "server.key_secret",
+                                                      "worker.key", "worker.key_secret"]
+    assert (keys / "worker.key_secret").stat().st_mode & 0o077 == 0
+    assert main(["keys", str(keys)]) == 2  # never overwrites a pair
+    assert main(["keys", str(keys), "--name", "beamline2"]) == 0
+    assert (keys / "beamline2.key").exists()
+
+
+def test_only_workers_with_an_admitted_key_get_through(tmp_path):
+    """A CURVE client whose key is not in the directory never reaches the ROUTER; one
+    whose key is, does."""
+    keys, other = tmp_path / "keys", tmp_path / "other"
+    make_keys(keys)
+    make_keys(other, "stranger")
+    (other / "server.key").unlink()
+    (other / "server.key").write_bytes((keys / "server.key").read_bytes())
+    d = Dispatcher(Config.load(CONFIGS / "simulated.toml"), "threads", 1,
+                   "tcp://127.0.0.1:0", keys=str(keys))
+    ctx = zmq.Context.instance()
+    try:
+        wait_until(lambda: d.collect(0.05) == [] and d.status()["workers"] == 1, 120)
+        for directory, name, admitted in ((other, "stranger", False), (keys, "worker", True)):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            secure_client(s, directory, name)
+            mon = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED
+                                       | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+            s.connect(d.endpoint)
+            event = recv_monitor_message(mon)["event"]
+            assert (event == zmq.EVENT_HANDSHAKE_SUCCEEDED) is admitted, (name, event)
+            s.disable_monitor()
+            mon.close(linger=0)
+            s.close(linger=0)
+    finally:
+        d.close()
+
+
+def test_keys_are_checked_before_the_worker_starts(tmp_path):
+    assert main(["worker", "--connect", "tcp://192.0.2.1:7100", "--keys",
+                 str(tmp_path / "none")]) == 2
