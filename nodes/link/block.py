@@ -93,10 +93,18 @@ class BlockLinker:
                 v = block.motors.get(m)
                 values[m] = (np.asarray(v, np.float64)[per_peak] if v is not None else
                              np.full(per_peak.shape[0], np.nan))
+            factors = self._cols.factors(values)
             self._forest.append(offset, block.first + per_peak, point_close[per_peak],
                                 [block.peaks[name] for name in ACC],
                                 (block.first + per_peak).astype(np.float64),
-                                self._cols.factors(values), peak_h if self._split else None)
+                                factors, peak_h if self._split else None)
+            if self._separate:
+                if block.intensity is None and block.row.shape[0]:
+                    raise ValueError("linker: split pixels needs the pixels' intensities "
+                                     "(PeakBlock.intensity)")
+                self._pool.append(offset, block.first + per_peak, factors, block.nnz,
+                                  block.npeaks, block.row, block.col, block.label,
+                                  block.intensity)
             self._npeaks += int(peak_ptr[-1])
             frames = self._frames(block, points, runs, run_ptr, ints, int_ptr, npx, peak_key,
                                   peak_h, peak_ptr, point_close, offset)

@@ -59,11 +59,12 @@ from nodes.link.frontier import (
     joined_frames,
     plain,
 )
+from nodes.link.separate import PixelPool, Separator
 from stream.core.item import SparseFrame
 from stream.core.scan import Scan
 
 _NEVER = np.iinfo(np.int64).max
-SPLITS = ("none", "local_max")
+SPLITS = ("none", "local_max", "pixels")
 
 __all__ = ["CRITERIA", "SPLITS", "FrontierFrame", "Linker", "LinkResult", "PeakBlock"]
 
@@ -95,7 +96,10 @@ class Linker(BlockLinker):
         self.trajectory = scan.trajectory
         self._cols = CliqueColumns(list(scan.start.motors),
                                    getattr(scan.trajectory, "period", None) or {})
-        self._split = self.split != "none"
+        self._split = self.split == "local_max"
+        self._separate = self.split == "pixels"
+        self._pool = PixelPool(self._cols.nacc - len(ACC) - 1)
+        self.separator = Separator()
         names = self.rule.names  # link_frames' criteria (< 0: not used)
         self._fraction = self.rule.fraction if "fraction" in names else -1.0
         self._distance = self.rule.distance if "distance" in names else -1.0
@@ -195,6 +199,12 @@ class Linker(BlockLinker):
             if npeaks:
                 overlaps = self._add_frame(point_id, runs, ints, npx, peak_key, peak_h, peaks,
                                            motors, offset)
+                if self._separate:
+                    self._pool.append(
+                        offset, np.full(npeaks, point_id), np.repeat(
+                            self._cols.point_factors(motors), npeaks, axis=0),
+                        np.array([sparse.nnz]), np.array([npeaks]), sparse.row, sparse.col,
+                        sparse.label, sparse.intensity)
         self._next_point = point_id + 1
         self._drop_frontier(point_id)
         cliques, members = self._emit(point_id, True)
@@ -305,7 +315,8 @@ class Linker(BlockLinker):
                 "next_point": self._next_point, "npeaks": self._npeaks,
                 "nclosed": self._nclosed, "finished": self._finished,
                 "shape0": int(shape[0]), "shape1": int(shape[1]),
-                "frontier": frontier_state(self._frontier), "forest": self._forest.state()}
+                "frontier": frontier_state(self._frontier), "forest": self._forest.state(),
+                "pixels": self._pool.state()}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from `state()`: call after `setup(scan)` on a linker built with the
@@ -346,6 +357,7 @@ class Linker(BlockLinker):
         if self._frontier and shape[0] < 0:
             raise ValueError("linker state: frontier frames without a frame shape")
         self._forest = forest
+        self._pool = PixelPool.from_state(state["pixels"])
         self._shape = None if shape[0] < 0 else shape
         self._next_point = int(state["next_point"])
         self._npeaks = int(state["npeaks"])
@@ -375,9 +387,12 @@ class Linker(BlockLinker):
 
     def _emit(self, step: int, by_close_at: bool):
         """The cliques that close by `step` (kernels.unionfind.close_step), as tables."""
-        cliques, members = self._cols.tables(self._forest.close(
-            step, by_close_at, self._cols.table_cols,
-            (self.prominence, self.prominence_sigma) if self._split else None), self._nclosed)
+        closed = self._forest.close(step, by_close_at, self._cols.table_cols,
+                                    (self.prominence, self.prominence_sigma) if self._split
+                                    else None)
+        if self._separate:
+            closed = self.separator.apply(closed, self._pool, self._cols.table_cols)
+        cliques, members = self._cols.tables(closed, self._nclosed)
         self._nclosed += cliques["clique_id"].shape[0]
         return cliques, members
 
