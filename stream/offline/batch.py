@@ -243,13 +243,7 @@ def _write_points(store: ScanStore, block: SparseBlock, start: Start,
 
 def _write_link(store: ScanStore, result: Any, counters: Counter) -> None:
     """The same rows as Collector._write_link."""
-    if len(result.overlaps["peak_a"]):
-        store.overlaps.append(result.overlaps)
-    if len(result.cliques["clique_id"]):
-        store.cliques.append(result.cliques)
-        store.peaks.assign("clique_id", result.members["peak_id"],
-                           result.members["clique_id"])
-        counters["cliques"] += len(result.cliques["clique_id"])
+    counters["cliques"] += store.add_link(result)
 
 
 def _now() -> float:

@@ -157,11 +157,4 @@ def _copy_rows(store: ScanStore, points, sparse, peaks, events) -> None:
 
 
 def _write_link(store: ScanStore, result: Any) -> int:
-    if len(result.overlaps["peak_a"]):
-        store.overlaps.append(result.overlaps)
-    nc = len(result.cliques["clique_id"])
-    if nc:
-        store.cliques.append(result.cliques)
-        store.peaks.assign("clique_id", result.members["peak_id"],
-                           result.members["clique_id"])
-    return nc
+    return store.add_link(result)

@@ -371,10 +371,4 @@ class Collector:
             self.store.peaks.append(rows)
 
     def _write_link(self, result: Any) -> None:
-        if len(result.overlaps.get("peak_a", ())):
-            self.store.overlaps.append(result.overlaps)
-        if len(result.cliques.get("clique_id", ())):
-            self.store.cliques.append(result.cliques)
-            self.store.peaks.assign("clique_id", result.members["peak_id"],
-                                    result.members["clique_id"])
-            self.counters["cliques"] += len(result.cliques["clique_id"])
+        self.counters["cliques"] += self.store.add_link(result)
