@@ -75,8 +75,9 @@ def _smooth(vol, sz, sr, sc):
 
 
 @numba.njit(nogil=True, cache=True)
-def _seeds(z, r, c, inten, lo, pad, sz, sr, sc, seed_fraction, max_voxels):
-    """Seed positions (k, 3) from LoG maxima at occupied voxels, strongest first."""
+def _box(z, r, c, values, lo, pad, max_voxels):
+    """The dense box (padded) of the pixels' values, and which voxels hold a pixel;
+    empty arrays when the box is larger than max_voxels."""
     n = z.shape[0]
     hi = np.zeros(3, np.int64)
     for p in range(n):
@@ -85,13 +86,20 @@ def _seeds(z, r, c, inten, lo, pad, sz, sr, sc, seed_fraction, max_voxels):
         hi[2] = max(hi[2], c[p] - lo[2])
     nz, nr, nc = hi[0] + 1 + 2 * pad[0], hi[1] + 1 + 2 * pad[1], hi[2] + 1 + 2 * pad[2]
     if nz * nr * nc > max_voxels:
-        return np.empty((0, 3), np.float64), np.empty(0, np.float64)
+        return np.zeros((0, 0, 0), np.float64), np.zeros((0, 0, 0), np.bool_)
     vol = np.zeros((nz, nr, nc), np.float64)
     occ = np.zeros((nz, nr, nc), np.bool_)
     for p in range(n):
         i, j, k = z[p] - lo[0] + pad[0], r[p] - lo[1] + pad[1], c[p] - lo[2] + pad[2]
-        vol[i, j, k] += inten[p]
+        vol[i, j, k] += values[p]
         occ[i, j, k] = True
+    return vol, occ
+
+
+@numba.njit(nogil=True, cache=True)
+def _seeds(vol, occ, lo, pad, sz, sr, sc, seed_fraction):
+    """Seed positions (k, 3) from LoG maxima at occupied voxels, strongest first."""
+    nz, nr, nc = vol.shape
     sm = _smooth(vol, sz, sr, sc)
     wz, wr, wc = sz * sz + 1.0, sr * sr + 1.0, sc * sc + 1.0
     blob = np.full((nz, nr, nc), -np.inf)
@@ -106,7 +114,6 @@ def _seeds(z, r, c, inten, lo, pad, sz, sr, sc, seed_fraction, max_voxels):
                 blob[i, j, k] = d
                 if occ[i, j, k] and d > top:
                     top = d
-    # a one-frame clique (nz = 1 + 2 pad) has no z curvature: still fine
     pos = np.empty((KMAX * 4, 3), np.float64)
     val = np.empty(KMAX * 4, np.float64)
     m = 0
@@ -149,30 +156,44 @@ def _seeds(z, r, c, inten, lo, pad, sz, sr, sc, seed_fraction, max_voxels):
 
 
 @numba.njit(nogil=True, cache=True)
-def _em(x, w, mu, var, pi, resp):
-    """Intensity-weighted EM of a diagonal Gaussian mixture; resp (n, K) filled."""
+def _estep(x, w, mu, var, pi, resp, dens):
+    """Responsibilities and mixture density per pixel; returns sum_p w_p log dens_p."""
     n, K = x.shape[0], mu.shape[0]
     logp = np.empty(K, np.float64)
+    norm = -1.5 * np.log(2 * np.pi)
+    ll = 0.0
+    for p in range(n):
+        best = -np.inf
+        for k in range(K):
+            q = np.log(pi[k])
+            for a in range(3):
+                d = x[p, a] - mu[k, a]
+                q -= 0.5 * (d * d / var[k, a] + np.log(var[k, a]))
+            logp[k] = q
+            best = max(best, q)
+        tot = 0.0
+        for k in range(K):
+            logp[k] = np.exp(logp[k] - best)
+            tot += logp[k]
+        for k in range(K):
+            resp[p, k] = logp[k] / tot
+        dens[p] = np.exp(best + norm) * tot
+        ll += w[p] * (best + norm + np.log(tot))
+    return ll
+
+
+@numba.njit(nogil=True, cache=True)
+def _em(x, w, mu, var, pi, resp, dens):
+    """Intensity-weighted EM of a diagonal Gaussian mixture (until the means and
+    variances move less than 1e-5): resp (n, K) and the mixture density at each
+    pixel (dens) of the final parameters; returns sum_p w_p log dens_p."""
+    n, K = x.shape[0], mu.shape[0]
+    wsum = 0.0
+    for p in range(n):
+        wsum += w[p]
     for _ in range(_EM_ITER):
-        for p in range(n):  # E step
-            best = -np.inf
-            for k in range(K):
-                q = np.log(pi[k])
-                for a in range(3):
-                    d = x[p, a] - mu[k, a]
-                    q -= 0.5 * (d * d / var[k, a] + np.log(var[k, a]))
-                logp[k] = q
-                best = max(best, q)
-            tot = 0.0
-            for k in range(K):
-                logp[k] = np.exp(logp[k] - best)
-                tot += logp[k]
-            for k in range(K):
-                resp[p, k] = logp[k] / tot
+        _estep(x, w, mu, var, pi, resp, dens)
         shift = 0.0
-        wsum = 0.0
-        for p in range(n):
-            wsum += w[p]
         for k in range(K):  # M step
             s0 = 0.0
             s1 = np.zeros(3)
@@ -196,38 +217,30 @@ def _em(x, w, mu, var, pi, resp):
                     d = x[p, a] - mu[k, a]
                     s2[a] += q * d * d
             for a in range(3):
-                var[k, a] = max(s2[a] / s0, _VAR_FLOOR)
+                v_new = max(s2[a] / s0, _VAR_FLOOR)
+                shift = max(shift, abs(v_new - var[k, a]))
+                var[k, a] = v_new
         if shift < 1e-5:
             break
+    return _estep(x, w, mu, var, pi, resp, dens)
 
 
 @numba.njit(nogil=True, cache=True)
-def separate_one(z, r, c, inten, sz, sr, sc, seed_fraction, merge_distance, min_share,
-                 max_voxels):
-    """Components (K) and the responsibilities (n, K) of one clique's pixels; K = 1
-    (all ones) when it holds one spot."""
-    n = z.shape[0]
-    lo = np.array([z.min(), r.min(), c.min()], np.int64)
-    pad = np.array([int(np.ceil(3 * sz)) + 1, int(np.ceil(3 * sr)) + 1,
-                    int(np.ceil(3 * sc)) + 1], np.int64)
-    seeds, _ = _seeds(z, r, c, inten, lo, pad, sz, sr, sc, seed_fraction, max_voxels)
-    K = min(seeds.shape[0], KMAX)
-    if K < 2:
-        return 1, np.ones((n, 1), np.float64)
-    x = np.empty((n, 3), np.float64)
-    w = np.empty(n, np.float64)
-    for p in range(n):
-        x[p, 0], x[p, 1], x[p, 2] = z[p], r[p], c[p]
-        w[p] = max(np.float64(inten[p]), 0.0)
-    mu = seeds[:K].copy()
+def _fit(x, w, mu0, merge_distance, min_share):
+    """EM from the centres mu0, dropping (and fitting again without) the weakest of
+    a pair closer than merge_distance or a component under min_share.
+    Returns (mu, var, pi, resp, dens, ll)."""
+    n = x.shape[0]
+    mu = mu0.copy()
     while True:
+        K = mu.shape[0]
         var = np.empty((K, 3), np.float64)
         for k in range(K):
             var[k, 0], var[k, 1], var[k, 2] = 1.0, 2.25, 2.25
         pi = np.full(K, 1.0 / K)
         resp = np.empty((n, K), np.float64)
-        _em(x, w, mu, var, pi, resp)
-        # the weakest of a pair too close, or a component with too little, goes
+        dens = np.empty(n, np.float64)
+        ll = _em(x, w, mu, var, pi, resp, dens)
         drop = -1
         for k in range(K):
             if pi[k] < min_share and (drop < 0 or pi[k] < pi[drop]):
@@ -243,14 +256,11 @@ def separate_one(z, r, c, inten, sz, sr, sc, seed_fraction, merge_distance, min_
                     if d2 < best:
                         best = d2
                         drop = a if pi[a] < pi[b] else b
-        if drop < 0:
-            return K, resp
-        K -= 1
-        if K < 2:
-            return 1, np.ones((n, 1), np.float64)
-        keep = np.empty((K, 3), np.float64)
+        if drop < 0 or K == 1:
+            return mu, var, pi, resp, dens, ll
+        keep = np.empty((K - 1, 3), np.float64)
         q = 0
-        for k in range(K + 1):
+        for k in range(K):
             if k != drop:
                 keep[q] = mu[k]
                 q += 1
@@ -258,8 +268,114 @@ def separate_one(z, r, c, inten, sz, sr, sc, seed_fraction, merge_distance, min_
 
 
 @numba.njit(nogil=True, cache=True)
+def _residual_peak(z, r, c, w, dens, lo, pad, shape, sz, sr, sc, relative_noise):
+    """Where the smoothed excess of the pixels over the fitted model is largest
+    (an occupied voxel), and that excess over its noise scale: Poisson plus a
+    relative part (flat field, the model's own misfit)."""
+    n = z.shape[0]
+    wsum = 0.0
+    for p in range(n):
+        wsum += w[p]
+    excess = np.zeros(shape, np.float64)
+    model = np.zeros(shape, np.float64)
+    occ = np.zeros(shape, np.bool_)
+    for p in range(n):
+        i, j, k = z[p] - lo[0] + pad[0], r[p] - lo[1] + pad[1], c[p] - lo[2] + pad[2]
+        excess[i, j, k] = w[p] - wsum * dens[p]
+        model[i, j, k] = wsum * dens[p]
+        occ[i, j, k] = True
+    se = _smooth(excess, sz, sr, sc)
+    sm = _smooth(model, sz, sr, sc)
+    # the smoothed excess is a weighted mean over ~m voxels: its noise scale is
+    # sqrt((model + (relative_noise * model)^2) / m), m = 1 / sum(g^2) of the kernel
+    m = 1.0
+    for sig in (sz, sr, sc):
+        g, h = _gauss1d(sig)
+        m /= np.sum(g * g)
+    best = -np.inf
+    at = np.zeros(3, np.float64)
+    for i in range(shape[0]):
+        for j in range(shape[1]):
+            for k in range(shape[2]):
+                if occ[i, j, k]:
+                    v2 = sm[i, j, k] + (relative_noise * sm[i, j, k]) ** 2 + 1.0
+                    v = se[i, j, k] * np.sqrt(m / v2)
+                    if v > best:
+                        best = v
+                        at[0] = i - pad[0] + lo[0]
+                        at[1] = j - pad[1] + lo[1]
+                        at[2] = k - pad[2] + lo[2]
+    return at, best
+
+
+@numba.njit(nogil=True, cache=True)
+def separate_one(z, r, c, inten, sz, sr, sc, seed_fraction, merge_distance, min_share,
+                 max_voxels, add_sigma, bic_factor, relative_noise):
+    """Components (K) and the responsibilities (n, K) of one clique's pixels; K = 1
+    (all ones) when it holds one spot.
+
+    Seeds from the LoG; then, while the information criterion says so, one more
+    component where the pixels most exceed the fitted mixture (a spot seen only as
+    a shoulder): accepted when the smoothed excess there is above add_sigma of its
+    Poisson scale, 2 (LL' - LL) > bic_factor * 7 log(sum I), and the new fit keeps
+    every component (merge_distance, min_share)."""
+    n = z.shape[0]
+    lo = np.array([z.min(), r.min(), c.min()], np.int64)
+    pad = np.array([int(np.ceil(3 * sz)) + 1, int(np.ceil(3 * sr)) + 1,
+                    int(np.ceil(3 * sc)) + 1], np.int64)
+    vol, occ = _box(z, r, c, inten.astype(np.float64), lo, pad, max_voxels)
+    if vol.shape[0] == 0:
+        return 1, np.ones((n, 1), np.float64)
+    seeds, _ = _seeds(vol, occ, lo, pad, sz, sr, sc, seed_fraction)
+    x = np.empty((n, 3), np.float64)
+    w = np.empty(n, np.float64)
+    wsum = 0.0
+    for p in range(n):
+        x[p, 0], x[p, 1], x[p, 2] = z[p], r[p], c[p]
+        w[p] = max(np.float64(inten[p]), 0.0)
+        wsum += w[p]
+    K = min(seeds.shape[0], KMAX)
+    if K == 0:
+        mu0 = np.zeros((1, 3), np.float64)
+        for p in range(n):
+            for a in range(3):
+                mu0[0, a] += w[p] * x[p, a] / wsum
+    else:
+        mu0 = seeds[:K].copy()
+    mu, _, _, resp, dens, ll = _fit(x, w, mu0, merge_distance, min_share)
+    penalty = bic_factor * 7.0 * np.log(max(wsum, 2.0))
+    shape = (vol.shape[0], vol.shape[1], vol.shape[2])
+    while add_sigma > 0 and mu.shape[0] < KMAX:
+        at, signif = _residual_peak(z, r, c, w, dens, lo, pad, shape, sz, sr, sc,
+                                    relative_noise)
+        if signif < add_sigma:
+            break
+        K = mu.shape[0]
+        more = np.empty((K + 1, 3), np.float64)
+        more[:K] = mu
+        more[K] = at
+        mu2, _, _, resp2, dens2, ll2 = _fit(x, w, more, merge_distance, min_share)
+        if mu2.shape[0] != K + 1 or 2.0 * (ll2 - ll) < penalty:
+            break
+        mu, resp, dens, ll = mu2, resp2, dens2, ll2
+    K = mu.shape[0]
+    if K < 2:
+        return 1, np.ones((n, 1), np.float64)
+    for p in range(n):  # negligible responsibilities go to the others
+        tot = 0.0
+        for k in range(K):
+            if resp[p, k] < 1e-6:
+                resp[p, k] = 0.0
+            tot += resp[p, k]
+        for k in range(K):
+            resp[p, k] /= tot
+    return K, resp
+
+
+@numba.njit(nogil=True, cache=True)
 def separate_cliques(pix_ptr, z, r, c, inten, member, nmembers, sz, sr, sc,
-                     seed_fraction, merge_distance, min_share, max_voxels):
+                     seed_fraction, merge_distance, min_share, max_voxels, add_sigma,
+                     bic_factor, relative_noise):
     """Separate every clique (its pixels pix_ptr[i]:pix_ptr[i + 1], each with the row
     of its member 2D peak, `member`, in 0..nmembers-1).
 
@@ -273,7 +389,8 @@ def separate_cliques(pix_ptr, z, r, c, inten, member, nmembers, sz, sr, sc,
     for i in range(ncl):
         a, b = pix_ptr[i], pix_ptr[i + 1]
         K, resp = separate_one(z[a:b], r[a:b], c[a:b], inten[a:b], sz, sr, sc,
-                               seed_fraction, merge_distance, min_share, max_voxels)
+                               seed_fraction, merge_distance, min_share, max_voxels,
+                               add_sigma, bic_factor, relative_noise)
         ncomp[i] = K
         for p in range(a, b):
             m = member[p]

@@ -153,12 +153,16 @@ class Separator:
 
     def __init__(self, *, min_pixels: int = 12, smooth: tuple[float, float, float] =
                  (0.7, 1.0, 1.0), seed_fraction: float = 0.05, merge_distance: float = 1.0,
-                 min_share: float = 0.02):
+                 min_share: float = 0.02, add_sigma: float = 30.0, bic_factor: float = 1.0,
+                 relative_noise: float = 0.05):
         self.min_pixels = min_pixels
         self.smooth = smooth
         self.seed_fraction = seed_fraction
         self.merge_distance = merge_distance
         self.min_share = min_share
+        self.add_sigma = add_sigma
+        self.bic_factor = bic_factor
+        self.relative_noise = relative_noise
         self.nseparated = 0  # cliques that held more than one spot
         self.nexamined = 0
 
@@ -187,7 +191,7 @@ class Separator:
         ncomp, zc, acc = separate_cliques(
             pix_ptr, px["z"], px["row"], px["col"], px["intensity"], px["member"],
             sel.shape[0], *self.smooth, self.seed_fraction, self.merge_distance,
-            self.min_share, MAX_VOXELS)
+            self.min_share, MAX_VOXELS, self.add_sigma, self.bic_factor, self.relative_noise)
         split = ncomp > 1
         if not split.any():
             return (*closed, share)

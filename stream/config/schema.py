@@ -69,8 +69,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # 3D: a maximum whose highest saddle to a higher one is lower by at least
     # max(prominence * peak, prominence_sigma * sqrt(peak + saddle)) stays a clique of
     # its own (nodes/link.py); "none" keeps every linked pair together (ImageD11).
+    # split "pixels" (the default): each clique's pixels are divided, as it closes,
+    # between the spots it holds (3D LoG seeds, shoulders from the residual of a
+    # Gaussian mixture; nodes/link/separate.py): a 2D peak may then be shared between
+    # cliques, each with its part of the intensity (the file's shares table).
     "linker": {"criterion": "fraction", "fraction": 0.2, "distance": 3.0,
-               "split": "local_max", "prominence": 0.1, "prominence_sigma": 3.0},
+               "split": "pixels", "prominence": 0.1, "prominence_sigma": 3.0},
     # pattern: the file of each scan in `directory`, with the fields {scan_id},
     # {sample} (the start message's meta, "unknown" if absent), {scan_number} (1 + the
     # highest number already in the directory under this pattern), {date} (YYYYMMDD)

@@ -91,7 +91,7 @@ def test_every_pixel_counted_once():
 
 def test_shoulder_without_a_second_maximum_is_found():
     """The weaker spot has no local maximum of its own in any frame (a shoulder)."""
-    pair = [(7.0, 18.0, 18.0, 1.2, 1.8, 1.8, 600.0), (7.4, 18.0, 22.0, 1.2, 1.8, 1.8, 300.0)]
+    pair = [(7.0, 18.0, 18.0, 1.2, 1.8, 1.8, 600.0), (8.5, 18.0, 21.6, 1.2, 1.8, 1.8, 300.0)]
     vol = spots_volume(pair)
     for p in range(NPOINTS):  # one 2D maximum per frame
         img = np.where(vol[p] > CUT, vol[p], 0)
@@ -113,7 +113,7 @@ def oracle(vol: np.ndarray) -> np.ndarray:
     seg = watershed(-ndimage.gaussian_filter(vol, (0.7, 1.0, 1.0)), markers, mask=mask)
     idx = np.arange(1, seeds.shape[0] + 1)
     w = np.where(mask, vol, 0.0)
-    return np.column_stack(ndimage.center_of_mass(w, seg, idx)) if idx.shape[0] else \
+    return np.array(ndimage.center_of_mass(w, seg, idx)).reshape(-1, 3) if idx.shape[0] else \
         np.empty((0, 3))
 
 
@@ -135,7 +135,7 @@ def test_matches_the_dense_oracle_and_the_truth(seed):
     vol = spots_volume(spots, seed=seed)
     truth = np.array([s[:3] for s in spots])
     cliques, _, _ = link(vol)
-    ours = centres(cliques)
+    ours = centres(cliques)[cliques["npx"] >= 5]  # not the lone noise pixels
     ref = oracle(vol)
 
     def errors(found):
@@ -145,7 +145,7 @@ def test_matches_the_dense_oracle_and_the_truth(seed):
     ok_ours, ok_ref = errors(ours) <= 1, errors(ref) <= 1
     assert ok_ours.sum() >= ok_ref.sum()
     assert ok_ours.mean() >= 0.75
-    assert ours.shape[0] <= truth.shape[0] + 1  # no spot cut into pieces
+    assert ours.shape[0] <= truth.shape[0]  # no spot cut into pieces
 
 
 def test_block_path_and_resume_are_bit_identical():
@@ -169,10 +169,13 @@ def test_block_path_and_resume_are_bit_identical():
             {"omega": 0.25 * np.arange(lo, hi), "dty": np.ones(hi - lo)},
             intensity=np.concatenate([sp.intensity for sp, _ in fr]))))
     parts.append(linker.finish())
-    for table, ref in (("cliques", whole), ("members", members)):
-        got = cat(parts, table)
-        for k in ref:
-            assert np.array_equal(got[k], ref[k]), (table, k)
+    got = cat(parts, "cliques")
+    for k in whole:
+        assert np.array_equal(got[k], whole[k]), k
+    got = cat(parts, "members")  # the same rows, in another order (closed together)
+    a, b = (np.lexsort((m["clique_id"], m["peak_id"])) for m in (got, members))
+    for k in members:
+        assert np.array_equal(got[k][a], members[k][b]), k
     # resume from state() after every point
     for cut in range(1, NPOINTS):
         first = Linker(criterion="any_pixel", split="pixels")
