@@ -88,7 +88,9 @@ def label(split: str, setting: dict) -> str:
     names = [names] if isinstance(names, str) else names
     parts = [f"{n} {setting[n]:g}" if n in setting else n for n in names]
     text = " and ".join(parts)
-    if setting.get("split", "none") != "none":
+    if setting.get("split") == "pixels":
+        text += ", split pixels"
+    elif setting.get("split", "none") != "none":
         text += f", split {setting['split']} {setting['prominence']:g}/" \
                 f"{setting['prominence_sigma']:g}"
     return f"{'2D max' if split != 'none' else '8-conn'} | {text}"
