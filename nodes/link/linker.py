@@ -13,7 +13,9 @@ the point-by-point steps close them. Memory holds only the frontier frames
 `state()` / `restore()` carry both across a restart. The block path is in
 `nodes.link_block`, the output tables in `nodes.cliques`.
 
-`split = "local_max"` splits each clique as it closes at its significant
+`split = "pixels"` (the [linker] default) divides each closing clique's pixels
+between the spots it holds (`nodes.link.separate`); `split = "local_max"` splits
+each clique as it closes at its significant
 maxima in 3D: its 2D peaks are nodes with their maximum intensity, its links
 edges with their saddle (`kernels.overlap.overlap_runs`: the highest
 min(I_a, I_b) over the pixels the two peaks share, or the lower maximum when
@@ -60,6 +62,7 @@ from nodes.link.frontier import (
     plain,
 )
 from nodes.link.separate import PixelPool, Separator
+from nodes.link.warmup import warm_linker
 from stream.core.item import SparseFrame
 from stream.core.scan import Scan
 
@@ -117,40 +120,9 @@ class Linker(BlockLinker):
 
     @staticmethod
     def warmup() -> None:
-        """Compile the kernels on a two-point scan, so the first real point is not slow:
-        with the pixels, with the label node's runs, and with both read-only (numba
-        compiles those apart), as they come from the worker wire."""
-        from stream.core.item import PEAK_COLUMNS
-        from stream.core.messages import DetectorInfo, Start
-
+        """Compile the kernels before the first real point (`nodes.link.warmup`)."""
         Linker._warm = True
-        one = np.ones(1)
-        pixels = (np.zeros(1, np.uint16), np.zeros(1, np.uint16), np.ones(1, np.float32),
-                  np.ones(1, np.int32))
-        runs = np.array([[0, 0, 0, 1, 0]], np.int32)  # as the label node gives them
-        wire = tuple(_read_only(a) for a in (*pixels, runs))
-        frames = {"point": SparseFrame((2, 2), *pixels, 1),
-                  "runs": SparseFrame((2, 2), *pixels, 1, runs),
-                  "wire": SparseFrame((2, 2), *wire[:4], 1),
-                  "wire runs": SparseFrame((2, 2), *wire[:4], 1, wire[4])}
-        peaks = {k: one.astype(dt) for k, dt in PEAK_COLUMNS.items()}
-        wire_peaks = {k: _read_only(v) for k, v in peaks.items()}
-        for criterion, split, hows in (("any_pixel", "none", (*frames, "block")),
-                                       ("distance", "none", ("point", "wire", "block")),
-                                       ("any_pixel", "local_max", ("point", "wire", "block"))):
-            for how in hows:
-                linker = Linker(criterion=criterion, split=split)
-                linker.setup(Scan.from_start(Start(
-                    "warmup", {"d": DetectorInfo((2, 2), "uint16")}, motors=["omega"],
-                    npoints=2)))
-                for i in range(2):
-                    if how == "block":
-                        linker.add_block(PeakBlock.single(i, frames["point"], peaks,
-                                                          {"omega": float(i)}))
-                    else:
-                        linker.add_point(i, frames[how], wire_peaks if "wire" in how
-                                         else peaks, {"omega": float(i)})
-                linker.finish()
+        warm_linker(Linker)
 
     # ------------------------------------------------------------ per point
 
@@ -200,11 +172,8 @@ class Linker(BlockLinker):
                 overlaps = self._add_frame(point_id, runs, ints, npx, peak_key, peak_h, peaks,
                                            motors, offset)
                 if self._separate:
-                    self._pool.append(
-                        offset, np.full(npeaks, point_id), np.repeat(
-                            self._cols.point_factors(motors), npeaks, axis=0),
-                        np.array([sparse.nnz]), np.array([npeaks]), sparse.row, sparse.col,
-                        sparse.label, sparse.intensity)
+                    self._pool.append_frame(offset, point_id, sparse,
+                                            self._cols.point_factors(motors))
         self._next_point = point_id + 1
         self._drop_frontier(point_id)
         cliques, members = self._emit(point_id, True)
@@ -396,8 +365,3 @@ class Linker(BlockLinker):
         self._nclosed += cliques["clique_id"].shape[0]
         return cliques, members
 
-
-def _read_only(a: np.ndarray) -> np.ndarray:
-    a = a.copy()
-    a.flags.writeable = False
-    return a

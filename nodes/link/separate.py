@@ -60,6 +60,14 @@ class PixelPool:
             "intensity": np.asarray(intensity)[idx].astype(np.float32),
             "open": np.ones(npk, np.bool_)})
 
+    def append_frame(self, gid0: int, point_id: int, sparse: Any,
+                     factors: np.ndarray) -> None:
+        """`append` of one point's labelled SparseFrame (factors: its one row)."""
+        n = int(sparse.npeaks)
+        self.append(gid0, np.full(n, point_id), np.repeat(factors, n, axis=0),
+                    np.array([sparse.nnz]), np.array([n]), sparse.row, sparse.col,
+                    sparse.label, sparse.intensity)
+
     def _locate(self, gids: np.ndarray) -> np.ndarray:
         starts = np.array([ch["gid0"] for ch in self.chunks], np.int64)
         return np.searchsorted(starts, gids, "right") - 1

@@ -31,6 +31,7 @@ from stream.core.scan import Scan
 from stream.run.pipeline import Pipeline
 from stream.run.runner import COUNTERS, _start_json, clique_columns
 from stream.store.scanfile import POINT_STATUS, ScanStore
+from stream.store.shares import write_link
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ def _write_points(store: ScanStore, block: SparseBlock, start: Start,
 
 def _write_link(store: ScanStore, result: Any, counters: Counter) -> None:
     """The same rows as Collector._write_link."""
-    counters["cliques"] += store.add_link(result)
+    counters["cliques"] += write_link(store, result)
 
 
 def _now() -> float:

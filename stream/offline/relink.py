@@ -29,6 +29,7 @@ from stream.offline.batch import TrajectoryWalker
 from stream.run.runner import clique_columns
 from stream.store.reader import detector_of
 from stream.store.scanfile import ScanStore
+from stream.store.shares import write_link
 
 log = logging.getLogger(__name__)
 
@@ -157,4 +158,4 @@ def _copy_rows(store: ScanStore, points, sparse, peaks, events) -> None:
 
 
 def _write_link(store: ScanStore, result: Any) -> int:
-    return store.add_link(result)
+    return write_link(store, result)

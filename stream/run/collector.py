@@ -48,6 +48,7 @@ import numpy as np
 
 from stream.core.item import Item
 from stream.store.scanfile import POINT_STATUS, ScanStore
+from stream.store.shares import write_link
 
 log = logging.getLogger(__name__)
 
@@ -371,4 +372,4 @@ class Collector:
             self.store.peaks.append(rows)
 
     def _write_link(self, result: Any) -> None:
-        self.counters["cliques"] += self.store.add_link(result)
+        self.counters["cliques"] += write_link(self.store, result)

@@ -77,8 +77,7 @@ def config_hash(text: str) -> str:
 TABLES = {"events": "process/events", "points": "points", "links": "points/links",
           "sparse": "{det}/sparse", "nnz": "{det}/sparse", "peaks": "{det}/peaks2d",
           "overlaps": "{det}/overlaps", "cliques": "{det}/cliques", "shares": "{det}/shares"}
-# (2D peak, clique) with the part of the peak's intensity that is the clique's: one row per
-# member (share 1), more than one for a peak split between cliques (linker split "pixels")
+# (2D peak, clique, the part of the peak's intensity that is the clique's): stream.store.shares
 SHARE_COLUMNS = {"peak_id": "int64", "clique_id": "int64", "share": "float64"}
 SPARSE_COLUMNS = {"row": "uint16", "col": "uint16", "intensity": "float32", "label": "int32"}
 _OPEN: weakref.WeakSet = weakref.WeakSet()  # stores still open, released at exit
@@ -196,23 +195,6 @@ class ScanStore:
         # named per-point node outputs (integrate1d, roi sums): row i = row i of points
         self.outputs = OutputTable(entry[detector], self.points.nwritten)
         _OPEN.add(self)
-
-    def add_link(self, result: Any) -> int:
-        """The rows of one linker step (`nodes.link.cliques.LinkResult`): overlaps, the
-        closed cliques, their members' shares, and each 2D peak's clique_id (the clique
-        with the largest share of it). Returns the cliques written."""
-        if len(result.overlaps["peak_a"]):
-            self.overlaps.append(result.overlaps)
-        nc = len(result.cliques["clique_id"])
-        if nc:
-            self.cliques.append(result.cliques)
-            m = result.members
-            share = m.get("share", np.ones(len(m["peak_id"])))
-            self.shares.append({"peak_id": m["peak_id"], "clique_id": m["clique_id"],
-                                "share": share})
-            peak, clique = main_clique(m["peak_id"], m["clique_id"], share)
-            self.peaks.assign("clique_id", peak, clique)
-        return nc
 
     def set_shape(self, shape: tuple[int, int], itype: str) -> None:
         """The frame shape and pixel type (ImageD11's sparse attributes); committed now."""
@@ -434,12 +416,3 @@ def _close_open_stores() -> None:
         store._jf.discard("process exited with the store open")
         store._release()
 
-
-def main_clique(peak_id: np.ndarray, clique_id: np.ndarray,
-                share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per distinct peak, the clique with the largest share of it (the first on a tie)."""
-    peak_id = np.asarray(peak_id, np.int64)
-    order = np.lexsort((-np.asarray(share), peak_id))
-    first = order[np.r_[True, peak_id[order][1:] != peak_id[order][:-1]]] \
-        if order.shape[0] else order
-    return peak_id[first], np.asarray(clique_id, np.int64)[first]
