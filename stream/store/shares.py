@@ -3,8 +3,9 @@
 The shares table maps (2D peak, clique) to the part of the peak's intensity
 that is the clique's: one row per member with share 1, several rows for a 2D
 peak whose pixels were divided between cliques (linker split "pixels"), so
-every pixel's intensity is counted exactly once. The peaks2d table's
-clique_id is the clique with the largest share of the peak.
+every pixel's intensity is counted exactly once. Rows are in clique order,
+then peak order. The peaks2d table's clique_id is the clique with the
+largest share of the peak.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ def write_link(store: Any, result: Any) -> int:
         store.cliques.append(result.cliques)
         m = result.members
         share = m.get("share", np.ones(len(m["peak_id"])))
-        store.shares.append({"peak_id": m["peak_id"], "clique_id": m["clique_id"],
-                             "share": share})
+        order = np.lexsort((m["peak_id"], m["clique_id"]))  # by clique: the same rows
+        store.shares.append({"peak_id": m["peak_id"][order],  # point by point or in blocks
+                             "clique_id": m["clique_id"][order], "share": share[order]})
         peak, clique = main_clique(m["peak_id"], m["clique_id"], share)
         store.peaks.assign("clique_id", peak, clique)
     return nc

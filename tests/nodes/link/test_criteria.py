@@ -161,7 +161,7 @@ def test_linker_config_errors_name_the_key(tmp_path, text, words):
 def test_linker_config_defaults_and_combination(tmp_path):
     config = Config.load(None)
     assert config["linker"] == {"criterion": "fraction", "fraction": 0.2, "distance": 3.0,
-                                "split": "local_max", "prominence": 0.1,
+                                "split": "pixels", "prominence": 0.1,
                                 "prominence_sigma": 3.0}
     path = tmp_path / "c.toml"
     path.write_text("[linker]\ncriterion = ['fraction', 'distance']\ndistance = 2\n")
