@@ -34,7 +34,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nodes.geometry import Geometry, radial_unit
-from nodes.integrate import build_plan, check_range, frame_geometry
+from nodes.integrate import frame_geometry
+from nodes.integrate_plan import build_plan, check_range
 from nodes.kernels.background import median_mad, pixel_maps, scatter, sigma_clip
 from nodes.threshold import CUT_MAP, CUT_MIN, native_frame
 from stream.core.item import Item

@@ -37,10 +37,10 @@ from nodes.kernels.lz4 import (
     ERR_TRAILING,
     ERR_TRUNCATED,
     HEADER,
-    _next_block,
-    _prefetch,
-    _store8,
     lz4_block,
+    next_block,
+    prefetch,
+    store8,
 )
 
 _BYTE = np.uint64(0xFF)
@@ -155,8 +155,8 @@ def _unshuffle_words(block64, words, itemsize, out, o):
                 if x1 != 0:
                     x1 = _transpose8(x1)
                 g = base + 16 * q
-                _store8(out, g, _spread(x0) | (_spread(x1) << np.uint64(8)))
-                _store8(out, g + 8, _spread(x0 >> np.uint64(32))
+                store8(out, g, _spread(x0) | (_spread(x1) << np.uint64(8)))
+                store8(out, g + 8, _spread(x0 >> np.uint64(32))
                         | (_spread(x1 >> np.uint64(32)) << np.uint64(8)))
             continue
         for j in range(itemsize):
@@ -207,7 +207,7 @@ def bslz4_dense(src, block, itemsize, out, scratch, scratch64):
     s = HEADER
     for b in range(nfull + (1 if last > 0 else 0)):
         n = block if b < nfull else last
-        start, end = _next_block(src, s)
+        start, end = next_block(src, s)
         if start < 0:
             return start, b
         status = lz4_block(src, start, end, scratch, 0, n * itemsize)
@@ -298,7 +298,7 @@ def bslz4_correct_threshold(src, block, ncols, klo, khi, valid, scratch, scratch
         ncand = 0
         if b < nblocks:
             nbe = block if b < nfull else last
-            start, end = _next_block(src, s)
+            start, end = next_block(src, s)
             if start < 0:
                 return start, b, n, emax
             status = lz4_block(src, start, end, scratch, 0, nbe * itemsize)
@@ -352,11 +352,11 @@ def bslz4_correct_threshold(src, block, ncols, klo, khi, valid, scratch, scratch
                             acc[i] |= ((x >> np.uint64(8 * i)) & _BYTE) << np.uint64(8 * j)
                     p = p0 + 8 * m
                     if use_dark:  # the maps' lines, for the test after this block
-                        _prefetch(dark_map, p)
+                        prefetch(dark_map, p)
                     if use_flat:
-                        _prefetch(invflat_map, p)
+                        prefetch(invflat_map, p)
                     if use_cut:
-                        _prefetch(cut_map, p)
+                        prefetch(cut_map, p)
                     if unsigned:  # the bits are the value
                         for i in range(8):  # written always, counted if a candidate
                             cand_p[ncand] = p + i

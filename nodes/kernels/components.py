@@ -15,7 +15,7 @@ import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)
-def _find(parent, i):
+def find_root(parent, i):
     while parent[i] != i:
         parent[i] = parent[parent[i]]
         i = parent[i]
@@ -57,7 +57,7 @@ def _join_runs(run_row, run_c0, run_c1, nruns):
             j += 1
         k = j
         while k < q and run_row[k] == r - 1 and run_c0[k] <= hi:
-            other = _find(parent, k)
+            other = find_root(parent, k)
             if other < root:
                 parent[root] = other
                 root = other
@@ -80,7 +80,7 @@ def connected_pixels(row, col, labels):
     parent = _join_runs(run_row, run_c0, run_c1, nruns)
     npeaks = 0
     for q in range(nruns):
-        root = _find(parent, q)
+        root = find_root(parent, q)
         if root == q:
             npeaks += 1
             label = npeaks
@@ -129,7 +129,7 @@ def label_kept(row, col, intensity, min_pixels):
     parent = _join_runs(run_row, run_c0, run_c1, nruns)
     size = np.zeros(nruns, np.int64)
     for q in range(nruns):  # roots are first runs: parents are found before their runs
-        root = _find(parent, q)
+        root = find_root(parent, q)
         parent[q] = root
         size[root] += first[q + 1] - first[q]
     run_label = np.zeros(nruns, np.int32)

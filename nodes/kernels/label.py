@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from nodes.kernels.components import _find, connected_pixels, label_kept, remove_small
+from nodes.kernels.components import connected_pixels, find_root, label_kept, remove_small
 
 __all__ = ["connected_pixels", "label_kept", "remove_small", "significant", "split_local_max"]
 
@@ -223,8 +223,8 @@ def split_local_max(row, col, intensity, labels, npeaks, prominence, prominence_
     parent = up  # reused: each basin's maximum is its own root (up[x] == x)
     for q in range(nb):
         e = order[q]
-        ra = _find(parent, ba[e])
-        rb = _find(parent, bb[e])
+        ra = find_root(parent, ba[e])
+        rb = find_root(parent, bb[e])
         if ra == rb:
             continue
         hi = ra
@@ -240,7 +240,7 @@ def split_local_max(row, col, intensity, labels, npeaks, prominence, prominence_
     # split ones by their part's root
     part = np.full(n, -1, np.int64)
     for j in range(m):
-        part[idx[j]] = npeaks + 1 + _find(parent, basin[j])
+        part[idx[j]] = npeaks + 1 + find_root(parent, basin[j])
     new = np.zeros(npeaks + 1 + m, np.int32)
     count = 0
     for i in range(n):

@@ -11,7 +11,7 @@ of the negative ERRORS codes (with the block it happened in). Every read of
 the input and every write of the output is checked first, so a truncated or
 garbled buffer gives an error, never a read or write outside the arrays.
 Copies go 8 bytes at a time (unaligned u64 loads and stores, `_load8` /
-`_store8`), which only ever touch bytes the checks allow.
+`store8`), which only ever touch bytes the checks allow.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _load8(typingctx, array, index):
 
 
 @intrinsic
-def _store8(typingctx, array, index, value):
+def store8(typingctx, array, index, value):
     """Store a u64 as 8 bytes of a uint8 array from `index` on (bounds are the caller's)."""
     def codegen(context, builder, sig, args):
         data = context.make_array(sig.args[0])(context, builder, args[0]).data
@@ -59,7 +59,7 @@ def _store8(typingctx, array, index, value):
 
 
 @intrinsic
-def _prefetch(typingctx, array, index):
+def prefetch(typingctx, array, index):
     """Ask for the cache line of flat element `index` of a C-contiguous array (a hint:
     never faults, whatever the address)."""
     def codegen(context, builder, sig, args):
@@ -101,12 +101,12 @@ def lz4_block(src, s, s_end, dst, d, d_end):
         if lit <= 16 and s + 16 <= src.size and d + 16 <= dst.size:
             # short literals: copy 16 bytes (what lies past the literals in dst is
             # overwritten later or is not part of the output)
-            _store8(dst, d, _load8(src, s))
-            _store8(dst, d + 8, _load8(src, s + 8))
+            store8(dst, d, _load8(src, s))
+            store8(dst, d + 8, _load8(src, s + 8))
         else:
             i = 0
             while i + 8 <= lit:
-                _store8(dst, d + i, _load8(src, s + i))
+                store8(dst, d + i, _load8(src, s + i))
                 i += 8
             while i < lit:
                 dst[d + i] = src[s + i]
@@ -135,14 +135,14 @@ def lz4_block(src, s, s_end, dst, d, d_end):
         if length > d_end - d:
             return ERR_OVERRUN
         if offset >= 8 and length <= 16 and d + 16 <= dst.size:
-            _store8(dst, d, _load8(dst, d - offset))
-            _store8(dst, d + 8, _load8(dst, d - offset + 8))
+            store8(dst, d, _load8(dst, d - offset))
+            store8(dst, d + 8, _load8(dst, d - offset + 8))
             d += length
             continue
         if offset >= length:  # no overlap: a plain copy
             i = 0
             while i + 8 <= length:
-                _store8(dst, d + i, _load8(dst, d - offset + i))
+                store8(dst, d + i, _load8(dst, d - offset + i))
                 i += 8
             while i < length:
                 dst[d + i] = dst[d - offset + i]
@@ -160,7 +160,7 @@ def lz4_block(src, s, s_end, dst, d, d_end):
         else:
             j = 0
             while j + 8 <= i:
-                _store8(dst, d + j, _load8(dst, d - offset + j))
+                store8(dst, d + j, _load8(dst, d - offset + j))
                 j += 8
             while j < i:
                 dst[d + j] = dst[d - offset + j]
@@ -169,7 +169,7 @@ def lz4_block(src, s, s_end, dst, d, d_end):
             k = min(i, length - i)  # i is a whole number of periods
             j = 0
             while j + 8 <= k:
-                _store8(dst, d + i + j, _load8(dst, d + j))
+                store8(dst, d + i + j, _load8(dst, d + j))
                 j += 8
             while j < k:
                 dst[d + i + j] = dst[d + j]
@@ -179,7 +179,7 @@ def lz4_block(src, s, s_end, dst, d, d_end):
 
 
 @numba.njit(nogil=True, cache=True)
-def _next_block(src, s):
+def next_block(src, s):
     """(start, end) of the compressed block whose size field is at s; start < 0: error."""
     if s < 0 or src.size - s < 4:
         return ERR_TRUNCATED, 0
@@ -200,7 +200,7 @@ def lz4_dense(src, block_bytes, out):
     b = 0
     while d < out.size:
         n = min(block_bytes, out.size - d)
-        start, end = _next_block(src, s)
+        start, end = next_block(src, s)
         if start < 0:
             return start, b
         if end - start == n:  # stored as it is

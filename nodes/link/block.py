@@ -1,5 +1,5 @@
 """Linking a block of consecutive points at once (replay of sparse files): `PeakBlock`
-and `Linker.add_block`, the same kernels and the same result as one
+and `BlockPath` behind `Linker.add_block`, the same kernels and the same result as one
 `Linker.add_point` per point, with far less Python per point: the block's
 frames and the frontier's are concatenated once, the pairs of frames to
 overlap found from the trajectory's links, and all overlapped in one call
@@ -9,14 +9,17 @@ overlap found from the trajectory's links, and all overlapped in one call
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from nodes.kernels.overlap import overlaps_block, pairs_within_block
 from nodes.kernels.runs import frame_runs
-from nodes.link.cliques import ACC, OVERLAP_COLUMNS, LinkResult, empty_table
+from nodes.link.cliques import ACC, OVERLAP_COLUMNS, CliqueColumns, LinkResult, empty_table
+from nodes.link.criteria import Rule
+from nodes.link.forest import Forest
 from nodes.link.frontier import NO_H, NO_INT, NO_KEY, FrontierFrame
+from nodes.link.separate import PixelPool
 from stream.core.item import SparseFrame
 
 
@@ -68,17 +71,48 @@ class PeakBlock:
                    intensity=sparse.intensity)
 
 
-class BlockLinker:
-    """`Linker`'s block path, a base of it: it uses the linker's state (trajectory, rule,
-    _shape, _split, _npeaks, _forest, _cols, _frontier, set by `Linker.setup`) and
-    steps (_check_order, _union, _drop_frontier, _emit)."""
+class LinkSteps(Protocol):
+    """What the block path uses of a linker (`nodes.link.linker.Linker` implements it):
+    the scan's state, which both paths change, and the steps they share."""
 
-    def add_block(self, block: PeakBlock) -> LinkResult:
+    trajectory: Any  # the scan's trajectory (setup)
+    rule: Rule  # the link criteria
+    shape: tuple[int, int] | None  # the frames' shape, once a frame came
+    splitting: bool  # cliques are split at their maxima (needs intensities, saddles)
+    separating: bool  # closed cliques are divided at pixel level (split "pixels")
+    pool: PixelPool  # the pixels of open cliques' 2D peaks (when separating)
+    npeaks: int  # 2D peaks linked so far: the global id of the next one
+    next_point: int  # the point expected next
+    cols: CliqueColumns  # where each clique column's sums are
+    forest: Forest  # the open cliques
+    frontier: dict[int, FrontierFrame]  # frames a later point may still link to
+
+    def check_order(self, point_id: int) -> None:
+        """ValueError unless `point_id` is the point expected next."""
+
+    def union(self, cand: dict[str, np.ndarray]) -> None:
+        """Union the candidate pairs the rule keeps."""
+
+    def drop_frontier(self, last: int) -> None:
+        """Forget the frames no point after `last` links to."""
+
+    def emit(self, step: int, by_close_at: bool) -> tuple[dict, dict]:
+        """The cliques (and their members) that close by `step`."""
+
+
+class BlockPath:
+    """A linker's block path: links a `PeakBlock` through the linker's state and steps
+    (`LinkSteps`), as that many `add_point` calls would."""
+
+    def __init__(self, linker: LinkSteps):
+        self.linker = linker
+
+    def add(self, block: PeakBlock) -> LinkResult:
         """Link consecutive points at once: the same result as one add_point per point,
         with the cliques closed in the same order."""
-        self._check_order(block.first)
+        self.linker.check_order(block.first)
         last = block.first + block.n - 1
-        offset = self._npeaks
+        offset = self.linker.npeaks
         runs, run_ptr, npx, ints, int_ptr, peak_key, peak_h, point_close = \
             self._check_block(block)
         with_peaks = np.flatnonzero(block.npeaks > 0)
@@ -89,30 +123,30 @@ class BlockLinker:
             points = block.first + with_peaks
             per_peak = np.repeat(np.arange(block.n), block.npeaks)
             values = {}
-            for m in self._cols.motors:
+            for m in self.linker.cols.motors:
                 v = block.motors.get(m)
                 values[m] = (np.asarray(v, np.float64)[per_peak] if v is not None else
                              np.full(per_peak.shape[0], np.nan))
-            factors = self._cols.factors(values)
-            self._forest.append(offset, block.first + per_peak, point_close[per_peak],
+            factors = self.linker.cols.factors(values)
+            self.linker.forest.append(offset, block.first + per_peak, point_close[per_peak],
                                 [block.peaks[name] for name in ACC],
                                 (block.first + per_peak).astype(np.float64),
-                                factors, peak_h if self._split else None)
-            if self._separate:
+                                factors, peak_h if self.linker.splitting else None)
+            if self.linker.separating:
                 if block.intensity is None and block.row.shape[0]:
                     raise ValueError("linker: split pixels needs the pixels' intensities "
                                      "(PeakBlock.intensity)")
-                self._pool.append(offset, block.first + per_peak, factors, block.nnz,
-                                  block.npeaks, block.row, block.col, block.label,
-                                  block.intensity)
-            self._npeaks += int(peak_ptr[-1])
+                self.linker.pool.append(offset, block.first + per_peak, factors, block.nnz,
+                                        block.npeaks, block.row, block.col, block.label,
+                                        block.intensity)
+            self.linker.npeaks += int(peak_ptr[-1])
             frames = self._frames(block, points, runs, run_ptr, ints, int_ptr, npx, peak_key,
                                   peak_h, peak_ptr, point_close, offset)
             overlaps = self._link(frames, self._frame_pairs(block, frames, points))
             self._keep_frontier(frames, points, last)
-        self._next_point = last + 1
-        self._drop_frontier(last)
-        cliques, members = self._emit(last, True)
+        self.linker.next_point = last + 1
+        self.linker.drop_frontier(last)
+        cliques, members = self.linker.emit(last, True)
         return LinkResult(last, offset, overlaps, cliques, members)
 
     def _check_block(self, block: PeakBlock):
@@ -128,12 +162,12 @@ class BlockLinker:
             raise ValueError("linker: a point without a frame cannot have peaks")
         if block.has_frame.any():
             shape = (int(block.shape[0]), int(block.shape[1]))
-            if self._shape is not None and shape != self._shape:
+            if self.linker.shape is not None and shape != self.linker.shape:
                 raise ValueError(f"linker: point {block.first} frame shape {shape} differs "
-                                 f"from the scan's {self._shape}")
-            self._shape = shape
+                                 f"from the scan's {self.linker.shape}")
+            self.linker.shape = shape
         intensity = NO_INT
-        if self._split:
+        if self.linker.splitting:
             if block.intensity is None and block.row.shape[0]:
                 raise ValueError("linker: split needs the pixels' intensities "
                                  "(PeakBlock.intensity)")
@@ -143,7 +177,7 @@ class BlockLinker:
         np.cumsum(block.nnz, out=pixel_ptr[1:])
         runs, run_ptr, npx, status, ints, int_ptr, peak_key, peak_h = frame_runs(
             block.row, block.col, block.label, intensity, pixel_ptr, npeaks,
-            self._shape[1] if self._shape else 1)
+            self.linker.shape[1] if self.linker.shape else 1)
         for k in np.flatnonzero(status)[:1]:
             what = ("pixels are not raster-sorted" if status[k] == 1 else
                     f"has labels above npeaks={npeaks[k]}")
@@ -152,7 +186,7 @@ class BlockLinker:
             point_close = np.asarray(block.close_at, np.int64)
         else:
             point_close = np.full(block.n, -1, np.int64)
-            traj = self.trajectory
+            traj = self.linker.trajectory
             for k in np.flatnonzero(npeaks > 0).tolist():
                 p = block.first + k
                 point_close[k] = max(int(traj.last_neighbour(p)), p)
@@ -162,7 +196,7 @@ class BlockLinker:
                 peak_ptr, point_close, offset) -> dict[str, Any]:
         """Frame slots: the frontier frames, then the block's points with peaks (a point
         without peaks has no runs), their runs and per-peak arrays concatenated."""
-        old = [self._frontier[p] for p in sorted(self._frontier)]
+        old = [self.linker.frontier[p] for p in sorted(self.linker.frontier)]
         k = points - block.first
         npeaks = block.npeaks[k]
         s_raw = np.asarray(block.peaks["s_raw"], np.float64)
@@ -176,7 +210,7 @@ class BlockLinker:
             s_raw = np.concatenate([*(f.s_raw for f in old), s_raw])
             f_raw = np.concatenate([*(f.f_raw for f in old), f_raw])
             runs = np.concatenate([*(f.runs for f in old), runs])
-            if self._split:
+            if self.linker.splitting:
                 peak_key = np.concatenate([*(f.peak_key for f in old), peak_key])
                 peak_h = np.concatenate([*(f.peak_h for f in old), peak_h])
                 ints = np.concatenate([*(f.intensity for f in old), ints])
@@ -205,7 +239,7 @@ class BlockLinker:
         slot = frames["slot"]
         if block.links is None:
             fa, fb = [], []
-            traj = self.trajectory
+            traj = self.linker.trajectory
             for i in points.tolist():
                 for j in sorted(set(traj.neighbours_before(i))):
                     sj = slot.get(j)
@@ -243,7 +277,7 @@ class BlockLinker:
         pair, la, lb, npixels, saddle = overlaps_block(
             frames["runs"], frames["run_ptr"], frames["intensity"], frames["int_ptr"],
             frames["npeaks"], frames["peak_ptr"], frames["peak_key"], frames["peak_h"],
-            self._shape[1], self._split, fa, fb)
+            self.linker.shape[1], self.linker.splitting, fa, fb)
         ia = frames["peak_ptr"][fa[pair]] + la - 1  # rows of the frames' peak arrays
         ib = frames["peak_ptr"][fb[pair]] + lb - 1
         npx = frames["npx"]
@@ -251,14 +285,14 @@ class BlockLinker:
         overlaps = {"peak_a": frames["gid0"][fa[pair]] + la - 1,
                     "peak_b": frames["gid0"][fb[pair]] + lb - 1,
                     "npixels": npixels, "score": (npixels / smaller).astype(np.float32)}
-        if not self.rule.needs_overlap:  # distance alone: pairs by centroid
+        if not self.linker.rule.needs_overlap:  # distance alone: pairs by centroid
             pair, la, lb = pairs_within_block(frames["s_raw"], frames["f_raw"],
-                                              frames["peak_ptr"], fa, fb, self.rule.distance)
+                                              frames["peak_ptr"], fa, fb, self.linker.rule.distance)
             ia = frames["peak_ptr"][fa[pair]] + la - 1
             ib = frames["peak_ptr"][fb[pair]] + lb - 1
             npixels = np.zeros(ia.shape[0], np.int32)
             saddle = np.full(ia.shape[0], np.inf)
-        self._union({"npixels": npixels, "npx_a": npx[ia], "npx_b": npx[ib],
+        self.linker.union({"npixels": npixels, "npx_a": npx[ia], "npx_b": npx[ib],
                      "s_a": frames["s_raw"][ia], "f_a": frames["f_raw"][ia],
                      "s_b": frames["s_raw"][ib], "f_b": frames["f_raw"][ib],
                      "saddle": saddle, "gid_a": frames["gid0"][fa[pair]] + la - 1,
@@ -271,7 +305,7 @@ class BlockLinker:
         nold = frames["nold"]
         new = frames["new"]  # the block's own arrays: a frame that is all of them
         p0, r0, i0 = frames["new_peak0"], frames["new_run0"], frames["new_int0"]  # is kept
-        split = self._split  # without a copy
+        split = self.linker.splitting  # without a copy
         for n, p in enumerate(points.tolist()):
             s = nold + n
             close_at = int(frames["close_at"][s])
@@ -280,7 +314,7 @@ class BlockLinker:
             pp = slice(int(frames["peak_ptr"][s]) - p0, int(frames["peak_ptr"][s + 1]) - p0)
             rp = slice(int(frames["run_ptr"][s]) - r0, int(frames["run_ptr"][s + 1]) - r0)
             ip = slice(int(frames["int_ptr"][s]) - i0, int(frames["int_ptr"][s + 1]) - i0)
-            self._frontier[p] = FrontierFrame(
+            self.linker.frontier[p] = FrontierFrame(
                 p, _part(new["runs"], rp), int(frames["gid0"][s]), _part(new["npx"], pp),
                 _part(new["s_raw"], pp), _part(new["f_raw"], pp), close_at,
                 _part(new["intensity"], ip) if split else NO_INT,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.core.item import MOMENT_COLUMNS
+from stream.core.item import MOMENT_COLUMNS, clique_columns
 from stream.core.trajectory import circular_centroid
 
 OVERLAP_COLUMNS = {"peak_a": np.int64, "peak_b": np.int64, "npixels": np.int32,
@@ -48,14 +48,8 @@ class LinkResult:
 
 
 def clique_dtypes(motors: list[str]) -> dict[str, Any]:
-    """Columns of the cliques table, in order."""
-    cols: dict[str, Any] = {"clique_id": np.int64, "n2d": np.int32, "npx": np.int64,
-                            "sum_intensity": np.float64, "s_raw": np.float64,
-                            "f_raw": np.float64}
-    cols.update({name: np.float64 for name in MOMENT_COLUMNS})
-    cols.update({"first_point": np.int64, "last_point": np.int64, "point": np.float64})
-    cols.update({name: np.float64 for name in motors})
-    return cols
+    """Columns of the cliques table, in order (`stream.core.item.clique_columns`)."""
+    return {k: np.dtype(dt) for k, dt in clique_columns(motors).items()}
 
 
 def empty_table(columns: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -11,11 +11,11 @@ that no point to come can reach is closed and returned at once, in the order
 the point-by-point steps close them. Memory holds only the frontier frames
 (as runs, `nodes.frontier`) and the peaks of open cliques (`nodes.forest`);
 `state()` / `restore()` carry both across a restart. The block path is in
-`nodes.link_block`, the output tables in `nodes.cliques`.
+`nodes.link.block`, the output tables in `nodes.link.cliques`.
 
 `split = "pixels"` (the [linker] default) divides each closing clique's pixels
-between the spots it holds (`nodes.link.separate`); `split = "local_max"` splits
-each clique as it closes at its significant
+between the spots it holds (`nodes.link.separate`). `split = "local_max"`
+splits each clique as it closes at its significant
 maxima in 3D: its 2D peaks are nodes with their maximum intensity, its links
 edges with their saddle (`kernels.overlap.overlap_runs`: the highest
 min(I_a, I_b) over the pixels the two peaks share, or the lower maximum when
@@ -47,7 +47,7 @@ import numpy as np
 from nodes.kernels.linking import link_frames
 from nodes.kernels.overlap import overlap_pairs, pairs_within
 from nodes.kernels.runs import RUN_COLUMNS, frame_runs, runs_npx
-from nodes.link.block import BlockLinker, PeakBlock
+from nodes.link.block import BlockPath, PeakBlock
 from nodes.link.cliques import ACC, OVERLAP_COLUMNS, CliqueColumns, LinkResult, empty_table
 from nodes.link.criteria import CRITERIA, Rule
 from nodes.link.forest import Forest
@@ -72,7 +72,7 @@ SPLITS = ("none", "local_max", "pixels")
 __all__ = ["CRITERIA", "SPLITS", "FrontierFrame", "Linker", "LinkResult", "PeakBlock"]
 
 
-class Linker(BlockLinker):
+class Linker:
     """Incremental linker of 2D peaks into cliques (3D peaks) along the trajectory."""
 
     kind: ClassVar[str] = "linker"
@@ -93,26 +93,27 @@ class Linker(BlockLinker):
         self.prominence = float(prominence)
         self.prominence_sigma = float(prominence_sigma)
         self.trajectory: Any = None  # the scan's trajectory, from setup(scan)
+        self.block_path = BlockPath(self)  # add_block: the linker's state, block-wise
 
     def setup(self, scan: Scan) -> None:
         """Forget everything and prepare for a new scan."""
         self.trajectory = scan.trajectory
-        self._cols = CliqueColumns(list(scan.start.motors),
+        self.cols = CliqueColumns(list(scan.start.motors),
                                    getattr(scan.trajectory, "period", None) or {})
-        self._split = self.split == "local_max"
-        self._separate = self.split == "pixels"
-        self._pool = PixelPool(self._cols.nacc - len(ACC) - 1)
+        self.splitting = self.split == "local_max"
+        self.separating = self.split == "pixels"
+        self.pool = PixelPool(self.cols.nacc - len(ACC) - 1)
         self.separator = Separator()
         names = self.rule.names  # link_frames' criteria (< 0: not used)
         self._fraction = self.rule.fraction if "fraction" in names else -1.0
         self._distance = self.rule.distance if "distance" in names else -1.0
-        self._next_point = 0
-        self._shape: tuple[int, int] | None = None
-        self._npeaks = 0
+        self.next_point = 0
+        self.shape: tuple[int, int] | None = None
+        self.npeaks = 0
         self._nclosed = 0
         self._finished = False
-        self._frontier: dict[int, FrontierFrame] = {}
-        self._forest = Forest(self._cols.nacc)
+        self.frontier: dict[int, FrontierFrame] = {}
+        self.forest = Forest(self.cols.nacc)
         if not Linker._warm:
             self.warmup()
 
@@ -133,8 +134,8 @@ class Linker(BlockLinker):
         The same kernels and the same result as `add_block` with one point,
         without the block's bookkeeping: each neighbour frame is overlapped
         with this one directly (no concatenation of the frontier)."""
-        self._check_order(point_id)
-        offset = self._npeaks
+        self.check_order(point_id)
+        offset = self.npeaks
         overlaps = None
         if sparse is not None:
             if sparse.label is None or peaks is None:
@@ -145,11 +146,11 @@ class Linker(BlockLinker):
                 raise ValueError(f"linker: point {point_id} has {npeaks} labels but "
                                  f"{nrows} peak rows")
             shape = (int(sparse.shape[0]), int(sparse.shape[1]))
-            if self._shape is not None and shape != self._shape:
+            if self.shape is not None and shape != self.shape:
                 raise ValueError(f"linker: point {point_id} frame shape {shape} differs "
-                                 f"from the scan's {self._shape}")
-            self._shape = shape
-            runs = None if self._split else sparse.runs
+                                 f"from the scan's {self.shape}")
+            self.shape = shape
+            runs = None if self.splitting else sparse.runs
             if runs is not None:  # the label node's runs: no pass over the pixels
                 if runs.dtype != np.int32 or runs.ndim != 2 or runs.shape[1] != RUN_COLUMNS:
                     raise ValueError(f"linker: point {point_id}: runs are {runs.dtype} "
@@ -160,7 +161,7 @@ class Linker(BlockLinker):
             else:
                 runs, _, npx, status, ints, _, peak_key, peak_h = frame_runs(
                     sparse.row, sparse.col, sparse.label,
-                    sparse.intensity if self._split else NO_INT,
+                    sparse.intensity if self.splitting else NO_INT,
                     np.array([0, sparse.nnz], np.int64), np.array([npeaks], np.int64),
                     shape[1])
                 status = status[0]
@@ -171,15 +172,20 @@ class Linker(BlockLinker):
             if npeaks:
                 overlaps = self._add_frame(point_id, runs, ints, npx, peak_key, peak_h, peaks,
                                            motors, offset)
-                if self._separate:
-                    self._pool.append_frame(offset, point_id, sparse,
-                                            self._cols.point_factors(motors))
-        self._next_point = point_id + 1
-        self._drop_frontier(point_id)
-        cliques, members = self._emit(point_id, True)
+                if self.separating:
+                    self.pool.append_frame(offset, point_id, sparse,
+                                           self.cols.point_factors(motors))
+        self.next_point = point_id + 1
+        self.drop_frontier(point_id)
+        cliques, members = self.emit(point_id, True)
         return LinkResult(point_id, offset,
                           empty_table(OVERLAP_COLUMNS) if overlaps is None else overlaps,
                           cliques, members)
+
+    def add_block(self, block: PeakBlock) -> LinkResult:
+        """Link consecutive points at once: the same result as one add_point per point,
+        with the cliques closed in the same order (`nodes.link.block`)."""
+        return self.block_path.add(block)
 
     def _add_frame(self, p: int, runs, ints, npx, peak_key, peak_h, peaks, motors,
                    offset: int) -> dict[str, np.ndarray]:
@@ -187,23 +193,23 @@ class Linker(BlockLinker):
         its neighbours before it, keep the frame if a later point may link to it."""
         traj = self.trajectory
         close_at = max(int(traj.last_neighbour(p)), p)
-        self._forest.append(offset, p, close_at, [peaks[name] for name in ACC],
-                            np.array([float(p)]), self._cols.point_factors(motors),
-                            peak_h if self._split else None)
-        self._npeaks += npx.shape[0]
+        self.forest.append(offset, p, close_at, [peaks[name] for name in ACC],
+                            np.array([float(p)]), self.cols.point_factors(motors),
+                            peak_h if self.splitting else None)
+        self.npeaks += npx.shape[0]
         s_raw = np.asarray(peaks["s_raw"], np.float64)
         f_raw = np.asarray(peaks["f_raw"], np.float64)
-        frontier = self._frontier
+        frontier = self.frontier
         olds = [frontier[j] for j in sorted(set(traj.neighbours_before(p))) if j in frontier]
         overlaps = None
         if olds and self.rule.needs_overlap:
-            forest = self._forest
+            forest = self.forest
             *ov, gid_a, gid_b, saddle = link_frames(
                 *joined_frames(olds), runs, ints, peak_key, peak_h, npx, s_raw, f_raw, offset,
-                self._shape[1], self._split, self._fraction, self._distance, forest.gid,
+                self.shape[1], self.splitting, self._fraction, self._distance, forest.gid,
                 forest.n, forest.parent, forest.close_at, forest.size, forest.next_member)
             overlaps = dict(zip(OVERLAP_COLUMNS, ov, strict=True))
-            if self._split and gid_a.shape[0]:
+            if self.splitting and gid_a.shape[0]:
                 forest.add_edges(gid_a, gid_b, saddle)
         elif olds:  # distance alone: pairs by centroid
             overlaps = self._link_by_distance(olds, runs, npx, s_raw, f_raw, offset)
@@ -220,7 +226,7 @@ class Linker(BlockLinker):
         for old in olds:
             peak_a, peak_b, npixels, score, _, _, _ = overlap_pairs(
                 old.runs, old.npx.shape[0], runs, NO_INT, NO_INT, NO_KEY, NO_H, NO_KEY,
-                NO_H, self._shape[1], False, old.peak_offset, offset, old.npx, npx)
+                NO_H, self.shape[1], False, old.peak_offset, offset, old.npx, npx)
             ia, ib = pairs_within(old.s_raw, old.f_raw, s_raw, f_raw, self.rule.distance)
             cand = {"npixels": np.zeros(ia.shape[0], np.int32), "npx_a": old.npx[ia],
                     "npx_b": npx[ib], "s_a": old.s_raw[ia], "f_a": old.f_raw[ia],
@@ -229,21 +235,21 @@ class Linker(BlockLinker):
             parts.append(({"peak_a": peak_a, "peak_b": peak_b, "npixels": npixels,
                            "score": score}, cand))
         overlaps = {k: np.concatenate([pt[k] for pt, _ in parts]) for k in parts[0][0]}
-        self._union({k: np.concatenate([c[k] for _, c in parts]) for k in parts[0][1]})
+        self.union({k: np.concatenate([c[k] for _, c in parts]) for k in parts[0][1]})
         return overlaps
 
-    def _union(self, cand: dict[str, np.ndarray]) -> None:
+    def union(self, cand: dict[str, np.ndarray]) -> None:
         """Union the candidate pairs the rule keeps (and keep them as edges to split)."""
         keep = self.rule.keep(cand)
         ga, gb, saddle = cand["gid_a"][keep], cand["gid_b"][keep], cand["saddle"][keep]
         if not ga.shape[0]:
             return
-        self._forest.union_gids(ga, gb)
-        if self._split:
-            self._forest.add_edges(ga, gb, saddle)
+        self.forest.union_gids(ga, gb)
+        if self.splitting:
+            self.forest.add_edges(ga, gb, saddle)
 
-    def _drop_frontier(self, last: int) -> None:
-        frontier = self._frontier
+    def drop_frontier(self, last: int) -> None:
+        frontier = self.frontier
         for p in [p for p, f in frontier.items() if f.close_at <= last]:
             del frontier[p]
 
@@ -252,9 +258,9 @@ class Linker(BlockLinker):
         if self.trajectory is None or self._finished:
             raise ValueError("linker: finish() needs setup() and may be called once per scan")
         self._finished = True
-        cliques, members = self._emit(_NEVER, False)
-        self._frontier.clear()
-        return LinkResult(-1, self._npeaks, empty_table(OVERLAP_COLUMNS), cliques, members)
+        cliques, members = self.emit(_NEVER, False)
+        self.frontier.clear()
+        return LinkResult(-1, self.npeaks, empty_table(OVERLAP_COLUMNS), cliques, members)
 
     # ------------------------------------------------------------ checkpoint
 
@@ -278,14 +284,14 @@ class Linker(BlockLinker):
         """
         if self.trajectory is None:
             raise ValueError("linker: state() needs setup(scan) first")
-        shape = self._shape if self._shape is not None else (-1, -1)
+        shape = self.shape if self.shape is not None else (-1, -1)
         return {"kind": self.kind, "version": self.STATE_VERSION, "params": self.params(),
-                "motors": json.dumps(self._cols.motors), "period": dict(self._cols.period),
-                "next_point": self._next_point, "npeaks": self._npeaks,
+                "motors": json.dumps(self.cols.motors), "period": dict(self.cols.period),
+                "next_point": self.next_point, "npeaks": self.npeaks,
                 "nclosed": self._nclosed, "finished": self._finished,
                 "shape0": int(shape[0]), "shape1": int(shape[1]),
-                "frontier": frontier_state(self._frontier), "forest": self._forest.state(),
-                "pixels": self._pool.state()}
+                "frontier": frontier_state(self.frontier), "forest": self.forest.state(),
+                "pixels": self.pool.state()}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from `state()`: call after `setup(scan)` on a linker built with the
@@ -313,23 +319,23 @@ class Linker(BlockLinker):
                              + "; ".join(differ) + ")")
         motors = json.loads(plain(state["motors"]))
         period = {k: float(v) for k, v in dict(state["period"]).items()}
-        cols = self._cols
+        cols = self.cols
         if motors != cols.motors or period != cols.period:
             raise ValueError(f"linker state is for motors {motors} (periods {period}), this "
                              f"scan has {cols.motors} (periods {cols.period})")
         forest = Forest.from_state(state["forest"])
-        if forest.nacc != self._forest.nacc:
+        if forest.nacc != self.forest.nacc:
             raise ValueError(f"linker state: {forest.nacc} accumulator columns, expected "
-                             f"{self._forest.nacc}")
+                             f"{self.forest.nacc}")
         shape = (int(state["shape0"]), int(state["shape1"]))
-        self._frontier = frontier_from(state["frontier"], self._split)
-        if self._frontier and shape[0] < 0:
+        self.frontier = frontier_from(state["frontier"], self.splitting)
+        if self.frontier and shape[0] < 0:
             raise ValueError("linker state: frontier frames without a frame shape")
-        self._forest = forest
-        self._pool = PixelPool.from_state(state["pixels"])
-        self._shape = None if shape[0] < 0 else shape
-        self._next_point = int(state["next_point"])
-        self._npeaks = int(state["npeaks"])
+        self.forest = forest
+        self.pool = PixelPool.from_state(state["pixels"])
+        self.shape = None if shape[0] < 0 else shape
+        self.next_point = int(state["next_point"])
+        self.npeaks = int(state["npeaks"])
         self._nclosed = int(state["nclosed"])
         self._finished = bool(state["finished"])
 
@@ -337,31 +343,31 @@ class Linker(BlockLinker):
 
     def frontier_points(self) -> list[int]:
         """Points whose sparse frames are still kept."""
-        return sorted(self._frontier)
+        return sorted(self.frontier)
 
     def open_peaks(self) -> int:
         """2D peaks in open cliques held in memory."""
-        return self._forest.nlive
+        return self.forest.nlive
 
     # -------------------------------------------------------------- helpers
 
-    def _check_order(self, point_id: int) -> None:
+    def check_order(self, point_id: int) -> None:
         if self.trajectory is None:
             raise ValueError("linker: call setup(scan) before add_point()")
         if self._finished:
             raise ValueError(f"linker: point {point_id} after finish()")
-        if point_id != self._next_point:
-            raise ValueError(f"linker: expected point {self._next_point}, got {point_id} "
+        if point_id != self.next_point:
+            raise ValueError(f"linker: expected point {self.next_point}, got {point_id} "
                              "(points must come once each, in order, from 0)")
 
-    def _emit(self, step: int, by_close_at: bool):
+    def emit(self, step: int, by_close_at: bool):
         """The cliques that close by `step` (kernels.unionfind.close_step), as tables."""
-        closed = self._forest.close(step, by_close_at, self._cols.table_cols,
-                                    (self.prominence, self.prominence_sigma) if self._split
-                                    else None)
-        if self._separate:
-            closed = self.separator.apply(closed, self._pool, self._cols.table_cols)
-        cliques, members = self._cols.tables(closed, self._nclosed)
+        closed = self.forest.close(step, by_close_at, self.cols.table_cols,
+                                   (self.prominence, self.prominence_sigma) if self.splitting
+                                   else None)
+        if self.separating:
+            closed = self.separator.apply(closed, self.pool, self.cols.table_cols)
+        cliques, members = self.cols.tables(closed, self._nclosed)
         self._nclosed += cliques["clique_id"].shape[0]
         return cliques, members
 

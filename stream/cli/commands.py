@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stream import __version__
+from stream.cli.progress import ProgressLine, StatusLine
 from stream.config.base import ConfigError
 from stream.config.schema import Config
 
@@ -23,98 +24,19 @@ log = logging.getLogger("peakstream")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-class Progress:
-    """A progress line on stderr: rewritten in place on a terminal, every few s otherwise."""
-
-    def __init__(self, label: str, total: int | None = None, interval: float = 2.0,
-                 quiet: bool = False):
-        self.label, self.total, self.quiet = label, total, quiet
-        self.tty = sys.stderr.isatty()
-        self.interval = 0.2 if self.tty else interval
-        self.t0 = self.last = time.monotonic()
-
-    def __call__(self, done: int, total: int | None = None, extra: str = "",
-                 force: bool = False) -> None:
-        now = time.monotonic()
-        if self.quiet or (not force and now - self.last < self.interval):
-            return
-        self.last = now
-        total = total if total is not None else self.total
-        rate = done / max(now - self.t0, 1e-9)
-        of = f"/{total}" if total else ""
-        line = f"{self.label}: {done}{of} ({rate:.0f}/s){' ' + extra if extra else ''}"
-        sys.stderr.write(("\r" + line + "\033[K") if self.tty else line + "\n")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.tty and not self.quiet:
-            sys.stderr.write("\n")
-
-
-class StatusLine:
-    """`peakstream run`'s progress: one line per interval from `ScanRunner.status()` with
-    the rates since the last line, lag, queue depths, workers and RSS."""
-
-    def __init__(self, runner: Any, interval: float = 2.0, quiet: bool = False,
-                 label: str = "run"):
-        self.runner, self.label, self.quiet = runner, label, quiet
-        self.tty = sys.stderr.isatty()
-        self.interval = 0.5 if self.tty else interval
-        self.last = time.monotonic()
-        self.prev: dict[str, Any] = {}
-
-    def __call__(self) -> None:
-        now = time.monotonic()
-        if self.quiet or now - self.last < self.interval:
-            return
-        dt, self.last = now - self.last, now
-        status = self.runner.status()
-        scan = status.get("scan")
-        if scan is None:
-            self.prev = {}
-            return
-        line = f"{self.label}: {format_status(status, self.prev, dt)}"
-        self.prev = dict(scan)
-        sys.stderr.write(("\r" + line + "\033[K") if self.tty else line + "\n")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.tty and not self.quiet:
-            sys.stderr.write("\n")
-
-
-def format_status(status: dict[str, Any], prev: dict[str, Any], dt: float) -> str:
-    """One line: the open scan's points, rates since `prev`, lag, queues, workers, RSS."""
-    s = status["scan"]
-    of = f"/{s['npoints']}" if s["npoints"] is not None else ""
-    same = prev.get("scan_id") == s["scan_id"]
-
-    def rate(key: str) -> float:
-        return (s[key] - (prev.get(key, 0) if same else 0)) / max(dt, 1e-9)
-
-    w = status["workers"]
-    return (f"scan {s['scan_id']}: {s['linked']}{of} linked, {rate('received'):.0f}/s in, "
-            f"{rate('linked'):.0f}/s linked; lag {s['lag']} (max {s['max_lag']}); queues: "
-            f"{status['in_flight']}/{status['queue']} out ({w['queued']} waiting for "
-            f"{w['workers']} {w['kind']} worker(s)), {s['waiting']} to reorder"
-            f"{', receiver held back' if status['blocked'] else ''}; {s['missing']} missing, "
-            f"{s['bad']} bad, {s['cliques']} cliques; RSS {status['rss'] / 2**20:.0f} MiB")
-
-
 # ------------------------------------------------------------------ commands
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from stream.run.runner import ScanRunner
-    from stream.sources.zmq import ZmqSource
+    from stream.sources.base import open_source
     from stream.store.reader import format_summary, summary
 
     config = _config(args)
     stop = _stop_flag()
-    src = config["source"]
     try:
-        source = ZmqSource(src["listen"], src["rcvhwm"])
-    except OSError as exc:
+        source = open_source(config)
+    except (OSError, ValueError) as exc:
         print(f"peakstream run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -124,8 +46,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         source.close()
         print(f"peakstream run: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"peakstream {__version__}: listening on {source.endpoint}, writing to "
-          f"{runner.output_dir}", file=sys.stderr, flush=True)
+    print(f"peakstream {__version__}: {_reading(source)}, writing to {runner.output_dir}",
+          file=sys.stderr, flush=True)
     progress = StatusLine(runner, quiet=args.quiet, interval=args.progress_interval)
     with source:
         try:
@@ -144,12 +66,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from stream.core.messages import End
     from stream.offline.batch import open_blocks, replay_blocks
     from stream.run.runner import ScanRunner
+    from stream.sources.base import open_source
     from stream.sources.files import open_recording, recordings
     from stream.store.reader import format_summary, summary
-    from stream.wire.codec import encode
 
     config = _config(args)
     if not args.inputs and not args.images:
@@ -180,13 +101,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     runner = ScanRunner(config, output_dir=None if single else out, output_file=single)
     if args.resume:  # points the file holds are kept, the others processed
-        runner.resume_file = single
+        runner.resumer.resume_file = single
     for inputs in scans:
         try:
             per_point = args.per_point or args.resume
             blocks = None if per_point else open_blocks(inputs, config, **options)
             if blocks is None:
-                start, points = open_recording(inputs, **options)
+                recording = open_recording(inputs, **options)
         except (OSError, ValueError) as exc:
             print(f"peakstream replay: {exc}", file=sys.stderr)
             runner.close()
@@ -194,8 +115,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         name = Path((inputs or args.images)[0].split("::")[0]).name
         if blocks is not None:  # a sparse recording: label, properties, linker in blocks
             start, stream_blocks = blocks
-            progress = Progress(f"replay {name}", start.npoints, quiet=args.quiet)
-            path = runner._output_path(start.scan_id, start.meta)
+            progress = ProgressLine(f"replay {name}", start.npoints, quiet=args.quiet)
+            path = runner.output_path(start.scan_id, start.meta)
             try:
                 runner.results.append(replay_blocks(config, start, stream_blocks, path,
                                                     progress))
@@ -205,21 +126,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
             progress(start.npoints or 0, force=True)
             progress.done()
             continue
-        progress = Progress(f"replay {name}", start.npoints, quiet=args.quiet)
-        runner.handle(encode(start))  # through the wire encoding, as a live scan
-        n = 0
-        try:
-            for point in points:
-                runner.handle(encode(point))
-                n += 1
-                progress(n)
-        except (OSError, ValueError) as exc:  # the recording broke off: the scan fails
-            print(f"peakstream replay: {name}: {exc}", file=sys.stderr)
-            runner.handle(encode(End(start.scan_id, "fail", n, f"replay stopped: {exc}")))
-        else:
-            runner.handle(encode(End(start.scan_id, "success", n)))
-        progress(n, force=True)
-        progress.done()
+        with open_source(config, recording, name) as source:
+            progress = ProgressLine(f"replay {name}", source.start.npoints, quiet=args.quiet)
+            while not source.done:  # through the wire encoding, as a live scan
+                for parts in source.receive(0.0):
+                    runner.handle(parts)
+                progress(source.points)
+            if source.error:  # the recording broke off: the scan failed
+                print(f"peakstream replay: {name}: {source.error}", file=sys.stderr)
+            progress(source.points, force=True)
+            progress.done()
     runner.close()
     if runner.last_error:  # a scan that could not start (or resume), or be written
         print(f"peakstream replay: {runner.last_error}", file=sys.stderr)
@@ -262,7 +178,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:  # e.g. more spots than the scan has room for
         print(f"peakstream simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    progress = Progress("simulate", args.points, quiet=args.quiet)
+    progress = ProgressLine("simulate", args.points, quiet=args.quiet)
     if args.output:
         if Path(args.output).exists():
             print(f"peakstream simulate: {args.output} exists", file=sys.stderr)
@@ -422,6 +338,17 @@ def _sim_config(args: argparse.Namespace, cls: Any) -> Any:
     kinds = {k: getattr(args, k) for k in SIM_KINDS if getattr(args, k, None) is not None}
     return cls(npoints=args.points, shape=tuple(args.shape), spots=args.spots, seed=args.seed,
                **kinds)
+
+
+def _reading(source: Any) -> str:
+    """What a live source reads, for the banner ("listening on ENDPOINT" for our lane:
+    scripts and tests read the bound endpoint from it)."""
+    status = source.status()
+    if status.get("kind") == "dectris":
+        lane = f", motors on {source.endpoint_bound}" if source.endpoint_bound else ""
+        return (f"reading DECTRIS stream v{status['stream_version']} from {source.endpoint}"
+                f"{lane}")
+    return f"listening on {source.endpoint}"
 
 
 def _exit_code(results: list[dict[str, Any]]) -> int:

@@ -95,12 +95,14 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="listen for scans over ZeroMQ and process them",
-                       description="Bind a PULL socket (PROTOCOL.md), process every scan that "
-                                   "arrives and write one HDF5 file per scan, named after its "
-                                   "scan_id, into the output directory.")
+                       description="Bind a PULL socket (PROTOCOL.md), or connect to a DECTRIS "
+                                   "detector ([source] kind = 'dectris'), process every scan "
+                                   "that arrives and write one HDF5 file per scan, named after "
+                                   "its scan_id, into the output directory.")
     p.add_argument("config", nargs="?", help="TOML config (default: built-in defaults)")
     p.add_argument("--listen", help="endpoint to bind (overrides [source] listen; "
-                                    "default tcp://127.0.0.1:5555)")
+                                    "default tcp://127.0.0.1:5555; with kind = 'dectris' the "
+                                    "motor lane)")
     p.add_argument("--output", help="output directory (overrides [output] directory)")
     p.add_argument("--scans", type=int, help="exit after this many scans (default: run until "
                                              "SIGINT/SIGTERM)")
@@ -251,9 +253,9 @@ def _daemon(args: argparse.Namespace) -> int:
 
 
 def _add_maps(sub) -> None:
-    """stats, map and diffmap: their parsers live beside their code."""
-    from stream.maps import diffmap, render
-    from stream.offline import stats
+    """stats, map and diffmap."""
+    from stream.cli import diffmap, stats
+    from stream.maps import render
 
     stats.add_parser(sub)
     render.add_parser(sub)

@@ -275,7 +275,7 @@ def _validate_node(table: Any, i: int, origin: str) -> dict[str, Any]:
     kind = table["kind"]
     if kind not in NODES:
         raise ConfigError(f"{where}: unknown kind {kind!r}; known: {', '.join(NODES)}")
-    params = _node_params(NODES[kind])
+    params = node_params(NODES[kind])
     out = {"kind": kind}
     for key, value in table.items():
         if key == "kind":
@@ -304,7 +304,7 @@ def _poni_values(path: Path, where: str) -> dict[str, Any]:
         raise ConfigError(f"{where}: poni: {exc}") from None
 
 
-def _node_params(cls: type) -> dict[str, Any]:
+def node_params(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls.__init__)
     sig = inspect.signature(cls.__init__)
     return {n: hints.get(n, Any) for n, p in sig.parameters.items()

@@ -76,6 +76,17 @@ PEAK_COLUMNS: dict[str, str] = {
 MOMENT_COLUMNS = ("s_1", "s_I", "s_sI", "s_fI", "s_ssI", "s_ffI", "s_sfI")
 
 
+def clique_columns(motors: list[str]) -> dict[str, str]:
+    """Columns of the cliques table, in the order they are stored: the sums of the
+    members' columns, the intensity-weighted point and one centroid per motor."""
+    cols = {"clique_id": "int64", "n2d": "int32", "npx": "int64", "sum_intensity": "float64",
+            "s_raw": "float64", "f_raw": "float64"}
+    cols.update({name: "float64" for name in MOMENT_COLUMNS})
+    cols.update({"first_point": "int64", "last_point": "int64", "point": "float64"})
+    cols.update({m: "float64" for m in motors})
+    return cols
+
+
 def empty_peaks() -> dict[str, np.ndarray]:
     """A 2D peak table with no rows."""
     return {k: np.empty(0, dt) for k, dt in PEAK_COLUMNS.items()}

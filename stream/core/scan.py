@@ -17,9 +17,6 @@ from stream.core.trajectory import TRAJECTORIES, Sweep, Trajectory, make_traject
 
 __all__ = ["Point", "Scan", "Trajectory", "Sweep", "make_trajectory", "TRAJECTORIES"]
 
-POINT_STATUS = {"ok": 0, "missing": 1, "bad": 2}
-
-
 @dataclass
 class Scan:
     """A scan in progress: what `start` announced, and what happened to each point."""

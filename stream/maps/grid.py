@@ -1,37 +1,13 @@
 """Maps of a 2D scan: per-point results placed by point id into (nslow, nfast, ...) arrays
 and written as NeXus, like pyFAI's diff_map, while the points arrive.
 
-`MapGrid` says where a point goes: point (or frame) index i, less `offset`, fills
-rows of `nfast` points (row-major; `snake`: odd rows run backwards, pyFAI's
---zigzag); `nslow` rows are expected, more are added as they come (open-ended
-scans grow along slow, as diff_map does). `MapWriter` takes each point's outputs
+`MapGrid` (`stream.core.grid`, shared with the live map) says where a point
+goes; more rows than expected are added as they come (open-ended scans grow along
+slow, as diff_map does). `MapWriter` takes each point's outputs
 (`add`) and writes them; `stream.mapbuild.build_maps` makes the maps of a finished
 peakstream output file (replay) through the same writer.
 
-File layout (pyFAI diff_map's paths, so its users' scripts and viewers read ours):
-
-    /                                NXroot; default entry_0000
-    /entry_0000                      NXentry: title, program_name, start_time, end_time;
-                                     default pyFAI/result
-    /entry_0000/pyFAI                NXprocess: program, version, date, inputfiles,
-                                     dim0 = nslow (attrs axis, range), dim1 = nfast,
-                                     dim2 = npt, offset, PONIfile / maskfile / darkfiles /
-                                     flatfiles when given, configuration (NXnote: type
-                                     text/json, data: the integration config as JSON)
-    /entry_0000/pyFAI/result         NXdata: intensity (nslow, nfast, npt) float32
-                                     [(nslow, nfast, nazim, npt) when caked], errors (same),
-                                     the radial axis named by its unit's space (2th, q, r)
-                                     with attrs unit and long_name, [azimuthal], slow
-                                     (nslow,) and fast (nfast,) motor positions, map_ptr
-                                     (nslow, nfast) int32 point / frame index (-1: none),
-                                     map: virtual (npt, nslow, nfast) view of intensity;
-                                     signal map, axes [2th, slow, fast]
-    /entry_0000/pyFAI/positions      NXcollection: <motor> (nslow, nfast) of every motor
-    /entry_0000/maps/<name>          NXdata: data (nslow, nfast[, n]) float64 of a per-point
-                                     output (ROI and annulus sums, peak and clique counts,
-                                     ...); slow, fast (links to result's)
-    /entry_0000/maps/composite_<n>   NXdata: data (nslow * th, nfast * tw) float32: tiles
-                                     (th, tw) placed by mesh position (xrsmap's composite)
+The file's layout is pyFAI diff_map's (`stream.maps.nexus`).
 
 Rows are buffered and written when complete (then the file is flushed, so a reader
 opening it with h5py sees every finished row), or when two rows behind the
@@ -52,70 +28,22 @@ import h5py
 import numpy as np
 
 from stream import __version__
+from stream.core.grid import MapGrid
 from stream.core.table import STR
-from stream.store.scanfile import now_iso
+from stream.maps.nexus import (
+    ENTRY,
+    MAPS,
+    PROCESS,
+    RESULT,
+    RESULT_PATH,
+    describe,
+    fill_axis,
+    pattern_axes,
+    virtual_map,
+)
+from stream.store.layout import now_iso
 
 log = logging.getLogger(__name__)
-
-ENTRY, PROCESS, RESULT, MAPS = "entry_0000", "pyFAI", "result", "maps"
-RESULT_PATH = f"/{ENTRY}/{PROCESS}/{RESULT}"
-MAX_VIEW_MAPPINGS = 1 << 17  # the virtual `map` view has one mapping per pattern bin
-LONG_NAMES = {"2th": "Scattering angle 2\u03b8", "q": "Scattering vector q",
-              "r": "Radius r", "chi": "Azimuthal angle \u03c7", "d": "d-spacing"}
-
-
-@dataclass(frozen=True)
-class MapGrid:
-    """Where point (or frame) index i lies: row (slow) and column (fast) of the map."""
-
-    nfast: int
-    nslow: int | None = None  # rows expected; None: open-ended
-    snake: bool = False
-    offset: int = 0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.nfast, bool) or int(self.nfast) != self.nfast or self.nfast < 1:
-            raise ValueError(f"map: nfast must be an integer >= 1, got {self.nfast!r}")
-        if self.nslow is not None and (int(self.nslow) != self.nslow or self.nslow < 1):
-            raise ValueError(f"map: nslow must be an integer >= 1 or None, got {self.nslow!r}")
-        if self.offset < 0:
-            raise ValueError(f"map: offset must be >= 0, got {self.offset!r}")
-
-    def place(self, index: Any) -> tuple[Any, Any]:
-        """(slow, fast) of index (int or array); (-1, -1) before the offset."""
-        n = np.asarray(index, np.int64) - self.offset
-        slow, fast = n // self.nfast, n % self.nfast
-        if self.snake:
-            fast = np.where(slow % 2 == 1, self.nfast - 1 - fast, fast)
-        slow, fast = np.where(n < 0, -1, slow), np.where(n < 0, -1, fast)
-        if np.ndim(index) == 0:
-            return int(slow), int(fast)
-        return slow, fast
-
-    def index(self, slow: Any, fast: Any) -> Any:
-        """The point index at (slow, fast): the inverse of `place`."""
-        slow, fast = np.asarray(slow, np.int64), np.asarray(fast, np.int64)
-        if self.snake:
-            fast = np.where(slow % 2 == 1, self.nfast - 1 - fast, fast)
-        out = self.offset + slow * self.nfast + fast
-        return int(out) if out.ndim == 0 else out
-
-    @classmethod
-    def from_trajectory(cls, trajectory: Mapping[str, Any], npoints: int | None) -> MapGrid:
-        """The grid of a start message's grid / snake trajectory (PROTOCOL.md)."""
-        kind = trajectory.get("kind")
-        if kind not in ("grid", "snake") or not trajectory.get("nfast"):
-            raise ValueError(f"a map needs a grid or snake trajectory with nfast (this scan's "
-                             f"is {dict(trajectory)}); give the map's nfast")
-        nfast = int(trajectory["nfast"])
-        return cls(nfast, math.ceil(npoints / nfast) if npoints else None, kind == "snake")
-
-
-def split_unit(unit: str) -> tuple[str, str]:
-    """pyFAI unit name -> (space, unit): 2th_deg -> (2th, deg), q_nm^-1 -> (q, nm^-1)."""
-    space, _, rest = unit.partition("_")
-    return (space or "radial"), rest
-
 
 @dataclass
 class _Feature:
@@ -305,56 +233,11 @@ class MapWriter:
         return feat
 
     def _pattern_axes(self, shape: tuple[int, ...]) -> None:
-        res, npt = self.result, shape[-1]
-        radial = self._radial if self._radial is not None else np.arange(npt, dtype=np.float64)
-        unit = self._unit if self._radial is not None else "bin_index"
-        if len(radial) != npt:
-            raise ValueError(f"map: the radial axis has {len(radial)} points, the pattern {npt}")
-        space, u = split_unit(unit)
-        self.space = space
-        ax = res.create_dataset(space, data=np.asarray(radial, np.float64))
-        ax.attrs.update(unit=u, units=u, long_name=f"{LONG_NAMES.get(space, space)} ({u})",
-                        interpretation="scalar", axes=len(shape))
-        if len(shape) == 2:
-            azim = self._azimuthal if self._azimuthal is not None else np.arange(shape[0])
-            az = res.create_dataset("azimuthal", data=np.asarray(azim, np.float64))
-            az.attrs.update(unit="deg", units="deg", interpretation="scalar", axes=1)
-        self.proc["dim2"][()] = npt
-        self._view()
-
-    def _describe(self) -> None:
-        """The NXdata signal and axes: the map view if it exists, else intensity."""
-        res = self.result
-        if "intensity" not in res:
-            return
-        lead = ["azimuthal"] if res["intensity"].ndim == 4 else []
-        if "map" in res:
-            res.attrs.update(signal="map", axes=[*lead, self.space, "slow", "fast"])
-            self._slowax.attrs["axes"], self._fastax.attrs["axes"] = len(lead) + 2, len(lead) + 3
-        else:
-            res.attrs.update(signal="intensity", axes=["slow", "fast", *lead, self.space])
-            self._slowax.attrs["axes"], self._fastax.attrs["axes"] = 1, 2
-
-    def _view(self) -> None:
-        """`map`: a virtual transposed view (npt, nslow, nfast) of intensity, as pyFAI's.
-
-        One mapping per pattern bin, `map[k] <- intensity[:, :, k]`, unlimited along
-        slow: the view grows with the intensity dataset (open-ended scans)."""
-        res, src_ds = self.result, self.result["intensity"]
-        lead = src_ds.shape[2:]
-        if math.prod(lead) > MAX_VIEW_MAPPINGS:
-            self._describe()
-            return
-        unlimited, nfast = h5py.h5s.UNLIMITED, self.grid.nfast
-        layout = h5py.VirtualLayout(shape=(*lead, self.nrows, nfast), dtype=np.float32,
-                                    maxshape=(*lead, None, nfast))
-        src = h5py.VirtualSource(".", src_ds.name, shape=src_ds.shape,  # ".": this file
-                                 maxshape=src_ds.maxshape)
-        for k in np.ndindex(*lead):
-            layout[(*k, slice(0, unlimited))] = src[(slice(0, unlimited), slice(None), *k)]
-        res.create_virtual_dataset("map", layout, fillvalue=np.nan)
-        res["map"].attrs["interpretation"] = "image"
-        self._describe()
+        self.space = pattern_axes(self.result, shape, self._radial, self._unit,
+                                  self._azimuthal)
+        self.proc["dim2"][()] = shape[-1]
+        virtual_map(self.result, self.nrows, self.grid.nfast)
+        describe(self.result, self.space, self._slowax, self._fastax)
 
     # ------------------------------------------------------------ points
 
@@ -501,18 +384,3 @@ class MapWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def fill_axis(values: np.ndarray) -> np.ndarray:
-    """Positions never seen (NaN) from a straight line through the known ones (indices if
-    fewer than two are known)."""
-    values = np.asarray(values, np.float64).copy()
-    known = np.isfinite(values)
-    if known.all():
-        return values
-    idx = np.arange(len(values), dtype=np.float64)
-    if known.sum() < 2:
-        return idx if not known.any() else values[known][0] + idx - idx[known][0]
-    slope, icpt = np.polyfit(idx[known], values[known], 1)
-    values[~known] = icpt + slope * idx[~known]
-    return values

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,13 +24,12 @@ import numpy as np
 
 from stream.config.schema import Config
 from stream.core.block import SparseBlock
-from stream.core.item import PEAK_COLUMNS
 from stream.core.messages import Start
 from stream.core.scan import Scan
 from stream.run.pipeline import Pipeline
-from stream.run.runner import COUNTERS, _start_json, clique_columns
-from stream.store.scanfile import POINT_STATUS, ScanStore
-from stream.store.shares import write_link
+from stream.run.runner import COUNTERS
+from stream.store.rows import STATUS_CODE, RowWriter
+from stream.store.scanfile import ScanStore
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +55,8 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
         raise ValueError("block replay needs the sparse chain label -> properties, not "
                          + " -> ".join(n.kind for n in pipeline.sparse_chain))
     label = pipeline.sparse_chain[0]
-    store = ScanStore(path, scan_id=start.scan_id, detector=detector, motors=start.motors,
-                      counters=start.counters, peak_columns=PEAK_COLUMNS,
-                      clique_columns=clique_columns(start.motors),
-                      config_text=config.text(), start_json=_start_json(start),
-                      trajectory=scan.trajectory.describe(),
-                      flush_interval=config["output"]["flush_interval"])
+    store = ScanStore.for_scan(path, scan, config, detector)
+    rows = RowWriter(store, start.motors, start.counters)
     store.set_shape(info.shape, info.dtype)
     counters: Counter = Counter({k: 0 for k in COUNTERS})
     status, reason = "success", ""
@@ -85,24 +79,21 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
             result = linker.add_block(PeakBlock(
                 block.first, info.shape, ok, nnz, row, col, labels, npeaks, peaks,
                 block.motors, (tb.link_a, tb.link_b), tb.close_at, intensity))
-            _write_points(store, block, start, tb.flags)
-            walker.write(store, tb, block.first, block.time)
-            store.sparse.append({"row": row, "col": col, "intensity": intensity,
-                                 "label": labels})
-            store.nnz.append({"nnz": nnz})
-            npk = int(npeaks.sum())
-            if npk:
-                rows = {"point_id": np.repeat(block.first + np.arange(n), npeaks),
-                        "clique_id": np.full(npk, -1, np.int64)}
-                rows.update(peaks)
-                store.peaks.append(rows)
-            _write_link(store, result, counters)
+            point_id = block.first + np.arange(n, dtype=np.int64)
+            rows.points(point_id, block.time, np.full(n, STATUS_CODE["ok"], np.uint8),
+                        np.array([json.dumps([f"trajectory: {f}"]) if f else "" for f in tb.flags],
+                                 object), block.motors, block.counters)
+            rows.links(tb.link_a, tb.link_b, np.array(tb.kind, object))
+            rows.flag_events(block.first, tb.flags, block.time)
+            rows.sparse(row, col, intensity, labels, nnz)
+            rows.peaks(np.repeat(point_id, npeaks), peaks)
+            counters["cliques"] += rows.link_result(result)
             npoints += n
             counters.update(received=n, accepted=n, processed=n, linked=n, written=n)
             store.maybe_flush(_now(), counters)
             if progress is not None:
                 progress(npoints)
-        _write_link(store, linker.finish(), counters)
+        counters["cliques"] += rows.link_result(linker.finish())
     except Exception as exc:
         status, reason = "fail", f"{type(exc).__name__}: {exc}"
         log.error("scan %s: block replay failed: %s", start.scan_id, reason)
@@ -207,44 +198,12 @@ class TrajectoryWalker:
         if len(self.linkable) > 64:
             self.linkable = {i: c for i, c in self.linkable.items() if c > last}
 
-    @staticmethod
-    def write(store: ScanStore, tb: TrajectoryBlock, first: int, time: np.ndarray) -> None:
-        """The links table rows and the flag events of a block (as the collector writes)."""
-        if tb.link_a.shape[0]:
-            store.links.append({"point_a": tb.link_a, "point_b": tb.link_b,
-                                "kind": np.array(tb.kind, object)})
-        for k, flag in enumerate(tb.flags):
-            if flag:
-                store.event("flag", f"trajectory: {flag}", first + k, float(time[k]))
-
 
 def _plain_sweep(trajectory: Any) -> bool:
     from stream.core.trajectory import Sweep
 
     return (type(trajectory) is Sweep and not trajectory.wrap
             and trajectory.tolerance is None)
-
-
-def _write_points(store: ScanStore, block: SparseBlock, start: Start,
-                  flags: list[str]) -> None:
-    n = block.n
-    row: dict[str, Any] = {
-        "point_id": block.first + np.arange(n, dtype=np.int64),
-        "time": block.time,
-        "status": np.full(n, POINT_STATUS.index("ok"), np.uint8),
-        "flags": np.array([json.dumps([f"trajectory: {f}"]) if f else "" for f in flags],
-                          object),
-    }
-    for m in start.motors:
-        row[f"motors/{m}"] = block.motors.get(m, np.full(n, math.nan))
-    for c in start.counters:
-        row[f"counters/{c}"] = block.counters.get(c, np.full(n, math.nan))
-    store.points.append(row)
-
-
-def _write_link(store: ScanStore, result: Any, counters: Counter) -> None:
-    """The same rows as Collector._write_link."""
-    counters["cliques"] += write_link(store, result)
 
 
 def _now() -> float:

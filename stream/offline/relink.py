@@ -26,10 +26,9 @@ from stream.core.messages import Start, start_from_json
 from stream.core.scan import Scan
 from stream.core.table import STR, read_table
 from stream.offline.batch import TrajectoryWalker
-from stream.run.runner import clique_columns
 from stream.store.reader import detector_of
+from stream.store.rows import RowWriter
 from stream.store.scanfile import ScanStore
-from stream.store.shares import write_link
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +71,13 @@ def relink(path: str | Path, output: str | Path, criterion: str | list[str] | No
     linker.setup(scan)
     peak_columns = {k: str(v.dtype) for k, v in peaks.items()
                     if k not in ("point_id", "clique_id")}
-    store = ScanStore(output, scan_id=start.scan_id, detector=det, motors=start.motors,
-                      counters=start.counters, peak_columns=peak_columns or PEAK_COLUMNS,
-                      clique_columns=clique_columns(start.motors), config_text=config.text(),
-                      start_json=_read_text(path, "entry/process/start"),
-                      trajectory=trajectory or scan.trajectory.describe(),
-                      flush_interval=1e9)
+    store = ScanStore.for_scan(output, scan, config, det, peak_columns=peak_columns or None,
+                               start_json=_read_text(path, "entry/process/start"),
+                               trajectory=trajectory or None, flush_interval=1e9)
+    rows = RowWriter(store, start.motors, start.counters)
     try:
         store.set_shape(shape, itype)
-        _copy_rows(store, points, sparse, peaks, events)
+        _copy_rows(rows, points, sparse, peaks, events)
         npeaks = np.bincount(peaks["point_id"], minlength=n).astype(np.int64)
         nnz = sparse["nnz"].astype(np.int64)
         pixel_ptr = np.r_[0, np.cumsum(nnz)]
@@ -97,17 +94,16 @@ def relink(path: str | Path, output: str | Path, criterion: str | list[str] | No
             pk = slice(int(peak_ptr[first]), int(peak_ptr[last]))
             block_motors = {m: v[first:last] for m, v in motors.items()}
             tb = walker.block(first, ok[first:last], block_motors)
-            if tb.link_a.shape[0]:  # flags and their events are in the copied rows
-                store.links.append({"point_a": tb.link_a, "point_b": tb.link_b,
-                                    "kind": np.array(tb.kind, object)})
+            # the flags and their events are in the copied rows
+            rows.links(tb.link_a, tb.link_b, np.array(tb.kind, object))
             result = linker.add_block(PeakBlock(
                 first, shape, ok[first:last], nnz[first:last], sparse["row"][px],
                 sparse["col"][px], sparse["label"][px], npeaks[first:last],
                 {k: peaks[k][pk] for k in PEAK_COLUMNS}, block_motors,
                 (tb.link_a, tb.link_b), tb.close_at, sparse["intensity"][px]))
-            ncliques += _write_link(store, result)
+            ncliques += rows.link_result(result)
             first = last
-        ncliques += _write_link(store, linker.finish())
+        ncliques += rows.link_result(linker.finish())
         counters["cliques"] = ncliques
         store.event("relink", f"cliques made again from {path.name} with "
                               f"{linker.rule.describe()}")
@@ -145,17 +141,15 @@ def _read_text(path: Path, name: str) -> str:
         return f[name].asstr()[()]
 
 
-def _copy_rows(store: ScanStore, points, sparse, peaks, events) -> None:
-    store.points.append({k: points[k] for k in store.points.columns})
-    store.sparse.append({k: sparse[k] for k in ("row", "col", "intensity", "label")})
-    store.nnz.append({"nnz": sparse["nnz"]})
-    rows = {k: peaks[k] for k in store.peaks.columns}
-    rows["clique_id"] = np.full(peaks["point_id"].shape[0], -1, np.int64)
-    store.peaks.append(rows)
+def _copy_rows(rows: RowWriter, points, sparse, peaks, events) -> None:
+    """The points, pixels, 2D peaks (not yet in cliques) and events of the file read."""
+    rows.points(points["point_id"], points["time"], points["status"], points["flags"],
+                {m: points[f"motors/{m}"] for m in rows.motors},
+                {c: points[f"counters/{c}"] for c in rows.counters})
+    rows.sparse(sparse["row"], sparse["col"], sparse["intensity"], sparse["label"],
+                sparse["nnz"])
+    rows.peaks(peaks["point_id"], {k: peaks[k] for k in rows.store.peaks.columns})
+    store = rows.store
     if events["kind"].shape[0]:
         store.events.append({k: events[k].astype(object) if store.events.columns[k] is STR
                              else events[k] for k in store.events.columns})
-
-
-def _write_link(store: ScanStore, result: Any) -> int:
-    return write_link(store, result)

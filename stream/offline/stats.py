@@ -17,11 +17,9 @@ as `dark = "dark.h5::/entry/stats/median"`. A `.npy` or `.edf` output holds one 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -281,7 +279,7 @@ def write_stats(path: str | os.PathLike, images: dict[str, np.ndarray],
                 provenance: dict[str, Any]) -> list[str]:
     """Write the images (HDF5, or one image as .npy / .edf); the paths a config loads."""
     from stream import __version__
-    from stream.store.scanfile import now_iso
+    from stream.store.layout import now_iso
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -321,99 +319,3 @@ def write_stats(path: str | os.PathLike, images: dict[str, np.ndarray],
                 value = provenance[key]
                 proc[key] = [str(v) for v in value] if isinstance(value, list) else value
     return [f"{path}::/entry/stats/{name}" for name in images]
-
-
-# ------------------------------------------------------------------ command line
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """`peakstream stats`: register the subcommand (its function is `run`)."""
-    from stream.sources.files import FORMATS
-
-    p = subparsers.add_parser(
-        "stats", help="max / min / mean / median / percentile images over frames",
-        description="Images over the frames of a recording (any format replay reads), for "
-                    "dark, flat and background making. mean/min/max are running; median and "
-                    "percentiles are computed in bands of image rows, so memory stays below "
-                    "--memory (frames that do not fit are spilled to a temporary file). "
-                    "The output is loaded by a config as FILE.h5::/entry/stats/NAME.")
-    p.add_argument("inputs", nargs="*", metavar="RECORDING",
-                   help="files, FILE::/path stacks, data_%%04d.edf patterns or quoted globs")
-    p.add_argument("--stat", nargs="+", action="extend", default=[], choices=STATS,
-                   help="the images to make (default mean; several allowed)")
-    p.add_argument("--percentile", nargs="+", action="extend", default=[], type=float,
-                   metavar="Q", help="percentile(s) in 0..100 (implies --stat percentile)")
-    p.add_argument("--points", metavar="A:B", help="point ids A to B-1 (default all)")
-    p.add_argument("--output", required=True,
-                   help="FILE.h5 (every image), or FILE.npy / FILE.edf (one image)")
-    p.add_argument("--images", nargs="+", action="extend", default=[], metavar="FILE::/PATH",
-                   help="HDF5 frames (as for replay)")
-    p.add_argument("--format", default="auto", choices=("auto", *FORMATS),
-                   help="input format (default auto: from the content)")
-    p.add_argument("--detector", help="detector (default: the recording's first)")
-    p.add_argument("--memory", type=float, default=DEFAULT_MAX_BYTES / 2**20, metavar="MiB",
-                   help=f"memory bound for median / percentiles "
-                        f"(default {DEFAULT_MAX_BYTES >> 20} MiB)")
-    p.add_argument("--spill-dir", help="where frames that do not fit in memory go "
-                                       "(default: the system's temporary directory)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """`peakstream stats ...`: 0 written, 2 bad usage or input."""
-    stats = list(args.stat) or (["percentile"] if args.percentile else ["mean"])
-    bar = _Bar(args.quiet)
-    counts: dict[str, int] = {}
-    try:
-        points = parse_points(args.points)
-        frames, total = recording_frames(args.inputs, points, format=args.format,
-                                         images=args.images, detector=args.detector,
-                                         counts=counts)
-        images, info = frame_stats(frames, stats, args.percentile,
-                                   max_bytes=int(args.memory * 2**20), spill_dir=args.spill_dir,
-                                   progress=bar, total=total)
-        provenance = {"inputs": [*args.inputs, *args.images], "points": args.points or ":",
-                      "bad": counts.get("bad", 0), **info}
-        paths = write_stats(args.output, images, provenance)
-    except (OSError, ValueError) as exc:
-        bar.done()
-        print(f"peakstream stats: {exc}", file=sys.stderr)
-        return 2
-    bar.done()
-    print(f"peakstream stats: {info['nframes']} frames ({counts.get('bad', 0)} bad, "
-          f"{info['rejected']} rejected); wrote {', '.join(paths)}", file=sys.stderr)
-    return 0
-
-
-class _Bar:
-    """A progress bar on stderr: redrawn in place on a terminal, a line a second otherwise."""
-
-    def __init__(self, quiet: bool = False, width: int = 30) -> None:
-        import time
-
-        self.quiet, self.width, self.clock = quiet, width, time.monotonic
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-        self.drawn = False
-
-    def __call__(self, stage: str, done: int, total: int | None) -> None:
-        now = self.clock()
-        final = total is not None and done >= total
-        if self.quiet or (now - self.last < (0.1 if self.tty else 1.0) and not final):
-            return
-        self.last = now
-        if total:
-            filled = int(self.width * min(done, total) / total)
-            line = f"{stage:6s} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}"
-        else:
-            line = f"{stage:6s} {done}"
-        sys.stderr.write(("\r" + line + "\033[K") if self.tty else line + "\n")
-        sys.stderr.flush()
-        self.drawn = True
-
-    def done(self) -> None:
-        if self.tty and self.drawn and not self.quiet:
-            sys.stderr.write("\n")
-            self.drawn = False

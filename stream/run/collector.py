@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 
 from stream.core.item import Item
-from stream.store.scanfile import POINT_STATUS, ScanStore
-from stream.store.shares import write_link
+from stream.store.rows import STATUS_CODE, RowWriter
+from stream.store.scanfile import ScanStore
 
 log = logging.getLogger(__name__)
 
@@ -145,16 +145,17 @@ class Collector:
     def __init__(self, linker: Any, store: ScanStore, counters: dict[str, int], *,
                  window: int = 64, timeout: float = 5.0, npoints: int | None = None,
                  motors: list[str] = (), counter_names: list[str] = (),
-                 on_point: Callable[[Item | None, Any], None] | None = None,
+                 on_link: Callable[[Item | None, Any], None] | None = None,
                  gauges: Callable[[], dict[str, int]] | None = None,
                  clock: Callable[[], float] = _time.monotonic, state_interval: float = 0.0):
         self.linker = linker
         self.store = store
         self.counters = counters
         self.buffer = ReorderBuffer(window, timeout, npoints)
-        self.motors = list(motors)
-        self.counter_names = list(counter_names)
-        self.on_point = on_point
+        self.rows = RowWriter(store, motors, counter_names)
+        # called with every linker result (the point's item, None for a missing or bad
+        # point or the end of the scan): the live lane's one hook
+        self.on_link = on_link
         self.gauges = gauges  # extra figures for the file's counters at each flush
         self.clock = clock
         self._last_flush = clock()
@@ -207,6 +208,8 @@ class Collector:
         if self.failed is None:
             result = self.linker.finish()
             self._write_link(result)
+            if self.on_link is not None:
+                self.on_link(None, result)
             self.counters["written"] = self.store.points.nrows  # close() flushes them all
             self._write("close", self.store.close, status, reason, self._file_counters())
         self.store.close("fail", self.failed or "")  # no-op unless still open
@@ -312,13 +315,13 @@ class Collector:
                 self._write_trajectory_links(trajectory, point_id)
         else:
             result = self.linker.add_point(point_id, None, None, {})
-            self.store.nnz.append({"nnz": [0]})
+            self.rows.no_pixels()
         self._write_point(point_id, item, status)
         self._write_link(result)
         self.counters["linked"] += 1
         self.last_linked = point_id
-        if self.on_point is not None:
-            self.on_point(item if ok else None, result)
+        if self.on_link is not None:
+            self.on_link(item if ok else None, result)
 
     def _trajectory(self) -> Any:
         # the linker holds the scan's trajectory from its setup(scan)
@@ -330,9 +333,8 @@ class Collector:
         links = [(i, kind) for i, kind in trajectory.links_before(point_id)
                  if i in self._linkable]
         if links:
-            self.store.links.append({"point_a": [i for i, _ in links],
-                                     "point_b": [point_id] * len(links),
-                                     "kind": [kind for _, kind in links]})
+            self.rows.links([i for i, _ in links], [point_id] * len(links),
+                            [kind for _, kind in links])
         if trajectory.last_neighbour(point_id) > point_id:
             self._linkable.add(point_id)
         if len(self._linkable) > 64 and point_id % 64 == 0:
@@ -340,36 +342,25 @@ class Collector:
                               if trajectory.last_neighbour(i) > point_id}
 
     def _write_point(self, point_id: int, item: Item | None, status: str) -> None:
-        row: dict[str, Any] = {
-            "point_id": [point_id],
-            "time": [item.time if item else np.nan],
-            "status": [POINT_STATUS.index(status)],
-            "flags": [json.dumps(item.flags) if item and item.flags else ""],
-        }
-        for m in self.motors:
-            row[f"motors/{m}"] = [item.motors.get(m, np.nan) if item else np.nan]
-        for c in self.counter_names:
-            row[f"counters/{c}"] = [item.counters.get(c, np.nan) if item else np.nan]
-        self.store.points.append(row)
-        outputs = item.outputs if item is not None and status == "ok" else {}
-        for problem in self.store.outputs.append(outputs):
-            self.store.event("bad_output", problem, point_id)
+        if item is None:
+            self.rows.points([point_id], [np.nan], [STATUS_CODE[status]], [""], {}, {})
+        else:
+            self.rows.points([point_id], [item.time], [STATUS_CODE[status]],
+                             [json.dumps(item.flags) if item.flags else ""],
+                             {m: [v] for m, v in item.motors.items()},
+                             {c: [v] for c, v in item.counters.items()})
+        self.rows.outputs(point_id, item.outputs if item is not None and status == "ok" else {})
         if item is not None:
             for flag in item.flags:
                 self.store.event("flag", flag, point_id, item.time)
 
     def _write_sparse(self, point_id: int, item: Item) -> None:
         sp = item.sparse
-        self.store.sparse.append({"row": sp.row, "col": sp.col, "intensity": sp.intensity,
-                                  "label": sp.label})
-        self.store.nnz.append({"nnz": [sp.nnz]})
+        self.rows.sparse(sp.row, sp.col, sp.intensity, sp.label, [sp.nnz])
         peaks = item.peaks
         n = len(next(iter(peaks.values()))) if peaks else 0
         if n:
-            rows = {"point_id": np.full(n, point_id, np.int64),
-                    "clique_id": np.full(n, -1, np.int64)}
-            rows.update(peaks)
-            self.store.peaks.append(rows)
+            self.rows.peaks(np.full(n, point_id, np.int64), peaks)
 
     def _write_link(self, result: Any) -> None:
-        self.counters["cliques"] += write_link(self.store, result)
+        self.counters["cliques"] += self.rows.link_result(result)

@@ -1,12 +1,6 @@
-"""Executors: where the workers' chains run (inline, threads, processes).
+"""The executor of worker threads and processes (`stream.run.executors` chooses it).
 
-All three take the same numbered tasks and give back the same result messages
-(`stream.workers`); the runner cannot tell them apart except by speed.
-
-* `InlineExecutor`: one `Worker` called in the caller's thread; every task and
-  result still goes through the wire encoding, so serialisation bugs show in
-  single-process tests.
-* `Dispatcher`: a ROUTER socket and N workers on DEALER sockets, threads over
+`Dispatcher`: a ROUTER socket and N workers on DEALER sockets, threads over
   inproc:// or processes over ipc:// / tcp://. A task goes only to a worker
   that has a credit (it said it is ready; `CREDITS` each), results come back on
   the same socket, each return is a credit again. Workers heartbeat; a worker
@@ -34,16 +28,8 @@ from typing import Any
 import zmq
 
 from stream.config.schema import Config
-from stream.run.workers import (
-    Params,
-    Worker,
-    bad_result,
-    encode_scan,
-    encode_task,
-    header_of,
-    pack,
-    serve,
-)
+from stream.run.tasks import Params, bad_result, encode_scan, encode_task, header_of, pack
+from stream.run.workers import serve
 from stream.wire.sockets import bind
 
 log = logging.getLogger(__name__)
@@ -53,72 +39,6 @@ MAX_ATTEMPTS = 3
 SINGLE_THREADED = {v: "1" for v in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
                                     "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                     "BLOSC_NTHREADS")}
-
-
-def default_count(kind: str = "threads") -> int:
-    """Workers for `count = 0`: threads, one per core (the kernels release the GIL and
-    the receiver/collector thread is mostly waiting: bench_stream is faster so);
-    processes, one per core less the main process's."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return cores if kind == "threads" else max(1, cores - 1)
-
-
-def make_executor(config: Config) -> InlineExecutor | Dispatcher:
-    """The executor that the config's [workers] group asks for."""
-    w = config["workers"]
-    if w["kind"] == "inline":
-        return InlineExecutor(config)
-    return Dispatcher(config, w["kind"], w["count"] or default_count(w["kind"]),
-                      w["endpoint"],
-                      heartbeat=w["heartbeat"], timeout=w["heartbeat_timeout"])
-
-
-def queue_bound(config: Config) -> int:
-    """Points allowed between receiver and collector ([workers] queue; 0: two per worker
-    and one more, at least 5, which keeps the lag within 5 on a 2-core machine)."""
-    w = config["workers"]
-    if w["queue"]:
-        return w["queue"]
-    count = 1 if w["kind"] == "inline" else (w["count"] or default_count(w["kind"]))
-    return max(5, 2 * count + 1)
-
-
-class InlineExecutor:
-    """The chain in the caller's thread, through the same messages as the workers."""
-
-    kind = "inline"
-    sockets: tuple = ()  # nothing to wait on: results are there at once
-
-    def __init__(self, config: Config):
-        self.worker = Worker(config)
-        self.done: list[list] = []
-
-    @property
-    def in_flight(self) -> int:
-        return len(self.done)
-
-    def start_scan(self, scan: int, start_parts: list, detector: str,
-                   max_frame_bytes: int) -> None:
-        self.worker.handle(encode_scan(scan, start_parts, detector, max_frame_bytes))
-
-    def submit(self, seq: int, scan: int, point_id: int, parts: list,
-               params: Params | None = None, preview: int = 0) -> None:
-        self.done.append(self.worker.handle(encode_task(seq, scan, point_id, parts, params,
-                                                        preview)))
-
-    def collect(self, timeout: float = 0.0) -> list[list]:
-        out, self.done = self.done, []
-        return out
-
-    def status(self) -> dict[str, Any]:
-        return {"kind": self.kind, "workers": 1, "queued": 0, "at_workers": len(self.done),
-                "reassigned": 0, "restarted": 0}
-
-    def close(self) -> None:
-        self.worker.close()
 
 
 @dataclass

@@ -1,13 +1,14 @@
-"""The scan in progress (`OpenScan`) and what the runner and the batch replay share:
-the counters' names, the clique columns, the start message as JSON.
+"""The scan in progress (`OpenScan`: its chain, collector, store and counters; its
+setup and its finish), the checks a start message passes (`check_start`), and the
+counters' names the runner and the block replay share.
 
-`TapCollector` is the collector with a hook on every linker result that
-closes cliques, for the live lane (`stream.live`), without touching the
-collector itself.
+The live lane (`stream.service.live`) sees every linker result through the
+collector's one hook, `on_link`.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections import Counter
@@ -15,13 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stream.core.item import PEAK_COLUMNS
 from stream.core.messages import Start
-from stream.core.messages import start_to_json as _start_json  # the name runner, batch use
 from stream.core.scan import Scan
 from stream.run.collector import Collector
 from stream.run.pipeline import Pipeline
+from stream.store.outputs import write_scan_outputs
 from stream.store.scanfile import ScanStore
+
+log = logging.getLogger(__name__)
 
 SCAN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 COUNTERS = ("received", "accepted", "processed", "bad", "linked", "written", "missing",
@@ -30,25 +32,21 @@ COUNTERS = ("received", "accepted", "processed", "bad", "linked", "written", "mi
 GAUGES = ("lag", "rss", "reassigned", "restarted")
 
 
-def clique_columns(motors: list[str]) -> dict[str, str]:
-    cols = {"clique_id": "int64", "n2d": "int32", "npx": "int64", "sum_intensity": "float64",
-            "s_raw": "float64", "f_raw": "float64"}
-    cols.update({k: "float64" for k in ("s_1", "s_I", "s_sI", "s_fI", "s_ssI", "s_ffI", "s_sfI")})
-    cols.update({"first_point": "int64", "last_point": "int64", "point": "float64"})
-    cols.update({m: "float64" for m in motors})
-    return cols
-
-
-class TapCollector(Collector):
-    """The collector, with `tap(result)` called for every linker result that closes
-    cliques (the live lane's `cliques` topic)."""
-
-    tap: Callable[[Any], None] | None = None
-
-    def _write_link(self, result: Any) -> None:
-        super()._write_link(result)
-        if self.tap is not None and len(result.cliques.get("clique_id", ())):
-            self.tap(result)
+def check_start(start: Start, detector: str | None) -> tuple[Scan, str, Any]:
+    """The scan a start message opens, its detector's name and info (`detector`: the
+    config's choice, None for the first); ValueError saying why it cannot be taken."""
+    if not SCAN_ID.fullmatch(start.scan_id) or ".." in start.scan_id:
+        raise ValueError(f"start: scan_id {start.scan_id!r} is not a safe file name "
+                         f"(letters, digits, '.', '_', '-'; no '..')")
+    try:
+        scan = Scan.from_start(start)
+    except ValueError as exc:  # a trajectory map that decode() did not see
+        raise ValueError(f"start: {exc}") from None
+    try:
+        name, info = scan.detector(detector)
+    except KeyError as exc:
+        raise ValueError(f"start: {exc.args[0]}") from None
+    return scan, name, info
 
 
 class OpenScan:
@@ -83,15 +81,54 @@ class OpenScan:
         counters: Counter = Counter({k: 0 for k in COUNTERS})
         linker = Linker(**config["linker"])
         pipeline = Pipeline(config.build_nodes())  # checks the setup before the workers
-        collector = TapCollector(linker, store, counters, window=src["reorder_window"],
+        collector = Collector(linker, store, counters, window=src["reorder_window"],
                                  timeout=src["point_timeout"], npoints=scan.start.npoints,
                                  motors=scan.start.motors, counter_names=scan.start.counters,
                                  gauges=lambda: cur.gauges(workers()))
         cur = cls(key, scan, detector, pipeline, collector, path, counters)
         cur.workers0 = workers()
         if live is not None:
-            collector.tap = lambda result: live.cliques(cur, result)
+            collector.on_link = lambda item, result: live.linked(cur, result)
         return cur
+
+    def set_up(self) -> None:
+        """Set the linker and the chain up for the scan (raises what their setup raises:
+        a dark of the wrong shape, an unsupported trajectory, ...)."""
+        self.collector.linker.setup(self.scan)
+        self.pipeline.setup(self.scan)
+
+    def begin(self, info: Any, resumed: Any = None) -> None:
+        """After `set_up`: write the nodes' scan outputs and the frame shape after the
+        chain; continue a `stream.store.resume.Resumed` file from its checkpoint."""
+        scan, store, detector = self.scan, self.collector.store, self.detector
+        write_scan_outputs(store.file["entry"][detector], self.pipeline.nodes)  # axes, units
+        out = self.pipeline.output_scan.start.detectors[detector]  # after a frame node's crop
+        if tuple(out.shape) != tuple(info.shape):
+            store.set_shape(out.shape, out.dtype)
+        if resumed is not None:
+            self.collector.restore(resumed)
+            self.resumed = resumed
+            store.event("resumed", f"resumed from the checkpoint at point "
+                                   f"{resumed.next_point}; points before it are kept")
+            log.warning("scan %s: resumed %s at point %d", scan.scan_id, self.path,
+                        resumed.next_point)
+
+    def finish(self, status: str, reason: str) -> tuple[str, str]:
+        """Close the scan's file with `status`; the status it ended with: fail when its
+        file could not be written (disk full, ...), whatever was asked."""
+        try:
+            self.collector.finish(status, reason)
+        except Exception as exc:  # the scan fails, the runner goes on
+            log.error("scan %s: could not be written: %s", self.scan.scan_id, exc)
+            status, reason = "fail", f"write failed: {exc}"
+            try:
+                self.collector.store.close(status, reason)
+            except Exception:
+                pass
+        failed = self.collector.failed
+        if failed and status != "fail":  # the collector gave up writing its file
+            status, reason = "fail", f"write failed: {failed}"
+        return status, reason
 
     def status(self) -> dict[str, Any]:
         """Its counters, lag, reorder buffer and file, now."""
@@ -113,13 +150,3 @@ class OpenScan:
     def lag(self) -> int:
         """Points between the newest received and the newest linked."""
         return max(self.newest - self.collector.last_linked, 0)
-
-
-
-def new_store(path: Path, config: Any, start: Start, scan: Scan, detector: str) -> ScanStore:
-    """The output file of a scan (OSError when it cannot be made)."""
-    return ScanStore(path, scan_id=start.scan_id, detector=detector, motors=start.motors,
-                     counters=start.counters, peak_columns=PEAK_COLUMNS,
-                     clique_columns=clique_columns(start.motors), config_text=config.text(),
-                     start_json=_start_json(start), trajectory=scan.trajectory.describe(),
-                     flush_interval=config["output"]["flush_interval"])

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.config.schema import Config, _node_params
+from stream.config.schema import Config, node_params
 from stream.core.node import check_param
 
 
@@ -100,7 +100,7 @@ class ParamState:
     def _params(node: Any) -> dict[str, Any]:
         """Scalars as they are; arrays as a short description."""
         out: dict[str, Any] = {}
-        for key in _node_params(type(node)):
+        for key in node_params(type(node)):
             if not hasattr(node, key):
                 continue
             value = getattr(node, key)

@@ -1,5 +1,6 @@
 """The runner's side of crash-resume: which file a start (or a stray point after a
-restart) continues. The file's own side is `stream.resume` and `stream.checkpoint`.
+restart) continues. The file's own side is `stream.store.resume` and
+`stream.store.checkpoint`.
 
 A start whose scan has a file a crash left open (status running or fail), written
 with the same config, continues that file from its last checkpoint instead of a
@@ -14,53 +15,60 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from stream.core.messages import Start
-from stream.run.openscan import SCAN_ID, _start_json
+from stream.core.messages import Start, start_to_json
+from stream.run.openscan import SCAN_ID
 from stream.store.naming import safe_name
-from stream.store.resume import ResumeError, newest_resumable, resume
+from stream.store.resume import Resumed, ResumeError, newest_resumable, resume
 
 log = logging.getLogger(__name__)
 
 
-class Resuming:
-    """Mixed into ScanRunner (config, output_dir, output_file, resume_file, current,
-    _no_resume, _start)."""
+class ResumeFinder:
+    """Finds and reopens the file a scan continues, for one runner's config and output
+    place (`output_file`: one named file, never resumed unless named as `resume_file`)."""
 
-    def _resume_for(self, start: Start) -> Any:
+    def __init__(self, config: Any, output_dir: Path, output_file: Path | None):
+        self.config = config
+        self.output_dir = output_dir
+        self.output_file = output_file
+        self.resume_file: Path | None = None  # replay --resume: continue this file
+        self._no_resume: set[str] = set()  # scan ids that have no file to resume
+
+    def for_start(self, start: Start) -> Resumed | None:
         """The crashed file this start continues (replay --resume's, or one the pattern's
-        directory holds for this scan and config), reopened; None: a new file."""
+        directory holds for this scan and config), reopened; None: a new file.
+        ResumeError when `resume_file` cannot be continued."""
         interval = self.config["output"]["flush_interval"]
         if self.resume_file is not None:
-            return resume(self.resume_file, self.config.text(), _start_json(start),
+            return resume(self.resume_file, self.config.text(), start_to_json(start),
                           flush_interval=interval)
         found = self._resumable(start.scan_id)
         if found is None:
             return None
         try:
-            return resume(found, self.config.text(), _start_json(start), flush_interval=interval)
+            return resume(found, self.config.text(), start_to_json(start),
+                          flush_interval=interval)
         except ResumeError as exc:
             log.warning("scan %s: %s is not resumed (%s); a new file is written",
                         start.scan_id, found, exc)
             return None
 
-    def _resume_point(self, scan_id: str) -> bool:
+    def for_point(self, scan_id: str) -> Resumed | None:
         """A point of a scan not open: after a restart, the scan this process was writing
-        when it died. Continue its file (the start comes from the file)."""
+        when it died. Its file reopened (the start comes from the file), or None."""
         if scan_id in self._no_resume or not SCAN_ID.fullmatch(scan_id):
-            return False
+            return None
         found = self._resumable(scan_id)
         if found is None:
             self._no_resume.add(scan_id)
-            return False
+            return None
         try:
-            resumed = resume(found, self.config.text(),
-                             flush_interval=self.config["output"]["flush_interval"])
+            return resume(found, self.config.text(),
+                          flush_interval=self.config["output"]["flush_interval"])
         except ResumeError as exc:
             log.warning("scan %s: %s is not resumed: %s", scan_id, found, exc)
             self._no_resume.add(scan_id)
-            return False
-        self._start(resumed.start(), resumed)
-        return self.current is not None and self.current.scan.scan_id == scan_id
+            return None
 
     def _resumable(self, scan_id: str) -> Path | None:
         """The newest file a crash left open for this scan and config, in the output
@@ -72,4 +80,3 @@ class Resuming:
                 else "*.h5")
         paths = [p for level in ("", "*/", "*/*/") for p in self.output_dir.glob(level + name)]
         return newest_resumable(paths, scan_id, self.config.text())
-

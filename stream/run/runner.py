@@ -3,20 +3,17 @@
 `ScanRunner.handle(parts)` takes one multipart message (from a socket, or
 from a replayed file through the same encoding) and drives the scan it
 belongs to: start opens an output file and sets the chain up, points are
-numbered and handed to the workers (`stream.dispatch`: inline, threads or
-processes), their results go to the collector, end waits for the points
+numbered and handed to the workers (`stream.run.executors`: inline, threads
+or processes), their results go to the collector, end waits for the points
 still out and closes the file with its status. Everything bad is counted,
 logged with the reason, recorded in the open scan's file, and dropped; the
 runner never raises on input.
 
 Flow control (lossless): at most `[workers] queue` points are out between
-receiver and collector (at a worker, or back but held in the reorder buffer
-behind one still at a worker, so the lag stays within the queue), and
-(overrun = "block") the lag stays below `[source] max_lag`; `ready()` says
-whether the receiver may read another message, `step()` is one turn of a
-receive loop that stops reading when it may not, so ZeroMQ's high-water
-mark pushes back to the sender. With overrun = "abort" a lag beyond max_lag
-aborts the scan instead.
+receiver and collector (at a worker, or held in the reorder buffer behind one
+still at a worker), and (overrun = "block") the lag stays below `[source]
+max_lag`; `ready()` says whether the receiver may read another message
+(`stream.run.loop`). With overrun = "abort" a lag beyond max_lag aborts the scan.
 
 Counters of a scan (`status()["scan"]`, and the file's counters at each
 flush): received (its points), accepted (handed to the workers), processed
@@ -25,13 +22,12 @@ written, cliques, overruns, max_lag. At any time accepted = processed + bad +
 in_flight and processed + bad + missing = linked + waiting (results held by
 the reorder buffer); at the end linked = written = npoints.
 
-For the daemon: `step()` polls the source's `sockets` (ZmqSource, DECTRIS:
-`receive(timeout)` gives our messages), the executor's and those in `watch`;
-`params` are the control socket's node parameter changes, sent with each task
-and recorded with the point id from which they apply; `live` (LiveLane) sees
-every result and closed clique. A collector that sets `failed` ends the scan
-as fail; a start whose file cannot be made is refused (`last_error`);
-`accepting = False` (stopping) refuses new scans.
+For the daemon: `watch` holds more sockets for `step()` to serve; `params` are
+the control socket's node parameter changes, sent with each task and recorded
+with the point id from which they apply; `live` (LiveLane) sees every result
+and closed clique. A collector that sets `failed` ends the scan as fail; a start
+whose file cannot be made is refused (`last_error`); `accepting = False`
+(stopping) refuses new scans.
 """
 
 from __future__ import annotations
@@ -45,44 +41,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import zmq
-
 from stream.config.schema import Config
 from stream.core.messages import End, MessageError, Point, Start
-from stream.core.scan import Scan
-from stream.run.dispatch import make_executor, queue_bound
-from stream.run.openscan import (
-    COUNTERS,
-    GAUGES,
-    SCAN_ID,
-    OpenScan,
-    _start_json,
-    clique_columns,
-    new_store,
-)
+from stream.run.executors import make_executor, queue_bound
+from stream.run.loop import drain, freeze_long_lived, step
+from stream.run.openscan import COUNTERS, GAUGES, OpenScan, check_start
 from stream.run.params import ParamState
-from stream.run.resuming import Resuming
-from stream.run.workers import decode_result
+from stream.run.resuming import ResumeFinder
+from stream.run.tasks import decode_result
 from stream.store.naming import Namer
-from stream.store.outputs import write_scan_outputs
 from stream.store.resume import ResumeError
+from stream.store.scanfile import ScanStore
 from stream.wire.codec import decode, encode
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ScanRunner", "OpenScan", "COUNTERS", "GAUGES", "clique_columns", "_start_json"]
+__all__ = ["ScanRunner", "OpenScan", "COUNTERS", "GAUGES"]
 
 
-def freeze_long_lived() -> None:
-    """Collect, then leave the objects alive now (modules, loaded numba kernels, the
-    workers) out of later garbage collections (`gc.freeze`). Done once, after the
-    first scan, by `run` and `daemon`: a full collection over them took 70-85 ms in
-    the daemon, and every point arriving meanwhile waited (P5's maximum latency)."""
-    gc.collect()
-    gc.freeze()
-
-
-class ScanRunner(Resuming):
+class ScanRunner:
     """Turns a stream of messages into one output file per scan."""
 
     def __init__(self, config: Config, output_dir: str | Path | None = None,
@@ -99,8 +76,8 @@ class ScanRunner(Resuming):
         self.accepting = True  # False: new scans are refused (the daemon is stopping)
         self.last_error = ""  # why the last scan could not start or be written
         self._refused = ""  # scan_id of a scan refused or failed: its points are dropped
-        self.resume_file: Path | None = None  # replay --resume: continue this file
-        self._no_resume: set[str] = set()  # scan ids that have no file to resume
+        # which crashed file a scan continues (`resumer.resume_file`: replay --resume's)
+        self.resumer = ResumeFinder(config, self.output_dir, self.output_file)
         self.counters: Counter = Counter({k: 0 for k in COUNTERS})
         self.current: OpenScan | None = None
         self.results: list[dict[str, Any]] = []
@@ -114,7 +91,7 @@ class ScanRunner(Resuming):
         # the first scan, freeze_long_lived()
         self.freeze_gc = False
         self._finishing = False
-        self._poller: tuple[Any, Any] | None = None
+        self.poller: tuple[Any, Any] | None = None  # (source, watch), its zmq.Poller
 
     # ------------------------------------------------------------ messages
 
@@ -122,7 +99,8 @@ class ScanRunner(Resuming):
         """One multipart message off the wire."""
         self.counters["received"] += 1
         try:
-            msg = decode(parts, self.config["source"]["max_frame_bytes"])
+            # a point's frames are checked, not made: its worker decodes them (once)
+            msg = decode(parts, self.config["source"]["max_frame_bytes"], frames=False)
         except MessageError as exc:
             self._reject("malformed", str(exc))
         else:
@@ -159,34 +137,8 @@ class ScanRunner(Resuming):
         return not full
 
     def step(self, source: Any, timeout: float = 0.2) -> None:
-        """One turn of a receive loop on `source` (`sockets`, `receive(timeout)`): read
-        messages if there is room, take the workers' results, treat a quiet input as
-        idle, and serve the `watch` sockets that are readable."""
-        if not self.ready():
-            self.wait(timeout)
-            events: dict = dict(self._poller_for(source).poll(0)) if self.watch else {}
-        else:
-            events = dict(self._poller_for(source).poll(int(timeout * 1000)))
-            busy = any(sock in events for sock in source.sockets)
-            messages = source.receive(0) if busy or not events else []
-            for parts in messages:
-                self.handle(parts)
-            if messages:
-                self.pump()
-            else:
-                self.poll()
-        for sock, serve in self.watch.items():
-            if sock in events:
-                serve()
-
-    def _poller_for(self, source: Any) -> zmq.Poller:
-        key = (source, tuple(self.watch))
-        if self._poller is None or self._poller[0] != key:
-            poller = zmq.Poller()
-            for sock in (*source.sockets, *self.executor.sockets, *self.watch):
-                poller.register(sock, zmq.POLLIN)
-            self._poller = (key, poller)
-        return self._poller[1]
+        """One turn of a receive loop on `source` (`stream.run.loop.step`)."""
+        step(self, source, timeout)
 
     def wait(self, timeout: float) -> None:
         """The receiver holds back (queues full): take results for up to `timeout` s.
@@ -201,7 +153,7 @@ class ScanRunner(Resuming):
     def pump(self, timeout: float = 0.0) -> None:
         """Hand the results that came back (waiting up to `timeout` s) to the collector."""
         for parts in self.executor.collect(timeout):
-            self._result(parts)
+            self.take_result(parts)
 
     def poll(self) -> None:
         """Call when the input is idle: overdue gaps become missing, a scan that
@@ -256,30 +208,20 @@ class ScanRunner(Resuming):
         if not self.accepting:
             self._refuse(start.scan_id, "the daemon is stopping: no new scans")
             return
-        if not SCAN_ID.fullmatch(start.scan_id) or ".." in start.scan_id:
-            self._reject("rejected", f"start: scan_id {start.scan_id!r} is not a safe file "
-                                     f"name (letters, digits, '.', '_', '-'; no '..')")
-            return
         try:
-            scan = Scan.from_start(start)
-        except ValueError as exc:  # a trajectory map that decode() did not see
-            self._reject("rejected", f"start: {exc}")
-            return
-        wanted = self.config["source"]["detector"] or None
-        try:
-            detector, info = scan.detector(wanted)
-        except KeyError as exc:
-            self._reject("rejected", f"start: {exc.args[0]}")
+            scan, detector, info = check_start(start, self.config["source"]["detector"] or None)
+        except ValueError as exc:
+            self._reject("rejected", str(exc))
             return
         path = None
         try:
             if resumed is None:
-                resumed = self._resume_for(start)
+                resumed = self.resumer.for_start(start)
             if resumed is not None:
                 path, store = resumed.store.path, resumed.store
             else:
-                path = self._output_path(start.scan_id, start.meta)
-                store = new_store(path, self.config, start, scan, detector)
+                path = self.output_path(start.scan_id, start.meta)
+                store = ScanStore.for_scan(path, scan, self.config, detector)
         except ResumeError as exc:
             self._refuse(start.scan_id, f"cannot resume: {exc}")
             return
@@ -292,25 +234,13 @@ class ScanRunner(Resuming):
         self._scans += 1
         self.current = OpenScan.create(self._scans, self.config, scan, detector, store, path,
                                        self.executor.status, self.live)
-        linker, pipeline = self.current.collector.linker, self.current.pipeline
         try:
-            linker.setup(scan)
-            pipeline.setup(scan)
+            self.current.set_up()
         except Exception as exc:  # bad dark shape, unsupported trajectory, ...
             log.error("scan %s: setup failed: %s", start.scan_id, exc)
             self._finish("fail", f"setup failed: {exc}")
             return
-        write_scan_outputs(store.file["entry"][detector], pipeline.nodes)  # axes, units
-        out = pipeline.output_scan.start.detectors[detector]  # after a frame node's crop
-        if tuple(out.shape) != tuple(info.shape):
-            store.set_shape(out.shape, out.dtype)
-        if resumed is not None:
-            self.current.collector.restore(resumed)
-            self.current.resumed = resumed
-            store.event("resumed", f"resumed from the checkpoint at point "
-                                   f"{resumed.next_point}; points before it are kept")
-            log.warning("scan %s: resumed %s at point %d", start.scan_id, path,
-                        resumed.next_point)
+        self.current.begin(info, resumed)
         self.executor.start_scan(self._scans, encode(start), detector,
                                  self.config["source"]["max_frame_bytes"])
         if self.live is not None:
@@ -331,22 +261,11 @@ class ScanRunner(Resuming):
     def _finish(self, status: str, reason: str) -> None:
         self._finishing = True
         try:
-            self._drain()
+            drain(self)
         finally:
             self._finishing = False
         cur, self.current = self.current, None
-        try:
-            cur.collector.finish(status, reason)
-        except Exception as exc:  # disk full, ...: the scan fails, the runner goes on
-            log.error("scan %s: could not be written: %s", cur.scan.scan_id, exc)
-            status, reason = "fail", f"write failed: {exc}"
-            try:
-                cur.collector.store.close(status, reason)
-            except Exception:
-                pass
-        failed = getattr(cur.collector, "failed", None)
-        if failed and status != "fail":  # the collector gave up writing its file
-            status, reason = "fail", f"write failed: {failed}"
+        status, reason = cur.finish(status, reason)
         if status == "fail" and reason.startswith("write failed"):
             self.last_error = f"scan {cur.scan.scan_id}: {reason}"
             self._refused = cur.scan.scan_id  # its remaining points are dropped
@@ -366,18 +285,6 @@ class ScanRunner(Resuming):
             freeze_long_lived()
             self.freeze_gc = False  # once
 
-    def _drain(self) -> None:
-        """Wait for the points still out; give up after end_timeout s without a result
-        (the collector then writes them as bad)."""
-        limit = self.config["source"]["end_timeout"]
-        last = time.monotonic()
-        while self.executor.in_flight and time.monotonic() - last < limit:
-            results = self.executor.collect(timeout=0.2)
-            if results:
-                last = time.monotonic()
-            for parts in results:
-                self._result(parts)
-
     # ------------------------------------------------------------ points
 
     def _point(self, point: Point, parts: list) -> None:
@@ -385,8 +292,12 @@ class ScanRunner(Resuming):
         if cur is None and self._refused and point.scan_id == self._refused:
             self.counters["rejected"] += 1  # its start was refused (reported once)
             return
-        if cur is None and self._resume_point(point.scan_id):
-            cur = self.current
+        if cur is None:
+            resumed = self.resumer.for_point(point.scan_id)
+            if resumed is not None:
+                self._start(resumed.start(), resumed)
+                cur = self.current if (self.current is not None
+                                       and self.current.scan.scan_id == point.scan_id) else None
         if cur is None or point.scan_id != cur.scan.scan_id:
             what = "no scan is open" if cur is None else f"the open scan is {cur.scan.scan_id!r}"
             self._reject("rejected", f"point {point.point_id} of scan {point.scan_id!r}: {what}")
@@ -423,7 +334,7 @@ class ScanRunner(Resuming):
                                   f"exceeds max_lag {src['max_lag']}: processing cannot keep "
                                   f"up with the acquisition")
 
-    def _result(self, parts: list) -> None:
+    def take_result(self, parts: list) -> None:
         """A point back from the workers: to the collector."""
         res = decode_result(parts)
         cur = self.current
@@ -455,7 +366,8 @@ class ScanRunner(Resuming):
 
     # ------------------------------------------------------------ helpers
 
-    def _output_path(self, scan_id: str, meta: dict[str, Any] | None = None) -> Path:
+    def output_path(self, scan_id: str, meta: dict[str, Any] | None = None) -> Path:
+        """The file a new scan is written to."""
         if self.output_file is not None:
             return self.output_file
         return self.namer.path(scan_id, meta)  # named by [output] pattern, never overwrites

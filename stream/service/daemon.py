@@ -38,25 +38,12 @@ from stream.run.params import ParamError
 from stream.run.runner import ScanRunner
 from stream.service.control import ControlServer
 from stream.service.live import LiveLane
+from stream.sources.base import open_source
 
 log = logging.getLogger(__name__)
 
-DECTRIS_KEYS = ("kind", "detector_endpoint", "stream_version", "listen", "motors", "counters",
-                "join_timeout", "series_timeout", "rcvhwm", "trajectory")
 SNAPSHOT_EVERY = 0.05  # s between status snapshots for the control thread
 KEEP_RESULTS = 100  # summaries of ended scans kept for status
-
-
-def make_source(config: Config) -> Any:
-    """The data source the config's [source] kind names."""
-    src = config["source"]
-    if src["kind"] == "dectris":
-        from stream.sources.dectris import make_source as dectris_source
-
-        return dectris_source({k: src[k] for k in DECTRIS_KEYS})
-    from stream.sources.zmq import ZmqSource
-
-    return ZmqSource(src["listen"], src["rcvhwm"])
 
 
 def setup_logging(config: Config, output_dir: Path) -> str:
@@ -96,7 +83,7 @@ class Daemon:
                                  on_scan_end=self._scan_ended)
         self.source = self.live = self.control = None
         try:
-            self.source = make_source(config)
+            self.source = open_source(config)
             live = config["live"]
             if live["endpoint"]:
                 self.live = LiveLane(live["endpoint"], live["interval"], live["frame_rate"],

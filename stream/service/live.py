@@ -40,6 +40,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from stream.core.grid import MapGrid
 from stream.wire.sockets import bind
 
 log = logging.getLogger(__name__)
@@ -83,11 +84,11 @@ class RunningMap:
         self.kind = traj.get("kind", "sweep")
         self.motors = list(start.motors)
         npoints = start.npoints
-        nfast = traj.get("nfast")
-        self.nfast = int(nfast) if self.kind in ("grid", "snake") and nfast else 0
-        if self.nfast:
-            rows = math.ceil(npoints / self.nfast) if npoints else 8
-            shape: tuple[int, ...] = (rows, self.nfast)
+        # a 2D scan: the map writer's grid (stream.core.grid); otherwise one row of points
+        self.grid = (MapGrid.from_trajectory(traj, npoints)
+                     if self.kind in ("grid", "snake") and traj.get("nfast") else None)
+        if self.grid is not None:
+            shape: tuple[int, ...] = (self.grid.nslow or 8, self.grid.nfast)
         else:
             shape = (npoints or 256,)
         self.growable = not npoints
@@ -98,13 +99,7 @@ class RunningMap:
     def index(self, point_id: int) -> tuple[int, ...] | None:
         if point_id < 0:
             return None
-        if not self.nfast:
-            i = (point_id,)
-        else:
-            row, col = divmod(point_id, self.nfast)
-            if self.kind == "snake" and row % 2:
-                col = self.nfast - 1 - col
-            i = (row, col)
+        i = (point_id,) if self.grid is None else self.grid.place(point_id)
         if i[0] >= self.values.shape[0]:
             if not self.growable:
                 return None
@@ -129,7 +124,7 @@ class RunningMap:
         self.updated = True
 
     def message(self, scan_id: str) -> dict[str, Any]:
-        axes = ["slow", "fast"] if self.nfast else ["point"]
+        axes = ["slow", "fast"] if self.grid is not None else ["point"]
         return {"scan_id": scan_id, "kind": self.kind, "axes": axes,
                 "sum_intensity": array(self.values),
                 "positions": {m: array(p) for m, p in self.positions.items()}}
@@ -210,8 +205,11 @@ class LiveLane:
             self.publish("frame", {"scan_id": cur.scan.scan_id, "point_id": res.point_id,
                                    "bin": self.frame_bin, "image": array(res.preview)})
 
-    def cliques(self, cur: Any, result: Any) -> None:
+    def linked(self, cur: Any, result: Any) -> None:
+        """A linker result (the collector's `on_link`): the cliques it closed, if any."""
         c = result.cliques
+        if not len(c.get("clique_id", ())):
+            return
         body: dict[str, Any] = {"scan_id": cur.scan.scan_id, "point_id": result.point_id,
                                 "count": len(c["clique_id"])}
         for name in (*CLIQUE_FIELDS, *cur.scan.start.motors):

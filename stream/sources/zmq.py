@@ -1,9 +1,7 @@
 """Our protocol's data lane: a PULL socket that binds (PROTOCOL.md, "Sockets").
 
-Every source gives the runner the same face: `sockets` (to poll) and
-`receive(timeout)` (zero or more multipart messages of our protocol), so
-`ScanRunner.step` reads our own senders and a DECTRIS detector
-(`stream.sources.dectris`) alike.
+A `Source` (`stream.sources.base`): `ScanRunner.step` reads our own senders
+and a DECTRIS detector (`stream.sources.dectris`) alike.
 """
 
 from __future__ import annotations
@@ -18,9 +16,11 @@ from stream.wire.sockets import bind
 log = logging.getLogger(__name__)
 
 
-
 class ZmqSource:
-    """Receives multipart messages on a bound PULL socket; lossless (high-water mark)."""
+    """Receives multipart messages on a bound PULL socket; lossless (high-water mark).
+    A `stream.sources.base.Source`."""
+
+    done = False  # a live lane has no last message
 
     def __init__(self, endpoint: str, rcvhwm: int = 64, context: zmq.Context | None = None):
         self.context = context or zmq.Context.instance()

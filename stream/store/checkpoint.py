@@ -42,25 +42,27 @@ import fcntl
 import logging
 import os
 import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from stream.store.journal import (
+    DATA,
+    ZERO,
+    apply_records,
+    journal_path,
+    pwrite_all,
+    read_journal,
+    recover,
+    unlink_quietly,
+    write_journal,
+)
+
 log = logging.getLogger(__name__)
 
-_HEAD = struct.Struct("<8sQQ")  # magic, committed size (boundary), new size
-_REC = struct.Struct("<BQQ")  # kind, offset, length (data follows a DATA record)
-_TAIL = struct.Struct("<8sI")  # magic, crc32 of everything before
-_MAGIC, _END = b"PSJRNL01", b"PSJEND01"
-_DATA, _ZERO = 1, 2
 _GAP = 4096  # unchanged bytes that split a changed run in two
-
-
-def journal_path(path: str | Path) -> Path:
-    return Path(f"{path}.journal")
 
 
 class JournaledFile:
@@ -177,15 +179,15 @@ class JournaledFile:
                 tmp = Path(f"{jpath}.tmp")
                 if durable:
                     os.fsync(self.fd)  # the bytes beyond the boundary first
-                _write_journal(tmp, self.boundary, self.size, records, durable)
+                write_journal(tmp, self.boundary, self.size, records, durable)
                 os.replace(tmp, jpath)
-                _apply(self.fd, records, self.size)
+                apply_records(self.fd, records, self.size)
                 if durable:
                     os.fsync(self.fd)
                 os.unlink(jpath)
         except OSError as exc:
             self.failed = f"commit failed: {exc}"
-            _unlink_quietly(Path(f"{journal_path(self.path)}.tmp"))
+            unlink_quietly(Path(f"{journal_path(self.path)}.tmp"))
             raise
         self.boundary = self.zero_from = self.size
         self.segs.clear()
@@ -218,7 +220,7 @@ class JournaledFile:
         if off < hi:
             self._hold(off, np.frombuffer(mv[:hi - off], np.uint8))
         lo = max(off, self.boundary)
-        if lo < end and not self._disk(_pwrite_all, self.fd, mv[lo - off:], lo):
+        if lo < end and not self._disk(pwrite_all, self.fd, mv[lo - off:], lo):
             self._hold(lo, np.frombuffer(mv[lo - off:], np.uint8))  # failed: kept in memory
         self.size = max(self.size, end)
 
@@ -280,12 +282,12 @@ class JournaledFile:
         its tail)."""
         records: list[tuple[int, int, bytes]] = []
         if self.zero_from < self.boundary:
-            records.append((_ZERO, self.zero_from, struct.pack("<Q", self.boundary
+            records.append((ZERO, self.zero_from, struct.pack("<Q", self.boundary
                                                                 - self.zero_from)))
         for s in self._starts:
             seg = self.segs[s]
             if s + seg.shape[0] > self.zero_from or seg.shape[0] < _GAP:  # whole
-                records.append((_DATA, s, seg.tobytes()))
+                records.append((DATA, s, seg.tobytes()))
                 continue
             old = np.frombuffer(os.pread(self.fd, seg.shape[0], s), np.uint8)
             diff = np.flatnonzero(old != seg)
@@ -294,109 +296,18 @@ class JournaledFile:
             cut = np.flatnonzero(np.diff(diff) > _GAP)  # runs of changed bytes
             for a, b in zip(diff[np.r_[0, cut + 1]].tolist(),
                             (diff[np.r_[cut, diff.shape[0] - 1]] + 1).tolist(), strict=True):
-                records.append((_DATA, s + a, seg[a:b].tobytes()))
+                records.append((DATA, s + a, seg[a:b].tobytes()))
         return records
 
     def _overlay(self, base: int, size: int, records: list[tuple[int, int, bytes]]) -> None:
         """A reader's view of a file whose journal was not applied (or not fully)."""
         self.boundary = self.zero_from = base
         for kind, off, data in records:
-            if kind == _ZERO:
+            if kind == ZERO:
                 self.zero_from = off
             else:
                 self._write_at(off, memoryview(data))
         self.size = size
-
-
-def _write_journal(path: Path, base: int, size: int, records: list, durable: bool) -> None:
-    crc = 0
-    with open(path, "wb") as fh:
-        def put(b: bytes) -> None:
-            nonlocal crc
-            fh.write(b)
-            crc = zlib.crc32(b, crc)
-        put(_HEAD.pack(_MAGIC, base, size))
-        for kind, off, data in records:
-            length = len(data) if kind == _DATA else struct.unpack("<Q", data)[0]
-            put(_REC.pack(kind, off, length))
-            if kind == _DATA:
-                put(data)
-        fh.write(_TAIL.pack(_END, crc))
-        fh.flush()
-        if durable:
-            os.fsync(fh.fileno())
-
-
-def read_journal(path: Path) -> tuple[int, int, list[tuple[int, int, bytes]]] | None:
-    """(committed size, new size, records) of a complete journal; None if there is none
-    or it is not complete (then it never was renamed into place: ignore it)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    if len(raw) < _HEAD.size + _TAIL.size:
-        return None
-    magic, crc = _TAIL.unpack_from(raw, len(raw) - _TAIL.size)
-    body = raw[:len(raw) - _TAIL.size]
-    head, base, size = _HEAD.unpack_from(body)
-    if head != _MAGIC or magic != _END or zlib.crc32(body) != crc:
-        log.warning("%s: journal is damaged; ignored", path)
-        return None
-    records, at = [], _HEAD.size
-    while at < len(body):
-        kind, off, length = _REC.unpack_from(body, at)
-        at += _REC.size
-        if kind == _DATA:
-            records.append((kind, off, body[at:at + length]))
-            at += length
-        else:
-            records.append((kind, off, struct.pack("<Q", length)))
-    return base, size, records
-
-
-def _pwrite_all(fd: int, data: memoryview, off: int) -> None:
-    done = 0
-    while done < data.nbytes:
-        done += os.pwrite(fd, data[done:], off + done)
-
-
-def _apply(fd: int, records: list[tuple[int, int, bytes]], size: int) -> None:
-    for kind, off, data in records:
-        if kind == _ZERO:
-            length = struct.unpack("<Q", data)[0]
-            zeros = bytes(min(length, 1 << 20))
-            done = 0
-            while done < length:
-                done += os.pwrite(fd, zeros[:length - done], off + done)
-        else:
-            _pwrite_all(fd, memoryview(data), off)
-    if os.fstat(fd).st_size != size:
-        os.ftruncate(fd, size)
-
-
-def recover(path: str | Path) -> bool:
-    """Apply the journal a crash left (if any) to the file; True if there was one."""
-    path = Path(path)
-    _unlink_quietly(Path(f"{journal_path(path)}.tmp"))  # never complete: never renamed
-    records = read_journal(journal_path(path))
-    if records is None:
-        _unlink_quietly(journal_path(path))
-        return False
-    fd = os.open(path, os.O_RDWR)
-    try:
-        _apply(fd, records[2], records[1])
-    finally:
-        os.close(fd)
-    os.unlink(journal_path(path))
-    log.info("%s: applied the journal of an interrupted commit", path)
-    return True
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def open_h5(path: str | Path) -> h5py.File:

@@ -16,7 +16,7 @@ import numpy as np
 
 from stream.core.table import read_table
 from stream.store.checkpoint import journal_path, open_h5
-from stream.store.scanfile import POINT_STATUS
+from stream.store.rows import POINT_STATUS
 
 
 def detector_of(f: h5py.File) -> str:

@@ -29,7 +29,9 @@ import numpy as np
 
 from stream.core.messages import Start, start_from_json
 from stream.core.table import read_table
-from stream.store.scanfile import POINT_STATUS, ScanStore, config_hash, now_iso
+from stream.store.layout import config_hash, now_iso
+from stream.store.rows import POINT_STATUS
+from stream.store.scanfile import ScanStore
 from stream.store.state import read_state
 
 log = logging.getLogger(__name__)

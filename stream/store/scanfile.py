@@ -40,46 +40,34 @@ failed when the disk allows (`mark_failed`).
 from __future__ import annotations
 
 import atexit
-import datetime
 import errno
-import hashlib
 import json
 import logging
 import os
 import threading
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
-from stream import __version__
-from stream.core.table import STR, Table, existing_columns, make_columns
+from stream.core.item import PEAK_COLUMNS, clique_columns
+from stream.core.messages import start_to_json
+from stream.core.table import Table, existing_columns, make_columns
 from stream.store.checkpoint import JournaledFile
+from stream.store.layout import SHARE_COLUMNS, TABLES, create_layout, now_iso
 from stream.store.outputs import OutputTable
 from stream.store.state import write_state
 
+if TYPE_CHECKING:
+    from stream.config.schema import Config
+    from stream.core.scan import Scan
+
 log = logging.getLogger(__name__)
 
-POINT_STATUS = ("ok", "missing", "bad")
 
 
-def now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
-
-
-def config_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-# tables of a scan: name -> its group below /entry ("{det}": the detector's group)
-TABLES = {"events": "process/events", "points": "points", "links": "points/links",
-          "sparse": "{det}/sparse", "nnz": "{det}/sparse", "peaks": "{det}/peaks2d",
-          "overlaps": "{det}/overlaps", "cliques": "{det}/cliques", "shares": "{det}/shares"}
-# (2D peak, clique, the part of the peak's intensity that is the clique's): stream.store.shares
-SHARE_COLUMNS = {"peak_id": "int64", "clique_id": "int64", "share": "float64"}
-SPARSE_COLUMNS = {"row": "uint16", "col": "uint16", "intensity": "float32", "label": "int32"}
 _OPEN: weakref.WeakSet = weakref.WeakSet()  # stores still open, released at exit
 
 
@@ -100,8 +88,8 @@ class ScanStore:
         self._jf = JournaledFile(part, create=True)
         try:
             self.file = h5py.File(self._jf, "w")
-            self._layout(scan_id, detector, motors, counters, peak_columns, clique_columns,
-                         config_text, start_json, trajectory)
+            create_layout(self.file, scan_id, detector, motors, counters, peak_columns,
+                          clique_columns, config_text, start_json, trajectory)
             self._bind(detector, flush_interval)
             self.checkpoint()
             _publish(part, self.path)
@@ -110,6 +98,25 @@ class ScanStore:
             _unlink(part)
             raise
         self._jf.path = self.path
+
+    @classmethod
+    def for_scan(cls, path: str | Path, scan: Scan, config: Config, detector: str, *,
+                 peak_columns: dict[str, str] | None = None, start_json: str | None = None,
+                 trajectory: dict | None = None,
+                 flush_interval: float | None = None) -> ScanStore:
+        """The output file of `scan` as `config` asks (OSError when it cannot be made):
+        the start message's motors and counters, the 2D peak and clique columns, the
+        config's text and flush interval, the trajectory's rule. The keywords override
+        (relink keeps what the file it reads holds)."""
+        start = scan.start
+        return cls(path, scan_id=start.scan_id, detector=detector, motors=start.motors,
+                   counters=start.counters,
+                   peak_columns=PEAK_COLUMNS if peak_columns is None else peak_columns,
+                   clique_columns=clique_columns(start.motors), config_text=config.text(),
+                   start_json=start_to_json(start) if start_json is None else start_json,
+                   trajectory=scan.trajectory.describe() if trajectory is None else trajectory,
+                   flush_interval=config["output"]["flush_interval"] if flush_interval is None
+                   else flush_interval)
 
     @classmethod
     def reopen(cls, path: str | Path, flush_interval: float = 1.0) -> ScanStore:
@@ -129,43 +136,6 @@ class ScanStore:
             self._release()
             raise
         return self
-
-    def _layout(self, scan_id, detector, motors, counters, peak_columns, clique_columns,
-                config_text, start_json, trajectory) -> None:
-        entry = self.file.create_group("entry")
-        entry.attrs.update(NX_class="NXentry", scan_id=scan_id, status="running", reason="",
-                           program="peakstream", version=__version__)
-        proc = entry.create_group("process")
-        proc.attrs["NX_class"] = "NXprocess"
-        proc.create_dataset("config", data=config_text, dtype=STR)
-        proc.create_dataset("config_sha256", data=config_hash(config_text), dtype=STR)
-        proc.create_dataset("start", data=start_json, dtype=STR)
-        proc.attrs.update(start_time=now_iso(), end_time="")
-        proc.create_group("counters")
-        proc.create_group("checkpoint").attrs.update(seq=0, time="", rows="{}")
-        make_columns(proc.create_group("events"),
-                 {"time": "float64", "point_id": "int64", "kind": STR, "message": STR}, 1024)
-        points = entry.create_group("points")
-        points.attrs["status_names"] = json.dumps(POINT_STATUS)
-        points.attrs["trajectory"] = json.dumps(trajectory or {})
-        cols: dict[str, Any] = {"point_id": "int64", "time": "float64", "status": "uint8",
-                                "flags": STR}
-        cols.update({f"motors/{m}": "float64" for m in motors})
-        cols.update({f"counters/{c}": "float64" for c in counters})
-        make_columns(points, cols, 4096)
-        links = points.create_group("links")
-        links.attrs["table"] = "links"  # its own table, not columns of /entry/points
-        make_columns(links, {"point_a": "int64", "point_b": "int64", "kind": STR}, 4096)
-        det = entry.create_group(detector)
-        sparse = det.create_group("sparse")
-        make_columns(sparse, SPARSE_COLUMNS, 65536)
-        make_columns(sparse, {"nnz": "int64"}, 4096)
-        make_columns(det.create_group("peaks2d"),
-                 {"point_id": "int64", **peak_columns, "clique_id": "int64"}, 16384)
-        make_columns(det.create_group("overlaps"), {"peak_a": "int64", "peak_b": "int64",
-                                                "npixels": "int32", "score": "float32"}, 16384)
-        make_columns(det.create_group("cliques"), dict(clique_columns), 16384)
-        make_columns(det.create_group("shares"), SHARE_COLUMNS, 16384)
 
     def _bind(self, detector: str, flush_interval: float) -> None:
         """The Table objects over the file's column datasets."""
@@ -415,4 +385,3 @@ def _close_open_stores() -> None:
     for store in list(_OPEN):
         store._jf.discard("process exited with the store open")
         store._release()
-

@@ -113,11 +113,14 @@ def _detector_header(info: DetectorInfo, parts: list[memoryview]) -> dict[str, A
 # ----------------------------------------------------------------- decoding
 
 
-def decode(parts: list[bytes | memoryview | Any], max_frame_bytes: int | None = None) -> Message:
+def decode(parts: list[bytes | memoryview | Any], max_frame_bytes: int | None = None,
+           frames: bool = True) -> Message:
     """Decode multipart frames into a message, or raise MessageError saying why.
 
     `parts` may hold bytes, memoryviews or zmq.Frame objects (their buffers are
     used without copying). Frames larger than `max_frame_bytes` are refused.
+    `frames=False` (the runner, which hands the parts on to a worker): a point's
+    frames are checked as thoroughly but not made, its `frames` map stays empty.
     """
     if not parts:
         raise MessageError("empty message")
@@ -132,7 +135,7 @@ def decode(parts: list[bytes | memoryview | Any], max_frame_bytes: int | None = 
     if kind == "start":
         return _decode_start(header, bufs)
     if kind == "point":
-        return _decode_point(header, bufs, max_frame_bytes)
+        return _decode_point(header, bufs, max_frame_bytes, frames)
     if kind == "end":
         return _decode_end(header)
     raise MessageError(f"unknown message type {kind!r}")
@@ -268,7 +271,8 @@ def _decode_end(h: dict) -> End:
 _POINT_KEYS = {"type", "scan_id", "point_id", "time", "motors", "counters", "frames"}
 
 
-def _decode_point(h: dict, bufs: list, max_frame_bytes: int | None) -> Point:
+def _decode_point(h: dict, bufs: list, max_frame_bytes: int | None,
+                  keep_frames: bool = True) -> Point:
     scan_id = _scan_id(h)
     point_id = _get(h, "point_id", int)
     if point_id < 0:
@@ -277,13 +281,16 @@ def _decode_point(h: dict, bufs: list, max_frame_bytes: int | None) -> Point:
     time = float(t) if t is not None else math.nan
     frames: dict[str, Any] = {}
     for name, f in (_get(h, "frames", dict, optional=True) or {}).items():
-        frames[name] = _decode_frame(name, f, bufs, max_frame_bytes)
+        frame = _decode_frame(name, f, bufs, max_frame_bytes, keep_frames)
+        if keep_frames:
+            frames[name] = frame
     extra = {k: v for k, v in h.items() if k not in _POINT_KEYS}
     return Point(scan_id, point_id, time, _number_map(h, "motors"), _number_map(h, "counters"),
                  frames, extra)
 
 
-def _decode_frame(name: str, f: Any, bufs: list, max_frame_bytes: int | None):
+def _decode_frame(name: str, f: Any, bufs: list, max_frame_bytes: int | None,
+                  make: bool = True):
     where = f"point: frame {name!r}"
     if not isinstance(f, dict):
         raise MessageError(f"{where}: must be a map")
@@ -322,8 +329,7 @@ def _decode_frame(name: str, f: Any, bufs: list, max_frame_bytes: int | None):
     if buf.nbytes != nbytes:
         raise MessageError(f"{where}: buffer has {buf.nbytes} bytes, shape {list(shape)} "
                            f"{dtype.name} needs {nbytes}")
-    arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
-    return arr
+    return np.frombuffer(buf, dtype=dtype).reshape(shape) if make else None
 
 
 def _decode_sparse(f: dict, bufs: list, shape: tuple[int, int], dtype: np.dtype,

@@ -15,17 +15,15 @@ import h5py
 import numpy as np
 import pytest
 
-from stream.maps.diffmap import (
-    Settings,
+from stream.cli.diffmap import (
     add_parser,
     build_parser,
     input_files,
-    method3,
     read_config,
-    run_diffmap,
     settings_from,
     to_tuple,
 )
+from stream.maps.diffmap import Settings, method3, run_diffmap
 from tests.support.paths import ROOT
 
 RES = "entry_0000/pyFAI/result"
@@ -292,7 +290,7 @@ def test_reader_opens_the_file_during_the_run(tmp_path):
 def test_command_line(tmp_path):
     files = scan_files(tmp_path, 4)
     out = tmp_path / "cli.h5"
-    cmd = [sys.executable, "-m", "stream.maps.diffmap", "-p", str(tmp_path / "geo.poni"), "-o",
+    cmd = [sys.executable, "-m", "stream.cli.diffmap", "-p", str(tmp_path / "geo.poni"), "-o",
            str(out), "-t", "2", "-c", "80", "--no-gui", str(tmp_path / "scan_*.edf")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
@@ -304,7 +302,7 @@ def test_command_line(tmp_path):
     bad = subprocess.run(cmd[:-1] + ["--offset", "x", *files], capture_output=True,
                          text=True, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "--offset" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "stream.maps.diffmap", "-o", str(out), *files],
+    bad = subprocess.run([sys.executable, "-m", "stream.cli.diffmap", "-o", str(out), *files],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "-t" in bad.stderr
 

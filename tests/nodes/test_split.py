@@ -21,6 +21,7 @@ from stream.core.scan import Sweep
 from tests.nodes.link.test_link import SHAPE, Grid, cat, make_scan, partition
 from tests.offline.test_batch import tables, write_sparse
 from tests.support.paths import CONFIGS
+from tests.support.unionfind import NaiveForest
 
 # ------------------------------------------------------------------ 2D split
 
@@ -154,20 +155,15 @@ def naive_split_2d(sparse, prominence, sigma, min_pixels):
         for j in neighbours(i):
             if j > i and basin[i] != basin[j]:
                 edges.append((-min(value[i], value[j]), basin[i], basin[j]))
-    parent = {b: b for b in size}
-
-    def find(x):
-        while parent[x] != x:
-            x = parent[x]
-        return x
-
+    forest = NaiveForest(size)
+    find = forest.find
     for neg, a, b in sorted(edges):
         ra, rb = find(a), find(b)
         if ra == rb:
             continue
         hi, lo = (rb, ra) if higher(rb, ra) else (ra, rb)
         if not significant(value[lo], -neg, prominence, sigma) or size[lo] < min_pixels:
-            parent[lo] = hi
+            forest.parent[lo] = hi
             size[hi] += size[lo]
     out, names = [], {}
     for i in range(n):
@@ -289,12 +285,8 @@ def naive_split(frames, trajectory, prominence, sigma, missing=()):
                         s = max(s, min(ha, hb))
                     edges.append((s, offsets[i] + a, offsets[j] + b))
     edges.sort(key=lambda e: (-e[0], e[1], e[2]))
-    parent = list(range(total))
-
-    def find(x):
-        while parent[x] != x:
-            x = parent[x]
-        return x
+    forest = NaiveForest(range(total))
+    find = forest.find
 
     def higher(x, y):
         return height[x] > height[y] or (height[x] == height[y] and x < y)
@@ -307,11 +299,8 @@ def naive_split(frames, trajectory, prominence, sigma, missing=()):
         depth = height[lo] - s
         if not (depth > 0 and depth >= max(prominence * height[lo],
                                            sigma * math.sqrt(height[lo] + s))):
-            parent[lo] = hi
-    groups: dict[int, set] = {}
-    for g in range(total):
-        groups.setdefault(find(g), set()).add(g)
-    return {frozenset(g) for g in groups.values()}
+            forest.parent[lo] = hi
+    return forest.groups()
 
 
 def run_points(linker, scan, frames, missing=()):
@@ -539,9 +528,9 @@ def test_split_memory_is_bounded_and_distance_links_never_split():
     most = 0
     for p, (sparse, peaks) in enumerate(frames):
         linker.add_point(p, sparse, peaks, {"omega": float(p)})
-        most = max(most, linker._forest.nedges)
+        most = max(most, linker.forest.nedges)
     linker.finish()
-    assert linker._forest.nedges == 0 and linker.open_peaks() == 0
+    assert linker.forest.nedges == 0 and linker.open_peaks() == 0
     assert sum(s.npeaks for s, _ in frames) > 1000 and most < 200  # not the scan's 5000
     few = frames[:40]
     parts = [partition(cat(run_points(Linker(criterion="distance", distance=2.0, split=s),

@@ -12,10 +12,10 @@ import h5py
 import numpy as np
 import pytest
 
+from stream.cli.stats import add_parser
 from stream.config.schema import load_array
 from stream.offline.stats import (
     FrameStats,
-    add_parser,
     frame_stats,
     parse_points,
     recording_frames,

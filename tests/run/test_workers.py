@@ -22,8 +22,8 @@ from nodes.link.linker import Linker
 from stream.config.schema import Config
 from stream.core.item import Item, SparseFrame, empty_peaks
 from stream.offline.relink import relink
-from stream.run.dispatch import InlineExecutor, default_count, queue_bound
-from stream.run.workers import decode_result, encode_result, header_of
+from stream.run.executors import InlineExecutor, default_count, queue_bound
+from stream.run.tasks import decode_result, encode_result, header_of
 from stream.sources.simulate import Simulation, send_scan
 from stream.wire.codec import encode
 from tests.nodes.link.test_link import SHAPE, Grid, cat, make_scan, run
@@ -297,7 +297,7 @@ def test_killed_and_hung_workers_lose_no_point(tmp_path, reference):
 
 def test_points_are_bad_not_lost_when_no_worker_is_left():
     from stream.run.dispatch import Dispatcher
-    from stream.run.workers import decode_result
+    from stream.run.tasks import decode_result
     from stream.wire.codec import encode
 
     sim = Simulation(SIMCONF)

@@ -12,19 +12,11 @@ import h5py
 import numpy as np
 import pytest
 
-from stream.core.item import PEAK_COLUMNS, SparseFrame
+from stream.core.item import PEAK_COLUMNS, SparseFrame, clique_columns
 from stream.core.messages import DetectorInfo, Start
 from stream.core.scan import Scan
-from stream.run.runner import clique_columns
-from stream.store.checkpoint import (
-    JournaledFile,
-    _apply,
-    _write_journal,
-    journal_path,
-    open_h5,
-    read_journal,
-    recover,
-)
+from stream.store.checkpoint import JournaledFile, open_h5
+from stream.store.journal import apply_records, journal_path, read_journal, recover, write_journal
 from stream.store.scanfile import ScanStore
 from stream.store.state import read_state, write_state
 from tests.support.paths import ROOT
@@ -92,14 +84,14 @@ def test_commit_cut_short_reads_through_its_journal(tmp_path):
     records = jf._records()
     assert records, "a commit rewrites bytes of the last one (superblock, headers)"
     tmp = journal_path(path).with_suffix(".journal.tmp")
-    _write_journal(tmp, jf.boundary, jf.size, records, False)
+    write_journal(tmp, jf.boundary, jf.size, records, False)
     half = list(reversed(records))[:max(1, len(records) // 2)]
     # 1. the journal written but not renamed: it never happened
     with open_h5(path) as g:
         assert rows(g) == 300
     os.replace(tmp, journal_path(path))
     # 2. renamed, half of it applied: readers see the new commit through it
-    _apply(jf.fd, half, jf.size)
+    apply_records(jf.fd, half, jf.size)
     fds = len(os.listdir("/proc/self/fd"))
     with open_h5(path) as g:
         assert rows(g) == 700
@@ -122,7 +114,7 @@ def test_damaged_or_unfinished_journals_are_ignored(tmp_path):
     jf.commit()
     jf.close()
     j = journal_path(path)
-    _write_journal(j, 10, 20, [(1, 0, b"garbage!")], False)
+    write_journal(j, 10, 20, [(1, 0, b"garbage!")], False)
     raw = j.read_bytes()
     j.write_bytes(raw[:-3])  # cut short: no complete trailer
     assert read_journal(j) is None

@@ -28,12 +28,14 @@ import numpy as np
 import pytest
 
 from stream.config.schema import Config
-from stream.core.item import PEAK_COLUMNS
+from stream.core.item import PEAK_COLUMNS, clique_columns
 from stream.core.messages import End
+from stream.core.messages import start_to_json as _start_json
 from stream.core.scan import Scan
 from stream.run.collector import Collector
-from stream.run.runner import COUNTERS, ScanRunner, _start_json, clique_columns
-from stream.run.workers import Worker, decode_result, encode_scan, encode_task
+from stream.run.runner import COUNTERS, ScanRunner
+from stream.run.tasks import decode_result, encode_scan, encode_task
+from stream.run.workers import Worker
 from stream.sources.files import open_recording
 from stream.sources.simulate import Simulation
 from stream.sources.simulate.config import SimConfig

@@ -7,9 +7,8 @@ import json
 import h5py
 import numpy as np
 
-from stream.core.item import PEAK_COLUMNS
+from stream.core.item import PEAK_COLUMNS, clique_columns
 from stream.core.table import Table, read_table
-from stream.run.runner import clique_columns
 from stream.store.scanfile import ScanStore, mark_failed
 from stream.store.state import read_state
 

@@ -24,7 +24,7 @@ from stream.sources.simulate import Simulation
 from stream.sources.simulate.config import SimConfig
 from stream.sources.simulate.file import write_scan
 from stream.store.checkpoint import open_h5
-from stream.store.scanfile import POINT_STATUS
+from stream.store.rows import POINT_STATUS
 from tests.support.daemon import (  # noqa: F401 (daemon_fixture: the daemon fixture)
     Sender,
     completed,

@@ -39,8 +39,10 @@ class DectrisSource:
     """A DECTRIS detector (SIMPLON stream v1 or v2) plus our motor lane, as our messages.
 
     `motors` / `counters` None: the names of the first point's motors and counters;
-    `trajectory` None: a sweep in the first motor.
+    `trajectory` None: a sweep in the first motor. A `stream.sources.base.Source`.
     """
+
+    done = False  # series after series: no last message
 
     def __init__(self, *, endpoint: str, version: int = 2, listen: str = "",
                  motors: list[str] | None = None, counters: list[str] | None = None,

@@ -14,6 +14,7 @@ from stream.config.schema import Config
 from stream.core.item import PEAK_COLUMNS
 from stream.core.scan import Sweep
 from tests.nodes.link.test_link import SHAPE, Grid, cat, make_scan, partition, random_stack, run
+from tests.support.unionfind import NaiveForest
 
 
 def naive_links(frames, trajectory, rule: Rule, missing=()):
@@ -43,19 +44,10 @@ def naive_links(frames, trajectory, rule: Rule, missing=()):
                             ok.append((sa - sb) ** 2 + (fa - fb) ** 2 <= rule.distance ** 2)
                     if all(ok):
                         links.add((offsets[j] + a, offsets[i] + b))
-    parent = list(range(total))
-
-    def find(x):
-        while parent[x] != x:
-            x = parent[x]
-        return x
-
+    forest = NaiveForest(range(total))
     for a, b in links:
-        parent[find(a)] = find(b)
-    groups: dict[int, set] = {}
-    for g in range(total):
-        groups.setdefault(find(g), set()).add(g)
-    return {frozenset(g) for g in groups.values()}
+        forest.union(a, b)
+    return forest.groups()
 
 
 SETTINGS = [

@@ -16,6 +16,7 @@ from nodes.link.linker import Linker, LinkResult
 from stream.core.item import MOMENT_COLUMNS, PEAK_COLUMNS, Item, SparseFrame
 from stream.core.messages import DetectorInfo, Start
 from stream.core.scan import Scan, Sweep
+from tests.support.unionfind import NaiveForest
 
 SHAPE = (20, 24)
 EIGHT = np.ones((3, 3), bool)
@@ -148,19 +149,10 @@ def reference(frames, trajectory, missing=()):
                 for b, sb in enumerate(blobs[i]):
                     if sa & sb:
                         edges[(offsets[j] + a, offsets[i] + b)] = len(sa & sb)
-    parent = list(range(total))
-
-    def find(x):
-        while parent[x] != x:
-            x = parent[x]
-        return x
-
+    forest = NaiveForest(range(total))
     for a, b in edges:
-        parent[find(a)] = find(b)
-    groups: dict[int, set] = {}
-    for g in range(total):
-        groups.setdefault(find(g), set()).add(g)
-    return edges, {frozenset(g) for g in groups.values()}, offsets
+        forest.union(a, b)
+    return edges, forest.groups(), offsets
 
 
 # -------------------------------------------------------------------- tests
@@ -322,7 +314,7 @@ def test_memory_bounded_by_frontier():
     assert total > 5000
     assert most_frontier == 1
     assert most_open < 100
-    assert linker._forest.capacity <= 2048  # slots are reused, not grown with the scan
+    assert linker.forest.capacity <= 2048  # slots are reused, not grown with the scan
     results.append(linker.finish())
     assert linker.open_peaks() == 0
     # still right after many compactions of the slot arrays: members and moments

@@ -204,5 +204,5 @@ def test_pool_holds_only_open_cliques():
     held = []
     for p, (sp, pk) in enumerate(frames_of(vol)):
         linker.add_point(p, sp, pk, {"omega": 0.25 * p, "dty": 1.0})
-        held.append(linker._pool.npixels())
+        held.append(linker.pool.npixels())
     assert max(held) > 0 and held[-1] == 0  # every spot closed before the end: all freed

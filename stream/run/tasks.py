@@ -1,0 +1,122 @@
+"""The wire between the runner and its workers: tasks out, results back (the message
+list is in `stream.run.workers`). Part 0 is a msgpack map with `type`, the other parts
+raw buffers; nothing is ever pickled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from stream.core.item import Item, SparseFrame
+
+CREDITS = 2  # tasks a worker holds at once: one in the chain, one on its way
+
+
+def pack(header: dict[str, Any]) -> bytes:
+    return msgpack.packb(header)
+
+
+def header_of(parts: list) -> dict[str, Any]:
+    """The msgpack header of one of our messages (part 0)."""
+    return msgpack.unpackb(getattr(parts[0], "buffer", parts[0]), raw=False)
+
+
+Params = tuple[int, dict[str, dict[str, Any]]]  # version, {node: {key: value}}
+
+
+def encode_task(seq: int, scan: int, point_id: int, parts: list, params: Params | None = None,
+                preview: int = 0) -> list:
+    """A point for the workers: its wire message as it arrived, numbered; the parameter
+    changes in force for it, and whether to bin a preview of its frame."""
+    header: dict[str, Any] = {"type": "task", "seq": seq, "scan": scan, "point_id": point_id}
+    if params is not None and params[0]:
+        header["params"] = [params[0], params[1]]
+    if preview:
+        header["preview"] = int(preview)
+    return [pack(header), *parts]
+
+
+def encode_scan(scan: int, start_parts: list, detector: str, max_frame_bytes: int) -> list:
+    return [pack({"type": "scan", "scan": scan, "detector": detector,
+                  "max_frame_bytes": max_frame_bytes}), *start_parts]
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass
+class Result:
+    """A point back from a worker: its item (sparse frame and 2D peaks) or why it is bad."""
+
+    seq: int
+    scan: int
+    point_id: int
+    item: Item
+    status: str  # ok | bad
+    reason: str = ""
+    preview: np.ndarray | None = None  # float32, the binned frame, when it was asked for
+
+
+def encode_result(seq: int, scan: int, item: Item, status: str, reason: str = "",
+                  preview: np.ndarray | None = None) -> list:
+    """msgpack header + raw buffers: the sparse frame (with its runs when it has them),
+    the 2D peaks, named outputs."""
+    buffers: list[memoryview] = []
+
+    def add(arr: np.ndarray) -> list:
+        arr = np.ascontiguousarray(arr)
+        buffers.append(memoryview(arr.reshape(-1)).cast("B"))  # (also with a 0 in the shape)
+        return [arr.dtype.str, list(arr.shape)]
+
+    sparse = None
+    sp = item.sparse
+    if status == "ok" and sp is not None:
+        sparse = {"shape": list(sp.shape), "npeaks": int(sp.npeaks),
+                  "row": add(sp.row), "col": add(sp.col), "intensity": add(sp.intensity),
+                  "label": add(sp.label) if sp.label is not None else None}
+        if sp.runs is not None:  # the label node's runs of the pixels, for the linker
+            sparse["runs"] = add(sp.runs)
+    peaks = None
+    if status == "ok" and item.peaks is not None:
+        peaks = [[name, *add(col)] for name, col in item.peaks.items()]
+    outputs = [[name, *add(arr)] for name, arr in item.outputs.items()] if status == "ok" else []
+    header = {"type": "result", "seq": seq, "scan": scan, "point_id": item.point_id,
+              "status": status, "reason": reason, "detector": item.detector,
+              "time": item.time, "motors": item.motors, "counters": item.counters,
+              "flags": list(item.flags), "sparse": sparse, "peaks": peaks, "outputs": outputs}
+    if preview is not None:
+        header["preview"] = add(preview)
+    return [pack(header), *buffers]
+
+
+def decode_result(parts: list) -> Result:
+    """The inverse of `encode_result`: arrays are views of the received buffers."""
+    h = header_of(parts)
+    bufs = iter(getattr(p, "buffer", p) for p in parts[1:])
+
+    def take(spec: list) -> np.ndarray:
+        dtype, shape = spec
+        return np.frombuffer(next(bufs), dtype=np.dtype(dtype)).reshape(shape)
+
+    item = Item(h["point_id"], h["detector"], h["time"], h["motors"], h["counters"],
+                flags=list(h["flags"]))
+    sp = h["sparse"]
+    if sp is not None:
+        row, col, intensity = take(sp["row"]), take(sp["col"]), take(sp["intensity"])
+        label = take(sp["label"]) if sp["label"] is not None else None
+        runs = take(sp["runs"]) if sp.get("runs") is not None else None
+        item.sparse = SparseFrame(tuple(sp["shape"]), row, col, intensity, label, sp["npeaks"],
+                                  runs)
+    if h["peaks"] is not None:
+        item.peaks = {name: take([dtype, shape]) for name, dtype, shape in h["peaks"]}
+    item.outputs = {name: take([dtype, shape]) for name, dtype, shape in h["outputs"]}
+    preview = take(h["preview"]) if h.get("preview") is not None else None
+    return Result(h["seq"], h["scan"], h["point_id"], item, h["status"], h["reason"], preview)
+
+
+def bad_result(seq: int, scan: int, point_id: int, reason: str) -> list:
+    """A result for a point no worker could process (its workers died)."""
+    return encode_result(seq, scan, Item(point_id, ""), "bad", reason)
