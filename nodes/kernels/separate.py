@@ -24,7 +24,7 @@ import numpy as np
 from nodes.kernels.blobs3d import KMAX, dense_box, log_seeds, residual_peak
 
 NACC = 9
-_EM_ITER = 60
+_EM_ITER = 40
 _VAR_FLOOR = 0.08  # a spot on one frame or one pixel row: 1/12 of a step squared
 
 
@@ -58,7 +58,7 @@ def _estep(x, w, mu, var, pi, resp, dens):
 @numba.njit(nogil=True, cache=True)
 def _em(x, w, mu, var, pi, resp, dens):
     """Intensity-weighted EM of a diagonal Gaussian mixture (until the means and
-    variances move less than 1e-5): resp (n, K) and the mixture density at each
+    variances move less than 1e-3): resp (n, K) and the mixture density at each
     pixel (dens) of the final parameters; returns sum_p w_p log dens_p."""
     n, K = x.shape[0], mu.shape[0]
     wsum = 0.0
@@ -93,7 +93,7 @@ def _em(x, w, mu, var, pi, resp, dens):
                 v_new = max(s2[a] / s0, _VAR_FLOOR)
                 shift = max(shift, abs(v_new - var[k, a]))
                 var[k, a] = v_new
-        if shift < 1e-5:
+        if shift < 1e-3:
             break
     return _estep(x, w, mu, var, pi, resp, dens)
 
