@@ -11,6 +11,7 @@ from nodes.integrate import FusedIntegrate, Integrate
 from nodes.label import Label
 from nodes.normalise import Normalise
 from nodes.properties import Properties
+from nodes.ptyd import Ptyd
 from nodes.roi import RoiSums
 from nodes.threshold import Threshold
 
@@ -24,15 +25,16 @@ NODES: dict[str, type] = {
     "label": Label,
     "properties": Properties,
     "roi_sums": RoiSums,
+    "ptyd": Ptyd,
 }
 
 __all__ = ["NODES", "fuse", "Correct", "Normalise", "Threshold", "DensePass", "Decode",
            "Label", "Properties", "Frame", "Integrate", "FusedIntegrate", "Background",
-           "RoiSums"]
+           "RoiSums", "Ptyd"]
 
 # nodes that read a dense frame but not a compressed one: a chain that starts with
 # one of them (not fused into a DensePass) gets a Decode node first
-NEEDS_DENSE = ("correct", "normalise", "frame", "integrate", "background")
+NEEDS_DENSE = ("correct", "normalise", "frame", "integrate", "background", "ptyd")
 
 
 def _kind(node) -> str | None:

@@ -1,4 +1,8 @@
-"""Fixtures shared by every test folder (helpers live in tests/support/)."""
+"""Shared fixtures live in tests/support/fixtures.py, helpers in tests/support/.
+
+A test that starts a daemon or `peakstream run` subprocess, or lives in tests/system/,
+must be marked `system` (the slow ones, skipped by `-m "not system"`): collection
+fails naming any that is not, so the quick run stays quick."""
 
 from __future__ import annotations
 
@@ -6,21 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.paths import CONFIGS
-from tests.support.processes import RunProcess
+pytest_plugins = ["tests.support.fixtures"]
+
+SLOW_FIXTURES = {"daemon", "run_process"}
+SYSTEM_DIR = Path(__file__).parent / "system"
 
 
-@pytest.fixture
-def run_process(tmp_path):
-    procs = []
-
-    def start(config: Path = CONFIGS / "simulated.toml", *args: str) -> RunProcess:
-        p = RunProcess(config, tmp_path / "out", *args)
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.communicate()
+def pytest_collection_modifyitems(config, items) -> None:
+    unmarked = [item.nodeid for item in items
+                if item.get_closest_marker("system") is None
+                and (SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+                     or SYSTEM_DIR in Path(item.fspath).parents)]
+    if unmarked:
+        raise pytest.UsageError("mark these @pytest.mark.system (they start daemons or "
+                                "`peakstream run`, or live in tests/system/): "
+                                + ", ".join(unmarked))

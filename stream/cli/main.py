@@ -1,4 +1,4 @@
-"""peakstream command line: run | daemon | status | get | set | watch | replay | relink |
+"""peakstream command line: run | daemon | status | get | set | watch | web | replay | relink |
 simulate | inspect | export | demo.
 
 Exit codes: 0 done, 1 a scan failed or was aborted, 2 bad usage or config.
@@ -221,12 +221,15 @@ def parser() -> argparse.ArgumentParser:
                         "(needs matplotlib: pip install 'peakstream[plot]')")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("export", help="write an output file's results for ImageD11 or hexrd",
+    p = sub.add_parser("export",
+                       help="write an output file's results for ImageD11, hexrd or ptypy",
                        description="flt: ImageD11 columnfile of the cliques (3D peaks); "
                                    "sparse: ImageD11 sparse HDF5 of the kept pixels; "
-                                   "framecache: hexrd frame-cache .npz of the kept pixels.")
+                                   "framecache: hexrd frame-cache .npz of the kept pixels; "
+                                   "ptyd: ptypy prepared data (frames, positions, weights) of a "
+                                   "run whose chain had a ptyd node.")
     p.add_argument("file", metavar="FILE", help="a peakstream output file")
-    p.add_argument("--format", required=True, choices=("flt", "sparse", "framecache"))
+    p.add_argument("--format", required=True, choices=("flt", "sparse", "framecache", "ptyd"))
     p.add_argument("--output", required=True, help="the file to write")
     p.set_defaults(func=cmd_export)
 
@@ -319,6 +322,9 @@ def _add_service(sub) -> None:
     p.add_argument("--timeout", type=float, default=10.0,
                    help="--once: s to wait for a progress message (default 10)")
     p.set_defaults(func=_client("watch"))
+    from stream.cli import web
+
+    web.add_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

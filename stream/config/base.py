@@ -1,6 +1,6 @@
 """What every part of the config package shares: its error and the value sets."""
 
-SOURCE_KINDS = ("zmq", "dectris")
+SOURCE_KINDS = ("zmq", "dectris", "blissdata", "pva")
 PATTERN_FIELDS = ("scan_id", "sample", "scan_number", "date", "time")
 
 

@@ -2,7 +2,7 @@
 
 Groups: `[source]`, `[[node]]` (the chain, in order, each with `kind`;
 none given: `DEFAULT_CHAIN`), `[linker]`, `[output]`, `[workers]`, and for
-`peakstream daemon` `[daemon]`, `[control]`, `[live]`. Unknown
+`peakstream daemon` `[daemon]`, `[control]`, `[live]`, `[web]`. Unknown
 groups or keys and wrong types are a `ConfigError` naming the key and the
 file. Node tables are checked against the node class's constructor (its
 keyword arguments and type hints); a string given for an array parameter is
@@ -24,6 +24,7 @@ import numpy as np
 
 from stream.config.base import ConfigError
 from stream.config.service import validate_service, validate_source
+from stream.config.sources import SOURCE_DEFAULTS
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "source": {
@@ -51,6 +52,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "join_timeout": 2.0,  # s a frame waits for its motors (and the reverse)
         "series_timeout": 30.0,  # s without a message before an open series ends itself
         "trajectory": {},  # the scan's trajectory map ({} = a sweep in the first motor)
+        **SOURCE_DEFAULTS,  # kind = "blissdata" / "pva": stream.config.sources
     },
     # per-point nodes run in `count` workers (0: threads one per core, processes one per
     # core less one); the linker and the store stay in the main process
@@ -92,8 +94,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # `interval` s, frame previews at most `frame_rate` a second binned by `frame_bin`
     "live": {"endpoint": "tcp://127.0.0.1:5556", "interval": 0.5, "frame_rate": 2.0,
              "frame_bin": 8, "sndhwm": 16},
+    # web view (`peakstream web`, docs/web.md) started by the daemon: port -1 none, 0 any
+    # free port; another address than loopback is an explicit choice
+    "web": {"port": -1, "address": "127.0.0.1", "allow_control": False},
 }
-GROUPS = ("source", "node", "linker", "output", "workers", "daemon", "control", "live")
+GROUPS = ("source", "node", "linker", "output", "workers", "daemon", "control", "live", "web")
 OVERRUN = ("block", "abort")
 WORKER_KINDS = ("inline", "threads", "processes")
 # The chain when a config names none: a global cut, 8-connected labels, moments.

@@ -1,5 +1,5 @@
 """Checks of the config groups the daemon adds: the dectris keys of `[source]`, the
-`[output] pattern`, `[daemon]`, `[control]` and `[live]` (called by `stream.config`)."""
+`[output] pattern`, `[daemon]`, `[control]`, `[live]` and `[web]` (called by `stream.config`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from stream.config.base import PATTERN_FIELDS, SOURCE_KINDS, ConfigError
+from stream.config.sources import validate_ecosystem
 
 
 def validate_source(source: dict[str, Any], origin: str) -> None:
-    """[source] kind and the keys of the dectris source."""
+    """[source] kind and the keys of the dectris, blissdata and pva sources."""
     if source["kind"] not in SOURCE_KINDS:
         raise ConfigError(f"{origin}: [source] kind must be one of {', '.join(SOURCE_KINDS)}, "
                           f"got {source['kind']!r}")
@@ -33,10 +34,11 @@ def validate_source(source: dict[str, Any], origin: str) -> None:
     if trajectory and not isinstance(trajectory.get("kind"), str):
         raise ConfigError(f"{origin}: [source] trajectory needs a 'kind' (sweep, interlaced, "
                           f"grid, snake, free), got {trajectory!r}")
+    validate_ecosystem(source, origin)
 
 
 def validate_service(data: dict[str, Any], origin: str) -> None:
-    """[output] pattern, [daemon], [control], [live]."""
+    """[output] pattern, [daemon], [control], [live], [web]."""
     check_pattern(data["output"]["pattern"], f"{origin}: [output] pattern")
     d = data["daemon"]
     for key in ("log_max_bytes", "log_backups"):
@@ -54,6 +56,14 @@ def validate_service(data: dict[str, Any], origin: str) -> None:
     for key in ("frame_bin", "sndhwm"):
         if live[key] < 1:
             raise ConfigError(f"{origin}: [live] {key} must be >= 1")
+    web = data["web"]
+    if not -1 <= web["port"] <= 65535:
+        raise ConfigError(f"{origin}: [web] port must be -1 (no web view), 0 (any free port) "
+                          f"or a port number, got {web['port']!r}")
+    if not web["address"]:
+        raise ConfigError(f"{origin}: [web] address must be a host address, e.g. 127.0.0.1")
+    if web["port"] >= 0 and not live["endpoint"]:
+        raise ConfigError(f"{origin}: [web] needs the live lane: give [live] endpoint")
 
 
 def check_pattern(pattern: str, where: str) -> None:

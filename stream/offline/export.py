@@ -21,6 +21,8 @@
 * `framecache`: hexrd's frame-cache .npz: `{i}_row`, `{i}_col`, `{i}_data`,
   `shape`, `nframes`, `dtype`, and `omega` (nframes, 2): the start and end
   angle of each frame (its omega -+ half the step to its neighbours).
+* `ptyd`: ptypy's prepared data (`stream.offline.ptyd`), from a run whose chain
+  had a `ptyd` node.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 
 from stream.store.reader import load
 
-FORMATS = ("flt", "sparse", "framecache")
+FORMATS = ("flt", "sparse", "framecache", "ptyd")
 FLT_COLUMNS = ("sc", "fc", "omega", "Number_of_pixels", "avg_intensity", "s_raw", "f_raw",
                "sigs", "sigf", "covsf", "sigo", "covso", "covfo", "sum_intensity",
                "sum_intensity^2", "IMax_int", "IMax_s", "IMax_f", "IMax_o", "Min_s", "Max_s",
@@ -47,6 +49,10 @@ def export(path: str | Path, fmt: str, output: str | Path) -> dict[str, Any]:
     """Write `output` in format `fmt` from the output file `path`; return what was written."""
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt == "ptyd":
+        from stream.offline.ptyd import export_ptyd
+
+        return export_ptyd(Path(path), Path(output))
     data = load(path)
     with h5py.File(path, "r", locking=False) as f:
         sparse = f[f"entry/{data['detector']}/sparse"]

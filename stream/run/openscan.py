@@ -66,6 +66,7 @@ class OpenScan:
         self.workers0: dict[str, Any] = {}  # the executor's counts when the scan started
         self.started = time.time()
         self.resumed: Any = None  # a stream.resume.Resumed: the scan continues a crashed file
+        self.ptyd: Any = None  # a stream.store.ptyd.PtydWriter when the chain has a ptyd node
 
     @classmethod
     def create(cls, key: int, config: Any, scan: Scan, detector: str, store: ScanStore,
@@ -105,6 +106,7 @@ class OpenScan:
         out = self.pipeline.output_scan.start.detectors[detector]  # after a frame node's crop
         if tuple(out.shape) != tuple(info.shape):
             store.set_shape(out.shape, out.dtype)
+        self._open_ptyd()
         if resumed is not None:
             self.collector.restore(resumed)
             self.resumed = resumed
@@ -112,6 +114,28 @@ class OpenScan:
                                    f"{resumed.next_point}; points before it are kept")
             log.warning("scan %s: resumed %s at point %d", scan.scan_id, self.path,
                         resumed.next_point)
+
+    def _open_ptyd(self) -> None:
+        """A chain with a ptyd node: its .ptyd file beside the scan's, fed with every
+        point the collector links (`stream.store.ptyd`)."""
+        node = next((n for n in self.pipeline.nodes if getattr(n, "kind", "") == "ptyd"), None)
+        if node is None:
+            return
+        from stream.store.ptyd import PtydWriter
+
+        self.ptyd = writer = PtydWriter(self.path.with_suffix(".ptyd"), node.meta(),
+                                        node.min_frames, self.scan.start.npoints,
+                                        {"scan_id": self.scan.scan_id})
+        weights, then = node.weights, self.collector.on_link
+
+        def on_link(item: Any, result: Any) -> None:
+            if item is not None and "ptyd_data" in item.outputs:
+                writer.add(item.point_id, item.outputs["ptyd_data"],
+                           item.outputs["ptyd_position"], weights)
+            if then is not None:
+                then(item, result)
+
+        self.collector.on_link = on_link
 
     def finish(self, status: str, reason: str) -> tuple[str, str]:
         """Close the scan's file with `status`; the status it ended with: fail when its
@@ -128,6 +152,11 @@ class OpenScan:
         failed = self.collector.failed
         if failed and status != "fail":  # the collector gave up writing its file
             status, reason = "fail", f"write failed: {failed}"
+        if self.ptyd is not None:
+            try:
+                self.ptyd.close(status)
+            except Exception as exc:  # the scan's own file matters more: say it, go on
+                log.error("ptyd %s: %s", self.ptyd.path, exc)
         return status, reason
 
     def status(self) -> dict[str, Any]:

@@ -81,7 +81,7 @@ class Daemon:
         self.scans = 0
         self.runner = ScanRunner(config, output_dir=output_dir,
                                  on_scan_end=self._scan_ended)
-        self.source = self.live = self.control = None
+        self.source = self.live = self.control = self.web = None
         try:
             self.source = open_source(config)
             live = config["live"]
@@ -93,11 +93,23 @@ class Daemon:
                 self.control = ControlServer(config["control"]["endpoint"], self.request_stop,
                                              self.request)
                 self.runner.watch[self.control.inbox] = self.control.serve
+            self.web = self._start_web(config["web"])
         except BaseException:
             self.close()
             raise
         self._next_snapshot = 0.0
         self._tick(force=True)  # a status to answer with from the first request
+
+    def _start_web(self, web: dict[str, Any]) -> Any:
+        """The web view's child process (`[web] port` >= 0), fed by the live lane."""
+        if web["port"] < 0 or self.live is None:
+            return None
+        from stream.service.web.process import WebProcess
+        from stream.service.web.server import connectable
+
+        control = connectable(self.control.endpoint) if self.control else ""
+        return WebProcess(connectable(self.live.endpoint), web["port"], web["address"],
+                          control, web["allow_control"])
 
     @property
     def state(self) -> str:
@@ -178,7 +190,7 @@ class Daemon:
     def close(self) -> None:
         if self.runner is not None:
             self.runner.close("daemon stopped")
-        for part in (self.control, self.live, self.source):
+        for part in (self.web, self.control, self.live, self.source):
             if part is not None:
                 part.close()
 

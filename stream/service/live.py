@@ -13,7 +13,9 @@ Topics:
 * `peaks` for every point as its result comes back from the workers (before
   the reorder buffer, so at the earliest moment): point_id, time (the
   point's own), motors, counters, the 2D peaks' s_raw, f_raw,
-  sum_intensity, npx;
+  sum_intensity, npx; and under `outputs` the node outputs small enough to
+  draw (scalars such as ROI sums, 1D ones such as `integrate1d`, at most
+  `MAX_OUTPUT` values);
 * `cliques` for each linker step that closed cliques: their ids, n2d, npx,
   sum_intensity, s_raw, f_raw, first/last point and motor centroids;
 * `frame` at most `frame_rate` a second: a `frame_bin` x `frame_bin` binned
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 TOPICS = ("progress", "peaks", "cliques", "frame", "map")
 PEAK_FIELDS = ("s_raw", "f_raw", "sum_intensity", "npx")
+MAX_OUTPUT = 4096  # values of a node output sent with a point's peaks (a radial pattern)
 CLIQUE_FIELDS = ("clique_id", "n2d", "npx", "sum_intensity", "s_raw", "f_raw", "first_point",
                  "last_point")
 
@@ -195,6 +198,10 @@ class LiveLane:
         for name in PEAK_FIELDS:
             if name in peaks:
                 body[name] = array(peaks[name])
+        outputs = {k: array(np.asarray(v)) for k, v in (item.outputs or {}).items()
+                   if np.ndim(v) <= 1 and np.size(v) <= MAX_OUTPUT}
+        if outputs:
+            body["outputs"] = outputs
         if res.status != "ok":
             body["reason"] = res.reason
         self.publish("peaks", body)

@@ -1,9 +1,9 @@
 """The source contract: where a runner's messages come from, whatever the kind.
 
-Every source (our ZeroMQ lane, a DECTRIS detector, a recorded scan, the
-simulator) gives the runner the same face, `Source`: messages of our
-protocol already encoded (PROTOCOL.md), so the runner decodes and checks
-them in one place whatever they came from. `open_source` makes the one the
+Every source (our ZeroMQ lane, a DECTRIS detector, Bliss, an EPICS
+areaDetector, a recorded scan, the simulator) gives the runner the same face,
+`Source`: messages of our protocol already encoded (PROTOCOL.md), so the
+runner decodes and checks them in one place whatever they came from. `open_source` makes the one the
 config (or the command) asks for; `run`, `daemon` and `replay` all go
 through it.
 """
@@ -105,9 +105,9 @@ def open_source(config: Config, recording: tuple[Start, Iterable[Point]] | None 
                 name: str = "") -> Source:
     """The source a session reads: a `recording` (start, points: a recorded or simulated
     scan, `name` for people) when given, else the one the config's `[source] kind`
-    names, zmq (our protocol on a bound PULL) or dectris (a DECTRIS detector and our
-    motor lane). OSError when an endpoint cannot be bound, ValueError for a bad
-    `[source]`."""
+    names: zmq (our protocol on a bound PULL), dectris (a DECTRIS detector and our
+    motor lane), blissdata (Bliss scans from Redis) or pva (an EPICS areaDetector).
+    OSError when an endpoint cannot be bound, ValueError for a bad `[source]`."""
     if recording is not None:
         start, points = recording
         return RecordingSource(start, points, name or start.scan_id)
@@ -116,8 +116,17 @@ def open_source(config: Config, recording: tuple[Start, Iterable[Point]] | None 
         from stream.sources.dectris.source import SOURCE_KEYS, make_source
 
         return make_source({k: src[k] for k in SOURCE_KEYS if k in src})
+    if src["kind"] == "blissdata":
+        from stream.sources.blissdata import make_source as blissdata_source
+
+        return blissdata_source(src)
+    if src["kind"] == "pva":
+        from stream.sources.pva import make_source as pva_source
+
+        return pva_source(src)
     if src["kind"] != "zmq":
-        raise ValueError(f"[source] kind {src['kind']!r} is not one of zmq, dectris")
+        raise ValueError(f"[source] kind {src['kind']!r} is not one of zmq, dectris, "
+                         f"blissdata, pva")
     from stream.sources.zmq import ZmqSource
 
     return ZmqSource(src["listen"], src["rcvhwm"])

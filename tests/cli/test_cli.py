@@ -64,6 +64,7 @@ def test_usage_errors_exit_2_and_unreadable_files_exit_1(tmp_path):
     assert r.returncode == 2 and "junk.h5" in r.stderr
 
 
+@pytest.mark.system
 def test_simulate_replay_inspect_with_default_chain(tmp_path):
     scan = tmp_path / "scan.h5"
     r = peakstream("simulate", "--output", str(scan), "--points", "40", "--shape", "128", "160",
@@ -82,6 +83,7 @@ def test_simulate_replay_inspect_with_default_chain(tmp_path):
     assert r.returncode == 2 and "exists" in r.stderr  # never overwritten
 
 
+@pytest.mark.system
 def test_demo_runs_end_to_end(tmp_path):
     r = peakstream("demo", "--points", "40", "--shape", "128", "160", "--spots", "8",
                    "--output", str(tmp_path / "demo"), "--quiet")
@@ -91,6 +93,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "sim-0001.h5").exists()
 
 
+@pytest.mark.system
 def test_simulate_other_scan_kinds_and_clear_errors(tmp_path):
     scan = tmp_path / "inter.h5"
     r = peakstream("simulate", "--output", str(scan), "--trajectory", "interlaced", "--iflip",

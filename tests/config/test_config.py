@@ -41,6 +41,10 @@ def write(tmp_path, text):
     ("[linker]\ncriterion = 'telepathy'\n", ["c.toml", "criterion 'telepathy'"]),
     ("[source]\nreorder_window = 0\n", ["c.toml", "reorder_window must be >= 1"]),
     ("[source\n", ["c.toml", "not valid TOML"]),
+    ("[web]\nport = 70000\n", ["c.toml", "[web] port must be -1"]),
+    ("[web]\nport = '5006'\n", ["c.toml", "port", "must be int"]),
+    ("[web]\nport = 5006\n[live]\nendpoint = ''\n", ["c.toml", "[web] needs the live lane"]),
+    ("[web]\nallow_control = 'yes'\n", ["c.toml", "allow_control", "must be bool"]),
 ])
 def test_config_errors_name_key_and_file(tmp_path, text, words):
     with pytest.raises(ConfigError) as err:

@@ -89,6 +89,7 @@ def tables(path):
     return out, status, bad
 
 
+@pytest.mark.system
 def test_raw_and_compressed_scans_give_identical_cliques(run_process, tmp_path):
     sim = ["--points", "40", "--shape", "256", "240", "--spots", "24", "--seed", "4"]
     for encoding in ("raw", "bslz4", "lz4"):  # one scan at a time: senders would interleave

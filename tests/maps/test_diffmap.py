@@ -267,6 +267,7 @@ def test_offset_multiframe_and_unreadable_file(tmp_path):
         assert r["map"].shape == (120, 3, 2)  # open-ended: three rows came
 
 
+@pytest.mark.system
 def test_reader_opens_the_file_during_the_run(tmp_path):
     files = scan_files(tmp_path, 6)
     seen = []
@@ -287,6 +288,7 @@ def test_reader_opens_the_file_during_the_run(tmp_path):
     assert seen == [[[[0, 1, 2], [-1, -1, -1]], [[True, True, True], [False, False, False]]]]
 
 
+@pytest.mark.system
 def test_command_line(tmp_path):
     files = scan_files(tmp_path, 4)
     out = tmp_path / "cli.h5"

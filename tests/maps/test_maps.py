@@ -193,6 +193,7 @@ def test_caked_patterns(tmp_path):
         np.testing.assert_array_equal(r["map"][1, 2], [[0, 1], [2, 3]])
 
 
+@pytest.mark.system
 def test_reader_sees_finished_rows_while_writing(tmp_path):
     """A second process opens the file after the first row, the writer still open."""
     path = tmp_path / "m.h5"

@@ -8,19 +8,21 @@ import sys
 
 import h5py
 import numpy as np
+import pytest
 
 from stream.maps.build import build_maps
 from stream.maps.grid import RESULT_PATH, MapGrid
 from stream.sources.simulate import Simulation
 from stream.sources.simulate.config import SimConfig
 from stream.sources.simulate.file import write_scan
-from tests.support.daemon import (  # noqa: F401 (daemon_fixture: the daemon fixture)
+from tests.support.daemon import (
     Sender,
     completed,
     daemon_config,
-    daemon_fixture,
 )
 from tests.support.paths import CONFIGS, ROOT
+
+pytestmark = pytest.mark.system  # a `peakstream daemon` subprocess
 
 SIM = SimConfig(npoints=40, shape=(128, 160), spots=12, seed=4)
 

@@ -18,9 +18,9 @@ from nodes.link.linker import Linker, PeakBlock
 from stream.cli.main import main
 from stream.core.item import PEAK_COLUMNS, Item, SparseFrame
 from stream.core.scan import Sweep
-from tests.nodes.link.test_link import SHAPE, Grid, cat, make_scan, partition
-from tests.offline.test_batch import tables, write_sparse
+from tests.support.link import SHAPE, Grid, cat, make_scan, partition
 from tests.support.paths import CONFIGS
+from tests.support.sparse import flat_tables, write_sparse
 from tests.support.unionfind import NaiveForest
 
 # ------------------------------------------------------------------ 2D split
@@ -483,7 +483,7 @@ def test_split_replay_in_blocks_writes_the_per_point_file(tmp_path):
         out = tmp_path / f"out{len(extra)}.h5"
         assert main(["replay", str(src), "--config", str(config), "--quiet", "--output",
                      str(out), *extra]) == 0
-        outs[bool(extra)] = tables(out)
+        outs[bool(extra)] = flat_tables(out)
     a, b = outs[False], outs[True]
     assert sorted(a) == sorted(b)
     for k in a:
@@ -492,7 +492,7 @@ def test_split_replay_in_blocks_writes_the_per_point_file(tmp_path):
     plain = tmp_path / "plain.h5"
     assert main(["replay", str(src), "--preset", "imaged11", "--quiet", "--output",
                  str(plain)]) == 0
-    assert a["detector/peaks2d/npx"].shape[0] > tables(plain)["detector/peaks2d/npx"].shape[0]
+    assert a["detector/peaks2d/npx"].shape[0] > flat_tables(plain)["detector/peaks2d/npx"].shape[0]
 
 
 def test_relink_with_split_gives_what_a_replay_with_it_gives(tmp_path):
@@ -512,12 +512,12 @@ def test_relink_with_split_gives_what_a_replay_with_it_gives(tmp_path):
     direct = tmp_path / "direct.h5"
     assert main(["replay", str(src), "--config", str(config), "--quiet", "--output",
                  str(direct)]) == 0
-    a, b = tables(relinked), tables(direct)
+    a, b = flat_tables(relinked), flat_tables(direct)
     for k in a:
         if k.startswith(("detector/", "points/")):
             assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
     assert (a["detector/cliques/clique_id"].shape[0]
-            > tables(out)["detector/cliques/clique_id"].shape[0])
+            > flat_tables(out)["detector/cliques/clique_id"].shape[0])
 
 
 def test_split_memory_is_bounded_and_distance_links_never_split():

@@ -12,7 +12,7 @@ from stream.cli.main import main
 from stream.offline.export import FLT_COLUMNS, flt_columns
 from stream.offline.rocking import rocking_curve
 from stream.store.reader import load
-from tests.offline.test_batch import config_file, tables, write_sparse
+from tests.support.sparse import config_file, flat_tables, write_sparse
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_relink_gives_what_a_replay_with_the_criterion_gives(tmp_path, replayed,
     direct = tmp_path / "direct.h5"
     assert main(["replay", str(src), "--config", str(config_file(tmp_path, linker)),
                  "--quiet", "--output", str(direct)]) == 0
-    a, b = tables(relinked), tables(direct)
+    a, b = flat_tables(relinked), flat_tables(direct)
     for k in a:
         if k.startswith(("detector/", "points/")):
             assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
@@ -59,7 +59,7 @@ def test_relink_with_the_same_criterion_changes_nothing(tmp_path, replayed):
     _, out = replayed
     again = tmp_path / "again.h5"
     assert main(["relink", str(out), "--output", str(again)]) == 0
-    a, b = tables(out), tables(again)
+    a, b = flat_tables(out), flat_tables(again)
     for k in a:
         if k.startswith(("detector/", "points/")):
             assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k

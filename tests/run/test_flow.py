@@ -173,6 +173,7 @@ def blasted_tables(run_process, tmp_path, reference, name: str, **config) -> dic
     return t
 
 
+@pytest.mark.system
 def test_back_pressure_with_a_tiny_queue_loses_no_point(run_process, tmp_path, reference):
     t = blasted_tables(run_process, tmp_path, reference, "tiny", source="rcvhwm = 1",
                        workers='kind = "threads"\ncount = 1\nqueue = 2')
@@ -182,6 +183,7 @@ def test_back_pressure_with_a_tiny_queue_loses_no_point(run_process, tmp_path, r
     assert c["max_lag"] <= 2  # ... so the lag stayed within the queue
 
 
+@pytest.mark.system
 def test_two_workers_keep_the_lag_within_the_queue(run_process, tmp_path, reference):
     """Results back from one worker but held behind a point still at the other count
     against the queue, so the lag never passes it whatever order the workers finish in."""
@@ -203,6 +205,7 @@ def test_reorder_buffer_holds_only_behind_a_pending_point():
     assert buf.held == 0
 
 
+@pytest.mark.system
 def test_overrun_abort_ends_the_scan_with_the_reason(run_process, tmp_path):
     config = config_with(tmp_path, "abort",
                          source='overrun = "abort"\nmax_lag = 2\nreorder_window = 1',
@@ -224,6 +227,7 @@ def test_overrun_abort_ends_the_scan_with_the_reason(run_process, tmp_path):
 # ------------------------------------------------------------------ progress
 
 
+@pytest.mark.system
 def test_run_prints_one_progress_line_per_interval(run_process, tmp_path):
     config = config_with(tmp_path, "progress", workers='kind = "threads"\ncount = 1')
     run = run_process(config, "--scans", "2", "--progress-interval", "0.2")

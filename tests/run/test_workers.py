@@ -26,7 +26,6 @@ from stream.run.executors import InlineExecutor, default_count, queue_bound
 from stream.run.tasks import decode_result, encode_result, header_of
 from stream.sources.simulate import Simulation, send_scan
 from stream.wire.codec import encode
-from tests.nodes.link.test_link import SHAPE, Grid, cat, make_scan, run
 from tests.support.flow import (
     SIMCONF,
     assert_same_tables,
@@ -35,6 +34,7 @@ from tests.support.flow import (
     tables,
     workers_config,
 )
+from tests.support.link import SHAPE, Grid, cat, make_scan, run
 from tests.support.paths import CONFIGS, ROOT
 
 
@@ -147,6 +147,7 @@ def test_inline_results_carry_the_label_runs(tmp_path):
     assert sp.runs.tobytes() == want.tobytes() and sp.runs.shape == want.shape
 
 
+@pytest.mark.system
 def test_label_runs_over_the_wire_give_the_file_of_inline_and_of_the_pixels(run_process,
                                                                             tmp_path):
     """Split none: inline, threads and processes (the label node's runs carried to the
@@ -181,6 +182,7 @@ def test_worker_counts_and_queue_bound():
     assert isinstance(InlineExecutor(Config({})).worker.pipeline.chain, list)
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("kind", ["inline", "threads", "processes"])
 def test_inline_threads_processes_write_identical_files(run_process, tmp_path, reference,
                                                         kind):
@@ -193,7 +195,7 @@ def test_inline_threads_processes_write_identical_files(run_process, tmp_path, r
     assert c["missing"] == c["bad"] == c["reassigned"] == 0
 
 
-def _worker_pids(run, count: int, limit: float = 60.0) -> list[int]:
+def _worker_pids(run, count: int, limit: float = 300.0) -> list[int]:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         pids = [p.pid for p in psutil.Process(run.proc.pid).children()
@@ -257,6 +259,7 @@ class LiveRun:
         return self.proc.returncode, "".join(self.lines)
 
 
+@pytest.mark.system
 def test_killed_and_hung_workers_lose_no_point(tmp_path, reference):
     config = workers_config(tmp_path, "processes",
                             "heartbeat = 0.1\nheartbeat_timeout = 1.0", name="kill")

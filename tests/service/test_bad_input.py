@@ -9,6 +9,7 @@ import time
 import h5py
 import msgpack
 import numpy as np
+import pytest
 import zmq
 
 from stream.core.messages import DetectorInfo, Start
@@ -46,6 +47,7 @@ def wait_for_status(path, status, limit=120.0):
     raise AssertionError(f"{path} never reached status {status!r}")
 
 
+@pytest.mark.system
 def test_bad_input_is_counted_reported_and_survived(run_process, tmp_path):
     run = run_process(short_timeouts_config(tmp_path), "--scans", "2")
     sim = Simulation(SimConfig(npoints=20, shape=SHAPE, spots=3, seed=5))

@@ -15,18 +15,19 @@ import pytest
 from stream.sources.simulate import Simulation
 from stream.store.naming import Namer
 from stream.store.reader import summary
-from tests.support.daemon import (  # noqa: F401 (daemon_fixture: the daemon fixture)
+from tests.support.daemon import (
     SIMCONF,
     Sender,
     completed,
     daemon_config,
-    daemon_fixture,
     file_status,
     scans_done,
     wait_until,
 )
 from tests.support.flow import reference_tables, tables
 from tests.support.paths import ROOT
+
+pytestmark = pytest.mark.system  # `peakstream daemon` subprocesses, signals
 
 PATTERN = "{sample}_{scan_number:03d}_{scan_id}.h5"
 

@@ -10,21 +10,23 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import zmq
 
 from stream.service.live import unpack
 from stream.sources.simulate import Simulation
 from stream.store.reader import load
-from tests.support.daemon import (  # noqa: F401 (daemon_fixture: the daemon fixture)
+from tests.support.daemon import (
     SIMCONF,
     Sender,
     completed,
     daemon_config,
-    daemon_fixture,
     wait_until,
 )
 from tests.support.flow import tables
 from tests.support.paths import ROOT
+
+pytestmark = pytest.mark.system  # `peakstream daemon` subprocesses and their live lane
 
 N = SIMCONF.npoints
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
@@ -148,6 +147,7 @@ def test_shrinking_below_the_commit_takes_effect_at_the_next(tmp_path):
     jf.close()
 
 
+@pytest.mark.system
 def test_stores_killed_while_being_made_never_leave_a_half_file(tmp_path):
     """ScanStore makes its file under a hidden name and publishes it complete: kill a
     process that makes store after store, every visible file opens."""
@@ -158,11 +158,13 @@ def test_stores_killed_while_being_made_never_leave_a_half_file(tmp_path):
             f"    st = ScanStore({str(tmp_path)!r} + f'/scan{{i}}.h5', scan_id='x',"
             " detector='d', motors=[], counters=[], peak_columns={},"
             " clique_columns={'clique_id': 'int64'})\n"
-            "    st.close('success')\n")
+            "    st.close('success')\n"
+            "    print(i, flush=True)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE)
     try:
         assert proc.stdout.readline() == b"go\n"
-        time.sleep(1.5)
+        for i in range(4):  # counted, not timed: killed while it makes the fifth or later
+            assert proc.stdout.readline() == f"{i}\n".encode()
     finally:
         proc.kill()
         proc.wait()
@@ -175,6 +177,7 @@ def test_stores_killed_while_being_made_never_leave_a_half_file(tmp_path):
     assert len(list(tmp_path.glob(".scan*.part"))) <= 1  # the one being made, hidden
 
 
+@pytest.mark.system
 def test_store_left_open_at_exit_keeps_its_last_checkpoint(tmp_path):
     code = ("from stream.store.scanfile import ScanStore\n"
             f"st = ScanStore({str(tmp_path / 'scan.h5')!r}, scan_id='x', detector='d',"
@@ -276,6 +279,7 @@ def test_linker_state_round_trip_through_the_file(tmp_path):
         assert np.array_equal(want[1][k], got[1][k], equal_nan=True), k
 
 
+@pytest.mark.system
 def test_one_writer_process_at_a_time(tmp_path):
     path = tmp_path / "f.h5"
     jf, f = h5_through(path)

@@ -10,12 +10,14 @@ import subprocess
 import sys
 
 import h5py
+import pytest
 
 from stream.store.checkpoint import journal_path
 from stream.store.reader import load, summary
-from tests.store.test_resume import SWEEP, finish, prefix_intact, same, writer
-from tests.store.test_resume import sweep as sweep  # noqa: F401  (the module's fixture)
 from tests.support.paths import ROOT
+from tests.support.resume import SWEEP, finish, prefix_intact, same, writer
+
+pytestmark = pytest.mark.system  # writer subprocesses on a full disk
 
 
 def file_size_limit(nbytes: int):
@@ -27,7 +29,7 @@ def file_size_limit(nbytes: int):
     return limit
 
 
-def test_disk_full_mid_scan_fails_the_scan_and_keeps_the_file(sweep, tmp_path):  # noqa: F811
+def test_disk_full_mid_scan_fails_the_scan_and_keeps_the_file(sweep, tmp_path):
     rec, full = sweep
     whole = (rec.parent / "uninterrupted.h5").stat().st_size
     out = tmp_path / "scan.h5"

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import pytest
 import zmq
 
 from stream.config.schema import dump_toml
@@ -54,7 +53,7 @@ class DaemonProcess:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr,
                                      cwd=ROOT, preexec_fn=_file_size_limit(fsize))
         self.output = output
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # an event: only a daemon that never starts waits it out
         while time.monotonic() < deadline:
             m = READY.search(self.log.read_text())
             if m:
@@ -113,22 +112,6 @@ def _file_size_limit(nbytes: int):
     return limit
 
 
-@pytest.fixture(name="daemon")
-def daemon_fixture(tmp_path):
-    """Start daemons (config, *args); every one is killed at the end of the test."""
-    procs: list[DaemonProcess] = []
-
-    def start(config: Path, *args: str, output: Path | None = None,
-              live: bool = True, fsize: int = 0) -> DaemonProcess:
-        p = DaemonProcess(config, output or tmp_path / "out", *args, live=live, fsize=fsize)
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        p.kill()
-
-
 class Sender:
     """A PUSH to the daemon's data endpoint: start, points (pausing where asked), end."""
 
@@ -163,7 +146,7 @@ class Sender:
         self.sock.close()
 
 
-def wait_until(what: Callable[[], Any], limit: float = 60.0, every: float = 0.05,
+def wait_until(what: Callable[[], Any], limit: float = 300.0, every: float = 0.05,
                why: str = "") -> Any:
     """Poll `what()` until it is true; its value."""
     deadline = time.monotonic() + limit
@@ -184,13 +167,13 @@ def file_status(path: Path) -> str | None:
         return None
 
 
-def completed(path: Path, limit: float = 120.0) -> str:
+def completed(path: Path, limit: float = 300.0) -> str:
     """Wait until the file has a final status; return it."""
     return wait_until(lambda: (file_status(path) or "running") != "running" and
                       file_status(path), limit, 0.1, f"{path} to be completed")
 
 
-def scans_done(d: DaemonProcess, n: int, limit: float = 120.0) -> dict[str, Any]:
+def scans_done(d: DaemonProcess, n: int, limit: float = 300.0) -> dict[str, Any]:
     """Wait until the daemon has ended `n` scans; its status then."""
     return wait_until(lambda: (s := d.status())["scans_done"] >= n and s, limit, 0.1,
                       f"{n} scan(s) to end")

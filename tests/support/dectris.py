@@ -7,6 +7,7 @@ import contextlib
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -118,24 +119,36 @@ def emulator_and_source(version: int = 2, encoding: str = "raw", header_detail: 
         emu.close(linger=0)
 
 
-def collect(src: DectrisSource, ends: int = 1, limit: float = 30.0,
-            quiet: float | None = None) -> list[list]:
-    """Our messages until `ends` End messages came (or `quiet` s without any message, or
-    `limit` s)."""
+def collect(src: DectrisSource, ends: int = 1, limit: float = 120.0) -> list[list]:
+    """Our messages until `ends` End messages came (`limit` s only ends a wait for ends
+    that never come)."""
     out: list[list] = []
     deadline = time.monotonic() + limit
-    last = time.monotonic()
     while time.monotonic() < deadline:
         got = src.receive(0.05)
-        if got:
-            out += got
-            last = time.monotonic()
+        out += got
         if sum(isinstance(decode(p), End) for p in got) and \
                 sum(isinstance(decode(p), End) for p in out) >= ends:
             break
-        if quiet is not None and time.monotonic() - last > quiet:
-            break
     return out
+
+
+def collect_until(src: DectrisSource, done: Callable[[dict], bool],
+                  limit: float = 120.0) -> list[list]:
+    """Our messages until the source's status satisfies `done` (e.g. it has read every
+    message sent): waits for that event, not for a quiet time; fails only if it never
+    happens within `limit` s."""
+    out: list[list] = []
+    deadline = time.monotonic() + limit
+    while not done(status := src.status()):
+        assert time.monotonic() < deadline, f"the source never got there: {status}"
+        out += src.receive(0.05)
+    return out
+
+
+def read(messages: int = 0, motor_messages: int = 0) -> Callable[[dict], bool]:
+    """`done` for collect_until: the source has read this many detector / motor messages."""
+    return lambda st: st["messages"] >= messages and st["motor_messages"] >= motor_messages
 
 
 def send_in_thread(emu: DetectorEmulator, *args, **kwargs) -> threading.Thread:

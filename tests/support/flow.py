@@ -75,7 +75,7 @@ def run_scan(run_process, config: Path, scan_id: str, rate: float | None = None)
     return err, tables(config.parent / "out" / f"{scan_id}.h5")  # run_process's directory
 
 
-def wait_for_file(path: Path, limit: float = 120.0) -> None:
+def wait_for_file(path: Path, limit: float = 300.0) -> None:
     """Until the output file is complete (its status no longer running)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:

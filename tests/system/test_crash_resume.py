@@ -25,14 +25,15 @@ from stream.sources.simulate.config import SimConfig
 from stream.sources.simulate.file import write_scan
 from stream.store.checkpoint import open_h5
 from stream.store.rows import POINT_STATUS
-from tests.support.daemon import (  # noqa: F401 (daemon_fixture: the daemon fixture)
+from tests.support.daemon import (
     Sender,
     completed,
     daemon_config,
-    daemon_fixture,
     wait_until,
 )
 from tests.support.paths import ROOT
+
+pytestmark = pytest.mark.system  # daemons killed -9 and restarted
 
 SIM = SimConfig(npoints=120, shape=(128, 160), spots=40, seed=7)
 TABLES = ("peaks2d", "overlaps", "cliques", "sparse")

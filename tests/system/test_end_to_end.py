@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from stream.sources.simulate import Simulation, send_scan, write_scan
 from stream.sources.simulate.config import SimConfig
@@ -15,6 +16,8 @@ from stream.sources.simulate.truth import score
 from stream.store.reader import load, summary
 from tests.support.paths import CONFIGS, ROOT
 from tests.support.processes import simulate_send
+
+pytestmark = pytest.mark.system  # `peakstream run` and `simulate --send` subprocesses
 
 SIM = ["--points", "60", "--shape", "128", "160", "--spots", "24", "--seed", "3"]
 SIMCONF = SimConfig(npoints=60, shape=(128, 160), spots=24, seed=3)

@@ -1,41 +1,37 @@
-"""Soak: many short scans back to back into one daemon subprocess (thread workers, control
-requests and a live subscriber all the while): its open files, threads and memory do not
-grow between the early and the late scans. Bounded to about 70 s."""
+"""Soak: many short scans back to back into one daemon subprocess (thread workers, a live
+subscriber all the while): every scan succeeds and the daemon's open files (sockets
+included) and threads do not grow between the early and the late scans.
+
+Counted in scans, never in seconds, so a busy machine only makes it slower. Memory
+growth over many scans is a benchmark's business: `tools/bench_soak.py --daemon`."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import statistics
 import threading
-import time
 
-import psutil
+import pytest
 import zmq
 
 from stream.sources.simulate import Simulation
 from stream.sources.simulate.config import SimConfig
 from stream.wire.codec import encode
-from tests.support.daemon import (  # noqa: F401 (daemon_fixture: the daemon fixture)
-    daemon_config,
-    daemon_fixture,
-    scans_done,
-)
+from tests.support.daemon import daemon_config, scans_done
 
 CONF = SimConfig(npoints=30, shape=(96, 128), spots=4, seed=11)
-WARMUP = 40  # scans before the first measurement (numba, HDF5, allocator pools warm up)
-WINDOW = 10  # scans measured at each end
-BUDGET = 55.0  # s of scans after the warm-up
+SCANS = 60  # in all
+WARMUP = 10  # scans before the first sample (numba, HDF5, pools warm up)
+WINDOW = 10  # scans sampled at each end
 
 
-def measure(pid: int) -> tuple[int, int, int]:
-    """Open file descriptors, threads, RSS of the daemon process."""
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    threads = len(os.listdir(f"/proc/{pid}/task"))
-    return fds, threads, psutil.Process(pid).memory_info().rss
+def measure(pid: int) -> tuple[int, int]:
+    """Open file descriptors (files and sockets) and threads of the daemon process."""
+    return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task"))
 
 
-def test_many_scans_no_growth_in_files_threads_memory(daemon, tmp_path):
+@pytest.mark.system
+def test_many_scans_no_growth_in_files_or_threads(daemon, tmp_path):
     config = daemon_config(tmp_path, '[workers]\nkind = "threads"\ncount = 2\n'
                                      "[live]\ninterval = 0.05\nframe_rate = 20.0\n"
                                      "[output]\nflush_interval = 0.2\n")
@@ -61,12 +57,9 @@ def test_many_scans_no_growth_in_files_threads_memory(daemon, tmp_path):
 
     viewer = threading.Thread(target=watch)
     viewer.start()
-    samples: list[tuple[int, int, int]] = []
-    t_warm = None
-    n = 0
+    samples: list[tuple[int, int]] = []
     try:
-        while True:
-            n += 1
+        for n in range(1, SCANS + 1):
             sid = f"soak-{n:04d}"
             push.send_multipart(encode(sim.start(sid)))
             for p in points:
@@ -76,32 +69,16 @@ def test_many_scans_no_growth_in_files_threads_memory(daemon, tmp_path):
             assert status["last_scan"]["status"] == "success", status["last_scan"]
             assert status["last_scan"]["linked"] == CONF.npoints
             samples.append(measure(d.pid))
-            if n == WARMUP:
-                t_warm = time.monotonic()
-            if t_warm is not None and time.monotonic() - t_warm > BUDGET and \
-                    n >= WARMUP + 4 * WINDOW:
-                break
     finally:
         stop.set()
         viewer.join()
         push.close()
-    assert received["n"] > n * CONF.npoints  # the viewer saw peaks of every scan, and more
-    assert len(list((tmp_path / "out").glob("soak-*.h5"))) == n
-    # the allocators' pools (Python, HDF5's free lists, ZeroMQ) still grow a little, ever
-    # more slowly, for the first few hundred scans (measured: +3 MiB from scan 40 to 250,
-    # +0.5 MiB from 250 to 800); keeping a scan's data (its frames' pixels, its linker,
-    # its file) would add > 25 kB a scan, 4 MiB over the second half
-    mid = len(samples) // 2
-    early, middle, late = (samples[WARMUP:WARMUP + WINDOW], samples[mid - WINDOW:mid],
-                           samples[-WINDOW:])
-    fds0, fds1 = max(s[0] for s in early), max(s[0] for s in late)
-    th0, th1 = max(s[1] for s in early), max(s[1] for s in late)
-    rss0, rss_mid, rss1 = (statistics.median(s[2] for s in w) for w in (early, middle, late))
-    report = (f"{n} scans: fds {fds0} -> {fds1}, threads {th0} -> {th1}, RSS "
-              f"{rss0 / 2**20:.1f} -> {rss_mid / 2**20:.1f} (scan {mid}) -> "
-              f"{rss1 / 2**20:.1f} MiB")
+    assert received["n"] >= SCANS  # the viewer was served all along (it may drop, not stop)
+    assert len(list((tmp_path / "out").glob("soak-*.h5"))) == SCANS
+    early, late = samples[WARMUP:WARMUP + WINDOW], samples[-WINDOW:]
+    report = f"{SCANS} scans: (fds, threads) early {early}, late {late}"
     print(report)
-    assert fds1 <= fds0, report
-    assert th1 <= th0, report
-    assert rss1 <= rss0 * 1.05 + 8 * 2**20, report
-    assert rss1 <= rss_mid + 4 * 2**20, report  # the second half: flat
+    # a leak grows with every scan: the fewest of the late ones is above the most of the
+    # early ones (a sample that happens to catch a checkpoint's open file cannot fail it)
+    assert min(s[0] for s in late) <= max(s[0] for s in early), report
+    assert min(s[1] for s in late) <= max(s[1] for s in early), report

@@ -13,7 +13,7 @@ from stream.config.base import ConfigError
 from stream.config.schema import Config
 from stream.core.item import PEAK_COLUMNS
 from stream.core.scan import Sweep
-from tests.nodes.link.test_link import SHAPE, Grid, cat, make_scan, partition, random_stack, run
+from tests.support.link import SHAPE, Grid, cat, make_scan, partition, random_stack, run
 from tests.support.unionfind import NaiveForest
 
 

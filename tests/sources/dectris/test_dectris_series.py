@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 
 import msgpack
 import numpy as np
@@ -22,10 +21,12 @@ from stream.wire.codec import decode, encode
 from tests.support.dectris import (
     as_dense,
     collect,
+    collect_until,
     decoded,
     emulator_and_source,
     first_start,
     kinds,
+    read,
     send_in_thread,
 )
 from tests.support.paths import ROOT
@@ -62,7 +63,7 @@ def test_connect_after_arm_waits_for_the_next_series(version):
     with emulator_and_source(version, "bslz4", motors_lane=False) as (emu, src):
         for i in range(3):  # the start went out before we connected
             emu.image(1, i, FRAMES[i])
-        assert collect(src, limit=2.0, quiet=0.5) == []
+        assert collect_until(src, read(3)) == []
         st = src.status()
         assert (st["state"], st["message"], st["no_header"]) == ("idle", NO_HEADER, 3)
         emu.end(1)
@@ -84,7 +85,7 @@ def test_motors_of_a_series_seen_without_its_start_are_not_joined_to_the_next(ve
             emu.motors(scan.format(1), i, old_motors[i])
             emu.image(1, i, FRAMES[i])
         emu.end(1)
-        assert collect(src, limit=2.0, quiet=0.5) == []
+        assert collect_until(src, read(7, 6)) == []
         emu.send_series(FRAMES, series_id=2, motors=MOTORS)
         msgs = decoded(collect(src))
         emu.send_series(FRAMES, series_id=2, motors=MOTORS)  # the id again (a restart)
@@ -148,7 +149,7 @@ def test_end_never_sent_times_out(version):
     with emulator_and_source(version, "raw", motors_lane=False,
                              series_timeout=0.6) as (emu, src):
         emu.send_series(FRAMES, series_id=8, fault="no-end")
-        msgs = decoded(collect(src, limit=10))
+        msgs = decoded(collect(src))
         st = src.status()
         emu.send_series(FRAMES, series_id=9)
         after = decoded(collect(src))
@@ -164,8 +165,7 @@ def test_messages_of_another_series_are_dropped_and_counted():
         emu.send_series(FRAMES, series_id=20, fault="other-series")
         emu.end(120)  # the other series ends after ours: it never had a header
         msgs = decoded(collect(src))
-        time.sleep(0.2)
-        msgs += decoded(collect(src, limit=1.0, quiet=0.3))
+        msgs += decoded(collect_until(src, read(12)))  # the other series' parts too
         st = src.status()
     assert_whole_series(msgs, "emu-20")
     assert (st["other_series"], st["no_header"], st["stray"], st["series"]) == (3, 1, 0, 1)
@@ -175,7 +175,7 @@ def test_a_series_without_images_sends_nothing():
     with emulator_and_source(2, "raw", motors_lane=False) as (emu, src):
         emu.arm(30, SHAPE, nimages=4)
         emu.end(30)
-        assert collect(src, limit=2.0, quiet=0.5) == []
+        assert collect_until(src, read(2)) == []
         st = src.status()
     assert (st["state"], st["empty"], st["aborted"]) == ("aborted", 1, 1)
 
@@ -188,9 +188,9 @@ def test_points_without_motors_go_on_flagged_and_late_motors_are_counted():
                              join_timeout=0.3) as (emu, src):
         emu.send_series(FRAMES, series_id=1, motors=MOTORS, skip_motors={1, 3},
                         counters=[{"monitor": 5.0}] * 6, fault="no-end")
-        msgs = decoded(collect(src, limit=5, quiet=1.0))
+        msgs = decoded(collect_until(src, lambda st: st["points"] >= 6))
         emu.motors("emu-1", 3, MOTORS[3])  # too late: point 3 went on
-        msgs += decoded(collect(src, limit=2.0, quiet=0.5))  # (read before the end is)
+        msgs += decoded(collect_until(src, read(7, 5)))  # (read before the end is)
         emu.end(1)
         msgs += decoded(collect(src))
         st = src.status()
@@ -215,7 +215,7 @@ def test_motor_lane_keeps_working_through_bad_messages():
         emu.send_series(FRAMES, series_id=1, motors=MOTORS, motor_scan_id="bliss-17")
         msgs = decoded(collect(src))
         emu.motors("bliss-17", 0, MOTORS[0])  # its series has closed: stale
-        collect(src, limit=1.0, quiet=0.3)
+        collect_until(src, read(8, 9))
         st = src.status()
     pts = points_of(msgs, "emu-1")
     assert [p.motors for p in pts] == MOTORS  # joined under the motor lane's own scan id
@@ -331,6 +331,7 @@ def test_make_source_from_a_source_table():
             make_source({"kind": "dectris", **table})
 
 
+@pytest.mark.system
 def test_emulator_command_line():
     proc = subprocess.Popen(
         [sys.executable, "tools/detector_emulator.py", "--version", "2", "--encoding", "bslz4",

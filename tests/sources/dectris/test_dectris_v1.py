@@ -235,6 +235,7 @@ def test_same_cliques_as_replaying_the_hdf5_stack(tmp_path):
     assert_same_cliques(live, reference)
 
 
+@pytest.mark.system
 def test_emulator_command_line_replays_an_hdf5_stack(tmp_path):
     stack = np.random.default_rng(2).integers(0, 500, (4, 20, 30)).astype(np.uint32)
     with h5py.File(tmp_path / "scan.h5", "w") as f:

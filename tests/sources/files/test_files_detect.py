@@ -101,6 +101,7 @@ def test_value_specs():
         header_value({}, "x")
 
 
+@pytest.mark.system
 def test_cli_replays_an_hdf5_stack(tmp_path):
     path = write_bliss(tmp_path / "sample.h5", frames(), omegas(), monitors(), chunk=5,
                        filters={"compression": "gzip"})

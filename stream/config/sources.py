@@ -1,0 +1,59 @@
+"""The `[source]` keys of the control-system sources: Bliss (`kind = "blissdata"`,
+`stream.sources.blissdata`) and EPICS areaDetector over pvAccess (`kind = "pva"`,
+`stream.sources.pva`). `motors`, `counters`, `trajectory` and `series_timeout` are
+shared with the dectris source."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stream.config.base import ConfigError
+
+SOURCE_DEFAULTS: dict[str, Any] = {
+    # our motor / counter name -> the control system's name for it: a Bliss channel
+    # ("axis:diffrz") or an NDAttribute ("OMEGA"); a name not given is looked up as is
+    # (for Bliss: also as a channel's short name, the part after the last ":")
+    "channels": {},
+    # blissdata: the Redis data store, the Bliss session to follow ("" = every
+    # session), the channel of the frames ("" = the scan's first 2D stream)
+    "redis_url": "redis://127.0.0.1:6379",
+    "session": "",
+    "image": "",
+    "frame_timeout": 10.0,  # s a frame file may stay unreadable before the point is bad
+    "reconnect_timeout": 30.0,  # s to get Redis back mid-scan before the scan aborts
+    # points held back to derive the trajectory from their positions when neither
+    # `trajectory` nor the scan's description gives one
+    "derive_points": 50,
+    # pva: the NTNDArray PV; optional start / end from an acquire PV (1 = acquiring)
+    # and the number of images of the scan from images_pv; else a scan starts at the
+    # first frame and ends after series_timeout s without one
+    "pv": "",
+    "acquire_pv": "",
+    "images_pv": "",
+    "queue": 16,  # pvAccess monitor queue (updates held for us before it drops)
+}
+
+
+def validate_ecosystem(source: dict[str, Any], origin: str) -> None:
+    """The blissdata / pva keys: names that make sense, positive timeouts."""
+    channels = source["channels"]
+    if not all(isinstance(k, str) and isinstance(v, str) and v for k, v in channels.items()):
+        raise ConfigError(f"{origin}: [source] channels must map our names to the control "
+                          f"system's names (strings), got {channels!r}")
+    for key in ("frame_timeout", "reconnect_timeout"):
+        if not 0.0 < source[key] < float("inf"):
+            raise ConfigError(f"{origin}: [source] {key} must be a number of seconds > 0, "
+                              f"got {source[key]!r}")
+    if source["derive_points"] < 2:
+        raise ConfigError(f"{origin}: [source] derive_points must be >= 2")
+    if source["queue"] < 1:
+        raise ConfigError(f"{origin}: [source] queue must be >= 1")
+    if source["kind"] == "blissdata" and not source["redis_url"].startswith(
+            ("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{origin}: [source] redis_url must be redis://HOST:PORT, "
+                          f"got {source['redis_url']!r}")
+    if source["kind"] == "pva" and not source["pv"]:
+        raise ConfigError(f"{origin}: [source] kind pva needs pv (the NTNDArray PV, e.g. "
+                          f"\"13SIM1:Pva1:Image\")")
+    if source["images_pv"] and not source["acquire_pv"]:
+        raise ConfigError(f"{origin}: [source] images_pv needs acquire_pv too")

@@ -1,0 +1,125 @@
+"""`peakstream web`: the Bokeh server of the live view (docs/web.md).
+
+One process holds the live lane's subscriber (`Inbox`), the state of the scans
+(`LiveState`, drained into every 0.1 s on the server's loop, and by each page right
+before its refresh) and a Bokeh document per open page (`Page`), each refreshed from
+that state a few times a second. The daemon
+runs it as a child process (`[web] port`), so the page never takes the processor's
+time or its GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from stream.service.clients import parse_value
+from stream.service.control import request
+from stream.service.web.state import Inbox, LiveState
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DRAIN_EVERY = 0.1  # s between two drains of the live lane's inbox
+
+
+class Control:
+    """The daemon's control socket, as the pages' controls use it (never raises)."""
+
+    def __init__(self, endpoint: str, timeout: float = 3.0):
+        self.endpoint, self.timeout = endpoint, timeout
+
+    def ask(self, req: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return request(self.endpoint, req, timeout=self.timeout)
+        except TimeoutError as exc:
+            return {"ok": False, "error": str(exc)}
+
+    def settable(self) -> list[str]:
+        """node.key of every scalar parameter of the chain (the daemon refuses the ones
+        that cannot change during a scan, with the reason)."""
+        reply = self.ask({"cmd": "get"})
+        if not reply.get("ok"):
+            log.warning("web: no parameters from %s: %s", self.endpoint, reply.get("error"))
+            return []
+        return [f"{node}.{key}" for node, params in reply["params"].items()
+                for key, value in params.items()
+                if isinstance(value, int | float) and not isinstance(value, bool)]
+
+    def set(self, node: str, key: str, text: str) -> dict[str, Any]:
+        return self.ask({"cmd": "set", "node": node, "key": key, "value": parse_value(text)})
+
+
+def connectable(endpoint: str) -> str:
+    """An endpoint as a client connects to it (a wildcard bind means this host)."""
+    for wildcard in ("//*:", "//0.0.0.0:"):
+        endpoint = endpoint.replace(wildcard, "//127.0.0.1:")
+    return endpoint
+
+
+def origins(address: str, port: int) -> list[str]:
+    """The hosts a page may be loaded from (Bokeh checks the websocket's Origin)."""
+    if address in ("0.0.0.0", "::", ""):
+        return ["*"]
+    hosts = {*LOOPBACK[:2], address}
+    if address not in LOOPBACK:
+        hosts |= {socket.gethostname(), socket.getfqdn()}
+    return sorted(f"{h}:{port}" for h in hosts)
+
+
+def free_port(address: str) -> int:
+    """A port free now on `address` (port 0: the websocket origins need the number)."""
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
+class WebView:
+    """The Bokeh server, the live lane's inbox and the shared state."""
+
+    def __init__(self, live: str, control: str | None = None, port: int = 5006,
+                 address: str = "127.0.0.1", interval: float = 0.25, stale_after: float = 3.0):
+        from bokeh.application import Application
+        from bokeh.application.handlers.function import FunctionHandler
+        from bokeh.server.server import Server
+        from tornado.ioloop import IOLoop, PeriodicCallback
+
+        self.live, self.interval = connectable(live), interval
+        self.control = Control(connectable(control)) if control else None
+        self.state = LiveState(stale_after)
+        self.port, self.address = port or free_port(address), address
+        self.loop = IOLoop.current()
+        self.server = Server({"/": Application(FunctionHandler(self._page))}, port=self.port,
+                             address=address, io_loop=self.loop,
+                             allow_websocket_origin=origins(address, self.port))
+        self.inbox = Inbox(self.live)
+        self._drain = PeriodicCallback(lambda: self.state.drain(self.inbox),
+                                       DRAIN_EVERY * 1000)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.address in ("0.0.0.0", "::", "") else self.address
+        return f"http://{host}:{self.port}/"
+
+    def _page(self, doc: Any) -> None:
+        from stream.service.web.page import Page
+
+        Page(doc, self.state, self.control, self.interval, self.live, self.inbox)
+
+    def start(self) -> None:
+        self.server.start()
+        self._drain.start()
+
+    def run(self) -> None:
+        """Serve until stop() (SIGTERM / SIGINT from the CLI)."""
+        self.start()
+        self.loop.start()
+
+    def stop(self) -> None:
+        self._drain.stop()
+        self.server.stop()
+        self.loop.stop()
+
+    def close(self) -> None:
+        self.inbox.close()

@@ -1,0 +1,280 @@
+"""What the web view keeps on the server: the scan in progress (or the last one) and the
+scans seen so far, fed by the live lane. Pages only read it, so a page opened mid-scan
+shows the scan so far and ten pages cost the processor nothing.
+
+`Inbox` is the live lane's subscriber, in a thread of its own: the snapshot topics
+(progress, frame, map) are kept latest-only, the event topics (peaks, cliques, and the
+progress message that reports a scan's end) go through a bounded queue (the oldest
+dropped and counted when it is full). `LiveState.drain` takes both on the server's own
+loop, so the state has one writer and needs no lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import zmq
+
+from stream.service.live import unpack
+from stream.service.web import adapters
+
+log = logging.getLogger(__name__)
+
+SNAPSHOTS = ("progress", "map", "frame")
+EVENTS = ("peaks", "cliques")
+EVENT_QUEUE = 20_000  # peaks / cliques messages held between two drains
+KEEP_POINTS = 100_000  # points whose 2D peaks and radial pattern are kept (map clicks)
+KEEP_CLIQUES = 500  # rows of the cliques table
+KEEP_SCANS = 200  # rows of the scans table
+
+
+class Inbox:
+    """The live lane's SUB in a thread: latest snapshots and a bounded event queue."""
+
+    def __init__(self, endpoint: str, context: zmq.Context | None = None):
+        self.endpoint = endpoint
+        self.snapshots: dict[str, dict[str, Any]] = {}
+        self.events: collections.deque = collections.deque(maxlen=EVENT_QUEUE)
+        self.dropped = 0
+        self.bad = 0
+        self.received = 0
+        self.last_message: float | None = None  # time.monotonic() of the newest
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._context = context or zmq.Context.instance()
+        self._thread = threading.Thread(target=self._run, name="web-live-lane", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        sock = self._context.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 10_000)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(self.endpoint)
+        try:
+            while not self._stop.is_set():
+                if not sock.poll(200):
+                    continue
+                message = sock.recv()
+                try:
+                    topic, body = unpack(message)
+                except Exception as exc:  # not ours, or damaged: counted, never fatal
+                    self.bad += 1
+                    log.warning("live lane: a message that cannot be read (%s)", exc)
+                    continue
+                self.put(topic, body)
+        finally:
+            sock.close(linger=0)
+
+    def put(self, topic: str, body: dict[str, Any]) -> None:
+        with self._lock:
+            self.received += 1
+            self.last_message = time.monotonic()
+            if topic == "progress" and body.get("ended"):  # a scan's end is never conflated
+                self.snapshots.pop("progress", None)  # (what came before it is older)
+                self._event(topic, body)
+            elif topic in SNAPSHOTS:
+                self.snapshots[topic] = body
+            elif topic in EVENTS:
+                self._event(topic, body)
+
+    def _event(self, topic: str, body: dict[str, Any]) -> None:
+        if len(self.events) == self.events.maxlen:
+            self.dropped += 1
+        self.events.append((topic, body))
+
+    def take(self) -> tuple[list[tuple[str, dict]], dict[str, dict]]:
+        """The queued events (in order) and the newest snapshot of each topic."""
+        with self._lock:
+            events, self.events = list(self.events), collections.deque(maxlen=EVENT_QUEUE)
+            snapshots, self.snapshots = self.snapshots, {}
+        return events, snapshots
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+
+class ScanView:
+    """One scan as the page shows it, built from its live messages."""
+
+    def __init__(self, scan_id: str):
+        self.scan_id = scan_id
+        self.fast = ""  # the motor the per-point plot is drawn against
+        self.rows: dict[str, list] = {k: [] for k in ("point_id", "x", "npeaks", "intensity")}
+        self.seen: set[int] = set()
+        self.max_intensity = 0.0  # for the per-point plot's right axis
+        self.peaks: collections.OrderedDict[int, dict[str, np.ndarray]] = \
+            collections.OrderedDict()
+        self.xs: dict[int, float] = {}
+        self.scalars: dict[str, dict[int, float]] = {"peak count": {}}
+        self.radial_name = ""
+        self.radials: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self.radial_latest: np.ndarray | None = None
+        self.radial_total: np.ndarray | None = None
+        self.radial_n = 0
+        self.frame: dict[str, Any] | None = None
+        self.map: dict[str, Any] | None = None
+        self.cliques: collections.deque = collections.deque(maxlen=KEEP_CLIQUES)
+        self.ncliques = 0
+        self.status: dict[str, Any] = {}
+        self.rates: dict[str, float] = {}
+        self.npoints: int | None = None
+        self.ended: dict[str, Any] | None = None
+        self.version = {k: 0 for k in ("points", "frame", "map", "cliques", "radial")}
+
+    def add_point(self, body: dict[str, Any]) -> None:
+        pid = int(body["point_id"])
+        if pid in self.seen:
+            return
+        self.seen.add(pid)
+        if not self.fast:
+            self.fast = adapters.fast_motor(body.get("motors") or {})
+        row = adapters.point_row(body, self.fast)
+        for k in self.rows:
+            self.rows[k].append(row[k])
+        self.xs[pid] = row["x"]
+        self.max_intensity = max(self.max_intensity, row["intensity"])
+        self.scalars["peak count"][pid] = row["npeaks"]
+        if "s_raw" in body:
+            self.peaks[pid] = {k: body[k] for k in ("s_raw", "f_raw", "sum_intensity", "npx")
+                               if k in body}
+            if len(self.peaks) > KEEP_POINTS:
+                self.peaks.popitem(last=False)
+        for name, value in (body.get("outputs") or {}).items():
+            value = np.asarray(value)
+            if value.ndim == 0 or value.size == 1:
+                self.scalars.setdefault(name, {})[pid] = float(value.reshape(-1)[0])
+            elif value.ndim == 1 and (not self.radial_name or name == self.radial_name) \
+                    and not name.endswith("_error"):
+                self._add_radial(name, pid, value)
+        self.version["points"] += 1
+
+    def _add_radial(self, name: str, pid: int, value: np.ndarray) -> None:
+        value = value.astype(np.float32)
+        if self.radial_total is not None and self.radial_total.shape != value.shape:
+            return
+        self.radial_name = name
+        self.scalars.setdefault(f"{name} sum", {})[pid] = float(np.nansum(value))
+        self.radials[pid] = value
+        if len(self.radials) > KEEP_POINTS:
+            self.radials.popitem(last=False)
+        self.radial_latest = value
+        self.radial_total = value.astype(np.float64) if self.radial_total is None \
+            else self.radial_total + value
+        self.radial_n += 1
+        self.version["radial"] += 1
+
+    def add_cliques(self, body: dict[str, Any]) -> None:
+        rows = adapters.clique_rows(body, self.fast or "omega")
+        n = len(rows["clique_id"])
+        self.ncliques += n
+        for i in range(n):
+            self.cliques.append({k: v[i] for k, v in rows.items()})
+        self.version["cliques"] += 1
+
+    def layout(self) -> tuple[str, int, int] | None:
+        return adapters.map_layout(self.map) if self.map is not None else None
+
+    def counts(self) -> dict[str, Any]:
+        status = dict(self.status)
+        if self.ended:
+            status.update({k: self.ended[k] for k in ("linked", "received", "missing", "bad")
+                           if k in self.ended})
+            status["lag"] = 0
+        hint = self.npoints
+        if hint is None and self.map is not None:
+            hint = int(np.asarray(self.map["sum_intensity"]).size) if self.ended else None
+        return adapters.scan_counts(status, hint)
+
+
+class LiveState:
+    """The current scan (or the last one), the scans so far, and when the lane last spoke."""
+
+    def __init__(self, stale_after: float = 3.0):
+        self.stale_after = stale_after
+        self.scan: ScanView | None = None
+        self.scans: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self.state = ""
+        self.last_message: float | None = None
+        self.generation = 0  # bumped when another scan becomes the current one
+        self.changes: list[str] = []  # parameter changes made from the pages
+
+    def _view(self, scan_id: str) -> ScanView:
+        if self.scan is None or self.scan.scan_id != scan_id:
+            self.scan = ScanView(scan_id)
+            self.generation += 1
+            self.scans[scan_id] = adapters.scan_row({"scan_id": scan_id})
+            while len(self.scans) > KEEP_SCANS:
+                self.scans.popitem(last=False)
+        return self.scan
+
+    def apply(self, topic: str, body: dict[str, Any]) -> None:
+        """One live message."""
+        if topic == "peaks":
+            self._view(body["scan_id"]).add_point(body)
+        elif topic == "cliques":
+            self._view(body["scan_id"]).add_cliques(body)
+        elif topic == "progress":
+            self._progress(body)
+        elif topic in ("frame", "map"):
+            if self.scan is not None and self.scan.scan_id != body["scan_id"]:
+                return  # a late message of an older scan (its points come first)
+            view = self._view(body["scan_id"])
+            setattr(view, topic, body)
+            view.version[topic] += 1
+
+    def _progress(self, body: dict[str, Any]) -> None:
+        self.state = body.get("state", "")
+        scan = body.get("scan")
+        if scan:
+            view = self._view(scan["scan_id"])
+            view.status = scan
+            view.rates = body.get("rates") or {}
+            if scan.get("npoints") is not None:
+                view.npoints = int(scan["npoints"])
+            self.scans[view.scan_id] = adapters.scan_row(scan, view.npoints)
+        ended = body.get("ended")
+        if ended:
+            sid, npoints = ended["scan_id"], None
+            if self.scan is not None and self.scan.scan_id == sid:
+                self.scan.ended = ended
+                npoints = self.scan.counts()["npoints"]
+            self.scans[sid] = adapters.scan_row(ended, npoints)
+
+    def drain(self, inbox: Inbox) -> int:
+        """Apply what the inbox holds: events in order, then the newest snapshots."""
+        events, snapshots = inbox.take()
+        for topic, body in events:
+            self._safe(topic, body)
+        for topic in SNAPSHOTS:
+            if topic in snapshots:
+                self._safe(topic, snapshots[topic])
+        if inbox.last_message is not None:
+            self.last_message = inbox.last_message
+        return len(events) + len(snapshots)
+
+    def _safe(self, topic: str, body: dict[str, Any]) -> None:
+        try:
+            self.apply(topic, body)
+        except (KeyError, TypeError, ValueError) as exc:  # a message not as documented
+            log.warning("live lane: %s message skipped: %r", topic, exc)
+
+    def age(self) -> float | None:
+        """s since the live lane last spoke (None: never)."""
+        return None if self.last_message is None else time.monotonic() - self.last_message
+
+    def header(self) -> dict[str, Any]:
+        view = self.scan
+        counts = view.counts() if view else adapters.scan_counts(None)
+        state = self.state
+        if view is not None and view.ended and state != "running":
+            state = view.ended.get("status", state)
+        return adapters.header(view.scan_id if view else "", state, counts,
+                               view.rates if view and not view.ended else {}, self.age(),
+                               self.stale_after)

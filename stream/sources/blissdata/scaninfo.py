@@ -1,0 +1,111 @@
+"""What a Bliss scan says about itself, in our words: its id, which channels are our
+motors and counters, which stream holds the frames, and its trajectory.
+
+Bliss's fast scans (the `fscan` package) describe themselves in the scan info,
+under `fscan_parameters` (also found as `instrument/fscan_parameters`):
+`fscan` / `f2scan` (`motor`, `start_pos`, `step_size`, `npoints`) sweep one
+motor; `fscan2d` (`fast_motor`, `fast_npoints`, `slow_motor`, `fast_motor_mode`
+REWIND or ZIGZAG) is a grid or a snake. Anything else has no description: the
+source derives the trajectory from the first points' positions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stream.core.derive import TURN
+
+
+def scan_id(name: str, number: int, session: str | None) -> str:
+    """`session_number_name` (Bliss numbers scans per session), or `number_name`."""
+    base = f"{number}_{name}"
+    return f"{session}_{base}" if session else base
+
+
+def short(channel: str) -> str:
+    """A channel's short name: "axis:diffrz" -> "diffrz"."""
+    return channel.rsplit(":", 1)[-1]
+
+
+def match_channels(available: list[str], names: list[str], channels: dict[str, str]
+                   ) -> tuple[dict[str, str], list[str]]:
+    """Our name -> the Bliss channel for each of `names` (configured in `channels`, or
+    the channel whose full or short name is ours), and the names with no channel."""
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    for name in names:
+        wanted = channels.get(name, name)
+        hits = [c for c in available if c == wanted] or \
+               [c for c in available if short(c) == short(wanted)]
+        if len(hits) == 1:
+            found[name] = hits[0]
+        else:
+            missing.append(name if not hits else f"{name} (ambiguous: {', '.join(hits)})")
+    return found, missing
+
+
+def pick_image(streams: dict[str, Any], wanted: str) -> str | None:
+    """The stream of the frames: `wanted`, else the first 2D stream (Lima or array)."""
+    if wanted:
+        hits = [n for n in streams if n == wanted] or \
+               [n for n in streams if short(n) == short(wanted) or n.split(":")[0] == wanted]
+        return hits[0] if hits else None
+    for name, s in streams.items():
+        if s.kind == "array" and len(s.shape) == 2:
+            return name
+    return None
+
+
+def fscan_parameters(info: dict[str, Any]) -> dict[str, Any]:
+    pars = info.get("fscan_parameters")
+    if not isinstance(pars, dict):
+        pars = (info.get("instrument") or {}).get("fscan_parameters")
+    return pars if isinstance(pars, dict) else {}
+
+
+def trajectory_from_info(info: dict[str, Any], motors: dict[str, str]) -> dict[str, Any]:
+    """The trajectory map the scan's description gives ({} when it gives none);
+    `motors`: our motor name -> its Bliss channel."""
+    pars = fscan_parameters(info)
+    ours = {short(ch): name for name, ch in motors.items()}
+
+    def our(key: str) -> str | None:
+        motor = pars.get(key)
+        return ours.get(short(motor)) if isinstance(motor, str) else None
+
+    if "fast_motor" in pars:
+        fast, slow, nfast = our("fast_motor"), our("slow_motor"), pars.get("fast_npoints")
+        if fast is None or not isinstance(nfast, int) or nfast < 1:
+            return {}
+        mode = str(pars.get("fast_motor_mode", "REWIND")).upper()
+        spec: dict[str, Any] = {"kind": "snake" if mode == "ZIGZAG" else "grid",
+                                "nfast": nfast, "fast": fast}
+        if slow is not None:
+            spec["slow"] = slow
+        return spec
+    fast = our("motor")
+    if fast is None:
+        return {}
+    spec = {"kind": "sweep", "fast": fast}
+    step, n = pars.get("step_size"), pars.get("npoints")
+    if isinstance(step, (int, float)) and isinstance(n, int) and step:
+        if abs(abs(step) * n - TURN) < abs(step) / 2:  # whole turn: the last links the first
+            spec["wrap"] = True
+    return spec
+
+
+def npoints_of(info: dict[str, Any]) -> int | None:
+    """The scan's number of points (None: open-ended, or not said)."""
+    n = info.get("npoints")
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        n = fscan_parameters(info).get("npoints")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def end_status(info: dict[str, Any]) -> tuple[str, str]:
+    """Our end status and reason from Bliss's `end_reason` (SUCCESS, USER_ABORT,
+    FAILURE, DELETION)."""
+    reason = str(info.get("end_reason", "SUCCESS"))
+    if reason == "SUCCESS":
+        return "success", ""
+    return "abort", f"bliss end_reason {reason}"

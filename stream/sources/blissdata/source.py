@@ -1,0 +1,313 @@
+"""BlissdataSource: follows the scans Bliss publishes in its Redis data store.
+
+A thread of its own (`stream.sources.bridge`) waits for the next scan
+(`DataStore.get_next_scan`), loads it, waits until it is PREPARED (its streams
+are declared), sends our start, then reads the frame stream and the streams of
+our motors and counters with one cursor group until every stream is sealed,
+sending a point as soon as its frame and values are there, and our end with
+the status Bliss gives (`end_reason`). A lost Redis connection is retried for
+`reconnect_timeout` s: the scan goes on where it was, or ends as aborted with
+the reason. Then the next scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from stream.core.derive import derive_trajectory
+from stream.core.messages import DetectorInfo, End, Point, Start
+from stream.core.trajectory import make_trajectory
+from stream.sources.blissdata.frames import Assembler
+from stream.sources.blissdata.scaninfo import (
+    end_status,
+    match_channels,
+    npoints_of,
+    pick_image,
+    scan_id,
+    trajectory_from_info,
+)
+from stream.sources.bridge import Bridge
+
+log = logging.getLogger(__name__)
+
+POLL = 0.2  # s a blocking Redis read waits at most (the thread checks for stop)
+
+
+class ScanGone(Exception):
+    """The scan in progress cannot be read any more; the text says why."""
+
+
+class BlissdataSource:
+    """Bliss scans from `redis_url`, as our messages (see the module docstring)."""
+
+    def __init__(self, *, redis_url: str, motors: list[str], counters: list[str],
+                 channels: dict[str, str] | None = None, image: str = "", session: str = "",
+                 trajectory: dict | None = None, frame_timeout: float = 10.0,
+                 reconnect_timeout: float = 30.0, derive_points: int = 50, rcvhwm: int = 64):
+        try:
+            import blissdata  # noqa: F401
+        except ImportError:
+            raise ValueError("[source] kind blissdata needs the blissdata package: "
+                             "pip install 'peakstream[bliss]'") from None
+        self.url, self.session, self.image = redis_url, session, image
+        self.motors, self.counters = list(motors), list(counters)
+        self.channels = dict(channels or {})
+        self.trajectory = dict(trajectory or {})
+        self.frame_timeout, self.reconnect_timeout = frame_timeout, reconnect_timeout
+        self.derive_points = derive_points
+        self.counts: Counter = Counter(scans=0, points=0, bad_frames=0, skipped_scans=0,
+                                       reconnects=0, frame_retries=0)
+        self.last_error = ""
+        self.scan = ""  # the scan being followed
+        self.endpoint = self.endpoint_bound = redis_url
+        self.done = False  # follows scans until closed
+        self.bridge = Bridge("blissdata", rcvhwm)
+        self.sockets = self.bridge.sockets
+        self.store: Any = None
+        self.since: str | None = None
+        self._connect(first=True)
+        self.bridge.start(self._run, "blissdata-source")
+        log.info("blissdata: following scans on %s%s", redis_url,
+                 f" (session {session})" if session else "")
+
+    # ------------------------------------------------------------ the runner's side
+
+    def receive(self, timeout: float = 0.0) -> list[list]:
+        return self.bridge.receive(timeout)
+
+    def status(self) -> dict[str, Any]:
+        return {"kind": "blissdata", "endpoint": self.url, "scan": self.scan,
+                **self.counts, "last_error": self.last_error}
+
+    def close(self) -> None:
+        self.bridge.close()
+
+    def __enter__(self) -> BlissdataSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ the thread
+
+    def _connect(self, first: bool = False) -> None:
+        from blissdata.redis_engine.store import DataStore
+
+        try:
+            self.store = DataStore(self.url)
+            if self.since is None:  # scans from now on (what came before is history)
+                self.since = self.store.get_last_scan_timetag()
+        except Exception as exc:  # redis's ConnectionError, or no blissdata database there
+            if first:
+                raise ValueError(f"blissdata: cannot use {self.url}: {exc}") from None
+            raise
+
+    def _stopping(self) -> bool:
+        return self.bridge.stopping.is_set()
+
+    def _run(self) -> None:
+        from blissdata.exceptions import NoScanAvailable
+
+        while not self._stopping():
+            try:
+                self.since, key = self.store.get_next_scan(since=self.since, timeout=POLL)
+            except NoScanAvailable:
+                continue
+            except Exception as exc:  # Redis gone between scans: wait for it
+                if not self._reconnect(f"waiting for a scan: {exc}", until=None):
+                    return
+                continue
+            try:
+                self._follow(key)
+            except Exception as exc:  # never let the thread die on one scan
+                self._bad("skipped_scans", f"scan {key}: {type(exc).__name__}: {exc}")
+            finally:
+                self.scan = ""
+
+    def _reconnect(self, why: str, until: float | None) -> bool:
+        """Reconnect to Redis until `until` (monotonic; None: as long as we run)."""
+        self._bad("reconnects", f"redis connection lost ({why}); reconnecting")
+        while not self._stopping() and (until is None or time.monotonic() < until):
+            try:
+                self._connect()
+                self.store._redis.ping()
+                log.info("blissdata: connected again to %s", self.url)
+                return True
+            except Exception:  # still down
+                time.sleep(POLL)
+        return False
+
+    def _load(self, key: str) -> Any:
+        scan = self.store.load_scan(key)
+        if self.session and getattr(scan, "session", None) != self.session:
+            return None
+        return scan
+
+    def _follow(self, key: str) -> None:
+        from blissdata.redis_engine.scan import ScanState
+
+        scan = self._load(key)
+        if scan is None:
+            return
+        while scan.state < ScanState.PREPARED and not self._stopping():
+            scan.update(timeout=POLL)
+        if self._stopping():
+            return
+        sid = scan_id(scan.name, scan.number, getattr(scan, "session", None))
+        self.scan = sid
+        streams = scan.streams
+        image = pick_image(streams, self.image)
+        if image is None:
+            self._bad("skipped_scans", f"scan {sid}: no frame stream "
+                      f"{self.image or '(2D)'} among {', '.join(streams) or 'none'}")
+            return
+        names = [n for n in streams if n != image]
+        motors, missing = match_channels(names, self.motors, self.channels)
+        counters, missing_c = match_channels(names, self.counters, self.channels)
+        if missing or missing_c:
+            log.warning("scan %s: no Bliss channel for %s (channels: %s)", sid,
+                        ", ".join(missing + missing_c), ", ".join(names))
+        info = scan.info
+        npoints = npoints_of(info)
+        spec = self.trajectory or trajectory_from_info(info, motors)
+        im = streams[image]
+        start = Start(sid, {image.split(":")[0]: DetectorInfo(tuple(im.shape), im.dtype.name)},
+                      list(motors), list(counters), npoints, spec,
+                      {"sample": str(info.get("sample_name") or info.get("sample") or ""),
+                       "bliss": {"key": key, "name": scan.name, "number": scan.number,
+                                 "session": getattr(scan, "session", None),
+                                 "type": info.get("type"), "image": image,
+                                 "channels": {**motors, **counters}}})
+        self.counts["scans"] += 1
+        log.info("blissdata: scan %s (%s points, trajectory %s)", sid, npoints or "open",
+                 spec or "derived from the positions")
+        status, reason, sent = self._read(scan, key, start, image, motors, counters)
+        self.bridge.emit(End(sid, status, sent, reason))
+
+    def _read(self, scan: Any, key: str, start: Start, image: str, motors: dict[str, str],
+              counters: dict[str, str]) -> tuple[str, str, int]:
+        """Points until every stream is sealed: (status, reason, points sent)."""
+        from blissdata.exceptions import EndOfStream
+        from blissdata.streams import CursorGroup
+
+        wanted = {image: None, **{ch: n for n, ch in {**motors, **counters}.items()}}
+        asm = Assembler(list(motors), list(counters), self.frame_timeout)
+        consumed = {name: 0 for name in wanted}  # items taken per stream (for a reconnect)
+        group = CursorGroup({n: s for n, s in scan.streams.items() if n in wanted})
+        held: list[Point] | None = None if start.trajectory else []
+        started, sent, final = start.trajectory != {}, 0, False
+        if started:
+            self.bridge.emit(start)
+        try:
+            while not self._stopping():
+                try:
+                    views = group.read(timeout=POLL) if not final else {}
+                except EndOfStream:
+                    final, views = True, {}
+                except Exception as exc:  # Redis connection lost mid-scan
+                    scan, group = self._resume(key, wanted, exc)
+                    views = {}
+                for stream, view in views.items():
+                    self._take(stream.name, view, wanted, consumed, asm)
+                for i, frame, m, c in asm.ready(time.monotonic(), final):
+                    p = Point(start.scan_id, i, time.time(), m, c)
+                    if isinstance(frame, str):
+                        p.extra["error"] = frame
+                        self.counts["bad_frames"] += 1
+                    else:
+                        p.frames[next(iter(start.detectors))] = frame
+                    if held is not None and not started:
+                        held.append(p)
+                        continue
+                    sent += self.bridge.emit(p)
+                if not started and (final or len(held) >= self.derive_points):
+                    start = self._derived(start, asm, len(held))
+                    started = self.bridge.emit(start)
+                    for p in held:
+                        sent += self.bridge.emit(p)
+                    held = None
+                if final and not asm.frames:
+                    break
+                if final:
+                    time.sleep(POLL / 4)  # a frame file still being retried
+            self.counts["points"] += sent
+            self.counts["frame_retries"] += asm.retries
+            if self._stopping():
+                return "abort", "peakstream stopped", sent
+            return (*self._closed(scan), sent)
+        except ScanGone as exc:
+            if not started:
+                self.bridge.emit(self._derived(start, asm, len(held or ())))
+            return "abort", str(exc), sent
+        finally:
+            asm.reader.close()
+
+    def _closed(self, scan: Any) -> tuple[str, str]:
+        """Our status and reason once Bliss has closed the scan (its streams are sealed
+        before); abort if it does not within reconnect_timeout s."""
+        from blissdata.redis_engine.scan import ScanState
+
+        until = time.monotonic() + self.reconnect_timeout
+        while scan.state < ScanState.CLOSED and not self._stopping():
+            if time.monotonic() > until:
+                return "abort", f"bliss did not close the scan within {self.reconnect_timeout:g} s"
+            scan.update(timeout=POLL)
+        return end_status(scan.info)
+
+    def _take(self, name: str, view: Any, wanted: dict, consumed: dict, asm: Assembler) -> None:
+        """A view's new items into the assembler (skipping those read before a reconnect)."""
+        skip = max(consumed[name] - view.index, 0)
+        n = len(view) - skip
+        if n <= 0:
+            return
+        first = view.index + skip
+        if wanted[name] is None:  # the frames
+            plugin = getattr(view, "get_references", None)
+            items = plugin(skip, None) if plugin is not None else view.get_data(skip, None)
+            if not isinstance(items, list) and not isinstance(items, np.ndarray):
+                items = [items]
+            for k, item in enumerate(items):
+                asm.frame(first + k, np.asarray(item) if isinstance(item, np.ndarray) else item)
+        else:
+            asm.values(wanted[name], view.get_data(skip, None))
+        consumed[name] = first + n
+
+    def _resume(self, key: str, wanted: dict, exc: Exception) -> tuple[Any, Any]:
+        """Reconnect and read the scan again from its start (items already taken are
+        skipped); ScanGone when Redis stays away or the scan is no longer there."""
+        from blissdata.streams import CursorGroup
+
+        until = time.monotonic() + self.reconnect_timeout
+        if not self._reconnect(f"reading scan {self.scan}: {exc}", until):
+            raise ScanGone(f"redis connection lost and not back within "
+                           f"{self.reconnect_timeout:g} s: {exc}")
+        try:
+            scan = self.store.load_scan(key)
+        except Exception as exc2:
+            raise ScanGone(f"redis came back without the scan ({exc2})") from None
+        return scan, CursorGroup({n: s for n, s in scan.streams.items() if n in wanted})
+
+    def _derived(self, start: Start, asm: Assembler, n: int) -> Start:
+        """The start with the trajectory derived from the positions of the first `n`
+        points (those held back)."""
+        positions = {k: v[:n] for k, v in asm.positions().items()}
+        spec = derive_trajectory(positions) if start.motors else {"kind": "sweep"}
+        try:
+            make_trajectory(dict(spec), start.npoints, start.motors)
+        except ValueError as exc:
+            log.warning("scan %s: derived trajectory %s unusable (%s); a sweep",
+                        start.scan_id, spec, exc)
+            spec = {"kind": "sweep", **({"fast": start.motors[0]} if start.motors else {})}
+        log.info("scan %s: trajectory derived from %d points: %s", start.scan_id, n, spec)
+        return Start(start.scan_id, start.detectors, start.motors, start.counters,
+                     start.npoints, spec, start.meta)
+
+    def _bad(self, kind: str, reason: str) -> None:
+        self.counts[kind] += 1
+        self.last_error = reason
+        log.warning("blissdata: %s", reason)

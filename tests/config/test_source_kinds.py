@@ -1,0 +1,34 @@
+"""[source] kind = "blissdata" / "pva": their keys are checked at load, with the file named."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream.config.base import ConfigError
+from stream.config.schema import Config
+
+
+@pytest.mark.parametrize("text, words", [
+    ('kind = "pva"\n', ["c.toml", "kind pva needs pv"]),
+    ('kind = "blissdata"\nredis_url = "localhost:6379"\n', ["c.toml", "redis_url"]),
+    ('kind = "blissdata"\nframe_timeout = 0\n', ["c.toml", "frame_timeout", "> 0"]),
+    ('kind = "pva"\npv = "X"\nqueue = 0\n', ["c.toml", "queue must be >= 1"]),
+    ('kind = "pva"\npv = "X"\nimages_pv = "N"\n', ["c.toml", "images_pv needs acquire_pv"]),
+    ('kind = "pva"\npv = "X"\nchannels = { omega = 3 }\n', ["c.toml", "channels"]),
+    ('kind = "epics"\n', ["c.toml", "kind must be one of", "blissdata", "pva"]),
+])
+def test_bad_source_keys_name_key_and_file(tmp_path, text, words):
+    path = tmp_path / "c.toml"
+    path.write_text("[source]\n" + text)
+    with pytest.raises(ConfigError) as err:
+        Config.load(path)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_a_missing_package_or_server_is_a_clear_error():
+    from stream.sources.base import open_source
+
+    config = Config({"source": {"kind": "blissdata", "redis_url": "redis://127.0.0.1:1"}})
+    with pytest.raises(ValueError, match="blissdata: cannot use redis://127.0.0.1:1"):
+        open_source(config)

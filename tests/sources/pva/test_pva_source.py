@@ -1,0 +1,169 @@
+"""The pva source against a p4p server in this process serving an NTNDArray PV (as
+areaDetector's PVA plugin does), on loopback only: the same cliques as the frames sent
+over our protocol, areaDetector's codecs, dropped updates counted as missing points,
+scans from Acquire / NumImages or from the first frame and a timeout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zmq
+
+from nodes.decode import dense
+from stream.core.encoded import EncodedFrame
+from stream.core.messages import End, Point, Start
+from stream.sources.pva import PvaSource
+from stream.sources.zmq import ZmqSource
+from stream.wire.codec import decode, encode
+from tests.support.bliss import run_messages
+from tests.support.dectris import assert_same_cliques, sim_scan
+from tests.support.pva import AreaDetector
+
+
+@pytest.fixture
+def detector(monkeypatch):
+    ad = AreaDetector()
+    for k, v in ad.env.items():  # pvAccess on loopback only, to this server
+        monkeypatch.setenv(k, v)
+    yield ad
+    ad.close()
+
+
+def source(ad: AreaDetector, **kw) -> PvaSource:
+    args = dict(pv=ad.image_pv, motors=["omega"], counters=["monitor"],
+                channels={"omega": "OMEGA", "monitor": "I0"}, series_timeout=1.0,
+                queue_size=64, detector="eiger")
+    src = PvaSource(**{**args, **kw})
+    wait_connected(src)
+    return src
+
+
+def wait_connected(src: PvaSource) -> None:
+    for _ in range(300):  # a safety net; the assert says what went wrong
+        src.receive(0.05)
+        if src.status()["connected"]:
+            return
+    assert src.status()["connected"], "the source never connected to the test's PV"
+
+
+def collect(src, ends: int = 1) -> list[list]:
+    out: list[list] = []
+    for _ in range(3000):  # a safety net (300 s); the callers' asserts say what was missing
+        got = src.receive(0.1)
+        out += got
+        if sum(isinstance(decode(p), End) for p in out) >= ends:
+            break
+    return out
+
+
+def over_our_protocol(start: Start, points: list[Point], end: End) -> list[list]:
+    """The same scan through a real PUSH -> ZmqSource (PULL) on loopback."""
+    src = ZmqSource("tcp://127.0.0.1:0")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(src.endpoint)
+    try:
+        for m in (start, *points, end):
+            push.send_multipart(encode(m))
+        out: list[list] = []
+        while len(out) < len(points) + 2:
+            out += src.receive(5.0, limit=64)
+    finally:
+        push.close(linger=0)
+        src.close()
+    return out
+
+
+def test_sweep_gives_the_cliques_of_the_same_frames_over_our_protocol(detector, tmp_path):
+    frames, motors, counters = sim_scan("uint16")
+    with source(detector) as src:
+        for i, f in enumerate(frames):
+            detector.post(f, 100 + i, {"OMEGA": motors[i]["omega"],
+                                       "I0": counters[i]["monitor"]})
+        out = collect(src)
+        status = src.status()
+    msgs = [decode(p) for p in out]
+    start, end = msgs[0], msgs[-1]
+    points = [m for m in msgs if isinstance(m, Point)]
+    assert isinstance(start, Start) and start.trajectory == {"kind": "sweep", "fast": "omega"}
+    assert [p.point_id for p in points] == list(range(32)) and status["gaps"] == 0
+    assert [p.motors["omega"] for p in points] == [m["omega"] for m in motors]
+    assert [p.counters["monitor"] for p in points] == [c["monitor"] for c in counters]
+    assert end.status == "success" and end.npoints == 32
+    live = run_messages(tmp_path, out, "pva")
+    ours = over_our_protocol(Start("ours", start.detectors, ["omega"], ["monitor"], 32,
+                                   start.trajectory),
+                             [Point("ours", i, 0.0, motors[i], counters[i], {"eiger": f})
+                              for i, f in enumerate(frames)], End("ours", "success", 32))
+    reference = run_messages(tmp_path, ours, "ours")
+    assert live[0]["status"] == "success" and live[0]["processed"] == 32
+    assert_same_cliques(live[0]["tables"], reference[0]["tables"])
+
+
+@pytest.mark.parametrize("codec", ["lz4", "bslz4"])
+@pytest.mark.parametrize("dtype", ["uint16", "uint32"])
+def test_codec_plugin_frames_decode_to_the_frames_sent(detector, codec, dtype):
+    rng = np.random.default_rng(5)
+    frames = [rng.poisson(3, (60, 50)).astype(dtype) for _ in range(3)]
+    with source(detector) as src:
+        for i, f in enumerate(frames):
+            detector.post(f, i + 1, {"OMEGA": float(i)}, codec=codec)
+        points = [m for m in map(decode, collect(src)) if isinstance(m, Point)]
+    assert len(points) == 3
+    for p, f in zip(points, frames, strict=True):
+        got = p.frames["eiger"]
+        assert isinstance(got, EncodedFrame) and got.encoding == codec
+        assert np.array_equal(dense(got), f)
+
+
+def test_dropped_updates_are_counted_and_missing_in_the_scan(detector, tmp_path):
+    frames, motors, _ = sim_scan("uint16")
+    sent = [0, 1, 2, 5, 6, 7]
+    with source(detector) as src:
+        for i in sent:
+            detector.post(frames[i], 1 + i, {"OMEGA": motors[i]["omega"]})
+        out = collect(src)
+        status = src.status()
+    points = [m for m in map(decode, out) if isinstance(m, Point)]
+    assert [p.point_id for p in points] == sent
+    assert status["gaps"] == 1 and status["dropped"] == 2
+    assert "2 update(s) dropped" in status["last_error"]
+    live = run_messages(tmp_path, out)
+    assert live[0]["missing"] == 2 and live[0]["processed"] == 6
+
+
+def test_acquire_and_num_images_make_the_scans(detector):
+    frames, motors, _ = sim_scan("uint16")
+    with source(detector, acquire_pv=detector.acquire_pv,
+                images_pv=detector.images_pv) as src:
+        wait_for(lambda: src.connected.get("acquire") and src.connected.get("images"))
+        detector.post(frames[0], 1, {"OMEGA": 0.0})  # not acquiring: not part of a scan
+        wait_for(lambda: src.scans.counts["outside"] == 1)
+        for n in (5, 3):  # the second acquisition stops after 3 of 5 images
+            detector.images.post(5)
+            wait_for(lambda: src.scans.images == 5)
+            detector.acquire.post(1)
+            wait_for(lambda: src.scans.acquiring)
+            for i in range(n):
+                detector.post(frames[i], 10 + i, {"OMEGA": motors[i]["omega"]})
+            wait_for(lambda last=10 + n - 1: src.scans.last == last)
+            detector.acquire.post(0)
+            wait_for(lambda: not src.scans.acquiring)
+        out = collect(src, 2)
+    msgs = [decode(p) for p in out]
+    starts = [m for m in msgs if isinstance(m, Start)]
+    ends = [m for m in msgs if isinstance(m, End)]
+    assert [s.npoints for s in starts] == [5, 5]
+    assert ends[0].status == "success" and ends[0].npoints == 5
+    assert ends[1].status == "abort" and "stopped after 3 of 5 images" in ends[1].reason
+    assert [m.point_id for m in msgs if isinstance(m, Point)] == [0, 1, 2, 3, 4, 0, 1, 2]
+
+
+def wait_for(condition) -> None:
+    """Until the source's thread has taken what was posted (count-bounded safety net)."""
+    import time
+
+    for _ in range(1000):
+        if condition():
+            return
+        time.sleep(0.01)
+    assert condition(), "the source did not see what the test's PVs posted"
