@@ -2,7 +2,8 @@
 
     python tools/bench_frame.py [--frames 6] [--repeats 5] [--spots 300] [--cut 40]
                                 [--min-pixels 2] [--sigma-px 1.5 3.5] [--amplitude 3000 30000]
-                                [--split none|local_max] [--imaged11-no-background]
+                                [--split none|local_max] [--linker-split none|local_max|pixels]
+                                [--imaged11-no-background]
                                 [--link-own-runs] [--json out.json]
 
 Frames: the middle of a simulated omega sweep (Poisson background 10, flat
@@ -21,7 +22,9 @@ thread (numba, OpenMP and BLAS limited to one thread before they load):
   one dense pass, then label (8-connected, blobs under --min-pixels dropped;
   then split at local maxima unless `--split none`, ImageD11's labelling),
   properties (moments), link (any-pixel overlaps with the previous frame,
-  union-find into cliques). Without the split the label node hands the runs
+  union-find into cliques; the cliques that close are cut as `--linker-split`
+  says, by default [linker]'s default split, "pixels": the share of the
+  closed cliques that were separated is printed). Without the split the label node hands the runs
   of the labelled pixels to properties and link on the frame (the worker
   wire carries them to the collector); `--link-own-runs` times the linker
   finding them itself, as it did before the wire carried them;
@@ -68,6 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nodes import NODES, fuse  # noqa: E402
 from nodes.link.linker import Linker  # noqa: E402
+from stream.config.schema import DEFAULTS  # noqa: E402
 from stream.core.item import Item, SparseFrame  # noqa: E402
 from stream.core.scan import Scan  # noqa: E402
 from stream.sources.simulate import Simulation  # noqa: E402
@@ -122,7 +126,7 @@ class Peakstream:
     """correct + normalise + threshold (one dense pass), label, properties, link."""
 
     def __init__(self, sim: Simulation, cut: float, min_pixels: int, split: str | None = None,
-                 own_runs: bool = False):
+                 own_runs: bool = False, linker_split: str = "none"):
         self.scan = Scan.from_start(sim.start("bench"))
         dark = np.zeros(SHAPE, np.float32)
         chain = fuse([NODES["correct"](dark=dark, flat=sim.flat, mask=sim.mask),
@@ -134,7 +138,9 @@ class Peakstream:
                                     **({} if split is None else {"split": split}))
         self.split = getattr(self.label, "split", "none")
         self.props = NODES["properties"]()
-        self.linker = Linker(criterion="any_pixel")
+        self.linker = Linker(criterion="any_pixel", split=linker_split)
+        self.linker_split = linker_split
+        self.closed = 0
         self.own_runs = own_runs
         for node in (self.dense, self.label, self.props, self.linker):
             node.setup(self.scan)
@@ -160,6 +166,7 @@ class Peakstream:
         linked = self.linker.add_point(k, sparse, item.peaks, item.motors)
         t4 = time.perf_counter()
         times = (t1 - t0, t2 - t1, t3 - t2, t4 - t3b, t4 - t3b + t3 - t0)
+        self.closed += len(linked.cliques["clique_id"])
         counts = {"pixels": item.sparse.nnz, "peaks": int(item.sparse.npeaks),
                   "overlaps": len(linked.overlaps["npixels"]), "flags": len(item.flags)}
         return times, counts
@@ -250,6 +257,10 @@ def main() -> int:
     ap.add_argument("--amplitude", type=float, nargs=2, default=[3000.0, 30000.0],
                     metavar=("LO", "HI"), help="spot integrated intensity range "
                                                "(default 3000 30000)")
+    ap.add_argument("--linker-split", choices=("none", "local_max", "pixels"),
+                    default=DEFAULTS["linker"]["split"],
+                    help="the linker's split of closed cliques (default: [linker]'s, "
+                         f"{DEFAULTS['linker']['split']})")
     ap.add_argument("--split", choices=("none", "local_max"),
                     help="label split (default: the label node's default; none is "
                          "ImageD11's plain connected components)")
@@ -276,7 +287,8 @@ def main() -> int:
     frames = [(k, sim.frame(i), sim.monitor_value(i), sim.omega(i))
               for k, i in enumerate(points)]
 
-    ours = Peakstream(sim, args.cut, args.min_pixels, args.split, args.link_own_runs)
+    ours = Peakstream(sim, args.cut, args.min_pixels, args.split, args.link_own_runs,
+                      args.linker_split)
     subtract = not args.imaged11_no_background
     background = ours.dense.correct.dark32 if subtract else None
     theirs = None if args.no_imaged11 else ImageD11Path(sim, args.cut, args.min_pixels,
@@ -329,7 +341,8 @@ def main() -> int:
                    "sigma_px": args.sigma_px, "amplitude": args.amplitude,
                    "background": sim.config.background, "cut": args.cut,
                    "min_pixels": args.min_pixels, "label_split": ours.split,
-                   "imaged11_background": subtract, "link_own_runs": args.link_own_runs},
+                   "imaged11_background": subtract, "link_own_runs": args.link_own_runs,
+                   "linker_split": ours.linker_split},
         "per_frame": {"spots_true": {"mean": statistics.mean(present), "min": min(present),
                                      "max": max(present)},
                       **{f"{code}.{key}": per_frame(code, key)
@@ -352,7 +365,7 @@ def main() -> int:
           f"(sigma {args.sigma_px[0]:g}-{args.sigma_px[1]:g} px, amplitude "
           f"{args.amplitude[0]:g}-{args.amplitude[1]:g}, background "
           f"{f['background']:g}), cut {args.cut:g}, min {args.min_pixels} px, label split "
-          f"{ours.split}, link any_pixel"
+          f"{ours.split}, link any_pixel, linker split {ours.linker_split}"
           f"{' (own runs)' if args.link_own_runs else ''}"
           f", ImageD11 {'subtracts the dark' if subtract else 'selects raw counts (no dark)'}; "
           f"{repeats} repeats")
@@ -364,6 +377,11 @@ def main() -> int:
                   f"{pf[f'{code}.pixels']['mean']:,.0f}, overlaps "
                   f"{pf[f'{code}.overlaps']['mean']:.0f}", end="")
     print()
+    sep = getattr(ours.linker, "separator", None)
+    if ours.linker_split == "pixels" and sep is not None:
+        print(f"cliques closed {ours.closed} (all repeats); examined for separation "
+              f"{sep.nexamined}, separated {sep.nseparated} "
+              f"({100.0 * sep.nseparated / max(ours.closed, 1):.1f}% of the closed)")
     print(f"{'ms per frame':<30}{'min':>8}{'median':>8}{'max':>8}")
     for key, v in ms.items():
         print(f"{key:<30}{v['min']:>8.2f}{v['median']:>8.2f}{v['max']:>8.2f}")

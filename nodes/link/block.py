@@ -19,6 +19,7 @@ from nodes.link.cliques import ACC, OVERLAP_COLUMNS, CliqueColumns, LinkResult, 
 from nodes.link.criteria import Rule
 from nodes.link.forest import Forest
 from nodes.link.frontier import NO_H, NO_INT, NO_KEY, FrontierFrame
+from nodes.link.separate import PixelPool
 from stream.core.item import SparseFrame
 
 
@@ -78,6 +79,8 @@ class LinkSteps(Protocol):
     rule: Rule  # the link criteria
     shape: tuple[int, int] | None  # the frames' shape, once a frame came
     splitting: bool  # cliques are split at their maxima (needs intensities, saddles)
+    separating: bool  # closed cliques are divided at pixel level (split "pixels")
+    pool: PixelPool  # the pixels of open cliques' 2D peaks (when separating)
     npeaks: int  # 2D peaks linked so far: the global id of the next one
     next_point: int  # the point expected next
     cols: CliqueColumns  # where each clique column's sums are
@@ -124,11 +127,18 @@ class BlockPath:
                 v = block.motors.get(m)
                 values[m] = (np.asarray(v, np.float64)[per_peak] if v is not None else
                              np.full(per_peak.shape[0], np.nan))
+            factors = self.linker.cols.factors(values)
             self.linker.forest.append(offset, block.first + per_peak, point_close[per_peak],
                                 [block.peaks[name] for name in ACC],
                                 (block.first + per_peak).astype(np.float64),
-                                self.linker.cols.factors(values),
-                                peak_h if self.linker.splitting else None)
+                                factors, peak_h if self.linker.splitting else None)
+            if self.linker.separating:
+                if block.intensity is None and block.row.shape[0]:
+                    raise ValueError("linker: split pixels needs the pixels' intensities "
+                                     "(PeakBlock.intensity)")
+                self.linker.pool.append(offset, block.first + per_peak, factors, block.nnz,
+                                        block.npeaks, block.row, block.col, block.label,
+                                        block.intensity)
             self.linker.npeaks += int(peak_ptr[-1])
             frames = self._frames(block, points, runs, run_ptr, ints, int_ptr, npx, peak_key,
                                   peak_h, peak_ptr, point_close, offset)

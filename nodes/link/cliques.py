@@ -22,7 +22,9 @@ from stream.core.trajectory import circular_centroid
 
 OVERLAP_COLUMNS = {"peak_a": np.int64, "peak_b": np.int64, "npixels": np.int32,
                    "score": np.float32}
-MEMBER_COLUMNS = {"peak_id": np.int64, "clique_id": np.int64}
+# share: the part of the peak's intensity that is the clique's (1 unless a clique was
+# separated at pixel level, `nodes.link.separate`); a peak may have several rows then
+MEMBER_COLUMNS = {"peak_id": np.int64, "clique_id": np.int64, "share": np.float64}
 # Additive columns summed over a clique's members
 ACC = ("npx", "sum_intensity", *MOMENT_COLUMNS)
 _S_I = ACC.index("s_I")
@@ -41,7 +43,8 @@ class LinkResult:
     overlaps: dict[str, np.ndarray]  # OVERLAP_COLUMNS, point after point, each point's
     # neighbours in increasing order, each pair of frames by (peak_a, peak_b)
     cliques: dict[str, np.ndarray]  # one row per clique closed by this step
-    members: dict[str, np.ndarray]  # peak_id, clique_id of their members, sorted by peak_id
+    members: dict[str, np.ndarray]  # MEMBER_COLUMNS of their members, sorted by peak_id
+    # (then clique_id: a peak shared between separated cliques has a row for each)
 
 
 def clique_dtypes(motors: list[str]) -> dict[str, Any]:
@@ -103,7 +106,8 @@ class CliqueColumns:
                                                             dict[str, np.ndarray]]:
         """The cliques and members tables of `Forest.close`'s output, the cliques
         numbered from `first_id`."""
-        n2d, table, npx, first, last, member_gid, member_clique, sums = closed
+        n2d, table, npx, first, last, member_gid, member_clique, sums = closed[:8]
+        share = closed[8] if len(closed) > 8 else np.ones(member_gid.shape[0])
         nc = n2d.shape[0]
         if not nc:
             return empty_table(self.dtypes), empty_table(MEMBER_COLUMNS)
@@ -123,4 +127,5 @@ class CliqueColumns:
                 c = self.motor_col[name]
                 cliques[name] = circular_centroid(sums[:, c], sums[:, c + 1],
                                                   self.period[name])
-        return cliques, {"peak_id": member_gid, "clique_id": member_clique + first_id}
+        return cliques, {"peak_id": member_gid, "clique_id": member_clique + first_id,
+                         "share": share}

@@ -13,7 +13,9 @@ the point-by-point steps close them. Memory holds only the frontier frames
 `state()` / `restore()` carry both across a restart. The block path is in
 `nodes.link.block`, the output tables in `nodes.link.cliques`.
 
-`split = "local_max"` splits each clique as it closes at its significant
+`split = "pixels"` (the [linker] default) divides each closing clique's pixels
+between the spots it holds (`nodes.link.separate`). `split = "local_max"`
+splits each clique as it closes at its significant
 maxima in 3D: its 2D peaks are nodes with their maximum intensity, its links
 edges with their saddle (`kernels.overlap.overlap_runs`: the highest
 min(I_a, I_b) over the pixels the two peaks share, or the lower maximum when
@@ -59,11 +61,13 @@ from nodes.link.frontier import (
     joined_frames,
     plain,
 )
+from nodes.link.separate import PixelPool, Separator
+from nodes.link.warmup import warm_linker
 from stream.core.item import SparseFrame
 from stream.core.scan import Scan
 
 _NEVER = np.iinfo(np.int64).max
-SPLITS = ("none", "local_max")
+SPLITS = ("none", "local_max", "pixels")
 
 __all__ = ["CRITERIA", "SPLITS", "FrontierFrame", "Linker", "LinkResult", "PeakBlock"]
 
@@ -96,7 +100,10 @@ class Linker:
         self.trajectory = scan.trajectory
         self.cols = CliqueColumns(list(scan.start.motors),
                                    getattr(scan.trajectory, "period", None) or {})
-        self.splitting = self.split != "none"
+        self.splitting = self.split == "local_max"
+        self.separating = self.split == "pixels"
+        self.pool = PixelPool(self.cols.nacc - len(ACC) - 1)
+        self.separator = Separator()
         names = self.rule.names  # link_frames' criteria (< 0: not used)
         self._fraction = self.rule.fraction if "fraction" in names else -1.0
         self._distance = self.rule.distance if "distance" in names else -1.0
@@ -114,40 +121,9 @@ class Linker:
 
     @staticmethod
     def warmup() -> None:
-        """Compile the kernels on a two-point scan, so the first real point is not slow:
-        with the pixels, with the label node's runs, and with both read-only (numba
-        compiles those apart), as they come from the worker wire."""
-        from stream.core.item import PEAK_COLUMNS
-        from stream.core.messages import DetectorInfo, Start
-
+        """Compile the kernels before the first real point (`nodes.link.warmup`)."""
         Linker._warm = True
-        one = np.ones(1)
-        pixels = (np.zeros(1, np.uint16), np.zeros(1, np.uint16), np.ones(1, np.float32),
-                  np.ones(1, np.int32))
-        runs = np.array([[0, 0, 0, 1, 0]], np.int32)  # as the label node gives them
-        wire = tuple(_read_only(a) for a in (*pixels, runs))
-        frames = {"point": SparseFrame((2, 2), *pixels, 1),
-                  "runs": SparseFrame((2, 2), *pixels, 1, runs),
-                  "wire": SparseFrame((2, 2), *wire[:4], 1),
-                  "wire runs": SparseFrame((2, 2), *wire[:4], 1, wire[4])}
-        peaks = {k: one.astype(dt) for k, dt in PEAK_COLUMNS.items()}
-        wire_peaks = {k: _read_only(v) for k, v in peaks.items()}
-        for criterion, split, hows in (("any_pixel", "none", (*frames, "block")),
-                                       ("distance", "none", ("point", "wire", "block")),
-                                       ("any_pixel", "local_max", ("point", "wire", "block"))):
-            for how in hows:
-                linker = Linker(criterion=criterion, split=split)
-                linker.setup(Scan.from_start(Start(
-                    "warmup", {"d": DetectorInfo((2, 2), "uint16")}, motors=["omega"],
-                    npoints=2)))
-                for i in range(2):
-                    if how == "block":
-                        linker.add_block(PeakBlock.single(i, frames["point"], peaks,
-                                                          {"omega": float(i)}))
-                    else:
-                        linker.add_point(i, frames[how], wire_peaks if "wire" in how
-                                         else peaks, {"omega": float(i)})
-                linker.finish()
+        warm_linker(Linker)
 
     # ------------------------------------------------------------ per point
 
@@ -196,6 +172,9 @@ class Linker:
             if npeaks:
                 overlaps = self._add_frame(point_id, runs, ints, npx, peak_key, peak_h, peaks,
                                            motors, offset)
+                if self.separating:
+                    self.pool.append_frame(offset, point_id, sparse,
+                                           self.cols.point_factors(motors))
         self.next_point = point_id + 1
         self.drop_frontier(point_id)
         cliques, members = self.emit(point_id, True)
@@ -317,7 +296,8 @@ class Linker:
                 "next_point": self.next_point, "npeaks": self.npeaks,
                 "nclosed": self._nclosed, "finished": self._finished,
                 "shape0": int(shape[0]), "shape1": int(shape[1]),
-                "frontier": frontier_state(self.frontier), "forest": self.forest.state()}
+                "frontier": frontier_state(self.frontier), "forest": self.forest.state(),
+                "pixels": self.pool.state()}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from `state()`: call after `setup(scan)` on a linker built with the
@@ -358,6 +338,7 @@ class Linker:
         if self.frontier and shape[0] < 0:
             raise ValueError("linker state: frontier frames without a frame shape")
         self.forest = forest
+        self.pool = PixelPool.from_state(state["pixels"])
         self.shape = None if shape[0] < 0 else shape
         self.next_point = int(state["next_point"])
         self.npeaks = int(state["npeaks"])
@@ -387,14 +368,12 @@ class Linker:
 
     def emit(self, step: int, by_close_at: bool):
         """The cliques that close by `step` (kernels.unionfind.close_step), as tables."""
-        cliques, members = self.cols.tables(self.forest.close(
-            step, by_close_at, self.cols.table_cols,
-            (self.prominence, self.prominence_sigma) if self.splitting else None), self._nclosed)
+        closed = self.forest.close(step, by_close_at, self.cols.table_cols,
+                                   (self.prominence, self.prominence_sigma) if self.splitting
+                                   else None)
+        if self.separating:
+            closed = self.separator.apply(closed, self.pool, self.cols.table_cols)
+        cliques, members = self.cols.tables(closed, self._nclosed)
         self._nclosed += cliques["clique_id"].shape[0]
         return cliques, members
 
-
-def _read_only(a: np.ndarray) -> np.ndarray:
-    a = a.copy()
-    a.flags.writeable = False
-    return a

@@ -78,7 +78,8 @@ def cmd_relink(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     criterion = args.criterion[0] if len(args.criterion or ()) == 1 else args.criterion
     try:
-        result = relink(args.file, args.output, criterion, args.fraction, args.distance)
+        result = relink(args.file, args.output, criterion, args.fraction, args.distance,
+                        **({"split": args.split} if getattr(args, "split", None) else {}))
     except (OSError, ValueError) as exc:
         print(f"peakstream relink: {exc}", file=sys.stderr)
         return EXIT_USAGE if not Path(args.output).exists() else EXIT_FAILED

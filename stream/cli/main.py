@@ -214,6 +214,10 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
                    help="fraction: shared pixels / smaller blob >= F")
     p.add_argument("--distance", type=float, metavar="D",
                    help="distance: centroids at most D pixels apart")
+    p.add_argument("--split", choices=("none", "local_max", "pixels"),
+                   help="how closed cliques are cut: pixels (divided between the spots "
+                        "they hold), local_max (at significant maxima), none (ImageD11); "
+                        "default: the file's own")
     p.add_argument("--output", required=True, help="the new output FILE.h5")
     p.set_defaults(func=cmd_relink)
 

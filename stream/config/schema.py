@@ -66,12 +66,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "cluster": {"queue": "", "account": "", "cores": 1, "memory": "4GB",  # --cluster slurm
                 "walltime": "01:00:00", "jobs": 1, "job_extra": []},
     # criterion: a name or a list of names that must all hold (nodes/link/criteria.py).
-    # "fraction" 0.2 keeps ImageD11's links between blobs that truly overlap and splits
-    # spots that merely touch; any_pixel is ImageD11's own rule.
+    # "fraction" 0.2 keeps links of blobs that truly overlap; any_pixel is ImageD11's rule.
     # split "local_max": each clique is cut, as it closes, at its significant maxima in
     # 3D: a maximum whose highest saddle to a higher one is lower by at least
     # max(prominence * peak, prominence_sigma * sqrt(peak + saddle)) stays a clique of
     # its own (nodes/link/linker.py); "none" keeps every linked pair together (ImageD11).
+    # "pixels": a clique's pixels divided between its spots (nodes/link/separate.py; slow)
     "linker": {"criterion": "fraction", "fraction": 0.2, "distance": 3.0,
                "split": "local_max", "prominence": 0.1, "prominence_sigma": 3.0},
     # pattern: the file of each scan in `directory`, with the fields {scan_id},

@@ -12,7 +12,7 @@ import numpy as np
 
 from stream.maps.grid import MapGrid, MapWriter
 
-TABLES = ("sparse", "peaks2d", "overlaps", "cliques")
+TABLES = ("sparse", "peaks2d", "overlaps", "cliques", "shares")
 SCAN_SUFFIXES = ("_radial", "_azimuthal", "_config")  # once-per-scan outputs (integrate)
 
 

@@ -7,11 +7,17 @@
   distortion correction); dety, detz = -f_raw, s_raw (ImageD11's default
   flip); sigo, covso, covfo, IMax_s, IMax_f are not kept by peakstream and
   are written as 0; IMax_o is the omega of the point with the brightest
-  member; Min_o, Max_o the omega of the first and last points.
+  member; Min_o, Max_o the omega of the first and last points. A clique's
+  members are its rows of the shares table, so a 2D peak split between
+  cliques (linker split "pixels") counts in each (bounding box, IMax);
+  the clique's sums are its shares of the pixels already.
 * `sparse`: ImageD11's sparse HDF5 (the layout of shared/data's silicon file):
   group `1.1` with row, col, intensity, frame, nnz, attrs itype, nframes,
   shape0, shape1, and per-frame motors under measurement/ (omega as
-  rot_center). The kept pixels of every point.
+  rot_center). The kept pixels of every point; when 2D peaks were split
+  between cliques, also `shares/` (peak_id, clique_id, share: the part of
+  the 2D peak's intensity that is the clique's; peak_id is the row of
+  peaks2d, in point order and label order within a point).
 * `framecache`: hexrd's frame-cache .npz: `{i}_row`, `{i}_col`, `{i}_data`,
   `shape`, `nframes`, `dtype`, and `omega` (nframes, 2): the start and end
   angle of each frame (its omega -+ half the step to its neighbours).
@@ -70,12 +76,17 @@ def flt_columns(data: dict[str, Any]) -> dict[str, np.ndarray]:
         sigs, sigf = np.sqrt(var_s), np.sqrt(var_f)
         covsf = np.where(sigs * sigf > 0, (cl["s_sfI"] / cl["s_I"] - s * f) / (sigs * sigf), 0.0)
         avg = cl["sum_intensity"] / cl["npx"]
-    member = pk["clique_id"]
-    order = np.lexsort((-pk["max_intensity"], member))  # brightest member first per clique
-    first = order[np.r_[True, member[order][1:] != member[order][:-1]]]
+    sh = data.get("shares") or {}
+    if len(sh.get("peak_id", ())):  # every (2D peak, clique) pair, split peaks included
+        rows, member = np.asarray(sh["peak_id"], np.int64), np.asarray(sh["clique_id"])
+    else:
+        rows, member = np.arange(len(pk["clique_id"])), pk["clique_id"]
+    order = np.lexsort((-pk["max_intensity"][rows], member))  # brightest member first
+    first = order[np.r_[True, member[order][1:] != member[order][:-1]]] \
+        if order.shape[0] else order
     first = first[member[first] >= 0]
     brightest = np.full(n, -1, np.int64)
-    brightest[member[first]] = first
+    brightest[member[first]] = rows[first]
     imax = np.where(brightest >= 0, pk["max_intensity"][brightest], 0.0)
     imax_o = np.where(brightest >= 0, omega_of[pk["point_id"][brightest]], np.nan)
     bbox = {}
@@ -85,7 +96,7 @@ def flt_columns(data: dict[str, Any]) -> dict[str, np.ndarray]:
                                 ("Max_f", "bb_f1", np.maximum, -1)):
         out = np.full(n, fill, np.int64)
         ok = member >= 0
-        fn.at(out, member[ok], pk[key][ok].astype(np.int64))
+        fn.at(out, member[ok], pk[key][rows[ok]].astype(np.int64))
         bbox[name] = out
     npoints = len(data["points"]["point_id"])
     omega = cl.get("omega", np.full(n, np.nan))
@@ -134,6 +145,10 @@ def _sparse(data: dict[str, Any], shape, itype, output: Path) -> int:
         g.create_dataset("frame", data=np.repeat(np.arange(nnz.shape[0], dtype=np.uint32),
                                                  nnz), **opts)
         g.create_dataset("nnz", data=nnz)
+        shares = data.get("shares") or {}
+        if len(shares.get("peak_id", ())) and (np.asarray(shares["share"]) < 1).any():
+            for key in ("peak_id", "clique_id", "share"):  # 2D peaks split between cliques
+                g.create_dataset(f"shares/{key}", data=np.asarray(shares[key]))
         for key, values in pts.items():
             if key.startswith("motors/"):
                 name = key[len("motors/"):]

@@ -2,8 +2,10 @@
 
 Per point with members of the clique: point_id, the point's motors (omega,
 dty, ...) and the summed intensity of the clique's 2D peaks on that point
-(with their number). `plot` draws it against each motor that moves
-(matplotlib, the optional extra `plot`).
+(with their number): each peak's share of it when its pixels were divided
+between cliques (the file's shares table, linker split "pixels"). `plot`
+draws it against each motor that moves (matplotlib, the optional extra
+`plot`).
 """
 
 from __future__ import annotations
@@ -24,15 +26,21 @@ def rocking_curve(path: str | Path, clique_id: int) -> dict[str, np.ndarray]:
         n = cl["clique_id"].shape[0]
         raise ValueError(f"{path}: no clique {clique_id} (the file has cliques 0..{n - 1})"
                          if n else f"{path}: the file has no cliques")
-    mine = pk["clique_id"] == clique_id
-    points, where = np.unique(pk["point_id"][mine], return_inverse=True)
+    sh = data["shares"]
+    if len(sh.get("peak_id", ())):
+        sel = sh["clique_id"] == clique_id
+        rows, share = np.asarray(sh["peak_id"][sel], np.int64), sh["share"][sel]
+    else:  # a file from before the shares table: whole 2D peaks
+        rows = np.flatnonzero(pk["clique_id"] == clique_id)
+        share = np.ones(rows.shape[0])
+    points, where = np.unique(pk["point_id"][rows], return_inverse=True)
     out: dict[str, np.ndarray] = {"point_id": points}
     pts = data["points"]
     row = np.searchsorted(pts["point_id"], points)
     for key in sorted(k for k in pts if k.startswith("motors/")):
         out[key[len("motors/"):]] = np.asarray(pts[key], np.float64)[row]
     out["n2d"] = np.bincount(where, minlength=points.shape[0])
-    out["intensity"] = np.bincount(where, weights=pk["sum_intensity"][mine],
+    out["intensity"] = np.bincount(where, weights=pk["sum_intensity"][rows] * share,
                                    minlength=points.shape[0])
     return out
 

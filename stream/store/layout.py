@@ -29,7 +29,10 @@ def config_hash(text: str) -> str:
 # tables of a scan: name -> its group below /entry ("{det}": the detector's group)
 TABLES = {"events": "process/events", "points": "points", "links": "points/links",
           "sparse": "{det}/sparse", "nnz": "{det}/sparse", "peaks": "{det}/peaks2d",
-          "overlaps": "{det}/overlaps", "cliques": "{det}/cliques"}
+          "overlaps": "{det}/overlaps", "cliques": "{det}/cliques", "shares": "{det}/shares"}
+# (2D peak, clique, the part of the peak's intensity that is the clique's): one row per
+# member (share 1), several for a 2D peak split between cliques (linker split "pixels")
+SHARE_COLUMNS = {"peak_id": "int64", "clique_id": "int64", "share": "float64"}
 SPARSE_COLUMNS = {"row": "uint16", "col": "uint16", "intensity": "float32", "label": "int32"}
 
 
@@ -72,3 +75,4 @@ def create_layout(file: h5py.File, scan_id: str, detector: str, motors: list[str
     make_columns(det.create_group("overlaps"), {"peak_a": "int64", "peak_b": "int64",
                                                 "npixels": "int32", "score": "float32"}, peaks)
     make_columns(det.create_group("cliques"), dict(clique_columns), peaks)
+    make_columns(det.create_group("shares"), SHARE_COLUMNS, peaks)

@@ -16,7 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-RESERVED = ("sparse", "peaks2d", "overlaps", "cliques")
+RESERVED = ("sparse", "peaks2d", "overlaps", "cliques", "shares")
 
 
 class OutputTable:

@@ -37,6 +37,8 @@ def load(path: str | Path) -> dict[str, Any]:
             "peaks2d": read_table(f[f"entry/{det}/peaks2d"]),
             "overlaps": read_table(f[f"entry/{det}/overlaps"]),
             "cliques": read_table(f[f"entry/{det}/cliques"]),
+            "shares": (read_table(f[f"entry/{det}/shares"]) if "shares" in f[f"entry/{det}"]
+                       else {}),
             "sparse": read_table(f[f"entry/{det}/sparse"]),
             "events": read_table(f["entry/process/events"]),
         }
@@ -69,6 +71,7 @@ def summary(path: str | Path) -> dict[str, Any]:
             "peaks2d": int(entry[f"{det}/peaks2d/npx"].shape[0]),
             "overlaps": int(entry[f"{det}/overlaps/peak_a"].shape[0]),
             "cliques": int(entry[f"{det}/cliques/clique_id"].shape[0]),
+            "shared_peaks": _shared_peaks(entry[det]),
             "config_sha256": proc["config_sha256"].asstr()[()],
             "start_time": str(proc.attrs["start_time"]),
             "end_time": str(proc.attrs["end_time"]),
@@ -99,7 +102,9 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  detector    {s['detector']}: {s['sparse_pixels']} sparse pixels",
         f"  2D peaks    {s['peaks2d']}",
         f"  overlaps    {s['overlaps']}",
-        f"  cliques     {s['cliques']}",
+        f"  cliques     {s['cliques']}"
+        + (f" ({s['shared_peaks']} 2D peaks shared between cliques: see shares)"
+           if s.get("shared_peaks") else ""),
         f"  config      sha256 {s['config_sha256'][:16]}",
         f"  time        {s['start_time']} .. {s['end_time']}",
     ]
@@ -133,3 +138,11 @@ def _ranges(ids: list[int]) -> str:
 
 def to_json(s: dict[str, Any]) -> str:
     return json.dumps(s, indent=2, sort_keys=True)
+
+
+def _shared_peaks(det: h5py.Group) -> int:
+    """2D peaks whose intensity is split between cliques (linker split "pixels")."""
+    if "shares" not in det or not det["shares/peak_id"].shape[0]:
+        return 0
+    share = det["shares/share"][()]
+    return int(np.unique(det["shares/peak_id"][()][share < 1.0]).shape[0])

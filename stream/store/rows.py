@@ -72,14 +72,28 @@ class RowWriter:
 
     def link_result(self, result: Any) -> int:
         """A linker step's overlaps and closed cliques (`nodes.link.cliques.LinkResult`),
-        and the clique_id of the closed cliques' 2D peaks; the number of cliques."""
+        their members' shares, and the clique_id of the closed cliques' 2D peaks; the
+        number of cliques.
+
+        The shares table maps (2D peak, clique) to the part of the peak's
+        intensity that is the clique's: one row per member with share 1, several
+        for a 2D peak whose pixels were divided between cliques (linker split
+        "pixels"), so every pixel's intensity is counted exactly once. Rows go in
+        clique order, then peak order (the same rows point by point or in
+        blocks); peaks2d's clique_id is the clique with the largest share."""
         if len(result.overlaps.get("peak_a", ())):
             self.store.overlaps.append(result.overlaps)
         ncliques = len(result.cliques.get("clique_id", ()))
         if ncliques:
             self.store.cliques.append(result.cliques)
-            self.store.peaks.assign("clique_id", result.members["peak_id"],
-                                    result.members["clique_id"])
+            m = result.members
+            share = m.get("share", np.ones(len(m["peak_id"])))
+            order = np.lexsort((m["peak_id"], m["clique_id"]))
+            self.store.shares.append({"peak_id": m["peak_id"][order],
+                                      "clique_id": m["clique_id"][order],
+                                      "share": share[order]})
+            self.store.peaks.assign("clique_id", *main_clique(m["peak_id"], m["clique_id"],
+                                                             share))
         return ncliques
 
     def outputs(self, point_id: int, outputs: Mapping[str, np.ndarray]) -> None:
@@ -94,3 +108,13 @@ class RowWriter:
         for k, flag in enumerate(flags):
             if flag:
                 self.store.event("flag", f"trajectory: {flag}", first + k, float(time[k]))
+
+
+def main_clique(peak_id: np.ndarray, clique_id: np.ndarray,
+                share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct peak, the clique with the largest share of it (the first on a tie)."""
+    peak_id = np.asarray(peak_id, np.int64)
+    order = np.lexsort((-np.asarray(share), peak_id))
+    first = order[np.r_[True, peak_id[order][1:] != peak_id[order][:-1]]] \
+        if order.shape[0] else order
+    return peak_id[first], np.asarray(clique_id, np.int64)[first]

@@ -1,22 +1,7 @@
 """The HDF5 output file: append-only column tables, checkpointed at an interval.
 
-Layout (DESIGN.md, "Stores"):
-
-    /entry                       NXentry; attrs scan_id, status, reason, program, version
-    /entry/process               NXprocess; config (TOML text), config_sha256,
-                                 start_time, end_time, start (JSON), counters (attrs),
-                                 events/ (time, point_id, kind, message)
-    /entry/process/checkpoint    attrs seq, time, rows (JSON: rows of each table);
-                                 state (uint8) + its attr manifest: the collector's
-                                 state (linker frontier, next point), attr state_rows
-    /entry/points                point_id, time, status, flags, motors/<m>, counters/<c>;
-                                 attr trajectory (JSON: the rule and its parameters)
-    /entry/points/links          point_a, point_b, kind: the trajectory links used
-                                 (a separate table: read_table(points) leaves it out)
-    /entry/<det>/sparse          row, col, intensity, label, nnz (ImageD11's layout)
-    /entry/<det>/peaks2d         point_id, <2D peak columns>, clique_id
-    /entry/<det>/overlaps        peak_a, peak_b, npixels, score
-    /entry/<det>/cliques         clique_id, n2d, npx, sum_intensity, s_raw, f_raw, ...
+Layout: `stream.store.layout` makes it (/entry, process, points and links, and per
+detector sparse, peaks2d, overlaps, cliques, shares); docs/files.md describes it.
 
 Every column is its own chunked, resizable 1D dataset (`stream.table`). Rows
 are buffered in memory and written by `checkpoint()` (or `flush()`); values
@@ -54,9 +39,9 @@ import numpy as np
 
 from stream.core.item import PEAK_COLUMNS, clique_columns
 from stream.core.messages import start_to_json
-from stream.core.table import Table, existing_columns
+from stream.core.table import Table, existing_columns, make_columns
 from stream.store.checkpoint import JournaledFile
-from stream.store.layout import TABLES, create_layout, now_iso
+from stream.store.layout import SHARE_COLUMNS, TABLES, create_layout, now_iso
 from stream.store.outputs import OutputTable
 from stream.store.state import write_state
 
@@ -153,6 +138,8 @@ class ScanStore:
         ck = entry["process/checkpoint"]
         self.seq = int(ck.attrs["seq"])
         self.named: dict[str, Table] = {}
+        if "shares" not in entry[detector]:  # a file from before the shares table
+            make_columns(entry[detector].create_group("shares"), SHARE_COLUMNS, 16384)
         for name, where in TABLES.items():
             group = entry[where.format(det=detector)]
             cols = existing_columns(group)
@@ -164,6 +151,7 @@ class ScanStore:
                                                              n["links"], n["sparse"])
         self.nnz, self.peaks, self.overlaps, self.cliques = (n["nnz"], n["peaks"],
                                                              n["overlaps"], n["cliques"])
+        self.shares = n["shares"]
         self.tables = tuple(n.values())
         # named per-point node outputs (integrate1d, roi sums): row i = row i of points
         self.outputs = OutputTable(entry[detector], self.points.nwritten)

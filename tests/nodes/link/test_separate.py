@@ -1,0 +1,208 @@
+"""Pixel-level separation of closed cliques (linker split "pixels"): known answers on
+synthetic 3D Gaussian spots, a dense oracle (scipy 3D connected components plus a
+scikit-image watershed from LoG seeds), exact intensity accounting, block = point by
+point, and resume from `state()` bit-identical."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage.feature import peak_local_max
+from skimage.segmentation import watershed
+
+from nodes.link.linker import Linker, PeakBlock
+from tests.support.link import cat, labelled, make_scan, run
+
+SHAPE = (40, 40)
+NPOINTS = 16
+CUT = 8.0
+
+
+def spots_volume(spots, seed: int | None = None, background: float = 2.0) -> np.ndarray:
+    """(point, row, col) volume of 3D Gaussians (z, s, f, sz, ss, sf, amplitude), with
+    Poisson noise when `seed` is given."""
+    z, s, f = np.meshgrid(np.arange(NPOINTS), np.arange(SHAPE[0]), np.arange(SHAPE[1]),
+                          indexing="ij")
+    vol = np.full((NPOINTS, *SHAPE), background)
+    for z0, s0, f0, sz, ss, sf, amp in spots:
+        vol += amp * np.exp(-0.5 * (((z - z0) / sz) ** 2 + ((s - s0) / ss) ** 2
+                                    + ((f - f0) / sf) ** 2))
+    if seed is not None:
+        vol = np.random.default_rng(seed).poisson(vol).astype(float)
+    return vol
+
+
+def frames_of(vol: np.ndarray):
+    return [labelled(vol[p] > CUT, vol[p]) for p in range(vol.shape[0])]
+
+
+def link(vol: np.ndarray, split: str = "pixels", criterion: str = "any_pixel"):
+    linker = Linker(criterion=criterion, split=split)
+    results = run(linker, make_scan(npoints=NPOINTS), frames_of(vol))
+    return cat(results, "cliques"), cat(results, "members"), linker
+
+
+def centres(cliques) -> np.ndarray:
+    return np.column_stack([cliques["point"], cliques["s_raw"], cliques["f_raw"]])
+
+
+def matched(found: np.ndarray, truth: np.ndarray, tol=(0.5, 1.0, 1.0)) -> bool:
+    """Every true spot has exactly one found centre within tolerance, and no extra."""
+    if found.shape[0] != truth.shape[0]:
+        return False
+    near = (np.abs(found[None, :, :] - truth[:, None, :]) <= np.array(tol)).all(axis=2)
+    return bool((near.sum(axis=1) == 1).all() and (near.sum(axis=0) == 1).all())
+
+
+# two spots that touch along the rocking curve and in the frame, and one isolated
+PAIR = [(6.0, 15.0, 14.0, 1.0, 1.5, 1.5, 400.0), (8.2, 17.5, 16.0, 1.0, 1.5, 1.5, 250.0)]
+ALONE = [(7.0, 31.0, 30.0, 1.1, 1.4, 1.6, 300.0)]
+
+
+def test_touching_pair_becomes_two_cliques_isolated_stays_one():
+    vol = spots_volume(PAIR + ALONE)
+    whole, _, _ = link(vol, split="none")
+    assert whole["clique_id"].shape[0] == 2  # the pair is one clique without separation
+    cliques, members, linker = link(vol)
+    truth = np.array([s[:3] for s in PAIR + ALONE])
+    assert matched(centres(cliques), truth, (0.3, 0.3, 0.3))
+    assert linker.separator.nseparated == 1
+    # the isolated spot's clique is the very row split "none" gives
+    alone = np.flatnonzero(np.abs(cliques["s_raw"] - 31) < 1)[0]
+    same = np.flatnonzero(np.abs(whole["s_raw"] - 31) < 1)[0]
+    for k in cliques:
+        if k != "clique_id":
+            assert cliques[k][alone] == whole[k][same], k
+
+
+def test_every_pixel_counted_once():
+    vol = spots_volume(PAIR + ALONE, seed=3)
+    cliques, members, _ = link(vol)
+    frames = frames_of(vol)
+    total = sum(float(sp.intensity.astype(np.float64).sum()) for sp, _ in frames)
+    assert cliques["sum_intensity"].sum() == pytest.approx(total, rel=1e-9)
+    # per 2D peak the shares sum to one; peaks split between cliques have several rows
+    per_peak = np.bincount(members["peak_id"], weights=members["share"])
+    assert np.allclose(per_peak, 1.0)
+    assert (members["share"] > 0).all() and (members["share"] <= 1).all()
+    assert (np.bincount(members["peak_id"]) > 1).any()
+
+
+def test_shoulder_without_a_second_maximum_is_found():
+    """The weaker spot has no local maximum of its own in any frame (a shoulder)."""
+    pair = [(7.0, 18.0, 18.0, 1.2, 1.8, 1.8, 600.0), (8.5, 18.0, 21.6, 1.2, 1.8, 1.8, 300.0)]
+    vol = spots_volume(pair)
+    for p in range(NPOINTS):  # one 2D maximum per frame
+        img = np.where(vol[p] > CUT, vol[p], 0)
+        assert len(peak_local_max(img, min_distance=1, threshold_abs=CUT)) <= 1
+    cliques, _, _ = link(vol)
+    assert matched(centres(cliques), np.array([s[:3] for s in pair]), (0.5, 1.0, 1.0))
+
+
+def oracle(vol: np.ndarray) -> np.ndarray:
+    """The dense reference: 3D connected components of the thresholded volume, each
+    cut by a watershed on the smoothed intensity from LoG seeds; centroids (z, s, f)."""
+    mask = vol > CUT
+    comp, _ = ndimage.label(mask, np.ones((3, 3, 3), bool))
+    blob = -ndimage.gaussian_laplace(vol, (0.7, 1.0, 1.0))
+    seeds = peak_local_max(blob, min_distance=1, threshold_rel=0.05, labels=comp,
+                           exclude_border=False)
+    markers = np.zeros(vol.shape, np.int64)
+    markers[tuple(seeds.T)] = np.arange(1, seeds.shape[0] + 1)
+    seg = watershed(-ndimage.gaussian_filter(vol, (0.7, 1.0, 1.0)), markers, mask=mask)
+    idx = np.arange(1, seeds.shape[0] + 1)
+    w = np.where(mask, vol, 0.0)
+    return np.array(ndimage.center_of_mass(w, seg, idx)).reshape(-1, 3) if idx.shape[0] else \
+        np.empty((0, 3))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_matches_the_dense_oracle_and_the_truth(seed):
+    """Random pairs: the streaming separation finds every spot the dense watershed
+    finds (and the truth has), with centroids at least as close to the truth."""
+    rng = np.random.default_rng(seed)
+    spots = []
+    for cs, cf in ((12, 12), (12, 28), (28, 12), (28, 28)):
+        z0 = rng.uniform(5, 10)
+        base = (z0, cs + rng.uniform(-1, 1), cf + rng.uniform(-1, 1), rng.uniform(0.9, 1.2),
+                rng.uniform(1.2, 1.8), rng.uniform(1.2, 1.8), rng.uniform(200, 800))
+        spots.append(base)
+        u = rng.standard_normal(3)
+        u *= rng.uniform(3.0, 4.0) / np.linalg.norm(u / np.array(base[3:6]))
+        spots.append((base[0] + u[0], base[1] + u[1], base[2] + u[2], *base[3:6],
+                      base[6] * rng.uniform(0.4, 1.0)))
+    vol = spots_volume(spots, seed=seed)
+    truth = np.array([s[:3] for s in spots])
+    cliques, _, _ = link(vol)
+    ours = centres(cliques)[cliques["npx"] >= 5]  # not the lone noise pixels
+    ref = oracle(vol)
+
+    def errors(found):
+        d = np.abs(found[None, :, :] - truth[:, None, :]) / np.array([0.5, 1.0, 1.0])
+        return d.max(axis=2).min(axis=1)  # per true spot, the nearest found (tolerance 1)
+
+    ok_ours, ok_ref = errors(ours) <= 1, errors(ref) <= 1
+    assert ok_ours.sum() >= ok_ref.sum()
+    assert ok_ours.mean() >= 0.75
+    assert ours.shape[0] <= truth.shape[0]  # no spot cut into pieces
+
+
+def test_block_path_and_resume_are_bit_identical():
+    vol = spots_volume(PAIR + ALONE + [(11.0, 8.0, 30.0, 1.0, 1.5, 1.5, 500.0),
+                                       (12.3, 9.5, 32.5, 1.0, 1.5, 1.5, 500.0)], seed=7)
+    frames = frames_of(vol)
+    scan = make_scan(npoints=NPOINTS)
+    whole, members, _ = link(vol)
+    # block path: the whole scan in two blocks
+    linker = Linker(criterion="any_pixel", split="pixels")
+    linker.setup(scan)
+    parts = []
+    for lo, hi in ((0, 9), (9, NPOINTS)):
+        fr = frames[lo:hi]
+        parts.append(linker.add_block(PeakBlock(
+            lo, SHAPE, np.ones(hi - lo, bool), np.array([sp.nnz for sp, _ in fr]),
+            np.concatenate([sp.row for sp, _ in fr]), np.concatenate([sp.col for sp, _ in fr]),
+            np.concatenate([sp.label for sp, _ in fr]),
+            np.array([sp.npeaks for sp, _ in fr]),
+            {k: np.concatenate([pk[k] for _, pk in fr]) for k in fr[0][1]},
+            {"omega": 0.25 * np.arange(lo, hi), "dty": np.ones(hi - lo)},
+            intensity=np.concatenate([sp.intensity for sp, _ in fr]))))
+    parts.append(linker.finish())
+    got = cat(parts, "cliques")
+    for k in whole:
+        assert np.array_equal(got[k], whole[k]), k
+    got = cat(parts, "members")  # the same rows, in another order (closed together)
+    a, b = (np.lexsort((m["clique_id"], m["peak_id"])) for m in (got, members))
+    for k in members:
+        assert np.array_equal(got[k][a], members[k][b]), k
+    # resume from state() after every point
+    for cut in range(1, NPOINTS):
+        first = Linker(criterion="any_pixel", split="pixels")
+        out = run_part(first, scan, frames, 0, cut)
+        second = Linker(criterion="any_pixel", split="pixels")
+        second.setup(scan)
+        second.restore(first.state())
+        out += run_part(second, scan, frames, cut, NPOINTS, setup=False)
+        out.append(second.finish())
+        got = cat(out, "cliques")
+        for k in whole:
+            assert np.array_equal(got[k], whole[k]), (cut, k)
+
+
+def run_part(linker, scan, frames, lo, hi, setup=True):
+    if setup:
+        linker.setup(scan)
+    return [linker.add_point(p, *frames[p], {"omega": 0.25 * p, "dty": 1.0})
+            for p in range(lo, hi)]
+
+
+def test_pool_holds_only_open_cliques():
+    vol = spots_volume(PAIR + ALONE)
+    linker = Linker(criterion="any_pixel", split="pixels")
+    linker.setup(make_scan(npoints=NPOINTS))
+    held = []
+    for p, (sp, pk) in enumerate(frames_of(vol)):
+        linker.add_point(p, sp, pk, {"omega": 0.25 * p, "dty": 1.0})
+        held.append(linker.pool.npixels())
+    assert max(held) > 0 and held[-1] == 0  # every spot closed before the end: all freed
