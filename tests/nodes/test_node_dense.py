@@ -143,7 +143,7 @@ def test_fuse_runs():
 
 def test_registry():
     assert set(NODES) == {"frame", "correct", "normalise", "integrate", "background",
-                          "threshold", "label", "properties", "roi_sums"}
+                          "threshold", "label", "properties", "roi_sums", "ptyd"}
     for kind, cls in NODES.items():
         assert cls.kind == kind and isinstance(cls.settable, tuple)
 
