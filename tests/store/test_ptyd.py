@@ -30,7 +30,7 @@ def config(tmp_path, extra: str = "") -> Config:
         text = text.replace('min_frames = 16                   # points per chunk written',
                             f"min_frames = 16\n{extra}")
     path = tmp_path / "ptyd.toml"
-    path.write_text(text)
+    path.write_text(text + '\n[workers]\nkind = "inline"  # each point written as it arrives\n')
     return Config.load(path)
 
 
