@@ -18,11 +18,17 @@ class RunProcess:
                "tcp://127.0.0.1:0", "--output", str(output), "--progress-interval", "0.5", *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, cwd=ROOT)
-        first = self.proc.stderr.readline()
-        m = re.search(r"listening on (tcp://\S+),", first)
-        if not m:
-            self.proc.kill()
-            raise RuntimeError(f"peakstream run did not start: {first}{self.proc.stderr.read()}")
+        # the warm-up's progress lines come first; the data socket is bound after them
+        self.startup: list[str] = []
+        m = None
+        while m is None:
+            line = self.proc.stderr.readline()
+            if not line:  # it exited before binding
+                self.proc.kill()
+                raise RuntimeError("peakstream run did not start: "
+                                   f"{''.join(self.startup)}{self.proc.stderr.read()}")
+            self.startup.append(line)
+            m = re.search(r"listening on (tcp://\S+),", line)
         self.endpoint = m.group(1)
 
     def wait(self, timeout: float = 120) -> tuple[int, str, str]:
