@@ -11,11 +11,12 @@ time or its GIL.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from typing import Any
 
 from stream.service.clients import parse_value
-from stream.service.control import request
+from stream.service.control import read_token, request
 from stream.service.web.state import Inbox, LiveState
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,20 @@ class Control:
                 for key, value in params.items()
                 if isinstance(value, int | float) and not isinstance(value, bool)]
 
+    def token(self) -> str:
+        """The daemon's control token (set needs it): from $PEAKSTREAM_TOKEN_FILE or the
+        file the daemon's status names; "" when it cannot be read (then set is refused)."""
+        path = os.environ.get("PEAKSTREAM_TOKEN_FILE") or self.ask({"cmd": "status"}).get(
+            "token_file")
+        try:
+            return read_token(path) if path else ""
+        except OSError as exc:
+            log.warning("web: cannot read the control token %s: %s", path, exc.strerror)
+            return ""
+
     def set(self, node: str, key: str, text: str) -> dict[str, Any]:
-        return self.ask({"cmd": "set", "node": node, "key": key, "value": parse_value(text)})
+        return self.ask({"cmd": "set", "node": node, "key": key, "value": parse_value(text),
+                         "token": self.token()})
 
 
 def connectable(endpoint: str) -> str:
