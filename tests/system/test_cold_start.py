@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -38,6 +39,17 @@ def cold_env(tmp_path) -> dict[str, str]:
     return {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
 
 
+def send_early(endpoint: str) -> tuple[threading.Thread, list[int]]:
+    """Send the scan from a thread, as a detector would: its PUSH socket queues the
+    messages until the processor binds, and keeps them (linger) for as long as a
+    cold compile may take."""
+    sent: list[int] = []
+    thread = threading.Thread(target=lambda: sent.append(send_scan(
+        Simulation(SIM), endpoint, "cold", linger_ms=1_800_000)), daemon=True)
+    thread.start()
+    return thread, sent
+
+
 def check_whole(path) -> None:
     s = summary(path)
     assert s["status"] == "success", s
@@ -52,14 +64,15 @@ def test_run_cold_start_loses_no_point(tmp_path):
     with open(err, "w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "run", str(cfg),
                                  "--listen", endpoint, "--output", str(tmp_path / "out"),
-                                 "--scans", "1", "--quiet"], cwd=ROOT, env=cold_env(tmp_path),
+                                 "--scans", "1"], cwd=ROOT, env=cold_env(tmp_path),
                                 stdout=subprocess.DEVNULL, stderr=stderr)
         try:
-            sent = send_scan(Simulation(SIM), endpoint, "cold")  # at once: nothing bound yet
+            sender, sent = send_early(endpoint)  # at once: nothing is bound yet
             assert proc.wait(1800) == 0, err.read_text()
+            sender.join(60)
         finally:
             proc.kill()
-    assert sent == SIM.npoints
+    assert sent == [SIM.npoints]
     text = err.read_text()
     assert re.search(r"run: \d+ kernels ready in [\d.]+ s \(\d+ compiled", text), text
     assert text.index("kernels ready") < text.index("listening on")
@@ -80,12 +93,13 @@ def test_daemon_says_warming_and_loses_no_point(tmp_path):
             wait_until(lambda: "status: warming" in err.read_text() or proc.poll() is not None,
                        600, 0.05, "the control socket")
             assert request(control, {"cmd": "status"}, timeout=30)["state"] == "warming"
-            sent = send_scan(Simulation(SIM), endpoint, "cold")
+            sender, sent = send_early(endpoint)
             wait_until(lambda: request(control, {"cmd": "status"}, timeout=30)["scans_done"]
                        >= 1, 1800, 0.5, "the scan to end")
             proc.terminate()
             assert proc.wait(120) == 0
+            sender.join(60)
         finally:
             proc.kill()
-    assert sent == SIM.npoints
+    assert sent == [SIM.npoints]
     check_whole(tmp_path / "out" / "cold.h5")
