@@ -65,6 +65,7 @@ def replay_on_cluster(args: argparse.Namespace, config: Config, jobs: list[Any])
     slurm = dict(config["cluster"])
     slurm.update({k: getattr(args, f"slurm_{k}") for k in SLURM_KEYS
                   if getattr(args, f"slurm_{k}") is not None})
+    slurm["log_directory"] = slurm.get("log_directory") or str(out / "slurm-logs")
     try:
         spec = parse_cluster(args.cluster, slurm)
         jobs = plan(jobs, config, out)

@@ -64,7 +64,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "keys": "",  # CurveZMQ key directory (`peakstream keys`): needed off loopback
     },
     "cluster": {"queue": "", "account": "", "cores": 1, "memory": "4GB",  # --cluster slurm
-                "walltime": "01:00:00", "jobs": 1, "job_extra": []},
+                "walltime": "01:00:00", "jobs": 1, "job_extra": [],
+                "log_directory": ""},  # jobs' stdout/stderr ("" = DIR/slurm-logs)
     # criterion: a name or a list of names that must all hold (nodes/link/criteria.py).
     # "fraction" 0.2 keeps links of blobs that truly overlap; any_pixel is ImageD11's rule.
     # split "local_max": each clique is cut, as it closes, at its significant maxima in
@@ -124,11 +125,7 @@ class Config:
             text = path.read_text()
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        return cls(data, str(path), path.resolve().parent)
+        return cls.from_text(text, str(path), path.resolve().parent)
 
     @classmethod
     def from_text(cls, text: str, origin: str = "<config>", base: str | Path | None = None

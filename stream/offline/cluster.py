@@ -107,6 +107,7 @@ def slurm_cluster(opts: dict[str, Any]) -> Any:
         cores=cores, processes=cores, memory=opts.get("memory") or "4GB",
         walltime=opts.get("walltime") or "01:00:00",
         job_extra_directives=list(opts.get("job_extra") or ()),
+        log_directory=opts.get("log_directory") or None,
         job_script_prologue=[f"export {k}=1" for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")],
         scheduler_options={"dashboard_address": ":0"})
     log.info("SLURM job script:\n%s", cluster.job_script())

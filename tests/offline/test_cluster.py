@@ -80,7 +80,7 @@ def test_cluster_files_equal_serial_and_a_rerun_skips_them(tmp_path, capsys):
 def test_scans_on_slurm_jobs_equal_serial(tmp_path, slurm, monkeypatch):  # noqa: F811
     """dask-jobqueue submits worker jobs to a real (one-node) SLURM cluster."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the jobs' workers import this checkout
-    monkeypatch.chdir(tmp_path)  # the jobs' logs (slurm-JOBID.out) go here
+    monkeypatch.chdir(tmp_path)  # sbatch's default for the jobs' logs: not used
     inputs = [*map(str, simulated(tmp_path, 2))]
     common = ["--config", str(CONFIG), "--quiet"]
     assert main(["replay", *inputs, "--output", str(tmp_path / "serial"), *common]) == 0
@@ -88,7 +88,9 @@ def test_scans_on_slurm_jobs_equal_serial(tmp_path, slurm, monkeypatch):  # noqa
                  "--cluster", "slurm", "--slurm-queue", "test", "--slurm-cores", "1",
                  "--slurm-memory", "1GB", "--slurm-walltime", "00:30:00",
                  "--slurm-jobs", "2"]) == 0
-    assert list(tmp_path.glob("slurm-*.out"))  # the workers did run as SLURM jobs
+    # the workers did run as SLURM jobs, their logs in the output directory
+    assert list((tmp_path / "slurm" / "slurm-logs").glob("*.out"))
+    assert not list(tmp_path.glob("slurm-*.out"))
     for name in ("s0.h5", "s1.h5"):
         assert_same_tables(tables(tmp_path / "serial" / name), tables(tmp_path / "slurm" / name))
 
@@ -190,15 +192,15 @@ def test_cluster_specs_and_usage_errors(tmp_path, capsys):
         plan(twice, Config.load(CONFIG), tmp_path / "d")
 
 
-def test_the_slurm_job_script_carries_our_options():
+def test_the_slurm_job_script_carries_our_options(tmp_path):
     cluster = slurm_cluster({"queue": "id11", "account": "ma1234", "cores": 4,
                              "memory": "16GB", "walltime": "02:00:00",
-                             "job_extra": ["--exclusive"]})
+                             "job_extra": ["--exclusive"], "log_directory": str(tmp_path)})
     try:
         script = cluster.job_script()
     finally:
         cluster.close()
     for text in ("#SBATCH -p id11", "#SBATCH -A ma1234", "#SBATCH --cpus-per-task=4",
                  "#SBATCH -t 02:00:00", "#SBATCH --exclusive", "--nworkers 4",
-                 "--nthreads 1", "export NUMBA_NUM_THREADS=1"):
+                 "--nthreads 1", "export NUMBA_NUM_THREADS=1", f"-o {tmp_path}/"):
         assert text in script, (text, script)
