@@ -146,12 +146,32 @@ def safe_meta(value: Any, depth: int = 0) -> Any:
     return None
 
 
-def detector_name(prefix: str, channel: str) -> str:
-    """Our detector name for a channel: `eiger` for v1's single channel, else
-    `eiger_<channel>` (an identifier)."""
-    if not channel:
-        return prefix
-    return f"{prefix}_{re.sub(r'[^0-9A-Za-z_]', '_', channel)}"
+# where a series' start names its detector: v2's start, then v1's config (SIMPLON keys)
+NAME_KEYS = ("detector_description", "description", "detector_serial_number",
+             "detector_number")
+
+
+def detector_base(meta: dict[str, Any], default: str) -> str:
+    """The detector's own name, as an identifier: its description ("Dectris EIGER2 Si
+    4M" -> `eiger2_si_4m`), else its serial number ("E-08-0106" -> `e_08_0106`),
+    else `default`."""
+    for key in NAME_KEYS:
+        value = meta.get(key)
+        if not isinstance(value, str):
+            continue
+        name = re.sub(r"[^0-9a-z]+", "_", value.lower()).strip("_")
+        name = name.removeprefix("dectris_") if name != "dectris" else name
+        if name:
+            return name[:64] if name[0].isalpha() else f"d_{name}"[:64]
+    return default
+
+
+def detector_name(base: str, channel: str, nchannels: int = 1) -> str:
+    """Our detector name for a channel (a threshold) of detector `base`: `base` when the
+    series has one channel, else `base_<channel>` (an identifier)."""
+    if not channel or nchannels <= 1:
+        return base
+    return f"{base}_{re.sub(r'[^0-9A-Za-z_]', '_', channel)}"
 
 
 def goniometer_axes(meta: dict[str, Any]) -> dict[str, tuple[float, float]]:

@@ -48,7 +48,9 @@ def v2_start(series_id: int, *, channels: Iterable[str], shape: tuple[int, int],
                            "arm_date": dt.datetime.now(dt.UTC),
                            "channels": list(channels), "image_size_x": shape[1],
                            "image_size_y": shape[0], "count_time": 0.01, "frame_time": 0.01,
-                           "incident_energy": 43500.0, "detector_description": "EMULATOR",
+                           "incident_energy": 43500.0,
+                           "detector_description": "Dectris EIGER2 Si 4M",
+                           "detector_serial_number": "E-08-0000",
                            "flatfield_enabled": flatfield_enabled,
                            "pixel_mask_enabled": False, **fields}
     if nimages is not None:
@@ -97,7 +99,8 @@ def v1_header(series_id: int, *, header_detail: str = "basic", shape: tuple[int,
                   "y_pixels_in_detector": shape[0],
                   "bit_depth_image": np.dtype(dtype).itemsize * 8, "count_time": 0.01,
                   "frame_time": 0.01, "nimages": nimages or 1, "ntrigger": 1,
-                  "photon_energy": 43500.0, "description": "EMULATOR",
+                  "photon_energy": 43500.0, "description": "Dectris EIGER2 Si 4M",
+                  "detector_number": "E-08-0000",
                   "flatfield_correction_applied": flatfield_applied,
                   "pixel_mask_applied": False}
         parts.append(_json(config))

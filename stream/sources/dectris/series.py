@@ -45,6 +45,7 @@ from stream.sources.dectris.common import (
     SeriesEnd,
     SeriesImage,
     SeriesStart,
+    detector_base,
     detector_name,
     goniometer_axes,
     scan_id_for,
@@ -277,7 +278,7 @@ class SeriesMachine:
         detectors = {}
         for ch in channels:
             frame = first.image.frames[ch]
-            name = detector_name(self.prefix, ch)
+            name = detector_name(detector_base(s.meta, self.prefix), ch, len(channels))
             cur.detectors[ch] = name
             flat = None if s.flatfield_applied else s.flatfield.get(ch)
             mask = s.pixel_mask.get(ch)
@@ -296,7 +297,8 @@ class SeriesMachine:
                                          else {"kind": "sweep"})
         counters = (self.counter_names if self.counter_names is not None
                     else sorted(m.counters) if m else [])
-        meta = {"source": "dectris", "series_id": s.series_id, **s.meta}
+        meta = {"source": "dectris", "series_id": s.series_id, **s.meta,
+                "channels": {name: ch for ch, name in cur.detectors.items()}}
         user = s.meta.get("user_data")
         if isinstance(user, dict) and isinstance(user.get("sample"), str):
             meta["sample"] = user["sample"]
@@ -310,8 +312,7 @@ class SeriesMachine:
 
     def _point(self, cur: Series, j: Joined) -> Point:
         img, m = j.image, j.motors
-        frames = {cur.detectors.get(ch, detector_name(self.prefix, ch)): f
-                  for ch, f in img.frames.items()}
+        frames = {cur.detectors.get(ch, ch): f for ch, f in img.frames.items()}
         extra: dict[str, Any] = {k: v for k, v in img.times.items()}
         motors = {a: start + inc * img.image_id for a, (start, inc) in cur.goniometer.items()}
         motors.update(m.motors if m else {})  # the motor lane's readings win

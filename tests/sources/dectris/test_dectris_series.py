@@ -352,8 +352,10 @@ def test_emulator_command_line():
     assert "series 1: 32 images" in out
     assert kinds(msgs) == ["Start"] + ["Point"] * 32 + ["End"]
     start = first_start(msgs)
-    assert list(start.detectors) == ["eiger_threshold_1", "eiger_threshold_2"]
-    assert start.detectors["eiger_threshold_1"].shape == (128, 160)
+    assert list(start.detectors) == ["eiger2_si_4m_threshold_1", "eiger2_si_4m_threshold_2"]
+    assert start.detectors["eiger2_si_4m_threshold_1"].shape == (128, 160)
+    assert start.meta["channels"] == {f"eiger2_si_4m_threshold_{c}": f"threshold_{c}"
+                                      for c in (1, 2)}
     for p in msgs[1:-1]:
         t1, t2 = (as_dense(p.frames[k]) for k in start.detectors)
         np.testing.assert_array_equal(t2, t1 // 2)
@@ -416,3 +418,16 @@ def test_a_detector_on_its_own_without_a_goniometer_is_flagged():
     pts = points_of(msgs, "emu-4")
     assert len(pts) == 6 and all(p.extra.get("flags") for p in pts)
     assert all("omega" not in p.motors for p in pts)
+
+
+def test_detector_named_after_its_description_then_serial():
+    from stream.sources.dectris.common import detector_base, detector_name
+
+    assert detector_base({"detector_description": "Dectris EIGER2 CdTe 9M"}, "eiger") \
+        == "eiger2_cdte_9m"
+    assert detector_base({"description": "  ", "detector_number": "E-08-0106"}, "eiger") \
+        == "e_08_0106"
+    assert detector_base({"detector_serial_number": "0106"}, "eiger") == "d_0106"
+    assert detector_base({}, "eiger") == "eiger"
+    assert detector_name("eiger2_cdte_9m", "threshold_1", 1) == "eiger2_cdte_9m"
+    assert detector_name("eiger2_cdte_9m", "threshold_2", 2) == "eiger2_cdte_9m_threshold_2"

@@ -225,14 +225,14 @@ def test_series_two_channels_frames_arrive_exactly(encoding, dtype):
     assert kinds(msgs) == ["Start"] + ["Point"] * 6 + ["End"]
     start = first_start(msgs)
     assert start.scan_id == "emu-9" and start.npoints == 6
-    assert list(start.detectors) == ["eiger_threshold_1", "eiger_threshold_2"]
+    assert list(start.detectors) == ["eiger2_si_4m_threshold_1", "eiger2_si_4m_threshold_2"]
     assert all(d.shape == (40, 56) and d.dtype == dtype for d in start.detectors.values())
     assert start.motors == ["omega"] and start.counters == ["monitor"]
     assert start.trajectory == TRAJECTORY and start.meta["series_id"] == 9
     for p in msgs[1:-1]:
         assert isinstance(p, Point) and p.scan_id == "emu-9"
         for ch in ("threshold_1", "threshold_2"):
-            got = p.frames[f"eiger_{ch}"]
+            got = p.frames[f"eiger2_si_4m_{ch}"]
             assert isinstance(got, EncodedFrame) == (encoding != "raw")
             np.testing.assert_array_equal(as_dense(got), frames[p.point_id][ch])
         assert p.motors == motors[p.point_id] and p.counters == counters[p.point_id]
