@@ -120,14 +120,36 @@ def sparse_pass(frame: EncodedFrame, valid: np.ndarray, precut, use_precut, mask
     return n, emax
 
 
-def warmup(dtype: str | np.dtype) -> None:
-    """Compile the decoders for `dtype` (a buffer too short to decode: an error status)."""
+# The encodings whose kernels the nodes compile at setup, before the first frame.
+# All by default; the config narrows it to the frame kinds of `[source] warmup`
+# (`Config.build_nodes`), so a raw-only setup compiles no decoder. A frame of
+# another encoding compiles its kernels when it first comes.
+_WARM = {"bslz4", "lz4"}
+
+
+def warm_encodings(encodings: set[str] | list[str]) -> None:
+    """Compile ahead only the kernels of these encodings ("raw" needs none)."""
+    _WARM.clear()
+    _WARM.update(e for e in encodings if e in ("bslz4", "lz4"))
+
+
+def warms(encoding: str) -> bool:
+    """Are `encoding`'s kernels compiled at setup?"""
+    return encoding in _WARM
+
+
+def warmup(dtype: str | np.dtype, straight: bool = False) -> None:
+    """Compile the dense decoders for `dtype` of the encodings compiled ahead (a buffer
+    too short to decode: an error status). `straight`: the caller takes bslz4 frames
+    of this dtype straight to sparse (`sparse_pass`), not through bslz4's decoder."""
     dtype = np.dtype(dtype)
     src = np.frombuffer(bytes(16), np.uint8)  # read-only, as a received part is
     out = np.empty(8 * dtype.itemsize, np.uint8)
     scratch, scratch64 = _buffers.scratch(out.size)
-    bslz4_dense(src, 8, dtype.itemsize, out, scratch, scratch64)
-    lz4_dense(src, 8, out)
+    if "bslz4" in _WARM and not straight:
+        bslz4_dense(src, 8, dtype.itemsize, out, scratch, scratch64)
+    if "lz4" in _WARM:
+        lz4_dense(src, 8, out)
 
 
 class Decode:

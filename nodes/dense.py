@@ -17,7 +17,7 @@ from nodes import decode
 from nodes.correct import Correct
 from nodes.kernels.dense import correct_threshold
 from nodes.normalise import Normalise
-from nodes.threshold import NO_HIST, NO_MAP, Threshold, native_frame, precut_as
+from nodes.threshold import NO_HIST, NO_MAP, Threshold, native_frame, precut_as, readonly
 from stream.core.encoded import EncodedFrame
 from stream.core.item import Item
 from stream.core.scan import Scan
@@ -82,22 +82,24 @@ class DensePass:
 
     def setup(self, scan: Scan) -> None:
         for node in self.nodes:
-            node.setup(scan)
+            if node is self.threshold:
+                node.prepare(scan)
+            else:
+                node.setup(scan)
         self._prepare()  # the correct node may have taken the detector's own flat / mask
         self.warmup(scan.detector()[1].dtype)
 
     def warmup(self, dtype: str = "uint16") -> None:
-        """Compile the fused kernel for `dtype`, writeable and read-only, and the decoders."""
-        raw = np.zeros((2, 3), dtype)
+        """Compile the fused kernel for `dtype` (read-only frames) and the decoders."""
+        raw = readonly(np.zeros((2, 3), dtype))
         rows, cols, vals = (np.empty(6, t) for t in (np.uint16, np.uint16, np.float32))
         cut_map = NO_MAP if self.threshold.cut_map is None else np.zeros((2, 3), np.float32)
-        for writeable in (True, False):
-            raw.flags.writeable = writeable
-            correct_threshold(raw, raw.dtype.type(0), True, NO_MASK, np.float32(0), NO_MAP,
-                              np.float32(1), NO_MAP, np.float32(1), 0.0, cut_map, 0.0,
-                              rows, cols, vals, NO_HIST, 0.0, 0.0, 0.0)
-        decode.warmup(dtype)
-        if np.dtype(dtype).kind == "u":  # the straight-to-sparse kernel, on a frame too short
+        correct_threshold(raw, raw.dtype.type(0), True, NO_MASK, np.float32(0), NO_MAP,
+                          np.float32(1), NO_MAP, np.float32(1), 0.0, cut_map, 0.0,
+                          rows, cols, vals, NO_HIST, 0.0, 0.0, 0.0)
+        straight = np.dtype(dtype).kind == "u"
+        decode.warmup(dtype, straight)
+        if straight and decode.warms("bslz4"):  # the straight kernel, on a frame too short
             empty = EncodedFrame("bslz4", (2, 3), np.dtype(dtype), memoryview(bytes(16)), 8)
             try:
                 self._sparse(empty, np.float32(1), self._cuts(), 0.0, NO_HIST, 0.0, 0.0, 0.0,
@@ -130,9 +132,9 @@ class DensePass:
     def _dense(self, raw, scale, cuts, delta, hist, hlo, hinv, hhi, rows, cols, vals):
         cut, cut_map, cut_min = cuts
         precut, use = precut_as(raw.dtype, self.precut(cut_min, scale, delta))
-        return correct_threshold(raw, precut, use, self._mask, self._dark0, self._dark_map,
-                                 self._invflat0, self._invflat_map, scale, cut, cut_map, delta,
-                                 rows, cols, vals, hist, hlo, hinv, hhi)
+        return correct_threshold(readonly(raw), precut, use, self._mask, self._dark0,
+                                 self._dark_map, self._invflat0, self._invflat_map, scale, cut,
+                                 cut_map, delta, rows, cols, vals, hist, hlo, hinv, hhi)
 
     def _sparse(self, frame: EncodedFrame, scale, cuts, delta, hist, hlo, hinv, hhi, rows,
                 cols, vals) -> tuple[int, float] | None:

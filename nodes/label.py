@@ -58,11 +58,12 @@ class Label:
         self.warmup()
 
     def warmup(self) -> None:
-        """Compile the kernels on a three-pixel frame with two maxima."""
+        """Compile the kernels this node uses on a three-pixel frame with two maxima."""
         row, col = np.zeros(3, np.uint16), np.array([0, 1, 2], np.uint16)
         intensity = np.array([5, 1, 5], np.float32)
         npeaks, _, _, _, _, labels, _ = label_kept(row, col, intensity, 1)
-        split_local_max(row, col, intensity, labels, npeaks, 0.0, 0.0, 1)
+        if self.split == "local_max":
+            split_local_max(row, col, intensity, labels, npeaks, 0.0, 0.0, 1)
 
     def process(self, item: Item) -> Item:
         sparse = item.sparse

@@ -64,6 +64,17 @@ def native_frame(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("="))
 
 
+def readonly(a: np.ndarray) -> np.ndarray:
+    """`a` as a read-only view. numba compiles a kernel apart for read-only and
+    writeable arrays: frames from the wire are read-only, those from files or a node
+    before are not; handing the kernels always the read-only kind halves what is
+    compiled and makes the warm-up's frames load exactly what the real ones use."""
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
 class SparseBuffers:
     """Per-thread output buffers of a dense pass, allocated once and reused."""
 
@@ -137,23 +148,25 @@ class Threshold:
         self._cut_map_min = float(cut_map.min()) if cut_map is not None and cut_map.size else 0.0
 
     def setup(self, scan: Scan) -> None:
+        self.prepare(scan)
+        self.warmup(scan.detector()[1].dtype)
+
+    def prepare(self, scan: Scan) -> None:
+        """setup() without compiling: `DensePass` runs its own kernel, not this node's."""
         check_shape(self.kind, "cut_map", self.cut_map, scan)
-        _, info = scan.detector()
-        self.buffers.get(self.maxn(tuple(info.shape)))
-        self.warmup(info.dtype)
+        self.buffers.get(self.maxn(tuple(scan.detector()[1].shape)))
 
     def warmup(self, dtype: str = "float32") -> None:
-        """Compile the threshold kernel for `dtype` and float32, writeable and read-only."""
+        """Compile the threshold kernel for `dtype` (read-only frames; float32 ones from
+        a node before are compiled by the warm-up scan, `stream.run.warmup`, if any)."""
         cut_map = np.zeros((2, 3), np.float32) if self.cut_map is not None else NO_MAP
         rows, cols, vals = (np.empty(6, t) for t in (np.uint16, np.uint16, np.float32))
-        for dt in {np.dtype(dtype), np.dtype(np.float32)}:
-            frame = np.zeros((2, 3), dt)
-            for writeable in (True, False):
-                frame.flags.writeable = writeable
-                threshold_frame(frame, dt.type(0), True, 0.0, cut_map, 0.0, rows, cols, vals,
-                                NO_HIST, 0.0, 0.0, 0.0)
-        decode.warmup(dtype)
-        if np.dtype(dtype) in (np.uint8, np.uint16):  # straight to sparse, on a too short frame
+        dt = np.dtype(dtype)
+        threshold_frame(readonly(np.zeros((2, 3), dt)), dt.type(0), True, 0.0, cut_map, 0.0,
+                        rows, cols, vals, NO_HIST, 0.0, 0.0, 0.0)
+        straight = np.dtype(dtype) in (np.uint8, np.uint16)
+        decode.warmup(dtype, straight)
+        if straight and decode.warms("bslz4"):  # straight to sparse, on a too short frame
             empty = EncodedFrame("bslz4", (2, 3), np.dtype(dtype), memoryview(bytes(16)), 8)
             try:
                 self._sparse(empty, self.cut, cut_map, self.cut_min(), 0.0, NO_HIST, 0.0, 0.0,
@@ -254,8 +267,8 @@ class Threshold:
             raw = decoded[0]
             # not above cut_min: not above any threshold (exact in float64 only for delta 0)
             precut, use = precut_as(raw.dtype, cut_min if delta == 0 else -math.inf)
-            return threshold_frame(raw, precut, use, cut, cut_map, delta, rows, cols, vals,
-                                   hist, hlo, hinv, hhi)
+            return threshold_frame(readonly(raw), precut, use, cut, cut_map, delta, rows, cols,
+                                   vals, hist, hlo, hinv, hhi)
 
         return self.keep(item, frame.shape, run, per_pixel=cut_map.size > 0)
 

@@ -62,7 +62,7 @@ from nodes.link.frontier import (
     plain,
 )
 from nodes.link.separate import PixelPool, Separator
-from nodes.link.warmup import warm_linker
+from nodes.link.warmup import readonly_frame, readonly_peaks, warm_separation
 from stream.core.item import SparseFrame
 from stream.core.scan import Scan
 
@@ -114,16 +114,13 @@ class Linker:
         self._finished = False
         self.frontier: dict[int, FrontierFrame] = {}
         self.forest = Forest(self.cols.nacc)
-        if not Linker._warm:
-            self.warmup()
+        if self.separating and not Linker._separation_warm:
+            # the separation runs on the first crowded clique, maybe deep in a scan:
+            # compile it now (the warm-up scan's spots need not be crowded enough)
+            Linker._separation_warm = True
+            warm_separation()
 
-    _warm: ClassVar[bool] = False
-
-    @staticmethod
-    def warmup() -> None:
-        """Compile the kernels before the first real point (`nodes.link.warmup`)."""
-        Linker._warm = True
-        warm_linker(Linker)
+    _separation_warm: ClassVar[bool] = False
 
     # ------------------------------------------------------------ per point
 
@@ -137,6 +134,9 @@ class Linker:
         self.check_order(point_id)
         offset = self.npeaks
         overlaps = None
+        # one array kind for the kernels whoever made the arrays (a worker thread, the
+        # wire): numba compiles read-only and writeable arrays apart
+        sparse, peaks = readonly_frame(sparse), readonly_peaks(peaks)
         if sparse is not None:
             if sparse.label is None or peaks is None:
                 raise ValueError(f"linker: point {point_id} needs a labelled frame and its peaks")

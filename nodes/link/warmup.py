@@ -1,52 +1,19 @@
-"""Compiling the linker's kernels before the first real point: a two-point scan
-with the pixels, with the label node's runs, and with both read-only (numba
-compiles those apart), as they come from the worker wire; and the pixel
-separation on two small touching spots."""
+"""What keeps the linker's compiles few: its inputs handed to the kernels as one
+array kind (read-only views, whoever made them), and the pixel separation compiled
+before a scan that may need it, on two small touching spots.
+
+The rest of the linker is compiled by the warm-up scan (`stream.run.warmup`),
+which goes through the config's own linker: only its criterion and split.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import numpy as np
 
-from nodes.link.block import PeakBlock
 from nodes.link.separate import MAX_VOXELS, Separator
-from stream.core.item import PEAK_COLUMNS, SparseFrame
-from stream.core.messages import DetectorInfo, Start
-from stream.core.scan import Scan
-
-
-def warm_linker(linker_class: Any) -> None:
-    """Run `linker_class` (the Linker) through every path once."""
-    one = np.ones(1)
-    pixels = (np.zeros(1, np.uint16), np.zeros(1, np.uint16), np.ones(1, np.float32),
-              np.ones(1, np.int32))
-    runs = np.array([[0, 0, 0, 1, 0]], np.int32)  # as the label node gives them
-    wire = tuple(_read_only(a) for a in (*pixels, runs))
-    frames = {"point": SparseFrame((2, 2), *pixels, 1),
-              "runs": SparseFrame((2, 2), *pixels, 1, runs),
-              "wire": SparseFrame((2, 2), *wire[:4], 1),
-              "wire runs": SparseFrame((2, 2), *wire[:4], 1, wire[4])}
-    peaks = {k: one.astype(dt) for k, dt in PEAK_COLUMNS.items()}
-    wire_peaks = {k: _read_only(v) for k, v in peaks.items()}
-    for criterion, split, hows in (("any_pixel", "none", (*frames, "block")),
-                                   ("distance", "none", ("point", "wire", "block")),
-                                   ("any_pixel", "local_max", ("point", "wire", "block")),
-                                   ("any_pixel", "pixels", ("point", "wire", "block"))):
-        for how in hows:
-            linker = linker_class(criterion=criterion, split=split)
-            linker.setup(Scan.from_start(Start(
-                "warmup", {"d": DetectorInfo((2, 2), "uint16")}, motors=["omega"],
-                npoints=2)))
-            for i in range(2):
-                if how == "block":
-                    linker.add_block(PeakBlock.single(i, frames["point"], peaks,
-                                                      {"omega": float(i)}))
-                else:
-                    linker.add_point(i, frames[how], wire_peaks if "wire" in how
-                                     else peaks, {"omega": float(i)})
-            linker.finish()
-    warm_separation()
+from stream.core.item import SparseFrame
 
 
 def warm_separation() -> None:
@@ -65,7 +32,23 @@ def warm_separation() -> None:
                      sep.bic_factor, sep.relative_noise)
 
 
-def _read_only(a: np.ndarray) -> np.ndarray:
-    a = a.copy()
+def _ro(a: np.ndarray | None) -> np.ndarray | None:
+    if a is None or not isinstance(a, np.ndarray) or not a.flags.writeable:
+        return a
+    a = a.view()
     a.flags.writeable = False
     return a
+
+
+def readonly_frame(sparse: SparseFrame | None) -> SparseFrame | None:
+    """The frame with read-only views of its arrays (no copy)."""
+    if sparse is None:
+        return None
+    return dataclasses.replace(sparse, row=_ro(sparse.row), col=_ro(sparse.col),
+                               intensity=_ro(sparse.intensity), label=_ro(sparse.label),
+                               runs=_ro(sparse.runs))
+
+
+def readonly_peaks(peaks: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+    """The peak columns as read-only views (no copy)."""
+    return None if peaks is None else {k: _ro(v) for k, v in peaks.items()}

@@ -152,7 +152,10 @@ class Config:
     def build_nodes(self) -> list[Any]:
         """Instantiate the node chain, loading array files."""
         from nodes import NODES  # the registry: stream builds nodes, never the reverse
+        from nodes.decode import warm_encodings
 
+        # setup compiles the decoders of the frame kinds warmed up (`[source] warmup`) only
+        warm_encodings({k.partition("/")[2] or "raw" for k in self.data["source"]["warmup"]})
         chain = []
         for i, table in enumerate(self.data["node"]):
             where = f"{self.origin}: [[node]] #{i + 1} ({table['kind']})"
