@@ -23,11 +23,11 @@ in_flight and processed + bad + missing = linked + waiting (results held by
 the reorder buffer); at the end linked = written = npoints.
 
 For the daemon: `watch` holds more sockets for `step()` to serve; `params` are
-the control socket's node parameter changes, sent with each task and recorded
-with the point id from which they apply; `live` (LiveLane) sees every result
-and closed clique. A collector that sets `failed` ends the scan as fail; a start
-whose file cannot be made is refused (`last_error`); `accepting = False`
-(stopping) refuses new scans.
+the control socket's node parameter changes, sent with each task, recorded and
+published with the point id from which they apply; `live` (LiveLane) sees every
+result and closed clique. A collector that sets `failed` ends the scan as fail; a
+start whose file cannot be made is refused (`last_error`); `accepting = False`
+refuses new scans.
 """
 
 from __future__ import annotations
@@ -121,8 +121,7 @@ class ScanRunner:
         """May the receiver read another message? No while the queues are full (or, with
         overrun = "block", while the lag is at max_lag): ZeroMQ then holds the sender."""
         cur, src = self.current, self.config["source"]
-        # results held behind a point still at a worker count too: one slow worker
-        # then holds the receiver instead of letting the others run ahead
+        # results held behind a point at a worker count too: a slow worker holds the receiver
         held = cur.collector.buffer.held if cur is not None else 0
         full = self.executor.in_flight + held >= self.queue
         if cur is not None and src["overrun"] == "block" and cur.lag >= src["max_lag"]:
@@ -311,8 +310,7 @@ class ScanRunner:
             cur.counters["kept"] += 1  # stored before the crash: kept, not processed again
             return
         if cur.collector.seen(pid):
-            self._count("duplicate", f"point {pid}: already received (duplicate or late), "
-                                     f"dropped")
+            self._count("duplicate", f"point {pid}: already received (duplicate or late), dropped")
             return
         if problem := frame_problem(point, cur, self.config["source"]["allow_refs"]):
             self._count("rejected", f"point {pid}: {problem}; refused")
@@ -326,6 +324,8 @@ class ScanRunner:
         cur.collector.expect(pid)
         for change in self.params.take_unapplied():  # in force from this point on
             cur.collector.store.event("param", json.dumps(change), pid)
+            if self.live is not None:
+                self.live.param(cur.scan.scan_id, change, pid)
             log.info("scan %s: set %s applies from point %d", cur.scan.scan_id, change, pid)
         preview = self.live.preview_bin() if self.live is not None else 0
         self.executor.submit(self._seq, cur.key, pid, parts, self.params.in_force, preview)

@@ -237,6 +237,13 @@ class LiveLane:
                 body[name] = array(c[name])
         self.publish("cliques", body)
 
+    def param(self, scan_id: str, change: dict[str, Any], point_id: int) -> None:
+        """A parameter change, with the point from which it applies (the first accepted
+        after it): what the file's "param" event records."""
+        self.publish("param", {"scan_id": scan_id, "point_id": int(point_id),
+                               **{k: change.get(k) for k in ("node", "key", "value", "old",
+                                                               "version")}})
+
     def scan_ended(self, summary: dict[str, Any]) -> None:
         if self.map is not None:
             self.publish("map", self.map.message(summary["scan_id"]))

@@ -18,6 +18,7 @@ import zmq
 
 from stream.core.messages import DetectorInfo, End, Point, Start
 from stream.core.table import read_table
+from stream.service.live import unpack
 from stream.store.reader import load
 from stream.wire.codec import encode
 from tests.support.daemon import (
@@ -102,6 +103,9 @@ def test_status_answers_at_full_load(daemon, tmp_path):
 def test_set_applies_from_the_next_point_and_is_recorded(daemon, tmp_path, kind):
     extra = "" if kind == "inline" else f'[workers]\nkind = "{kind}"\ncount = 2\n'
     d = daemon(daemon_config(tmp_path, extra))
+    live = zmq.Context.instance().socket(zmq.SUB)
+    live.setsockopt(zmq.SUBSCRIBE, b"param ")
+    live.connect(d.live)
     k = 25
     sender = Sender(d.endpoint)
     sender.start("cut")
@@ -128,6 +132,12 @@ def test_set_applies_from_the_next_point_and_is_recorded(daemon, tmp_path, kind)
     param = kinds.index("param")
     assert events["point_id"][param] == k  # in force from the next point accepted
     assert json.loads(events["message"][param])["value"] == 1e9
+    assert live.poll(30_000), "no param message on the live lane"  # and what it says:
+    topic, body = unpack(live.recv())
+    live.close(linger=0)
+    assert (topic, body["scan_id"], body["point_id"]) == ("param", "cut", k)
+    assert (body["node"], body["key"], body["value"], body["old"]) == ("threshold", "cut",
+                                                                        1e9, 40.0)
     # known answer: up to k-1 the points are those of an unchanged run, from k on no
     # pixel is above the cut
     ref = reference_tables(tmp_path)

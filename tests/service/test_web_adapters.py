@@ -161,6 +161,17 @@ def test_param_change_text_names_the_point():
     assert adapters.param_change_text({"ok": False, "error": "no"}) == "refused: no"
 
 
+def test_applied_changes_from_the_live_lane_are_kept_with_their_point():
+    state = LiveState()
+    for i in range(60):
+        state.apply("param", {"scan_id": "s", "point_id": 100 + i, "node": "threshold",
+                              "key": "cut", "value": float(i), "old": float(i - 1)})
+    assert state.nchanges == 60 and len(state.changes) == 50  # the last 50 kept
+    assert state.changes[-1] == ("threshold.cut = 59.0 (was 58.0) applies from point 159 "
+                                 "of scan s")
+    assert state.changes[0].endswith("applies from point 110 of scan s")
+
+
 def feed_scan(state: LiveState, scan: str, n: int, nfast: int = 4) -> RunningMap:
     rm = RunningMap(Start("snake", n, nfast))
     for pid in range(n):

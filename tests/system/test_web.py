@@ -5,14 +5,18 @@ And the page's control client against the daemon's control socket."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 
+import h5py
 import pytest
 
+from stream.core.table import read_table
 from stream.service.web.adapters import param_change_text
 from stream.service.web.server import Control
+from stream.service.web.state import Inbox
 from stream.sources.simulate import Simulation
 from stream.sources.simulate.config import SimConfig
 from tests.support.browser import Browser
@@ -108,7 +112,9 @@ def test_control_from_the_page_says_from_which_point(daemon, tmp_path):
     from stream.service.web.page import Page
     from stream.service.web.state import LiveState
 
-    page = Page(Document(), LiveState(), control)
+    inbox = Inbox(d.live)  # the live lane says from which point each change applied
+    wait_until(lambda: inbox.received > 0, why="the live lane's idle progress")
+    page = Page(Document(), LiveState(), control, inbox=inbox)
     assert "threshold.cut" in page.param.options
     page.param.value, page.value.value = "threshold.cut", "60"
     page._apply()
@@ -117,5 +123,22 @@ def test_control_from_the_page_says_from_which_point(daemon, tmp_path):
     assert d.ask({"cmd": "get", "node": "threshold", "key": "cut"})["params"] == {"cut": 60.0}
     sender.points("ctl", range(10, GRID.npoints))
     sender.end("ctl")
-    assert completed(tmp_path / "out" / "ctl.h5") == "success"
+    path = tmp_path / "out" / "ctl.h5"
+    assert completed(path) == "success"
     sender.close()
+    with h5py.File(path, "r") as f:
+        events = read_table(f["entry/process/events"])
+    applied = {json.loads(m)["value"]: int(p) for k, m, p in
+               zip(events["kind"], events["message"], events["point_id"], strict=True)
+               if k == "param"}
+    assert sorted(applied) == [55.5, 60.0] and applied[55.5] <= applied[60.0]
+
+    def shown() -> bool:
+        page.update()
+        return "applies from point" in page.changes.text and "= 60.0" in page.changes.text
+
+    wait_until(shown, why="the applied changes on the page")
+    inbox.close()
+    for value, pid in applied.items():  # the point the file records, on the page
+        assert f"= {value!r} (was" in page.changes.text
+        assert f"applies from point {pid} of scan ctl" in page.changes.text

@@ -214,6 +214,13 @@ def param_change_text(reply: dict[str, Any]) -> str:
     return f"{reply['node']}.{reply['key']} = {reply['value']!r} (was {reply['old']!r}), {since}"
 
 
+def param_applied_text(body: dict[str, Any]) -> str:
+    """A live `param` message as one line: the change and the point it applies from."""
+    return (f"{body.get('node')}.{body.get('key')} = {body.get('value')!r} (was "
+            f"{body.get('old')!r}) applies from point {body.get('point_id')} of scan "
+            f"{body.get('scan_id')}")
+
+
 TABLE_STYLE = ("<style>table.ps{border-collapse:collapse;font:12px system-ui,sans-serif;"
                "width:100%}table.ps th{background:#eef2f6;color:#44566a;text-align:left;"
                "font-weight:600;padding:4px 6px;border-bottom:1px solid #cfd8e2}"

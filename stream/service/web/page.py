@@ -190,18 +190,19 @@ class Page:
 
     def _controls(self) -> Any:
         heading = {"font-size": "14px", "font-weight": "600", "color": "#1d2b3a"}
+        # every change (from here, `peakstream set`, ...) with the point it applies from
+        self.changes, self.nchanges = Div(text="", width=W - 20), 0
         if self.control is None:
             return _card(Div(text="controls", styles=heading), Div(
                 text="Off: start <code>peakstream web --allow-control</code> (or "
                      "<code>[web] allow_control = true</code>) to change parameters here.",
-                width=W - 20))
+                width=W - 20), self.changes)
         options = self.control.settable()
         self.param = Select(title="parameter", options=options,
                             value=options[0] if options else "", width=220)
         self.value = TextInput(title="new value", width=140)
         apply = Button(label="apply from the next point", button_type="primary", width=190)
         apply.on_click(self._apply)
-        self.changes = Div(text="", width=W - 20)
         return _card(Div(text="controls", styles=heading), row(self.param, self.value, apply),
                      self.changes)
 
@@ -250,8 +251,8 @@ class Page:
     def _apply(self) -> None:
         node, _, key = self.param.value.partition(".")
         reply = self.control.set(node, key, self.value.value)
-        self.state.changes.append(adapters.param_change_text(reply))
-        self.changes.text = "<br>".join(self.state.changes[-8:])
+        self.state.add_change(adapters.param_change_text(reply))
+        self._send_changes()
 
     # ------------------------------------------------------------ refresh
 
@@ -272,6 +273,12 @@ class Page:
             self._send_cliques(view)
         self._send_scans()
         self._send_header(view)
+        self._send_changes()
+
+    def _send_changes(self) -> None:
+        if self.state.nchanges != self.nchanges:
+            self.nchanges = self.state.nchanges
+            self.changes.text = "<br>".join(self.state.changes[-8:])
 
     def _reset(self, view: Any) -> None:
         self.points.data = {k: [] for k in self.points.data}

@@ -26,11 +26,12 @@ from stream.service.web import adapters
 log = logging.getLogger(__name__)
 
 SNAPSHOTS = ("progress", "map", "frame")
-EVENTS = ("peaks", "cliques")
+EVENTS = ("peaks", "cliques", "param")
 EVENT_QUEUE = 20_000  # peaks / cliques messages held between two drains
 KEEP_POINTS = 100_000  # points whose 2D peaks and radial pattern are kept (map clicks)
 KEEP_CLIQUES = 500  # rows of the cliques table
 KEEP_SCANS = 200  # rows of the scans table
+KEEP_CHANGES = 50  # parameter changes kept for the pages
 
 
 class Inbox:
@@ -203,7 +204,12 @@ class LiveState:
         self.state = ""
         self.last_message: float | None = None
         self.generation = 0  # bumped when another scan becomes the current one
-        self.changes: list[str] = []  # parameter changes made from the pages
+        self.changes: list[str] = []  # parameter changes: asked from a page, applied
+        self.nchanges = 0  # changes so far (the list keeps the last KEEP_CHANGES)
+
+    def add_change(self, text: str) -> None:
+        self.changes = [*self.changes[-(KEEP_CHANGES - 1):], text]
+        self.nchanges += 1
 
     def _view(self, scan_id: str) -> ScanView:
         if self.scan is None or self.scan.scan_id != scan_id:
@@ -222,6 +228,8 @@ class LiveState:
             self._view(body["scan_id"]).add_cliques(body)
         elif topic == "progress":
             self._progress(body)
+        elif topic == "param":
+            self.add_change(adapters.param_applied_text(body))
         elif topic in ("frame", "map"):
             if self.scan is not None and self.scan.scan_id != body["scan_id"]:
                 return  # a late message of an older scan (its points come first)
