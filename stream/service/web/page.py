@@ -190,8 +190,7 @@ class Page:
 
     def _controls(self) -> Any:
         heading = {"font-size": "14px", "font-weight": "600", "color": "#1d2b3a"}
-        # every change (from here, `peakstream set`, ...) with the point it applies from
-        self.changes, self.nchanges = Div(text="", width=W - 20), 0
+        self.changes, self.nchanges = Div(text="", width=W - 20), 0  # every change, its point
         if self.control is None:
             return _card(Div(text="controls", styles=heading), Div(
                 text="Off: start <code>peakstream web --allow-control</code> (or "
