@@ -36,6 +36,7 @@ from stream.wire.sockets import bind
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+CLOSE_WAIT = 5.0  # s close() waits for local workers still starting to register
 # one thread per worker for the numeric libraries, so N workers use N cores
 SINGLE_THREADED = {v: "1" for v in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
                                     "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -154,6 +155,12 @@ class Dispatcher:
                            for w in self.workers.values() if not w.local]}
 
     def close(self) -> None:
+        # a worker whose hello waits unread (nothing was dispatched: a block replay)
+        # registers now, so that it hears the stop instead of waiting to be orphaned
+        deadline = time.monotonic() + CLOSE_WAIT
+        while sum(w.local for w in self.workers.values()) < len(self.children) \
+                and time.monotonic() < deadline:
+            self._read(0.05)
         stop = pack({"type": "stop"})
         for identity in list(self.workers):
             self._send(identity, [stop])
