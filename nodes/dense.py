@@ -15,9 +15,10 @@ import numpy as np
 
 from nodes import decode
 from nodes.correct import Correct
+from nodes.kernels import readonly
 from nodes.kernels.dense import correct_threshold
 from nodes.normalise import Normalise
-from nodes.threshold import NO_HIST, NO_MAP, Threshold, native_frame, precut_as, readonly
+from nodes.threshold import NO_HIST, NO_MAP, Threshold, native_frame, precut_as
 from stream.core.encoded import EncodedFrame
 from stream.core.item import Item
 from stream.core.scan import Scan

@@ -17,6 +17,7 @@ import numpy as np
 
 from nodes import decode
 from nodes.correct import check_shape
+from nodes.kernels import readonly
 from nodes.kernels.dense import threshold_frame
 from stream.core.encoded import EncodedFrame
 from stream.core.item import Item, SparseFrame
@@ -62,17 +63,6 @@ def precut_as(dtype: np.dtype, bound: float) -> tuple[np.generic, bool]:
 def native_frame(frame: np.ndarray) -> np.ndarray:
     """The frame as a C-contiguous, native byte order array (no copy if it already is)."""
     return np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("="))
-
-
-def readonly(a: np.ndarray) -> np.ndarray:
-    """`a` as a read-only view. numba compiles a kernel apart for read-only and
-    writeable arrays: frames from the wire are read-only, those from files or a node
-    before are not; handing the kernels always the read-only kind halves what is
-    compiled and makes the warm-up's frames load exactly what the real ones use."""
-    if a.flags.writeable:
-        a = a.view()
-        a.flags.writeable = False
-    return a
 
 
 class SparseBuffers:

@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from nodes.kernels import readonly
 from nodes.link.separate import MAX_VOXELS, Separator
 from stream.core.item import SparseFrame
 
@@ -32,23 +33,15 @@ def warm_separation() -> None:
                      sep.bic_factor, sep.relative_noise)
 
 
-def _ro(a: np.ndarray | None) -> np.ndarray | None:
-    if a is None or not isinstance(a, np.ndarray) or not a.flags.writeable:
-        return a
-    a = a.view()
-    a.flags.writeable = False
-    return a
-
-
 def readonly_frame(sparse: SparseFrame | None) -> SparseFrame | None:
     """The frame with read-only views of its arrays (no copy)."""
     if sparse is None:
         return None
-    return dataclasses.replace(sparse, row=_ro(sparse.row), col=_ro(sparse.col),
-                               intensity=_ro(sparse.intensity), label=_ro(sparse.label),
-                               runs=_ro(sparse.runs))
+    return dataclasses.replace(sparse, row=readonly(sparse.row), col=readonly(sparse.col),
+                               intensity=readonly(sparse.intensity),
+                               label=readonly(sparse.label), runs=readonly(sparse.runs))
 
 
 def readonly_peaks(peaks: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
     """The peak columns as read-only views (no copy)."""
-    return None if peaks is None else {k: _ro(v) for k, v in peaks.items()}
+    return None if peaks is None else {k: readonly(v) for k, v in peaks.items()}
