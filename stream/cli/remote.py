@@ -106,7 +106,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     threads = [threading.Thread(target=serve, args=(args.connect, ctx), daemon=True,
                                 name=f"chain-{i}",
                                 kwargs=dict(heartbeat=args.heartbeat, orphan=orphan,
-                                            keys=args.keys, on_result=count))
+                                            keys=args.keys, on_result=count,
+                                            freeze_gc=True))
                for i in range(args.threads)]
     for t in threads:
         t.start()

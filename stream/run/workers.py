@@ -194,11 +194,12 @@ class Worker:
 
 def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float = 0.5,
           orphan: float = 60.0, parent: int | None = None, keys: str | None = None,
-          on_result: Any = None) -> None:
+          on_result: Any = None, freeze_gc: bool = False) -> None:
     """Be a worker of the dispatcher at `endpoint` until it says stop or goes silent.
 
     The calling thread runs the chain; an I/O thread owns the DEALER socket (a
     CurveZMQ client with the worker pair of the key directory `keys`, if given).
+    `freeze_gc`: the worker is a process of its own (never a thread of `run`).
     """
     ctx = context or zmq.Context.instance()
     inner = f"inproc://peakstream-worker-{uuid.uuid4().hex}"
@@ -221,9 +222,9 @@ def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float
                 chain.send(pack({"type": "ready", "credits": CREDITS}))
             elif worker is not None:
                 out = worker.handle(parts)
-                if kind == "scan" and not frozen:  # what the first setup loaded lives on:
-                    gc.collect()  # out of later full collections (as `run` does, P5),
-                    gc.freeze()  # which took ~1 ms a point at 20 points/s (P8)
+                if freeze_gc and kind == "scan" and not frozen:  # a process of its own:
+                    gc.collect()  # what its first setup loaded lives on, out of later full
+                    gc.freeze()  # collections (as `run` does after its first scan, P5)
                     frozen = True
                 if out is not None:
                     chain.send_multipart(out, copy=False)
@@ -321,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     serve(args.endpoint, heartbeat=args.heartbeat,
           orphan=math.inf if args.orphan <= 0 else args.orphan, parent=args.parent,
-          keys=args.keys)
+          keys=args.keys, freeze_gc=True)
 
 
 if __name__ == "__main__":
