@@ -162,6 +162,12 @@ class BlissdataSource:
         self.scan = sid
         streams = scan.streams
         image = pick_image(streams, self.image)
+        until = time.monotonic() + self.frame_timeout
+        while image is None and scan.state < ScanState.CLOSED and not self._stopping() \
+                and time.monotonic() < until:  # prepared, the streams not yet seen: they
+            scan.update(timeout=POLL)  # come with the scan's next state (seen under load)
+            streams = scan.streams
+            image = pick_image(streams, self.image)
         if image is None:
             self._bad("skipped_scans", f"scan {sid}: no frame stream "
                       f"{self.image or '(2D)'} among {', '.join(streams) or 'none'}")
@@ -194,6 +200,7 @@ class BlissdataSource:
         """Points until every stream is sealed: (status, reason, points sent)."""
         from blissdata.exceptions import EndOfStream
         from blissdata.streams import CursorGroup
+        from redis.exceptions import RedisError
 
         wanted = {image: None, **{ch: n for n, ch in {**motors, **counters}.items()}}
         asm = Assembler(list(motors), list(counters), self.frame_timeout)
@@ -212,8 +219,11 @@ class BlissdataSource:
                 except Exception as exc:  # Redis connection lost mid-scan
                     scan, group = self._resume(key, wanted, exc)
                     views = {}
-                for stream, view in views.items():
-                    self._take(stream.name, view, wanted, consumed, asm)
+                try:  # a view reads its items from Redis too: lost there, the same
+                    for stream, view in views.items():
+                        self._take(stream.name, view, wanted, consumed, asm)
+                except (RedisError, OSError) as exc:
+                    scan, group = self._resume(key, wanted, exc)
                 for i, frame, m, c in asm.ready(time.monotonic(), final):
                     p = Point(start.scan_id, i, time.time(), m, c)
                     if isinstance(frame, str):
