@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from stream.cli.codes import EXIT_OK, EXIT_USAGE
+from stream.core.threads import named_thread
 
 WORKER_DESCRIPTION = """\
 Join a running `peakstream run` or `daemon` whose [workers] endpoint is a TCP
@@ -103,11 +104,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     ctx = zmq.Context.instance()
     orphan = math.inf if args.orphan <= 0 else args.orphan
-    threads = [threading.Thread(target=serve, args=(args.connect, ctx), daemon=True,
-                                name=f"chain-{i}",
-                                kwargs=dict(heartbeat=args.heartbeat, orphan=orphan,
-                                            keys=args.keys, on_result=count,
-                                            freeze_gc=True))
+    threads = [named_thread(serve, f"chain-{i}", args=(args.connect, ctx),
+                            kwargs=dict(heartbeat=args.heartbeat, orphan=orphan,
+                                        keys=args.keys, on_result=count, freeze_gc=True))
                for i in range(args.threads)]
     for t in threads:
         t.start()

@@ -28,6 +28,7 @@ from typing import Any
 import zmq
 
 from stream.config.schema import Config
+from stream.core.threads import named_thread
 from stream.run.curve import need_keys, secure_server
 from stream.run.tasks import Params, bad_result, encode_scan, encode_task, header_of, pack
 from stream.run.workers import serve
@@ -197,10 +198,9 @@ class Dispatcher:
 
     def _spawn(self) -> None:
         if self.kind == "threads":
-            child = threading.Thread(target=serve, args=(self.endpoint, self.ctx),
-                                     kwargs={"heartbeat": self.heartbeat,
-                                             "keys": self.keys or None}, daemon=True,
-                                     name=f"worker-{len(self.children)}")
+            child = named_thread(serve, f"worker-{len(self.children)}",
+                                 args=(self.endpoint, self.ctx),
+                                 kwargs={"heartbeat": self.heartbeat, "keys": self.keys or None})
             child.start()
         else:
             root = str(Path(__file__).resolve().parents[2])

@@ -53,6 +53,7 @@ from stream.config.schema import Config
 from stream.core.item import Item, SparseFrame
 from stream.core.messages import FrameRef, MessageError, Start
 from stream.core.scan import Scan
+from stream.core.threads import named_thread
 from stream.run.curve import secure_client
 from stream.run.pipeline import Pipeline, PointError
 from stream.run.preview import binned
@@ -205,9 +206,8 @@ def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float
     inner = f"inproc://peakstream-worker-{uuid.uuid4().hex}"
     chain = ctx.socket(zmq.PAIR)
     chain.bind(inner)
-    io = threading.Thread(target=_io_loop, name="worker-io", daemon=True,
-                          args=(ctx, endpoint, inner, heartbeat, orphan, parent,
-                                threading.get_ident(), keys))
+    io = named_thread(_io_loop, "worker-io", args=(ctx, endpoint, inner, heartbeat, orphan,
+                                                   parent, threading.get_ident(), keys))
     io.start()
     worker: Worker | None = None
     frozen = False

@@ -29,7 +29,6 @@ import errno
 import json
 import logging
 import os
-import threading
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,7 @@ import numpy as np
 from stream.core.item import PEAK_COLUMNS, clique_columns
 from stream.core.messages import start_to_json
 from stream.core.table import Table, existing_columns, make_columns
+from stream.core.threads import named_thread
 from stream.store.checkpoint import JournaledFile
 from stream.store.layout import SHARE_COLUMNS, TABLES, create_layout, now_iso
 from stream.store.outputs import OutputTable
@@ -218,8 +218,7 @@ class ScanStore:
         if not background:
             self._write_checkpoint(*job)
             return
-        self._writer = threading.Thread(target=self._background, args=job,
-                                        name="peakstream-checkpoint", daemon=True)
+        self._writer = named_thread(self._background, "checkpoint", args=job)
         self._writer.start()
 
     def wait(self) -> None:
