@@ -6,8 +6,10 @@ All take the same numbered tasks and give back the same result messages
 * `InlineExecutor`: one `Worker` called in the caller's thread; every task and
   result still goes through the wire encoding, so serialisation bugs show in
   single-process tests.
-* `Dispatcher` (`stream.run.dispatch`): N workers in threads or processes on
-  ZeroMQ sockets, with credits, heartbeats and reassignment.
+* `ThreadPool` (`stream.run.threadpool`): N worker threads on two queues.
+* `Dispatcher` (`stream.run.dispatch`): N workers in processes (or threads that
+  workers of other hosts join) on ZeroMQ sockets, with credits, heartbeats and
+  reassignment.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from stream.config.schema import Config
 from stream.run.dispatch import Dispatcher
 from stream.run.tasks import Params, encode_scan, encode_task
+from stream.run.threadpool import ThreadPool
 from stream.run.workers import Worker
 
 
@@ -33,11 +36,15 @@ def default_count(kind: str = "threads") -> int:
     return cores if kind == "threads" else max(1, cores - 1)
 
 
-def make_executor(config: Config) -> InlineExecutor | Dispatcher:
-    """The executor that the config's [workers] group asks for."""
+def make_executor(config: Config) -> InlineExecutor | ThreadPool | Dispatcher:
+    """The executor that the config's [workers] group asks for: threads without an
+    endpoint share queues with the runner; with one, workers on other hosts may join
+    them, through the dispatcher."""
     w = config["workers"]
     if w["kind"] == "inline":
         return InlineExecutor(config)
+    if w["kind"] == "threads" and not w["endpoint"]:
+        return ThreadPool(config, w["count"] or default_count("threads"))
     keys = str(Path(config.base) / w["keys"]) if w["keys"] else ""
     return Dispatcher(config, w["kind"], w["count"] or default_count(w["kind"]),
                       w["endpoint"], keys=keys,

@@ -1,0 +1,105 @@
+"""The thread pool: the same results as inline, every point answered (a corrupt one as
+bad), setup per scan, and threads the operating system knows by name."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from stream.config.schema import Config
+from stream.core.messages import Point
+from stream.core.threads import named_thread
+from stream.run.dispatch import Dispatcher
+from stream.run.executors import InlineExecutor, make_executor
+from stream.run.tasks import decode_result
+from stream.run.threadpool import ThreadPool
+from stream.sources.simulate import Simulation
+from stream.wire.codec import encode
+from tests.support.flow import SIMCONF
+from tests.support.paths import CONFIGS
+
+POINTS = range(24, 40)  # the middle of the simulated scan: spots on every frame
+
+
+def _results(executor, sim: Simulation, scan: int, scan_id: str, corrupt=()) -> dict:
+    executor.start_scan(scan, encode(sim.start(scan_id)), "eiger", 1 << 26)
+    for seq, pid in enumerate(POINTS):
+        parts = encode(sim.point(pid, scan_id))
+        if pid in corrupt:
+            p = sim.point(pid, scan_id)
+            frame = p.frames["eiger"]
+            parts = encode(Point(p.scan_id, pid, p.time, p.motors, p.counters,
+                                 {"eiger": frame[:-1]}))  # the wrong shape
+        executor.submit(seq, scan, pid, parts)
+    got = {}
+    while len(got) < len(POINTS):
+        for parts in executor.collect(timeout=1.0):
+            res = decode_result(parts)
+            got[res.point_id] = res
+    assert executor.in_flight == 0 and executor.collect() == []
+    return got
+
+
+def test_threads_give_what_inline_gives_and_a_bad_point_costs_only_itself():
+    config = Config.load(CONFIGS / "simulated.toml")
+    sim = Simulation(SIMCONF)
+    inline = InlineExecutor(config)
+    pool = ThreadPool(config, 2)
+    try:
+        want = _results(inline, sim, 1, "a")
+        for scan, scan_id in ((1, "a"), (2, "b")):  # set up again for the second scan
+            got = _results(pool, sim, scan, scan_id, corrupt={30})
+            assert got[30].status == "bad" and "start announced" in got[30].reason
+            for pid in POINTS:
+                if pid == 30:
+                    continue
+                a, b = want[pid].item, got[pid].item
+                assert got[pid].status == "ok" and b.sparse.npeaks > 0
+                for k in ("row", "col", "intensity", "label"):
+                    assert getattr(a.sparse, k).tobytes() == getattr(b.sparse, k).tobytes()
+                for k in a.peaks:
+                    assert a.peaks[k].tobytes() == b.peaks[k].tobytes(), k
+        status = pool.status()
+        assert status["kind"] == "threads" and status["workers"] == 2
+        assert status["queued"] == 0 and status["at_workers"] == 0
+    finally:
+        inline.close()
+        pool.close()
+    assert not any(t.is_alive() for t in pool.threads)
+
+
+def test_a_point_of_a_scan_the_threads_were_not_set_up_for_is_bad():
+    config = Config.load(CONFIGS / "simulated.toml")
+    sim = Simulation(SIMCONF)
+    pool = ThreadPool(config, 1)
+    try:
+        pool.submit(0, 7, 25, encode(sim.point(25, "x")))  # no start_scan for scan 7
+        (res,) = [decode_result(p) for p in pool.collect(timeout=60.0)]
+        assert res.status == "bad" and "not set up" in res.reason
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("endpoint, kind", [("", ThreadPool), ("tcp://127.0.0.1:0", Dispatcher)])
+def test_threads_join_a_dispatcher_only_with_an_endpoint(tmp_path: Path, endpoint, kind):
+    config = Config({"workers": {"kind": "threads", "count": 1, "endpoint": endpoint}})
+    executor = make_executor(config)
+    try:
+        assert isinstance(executor, kind) and executor.kind == "threads"
+    finally:
+        executor.close()
+
+
+def test_named_threads_carry_their_name_to_the_kernel():
+    seen: list[str] = []
+
+    def look() -> None:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm") as fh:
+            seen.append(fh.read().strip())
+
+    t = named_thread(look, "worker-7-and-a-long-tail")
+    t.start()
+    t.join()
+    assert t.name == "worker-7-and-a-long-tail" and seen == ["worker-7-and-a-"]
