@@ -29,6 +29,7 @@ class Table:
         self._assign: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self.nwritten = 0
         self.nbuffered = 0
+        self._open: dict[str, h5py.Dataset] = {}
         for name, dt in self.columns.items():
             if name not in group:
                 group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt,
@@ -51,6 +52,14 @@ class Table:
         for name in self.columns:
             self._pending[name].append(np.asarray(rows[name]))
         self.nbuffered += n.pop()
+
+    def _dataset(self, name: str) -> h5py.Dataset:
+        """The column's dataset, opened once (opening it at every flush cost ~0.2 ms a
+        column, and closing it flushed its chunk cache on its own)."""
+        ds = self._open.get(name)
+        if ds is None:
+            ds = self._open[name] = self.group[name]
+        return ds
 
     def truncate(self, n: int) -> None:
         """Drop the written rows from `n` on (a resume goes back to its state)."""
@@ -81,14 +90,16 @@ class Table:
         n0, n1, pending, assign = taken
         if n1 > n0:
             for name, parts in pending.items():
-                ds = self.group[name]
+                ds = self._dataset(name)
                 ds.resize((n1,))
-                ds[n0:n1] = np.concatenate(parts).astype(ds.dtype, copy=False)
+                dtype = self.columns[name]
+                ds[n0:n1] = np.concatenate(parts).astype(ds.dtype if dtype is STR else dtype,
+                                                         copy=False)
         for column, pieces in assign.items():
             index = np.concatenate([p[0] for p in pieces])
             values = np.concatenate([p[1] for p in pieces])
             lo, hi = int(index.min()), int(index.max()) + 1
-            ds = self.group[column]
+            ds = self._dataset(column)
             slab = ds[lo:hi]
             slab[index - lo] = values
             ds[lo:hi] = slab
