@@ -291,6 +291,8 @@ def bslz4_correct_threshold(src, block, ncols, klo, khi, valid, scratch, scratch
     s = HEADER
     ones = ~np.uint64(0)
     acc = np.zeros(8, np.uint64)
+    hws = np.empty(min(block, nelem) // 64 + 1, np.uint64)  # a block's words' pre-selection
+    runs = np.empty_like(hws)
     unsigned = _unsigned(tmp)
     r = 0  # the row of pixel row0
     row0 = 0
@@ -308,20 +310,24 @@ def bslz4_correct_threshold(src, block, ncols, klo, khi, valid, scratch, scratch
             p0 = b * block
             nb = nbe // 8
             words = nb // 8 if nb % 8 == 0 and khi >= 0 else 0
+            if words > 0:  # each word of 64 pixels' pre-selection, plane by plane (SIMD)
+                hws[:words] = 0
+                for k in range(khi, nbits):
+                    for w in range(words):
+                        hws[w] |= scratch64[k * words + w]
+                if klo < khi:
+                    runs[:words] = ones
+                    for k in range(klo, khi):
+                        for w in range(words):
+                            runs[w] &= scratch64[k * words + w]
+                    for w in range(words):
+                        hws[w] |= runs[w]
             hw = np.uint64(0)
             m = 0
             while m < nb:
                 if words > 0:
                     if m % 8 == 0:
-                        w = m // 8
-                        hw = np.uint64(0)
-                        for k in range(khi, nbits):
-                            hw |= scratch64[k * words + w]
-                        if klo < khi:
-                            run = ones
-                            for k in range(klo, khi):
-                                run &= scratch64[k * words + w]
-                            hw |= run
+                        hw = hws[m // 8]
                         if hw == 0:
                             m += 8
                             continue
