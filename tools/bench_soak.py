@@ -2,7 +2,7 @@
 memory, open files and threads of a daemon over many short scans (`--daemon`).
 
     python tools/bench_soak.py [--points 100000] [--peaks 50] [--through collector|runner]
-                               [--trace] [--json out.json]
+                               [--trace] [--json out.json] [--check]
     python tools/bench_soak.py --daemon [--scans 250] [--json out.json]
 
 Small labelled sparse frames (512 x 512, ~`--peaks` 2D peaks of ~20 pixels each;
@@ -13,7 +13,9 @@ HDF5 store; the default) or through `ScanRunner.handle` on the wire encoding
 (decode, label, properties, result encoding, collector: `--through runner`).
 Prints RSS after 10k points and at each further 10k, the growth from 10k to the
 end (P4: below 10 %), points/s per 10k block (min / median / max), and with
-`--trace` the Python allocations that grew most between 10k and the end.
+`--trace` the Python allocations that grew most between 10k and the end. The
+exit status is 0 whether P4 is met or not (a short run's growth is mostly
+warm-up); `--check` makes a miss exit 1.
 
 With `--daemon` (the soak test's growth check, which a busy CI machine cannot
 time): `peakstream daemon` in a subprocess (thread workers, a live subscriber
@@ -118,6 +120,9 @@ def main() -> int:
     ap.add_argument("--daemon", action="store_true",
                     help="many short scans into a `peakstream daemon` subprocess instead")
     ap.add_argument("--scans", type=int, default=250, help="with --daemon (default 250)")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 when the growth misses P4 (a short run's growth is mostly "
+                         "warm-up: check on the default 100,000 points)")
     args = ap.parse_args()
     if args.daemon:
         return soak_daemon(args.scans, args.json)
@@ -184,7 +189,7 @@ def main() -> int:
     for m in marks:
         print(f"  {m['points']:>7d}   {m['rss'] / 2**20:8.1f}")
     print(f"growth      {growth:+.2f} % from {first['points']} to {last['points']} points "
-          f"(P4 target: below 10 %)")
+          f"(P4 target: below 10 %: {'met' if growth < 10.0 else 'NOT met'})")
     print(f"rate        points/s per {args.every} block: min / median / max "
           f"{min(rates):.0f} / {statistics.median(rates):.0f} / {max(rates):.0f}; "
           f"overall {args.points / total:.0f}")
@@ -196,7 +201,7 @@ def main() -> int:
                        "growth_percent": growth, "points_per_s": args.points / total,
                        "cliques": int(result["cliques"]), "grew": grew}, f, indent=2)
     tmp.cleanup()
-    return 0 if growth < 10.0 else 1
+    return 1 if args.check and growth >= 10.0 else 0
 
 
 if __name__ == "__main__":
