@@ -30,18 +30,26 @@ _VAR_FLOOR = 0.08  # a spot on one frame or one pixel row: 1/12 of a step square
 
 @numba.njit(nogil=True, cache=True)
 def _estep(x, w, mu, var, pi, resp, dens):
-    """Responsibilities and mixture density per pixel; returns sum_p w_p log dens_p."""
+    """Responsibilities and mixture density per pixel; returns sum_p w_p log dens_p.
+    Each component's log terms and inverse variances are taken once, not per pixel."""
     n, K = x.shape[0], mu.shape[0]
     logp = np.empty(K, np.float64)
+    const = np.empty(K, np.float64)
+    inv = np.empty((K, 3), np.float64)
+    for k in range(K):
+        const[k] = np.log(pi[k])
+        for a in range(3):
+            inv[k, a] = 0.5 / var[k, a]
+            const[k] -= 0.5 * np.log(var[k, a])
     norm = -1.5 * np.log(2 * np.pi)
     ll = 0.0
     for p in range(n):
         best = -np.inf
         for k in range(K):
-            q = np.log(pi[k])
-            for a in range(3):
-                d = x[p, a] - mu[k, a]
-                q -= 0.5 * (d * d / var[k, a] + np.log(var[k, a]))
+            d0 = x[p, 0] - mu[k, 0]
+            d1 = x[p, 1] - mu[k, 1]
+            d2 = x[p, 2] - mu[k, 2]
+            q = const[k] - (d0 * d0 * inv[k, 0] + d1 * d1 * inv[k, 1] + d2 * d2 * inv[k, 2])
             logp[k] = q
             best = max(best, q)
         tot = 0.0
@@ -59,39 +67,40 @@ def _estep(x, w, mu, var, pi, resp, dens):
 def _em(x, w, mu, var, pi, resp, dens):
     """Intensity-weighted EM of a diagonal Gaussian mixture (until the means and
     variances move less than 1e-3): resp (n, K) and the mixture density at each
-    pixel (dens) of the final parameters; returns sum_p w_p log dens_p."""
+    pixel (dens) of the final parameters; returns sum_p w_p log dens_p.
+    The M step is one pass over the pixels: the weighted sums of x and x^2 about
+    the component's previous mean (small numbers: no cancellation)."""
     n, K = x.shape[0], mu.shape[0]
     wsum = 0.0
     for p in range(n):
         wsum += w[p]
+    s0 = np.empty(K, np.float64)
+    s1 = np.empty((K, 3), np.float64)
+    s2 = np.empty((K, 3), np.float64)
     for _ in range(_EM_ITER):
         _estep(x, w, mu, var, pi, resp, dens)
-        shift = 0.0
-        for k in range(K):  # M step
-            s0 = 0.0
-            s1 = np.zeros(3)
-            for p in range(n):
+        s0[:] = 0.0
+        s1[:, :] = 0.0
+        s2[:, :] = 0.0
+        for p in range(n):  # M step
+            for k in range(K):
                 q = w[p] * resp[p, k]
-                s0 += q
-                for a in range(3):
-                    s1[a] += q * x[p, a]
-            if s0 <= 0.0:
-                pi[k] = 1e-12
-                continue
-            pi[k] = s0 / wsum
-            for a in range(3):
-                m_new = s1[a] / s0
-                shift = max(shift, abs(m_new - mu[k, a]))
-                mu[k, a] = m_new
-            s2 = np.zeros(3)
-            for p in range(n):
-                q = w[p] * resp[p, k]
+                s0[k] += q
                 for a in range(3):
                     d = x[p, a] - mu[k, a]
-                    s2[a] += q * d * d
+                    s1[k, a] += q * d
+                    s2[k, a] += q * d * d
+        shift = 0.0
+        for k in range(K):
+            if s0[k] <= 0.0:
+                pi[k] = 1e-12
+                continue
+            pi[k] = s0[k] / wsum
             for a in range(3):
-                v_new = max(s2[a] / s0, _VAR_FLOOR)
-                shift = max(shift, abs(v_new - var[k, a]))
+                m = s1[k, a] / s0[k]  # the mean's move
+                v_new = max(s2[k, a] / s0[k] - m * m, _VAR_FLOOR)
+                shift = max(shift, abs(m), abs(v_new - var[k, a]))
+                mu[k, a] += m
                 var[k, a] = v_new
         if shift < 1e-3:
             break
