@@ -9,7 +9,11 @@ warm-up scan and then the measured one sent as fast as the processor takes it:
 * local:        one local worker process;
 * local+remote: the same and one remote worker.
 
-frames/s is the measured scan's points over its file's start..end time. The
+The sender (this script with `--send`) simulates a pool of 40 distinct points
+first and then streams the scan from it as fast as the processor takes it (the
+simulator itself makes only ~60 512x512 frames a second, which would cap the
+figure). frames/s is the measured scan's points over its file's start..end
+time. The
 remote worker prints its process CPU per point (after its first); the local
 reference is the same points through a `Worker` (the chain a worker thread
 runs) in this process, CPU time of the calling thread, as the dispatcher
@@ -76,11 +80,10 @@ def session(hosts, tmp: Path, config: Path, keys: Path, endpoint: str, sim: list
                                                 str(keys), "--quiet"], wlog)
             wait_for(lambda: "joined" in log.read_text(), 300, "remote worker joined")
         for scan_id, points in (("warmup", "20"), ("bench", None)):
-            args = ["simulate", "--quiet", "--send", "tcp://127.0.0.1:5555", "--scan-id",
-                    scan_id, "--encoding", "bslz4", *sim]
+            args = [*sim, "--send", "tcp://127.0.0.1:5555", "--scan-id", scan_id]
             if points:
                 args[args.index("--points") + 1] = points
-            sender = hosts.popen(hosts.processor, args, tmp / f"sender-{tag}.log")
+            sender = send_from(hosts.processor, args, tmp / f"sender-{tag}.log")
             if sender.wait(600) != 0:
                 raise RuntimeError((tmp / f"sender-{tag}.log").read_text())
             # the next scan only when this one is written: two senders' messages are
@@ -109,26 +112,76 @@ def session(hosts, tmp: Path, config: Path, keys: Path, endpoint: str, sim: list
     return result
 
 
-def local_thread_cpu_ms(config: Path, sim_args: dict) -> float:
-    """CPU per point of the chain in this thread, on the tasks a worker gets."""
-    from stream.config.schema import Config
+POOL = 40  # distinct simulated points the sender cycles
+
+
+def send_from(ns: str, args: list[str], log: Path):
+    """This script as the sender (`--send`) in namespace `ns`."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(log, "w") as out:
+        return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, __file__, *args],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+
+
+def pool_points(sim_args: dict) -> tuple:
+    """The simulation, and POOL of its points with bslz4 frames."""
     from stream.core.encoded import compress
-    from stream.run.tasks import encode_scan, encode_task
-    from stream.run.workers import Worker
     from stream.sources.simulate import Simulation
     from stream.sources.simulate.config import SimConfig
-    from stream.wire.codec import encode
 
     sim = Simulation(SimConfig(**sim_args))
+    pool = []
+    for i in range(min(POOL, sim_args["npoints"])):
+        point = sim.point(i, "pool")
+        point.frames = {k: compress(f, "bslz4") for k, f in point.frames.items()}
+        pool.append(point)
+    return sim, pool
+
+
+def send(args) -> int:
+    """Stream a scan of args.points from a pool of simulated points, as fast as the
+    processor takes it."""
+    import dataclasses
+
+    import zmq
+
+    from stream.wire.codec import encode
+
+    sim, pool = pool_points(dict(npoints=args.points, shape=tuple(args.shape),
+                                 spots=args.spots, seed=7))
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    sock.connect(args.send)
+    sock.send_multipart(encode(sim.start(args.scan_id)))
+    for i in range(args.points):
+        k = i % len(pool)
+        sock.send_multipart(encode(dataclasses.replace(pool[k], scan_id=args.scan_id,
+                                                       point_id=i)), copy=False)
+    sock.send_multipart(encode(sim.end(args.scan_id, args.points)))
+    sock.close(linger=-1)
+    ctx.term()  # returns once everything is delivered
+    return 0
+
+
+def local_thread_cpu_ms(config: Path, sim_args: dict) -> float:
+    """CPU per point of the chain in this thread, on the tasks a worker gets."""
+    import dataclasses
+
+    from stream.config.schema import Config
+    from stream.run.tasks import encode_scan, encode_task
+    from stream.run.workers import Worker
+    from stream.wire.codec import encode
+
+    sim, pool = pool_points(sim_args)
     worker = Worker(Config.load(config))
     start = sim.start("local")
     det = next(iter(start.detectors))
     worker.handle(encode_scan(1, encode(start), det, 64 << 20))
-    tasks = []
-    for i in range(sim_args["npoints"]):
-        point = sim.point(i, "local")
-        point.frames = {k: compress(f, "bslz4") for k, f in point.frames.items()}
-        tasks.append(encode_task(i, 1, i, encode(point)))
+    tasks = [encode_task(i, 1, i, encode(dataclasses.replace(pool[i % len(pool)],
+                                                             scan_id="local", point_id=i)))
+             for i in range(sim_args["npoints"])]
     worker.handle(tasks[0])  # kernels loaded
     t0 = time.thread_time()
     for task in tasks[1:]:
@@ -143,12 +196,16 @@ def stats(values: list[float]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--points", type=int, default=300)
+    p.add_argument("--points", type=int, default=2000)
     p.add_argument("--shape", type=int, nargs=2, default=[512, 512])
     p.add_argument("--spots", type=int, default=60)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json")
+    p.add_argument("--send", help=argparse.SUPPRESS)  # sender mode: the endpoint
+    p.add_argument("--scan-id", default="bench", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.send:
+        sys.exit(send(args))
     from stream.run.curve import make_keys
     from tests.support.netns import make_hosts, remove_hosts
 
@@ -163,7 +220,7 @@ def main() -> None:
                           + f'\n[workers]\nkind = "processes"\ncount = 1\n'
                             f'endpoint = "{endpoint}"\nkeys = "{keys}"\n')
         sim = ["--points", str(args.points), "--shape", *map(str, args.shape), "--spots",
-               str(args.spots), "--seed", "7"]
+               str(args.spots)]
         print(f"machine: {os.cpu_count()} cores, {cpu_model()}, {platform.platform()}")
         print(f"versions: python {platform.python_version()}, numpy {np.__version__}, "
               f"pyzmq {package_version('pyzmq')}, numba {package_version('numba')}")

@@ -55,7 +55,11 @@ def summary(path: str | Path) -> dict[str, Any]:
             raise ValueError(f"{path}: not a peakstream output file (no /entry/process)")
         entry = f["entry"]
         det = detector_of(f)
-        status = entry["points/status"][()]
+        # a file still being written may commit between two reads of this handle (its
+        # columns then differ in length): the rows all columns hold
+        status, point_id = entry["points/status"][()], entry["points/point_id"][()]
+        n = min(status.shape[0], point_id.shape[0])
+        status, point_id = status[:n], point_id[:n]
         counts = np.bincount(status, minlength=len(POINT_STATUS))
         events = Counter(entry["process/events/kind"].asstr()[()])
         proc = entry["process"]
@@ -77,8 +81,7 @@ def summary(path: str | Path) -> dict[str, Any]:
             "end_time": str(proc.attrs["end_time"]),
             "counters": {k: int(v) for k, v in proc["counters"].attrs.items()},
             "events": dict(events),
-            "missing_points": entry["points/point_id"][()][
-                status == POINT_STATUS.index("missing")].tolist(),
+            "missing_points": point_id[status == POINT_STATUS.index("missing")].tolist(),
             "filled": json.loads(proc.attrs.get("filled", "[]")),
             "checkpoint": _checkpoint(f, path),
         }
