@@ -97,6 +97,11 @@ class ThreadPool:
             self.jobs.put(None)
         for t in self.threads:
             t.join(timeout=30)  # a point in a kernel finishes first
+        stuck = [t.name for t in self.threads if t.is_alive()]
+        if stuck:  # its bell must not ring into an fd number reused by a later file
+            log.warning("worker threads %s still busy after 30 s; left to finish",
+                        ", ".join(stuck))
+            return
         os.close(self._bell_r)
         os.close(self._bell_w)
 
