@@ -60,10 +60,15 @@ class Result:
     preview: np.ndarray | None = None  # float32, the binned frame, when it was asked for
 
 
+ALIGN = 8  # a packed result's arrays start at multiples of this (numba's aligned arrays)
+
+
 def encode_result(seq: int, scan: int, item: Item, status: str, reason: str = "",
-                  preview: np.ndarray | None = None) -> list:
+                  preview: np.ndarray | None = None, packed: bool = False) -> list:
     """msgpack header + raw buffers: the sparse frame (with its runs when it has them),
-    the 2D peaks, named outputs."""
+    the 2D peaks, named outputs. `packed`: the buffers in one part, each at a
+    multiple of ALIGN (for a socket: each part of a message costs ~3 us a hop, ~20
+    parts ~60 us; in one process the buffers go as they are, without a copy)."""
     buffers: list[memoryview] = []
 
     def add(arr: np.ndarray) -> list:
@@ -89,17 +94,50 @@ def encode_result(seq: int, scan: int, item: Item, status: str, reason: str = ""
               "flags": list(item.flags), "sparse": sparse, "peaks": peaks, "outputs": outputs}
     if preview is not None:
         header["preview"] = add(preview)
+    if packed and buffers:
+        header["packed"] = True
+        return [pack(header), _pack(buffers)]
     return [pack(header), *buffers]
+
+
+def _pack(buffers: list[memoryview]) -> np.ndarray:
+    ends = np.cumsum([-(-b.nbytes // ALIGN) * ALIGN for b in buffers])
+    out = np.empty(int(ends[-1]), np.uint8)
+    for b, end in zip(buffers, ends.tolist(), strict=True):
+        start = end - (-(-b.nbytes // ALIGN) * ALIGN)
+        out[start:start + b.nbytes] = np.frombuffer(b, np.uint8)
+    return out
+
+
+def _unpack(buf: Any, specs: list[list]) -> list[np.ndarray]:
+    """The arrays of a packed result's part (copied once if the part itself is not
+    aligned, as a socket's receive buffer may not be)."""
+    data = np.frombuffer(buf, np.uint8)
+    if data.ctypes.data % ALIGN:
+        data = data.copy()
+    out, pos = [], 0
+    for dtype, shape in specs:
+        dt = np.dtype(dtype)
+        n = int(np.prod(shape, dtype=np.int64))
+        out.append(data[pos:pos + n * dt.itemsize].view(dt).reshape(shape))
+        pos += -(-n * dt.itemsize // ALIGN) * ALIGN
+    return out
 
 
 def decode_result(parts: list) -> Result:
     """The inverse of `encode_result`: arrays are views of the received buffers."""
     h = header_of(parts)
-    bufs = iter(getattr(p, "buffer", p) for p in parts[1:])
+    if h.get("packed"):
+        bufs = iter(_unpack(getattr(parts[1], "buffer", parts[1]), _specs(h)))
 
-    def take(spec: list) -> np.ndarray:
-        dtype, shape = spec
-        return np.frombuffer(next(bufs), dtype=np.dtype(dtype)).reshape(shape)
+        def take(spec: list) -> np.ndarray:
+            return next(bufs)
+    else:
+        raw = iter(getattr(p, "buffer", p) for p in parts[1:])
+
+        def take(spec: list) -> np.ndarray:
+            dtype, shape = spec
+            return np.frombuffer(next(raw), dtype=np.dtype(dtype)).reshape(shape)
 
     item = Item(h["point_id"], h["detector"], h["time"], h["motors"], h["counters"],
                 flags=list(h["flags"]))
@@ -115,6 +153,20 @@ def decode_result(parts: list) -> Result:
     item.outputs = {name: take([dtype, shape]) for name, dtype, shape in h["outputs"]}
     preview = take(h["preview"]) if h.get("preview") is not None else None
     return Result(h["seq"], h["scan"], h["point_id"], item, h["status"], h["reason"], preview)
+
+
+def _specs(h: dict) -> list[list]:
+    """A result header's (dtype, shape) per buffer, in the order encode_result adds them."""
+    specs = []
+    sp = h["sparse"]
+    if sp is not None:
+        specs += [sp["row"], sp["col"], sp["intensity"]]
+        specs += [sp["label"]] if sp["label"] is not None else []
+        specs += [sp["runs"]] if sp.get("runs") is not None else []
+    specs += [[dtype, shape] for _, dtype, shape in h["peaks"] or []]
+    specs += [[dtype, shape] for _, dtype, shape in h["outputs"]]
+    specs += [h["preview"]] if h.get("preview") is not None else []
+    return specs
 
 
 def bad_result(seq: int, scan: int, point_id: int, reason: str) -> list:

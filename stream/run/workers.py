@@ -68,8 +68,9 @@ log = logging.getLogger(__name__)
 class Worker:
     """One chain of per-point nodes; `handle(parts)` answers a task with a result."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, packed: bool = False):
         self.config = config
+        self.packed = packed  # results for a socket: the buffers in one part
         self.text = config.text()
         self.pipeline = Pipeline(config.build_nodes())
         self.scan_key: int | None = None
@@ -140,7 +141,7 @@ class Worker:
             return encode_result(seq, scan, item, "bad", f"{type(exc).__name__}: {exc}")
         if item.sparse is None:
             return encode_result(seq, scan, item, "bad", "no sparse frame")
-        return encode_result(seq, scan, item, "ok", preview=preview)
+        return encode_result(seq, scan, item, "ok", preview=preview, packed=self.packed)
 
     def _set_params(self, params: list | None) -> None:
         """The nodes' parameters as the task asks (version 0: the config's own)."""
@@ -246,7 +247,7 @@ def _configure(h: dict, old: Worker | None) -> Worker:
         return old  # registered again after a reset: the same chain will do
     if old is not None:
         old.close()
-    return Worker(Config.from_text(h["text"], "<dispatcher config>", h["base"]))
+    return Worker(Config.from_text(h["text"], "<dispatcher config>", h["base"]), packed=True)
 
 
 def _io_loop(ctx: zmq.Context, endpoint: str, inner: str, heartbeat: float, orphan: float,

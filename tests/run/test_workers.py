@@ -54,7 +54,16 @@ def test_result_encoding_round_trips_bit_for_bit():
     item = Item(7, "eiger", 1.5, {"omega": 0.25, "dty": float("nan")}, {"monitor": 1e4},
                 sparse=sparse, peaks=peaks, outputs={"roi": np.arange(6.0).reshape(2, 3)},
                 flags=["threshold raised"])
-    res = decode_result([bytes(p) for p in encode_result(3, 1, item, "ok")])
+    for packed in (False, True):
+        _check_round_trip(item, sparse, peaks, encode_result(3, 1, item, "ok", packed=packed))
+
+    bad = decode_result(encode_result(4, 1, Item(8, "eiger", 2.0), "bad", "node label: boom"))
+    assert (bad.status, bad.reason, bad.item.sparse, bad.item.time) == \
+        ("bad", "node label: boom", None, 2.0)
+
+
+def _check_round_trip(item, sparse, peaks, parts):
+    res = decode_result([bytes(p) for p in parts])
     assert (res.seq, res.scan, res.point_id, res.status) == (3, 1, 7, "ok")
     got = res.item
     assert (got.time, got.counters, got.flags) == (1.5, {"monitor": 1e4}, ["threshold raised"])
@@ -67,9 +76,29 @@ def test_result_encoding_round_trips_bit_for_bit():
         assert got.peaks[k].dtype == v.dtype and np.array_equal(got.peaks[k], v), k
     assert np.array_equal(got.outputs["roi"], item.outputs["roi"])
 
-    bad = decode_result(encode_result(4, 1, Item(8, "eiger", 2.0), "bad", "node label: boom"))
-    assert (bad.status, bad.reason, bad.item.sparse, bad.item.time) == \
-        ("bad", "node label: boom", None, 2.0)
+
+def test_a_packed_result_is_one_part_with_aligned_arrays_also_from_an_unaligned_buffer():
+    rng = np.random.default_rng(1)
+    n = 33  # odd: uint16 columns end off the 8-byte grid
+    sparse = SparseFrame((64, 80), rng.integers(0, 64, n).astype(np.uint16),
+                         rng.integers(0, 80, n).astype(np.uint16),
+                         rng.normal(size=n).astype(np.float32),
+                         rng.integers(1, 4, n).astype(np.int32), 3)
+    peaks = {k: rng.normal(size=3).astype(v.dtype) for k, v in empty_peaks().items()}
+    item = Item(7, "eiger", 1.5, {}, {}, sparse=sparse, peaks=peaks)
+    parts = encode_result(3, 1, item, "ok", packed=True)
+    assert len(parts) == 2 and header_of(parts)["packed"]
+    shifted = np.zeros(len(bytes(parts[1])) + 1, np.uint8)  # a receive buffer at an odd
+    shifted[1:] = np.frombuffer(bytes(parts[1]), np.uint8)  # address
+    for body in (bytes(parts[1]), memoryview(shifted)[1:]):
+        got = decode_result([parts[0], body]).item
+        arrays = [got.sparse.row, got.sparse.col, got.sparse.intensity, got.sparse.label,
+                  *got.peaks.values()]
+        assert all(a.flags.aligned and a.ctypes.data % 8 == 0 for a in arrays)
+        for k in ("row", "col", "intensity", "label"):
+            assert np.array_equal(getattr(got.sparse, k), getattr(sparse, k)), k
+        for k, v in peaks.items():
+            assert got.peaks[k].dtype == v.dtype and np.array_equal(got.peaks[k], v), k
 
 
 def _label_runs_items(npoints: int) -> list[Item]:
@@ -92,10 +121,12 @@ def test_result_encoding_carries_the_label_runs_and_they_link_as_the_pixels():
     for item in items:
         sp = item.sparse
         assert sp.runs is not None and sp.runs.shape[0] > 0
-        got = decode_result([bytes(p) for p in encode_result(item.point_id, 1, item, "ok")])
-        runs = got.item.sparse.runs
-        assert runs.dtype == np.int32 and runs.shape == sp.runs.shape
-        assert runs.tobytes() == sp.runs.tobytes()
+        for packed in (True, False):  # the last, unpacked, goes on below
+            got = decode_result([bytes(p) for p in encode_result(item.point_id, 1, item, "ok",
+                                                                 packed=packed)])
+            runs = got.item.sparse.runs
+            assert runs.dtype == np.int32 and runs.shape == sp.runs.shape
+            assert runs.tobytes() == sp.runs.tobytes()
         wire.append((got.item.sparse, got.item.peaks))
         plain = Item(item.point_id, "e", sparse=SparseFrame(
             SHAPE, sp.row, sp.col, sp.intensity, sp.label, sp.npeaks), peaks=item.peaks)
@@ -294,7 +325,8 @@ def test_killed_and_hung_workers_lose_no_point(tmp_path, reference):
     assert c["missing"] == c["bad"] == 0
     assert c["restarted"] >= 1, c  # (the hung one is ended, and started again, later)
     assert c["reassigned"] >= 1, c  # the hung worker held points, another did them
-    assert f"worker pid {killed} lost (its process ended" in err
+    # seen as ended by the process check, or first by a send that cannot reach it
+    assert re.search(rf"worker pid {killed} lost \((its process ended|unreachable)", err), err
     assert f"worker pid {hung} lost (no heartbeat" in err
 
 
