@@ -81,7 +81,8 @@ def dense_box(z, r, c, values, lo, pad, max_voxels):
 
 @numba.njit(nogil=True, cache=True)
 def log_seeds(vol, occ, lo, pad, sz, sr, sc, seed_fraction):
-    """Seed positions (k, 3) from LoG maxima at occupied voxels, strongest first."""
+    """Seed positions (k, 3) from LoG maxima at occupied voxels, strongest first, their
+    LoG values, and the smoothed volume."""
     nz, nr, nc = vol.shape
     sm = smooth(vol, sz, sr, sc)
     wz, wr, wc = sz * sz + 1.0, sr * sr + 1.0, sc * sc + 1.0
@@ -101,7 +102,7 @@ def log_seeds(vol, occ, lo, pad, sz, sr, sc, seed_fraction):
     val = np.empty(KMAX * 4, np.float64)
     m = 0
     if top <= 0.0:
-        return pos[:0], val[:0]
+        return pos[:0], val[:0], sm
     for i in range(1, nz - 1):
         for j in range(1, nr - 1):
             for k in range(1, nc - 1):
@@ -135,28 +136,28 @@ def log_seeds(vol, occ, lo, pad, sz, sr, sc, seed_fraction):
                     val[m] = d
                     m += 1
     order = np.argsort(-val[:m], kind="mergesort")
-    return pos[:m][order], val[:m][order]
+    return pos[:m][order], val[:m][order], sm
 
 
 @numba.njit(nogil=True, cache=True)
-def residual_peak(z, r, c, w, dens, lo, pad, shape, sz, sr, sc, relative_noise):
-    """Where the smoothed excess of the pixels over the fitted model is largest
-    (an occupied voxel), and that excess over its noise scale: Poisson plus a
-    relative part (flat field, the model's own misfit)."""
+def residual_peak(z, r, c, w, dens, lo, pad, smoothed, sz, sr, sc, relative_noise):
+    """Where the smoothed excess of the pixels (w, whose smoothed box is `smoothed`)
+    over the fitted model is largest (an occupied voxel), and that excess over its
+    noise scale: Poisson plus a relative part (flat field, the model's own misfit).
+    Smoothing is linear: the excess smoothed is `smoothed` less the model smoothed."""
     n = z.shape[0]
+    shape = smoothed.shape
     wsum = 0.0
     for p in range(n):
         wsum += w[p]
-    excess = np.zeros(shape, np.float64)
     model = np.zeros(shape, np.float64)
     occ = np.zeros(shape, np.bool_)
     for p in range(n):
         i, j, k = z[p] - lo[0] + pad[0], r[p] - lo[1] + pad[1], c[p] - lo[2] + pad[2]
-        excess[i, j, k] = w[p] - wsum * dens[p]
         model[i, j, k] = wsum * dens[p]
         occ[i, j, k] = True
-    se = smooth(excess, sz, sr, sc)
     sm = smooth(model, sz, sr, sc)
+    se = smoothed - sm
     # the smoothed excess is a weighted mean over ~m voxels: its noise scale is
     # sqrt((model + (relative_noise * model)^2) / m), m = 1 / sum(g^2) of the kernel
     m = 1.0

@@ -164,10 +164,6 @@ def separate_one(z, r, c, inten, sz, sr, sc, seed_fraction, merge_distance, min_
     lo = np.array([z.min(), r.min(), c.min()], np.int64)
     pad = np.array([int(np.ceil(3 * sz)) + 1, int(np.ceil(3 * sr)) + 1,
                     int(np.ceil(3 * sc)) + 1], np.int64)
-    vol, occ = dense_box(z, r, c, inten.astype(np.float64), lo, pad, max_voxels)
-    if vol.shape[0] == 0:
-        return 1, np.ones((n, 1), np.float64)
-    seeds, _ = log_seeds(vol, occ, lo, pad, sz, sr, sc, seed_fraction)
     x = np.empty((n, 3), np.float64)
     w = np.empty(n, np.float64)
     wsum = 0.0
@@ -175,6 +171,10 @@ def separate_one(z, r, c, inten, sz, sr, sc, seed_fraction, merge_distance, min_
         x[p, 0], x[p, 1], x[p, 2] = z[p], r[p], c[p]
         w[p] = max(np.float64(inten[p]), 0.0)
         wsum += w[p]
+    vol, occ = dense_box(z, r, c, w, lo, pad, max_voxels)  # (kept pixels: all > 0)
+    if vol.shape[0] == 0:
+        return 1, np.ones((n, 1), np.float64)
+    seeds, _, smoothed = log_seeds(vol, occ, lo, pad, sz, sr, sc, seed_fraction)
     K = min(seeds.shape[0], KMAX)
     if K == 0:
         mu0 = np.zeros((1, 3), np.float64)
@@ -185,10 +185,9 @@ def separate_one(z, r, c, inten, sz, sr, sc, seed_fraction, merge_distance, min_
         mu0 = seeds[:K].copy()
     mu, _, _, resp, dens, ll = _fit(x, w, mu0, merge_distance, min_share)
     penalty = bic_factor * 7.0 * np.log(max(wsum, 2.0))
-    shape = (vol.shape[0], vol.shape[1], vol.shape[2])
     while add_sigma > 0 and mu.shape[0] < KMAX:
-        at, signif = residual_peak(z, r, c, w, dens, lo, pad, shape, sz, sr, sc,
-                                    relative_noise)
+        at, signif = residual_peak(z, r, c, w, dens, lo, pad, smoothed, sz, sr, sc,
+                                   relative_noise)
         if signif < add_sigma:
             break
         K = mu.shape[0]
