@@ -16,7 +16,14 @@ import pytest
 
 from stream.cli.main import main
 from stream.config.schema import Config
-from stream.offline.cluster import parse_cluster, plan, run_batch, slurm_cluster
+from stream.offline.cluster import (
+    START_METHOD_ENV,
+    open_client,
+    parse_cluster,
+    plan,
+    run_batch,
+    slurm_cluster,
+)
 from stream.offline.scanjob import ScanJob, output_path, partial_path, scan_jobs
 from stream.sources.simulate import Simulation, write_scan
 from stream.sources.simulate.config import SimConfig
@@ -118,8 +125,6 @@ def test_a_long_scan_in_chunks_gives_the_serial_file(tmp_path):
 
 @pytest.mark.system
 def test_a_killed_worker_scan_runs_again_and_leaves_no_half_file(tmp_path):
-    from dask.distributed import Client, LocalCluster
-
     config = Config.load(CONFIG)
     (long,) = simulated(tmp_path, 1, npoints=400)
     serial = tmp_path / "serial"
@@ -128,8 +133,7 @@ def test_a_killed_worker_scan_runs_again_and_leaves_no_half_file(tmp_path):
     jobs = plan(scan_jobs([[str(long)]], {}), config, tmp_path / "cluster")
     part = partial_path(jobs[0].path)
     results: list = []
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    with open_client(parse_cluster("local:2")) as client:  # the restart forks again
         thread = threading.Thread(target=lambda: results.extend(
             run_batch(client, jobs, config, say=lambda line: None)))
         thread.start()
@@ -204,3 +208,20 @@ def test_the_slurm_job_script_carries_our_options(tmp_path):
                  "#SBATCH -t 02:00:00", "#SBATCH --exclusive", "--nworkers 4",
                  "--nthreads 1", "export NUMBA_NUM_THREADS=1", f"-o {tmp_path}/"):
         assert text in script, (text, script)
+
+
+@pytest.mark.system
+def test_local_workers_are_forked_unless_dask_is_told_otherwise(monkeypatch):
+    """A forked worker has this process's modules (pytest's among them: a spawned one
+    would import only what it needs), so it starts without importing them again."""
+    import sys
+
+    def has_pytest() -> bool:
+        return "_pytest" in sys.modules
+
+    monkeypatch.delenv(START_METHOD_ENV, raising=False)
+    with open_client(parse_cluster("local:1")) as client:
+        assert list(client.run(has_pytest).values()) == [True]
+    monkeypatch.setenv(START_METHOD_ENV, "spawn")
+    with open_client(parse_cluster("local:1")) as client:
+        assert list(client.run(has_pytest).values()) == [False]
