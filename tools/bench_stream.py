@@ -423,6 +423,11 @@ def write_config(tmp: Path, flat, mask, args) -> Path | None:
         np.save(tmp / "flat.npy", flat)
         np.save(tmp / "mask.npy", mask)
         text += CORRECTED.format(cut=CUT)
+    split = getattr(args, "split", None)
+    if split:  # the linker's split ([linker] of the corrected chain, or a table alone)
+        line = f'split = "{split}"\n'
+        text = (text.replace("[linker]\n", "[linker]\n" + line) if "[linker]" in text
+                else text + "\n[linker]\n" + line)
     if args.workers_kind:  # otherwise the defaults, as a user gets them
         text += (f'\n[workers]\nkind = "{args.workers_kind}"\ncount = {args.workers}\n'
                  f"queue = {args.queue}\n")
@@ -818,6 +823,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--distinct", type=int, default=8, help="distinct frames cycled (default 8)")
     ap.add_argument("--spots", type=int, default=600,
                     help="spots of the simulated scan (default 600: ~300 per frame)")
+    ap.add_argument("--split", choices=("none", "local_max", "pixels"),
+                    help="[linker] split (default: the chain's: local_max)")
     ap.add_argument("--workers-kind", choices=("inline", "threads", "processes"),
                     help="a [workers] table of this kind (default: none, the built-in "
                          "defaults as a user gets them: threads, one per core)")

@@ -102,6 +102,19 @@ class CliqueColumns:
                                  for m in self.motors})
         return np.array([[float(motors.get(m, np.nan)) for m in self.motors]])
 
+    def tables_of(self, closed: list[tuple], first_id: int) -> tuple[dict, dict]:
+        """`tables` of several closings, in order, numbered on from `first_id`."""
+        parts = []
+        for c in closed:
+            parts.append(self.tables(c, first_id))
+            first_id += parts[-1][0]["clique_id"].shape[0]
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return empty_table(self.dtypes), empty_table(MEMBER_COLUMNS)
+        return tuple({k: np.concatenate([p[i][k] for p in parts]) for k in parts[0][i]}
+                     for i in (0, 1))
+
     def tables(self, closed: tuple, first_id: int) -> tuple[dict[str, np.ndarray],
                                                             dict[str, np.ndarray]]:
         """The cliques and members tables of `Forest.close`'s output, the cliques

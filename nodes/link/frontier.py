@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from nodes.kernels.overlap import overlap_pairs, pairs_within
 from nodes.kernels.runs import RUN_COLUMNS
 
 # the arrays a frame has none of (its intensities and peak pixels when the linker
@@ -121,3 +122,25 @@ def plain(value: Any) -> Any:
     if isinstance(value, np.ndarray | np.generic):
         value = value.item()
     return value.decode() if isinstance(value, bytes) else value
+
+
+def distance_links(olds: list[FrontierFrame], runs: np.ndarray, npx: np.ndarray,
+                   s_raw: np.ndarray, f_raw: np.ndarray, offset: int, width: int,
+                   distance: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """For the distance criterion alone: the overlaps with the neighbours' frames
+    (stored, not used) and the candidate links, the pairs of peaks whose centroids
+    are within `distance` (for `Linker.union`)."""
+    parts = []
+    for old in olds:
+        peak_a, peak_b, npixels, score, _, _, _ = overlap_pairs(
+            old.runs, old.npx.shape[0], runs, NO_INT, NO_INT, NO_KEY, NO_H, NO_KEY,
+            NO_H, width, False, old.peak_offset, offset, old.npx, npx)
+        ia, ib = pairs_within(old.s_raw, old.f_raw, s_raw, f_raw, distance)
+        cand = {"npixels": np.zeros(ia.shape[0], np.int32), "npx_a": old.npx[ia],
+                "npx_b": npx[ib], "s_a": old.s_raw[ia], "f_a": old.f_raw[ia],
+                "s_b": s_raw[ib], "f_b": f_raw[ib], "saddle": np.full(ia.shape[0], np.inf),
+                "gid_a": old.peak_offset + ia, "gid_b": offset + ib}
+        parts.append(({"peak_a": peak_a, "peak_b": peak_b, "npixels": npixels,
+                       "score": score}, cand))
+    overlaps = {k: np.concatenate([pt[k] for pt, _ in parts]) for k in parts[0][0]}
+    return overlaps, {k: np.concatenate([c[k] for _, c in parts]) for k in parts[0][1]}

@@ -13,7 +13,7 @@ the point-by-point steps close them. Memory holds only the frontier frames
 `state()` / `restore()` carry both across a restart. The block path is in
 `nodes.link.block`, the output tables in `nodes.link.cliques`.
 
-`split = "pixels"` (the [linker] default) divides each closing clique's pixels
+`split = "pixels"` divides each closing clique's pixels
 between the spots it holds (`nodes.link.separate`). `split = "local_max"`
 splits each clique as it closes at its significant
 maxima in 3D: its 2D peaks are nodes with their maximum intensity, its links
@@ -45,7 +45,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nodes.kernels.linking import link_frames
-from nodes.kernels.overlap import overlap_pairs, pairs_within
 from nodes.kernels.runs import RUN_COLUMNS, frame_runs, runs_npx
 from nodes.link.block import BlockPath, PeakBlock
 from nodes.link.cliques import ACC, OVERLAP_COLUMNS, CliqueColumns, LinkResult, empty_table
@@ -56,12 +55,13 @@ from nodes.link.frontier import (
     NO_INT,
     NO_KEY,
     FrontierFrame,
+    distance_links,
     frontier_from,
     frontier_state,
     joined_frames,
     plain,
 )
-from nodes.link.separate import PixelPool, Separator
+from nodes.link.separate import Background, PixelPool, Separator
 from nodes.link.warmup import readonly_frame, readonly_peaks, warm_separation
 from stream.core.item import SparseFrame
 from stream.core.scan import Scan
@@ -94,6 +94,7 @@ class Linker:
         self.prominence_sigma = float(prominence_sigma)
         self.trajectory: Any = None  # the scan's trajectory, from setup(scan)
         self.block_path = BlockPath(self)  # add_block: the linker's state, block-wise
+        self._background: Background | None = None  # separate_in_background()
 
     def setup(self, scan: Scan) -> None:
         """Forget everything and prepare for a new scan."""
@@ -114,6 +115,8 @@ class Linker:
         self._finished = False
         self.frontier: dict[int, FrontierFrame] = {}
         self.forest = Forest(self.cols.nacc)
+        if self._background is not None:  # a scan given up: its closings go too
+            self._background.cancel()
         if self.separating and not Linker._separation_warm:
             # the separation runs on the first crowded clique, maybe deep in a scan:
             # compile it now (the warm-up scan's spots need not be crowded enough)
@@ -218,31 +221,13 @@ class Linker:
             if self.splitting and gid_a.shape[0]:
                 forest.add_edges(gid_a, gid_b, saddle)
         elif olds:  # distance alone: pairs by centroid
-            overlaps = self._link_by_distance(olds, runs, npx, s_raw, f_raw, offset)
+            overlaps, cand = distance_links(olds, runs, npx, s_raw, f_raw, offset,
+                                            self.shape[1], self.rule.distance)
+            self.union(cand)
         if close_at > p:
             frontier[p] = FrontierFrame(p, runs, offset, npx, s_raw, f_raw, close_at, ints,
                                         peak_key, peak_h)
         return overlaps if overlaps is not None else empty_table(OVERLAP_COLUMNS)
-
-    def _link_by_distance(self, olds: list[FrontierFrame], runs, npx, s_raw, f_raw,
-                          offset: int) -> dict[str, np.ndarray]:
-        """The overlaps with the neighbours' frames (stored, not used), and links between
-        the peaks whose centroids are within the distance."""
-        parts = []
-        for old in olds:
-            peak_a, peak_b, npixels, score, _, _, _ = overlap_pairs(
-                old.runs, old.npx.shape[0], runs, NO_INT, NO_INT, NO_KEY, NO_H, NO_KEY,
-                NO_H, self.shape[1], False, old.peak_offset, offset, old.npx, npx)
-            ia, ib = pairs_within(old.s_raw, old.f_raw, s_raw, f_raw, self.rule.distance)
-            cand = {"npixels": np.zeros(ia.shape[0], np.int32), "npx_a": old.npx[ia],
-                    "npx_b": npx[ib], "s_a": old.s_raw[ia], "f_a": old.f_raw[ia],
-                    "s_b": s_raw[ib], "f_b": f_raw[ib], "saddle": np.full(ia.shape[0], np.inf),
-                    "gid_a": old.peak_offset + ia, "gid_b": offset + ib}
-            parts.append(({"peak_a": peak_a, "peak_b": peak_b, "npixels": npixels,
-                           "score": score}, cand))
-        overlaps = {k: np.concatenate([pt[k] for pt, _ in parts]) for k in parts[0][0]}
-        self.union({k: np.concatenate([c[k] for _, c in parts]) for k in parts[0][1]})
-        return overlaps
 
     def union(self, cand: dict[str, np.ndarray]) -> None:
         """Union the candidate pairs the rule keeps (and keep them as edges to split)."""
@@ -265,6 +250,8 @@ class Linker:
             raise ValueError("linker: finish() needs setup() and may be called once per scan")
         self._finished = True
         cliques, members = self.emit(_NEVER, False)
+        if self._background is not None:
+            self._background.cancel()  # nothing is left under way: the thread ends
         self.frontier.clear()
         return LinkResult(-1, self.npeaks, empty_table(OVERLAP_COLUMNS), cliques, members)
 
@@ -290,6 +277,8 @@ class Linker:
         """
         if self.trajectory is None:
             raise ValueError("linker: state() needs setup(scan) first")
+        if self.pending:
+            raise ValueError("linker: drain() the background separation before state()")
         shape = self.shape if self.shape is not None else (-1, -1)
         return {"kind": self.kind, "version": self.STATE_VERSION, "params": self.params(),
                 "motors": json.dumps(self.cols.motors), "period": dict(self.cols.period),
@@ -367,13 +356,42 @@ class Linker:
                              "(points must come once each, in order, from 0)")
 
     def emit(self, step: int, by_close_at: bool):
-        """The cliques that close by `step` (kernels.unionfind.close_step), as tables."""
+        """The cliques that close by `step` (kernels.unionfind.close_step), as tables.
+        With the separation in the background, those of earlier steps whose separation
+        is done instead (in the order they closed; all of them at finish())."""
         closed = self.forest.close(step, by_close_at, self.cols.table_cols,
                                    (self.prominence, self.prominence_sigma) if self.splitting
                                    else None)
-        if self.separating:
-            closed = self.separator.apply(closed, self.pool, self.cols.table_cols)
-        cliques, members = self.cols.tables(closed, self._nclosed)
+        if not self.separating:
+            return self._numbered([closed])
+        if self._background is None:
+            return self._numbered([self.separator.apply(closed, self.pool,
+                                                      self.cols.table_cols)])
+        self._background.submit(self.separator, closed, self.pool, self.cols.table_cols)
+        return self._numbered(self._background.done(wait_all=not by_close_at))
+
+    def separate_in_background(self, threads: int | None = None) -> None:
+        """Run split "pixels"' separation (the heavy part of a closing) in threads of
+        its own (`separate.Background`), so a point's linking does not wait for it:
+        its cliques come out with a later step's result, in the same order and with
+        the same ids. `drain()` before `state()`. A no-op for other splits."""
+        if self.split == "pixels" and self._background is None:
+            self._background = Background(threads)
+
+    def drain(self) -> LinkResult:
+        """The cliques whose separation is still running, once it is done (nothing
+        pending after it, so `state()` may be taken)."""
+        done = self._background.done(wait_all=True) if self._background else []
+        return LinkResult(-1, self.npeaks, empty_table(OVERLAP_COLUMNS), *self._numbered(done))
+
+    def _numbered(self, closed: list[tuple]) -> tuple[dict, dict]:
+        cliques, members = self.cols.tables_of(closed, self._nclosed)
         self._nclosed += cliques["clique_id"].shape[0]
         return cliques, members
+
+    @property
+    def pending(self) -> int:
+        """Closings whose cliques the background separation has not given back yet."""
+        return len(self._background.pending) if self._background else 0
+
 

@@ -19,6 +19,10 @@ whole.
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -173,27 +177,41 @@ class Separator:
         self.relative_noise = relative_noise
         self.nseparated = 0  # cliques that held more than one spot
         self.nexamined = 0
+        self._count = threading.Lock()  # compute() may run in several threads at once
 
     def apply(self, closed: tuple, pool: PixelPool, columns: tuple) -> tuple:
         """`Forest.close` output with its multi-spot cliques separated, plus `share`
         per member row: (n2d, table, npx, first, last, member_gid, member_clique,
         sums, share)."""
-        n2d, table, npx, first, last, gids, mclq, sums = closed
-        share = np.ones(gids.shape[0], np.float64)
-        nc = n2d.shape[0]
-        if not nc:
-            return (*closed, share)
-        cand = np.flatnonzero(npx >= self.min_pixels)
+        return self.compute(self.prepare(closed, pool), columns)
+
+    def prepare(self, closed: tuple, pool: PixelPool) -> tuple:
+        """The quick part of `apply`, which must run where the pool is kept: the closed
+        cliques' pixels taken out of the pool. `compute` may then run in another
+        thread (it touches neither the pool nor the linker)."""
+        n2d, npx, gids, mclq = closed[0], closed[2], closed[5], closed[6]
+        cand = np.flatnonzero(npx >= self.min_pixels) if n2d.shape[0] else npx[:0]
         if not cand.shape[0]:
             pool.close(gids)
-            return (*closed, share)
-        self.nexamined += cand.shape[0]
-        is_cand = np.zeros(nc, np.bool_)
+            return closed, cand, None, None
+        is_cand = np.zeros(n2d.shape[0], np.bool_)
         is_cand[cand] = True
         sel = np.flatnonzero(is_cand[mclq])
         sel = sel[np.argsort(mclq[sel], kind="stable")]  # members grouped by clique
         px = pool.gather(gids[sel])
         pool.close(gids)
+        return closed, cand, sel, px
+
+    def compute(self, job: tuple, columns: tuple) -> tuple:
+        """The separation of `prepare`'s cliques (the numba kernels, without the GIL)."""
+        closed, cand, sel, px = job
+        n2d, table, npx, first, last, gids, mclq, sums = closed
+        share = np.ones(gids.shape[0], np.float64)
+        nc = n2d.shape[0]
+        if px is None:
+            return (*closed, share)
+        with self._count:
+            self.nexamined += cand.shape[0]
         per_clique = np.bincount(mclq[sel][px["member"]], minlength=nc)[cand]
         pix_ptr = np.r_[0, np.cumsum(per_clique)].astype(np.int64)
         ncomp, zc, acc = separate_cliques(
@@ -203,7 +221,8 @@ class Separator:
         split = ncomp > 1
         if not split.any():
             return (*closed, share)
-        self.nseparated += int(split.sum())
+        with self._count:
+            self.nseparated += int(split.sum())
         return self._rebuild(closed, share, cand, sel, px, ncomp, zc, acc, columns)
 
     def _rebuild(self, closed, share, cand, sel, px, ncomp, zc, acc, columns):
@@ -269,6 +288,43 @@ class Separator:
         order = np.lexsort((c, g))
         return (out["n2d"], out_table, out["npx"], out["first"], out["last"], g[order],
                 c[order], out_sums, sh[order])
+
+
+class Background:
+    """Separations run by threads of their own (numba releases the GIL), given back
+    in the order they were asked for; at most MAX_PENDING behind. One thread per two
+    cores (the other core for the chain's workers), at most four."""
+
+    MAX_PENDING = 64  # closings it may be behind before a step waits for the oldest
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads or max(1, min(4, (os.cpu_count() or 2) // 2))
+        self.executor: ThreadPoolExecutor | None = None  # threads while a scan runs
+        self.pending: deque[Future] = deque()
+
+    def submit(self, separator: Separator, closed: tuple, pool: PixelPool,
+               columns: tuple) -> None:
+        job = separator.prepare(closed, pool)  # here: the pool is the caller's
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="separate")
+        self.pending.append(self.executor.submit(separator.compute, job, columns))
+
+    def done(self, wait_all: bool) -> list[tuple]:
+        """The finished separations, oldest first (all of them with `wait_all`)."""
+        out = []
+        while self.pending and (wait_all or self.pending[0].done()
+                                or len(self.pending) > self.MAX_PENDING):
+            out.append(self.pending.popleft().result())
+        return out
+
+    def cancel(self) -> None:
+        """Forget what is under way (a scan given up) and let the thread go."""
+        for fut in self.pending:
+            fut.cancel()
+        self.pending.clear()
+        if self.executor is not None:
+            self.executor.shutdown(wait=False)
+            self.executor = None
 
 
 def _ranges(start: np.ndarray, count: np.ndarray) -> np.ndarray:

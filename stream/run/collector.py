@@ -67,6 +67,8 @@ class Collector:
                  gauges: Callable[[], dict[str, int]] | None = None,
                  clock: Callable[[], float] = _time.monotonic, state_interval: float = 0.0):
         self.linker = linker
+        if hasattr(linker, "separate_in_background"):  # the lane never waits for it
+            linker.separate_in_background()
         self.store = store
         self.counters = counters
         self.buffer = ReorderBuffer(window, timeout, npoints)
@@ -154,7 +156,10 @@ class Collector:
             return False
         written = self.counters["written"]
         self.counters["written"] = self.store.points.nrows  # the checkpoint writes them all
-        state = self.state() if now - self._last_state >= self.state_interval else None
+        state = None
+        if now - self._last_state >= self.state_interval:
+            self._drain_linker()  # the state holds no separation under way: its cliques go first
+            state = self.state()
         if not self._write("checkpoint", self.store.checkpoint, self._file_counters(), state,
                            background):
             self.counters["written"] = written
@@ -334,6 +339,13 @@ class Collector:
         n = len(next(iter(peaks.values()))) if peaks else 0
         if n:
             self.rows.peaks(np.full(n, point_id, np.int64), peaks)
+
+    def _drain_linker(self) -> None:
+        if getattr(self.linker, "pending", 0):
+            result = self.linker.drain()
+            self._write_link(result)
+            if self.on_link is not None:
+                self.on_link(None, result)
 
     def _write_link(self, result: Any) -> None:
         self.counters["cliques"] += self.rows.link_result(result)

@@ -18,9 +18,11 @@ from stream.store.reader import format_summary, load, summary
 from tests.support.paths import ROOT
 
 
-def process(sim: Simulation, path, split: str) -> None:
+def process(sim: Simulation, path, split: str, linker: dict | None = None,
+            flush: float | None = None) -> None:
     """The simulated scan through the per-point chain (configs/simulated.toml, inline,
-    wire-encoded), the label node's split set to `split`."""
+    wire-encoded), the label node's split set to `split` (and [linker] updated by
+    `linker`, [output] flush_interval set to `flush`)."""
     import tomllib
 
     from stream.config.schema import Config
@@ -31,6 +33,9 @@ def process(sim: Simulation, path, split: str) -> None:
     for node in data["node"]:
         if node["kind"] == "label":
             node["split"] = split
+    data["linker"].update(linker or {})
+    if flush is not None:
+        data["output"]["flush_interval"] = flush
     runner = ScanRunner(Config(data, "simulated.toml", ROOT / "configs"), output_file=path)
     runner.handle(encode(sim.start("s")))
     for i in range(sim.config.npoints):
@@ -106,3 +111,20 @@ def test_relink_none_and_readers(scanned, tmp_path):
     curve = rocking_curve(pixels, int(split))
     assert curve["intensity"].sum() == pytest.approx(
         data["cliques"]["sum_intensity"][split], rel=1e-9)
+
+
+@pytest.mark.parametrize("flush", [0.0, 1e6])
+def test_live_separation_in_the_background_equals_relink(scanned, tmp_path, flush):
+    """The live lane separates in a thread of its own (its cliques come out with later
+    points): the file equals a relink's of the same pixels, whether every point's
+    checkpoint waits for the separations under way (flush 0) or none comes mid-scan."""
+    sim, _, _ = scanned
+    live, relinked = tmp_path / "live.h5", tmp_path / "relinked.h5"
+    process(sim, live, "local_max", {"split": "pixels"}, flush)
+    assert main(["relink", str(live), "--split", "pixels", "--output", str(relinked)]) == 0
+    a, b = load(live), load(relinked)
+    assert (a["shares"]["share"] < 1).any()  # pixels were divided: spots were separated
+    for name in ("peaks2d", "cliques", "shares"):
+        assert a[name].keys() == b[name].keys(), name
+        for col in a[name]:
+            assert np.array_equal(a[name][col], b[name][col], equal_nan=True), (name, col)

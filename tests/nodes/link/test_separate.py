@@ -5,6 +5,8 @@ point, and resume from `state()` bit-identical."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -206,3 +208,52 @@ def test_pool_holds_only_open_cliques():
         linker.add_point(p, sp, pk, {"omega": 0.25 * p, "dty": 1.0})
         held.append(linker.pool.npixels())
     assert max(held) > 0 and held[-1] == 0  # every spot closed before the end: all freed
+
+
+def test_background_separation_gives_the_same_tables_and_resumes():
+    """Separated in a thread of its own, cliques come out with later points' results
+    (so a point's linking never waits): the same tables, the same ids, in the same
+    order; state() refuses while a separation is under way, and after drain() a
+    resume from it gives the same scan."""
+    vol = spots_volume(PAIR + ALONE + [(11.0, 8.0, 30.0, 1.0, 1.5, 1.5, 500.0),
+                                       (12.3, 9.5, 32.5, 1.0, 1.5, 1.5, 500.0)], seed=7)
+    frames = frames_of(vol)
+    scan = make_scan(npoints=NPOINTS)
+    whole, members, sync = link(vol)
+    assert sync.separator.nseparated >= 2  # the pairs were separated
+    linker = Linker(criterion="any_pixel", split="pixels")
+    linker.separate_in_background(threads=3)  # finished out of order, given back in order
+    out = run_part(linker, scan, frames, 0, NPOINTS)
+    out.append(linker.finish())
+    assert linker.pending == 0
+    assert linker.separator.nseparated == sync.separator.nseparated
+    got = cat(out, "cliques")
+    for k in whole:
+        assert np.array_equal(got[k], whole[k]), k
+    got = cat(out, "members")
+    for k in members:
+        assert np.array_equal(got[k], members[k]), k
+    for cut in (5, 9, 12):
+        first = Linker(criterion="any_pixel", split="pixels")
+        first.separate_in_background(threads=1)
+        out = run_part(first, scan, frames, 0, cut - 1)
+        busy = threading.Event()  # the separation thread held up: a closing stays pending
+        first._background.executor.submit(busy.wait)
+        try:
+            out += run_part(first, scan, frames, cut - 1, cut, setup=False)
+            assert first.pending >= 1
+            with pytest.raises(ValueError, match="drain"):
+                first.state()
+        finally:
+            busy.set()
+        out.append(first.drain())
+        assert first.pending == 0
+        second = Linker(criterion="any_pixel", split="pixels")
+        second.separate_in_background()
+        second.setup(scan)
+        second.restore(first.state())
+        out += run_part(second, scan, frames, cut, NPOINTS, setup=False)
+        out.append(second.finish())
+        got = cat(out, "cliques")
+        for k in whole:
+            assert np.array_equal(got[k], whole[k]), (cut, k)
