@@ -182,14 +182,22 @@ def test_block_path_and_resume_are_bit_identical():
     for cut in range(1, NPOINTS):
         first = Linker(criterion="any_pixel", split="pixels")
         out = run_part(first, scan, frames, 0, cut)
-        second = Linker(criterion="any_pixel", split="pixels")
-        second.setup(scan)
-        second.restore(first.state())
-        out += run_part(second, scan, frames, cut, NPOINTS, setup=False)
-        out.append(second.finish())
-        got = cat(out, "cliques")
-        for k in whole:
-            assert np.array_equal(got[k], whole[k]), (cut, k)
+        resume_and_compare(first, out, scan, frames, cut, whole)
+
+
+def resume_and_compare(first, out, scan, frames, cut, whole, background=False):
+    """A second linker goes on from `first`'s state at `cut`: the scan's cliques are
+    `whole`'s."""
+    second = Linker(criterion="any_pixel", split="pixels")
+    if background:
+        second.separate_in_background()
+    second.setup(scan)
+    second.restore(first.state())
+    out += run_part(second, scan, frames, cut, NPOINTS, setup=False)
+    out.append(second.finish())
+    got = cat(out, "cliques")
+    for k in whole:
+        assert np.array_equal(got[k], whole[k]), (cut, k)
 
 
 def run_part(linker, scan, frames, lo, hi, setup=True):
@@ -248,12 +256,4 @@ def test_background_separation_gives_the_same_tables_and_resumes():
             busy.set()
         out.append(first.drain())
         assert first.pending == 0
-        second = Linker(criterion="any_pixel", split="pixels")
-        second.separate_in_background()
-        second.setup(scan)
-        second.restore(first.state())
-        out += run_part(second, scan, frames, cut, NPOINTS, setup=False)
-        out.append(second.finish())
-        got = cat(out, "cliques")
-        for k in whole:
-            assert np.array_equal(got[k], whole[k]), (cut, k)
+        resume_and_compare(first, out, scan, frames, cut, whole, background=True)
