@@ -37,7 +37,7 @@ from tests.support.paths import ROOT
 pytestmark = pytest.mark.system  # daemons killed -9 and restarted
 
 SIM = SimConfig(npoints=120, shape=(128, 160), spots=40, seed=7)
-TABLES = ("peaks2d", "overlaps", "cliques", "sparse")
+TABLES = ("peaks2d", "overlaps", "cliques", "sparse", "shares")
 EXTRA = '[output]\nflush_interval = 0.1\n[workers]\nkind = "inline"\n'
 
 
@@ -211,11 +211,15 @@ def peakstream(*args: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def test_replay_killed_then_resumed_equals_the_uninterrupted_replay(tmp_path):
+@pytest.mark.parametrize("split", ["local_max", "pixels"])
+def test_replay_killed_then_resumed_equals_the_uninterrupted_replay(tmp_path, split):
+    """Point by point (the live lane's collector): with split "pixels" its separation
+    runs in background threads, and a checkpoint's state waits for them."""
     rec = tmp_path / "rec.h5"
-    sim = SimConfig(npoints=600, shape=(512, 512), spots=120, seed=5)
+    sim = SimConfig(npoints=600, shape=(512, 512), spots=120, seed=5, touching_fraction=0.3)
     write_scan(Simulation(sim), rec, "rec")
-    config = str(daemon_config(tmp_path, "[output]\nflush_interval = 0.05\n"))
+    config = str(daemon_config(tmp_path, f'[output]\nflush_interval = 0.05\n'
+                                         f'[linker]\nsplit = "{split}"\n'))
     common = ["replay", str(rec), "--config", config, "--per-point", "--quiet"]
     ref = tmp_path / "ref.h5"
     assert peakstream(*common, "--output", str(ref)).wait(300) == 0
@@ -237,6 +241,8 @@ def test_replay_killed_then_resumed_equals_the_uninterrupted_replay(tmp_path):
     err = r.communicate(timeout=300)[1]
     assert r.returncode == 0, err
     assert_same(tables(out), tables(ref))
+    if split == "pixels":  # spots were separated: pixels divided between cliques
+        assert (tables(ref)["shares"]["share"] < 1).any()
     # a file that has ended is not resumed again
     r = peakstream(*common, "--output", str(out), "--resume")
     err = r.communicate(timeout=300)[1]
