@@ -66,8 +66,13 @@ class EncodedFrame:
 
     @property
     def data(self) -> np.ndarray:
-        """The compressed bytes as a (read-only) uint8 array, without a copy."""
-        return np.frombuffer(self.buffer, np.uint8)
+        """The compressed bytes as a read-only uint8 array, without a copy. Read-only
+        whatever holds them (bytes, or a received ZeroMQ frame's writable buffer):
+        numba compiles a kernel apart for each kind, and the warm-up, which feeds
+        bytes, would leave the received frames' kind to compile in the first scan."""
+        data = np.frombuffer(self.buffer, np.uint8)
+        data.flags.writeable = False
+        return data
 
     def __reduce__(self):  # pickling copies the buffer (a memoryview does not pickle)
         return (_rebuild, (self.encoding, self.shape, self.dtype, bytes(self.buffer),

@@ -220,3 +220,39 @@ def test_kernels_stay_in_bounds_on_garbage():
         assert (out_all[size * 2:] == 0xA5).all() and (scratch_all[512:] == 0xA5).all()
         assert L.lz4_block(src, 0, n, out_all[:size * 2], 0, size * 2) <= 0
         assert (out_all[size * 2:] == 0xA5).all()
+
+
+@pytest.mark.parametrize("encoding", ["bslz4", "lz4"])
+def test_a_received_frame_compiles_nothing_the_warm_up_did_not(encoding):
+    """The warm-up feeds bytes; a frame from a socket lies in ZeroMQ's writable buffer.
+    Both are handed to the kernels read-only, so a frame received after the warm-up
+    runs the kernels it compiled (before: the first scan compiled them again)."""
+    import zmq
+
+    rng = np.random.default_rng(3)
+    shape, dtype = (64, 64), "uint16"
+    chain = [Correct(dark=1.5, flat=0.9), Threshold(cut=40.0)]
+    for node in fuse(chain):
+        node.setup(scan_of(shape, dtype))
+    frame = frame_of(rng, shape, dtype, spots=6)
+    enc = compress(frame, encoding, 1000 if encoding == "lz4" else 0)
+    as_bytes = EncodedFrame.from_buffer(encoding, shape, frame.dtype, bytes(enc.buffer))
+    ctx = zmq.Context()
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    try:
+        port = b.bind_to_random_port("tcp://127.0.0.1")
+        a.connect(f"tcp://127.0.0.1:{port}")
+        a.send(bytes(enc.buffer))
+        received = b.recv(copy=False)
+    finally:
+        a.close(linger=0)
+        b.close(linger=0)
+        ctx.term()
+    assert not memoryview(received.buffer).readonly  # the kind that differed
+    from_socket = EncodedFrame.from_buffer(encoding, shape, frame.dtype, received.buffer)
+    assert not from_socket.data.flags.writeable
+    kernels = [K.bslz4_correct_threshold, L.lz4_block, L.lz4_dense, L.next_block]
+    want = results(chain, frame, 1e4, as_bytes)
+    compiled = [len(k.signatures) for k in kernels]
+    assert results(chain, frame, 1e4, from_socket) == want
+    assert [len(k.signatures) for k in kernels] == compiled
