@@ -48,6 +48,20 @@ class ProgressLine:
         sys.stderr.flush()
         self.drawn = True
 
+    def notice(self, text: str) -> None:
+        """`label: text` instead of the counts (say, why they stand still), at most
+        every interval; callable from any thread."""
+        now = time.monotonic()
+        if self.quiet or now - self.last < self.interval:
+            return
+        self.last = now
+        self.write(f"{self.label}: {text}")
+
+    def compiled(self, n: int) -> None:
+        """`notice` that numba compiled n kernels so far (`warmup.compile_notices`)."""
+        self.notice(f"compiling kernels, {n} so far (the first run after an install or "
+                    "upgrade; then they load from the cache)")
+
     def done(self) -> None:
         if self.tty and self.drawn:
             sys.stderr.write("\n")

@@ -22,6 +22,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from stream.offline.fill import FillError, check_config, fill_target, finish_fill
     from stream.offline.scanjob import scan_jobs
     from stream.run.runner import ScanRunner
+    from stream.run.warmup import compile_notices
     from stream.sources.base import open_source
     from stream.sources.files import open_recording, recordings
     from stream.store.reader import format_summary, summary
@@ -103,8 +104,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             progress = ProgressLine(f"replay {name}", start.npoints, quiet=args.quiet)
             path = runner.output_path(start.scan_id, start.meta)
             try:
-                runner.results.append(replay_blocks(config, start, stream_blocks, path,
-                                                    progress))
+                with compile_notices(progress.compiled):
+                    runner.results.append(replay_blocks(config, start, stream_blocks, path,
+                                                        progress))
             except (OSError, ValueError) as exc:  # the file is closed with status fail
                 print(f"peakstream replay: {name}: {exc}", file=sys.stderr)
                 runner.results.append({"status": "fail", "file": str(path)})
@@ -117,10 +119,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 how = source.start.meta.get("trajectory_from", "recorded")
                 print(f"replay {name}: trajectory {json.dumps(source.start.trajectory)} "
                       f"({how})", file=sys.stderr)
-            while not source.done:  # through the wire encoding, as a live scan
-                for parts in source.receive(0.0):
-                    runner.handle(parts)
-                progress(source.points)
+            with compile_notices(progress.compiled):
+                while not source.done:  # through the wire encoding, as a live scan
+                    for parts in source.receive(0.0):
+                        runner.handle(parts)
+                    progress(source.points)
             if source.error:  # the recording broke off: the scan failed
                 print(f"peakstream replay: {name}: {source.error}", file=sys.stderr)
             progress(source.points, force=True)

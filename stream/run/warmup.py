@@ -84,6 +84,16 @@ def loaded_kernels() -> int:
     return n
 
 
+def compile_notices(say: Callable[[int], None]) -> _CompileClock:
+    """A context in which every finished numba compile, in any thread, calls
+    `say(compiled so far)`: a command's progress line says why it stands still."""
+    def on_compile(_: Compiled) -> None:
+        say(len(clock.compiled))
+
+    clock = _CompileClock(on_compile)
+    return clock
+
+
 class _CompileClock:
     """Times every numba compile while installed (a listener of "numba:compile")."""
 

@@ -1,0 +1,52 @@
+"""A command that compiles numba kernels (the first run after an install or upgrade)
+says so on its progress line instead of standing still at 0 points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numba
+import pytest
+
+from stream.cli.progress import ProgressLine
+from stream.run.warmup import compile_notices
+from tests.support.paths import ROOT
+
+
+def test_every_compile_reaches_the_progress_line(capsys):
+    line = ProgressLine("replay x", 10)
+    line.interval = 0.0  # every notice drawn
+
+    @numba.njit  # a new function: compiled here, whatever the cache holds
+    def twice(x):
+        return 2 * x
+
+    seen: list[int] = []
+    with compile_notices(lambda n: (seen.append(n), line.compiled(n))):
+        assert twice(3) == 6 and twice(1.5) == 3.0  # two signatures: two compiles
+    assert twice(2) == 4  # outside: not counted
+    assert seen == [1, 2]
+    err = capsys.readouterr().err
+    assert "replay x: compiling kernels, 2 so far" in err
+
+
+@pytest.mark.system
+def test_a_cold_replay_says_it_compiles(tmp_path):
+    """With an empty numba cache the replay's line names the compiling; then it runs
+    from the cache and says nothing of it."""
+    rec = tmp_path / "sim.h5"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+
+    def peakstream(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "stream.cli", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=900)
+
+    assert peakstream("simulate", "--points", "20", "--output", str(rec),
+                      "--quiet").returncode == 0
+    cold = peakstream("replay", str(rec), "--output", str(tmp_path / "a.h5"))
+    assert cold.returncode == 0, cold.stderr
+    assert "compiling kernels" in cold.stderr
+    warm = peakstream("replay", str(rec), "--output", str(tmp_path / "b.h5"))
+    assert warm.returncode == 0 and "compiling kernels" not in warm.stderr
