@@ -70,6 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_relink(args: argparse.Namespace) -> int:
     from stream.offline.relink import relink
+    from stream.run.warmup import compile_notices
     from stream.store.reader import format_summary, summary
 
     if Path(args.output).exists():
@@ -77,12 +78,16 @@ def cmd_relink(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     criterion = args.criterion[0] if len(args.criterion or ()) == 1 else args.criterion
+    progress = ProgressLine("relink", quiet=getattr(args, "quiet", False))
     try:
-        result = relink(args.file, args.output, criterion, args.fraction, args.distance,
-                        **({"split": args.split} if getattr(args, "split", None) else {}))
+        with compile_notices(progress.compiled):  # a new install: the linker's kernels
+            result = relink(args.file, args.output, criterion, args.fraction, args.distance,
+                            **({"split": args.split} if getattr(args, "split", None)
+                               else {}))
     except (OSError, ValueError) as exc:
         print(f"peakstream relink: {exc}", file=sys.stderr)
         return EXIT_USAGE if not Path(args.output).exists() else EXIT_FAILED
+    progress.done()
     print(format_summary(summary(result["file"])))
     print(f"  linker      {result['criterion']}")
     return EXIT_OK

@@ -35,7 +35,7 @@ def test_every_compile_reaches_the_progress_line(capsys):
 @pytest.mark.system
 def test_a_cold_replay_says_it_compiles(tmp_path):
     """With an empty numba cache the replay's line names the compiling; then it runs
-    from the cache and says nothing of it."""
+    from the cache and says nothing of it. relink, which has no other line, too."""
     rec = tmp_path / "sim.h5"
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
 
@@ -50,3 +50,8 @@ def test_a_cold_replay_says_it_compiles(tmp_path):
     assert "compiling kernels" in cold.stderr
     warm = peakstream("replay", str(rec), "--output", str(tmp_path / "b.h5"))
     assert warm.returncode == 0 and "compiling kernels" not in warm.stderr
+    # relink with a split whose kernels the replay did not need: compiled, and said
+    split = peakstream("relink", str(tmp_path / "a.h5"), "--split", "pixels", "--output",
+                       str(tmp_path / "c.h5"))
+    assert split.returncode == 0, split.stderr
+    assert "relink: compiling kernels" in split.stderr
