@@ -18,16 +18,20 @@ are compared with sync's, column by column.
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
 
-import numba
-import numpy as np
+for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):  # as bench_frame, before numba loads
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
