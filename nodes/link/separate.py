@@ -19,7 +19,6 @@ whole.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from nodes.kernels.separate import NACC, separate_cliques
+from stream.core.threads import set_os_name, usable_cores
 
 MAX_VOXELS = 4_000_000
 
@@ -298,7 +298,7 @@ class Background:
     MAX_PENDING = 64  # closings it may be behind before a step waits for the oldest
 
     def __init__(self, threads: int | None = None):
-        self.threads = threads or max(1, min(4, (os.cpu_count() or 2) // 2))
+        self.threads = threads or max(1, min(4, usable_cores() // 2))
         self.executor: ThreadPoolExecutor | None = None  # threads while a scan runs
         self.pending: deque[Future] = deque()
 
@@ -306,7 +306,9 @@ class Background:
                columns: tuple) -> None:
         job = separator.prepare(closed, pool)  # here: the pool is the caller's
         if self.executor is None:
-            self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="separate")
+            self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="separate",
+                                               initializer=set_os_name,
+                                               initargs=("separate",))  # for top -H
         self.pending.append(self.executor.submit(separator.compute, job, columns))
 
     def done(self, wait_all: bool) -> list[tuple]:

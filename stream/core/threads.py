@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -22,6 +23,15 @@ if sys.platform.startswith("linux"):
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
     except OSError:  # no libc to call: names stay Python's own
         _libc = None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: a SLURM or cgroup share, not
+    the machine's count), for the defaults of every pool of workers."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def set_os_name(name: str) -> None:

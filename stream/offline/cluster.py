@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.config.schema import Config
+from stream.core.threads import usable_cores
 from stream.offline.scanjob import ScanJob, output_path, run_job
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,6 @@ def parse_cluster(text: str, slurm: dict[str, Any] | None = None) -> ClusterSpec
                      f"or slurm")
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 @contextlib.contextmanager
 def open_client(spec: ClusterSpec | None) -> Iterator[Any]:
     """A dask Client on the cluster the spec names (None for `spec` None: nothing to
@@ -85,7 +79,7 @@ def open_client(spec: ClusterSpec | None) -> Iterator[Any]:
         return
     with local_start_method(spec.kind):  # read at every worker (re)start: for the whole run
         if spec.kind == "local":
-            cluster = LocalCluster(n_workers=spec.workers or _cores(), threads_per_worker=1,
+            cluster = LocalCluster(n_workers=spec.workers or usable_cores(), threads_per_worker=1,
                                    processes=True, dashboard_address=":0",
                                    silence_logs=logging.WARNING)
         else:

@@ -14,11 +14,11 @@ All take the same numbered tasks and give back the same result messages
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from stream.config.schema import Config
+from stream.core.threads import usable_cores
 from stream.run.dispatch import Dispatcher
 from stream.run.tasks import Params, encode_scan, encode_task
 from stream.run.threadpool import ThreadPool
@@ -29,10 +29,7 @@ def default_count(kind: str = "threads") -> int:
     """Workers for `count = 0`: threads, one per core (the kernels release the GIL and
     the receiver/collector thread is mostly waiting: bench_stream is faster so);
     processes, one per core less the main process's."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     return cores if kind == "threads" else max(1, cores - 1)
 
 
