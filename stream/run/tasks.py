@@ -100,38 +100,36 @@ def encode_result(seq: int, scan: int, item: Item, status: str, reason: str = ""
     return [pack(header), *buffers]
 
 
+def _padded(nbytes: int) -> int:
+    """Bytes a buffer takes in a packed result: rounded up to ALIGN."""
+    return -(-nbytes // ALIGN) * ALIGN
+
+
 def _pack(buffers: list[memoryview]) -> np.ndarray:
-    ends = np.cumsum([-(-b.nbytes // ALIGN) * ALIGN for b in buffers])
-    out = np.empty(int(ends[-1]), np.uint8)
-    for b, end in zip(buffers, ends.tolist(), strict=True):
-        start = end - (-(-b.nbytes // ALIGN) * ALIGN)
-        out[start:start + b.nbytes] = np.frombuffer(b, np.uint8)
-    return out
-
-
-def _unpack(buf: Any, specs: list[list]) -> list[np.ndarray]:
-    """The arrays of a packed result's part (copied once if the part itself is not
-    aligned, as a socket's receive buffer may not be)."""
-    data = np.frombuffer(buf, np.uint8)
-    if data.ctypes.data % ALIGN:
-        data = data.copy()
-    out, pos = [], 0
-    for dtype, shape in specs:
-        dt = np.dtype(dtype)
-        n = int(np.prod(shape, dtype=np.int64))
-        out.append(data[pos:pos + n * dt.itemsize].view(dt).reshape(shape))
-        pos += -(-n * dt.itemsize // ALIGN) * ALIGN
+    out = np.empty(sum(_padded(b.nbytes) for b in buffers), np.uint8)
+    pos = 0
+    for b in buffers:
+        out[pos:pos + b.nbytes] = np.frombuffer(b, np.uint8)
+        pos += _padded(b.nbytes)
     return out
 
 
 def decode_result(parts: list) -> Result:
     """The inverse of `encode_result`: arrays are views of the received buffers."""
     h = header_of(parts)
-    if h.get("packed"):
-        bufs = iter(_unpack(getattr(parts[1], "buffer", parts[1]), _specs(h)))
+    if h.get("packed"):  # the arrays one after the other, each at a multiple of ALIGN
+        data = np.frombuffer(getattr(parts[1], "buffer", parts[1]), np.uint8)
+        if data.ctypes.data % ALIGN:  # a socket's receive buffer may not be aligned
+            data = data.copy()
+        pos = 0
 
         def take(spec: list) -> np.ndarray:
-            return next(bufs)
+            nonlocal pos
+            dtype, shape = np.dtype(spec[0]), spec[1]
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            arr = data[pos:pos + nbytes].view(dtype).reshape(shape)
+            pos += _padded(nbytes)
+            return arr
     else:
         raw = iter(getattr(p, "buffer", p) for p in parts[1:])
 
@@ -153,20 +151,6 @@ def decode_result(parts: list) -> Result:
     item.outputs = {name: take([dtype, shape]) for name, dtype, shape in h["outputs"]}
     preview = take(h["preview"]) if h.get("preview") is not None else None
     return Result(h["seq"], h["scan"], h["point_id"], item, h["status"], h["reason"], preview)
-
-
-def _specs(h: dict) -> list[list]:
-    """A result header's (dtype, shape) per buffer, in the order encode_result adds them."""
-    specs = []
-    sp = h["sparse"]
-    if sp is not None:
-        specs += [sp["row"], sp["col"], sp["intensity"]]
-        specs += [sp["label"]] if sp["label"] is not None else []
-        specs += [sp["runs"]] if sp.get("runs") is not None else []
-    specs += [[dtype, shape] for _, dtype, shape in h["peaks"] or []]
-    specs += [[dtype, shape] for _, dtype, shape in h["outputs"]]
-    specs += [h["preview"]] if h.get("preview") is not None else []
-    return specs
 
 
 def bad_result(seq: int, scan: int, point_id: int, reason: str) -> list:
