@@ -22,6 +22,7 @@ import numba
 import numpy as np
 
 from nodes.kernels.blobs3d import KMAX, dense_box, log_seeds, residual_peak
+from nodes.kernels.spotfit import model_intensity
 
 NACC = 9
 _EM_ITER = 40
@@ -219,16 +220,19 @@ def separate_one(z, r, c, inten, sz, sr, sc, seed_fraction, merge_distance, min_
 @numba.njit(nogil=True, cache=True)
 def separate_cliques(pix_ptr, z, r, c, inten, member, nmembers, sz, sr, sc,
                      seed_fraction, merge_distance, min_share, max_voxels, add_sigma,
-                     bic_factor, relative_noise):
+                     bic_factor, relative_noise, background):
     """Separate every clique (its pixels pix_ptr[i]:pix_ptr[i + 1], each with the row
     of its member 2D peak, `member`, in 0..nmembers-1).
 
     Returns K per clique, each component's centroid point rank (to order them),
-    and acc (nmembers, KMAX, NACC): each member's share of the additive sums per
-    component (component k of the member's clique)."""
+    acc (nmembers, KMAX, NACC): each member's share of the additive sums per
+    component (component k of the member's clique), and each component's
+    integrated intensity from a Gaussian fitted to its share of the pixels
+    (`spotfit.model_intensity`, net of `background`; NaN if none fits)."""
     ncl = pix_ptr.shape[0] - 1
     ncomp = np.ones(ncl, np.int64)
     zc = np.zeros((ncl, KMAX), np.float64)
+    fit = np.full((ncl, KMAX), np.nan)
     acc = np.zeros((nmembers, KMAX, NACC), np.float64)
     for i in range(ncl):
         a, b = pix_ptr[i], pix_ptr[i + 1]
@@ -261,4 +265,7 @@ def separate_cliques(pix_ptr, z, r, c, inten, member, nmembers, sz, sr, sc,
             for m2 in range(a, b):
                 tot += resp[m2 - a, k] * inten[m2] if K > 1 else inten[m2]
             zc[i, k] = zc[i, k] / tot if tot != 0.0 else 0.0
-    return ncomp, zc, acc
+            q = np.ascontiguousarray(resp[:, k]) if K > 1 else np.ones(b - a, np.float64)
+            fit[i, k] = model_intensity(z[a:b], r[a:b], c[a:b], inten[a:b], q, background,
+                                             relative_noise)
+    return ncomp, zc, acc, fit

@@ -121,6 +121,7 @@ class CliqueColumns:
         numbered from `first_id`."""
         n2d, table, npx, first, last, member_gid, member_clique, sums = closed[:8]
         share = closed[8] if len(closed) > 8 else np.ones(member_gid.shape[0])
+        fit = closed[9] if len(closed) > 9 else np.full(n2d.shape[0], np.nan)
         nc = n2d.shape[0]
         if not nc:
             return empty_table(self.dtypes), empty_table(MEMBER_COLUMNS)
@@ -132,6 +133,7 @@ class CliqueColumns:
         cliques["first_point"] = first
         cliques["last_point"] = last
         cliques["point"] = table[_NCOPY + 2]
+        cliques["fit_intensity"] = fit
         for k, name in enumerate(self.motors):
             row = self._motor_row[k]
             if row >= 0:

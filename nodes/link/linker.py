@@ -13,19 +13,19 @@ the point-by-point steps close them. Memory holds only the frontier frames
 `state()` / `restore()` carry both across a restart. The block path is in
 `nodes.link.block`, the output tables in `nodes.link.cliques`.
 
-`split = "pixels"` divides each closing clique's pixels
-between the spots it holds (`nodes.link.separate`). `split = "local_max"`
-splits each clique as it closes at its significant
-maxima in 3D: its 2D peaks are nodes with their maximum intensity, its links
-edges with their saddle (`kernels.overlap.overlap_runs`: the highest
-min(I_a, I_b) over the pixels the two peaks share, or the lower maximum when
-the two peak pixels are within a pixel of each other); a part whose maximum
-stands above its highest saddle to a higher part by at least
-max(prominence * peak, prominence_sigma * sqrt(peak + saddle)) stays a
-clique of its own (a watershed at the level of 2D peaks, `significant`).
-With the label node's local-maximum split this parts spots that merely
-touch, in the frame or along the rocking curve, and keeps one spot seen on
-several passes or turns whole. Links made without a shared pixel (the
+`split = "pixels"` divides each closing clique's pixels between the spots it
+holds (`nodes.link.separate`; `background`, the level under the spots in the
+pixel values, is taken off for their fitted intensity). `split = "local_max"`
+splits each clique as it closes at its significant maxima in 3D: its 2D peaks
+are nodes with their maximum intensity, its links edges with their saddle
+(`kernels.overlap.overlap_runs`: the highest min(I_a, I_b) over the pixels the
+two peaks share, or the lower maximum when the two peak pixels are within a
+pixel of each other); a part whose maximum stands above its highest saddle to
+a higher part by at least max(prominence * peak, prominence_sigma * sqrt(peak
++ saddle)) stays a clique of its own (a watershed at the level of 2D peaks,
+`significant`). With the label node's local-maximum split this parts spots
+that merely touch, in the frame or along the rocking curve, and keeps one spot
+seen on several passes or turns whole. Links made without a shared pixel (the
 distance criterion alone) never split.
 
 Clique centroids in the scan's motors are intensity-weighted means; a motor
@@ -79,17 +79,19 @@ class Linker:
 
     def __init__(self, *, criterion: str | list[str] = "any_pixel", fraction: float = 0.2,
                  distance: float = 3.0, split: str = "none", prominence: float = 0.1,
-                 prominence_sigma: float = 3.0):
+                 prominence_sigma: float = 3.0, background: float = 0.0):
         self.rule = Rule(criterion, fraction=fraction, distance=distance)
         self.criterion = criterion
         if split not in SPLITS:
             raise ValueError(f"linker split {split!r} is not supported "
                              f"(choices: {', '.join(SPLITS)})")
-        for name, value in (("prominence", prominence), ("prominence_sigma", prominence_sigma)):
+        for name, value in (("prominence", prominence), ("prominence_sigma", prominence_sigma),
+                            ("background", background)):
             if isinstance(value, bool) or not isinstance(value, int | float) \
                     or not 0.0 <= value < np.inf:
                 raise ValueError(f"linker {name} must be a number >= 0, got {value!r}")
         self.split = split
+        self.background = float(background)
         self.prominence = float(prominence)
         self.prominence_sigma = float(prominence_sigma)
         self.trajectory: Any = None  # the scan's trajectory, from setup(scan)
@@ -104,7 +106,7 @@ class Linker:
         self.splitting = self.split == "local_max"
         self.separating = self.split == "pixels"
         self.pool = PixelPool(self.cols.nacc - len(ACC) - 1)
-        self.separator = Separator()
+        self.separator = Separator(background=self.background)
         names = self.rule.names  # link_frames' criteria (< 0: not used)
         self._fraction = self.rule.fraction if "fraction" in names else -1.0
         self._distance = self.rule.distance if "distance" in names else -1.0
@@ -263,7 +265,8 @@ class Linker:
         """The parameters that decide the output (part of `state()`)."""
         return {"criterion": ",".join(self.rule.names), "fraction": self.rule.fraction,
                 "distance": self.rule.distance, "split": self.split,
-                "prominence": self.prominence, "prominence_sigma": self.prominence_sigma}
+                "prominence": self.prominence, "prominence_sigma": self.prominence_sigma,
+                "background": self.background}
 
     def state(self) -> dict[str, Any]:
         """Everything needed to go on linking after the last point added, as plain values.

@@ -166,8 +166,9 @@ class Separator:
     def __init__(self, *, min_pixels: int = 12, smooth: tuple[float, float, float] =
                  (0.7, 1.0, 1.0), seed_fraction: float = 0.05, merge_distance: float = 1.0,
                  min_share: float = 0.02, add_sigma: float = 30.0, bic_factor: float = 1.0,
-                 relative_noise: float = 0.05):
+                 relative_noise: float = 0.05, background: float = 0.0):
         self.min_pixels = min_pixels
+        self.background = background  # level under the spots, for fit_intensity
         self.smooth = smooth
         self.seed_fraction = seed_fraction
         self.merge_distance = merge_distance
@@ -181,8 +182,8 @@ class Separator:
 
     def apply(self, closed: tuple, pool: PixelPool, columns: tuple) -> tuple:
         """`Forest.close` output with its multi-spot cliques separated, plus `share`
-        per member row: (n2d, table, npx, first, last, member_gid, member_clique,
-        sums, share)."""
+        per member row and each clique's fitted intensity (NaN if none): (n2d, table,
+        npx, first, last, member_gid, member_clique, sums, share, fit)."""
         return self.compute(self.prepare(closed, pool), columns)
 
     def prepare(self, closed: tuple, pool: PixelPool) -> tuple:
@@ -208,24 +209,28 @@ class Separator:
         n2d, table, npx, first, last, gids, mclq, sums = closed
         share = np.ones(gids.shape[0], np.float64)
         nc = n2d.shape[0]
+        fitted = np.full(nc, np.nan)
         if px is None:
-            return (*closed, share)
+            return (*closed, share, fitted)
         with self._count:
             self.nexamined += cand.shape[0]
         per_clique = np.bincount(mclq[sel][px["member"]], minlength=nc)[cand]
         pix_ptr = np.r_[0, np.cumsum(per_clique)].astype(np.int64)
-        ncomp, zc, acc = separate_cliques(
+        ncomp, zc, acc, fit = separate_cliques(
             pix_ptr, px["z"], px["row"], px["col"], px["intensity"], px["member"],
             sel.shape[0], *self.smooth, self.seed_fraction, self.merge_distance,
-            self.min_share, MAX_VOXELS, self.add_sigma, self.bic_factor, self.relative_noise)
+            self.min_share, MAX_VOXELS, self.add_sigma, self.bic_factor, self.relative_noise,
+            float(self.background))
         split = ncomp > 1
+        fitted[cand] = fit[:, 0]
         if not split.any():
-            return (*closed, share)
+            return (*closed, share, fitted)
         with self._count:
             self.nseparated += int(split.sum())
-        return self._rebuild(closed, share, cand, sel, px, ncomp, zc, acc, columns)
+        return self._rebuild(closed, share, fitted, cand, sel, px, ncomp, zc, acc, fit,
+                             columns)
 
-    def _rebuild(self, closed, share, cand, sel, px, ncomp, zc, acc, columns):
+    def _rebuild(self, closed, share, fitted, cand, sel, px, ncomp, zc, acc, fit, columns):
         """New tables: each separated clique replaced, in place, by its components."""
         n2d, table, npx, first, last, gids, mclq, sums = closed
         nc = n2d.shape[0]
@@ -239,8 +244,10 @@ class Separator:
         out_table = np.empty((table.shape[0], ntot), np.float64)
         out_table[:, new_first[keep_rows]] = table[:, keep_rows]
         out = {"n2d": np.empty(ntot, n2d.dtype), "npx": np.empty(ntot, npx.dtype),
-               "first": np.empty(ntot, first.dtype), "last": np.empty(ntot, last.dtype)}
-        for name, a in (("n2d", n2d), ("npx", npx), ("first", first), ("last", last)):
+               "first": np.empty(ntot, first.dtype), "last": np.empty(ntot, last.dtype),
+               "fit": np.empty(ntot, np.float64)}
+        for name, a in (("n2d", n2d), ("npx", npx), ("first", first), ("last", last),
+                        ("fit", fitted)):
             out[name][new_first[keep_rows]] = a[keep_rows]
         # member rows of kept cliques
         keep_m = k_of[mclq] == 1
@@ -266,6 +273,7 @@ class Separator:
             s[:, NACC + 1:] = np.einsum("mk,mf->kf", s_i, px["factors"][members])
             rows = new_first[c_old] + np.arange(K)
             out_sums[rows] = s
+            out["fit"][rows] = fit[i, order]
             has = frac > 0
             pts = px["point"][members]
             out["n2d"][rows] = has.sum(axis=0)
@@ -287,7 +295,7 @@ class Separator:
         sh = np.concatenate(rows_s)
         order = np.lexsort((c, g))
         return (out["n2d"], out_table, out["npx"], out["first"], out["last"], g[order],
-                c[order], out_sums, sh[order])
+                c[order], out_sums, sh[order], out["fit"])
 
 
 class Background:

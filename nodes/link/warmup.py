@@ -30,7 +30,7 @@ def warm_separation() -> None:
                      r.astype(np.int32), c.astype(np.int32), inten.astype(np.float32),
                      np.zeros(z.shape[0], np.int64), 1, *sep.smooth, sep.seed_fraction,
                      sep.merge_distance, sep.min_share, MAX_VOXELS, sep.add_sigma,
-                     sep.bic_factor, sep.relative_noise)
+                     sep.bic_factor, sep.relative_noise, sep.background)
 
 
 def readonly_frame(sparse: SparseFrame | None) -> SparseFrame | None:

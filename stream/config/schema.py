@@ -64,8 +64,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "keys": "",  # CurveZMQ key directory (`peakstream keys`): needed off loopback
     },
     "cluster": {"queue": "", "account": "", "cores": 1, "memory": "4GB",  # --cluster slurm
-                "walltime": "01:00:00", "jobs": 1, "job_extra": [],
-                "log_directory": ""},  # jobs' stdout/stderr ("" = DIR/slurm-logs)
+                "walltime": "01:00:00", "jobs": 1, "job_extra": [], "log_directory": ""},
     # criterion: a name or a list of names that must all hold (nodes/link/criteria.py).
     # "fraction" 0.2 keeps links of blobs that truly overlap; any_pixel is ImageD11's rule.
     # split "local_max": each clique is cut, as it closes, at its significant maxima in
@@ -73,8 +72,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # max(prominence * peak, prominence_sigma * sqrt(peak + saddle)) stays a clique of
     # its own (nodes/link/linker.py); "none" keeps every linked pair together (ImageD11).
     # "pixels": a clique's pixels divided between its spots (nodes/link/separate.py; slow)
+    # and fit_intensity from a 3D Gaussian, net of `background` (the level under the spots)
     "linker": {"criterion": "fraction", "fraction": 0.2, "distance": 3.0,
-               "split": "local_max", "prominence": 0.1, "prominence_sigma": 3.0},
+               "split": "local_max", "prominence": 0.1, "prominence_sigma": 3.0, "background": 0.0},
     # pattern: the file of each scan in `directory`, with the fields {scan_id},
     # {sample} (the start message's meta, "unknown" if absent), {scan_number} (1 + the
     # highest number already in the directory under this pattern), {date} (YYYYMMDD)
@@ -265,7 +265,7 @@ def _validate_linker(linker: dict[str, Any], origin: str) -> None:
     if linker["split"] not in SPLITS:
         raise ConfigError(f"{origin}: [linker] split {linker['split']!r} not one of: "
                           f"{', '.join(SPLITS)}")
-    for key in ("prominence", "prominence_sigma"):
+    for key in ("prominence", "prominence_sigma", "background"):
         if not 0.0 <= linker[key] < float("inf"):
             raise ConfigError(f"{origin}: [linker] {key} must be a number >= 0, "
                               f"got {linker[key]!r}")

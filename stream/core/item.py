@@ -78,11 +78,14 @@ MOMENT_COLUMNS = ("s_1", "s_I", "s_sI", "s_fI", "s_ssI", "s_ffI", "s_sfI")
 
 def clique_columns(motors: list[str]) -> dict[str, str]:
     """Columns of the cliques table, in the order they are stored: the sums of the
-    members' columns, the intensity-weighted point and one centroid per motor."""
+    members' columns, the intensity-weighted point, the intensity of a Gaussian
+    fitted to the pixels (linker split "pixels"; NaN otherwise) and one centroid
+    per motor."""
     cols = {"clique_id": "int64", "n2d": "int32", "npx": "int64", "sum_intensity": "float64",
             "s_raw": "float64", "f_raw": "float64"}
     cols.update({name: "float64" for name in MOMENT_COLUMNS})
-    cols.update({"first_point": "int64", "last_point": "int64", "point": "float64"})
+    cols.update({"first_point": "int64", "last_point": "int64", "point": "float64",
+                 "fit_intensity": "float64"})
     cols.update({m: "float64" for m in motors})
     return cols
 

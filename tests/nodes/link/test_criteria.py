@@ -154,7 +154,7 @@ def test_linker_config_defaults_and_combination(tmp_path):
     config = Config.load(None)
     assert config["linker"] == {"criterion": "fraction", "fraction": 0.2, "distance": 3.0,
                                 "split": "local_max", "prominence": 0.1,
-                                "prominence_sigma": 3.0}
+                                "prominence_sigma": 3.0, "background": 0.0}
     path = tmp_path / "c.toml"
     path.write_text("[linker]\ncriterion = ['fraction', 'distance']\ndistance = 2\n")
     config = Config.load(path)
