@@ -82,8 +82,8 @@ def cmd_relink(args: argparse.Namespace) -> int:
     try:
         with compile_notices(progress.compiled):  # a new install: the linker's kernels
             result = relink(args.file, args.output, criterion, args.fraction, args.distance,
-                            **({"split": args.split} if getattr(args, "split", None)
-                               else {}))
+                            **{k: v for k in ("split", "background")
+                               if (v := getattr(args, k, None)) is not None})
     except (OSError, ValueError) as exc:
         print(f"peakstream relink: {exc}", file=sys.stderr)
         return EXIT_USAGE if not Path(args.output).exists() else EXIT_FAILED

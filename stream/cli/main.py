@@ -218,6 +218,9 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
                    help="how closed cliques are cut: pixels (divided between the spots "
                         "they hold), local_max (at significant maxima), none (ImageD11); "
                         "default: the file's own")
+    p.add_argument("--background", type=float, metavar="B",
+                   help="split pixels: the level under the spots, taken off for "
+                        "fit_intensity; default: the file's own")
     p.add_argument("--output", required=True, help="the new output FILE.h5")
     p.set_defaults(func=cmd_relink)
 

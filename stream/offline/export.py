@@ -10,7 +10,9 @@
   member; Min_o, Max_o the omega of the first and last points. A clique's
   members are its rows of the shares table, so a 2D peak split between
   cliques (linker split "pixels") counts in each (bounding box, IMax);
-  the clique's sums are its shares of the pixels already.
+  the clique's sums are its shares of the pixels already. With split
+  "pixels" a last column, fit_intensity, holds each clique's fitted 3D
+  Gaussian integral (nan where none was fitted).
 * `sparse`: ImageD11's sparse HDF5 (the layout of shared/data's silicon file):
   group `1.1` with row, col, intensity, frame, nnz, attrs itype, nframes,
   shape0, shape1, and per-frame motors under measurement/ (omega as
@@ -117,12 +119,15 @@ def flt_columns(data: dict[str, Any]) -> dict[str, np.ndarray]:
 
 def _flt(data: dict[str, Any], shape, itype, output: Path) -> int:
     cols = flt_columns(data)
-    fmt = "  ".join("%.0f" if c in _INTS else "%.6f" for c in FLT_COLUMNS)
-    table = np.column_stack([np.asarray(cols[c], np.float64) for c in FLT_COLUMNS]) \
-        if len(cols["sc"]) else np.empty((0, len(FLT_COLUMNS)))
+    fit = data["cliques"].get("fit_intensity")
+    names = FLT_COLUMNS + ("fit_intensity",) * bool(fit is not None and np.isfinite(fit).any())
+    cols["fit_intensity"] = fit
+    fmt = "  ".join("%.0f" if c in _INTS else "%.6f" for c in names)
+    table = np.column_stack([np.asarray(cols[c], np.float64) for c in names]) \
+        if len(cols["sc"]) else np.empty((0, len(names)))
     with open(output, "w") as out:
         out.write(f"# peakstream_detector = {data['detector']}\n")
-        out.write("#  " + "  ".join(FLT_COLUMNS) + "\n")
+        out.write("#  " + "  ".join(names) + "\n")
         np.savetxt(out, table, fmt=fmt)
     return table.shape[0]
 
