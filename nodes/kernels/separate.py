@@ -22,9 +22,10 @@ import numba
 import numpy as np
 
 from nodes.kernels.blobs3d import KMAX, dense_box, log_seeds, residual_peak
-from nodes.kernels.spotfit import model_intensity
+from nodes.kernels.spotfit import deblended_intensities, model_intensity
 
 NACC = 9
+DEBLEND_ROUNDS = 8  # refits of touching spots with the pixels shared by their models
 _EM_ITER = 40
 _VAR_FLOOR = 0.08  # a spot on one frame or one pixel row: 1/12 of a step squared
 
@@ -265,7 +266,10 @@ def separate_cliques(pix_ptr, z, r, c, inten, member, nmembers, sz, sr, sc,
             for m2 in range(a, b):
                 tot += resp[m2 - a, k] * inten[m2] if K > 1 else inten[m2]
             zc[i, k] = zc[i, k] / tot if tot != 0.0 else 0.0
-            q = np.ascontiguousarray(resp[:, k]) if K > 1 else np.ones(b - a, np.float64)
-            fit[i, k] = model_intensity(z[a:b], r[a:b], c[a:b], inten[a:b], q, background,
-                                             relative_noise)
+        if K == 1:
+            fit[i, 0] = model_intensity(z[a:b], r[a:b], c[a:b], inten[a:b],
+                                        np.ones(b - a, np.float64), background, relative_noise)
+        else:
+            fit[i, :K] = deblended_intensities(z[a:b], r[a:b], c[a:b], inten[a:b], resp,
+                                               background, relative_noise, DEBLEND_ROUNDS)
     return ncomp, zc, acc, fit

@@ -67,16 +67,15 @@ def _log_model(coef, d0, d1, d2):
 
 
 @numba.njit(nogil=True, cache=True)
-def model_intensity(z, r, c, inten, q, background, relative_noise):
-    """Integrated intensity (net of `background`) of the spot whose share of each
-    pixel's intensity is q (all ones for a whole clique), with `relative_noise` the
-    pixels' noise beyond Poisson (a gain known to a few %); NaN when its kept pixels
-    do not make a Gaussian (one value only along an axis, a quadratic that does
-    not fall off, or a singular fit)."""
+def fit_gaussian(z, r, c, inten, q, background, relative_noise, coef, centre):
+    """Fit log(q (v - background)) with a quadratic about the share's centroid
+    (into centre (3) and coef (7)); False when the pixels do not make a Gaussian
+    (one value only along an axis, a quadratic that does not fall off, or a
+    singular fit)."""
     n = z.shape[0]
-    centre = np.zeros(3, np.float64)
     lo = np.full(3, np.inf)
     hi = np.full(3, -np.inf)
+    centre[:] = 0.0
     net = 0.0
     for p in range(n):
         v = q[p] * (np.float64(inten[p]) - background)
@@ -88,9 +87,8 @@ def model_intensity(z, r, c, inten, q, background, relative_noise):
             centre[a] += v * x[a]
             lo[a], hi[a] = min(lo[a], x[a]), max(hi[a], x[a])
     if not net > 0.0 or (hi[0] <= lo[0]) or (hi[1] <= lo[1]) or (hi[2] <= lo[2]):
-        return np.nan
+        return False
     centre /= net
-    coef = np.zeros(_NPAR, np.float64)
     m = np.empty((_NPAR, _NPAR), np.float64)
     y = np.empty(_NPAR, np.float64)
     f = np.empty(_NPAR, np.float64)
@@ -117,10 +115,23 @@ def model_intensity(z, r, c, inten, q, background, relative_noise):
         for i in range(_NPAR):
             for j in range(i + 1, _NPAR):
                 m[i, j] = m[j, i]
-        coef = _solve(m, y)
+        coef[:] = _solve(m, y)
         for a in range(3):
             if not coef[2 + 2 * a] < 0.0:  # also NaN: no Gaussian
-                return np.nan
+                return False
+    return True
+
+
+@numba.njit(nogil=True, cache=True)
+def model_value(coef, centre, z, r, c, p):
+    """The fitted model at pixel p."""
+    x = _pos(z, r, c, p)
+    return np.exp(_log_model(coef, x[0] - centre[0], x[1] - centre[1], x[2] - centre[2]))
+
+
+@numba.njit(nogil=True, cache=True)
+def gaussian_integral(coef):
+    """The integral over all space of exp(the quadratic coef)."""
     # log v = c0 + sum_a (b_a d_a + g_a d_a^2), g_a = -1 / (2 var_a)
     logamp = coef[0]
     var = np.empty(3, np.float64)
@@ -128,3 +139,56 @@ def model_intensity(z, r, c, inten, q, background, relative_noise):
         var[a] = -0.5 / coef[2 + 2 * a]
         logamp += 0.5 * coef[1 + 2 * a] ** 2 * var[a]
     return np.exp(logamp) * (2 * np.pi) ** 1.5 * np.sqrt(var[0] * var[1] * var[2])
+
+
+@numba.njit(nogil=True, cache=True)
+def model_intensity(z, r, c, inten, q, background, relative_noise):
+    """Integrated intensity (net of `background`) of the spot whose share of each
+    pixel's intensity is q (all ones for a whole clique), with `relative_noise` the
+    pixels' noise beyond Poisson (a gain known to a few %); NaN when its kept pixels
+    do not make a Gaussian."""
+    coef = np.zeros(_NPAR, np.float64)
+    centre = np.zeros(3, np.float64)
+    if not fit_gaussian(z, r, c, inten, q, background, relative_noise, coef, centre):
+        return np.nan
+    return gaussian_integral(coef)
+
+
+@numba.njit(nogil=True, cache=True)
+def deblended_intensities(z, r, c, inten, resp, background, relative_noise, rounds):
+    """Integrated intensities of the K components of one clique, resp (n, K) their
+    first shares of each pixel: each is fitted with its share, then for `rounds`
+    rounds every pixel is shared again in proportion to the fitted models (the
+    mixture's shares give a faint spot part of a bright neighbour's tail) and
+    every component refitted. If a refit fails, the first fits stand."""
+    n, K = resp.shape
+    coef = np.zeros((K, _NPAR), np.float64)
+    centre = np.zeros((K, 3), np.float64)
+    out = np.full(K, np.nan)
+    ok = True
+    for k in range(K):
+        q = np.ascontiguousarray(resp[:, k])
+        if fit_gaussian(z, r, c, inten, q, background, relative_noise, coef[k], centre[k]):
+            out[k] = gaussian_integral(coef[k])
+        else:
+            ok = False
+    if not ok or K == 1:
+        return out
+    share = np.empty((K, n), np.float64)
+    coef2 = coef.copy()
+    centre2 = centre.copy()
+    for _ in range(rounds):
+        for p in range(n):
+            tot = 0.0
+            for k in range(K):
+                share[k, p] = model_value(coef2[k], centre2[k], z, r, c, p)
+                tot += share[k, p]
+            for k in range(K):
+                share[k, p] = share[k, p] / tot if tot > 0.0 else resp[p, k]
+        for k in range(K):
+            if not fit_gaussian(z, r, c, inten, share[k], background, relative_noise,
+                                coef2[k], centre2[k]):
+                return out
+    for k in range(K):
+        out[k] = gaussian_integral(coef2[k])
+    return out

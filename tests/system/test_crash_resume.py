@@ -64,7 +64,8 @@ def assert_same(a: dict, b: dict) -> None:
     for t in TABLES:
         assert sorted(a[t]) == sorted(b[t]), t
         for col in a[t]:
-            assert np.array_equal(a[t][col], b[t][col]), f"{t}/{col}"
+            x, y = a[t][col], b[t][col]
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), f"{t}/{col}"
 
 
 def reference(start, tmp_path: Path, cfg: Path, sim: Simulation) -> dict:

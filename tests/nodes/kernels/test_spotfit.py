@@ -70,3 +70,21 @@ def test_what_is_not_a_gaussian_gives_nan():
     flat = np.full(z.shape[0], 100.0)  # does not fall off
     assert np.isnan(fit(z, r, c, flat))
     assert np.isnan(fit(z, r, c, v, background=2000.0))  # nothing above the background
+
+
+def test_touching_spots_are_shared_again_by_their_fitted_models():
+    from nodes.kernels.spotfit import deblended_intensities
+    a, b = (10.3, 20.6, 30.2), (10.8, 23.6, 31.0)  # a faint spot 3 px from a bright one
+    z, r, c = grid((10.5, 22.0, 30.6), half=8)
+    ga, gb = gaussian(z, r, c, a, 100.0), gaussian(z, r, c, b, 1000.0)
+    v = ga + gb + 10.0
+    keep = v > 10.0 + 5.0
+    sa, sb = ga[keep] ** 0.8, gb[keep] ** 0.8  # wrong first shares: too flat
+    resp = np.stack([sa, sb], axis=1) / (sa + sb)[:, None]
+    args = (z[keep].astype(np.int64), r[keep].astype(np.int32), c[keep].astype(np.int32),
+            v[keep].astype(np.float32), resp, 10.0, 0.0)
+    err = [abs(deblended_intensities(*args, n)[0] / total(100.0) - 1) for n in (0, 8, 30)]
+    assert err[0] > 0.05  # the faint one holds the bright one's tail
+    assert err[0] > err[1] > err[2]
+    got = deblended_intensities(*args, 30)
+    assert got == pytest.approx([total(100.0), total(1000.0)], rel=0.01)
