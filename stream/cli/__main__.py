@@ -2,6 +2,6 @@
 
 import sys
 
-from stream.cli.main import main
+from stream.cli.main import run
 
-sys.exit(main())
+sys.exit(run())
