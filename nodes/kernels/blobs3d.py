@@ -28,33 +28,36 @@ def gauss1d(sigma):
 
 @numba.njit(nogil=True, cache=True)
 def smooth(vol, sz, sr, sc):
-    """Separable Gaussian smoothing of a 3D volume (zero outside)."""
+    """Separable Gaussian smoothing of a 3D volume (zero outside): a pass per axis, each
+    voxel added to its neighbours along the axis, whole rows of columns at a time (the
+    inner loop runs along the contiguous axis). Every output voxel sums its sources in
+    the order of their index along the pass's axis, whatever the loop order."""
     nz, nr, nc = vol.shape
-    a = vol.copy()
+    gz, hz = gauss1d(sz)
+    gr, hr = gauss1d(sr)
+    gc, hc = gauss1d(sc)
     b = np.zeros_like(vol)
-    for axis in range(3):
-        sig = sz if axis == 0 else (sr if axis == 1 else sc)
-        g, h = gauss1d(sig)
-        b[:, :, :] = 0.0
-        for i in range(nz):
+    for i in range(nz):  # along z
+        for t in range(max(-hz, -i), min(hz, nz - 1 - i) + 1):
+            g = gz[t + hz]
             for j in range(nr):
                 for k in range(nc):
-                    v = a[i, j, k]
-                    if v == 0.0:
-                        continue
-                    for t in range(-h, h + 1):
-                        w = g[t + h] * v
-                        if axis == 0:
-                            if 0 <= i + t < nz:
-                                b[i + t, j, k] += w
-                        elif axis == 1:
-                            if 0 <= j + t < nr:
-                                b[i, j + t, k] += w
-                        else:
-                            if 0 <= k + t < nc:
-                                b[i, j, k + t] += w
-        a, b = b, a
-    return a
+                    b[i + t, j, k] += g * vol[i, j, k]
+    a = np.zeros_like(vol)
+    for i in range(nz):  # along rows
+        for j in range(nr):
+            for t in range(max(-hr, -j), min(hr, nr - 1 - j) + 1):
+                g = gr[t + hr]
+                for k in range(nc):
+                    a[i, j + t, k] += g * b[i, j, k]
+    b[:, :, :] = 0.0
+    for i in range(nz):  # along columns: the sources of a voxel in ascending order
+        for j in range(nr):
+            for t in range(min(hc, nc - 1), max(-hc, -(nc - 1)) - 1, -1):
+                g = gc[t + hc]
+                for k in range(max(0, -t), min(nc, nc - t)):
+                    b[i, j, k + t] += g * a[i, j, k]
+    return b
 
 
 @numba.njit(nogil=True, cache=True)
