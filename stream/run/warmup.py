@@ -178,6 +178,12 @@ def warmup(config: Config, progress: Callable[[int, int | None, bool], None] | N
     return report
 
 
+def warmed_before(config: Config) -> bool:
+    """True if a warm-up of this config (and version) ran with this numba cache: its
+    record is there, so the cache holds the kernels and loading them takes seconds."""
+    return "kernels" in _read_record(config)
+
+
 def expected_seconds(config: Config) -> float:
     """About how long a cold warm-up of this config takes (the last one measured)."""
     return float(_read_record(config).get("cold_seconds", COLD_GUESS))

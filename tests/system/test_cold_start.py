@@ -103,3 +103,36 @@ def test_daemon_says_warming_and_loses_no_point(tmp_path):
             proc.kill()
     assert sent == [SIM.npoints]
     check_whole(tmp_path / "out" / "cold.h5")
+
+
+def test_cluster_replay_compiles_once_with_a_line_before_forking_its_workers(tmp_path):
+    """A cold `replay --cluster local:2`: the command warms the kernels up itself (its
+    line before the cluster's), the forked workers start with them, the files equal a
+    serial replay's, and a second run (the cache warm) says nothing of kernels."""
+    from stream.sources.simulate import write_scan
+    from tests.support.flow import assert_same_tables, tables
+
+    cfg = daemon_config(tmp_path, WARMUP, name="replay.toml")
+    inputs = []
+    for i in range(2):
+        path = tmp_path / f"c{i}.h5"
+        write_scan(Simulation(SimConfig(npoints=30, shape=(96, 128), spots=6, seed=i)), path,
+                   f"c{i}")
+        inputs.append(str(path))
+    env = cold_env(tmp_path)
+
+    def replay(out: str, *extra: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "stream.cli", "replay", *inputs,
+                               "--config", str(cfg), "--output", str(tmp_path / out), *extra],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    err = replay("cluster", "--cluster", "local:2")
+    assert re.search(r"peakstream replay: \d+ kernels ready in [\d.]+ s \(\d+ compiled", err), err
+    assert err.index("kernels ready") < err.index("dashboard http")
+    replay("serial")
+    for name in ("c0.h5", "c1.h5"):
+        assert_same_tables(tables(tmp_path / "serial" / name), tables(tmp_path / "cluster" / name))
+    err = replay("again", "--cluster", "local:2")
+    assert "kernels" not in err and "dashboard http" in err
