@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from stream.cli.codes import EXIT_OK, EXIT_USAGE
@@ -106,7 +107,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     orphan = math.inf if args.orphan <= 0 else args.orphan
     threads = [named_thread(serve, f"chain-{i}", args=(args.connect, ctx),
                             kwargs=dict(heartbeat=args.heartbeat, orphan=orphan,
-                                        keys=args.keys, on_result=count, freeze_gc=True))
+                                        keys=args.keys, on_result=count, freeze_gc=True,
+                                        warm=warmer(args.quiet)))
                for i in range(args.threads)]
     for t in threads:
         t.start()
@@ -129,6 +131,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
     print(f"worker: {done[0]} points{per}; the processor stopped (or went silent)",
           file=sys.stderr)
     return EXIT_OK
+
+
+def warmer(quiet: bool) -> Callable[[Any], None]:
+    """The chains' warm-up on the processor's config: on a cold numba cache (a new
+    install, or a config this host never warmed up) the kernels compile once, with a
+    progress line, before the worker takes points; otherwise nothing. Without it the
+    first points waited at this worker, and the processor's output with them, while
+    each chain thread compiled in silence."""
+    from stream.cli.warmup import warm_up
+    from stream.run.warmup import warmed_before
+
+    def warm(config: Any) -> None:
+        with _WARMING:
+            if warmed_before(config):
+                return
+            try:
+                warm_up(config, "worker", quiet=quiet)
+            except Exception as exc:  # the chain compiles on its first points instead
+                print(f"worker: warm-up failed ({type(exc).__name__}: {exc}); kernels "
+                      f"compile on the first points", file=sys.stderr, flush=True)
+    return warm
+
+
+_WARMING = threading.Lock()  # one warm-up at a time for all the chain threads
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

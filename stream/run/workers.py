@@ -44,6 +44,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -196,12 +197,16 @@ class Worker:
 
 def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float = 0.5,
           orphan: float = 60.0, parent: int | None = None, keys: str | None = None,
-          on_result: Any = None, freeze_gc: bool = False) -> None:
+          on_result: Any = None, freeze_gc: bool = False,
+          warm: Callable[[Config], Any] | None = None) -> None:
     """Be a worker of the dispatcher at `endpoint` until it says stop or goes silent.
 
     The calling thread runs the chain; an I/O thread owns the DEALER socket (a
     CurveZMQ client with the worker pair of the key directory `keys`, if given).
     `freeze_gc`: the worker is a process of its own (never a thread of `run`).
+    `warm(config)`: called with the dispatcher's config before this worker says it is
+    ready, so that no point waits here while kernels compile (the I/O thread keeps
+    the heartbeat going meanwhile).
     """
     ctx = context or zmq.Context.instance()
     inner = f"inproc://peakstream-worker-{uuid.uuid4().hex}"
@@ -220,6 +225,8 @@ def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float
                 break
             if kind == "config":
                 worker = _configure(header_of(parts), worker)
+                if warm is not None:
+                    warm(worker.config)
                 chain.send(pack({"type": "ready", "credits": CREDITS}))
             elif worker is not None:
                 out = worker.handle(parts)

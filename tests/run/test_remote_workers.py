@@ -155,3 +155,60 @@ def test_only_workers_with_an_admitted_key_get_through(tmp_path):
 def test_keys_are_checked_before_the_worker_starts(tmp_path):
     assert main(["worker", "--connect", "tcp://192.0.2.1:7100", "--keys",
                  str(tmp_path / "none")]) == 2
+
+
+@pytest.mark.system
+def test_a_cold_worker_compiles_before_it_takes_points(tmp_path):
+    """A worker host with an empty numba cache (a new install) warms the processor's
+    config up, with its line, before it says it is ready: its first point comes after
+    the kernels are ready, and the scan is the inline run's."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.support.paths import ROOT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"tcp://127.0.0.1:{port}"
+    config = remote_config(tmp_path, endpoint, None)
+    out, run_log, worker_log = tmp_path / "out", tmp_path / "run.log", tmp_path / "worker.log"
+    cold = tmp_path / "numba-cache"
+    cold.mkdir()
+
+    def popen(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+        with open(log, "w") as f:
+            return subprocess.Popen([sys.executable, "-m", "stream.cli", *args], cwd=ROOT,
+                                    stdout=f, stderr=subprocess.STDOUT, env=env)
+
+    run = popen(["-v", "run", str(config), "--listen", "tcp://127.0.0.1:0", "--output",
+                 str(out), "--scans", "1"], run_log)
+    worker = sender = None
+    try:
+        wait_until(lambda: "listening on" in run_log.read_text() or run.poll() is not None,
+                   600)
+        assert run.poll() is None, run_log.read_text()
+        listen = re.search(r"listening on (tcp://[0-9.:]+)", run_log.read_text()).group(1)
+        worker = popen(["worker", "--connect", endpoint, "--progress-interval", "0.2"],
+                       worker_log, {**os.environ, "NUMBA_CACHE_DIR": str(cold)})
+        wait_until(lambda: f"worker pid {worker.pid} ready" in run_log.read_text()
+                   or worker.poll() is not None, 1800)  # with the fix, after its warm-up
+        sender = popen(["simulate", "--quiet", "--send", listen, "--points", str(SIM.npoints),
+                        "--shape", *map(str, SIM.shape), "--spots", str(SIM.spots), "--seed",
+                        str(SIM.seed), "--scan-id", "cold", "--rate", "60"],
+                       tmp_path / "sender.log")
+        assert sender.wait(600) == 0, (tmp_path / "sender.log").read_text()
+        assert run.wait(600) == 0, run_log.read_text()
+        worker.wait(120)
+    finally:
+        for p in (run, worker, sender):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    text = worker_log.read_text()
+    assert re.search(r"worker: \d+ kernels ready in [\d.]+ s \(\d+ compiled", text), text
+    first = re.search(r"worker: [1-9]\d* points", text)
+    assert first is not None and text.index("kernels ready") < first.start(), text
+    assert_same_tables(inline_reference(tmp_path / "inline.h5", "cold"), tables(out / "cold.h5"))
