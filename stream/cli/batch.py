@@ -43,7 +43,7 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def replay_on_cluster(args: argparse.Namespace, config: Config, jobs: list[Any]) -> int:
-    from stream.cli.warmup import warm_up
+    from stream.cli.warmup import warm_up_if_cold
     from stream.offline.cluster import (
         exit_status,
         format_table,
@@ -53,7 +53,6 @@ def replay_on_cluster(args: argparse.Namespace, config: Config, jobs: list[Any])
         run_batch,
         skipped,
     )
-    from stream.run.warmup import warmed_before
 
     name = "peakstream replay"
     out = Path(args.output)
@@ -77,12 +76,12 @@ def replay_on_cluster(args: argparse.Namespace, config: Config, jobs: list[Any])
     total = sum(j.npoints or 0 for j in jobs)
     t0 = time.monotonic()
     todo = len(jobs) - len(skipped(jobs))
-    if todo and spec.kind == "local" and not warmed_before(config):
+    if todo and spec.kind == "local":
         # A cold numba cache (a new install): compile here, with a progress line, before
         # the workers are forked from this process, so they start with the kernels. Left
         # to the workers, each compiled them apart and in silence (a cold `--cluster
         # local:2` replay of two small scans: 29 s with nothing printed, 55 s of CPU).
-        warm_up(config, name, quiet=args.quiet)
+        warm_up_if_cold(config, name, quiet=args.quiet)
     try:
         with open_client(spec if todo else None) as client:
             if client is not None:

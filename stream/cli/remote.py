@@ -105,10 +105,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     ctx = zmq.Context.instance()
     orphan = math.inf if args.orphan <= 0 else args.orphan
+    warm = warmer(args.quiet)
     threads = [named_thread(serve, f"chain-{i}", args=(args.connect, ctx),
                             kwargs=dict(heartbeat=args.heartbeat, orphan=orphan,
                                         keys=args.keys, on_result=count, freeze_gc=True,
-                                        warm=warmer(args.quiet)))
+                                        warm=warm))
                for i in range(args.threads)]
     for t in threads:
         t.start()
@@ -139,22 +140,18 @@ def warmer(quiet: bool) -> Callable[[Any], None]:
     progress line, before the worker takes points; otherwise nothing. Without it the
     first points waited at this worker, and the processor's output with them, while
     each chain thread compiled in silence."""
-    from stream.cli.warmup import warm_up
-    from stream.run.warmup import warmed_before
+    from stream.cli.warmup import warm_up_if_cold
+
+    lock = threading.Lock()  # one warm-up for all the chain threads
 
     def warm(config: Any) -> None:
-        with _WARMING:
-            if warmed_before(config):
-                return
+        with lock:
             try:
-                warm_up(config, "worker", quiet=quiet)
+                warm_up_if_cold(config, "worker", quiet=quiet)
             except Exception as exc:  # the chain compiles on its first points instead
                 print(f"worker: warm-up failed ({type(exc).__name__}: {exc}); kernels "
                       f"compile on the first points", file=sys.stderr, flush=True)
     return warm
-
-
-_WARMING = threading.Lock()  # one warm-up at a time for all the chain threads
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

@@ -54,6 +54,18 @@ def warm_up(config: Config, label: str, quiet: bool = False, verbose: bool = Fal
     return report
 
 
+def warm_up_if_cold(config: Config, label: str, quiet: bool = False) -> bool:
+    """`warm_up` only if this numba cache was never warmed up for this config and version
+    (a new install): for processes whose kernels would otherwise compile later, out of
+    sight (forked cluster workers, a remote worker's chains). True if it ran."""
+    from stream.run.warmup import warmed_before
+
+    if warmed_before(config):
+        return False
+    warm_up(config, label, quiet=quiet)
+    return True
+
+
 def cmd_warmup(args: argparse.Namespace) -> int:
     """Load (or compile) the kernels a config uses, then exit (install scripts, systemd
     ExecStartPre)."""
