@@ -4,7 +4,10 @@ without keys are refused."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,8 @@ from stream.wire.sockets import is_loopback
 from tests.support.daemon import wait_until
 from tests.support.flow import assert_same_tables, tables
 from tests.support.netns import hosts  # noqa: F401  (the fixture)
-from tests.support.paths import CONFIGS
+from tests.support.paths import CONFIGS, ROOT
+from tests.support.ports import free_port
 
 SIM = SimConfig(npoints=240, shape=(128, 160), spots=20, seed=5)
 
@@ -162,17 +166,7 @@ def test_a_cold_worker_compiles_before_it_takes_points(tmp_path):
     """A worker host with an empty numba cache (a new install) warms the processor's
     config up, with its line, before it says it is ready: its first point comes after
     the kernels are ready, and the scan is the inline run's."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    from tests.support.paths import ROOT
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    endpoint = f"tcp://127.0.0.1:{port}"
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
     config = remote_config(tmp_path, endpoint, None)
     out, run_log, worker_log = tmp_path / "out", tmp_path / "run.log", tmp_path / "worker.log"
     cold = tmp_path / "numba-cache"

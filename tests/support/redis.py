@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.support.ports import free_port
 
 
 def _package_dir(name: str) -> Path:
@@ -28,12 +29,6 @@ def server_command(port: int, directory: Path) -> list[str]:
             "--appendonly", "no", "--dir", str(directory), "--protected-mode", "yes",
             "--loadmodule", str(modules / "rejson.so"),
             "--loadmodule", str(modules / "redisearch.so")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 CONF = """\
 ClusterName=pstest
@@ -40,12 +42,6 @@ SlurmdLogFile={dir}/slurmd.log
 NodeName={host} CPUs={cpus} RealMemory=4000 State=UNKNOWN
 PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _munge_works() -> bool:
@@ -77,8 +73,8 @@ def slurm(tmp_path, monkeypatch):
     for sub in ("state", "spool"):
         (d / sub).mkdir(parents=True)
     conf = d / "slurm.conf"
-    conf.write_text(CONF.format(host=socket.gethostname(), ctld_port=_free_port(),
-                                d_port=_free_port(), dir=d, cpus=os.cpu_count() or 1))
+    conf.write_text(CONF.format(host=socket.gethostname(), ctld_port=free_port(),
+                                d_port=free_port(), dir=d, cpus=os.cpu_count() or 1))
     monkeypatch.setenv("SLURM_CONF", str(conf))
     try:
         for daemon in ("slurmctld", "slurmd"):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -21,16 +20,11 @@ from stream.sources.simulate.config import SimConfig
 from stream.store.reader import load, summary
 from tests.support.daemon import daemon_config, wait_until
 from tests.support.paths import ROOT
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.system
 SIM = SimConfig(npoints=120, shape=(128, 160), spots=30, seed=4)
 WARMUP = '[source]\nwarmup = ["uint16/raw"]\n'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cold_env(tmp_path) -> dict[str, str]:
