@@ -3,9 +3,13 @@ commit cut short reads through its journal, and state round-trips through the fi
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -294,3 +298,54 @@ def test_one_writer_process_at_a_time(tmp_path):
         assert rows(g) == 10
     f.close()
     jf.close()
+
+
+def resident_pages(path, offset: int, length: int) -> int:
+    """Pages of path[offset:offset + length] in the page cache (mincore)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    page = mmap.PAGESIZE
+    a = offset // page * page
+    n = (offset + length - a + page - 1) // page
+    vec = (ctypes.c_ubyte * n)()
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY) as mm:
+        view = ctypes.c_char.from_buffer(mm)
+        try:
+            rc = libc.mincore(ctypes.c_void_p(ctypes.addressof(view) + a),
+                              ctypes.c_size_t(n * page), vec)
+        finally:
+            del view
+    assert rc == 0, os.strerror(ctypes.get_errno())
+    return sum(v & 1 for v in vec)
+
+
+def on_disk(tmp_path):
+    """A directory whose files have a page cache to leave (tmpfs pages never leave)."""
+    with open("/proc/mounts") as fh:
+        mounts = [line.split() for line in fh]
+    best = max((m for m in mounts if str(tmp_path).startswith(m[1])), key=lambda m: len(m[1]))
+    return tmp_path if best[2] != "tmpfs" else Path(tempfile.mkdtemp(dir=ROOT / "tests"))
+
+
+def test_old_bytes_leave_the_page_cache_and_the_file_reads_whole(tmp_path):
+    """A scan's bytes leave the page cache a few commits after they were written, so GBs
+    written once do not crowd the machine's memory; the newest stay (chunks still
+    filling up are read back at each commit), and the file reads whole."""
+    path = on_disk(tmp_path) / "f.h5"
+    jf, f = h5_through(path)
+    for k in range(8):
+        f.create_dataset(f"d{k}", data=np.full(1 << 18, k, np.float64))  # 2 MiB each
+        f.flush()
+        os.fsync(jf.fd)  # clean pages: the advice drops them whatever the disk's pace
+        jf.commit()
+    pages = {k: resident_pages(path, f[f"d{k}"].id.get_offset(), 8 << 18) for k in range(8)}
+    # d0 shares its first (large) page-cache folio with the superblock, which every
+    # commit rewrites; d1 .. d4, written 4 to 7 commits ago, are gone but for the pages
+    # they share with the metadata next to them; d6 and d7 (the last two) stay
+    assert all(pages[k] <= 2 for k in range(1, 5)), pages
+    assert pages[6] >= (8 << 18) // mmap.PAGESIZE and pages[7] >= pages[6], pages
+    f.close()
+    jf.commit()
+    jf.close()
+    with h5py.File(path, "r") as g:
+        for k in range(8):
+            assert (g[f"d{k}"][()] == k).all()
