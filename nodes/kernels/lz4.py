@@ -59,6 +59,20 @@ def store8(typingctx, array, index, value):
 
 
 @intrinsic
+def copy32(typingctx, dst, d, src, s):
+    """dst[d:d + 32] = src[s:s + 32] as one unaligned 32-byte load and store (the
+    ranges must not overlap; bounds are the caller's)."""
+    def codegen(context, builder, sig, args):
+        vec = ir.VectorType(ir.IntType(64), 4).as_pointer()
+        to = context.make_array(sig.args[0])(context, builder, args[0]).data
+        fr = context.make_array(sig.args[2])(context, builder, args[2]).data
+        value = builder.load(builder.bitcast(builder.gep(fr, [args[3]]), vec), align=1)
+        builder.store(value, builder.bitcast(builder.gep(to, [args[1]]), vec), align=1)
+        return context.get_dummy_value()
+    return types.void(dst, d, src, s), codegen
+
+
+@intrinsic
 def prefetch(typingctx, array, index):
     """Ask for the cache line of flat element `index` of a C-contiguous array (a hint:
     never faults, whatever the address)."""
@@ -105,6 +119,9 @@ def lz4_block(src, s, s_end, dst, d, d_end):
             store8(dst, d + 8, _load8(src, s + 8))
         else:
             i = 0
+            while i + 32 <= lit:
+                copy32(dst, d + i, src, s + i)
+                i += 32
             while i + 8 <= lit:
                 store8(dst, d + i, _load8(src, s + i))
                 i += 8
@@ -141,6 +158,9 @@ def lz4_block(src, s, s_end, dst, d, d_end):
             continue
         if offset >= length:  # no overlap: a plain copy
             i = 0
+            while i + 32 <= length:
+                copy32(dst, d + i, dst, d - offset + i)
+                i += 32
             while i + 8 <= length:
                 store8(dst, d + i, _load8(dst, d - offset + i))
                 i += 8
@@ -168,6 +188,9 @@ def lz4_block(src, s, s_end, dst, d, d_end):
         while i < length:
             k = min(i, length - i)  # i is a whole number of periods
             j = 0
+            while j + 32 <= k:
+                copy32(dst, d + i + j, dst, d + j)
+                j += 32
             while j + 8 <= k:
                 store8(dst, d + i + j, _load8(dst, d + j))
                 j += 8
