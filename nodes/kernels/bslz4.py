@@ -37,7 +37,7 @@ from nodes.kernels.lz4 import (
     ERR_TRAILING,
     ERR_TRUNCATED,
     HEADER,
-    lz4_block,
+    decode_block,
     next_block,
     prefetch,
     store8,
@@ -210,7 +210,7 @@ def bslz4_dense(src, block, itemsize, out, scratch, scratch64):
         start, end = next_block(src, s)
         if start < 0:
             return start, b
-        status = lz4_block(src, start, end, scratch, 0, n * itemsize)
+        status = decode_block(src, start, end, scratch, 0, n * itemsize)
         if status < 0:
             return status, b
         s = end
@@ -303,7 +303,7 @@ def bslz4_correct_threshold(src, block, ncols, klo, khi, valid, scratch, scratch
             start, end = next_block(src, s)
             if start < 0:
                 return start, b, n, emax
-            status = lz4_block(src, start, end, scratch, 0, nbe * itemsize)
+            status = decode_block(src, start, end, scratch, 0, nbe * itemsize)
             if status < 0:
                 return status, b, n, emax
             s = end

@@ -108,6 +108,65 @@ def test_lz4_block_copies_of_every_length_and_period():
         assert L.lz4_block(src, 0, src.size, out, 0, len(data)) == 0, mode
         assert out.tobytes() == data, mode
 
+
+def lz4_blocks(rng):
+    """LZ4 blocks of the reference compressor (data of every kind) and garbage."""
+    for n in (1, 5, 16, 64, 1000, 8192):
+        for data in (rng.integers(0, 256, n, dtype=np.uint8).tobytes(), bytes(n),
+                     (b"abc" * n)[:n], rng.poisson(3, n).astype(np.uint8).tobytes()):
+            yield data, lz4.block.compress(data, store_size=False), True
+    for _ in range(300):
+        n = int(rng.integers(1, 300))
+        yield (bytes(int(rng.integers(1, 600))), rng.integers(0, 256, n, np.uint8).tobytes(),
+               False)
+
+
+def test_the_bound_decoder_agrees_with_ours_and_stays_in_bounds():
+    """decode_block (liblz4 where there is one) against lz4_block: the same bytes for every
+    valid block, an error for a block that does not decode to exactly its size, and
+    never a write past its output (the guard bytes after it stay)."""
+    rng = np.random.default_rng(11)
+    guard = 64
+    valid = 0
+    for data, packed, ok in lz4_blocks(rng):
+        src = np.frombuffer(packed, np.uint8)
+        n = len(data)
+        ours = np.full(n + guard, 0xA5, np.uint8)
+        bound = np.full(n + guard, 0xA5, np.uint8)
+        a = L.lz4_block(src, 0, src.size, ours, 0, n)
+        b = L.decode_block(src, 0, src.size, bound, 0, n)
+        assert (bound[n:] == 0xA5).all()
+        if ok:
+            valid += 1
+            assert a == b == 0 and bound[:n].tobytes() == ours[:n].tobytes() == data
+        elif a == 0 and b == 0:
+            assert bound[:n].tobytes() == ours[:n].tobytes()
+        else:
+            assert b < 0 or a < 0
+    assert valid == 24
+    assert L.DECODER.startswith(("liblz4", "numba"))
+
+
+def test_the_fallback_decoder_keeps_liblz4s_contract():
+    """Where there is no liblz4 the symbol is bound to lz4_block as a C callback: the
+    decoded size or a negative number, exactly `capacity` bytes, nothing past them."""
+    import ctypes
+
+    import numba
+
+    fallback = numba.cfunc(L._CSIG, nogil=True, cache=True)(L._lz4_decompress_numba)
+    call = fallback.ctypes
+    rng = np.random.default_rng(12)
+    for data, packed, ok in lz4_blocks(rng):
+        src = np.frombuffer(packed, np.uint8).copy()
+        out = np.full(len(data) + 64, 0xA5, np.uint8)
+        got = call(src.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)),
+                   out.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), src.size, len(data))
+        assert (out[len(data):] == 0xA5).all()
+        assert got == len(data) if ok else (got == len(data) or got < 0)
+        if ok:
+            assert out[:len(data)].tobytes() == data
+
 def scan_of(shape, dtype):
     return Scan.from_start(Start("t", {"eiger": DetectorInfo(shape, dtype)},
                                  counters=["monitor"]))
