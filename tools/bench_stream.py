@@ -684,9 +684,10 @@ def versions() -> dict:
     import numba
     import zmq
 
+    from nodes.kernels.lz4 import DECODER
     from stream import __version__
 
-    return {"peakstream": __version__, "python": platform.python_version(),
+    return {"peakstream": __version__, "lz4 decoder": DECODER, "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "pyzmq": zmq.__version__,
             "libzmq": zmq.zmq_version(), "bitshuffle": bitshuffle.__version__,
             "ImageD11": package_version("ImageD11"),
