@@ -34,7 +34,7 @@ crashed file is never "already open for write". Measured the same way:
 a power cut (the bytes are in the page cache, not yet on the platter).
 
 Each commit also starts the writeback of the bytes it added and lets the page
-cache drop those added three commits before (`_release_pages`): a scan writes
+cache drop those added two commits before (`_release_pages`): a scan writes
 GBs once, and in the page cache they would crowd out what the machine needs
 (in a container, they count against its memory limit).
 """
@@ -208,7 +208,7 @@ class JournaledFile:
 
     def _release_pages(self, size: int) -> None:
         """Start the writeback of what this commit wrote, and let the page cache drop
-        what was written before the commit before last (clean by now), except the byte
+        what the commit two before this one added (clean by now), except the byte
         ranges this commit rewrote: a chunk still filling up is read back at each
         commit (a lag of one commit read ~11 kB a frame back from the disk).
 

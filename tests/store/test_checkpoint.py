@@ -339,7 +339,7 @@ def test_old_bytes_leave_the_page_cache_and_the_file_reads_whole(tmp_path):
         jf.commit()
     pages = {k: resident_pages(path, f[f"d{k}"].id.get_offset(), 8 << 18) for k in range(8)}
     # d0 shares its first (large) page-cache folio with the superblock, which every
-    # commit rewrites; d1 .. d4, written 4 to 7 commits ago, are gone but for the pages
+    # commit rewrites; d1 .. d4, added 3 to 6 commits before the last, are gone but for the pages
     # they share with the metadata next to them; d6 and d7 (the last two) stay
     assert all(pages[k] <= 2 for k in range(1, 5)), pages
     assert pages[6] >= (8 << 18) // mmap.PAGESIZE and pages[7] >= pages[6], pages
