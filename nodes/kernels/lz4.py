@@ -270,7 +270,9 @@ def _bind_decoder() -> str:
     the largest part of its threshold), or at `_lz4_decompress_numba` when the
     library is not there. Each reads only src[:src_size] and writes only
     dst[:capacity], whatever the input. Returns which one."""
-    for name in (ctypes.util.find_library("lz4"), "liblz4.so.1", "liblz4.dylib"):
+    names = ("liblz4.so.1", "liblz4.dylib", lambda: ctypes.util.find_library("lz4"))
+    for name in names:
+        name = name() if callable(name) else name  # the search (a subprocess) last
         if not name:
             continue
         try:
