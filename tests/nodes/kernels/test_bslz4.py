@@ -334,3 +334,41 @@ def test_a_received_frame_compiles_nothing_the_warm_up_did_not(encoding):
     compiled = [len(k.signatures) for k in kernels]
     assert results(chain, frame, 1e4, from_socket) == want
     assert [len(k.signatures) for k in kernels] == compiled
+
+
+DECODE_ONE = """
+import ctypes, sys
+if sys.argv[1] == "hide":  # a system without liblz4
+    real = ctypes.CDLL
+    def cdll(name, *a, **k):
+        if name and "lz4" in str(name):
+            raise OSError("no liblz4 here")
+        return real(name, *a, **k)
+    ctypes.CDLL = cdll
+import numpy as np
+from nodes import decode as dec
+from nodes.kernels import lz4 as L
+from stream.core.encoded import compress
+frame = np.random.default_rng(3).poisson(10, (300, 200)).astype(np.uint16)
+frame[5:9, 7:12] += 2000
+assert dec.dense(compress(frame, "bslz4", 0)).tobytes() == frame.tobytes()
+assert dec.dense(compress(frame, "lz4", 1024)).tobytes() == frame.tobytes()
+print(L.DECODER)
+"""
+
+
+@pytest.mark.system
+def test_kernels_cached_with_liblz4_run_without_it(tmp_path):
+    """Kernels compiled where liblz4 is, loaded from the same cache where it is not: the
+    symbol they call is bound to our decoder instead, and frames decode the same."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.paths import ROOT
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    said = [subprocess.run([sys.executable, "-c", DECODE_ONE, how], env=env, cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.strip()
+            for how in ("find", "hide")]
+    assert said == [L.DECODER, "numba"]  # (this machine's decoder first: liblz4 on Debian)
