@@ -1,17 +1,19 @@
-"""LZ4 blocks, and frames in the LZ4 HDF5 filter's framing, decoded in numba.
+"""LZ4 blocks, and frames in the LZ4 HDF5 filter's framing.
 
 `lz4` frames (LZ4 HDF5 filter 32004, DECTRIS stream v2's `lz4`): a 12-byte
 header (big endian u64 total bytes, u32 block bytes), then per block a big
 endian u32 compressed size and one LZ4 block, or the block as it is when the
-size equals the block's; the last block may be short. `lz4_block` is also
-what bitshuffle-LZ4 (kernels/bslz4.py) decodes each block with.
+size equals the block's; the last block may be short. `decode_block` is also
+what bitshuffle-LZ4 (kernels/bslz4.py) decodes each block with: liblz4's
+LZ4_decompress_safe where the system has it, else `lz4_block`, our numba
+decoder (`DECODER` says which).
 
 The decoders write into caller-owned arrays and return a status: 0, or one
 of the negative ERRORS codes (with the block it happened in). Every read of
 the input and every write of the output is checked first, so a truncated or
 garbled buffer gives an error, never a read or write outside the arrays.
-Copies go 8 bytes at a time (unaligned u64 loads and stores, `_load8` /
-`store8`), which only ever touch bytes the checks allow.
+`lz4_block` copies 32 and 8 bytes at a time (unaligned loads and stores,
+`copy32`, `_load8` / `store8`), which only ever touch bytes the checks allow.
 """
 
 from __future__ import annotations
@@ -93,9 +95,15 @@ def prefetch(typingctx, array, index):
 
 
 @numba.njit(nogil=True, cache=True)
+def _outside(src, s, s_end, dst, d, d_end):
+    """True if src[s:s_end] or dst[d:d_end] is not a range of its array."""
+    return s < 0 or d < 0 or s > s_end or d > d_end or s_end > src.size or d_end > dst.size
+
+
+@numba.njit(nogil=True, cache=True)
 def lz4_block(src, s, s_end, dst, d, d_end):
     """Decode the LZ4 block src[s:s_end] into exactly dst[d:d_end]: 0 or an error code."""
-    if s < 0 or d < 0 or s > s_end or d > d_end or s_end > src.size or d_end > dst.size:
+    if _outside(src, s, s_end, dst, d, d_end):
         return ERR_OVERRUN
     d0 = d
     while True:
@@ -249,10 +257,9 @@ def lz4_dense(src, block_bytes, out):
 # ------------------------------------------------------------ liblz4
 
 _SYMBOL = "peakstream_lz4_decompress"  # int (const char*, char*, int src_size, int capacity)
-
-
 _CSIG = types.int32(types.CPointer(types.uint8), types.CPointer(types.uint8), types.int32,
                     types.int32)
+_fallback = None  # the numba stand-in's C callback, when bound (kept alive: its address is)
 
 
 def _lz4_decompress_numba(src_ptr, dst_ptr, src_size, capacity):
@@ -270,9 +277,8 @@ def _bind_decoder() -> str:
     the largest part of its threshold), or at `_lz4_decompress_numba` when the
     library is not there. Each reads only src[:src_size] and writes only
     dst[:capacity], whatever the input. Returns which one."""
-    names = ("liblz4.so.1", "liblz4.dylib", lambda: ctypes.util.find_library("lz4"))
-    for name in names:
-        name = name() if callable(name) else name  # the search (a subprocess) last
+    for name in ("liblz4.so.1", "liblz4.dylib", None):
+        name = name or ctypes.util.find_library("lz4")  # the search (may run ldconfig) last
         if not name:
             continue
         try:
@@ -281,13 +287,10 @@ def _bind_decoder() -> str:
             continue
         binding.add_symbol(_SYMBOL, ctypes.cast(fn, ctypes.c_void_p).value)
         return f"liblz4 ({name})"
-    global _fallback  # noqa: PLW0603 (kept alive: its address is bound)
+    global _fallback  # noqa: PLW0603
     _fallback = numba.cfunc(_CSIG, nogil=True, cache=True)(_lz4_decompress_numba)
     binding.add_symbol(_SYMBOL, _fallback.address)
     return "numba"
-
-
-_fallback = None
 
 
 DECODER = _bind_decoder()
@@ -313,10 +316,8 @@ def _c_decompress(typingctx, src, s, dst, d, src_size, capacity):
 def decode_block(src, s, s_end, dst, d, d_end):
     """`lz4_block`'s contract (exactly dst[d:d_end] from src[s:s_end]: 0 or an error
     code) by the bound decoder (`DECODER`)."""
-    if s < 0 or d < 0 or s > s_end or d > d_end or s_end > src.size or d_end > dst.size:
-        return ERR_OVERRUN
-    if s_end - s > 0x7FFFFFFF or d_end - d > 0x7FFFFFFF:
-        return ERR_OVERRUN
+    if _outside(src, s, s_end, dst, d, d_end) or max(s_end - s, d_end - d) > 0x7FFFFFFF:
+        return ERR_OVERRUN  # (liblz4 takes int sizes)
     got = _c_decompress(src, s, dst, d, np.int64(s_end - s), np.int64(d_end - d))
     if got == d_end - d:
         return 0
