@@ -77,43 +77,42 @@ def fit_gaussian(z, r, c, inten, q, background, relative_noise, coef, centre):
     hi = np.full(3, -np.inf)
     centre[:] = 0.0
     net = 0.0
+    keep = np.empty(n, np.int64)  # the pixels of the share above the background
+    v = np.empty(n, np.float64)  # their share net of the background
+    nk = 0
     for p in range(n):
-        v = q[p] * (np.float64(inten[p]) - background)
-        if v <= 0.0:
+        vp = q[p] * (np.float64(inten[p]) - background)
+        if vp <= 0.0:
             continue
-        net += v
+        keep[nk], v[nk] = p, vp
+        nk += 1
+        net += vp
         x = _pos(z, r, c, p)
         for a in range(3):
-            centre[a] += v * x[a]
+            centre[a] += vp * x[a]
             lo[a], hi[a] = min(lo[a], x[a]), max(hi[a], x[a])
     if not net > 0.0 or (hi[0] <= lo[0]) or (hi[1] <= lo[1]) or (hi[2] <= lo[2]):
         return False
     centre /= net
-    keep = np.empty(n, np.int64)  # the pixels of the share above the background
-    nk = 0
-    for p in range(n):
-        if q[p] * (np.float64(inten[p]) - background) > 0.0:
-            keep[nk] = p
-            nk += 1
     f = np.empty((_NPAR, nk), np.float64)  # the quadratic's terms per pixel
     wf = np.empty((_NPAR, nk), np.float64)  # the same times the pixel's weight
-    lv = np.empty(nk, np.float64)
+    lv = np.log(v[:nk])
     for t in range(nk):
-        p = keep[t]
-        x = _pos(z, r, c, p)
+        x = _pos(z, r, c, keep[t])
         f[0, t] = 1.0
         for a in range(3):
             d = x[a] - centre[a]
             f[1 + 2 * a, t] = d
             f[2 + 2 * a, t] = d * d
-        lv[t] = np.log(q[p] * (np.float64(inten[p]) - background))
     m = np.empty((_NPAR, _NPAR), np.float64)
     y = np.empty(_NPAR, np.float64)
     for it in range(_REWEIGHT):
         for t in range(nk):
             p = keep[t]
-            mod = (q[p] * (np.float64(inten[p]) - background) if it == 0 else
-                   q[p] * np.exp(_log_model(coef, f[1, t], f[3, t], f[5, t])))
+            if it == 0:  # weights from the data first, then from the model
+                mod = v[t]
+            else:
+                mod = q[p] * np.exp(_log_model(coef, f[1, t], f[3, t], f[5, t]))
             wt = q[p] * mod * mod / max(mod + background + (relative_noise * mod) ** 2, 1.0)
             for i in range(_NPAR):
                 wf[i, t] = wt * f[i, t]
