@@ -200,13 +200,13 @@ class JournaledFile:
             self.failed = f"commit failed: {exc}"
             unlink_quietly(Path(f"{journal_path(self.path)}.tmp"))
             raise
-        self._release_pages(self.size)
+        self._release_pages()
         self.boundary = self.zero_from = self.size
         self.segs.clear()
         self._starts.clear()
         self.commits += 1
 
-    def _release_pages(self, size: int) -> None:
+    def _release_pages(self) -> None:
         """Start the writeback of what this commit wrote, and let the page cache drop
         what the commit two before this one added (clean by now), except the byte
         ranges this commit rewrote: a chunk still filling up is read back at each
@@ -216,8 +216,8 @@ class JournaledFile:
         crowd out what the machine does need, and where memory is touched for the
         first time (a fresh VM) each new page-cache page costs ~8 us (the checkpoint
         thread's CPU per EIGER2 4M frame 0.5 -> 0.2 ms, tools/bench_stream.py)."""
-        _start_writeback(self.fd, self.boundary, size - self.boundary)
-        self._kept.append(size)
+        _start_writeback(self.fd, self.boundary, self.size - self.boundary)
+        self._kept.append(self.size)
         if len(self._kept) <= _KEEP_COMMITS:
             return
         start, stop = self._kept[0], self._kept[1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -318,19 +319,26 @@ def resident_pages(path, offset: int, length: int) -> int:
     return sum(v & 1 for v in vec)
 
 
+@pytest.fixture
 def on_disk(tmp_path):
-    """A directory whose files have a page cache to leave (tmpfs pages never leave)."""
+    """A directory whose files have a page cache to leave (tmpfs pages never leave):
+    tmp_path, or one made (and removed) beside the tests when tmp_path is on tmpfs."""
     with open("/proc/mounts") as fh:
         mounts = [line.split() for line in fh]
     best = max((m for m in mounts if str(tmp_path).startswith(m[1])), key=lambda m: len(m[1]))
-    return tmp_path if best[2] != "tmpfs" else Path(tempfile.mkdtemp(dir=ROOT / "tests"))
+    if best[2] != "tmpfs":
+        yield tmp_path
+        return
+    made = Path(tempfile.mkdtemp(dir=ROOT / "tests"))
+    yield made
+    shutil.rmtree(made)
 
 
-def test_old_bytes_leave_the_page_cache_and_the_file_reads_whole(tmp_path):
+def test_old_bytes_leave_the_page_cache_and_the_file_reads_whole(on_disk):
     """A scan's bytes leave the page cache a few commits after they were written, so GBs
     written once do not crowd the machine's memory; the newest stay (chunks still
     filling up are read back at each commit), and the file reads whole."""
-    path = on_disk(tmp_path) / "f.h5"
+    path = on_disk / "f.h5"
     jf, f = h5_through(path)
     for k in range(8):
         f.create_dataset(f"d{k}", data=np.full(1 << 18, k, np.float64))  # 2 MiB each
