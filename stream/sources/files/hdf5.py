@@ -106,16 +106,21 @@ def get_dataset(f: h5py.File, path: str, what: str = "dataset") -> h5py.Dataset:
 
 
 def image_stacks(f: h5py.File, limit: int = 8) -> list[str]:
-    """Paths of the 3D datasets of a file (what --images could name), at most `limit`."""
+    """Paths of the 3D datasets of a file (what --images could name), at most `limit`,
+    soft and external links to them included: a Bliss master file holds its detector's
+    frames only as links into the Lima files."""
     found: list[str] = []
 
-    def visit(name: str, obj: Any) -> bool | None:
+    def visit(name: str, link: Any) -> bool | None:
+        obj = f.get(name) if isinstance(link, h5py.SoftLink | h5py.ExternalLink) else None
+        if obj is None and isinstance(link, h5py.HardLink):
+            obj = f[name]
         if isinstance(obj, h5py.Dataset) and obj.ndim == 3:
             found.append("/" + name)
         return True if len(found) >= limit else None
 
     with contextlib.suppress(Exception):  # a damaged file: no hint, the real error follows
-        f.visititems(visit)
+        f.visititems_links(visit)
     return found
 
 

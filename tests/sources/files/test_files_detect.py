@@ -53,6 +53,24 @@ def test_formats_from_content_not_names(tmp_path):
         recordings([str(tmp_path / "bliss.dat")])
 
 
+
+def test_a_bliss_master_names_the_stacks_it_links_to(tmp_path):
+    """A Bliss master file holds its detector's frames only as links into the Lima files
+    (external, then soft): the error names those paths, not "no 3D dataset"."""
+    lima = tmp_path / "scan0001" / "eiger_0000.h5"
+    lima.parent.mkdir()
+    with h5py.File(lima, "w") as f:
+        f["entry_0000/measurement/data"] = np.stack(frames()[:3])
+    with h5py.File(tmp_path / "RAW_0001.h5", "w") as f:
+        f["1.1/instrument/eiger/data"] = h5py.ExternalLink("scan0001/eiger_0000.h5",
+                                                           "/entry_0000/measurement/data")
+        f["1.1/measurement/eiger"] = h5py.SoftLink("/1.1/instrument/eiger/data")
+        f["1.1/measurement/gone"] = h5py.ExternalLink("missing.h5", "/data")  # dangling
+        f["1.1/measurement/rot"] = np.arange(3.0)
+    with pytest.raises(ValueError, match=r"RAW_0001.h5: .*--images .*its 3D datasets: "
+                       r"/1.1/instrument/eiger/data, /1.1/measurement/eiger$"):
+        recordings([str(tmp_path / "RAW_0001.h5")])
+
 def test_inputs_grouped_into_scans(tmp_path):
     for i in range(3):
         EdfImage(data=frames()[i]).write(str(tmp_path / f"d_{i}.edf"))
