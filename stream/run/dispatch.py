@@ -126,9 +126,11 @@ class Dispatcher:
             self._set_up(w, scan)
 
     def submit(self, seq: int, scan: int, point_id: int, parts: list,
-               params: Params | None = None, preview: int = 0) -> None:
+               params: Params | None = None, preview: int = 0,
+               point: Any = None) -> None:
         """A point for the workers, with the parameter changes in force for it (sent
-        with the task, so every worker, and a worker that takes it over, applies them)."""
+        with the task, so every worker, and a worker that takes it over, applies them).
+        `point` is unused: the workers get the message as it arrived."""
         self.tasks[seq] = Task(seq, scan, point_id, parts, params, preview)
         self.queue.append(seq)
         self._dispatch()

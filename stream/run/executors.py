@@ -77,7 +77,9 @@ class InlineExecutor:
         self.worker.handle(encode_scan(scan, start_parts, detector, max_frame_bytes))
 
     def submit(self, seq: int, scan: int, point_id: int, parts: list,
-               params: Params | None = None, preview: int = 0) -> None:
+               params: Params | None = None, preview: int = 0,
+               point: Any = None) -> None:
+        """A task, through the wire encoding (`point` unused: decoded again on purpose)."""
         self.done.append(self.worker.handle(encode_task(seq, scan, point_id, parts, params,
                                                         preview)))
 

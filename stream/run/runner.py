@@ -49,7 +49,7 @@ from stream.run.loop import drain, freeze_long_lived, step
 from stream.run.openscan import COUNTERS, GAUGES, OpenScan
 from stream.run.params import ParamState
 from stream.run.resuming import ResumeFinder
-from stream.run.tasks import decode_result
+from stream.run.tasks import Result, as_result
 from stream.store.naming import Namer
 from stream.store.resume import ResumeError
 from stream.store.scanfile import ScanStore
@@ -328,7 +328,7 @@ class ScanRunner:
                 self.live.param(cur.scan.scan_id, change, pid)
             log.info("scan %s: set %s applies from point %d", cur.scan.scan_id, change, pid)
         preview = self.live.preview_bin() if self.live is not None else 0
-        self.executor.submit(self._seq, cur.key, pid, parts, self.params.in_force, preview)
+        self.executor.submit(self._seq, cur.key, pid, parts, self.params.in_force, preview, point)
         self._seq += 1
         cur.counters["accepted"] += 1
         self.pump()
@@ -341,9 +341,9 @@ class ScanRunner:
                                   f"exceeds max_lag {src['max_lag']}: processing cannot keep "
                                   f"up with the acquisition")
 
-    def take_result(self, parts: list) -> None:
-        """A point back from the workers: to the collector."""
-        res = decode_result(parts)
+    def take_result(self, parts: list | Result) -> None:
+        """A point back from the workers (wire message, or a thread's Result): to the collector."""
+        res = as_result(parts)
         cur = self.current
         if cur is None or res.scan != cur.key:
             log.debug("result of point %d of an earlier scan dropped", res.point_id)

@@ -2,10 +2,12 @@
 
 N threads, each with a `Worker` chain of its own, take the runner's tasks
 from one queue and leave their results on another: no socket, no copy and no
-I/O thread between them. (The `Dispatcher`'s ZeroMQ path, with credits,
-heartbeats and reassignment, is for worker processes and for workers on other
-hosts; through it a thread's point crossed four inproc hops and an I/O thread,
-~1 ms of CPU per EIGER2 4M frame, tools/bench_stream.py.)
+I/O thread between them, and no wire encoding either: a task is the point the
+runner decoded, a result the `Result` itself (`stream.run.tasks.result_of`).
+(The `Dispatcher`'s ZeroMQ path, with credits, heartbeats and reassignment, is
+for worker processes and for workers on other hosts; through it a thread's
+point crossed four inproc hops and an I/O thread, ~1 ms of CPU per EIGER2 4M
+frame, tools/bench_stream.py.)
 
 The runner waits on a pipe that gets a byte per result, so that its poller
 wakes for results and for the source alike. A task is never lost: an error of
@@ -22,8 +24,10 @@ from collections import deque
 from typing import Any
 
 from stream.config.schema import Config
+from stream.core.item import Item
+from stream.core.messages import Point
 from stream.core.threads import named_thread
-from stream.run.tasks import Params, bad_result, encode_scan, encode_task
+from stream.run.tasks import Params, Result, encode_scan, result_of
 from stream.run.workers import Worker
 
 log = logging.getLogger(__name__)
@@ -66,12 +70,15 @@ class ThreadPool:
             self.jobs.put(SETUP)
 
     def submit(self, seq: int, scan: int, point_id: int, parts: list,
-               params: Params | None = None, preview: int = 0) -> None:
+               params: Params | None = None, preview: int = 0,
+               point: Point | None = None) -> None:
+        """A task; `point`, the decoded message when the runner has it, is not decoded
+        again by the worker."""
         self.out += 1
-        self.jobs.put((seq, scan, point_id,
-                       encode_task(seq, scan, point_id, parts, params, preview)))
+        self.jobs.put((seq, scan, point_id, parts if point is None else point,
+                       params if params is not None and params[0] else None, preview))
 
-    def collect(self, timeout: float = 0.0) -> list[list]:
+    def collect(self, timeout: float = 0.0) -> list[Result]:
         """Results that came back; waits up to `timeout` s for one if points are out."""
         if not self.results and self.out and timeout > 0:
             select.select([self._bell_r], [], [], timeout)
@@ -123,14 +130,15 @@ class ThreadPool:
                 worker.handle(current[1])
             if job == SETUP:
                 continue
-            seq, scan, point_id, parts = job
+            seq, scan, point_id, point, params, preview = job
             try:
                 if worker is None:
                     raise RuntimeError(broken)
-                out = worker.handle(parts)
+                out = worker.run(seq, scan, point_id, point, params, preview)
             except Exception as exc:  # never lose a point to an error of ours
                 log.exception("worker thread: point %d", point_id)
-                out = bad_result(seq, scan, point_id, f"{type(exc).__name__}: {exc}")
+                out = result_of(seq, scan, Item(point_id, ""), "bad",
+                                f"{type(exc).__name__}: {exc}")
             self.results.append(out)
             try:
                 os.write(self._bell_w, b"\0")

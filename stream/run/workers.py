@@ -52,13 +52,13 @@ import zmq
 
 from stream.config.schema import Config
 from stream.core.item import Item, SparseFrame
-from stream.core.messages import FrameRef, MessageError, Start
+from stream.core.messages import FrameRef, MessageError, Point, Start
 from stream.core.scan import Scan
 from stream.core.threads import named_thread
 from stream.run.curve import secure_client
 from stream.run.pipeline import Pipeline, PointError
 from stream.run.preview import binned
-from stream.run.tasks import CREDITS, encode_result, header_of, pack
+from stream.run.tasks import CREDITS, Result, encode_result, header_of, pack, result_of
 from stream.wire.codec import decode
 
 log = logging.getLogger(__name__)
@@ -116,33 +116,42 @@ class Worker:
             log.error("worker %d: %s", os.getpid(), self.setup_error)
 
     def _process(self, header: dict, point_parts: list) -> list:
-        seq, scan, pid = header["seq"], header["scan"], header["point_id"]
+        res = self.run(header["seq"], header["scan"], header["point_id"], point_parts,
+                       header.get("params"), header.get("preview", 0))
+        return encode_result(res.seq, res.scan, res.item, res.status, res.reason,
+                             preview=res.preview, packed=self.packed)
+
+    def run(self, seq: int, scan: int, pid: int, point: list | Point,
+            params: list | tuple | None = None, preview: int = 0) -> Result:
+        """A task's result: `point` is the point's wire message, or the `Point` the runner
+        decoded from it (worker threads: it is not decoded twice)."""
         item = Item(pid, self.detector)
         if scan != self.scan_key or self.scan is None or self.setup_error:
             why = self.setup_error or f"worker was not set up for scan #{scan}"
-            return encode_result(seq, scan, item, "bad", why)
-        preview = None
+            return result_of(seq, scan, item, "bad", why)
+        binned_frame = None
         try:
-            self._set_params(header.get("params"))
-            point = decode(point_parts, self.max_frame_bytes)
+            self._set_params(params)
+            if not isinstance(point, Point):
+                point = decode(point, self.max_frame_bytes)
             item = Item(pid, self.detector, point.time, point.motors, point.counters)
             item.flags.extend(str(f) for f in point.extra.get("flags") or [])
             frame = self._frame(point)
-            if header.get("preview"):
-                preview = binned(frame, int(header["preview"]))
+            if preview:
+                binned_frame = binned(frame, int(preview))
             if isinstance(frame, SparseFrame):
                 item.sparse = frame
             else:
                 item.frame = frame
             item = self.pipeline.process(item)
         except (PointError, MessageError, OSError, KeyError, ValueError) as exc:
-            return encode_result(seq, scan, item, "bad", str(exc))
+            return result_of(seq, scan, item, "bad", str(exc))
         except Exception as exc:  # a bug of ours: loud, but the point is only bad
             log.exception("worker %d: point %d", os.getpid(), pid)
-            return encode_result(seq, scan, item, "bad", f"{type(exc).__name__}: {exc}")
+            return result_of(seq, scan, item, "bad", f"{type(exc).__name__}: {exc}")
         if item.sparse is None:
-            return encode_result(seq, scan, item, "bad", "no sparse frame")
-        return encode_result(seq, scan, item, "ok", preview=preview, packed=self.packed)
+            return result_of(seq, scan, item, "bad", "no sparse frame")
+        return result_of(seq, scan, item, "ok", preview=binned_frame)
 
     def _set_params(self, params: list | None) -> None:
         """The nodes' parameters as the task asks (version 0: the config's own)."""

@@ -13,17 +13,19 @@ from stream.core.messages import Point
 from stream.core.threads import named_thread
 from stream.run.dispatch import Dispatcher
 from stream.run.executors import InlineExecutor, make_executor
-from stream.run.tasks import decode_result
+from stream.run.tasks import as_result
 from stream.run.threadpool import ThreadPool
 from stream.sources.simulate import Simulation
-from stream.wire.codec import encode
+from stream.wire.codec import decode, encode
 from tests.support.flow import SIMCONF
 from tests.support.paths import CONFIGS
 
 POINTS = range(24, 40)  # the middle of the simulated scan: spots on every frame
 
 
-def _results(executor, sim: Simulation, scan: int, scan_id: str, corrupt=()) -> dict:
+def _results(executor, sim: Simulation, scan: int, scan_id: str, corrupt=(),
+             decoded: bool = False) -> dict:
+    """`decoded`: each task goes with the point decoded, as the runner hands it over."""
     executor.start_scan(scan, encode(sim.start(scan_id)), "eiger", 1 << 26)
     for seq, pid in enumerate(POINTS):
         parts = encode(sim.point(pid, scan_id))
@@ -32,11 +34,11 @@ def _results(executor, sim: Simulation, scan: int, scan_id: str, corrupt=()) -> 
             frame = p.frames["eiger"]
             parts = encode(Point(p.scan_id, pid, p.time, p.motors, p.counters,
                                  {"eiger": frame[:-1]}))  # the wrong shape
-        executor.submit(seq, scan, pid, parts)
+        executor.submit(seq, scan, pid, parts, point=decode(parts) if decoded else None)
     got = {}
     while len(got) < len(POINTS):
-        for parts in executor.collect(timeout=1.0):
-            res = decode_result(parts)
+        for out in executor.collect(timeout=1.0):
+            res = as_result(out)
             got[res.point_id] = res
     assert executor.in_flight == 0 and executor.collect() == []
     return got
@@ -49,8 +51,9 @@ def test_threads_give_what_inline_gives_and_a_bad_point_costs_only_itself():
     pool = ThreadPool(config, 2)
     try:
         want = _results(inline, sim, 1, "a")
-        for scan, scan_id in ((1, "a"), (2, "b")):  # set up again for the second scan
-            got = _results(pool, sim, scan, scan_id, corrupt={30})
+        # set up again for the second scan; the point as a message, then decoded
+        for scan, scan_id, decoded in ((1, "a", False), (2, "b", True)):
+            got = _results(pool, sim, scan, scan_id, corrupt={30}, decoded=decoded)
             assert got[30].status == "bad" and "start announced" in got[30].reason
             for pid in POINTS:
                 if pid == 30:
@@ -76,7 +79,7 @@ def test_a_point_of_a_scan_the_threads_were_not_set_up_for_is_bad():
     pool = ThreadPool(config, 1)
     try:
         pool.submit(0, 7, 25, encode(sim.point(25, "x")))  # no start_scan for scan 7
-        (res,) = [decode_result(p) for p in pool.collect(timeout=60.0)]
+        (res,) = [as_result(p) for p in pool.collect(timeout=60.0)]
         assert res.status == "bad" and "not set up" in res.reason
     finally:
         pool.close()
