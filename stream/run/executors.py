@@ -1,12 +1,14 @@
 """Executors: where the workers' chains run (inline, threads, processes).
 
-All take the same numbered tasks and give back the same result messages
-(`stream.run.tasks`); the runner cannot tell them apart except by speed.
+All take the same numbered tasks and give back the same results
+(`stream.run.tasks`: wire messages, or from threads the `Result` itself); the
+runner cannot tell them apart except by speed.
 
 * `InlineExecutor`: one `Worker` called in the caller's thread; every task and
   result still goes through the wire encoding, so serialisation bugs show in
   single-process tests.
-* `ThreadPool` (`stream.run.threadpool`): N worker threads on two queues.
+* `ThreadPool` (`stream.run.threadpool`): N worker threads on two queues, the
+  decoded point in and the `Result` out, without the wire encoding.
 * `Dispatcher` (`stream.run.dispatch`): N workers in processes (or threads that
   workers of other hosts join) on ZeroMQ sockets, with credits, heartbeats and
   reassignment.
