@@ -27,7 +27,8 @@ later scans (min / median / max), all of `--points` points. Per scan: sustained
 frames/s (points / (the file's end_time - the first point sent)), lost points
 (missing in the file), bad points, max lag (the runner's `max_lag` counter:
 newest received - newest linked), the processor's peak RSS and CPU per frame
-(psutil, its worker processes included), and its CPU per thread name
+(psutil, its worker processes included) and minor page faults per frame
+(/proc/PID/stat: pages the kernel maps for the first time), and its CPU per thread name
 (/proc/PID/task/*: utime + stime between the scan's start and end, threads of
 worker processes too), as ms per frame and % of a core.
 
@@ -441,8 +442,11 @@ def write_config(tmp: Path, flat, mask, args) -> Path | None:
 class Processor:
     """`peakstream run` in a subprocess: its endpoint, finished scans, peak RSS, CPU."""
 
-    def __init__(self, config: Path | None, output: Path, nscans: int):
-        cmd = [sys.executable, "-m", "stream.cli", "-v", "run",
+    def __init__(self, config: Path | None, output: Path, nscans: int,
+                 command: list[str] | None = None):
+        """`command`: what runs the `peakstream` CLI (default `python -m stream.cli`;
+        tools/bench_lane.py runs it with simulated workers)."""
+        cmd = [*(command or [sys.executable, "-m", "stream.cli"]), "-v", "run",
                *([str(config)] if config is not None else []), "--listen",
                "tcp://127.0.0.1:0", "--output", str(output), "--scans", str(nscans), "--quiet"]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
@@ -519,6 +523,17 @@ class Processor:
         procs = [psutil.Process(self.proc.pid), *self._children()]
         return sum(sum(p.cpu_times()[:2]) for p in procs)
 
+    def faults(self) -> int:
+        """Minor page faults of the processor and its workers so far (a fault is a page
+        the kernel maps for the first time: fresh allocations, page-cache growth)."""
+        total = 0
+        for pid in [self.proc.pid, *(c.pid for c in self._children())]:
+            try:  # field 10 of /proc/PID/stat, counted after the name's closing ")"
+                total += int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
     def threads(self) -> dict[int, tuple[str, int]]:
         """tid -> (thread name, CPU ticks) of every thread of the processor and its
         worker processes (named "proc-K/" + the thread's name, K in pid order) seen so
@@ -529,7 +544,8 @@ class Processor:
 
     def snapshot(self) -> dict:
         """What a scan's figures are the difference of: wall time, CPU, per-thread CPU."""
-        return {"t": time.monotonic(), "cpu": self.cpu(), "threads": self.threads()}
+        return {"t": time.monotonic(), "cpu": self.cpu(), "faults": self.faults(),
+                "threads": self.threads()}
 
     def wait_start(self, scan_id: str, timeout: float) -> bool:
         with self.cond:
@@ -644,6 +660,7 @@ def one_scan(proc: Processor, args, frames_file: Path, tmp: Path, scan_id: str,
     figures.update(scan=scan_id, status=status, peak_rss_mib=proc.peak / 2**20,
                    processor_cpu_ms=1e3 * (after["cpu"] - before["cpu"]) / npoints,
                    sender_cpu_ms=1e3 * sent["cpu"] / npoints,
+                   processor_faults=(after["faults"] - before["faults"]) / npoints,
                    sender_frames_per_s=npoints / max(sent["t_last"] - sent["t_first"], 1e-9),
                    threads=thread_figures(before, after, npoints))
     if profile_s:
@@ -733,6 +750,7 @@ def print_targets(first: dict, later: list[dict]) -> None:
             ("peak RSS (MiB)", "peak_rss_mib", "<= 1024"),
             ("sender frames/s", "sender_frames_per_s", ""),
             ("processor CPU ms/frame", "processor_cpu_ms", ""),
+            ("page faults/frame", "processor_faults", ""),
             ("sender CPU ms/frame", "sender_cpu_ms", "")]
     for label, key, target in rows:
         later_text = stats([s[key] for s in later]) if later else "-"
