@@ -10,6 +10,22 @@ from stream.core.item import Item
 from stream.core.scan import Scan
 
 
+def marker_of(dtype: np.dtype) -> float | None:
+    """The raw value that marks a gap or a bad pixel in frames of `dtype`: the largest of
+    an unsigned integer dtype (EIGER, Lima: 65535, 2**32 - 1), or None (signed and float
+    frames: their markers, -1 or NaN, are never above a cut)."""
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind == "u" else None
+
+
+def nan_markers(raw: np.ndarray, frame: np.ndarray) -> None:
+    """NaN in the float `frame` where the raw frame holds its dtype's marker value (a
+    corrected or scaled marker would be a number with no meaning)."""
+    marker = marker_of(raw.dtype)
+    if marker is not None:
+        np.copyto(frame, np.nan, where=raw == raw.dtype.type(marker))
+
+
 def check_shape(kind: str, name: str, array: np.ndarray | None, scan: Scan) -> None:
     """Raise ValueError if a per-pixel `array` does not match the scan's detector."""
     if array is None:
@@ -62,7 +78,8 @@ def _invflat32(flat: np.ndarray | float | None) -> tuple[np.ndarray | np.float32
 
 
 class Correct:
-    """corrected = (float32(raw) - dark) * float32(1 / flat); masked pixels NaN.
+    """corrected = (float32(raw) - dark) * float32(1 / flat); masked pixels NaN, and so
+    are the pixels of an unsigned raw frame at its dtype's largest value (`marker_of`).
 
     With no flat (or no mask) of its own, `setup(scan)` takes the detector's:
     the start message's `flatfield` (DECTRIS: a multiplicative factor, so it
@@ -142,12 +159,14 @@ class Correct:
         if item.frame is None:  # sparse replay: corrected before it became sparse
             return item
         self.check_frame(item.frame.shape)
-        frame = np.array(item.frame, dtype=np.float32)
+        raw = item.frame
+        frame = np.array(raw, dtype=np.float32)
         if self.dark32 is not None:
             np.subtract(frame, self.dark32, out=frame)
         if self.invflat32 is not None:
             np.multiply(frame, self.invflat32, out=frame)
         if self.mask is not None:
             frame[self.mask] = np.nan
+        nan_markers(np.asarray(raw), frame)
         item.frame = frame
         return item

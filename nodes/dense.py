@@ -14,17 +14,25 @@ from typing import ClassVar
 import numpy as np
 
 from nodes import decode
-from nodes.correct import Correct
+from nodes.correct import Correct, marker_of
 from nodes.kernels import readonly
 from nodes.kernels.dense import correct_threshold
 from nodes.normalise import Normalise
-from nodes.threshold import NO_HIST, NO_MAP, Threshold, native_frame, precut_as
+from nodes.threshold import (
+    NO_HIST,
+    NO_MAP,
+    MarkerTest,
+    Threshold,
+    native_frame,
+    precut_as,
+)
 from stream.core.encoded import EncodedFrame
 from stream.core.item import Item
 from stream.core.scan import Scan
 
 NO_MASK = np.zeros((0, 0), np.bool_)
 PRECUT_MARGIN = 1e-4  # relative slack of the raw-unit pre-cut over float32 rounding
+MARKER_SLACK = 1e-5  # relative: a corrected value traced back this close to the marker
 
 
 def _map_or_scalar(value, neutral: float) -> tuple[np.float32, np.ndarray]:
@@ -77,6 +85,7 @@ class DensePass:
         self._all_excluded = dark.size == 0 or invflat.size == 0
         if not self._all_excluded:
             self._dark_min = float(dark.min())
+            self._dark_max = float(dark.max())
             self._dark_abs = float(np.abs(dark).max())
             self._invflat_min = float(invflat.min())
             self._invflat_max = float(invflat.max())
@@ -177,4 +186,26 @@ class DensePass:
             return self._dense(decoded[0], scale, cuts, delta, hist, hlo, hinv, hhi, rows, cols,
                                vals)
 
-        return th.keep(item, frame.shape, run)
+        return th.keep(item, frame.shape, run, markers=self._markers(frame.dtype, scale),
+                       always=self.correct is not None or self.normalise is not None)
+
+    def _markers(self, dtype: np.dtype, scale: np.float32) -> MarkerTest | None:
+        """Kept pixels whose raw value was the detector's marker (`nodes.threshold`):
+        each kept value traced back to raw units through its pixel's dark and flat."""
+        marker = marker_of(dtype)
+        if marker is None or self._all_excluded:
+            return None
+        floor = marker * (1 - MARKER_SLACK)
+        gate = (floor - self._dark_max) * self._invflat_min * float(scale) * (1 - MARKER_SLACK)
+        if not (gate > 0 and math.isfinite(gate)):
+            gate = -math.inf  # every kept pixel is traced back
+
+        def test(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> np.ndarray:
+            dark = self._dark_map[rows, cols] if self._dark_map.size else self._dark0
+            invflat = self._invflat_map[rows, cols] if self._invflat_map.size else self._invflat0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scale64 = np.asarray(invflat, np.float64) * float(scale)
+                raw = vals.astype(np.float64) / scale64 + dark
+            return raw >= floor
+
+        return gate, test

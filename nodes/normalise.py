@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from nodes.correct import nan_markers
 from stream.core.item import Item
 from stream.core.scan import Scan
 
@@ -51,7 +52,9 @@ class Normalise:
     def process(self, item: Item) -> Item:
         scale = self.scale_for(item)
         if item.frame is not None:
-            item.frame = np.multiply(item.frame.astype(np.float32, copy=False), scale)
+            raw = item.frame
+            item.frame = np.multiply(raw.astype(np.float32, copy=False), scale)
+            nan_markers(raw, item.frame)  # a raw frame's gaps and bad pixels
         elif item.sparse is not None:
             intensity = np.multiply(item.sparse.intensity.astype(np.float32, copy=False), scale)
             item.sparse = dataclasses.replace(item.sparse, intensity=intensity)

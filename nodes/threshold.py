@@ -4,10 +4,20 @@ A compressed frame is decoded here (`nodes.decode`): uint8 / uint16 bslz4
 frames straight to the kept pixels (float32 holds their values exactly, so
 the fused kernel with nothing to correct keeps the same pixels and values),
 others decoded into a reused buffer first.
+
+Pixels whose raw value is the largest of an unsigned detector dtype (65535,
+2**32 - 1) are not kept (`markers`, on by default): EIGER and Lima write it
+into module gaps and dead or hot pixels, and kept, the gaps form one huge
+peak on every frame that the linker joins into one clique across the scan.
+They are taken out of the few kept pixels after the dense pass (the pass
+itself is unchanged), and logged once per scan with their count. A chain that
+corrects or normalises first never keeps them (`correct` and `normalise` make
+them NaN, the fused pass drops them), whatever `markers` says.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Callable
@@ -16,14 +26,19 @@ from typing import ClassVar
 import numpy as np
 
 from nodes import decode
-from nodes.correct import check_shape
+from nodes.correct import check_shape, marker_of
 from nodes.kernels import readonly
 from nodes.kernels.dense import threshold_frame
 from stream.core.encoded import EncodedFrame
 from stream.core.item import Item, SparseFrame
 from stream.core.scan import Scan
 
+log = logging.getLogger(__name__)
+
 NBINS = 1024  # histogram bins used to choose a raised cut
+MARKER_SLACK = 1e-6  # relative: a raw value this close to the dtype's largest is a marker
+_logged_scans: set[str] = set()  # scans whose markers were logged (by any thread's node)
+_logged_lock = threading.Lock()
 MAX_RAISES = 60
 NO_HIST = np.zeros(0, np.int64)
 NO_MAP = np.zeros((0, 0), np.float32)
@@ -38,6 +53,9 @@ CUT_MIN = "threshold.cut_min"
 
 # run(delta, hist, hlo, hinv, hhi) -> (n, emax): one dense pass (see kernels/dense.py)
 DensePassFn = Callable[[float, np.ndarray, float, float, float], tuple[int, float]]
+# (gate, test): kept values below the gate cannot come from a marker raw value; the test
+# takes the kept (rows, cols, values) and says which did
+MarkerTest = tuple[float, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]]
 
 
 def precut_as(dtype: np.dtype, bound: float) -> tuple[np.generic, bool]:
@@ -110,6 +128,15 @@ def raise_delta(run: DensePassFn, maxn: int) -> tuple[int, int, float, bool]:
     return n_above, min(n, maxn), delta, n > maxn
 
 
+def raw_markers(dtype: np.dtype) -> MarkerTest | None:
+    """The marker test for kept values that are the raw values (nothing corrected)."""
+    marker = marker_of(dtype)
+    if marker is None:
+        return None
+    gate = float(np.float32(marker)) * (1 - MARKER_SLACK)  # float32 rounds 2**32 - 1 up
+    return gate, lambda rows, cols, vals: vals >= gate
+
+
 class Threshold:
     """Keep pixels with value > cut (or > cut_map[pixel]) as a raster-sorted sparse frame."""
 
@@ -120,7 +147,7 @@ class Threshold:
     ranges: ClassVar[dict[str, tuple[float, float]]] = {"cut": (0.0, 1e9)}
 
     def __init__(self, *, cut: float = 0.0, cut_map: np.ndarray | None = None,
-                 max_pixels: int = 0) -> None:
+                 max_pixels: int = 0, markers: bool = True) -> None:
         if not math.isfinite(cut):
             raise ValueError(f"threshold: cut must be finite, got {cut!r}")
         if cut_map is not None:
@@ -131,6 +158,10 @@ class Threshold:
                 raise ValueError("threshold: cut_map contains NaN (use +inf to exclude a pixel)")
         if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0:
             raise ValueError(f"threshold: max_pixels must be an int >= 0, got {max_pixels!r}")
+        if not isinstance(markers, bool):
+            raise ValueError(f"threshold: markers must be true or false, got {markers!r}")
+        self.markers = markers  # drop pixels at the dtype's largest value (module docstring)
+        self._scan_id = ""
         self.cut = float(cut)
         self.cut_map = cut_map
         self.max_pixels = max_pixels
@@ -144,6 +175,7 @@ class Threshold:
     def prepare(self, scan: Scan) -> None:
         """setup() without compiling: `DensePass` runs its own kernel, not this node's."""
         check_shape(self.kind, "cut_map", self.cut_map, scan)
+        self._scan_id = scan.scan_id
         self.buffers.get(self.maxn(tuple(scan.detector()[1].shape)))
 
     def warmup(self, dtype: str = "float32") -> None:
@@ -180,16 +212,39 @@ class Threshold:
                              f"has shape {tuple(shape)}")
 
     def keep(self, item: Item, shape: tuple[int, int], run: DensePassFn,
-             per_pixel: bool | None = None) -> Item:
-        """Run a dense pass (raising the cut if needed) and set item.sparse from it."""
+             per_pixel: bool | None = None, markers: MarkerTest | None = None,
+             always: bool = False) -> Item:
+        """Run a dense pass (raising the cut if needed) and set item.sparse from it.
+        `markers` (gate, test): kept values at or above the gate are tested, and those
+        the test says came from a marker raw value are dropped (unless this node's
+        `markers` is false and not `always`: a fused pass that corrects drops them as
+        the unfused `correct` / `normalise` do)."""
         maxn = self.maxn(shape)
         rows, cols, vals = self.buffers.get(maxn)
         n_above, n, delta, truncated = raise_delta(run, maxn)
         if n_above > maxn:
             self._flag(item, n_above, maxn, delta, truncated, per_pixel)
-        item.sparse = SparseFrame(shape, rows[:n].copy(), cols[:n].copy(), vals[:n].copy())
+        rows, cols, vals = rows[:n], cols[:n], vals[:n]
+        if markers is not None and (self.markers or always) and n and vals.max() >= markers[0]:
+            good = ~markers[1](rows, cols, vals)
+            if not good.all():
+                self._log_markers(item, n - int(good.sum()))
+                rows, cols, vals = rows[good], cols[good], vals[good]
+        item.sparse = SparseFrame(shape, rows.copy(), cols.copy(), vals.copy())
         item.frame = None
         return item
+
+    def _log_markers(self, item: Item, count: int) -> None:
+        with _logged_lock:  # once a scan, whichever worker thread's chain sees them first
+            if self._scan_id in _logged_scans:
+                return
+            if len(_logged_scans) >= 256:
+                _logged_scans.clear()
+            _logged_scans.add(self._scan_id)
+        log.warning("threshold: scan %s point %d: %d pixels at the detector's marker value "
+                    "(the largest of its dtype: module gaps, bad pixels) are not kept; a mask in "
+                    "`correct` names them, `markers = false` keeps them (logged once a scan)",
+                    self._scan_id, item.point_id, count)
 
     def _flag(self, item: Item, n_above: int, maxn: int, delta: float,
               truncated: bool, per_pixel: bool | None = None) -> None:
@@ -260,7 +315,8 @@ class Threshold:
             return threshold_frame(readonly(raw), precut, use, cut, cut_map, delta, rows, cols,
                                    vals, hist, hlo, hinv, hhi)
 
-        return self.keep(item, frame.shape, run, per_pixel=cut_map.size > 0)
+        return self.keep(item, frame.shape, run, per_pixel=cut_map.size > 0,
+                         markers=raw_markers(frame.dtype))
 
     def _process_sparse(self, item: Item, frame_map: np.ndarray | None = None) -> Item:
         sparse = item.sparse
