@@ -167,10 +167,26 @@ def _values_file(path: str, where: str) -> np.ndarray:
 _MINI_CBF = re.compile(r"^#\s*([A-Za-z_][\w.-]*)[\s:=]+([-+0-9.eE]+)", re.M)
 
 
+# ESRF EDF headers (SPEC, Bliss's EDF saver) list motors and counters as pairs of
+# keys: names in one, values in the other, in the same order
+SPEC_PAIRS = (("motor_mne", "motor_pos"), ("counter_mne", "counter_pos"))
+# an EDF header's keys that describe the file, not the point
+EDF_LAYOUT = {"EDF_DataBlockID", "EDF_BinarySize", "EDF_HeaderSize", "ByteOrder", "DataType",
+              "Dim_1", "Dim_2", "Dim_3", "Image", "HeaderID", "Size"}
+
+
 def header_value(header: Mapping[str, Any], key: str) -> float:
-    """A number from a frame header: the key itself, or a line '# key value [unit]'
-    of a CBF mini-header (Pilatus / Eiger: Start_angle, Flux, ...)."""
+    """A number from a frame header: the key itself, a name of the SPEC-style
+    `motor_mne` / `motor_pos` (or `counter_mne` / `counter_pos`) pairs of an ESRF
+    EDF header, or a line '# key value [unit]' of a CBF mini-header (Pilatus /
+    Eiger: Start_angle, Flux, ...)."""
     value = header.get(key)
+    if value is None:
+        for names, values in SPEC_PAIRS:
+            mne, pos = str(header.get(names, "")).split(), str(header.get(values, "")).split()
+            if key in mne and mne.index(key) < len(pos):
+                value = pos[mne.index(key)]
+                break
     if value is None:
         contents = header.get("_array_data.header_contents", "")
         for k, v in _MINI_CBF.findall(str(contents)):
@@ -178,11 +194,25 @@ def header_value(header: Mapping[str, Any], key: str) -> float:
                 value = v
                 break
     if value is None:
-        raise ValueError(f"header has no key {key!r}")
+        raise ValueError(f"header has no key {key!r}{header_names(header)}")
     try:
         return float(str(value).split()[0])
     except (ValueError, IndexError):
         raise ValueError(f"header key {key!r} is {value!r}, not a number") from None
+
+
+def header_names(header: Mapping[str, Any], most: int = 24) -> str:
+    """' (it has: ...)': the names a header:KEY could take in this header."""
+    names = [k for k in header if k not in {n for pair in SPEC_PAIRS for n in pair}
+             and k not in EDF_LAYOUT and not str(k).startswith("_array_data")]
+    for mne, _ in SPEC_PAIRS:
+        names += str(header.get(mne, "")).split()
+    names += [k for k, _ in _MINI_CBF.findall(str(header.get("_array_data.header_contents",
+                                                              "")))]
+    if not names:
+        return ""
+    more = f", ... ({len(names)} in all)" if len(names) > most else ""
+    return f" (it has: {', '.join(map(str, names[:most]))}{more})"
 
 
 # ------------------------------------------------------------------ start / points

@@ -33,6 +33,7 @@ from stream.sources.files.common import (
     check_counts,
     check_dtype,
     error_point,
+    header_value,
     make_start,
     native,
     point_values,
@@ -117,6 +118,7 @@ class Template:
     frames: int
     shape: tuple[int, int]
     dtype: str
+    header: dict  # of its first frame: header:KEY specs are checked against it
 
 
 def _template(slots: list[str | None]) -> Template:
@@ -128,7 +130,8 @@ def _template(slots: list[str | None]) -> Template:
                 if data is None or data.ndim != 2 or getattr(img, "incomplete_data", False):
                     raise ValueError("no complete 2D frame")
                 dtype = check_dtype(data.dtype, f"{path} frame 0")
-                return Template(path, max(int(img.nframes), 1), data.shape, dtype)
+                return Template(path, max(int(img.nframes), 1), data.shape, dtype,
+                                dict(img.header))
         except Exception as exc:  # fabio raises many kinds on damaged files
             errors.append(f"{path}: {type(exc).__name__}: {exc}")
             if len(errors) >= 3:
@@ -156,6 +159,12 @@ def read_fabio_series(inputs: list[str], *, motors: Mapping[str, ValueSpec] | No
             raise ValueError(f"{spec.name}={spec.text}: an HDF5 path needs HDF5 images; for "
                              f"a {tpl.path} series give header:KEY, a range, a list or a file")
     check_counts(every, hi - lo + 1)
+    for spec in every:  # a key the first frame lacks is a typo, not 60 bad points
+        if spec.kind == "header":
+            try:
+                header_value(tpl.header, spec.key)
+            except ValueError as exc:
+                raise ValueError(f"{spec.name}={spec.text}: {tpl.path}: {exc}") from None
     meta = {"source": "fabio", "inputs": list(inputs), "frames_per_file": tpl.frames,
             "motors": {k: v.text for k, v in motors.items()},
             "counters": {k: v.text for k, v in counters.items()}}

@@ -24,6 +24,7 @@ from tests.support.files import (
 
 N = SIMCONF.npoints
 HEADER = {"omega": "header:omega", "monitor": "header:monitor"}
+HEADER_MOTOR, HEADER_COUNTER = {"omega": "header:omega"}, {"monitor": "header:monitor"}
 
 
 def header(i: int) -> dict[str, str]:
@@ -72,6 +73,19 @@ def test_multi_frame_edf(tmp_path, live_tables):
     img.write(path)
     t = replay(tmp_path, [path], motors={"omega": "range:0,0.25"},
                counters={"monitor": "header:monitor"})
+    same(live_tables, t)
+
+
+def test_edf_series_with_spec_motor_and_counter_pairs(tmp_path, live_tables):
+    """ESRF EDF headers (SPEC, Bliss's EDF saver) name motors and counters in pairs of
+    keys: header:omega finds omega in motor_mne / motor_pos."""
+    for i in range(N):
+        spec = {"motor_mne": "dty omega phi", "counter_mne": "sec monitor",
+                "motor_pos": f"0.5 {float(omegas()[i])!r} 12",
+                "counter_pos": f"0.1 {float(monitors()[i])!r}"}
+        EdfImage(data=frames()[i], header=spec).write(str(tmp_path / f"s_{i:04d}.edf"))
+    t = replay(tmp_path, [str(tmp_path / "s_%04d.edf")], motors=HEADER_MOTOR,
+               counters=HEADER_COUNTER)
     same(live_tables, t)
 
 
@@ -133,6 +147,9 @@ def test_damaged_files_are_bad_points_naming_file_and_frame(tmp_path):
     (["data_%04d.edf"], {"motors": ["omega=list:1,2"]}, ["omega", "2 values for 20 points"]),
     (["data_%04d.edf"], {"motors": ["omega"]}, ["NAME=SPEC"]),
     (["data_%04d.edf"], {"first": 5, "last": 2}, ["--last 2 is before --first 5"]),
+    (["data_%04d.edf"], {"motors": {"omega": "header:omegaa"}},  # a typo: refused at once
+     ["omega=header:omegaa", "data_0000.edf", "no key 'omegaa'", "it has: omega, monitor"]),
+    (["data_%04d.edf"], {"counters": {"mon": "header:mon"}}, ["mon=header:mon", "no key"]),
 ])
 def test_unusable_series_raise(tmp_path, monkeypatch, inputs, kwargs, words):
     write_edf_series(tmp_path, start=0)
