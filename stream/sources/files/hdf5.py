@@ -184,7 +184,7 @@ def read_hdf5_stack(images: list[str], *, motors: Mapping[str, ValueSpec] | None
     motors, counters = dict(motors or {}), dict(counters or {})
     every = all_specs(motors, counters, time)
     for spec in every:
-        read_values(spec, segments, nframes)
+        read_values(spec, segments, nframes, hi + 1)
     check_counts(every, hi - lo + 1)
     s0 = segments[0]
     det = detector or detector_name(_detector_default(s0.path))
@@ -213,8 +213,12 @@ def _scan_suffix(path: str) -> str:
 # ------------------------------------------------------------------ values
 
 
-def read_values(spec: ValueSpec, segments: list[Segment], nframes: int) -> None:
-    """Fill `spec.values` (one per frame) for an HDF5 spec; other kinds are left as they are."""
+def read_values(spec: ValueSpec, segments: list[Segment], nframes: int,
+                needed: int | None = None) -> None:
+    """Fill `spec.values` (one per frame) for an HDF5 spec; other kinds are left as they are.
+    `needed`: the frames replayed end there (--last), so later ones may have no value (an
+    interrupted scan's motors stop short of its frames)."""
+    needed = nframes if needed is None else needed
     if spec.kind == "header":
         raise ValueError(f"{spec.name}={spec.text}: HDF5 frames have no header; give a "
                          f"dataset, a range, a list or a number")
@@ -232,8 +236,11 @@ def read_values(spec: ValueSpec, segments: list[Segment], nframes: int) -> None:
     values = np.concatenate(parts) if parts else np.empty(0)
     if len(values) == 1 and nframes > 1 and all(len(p) == 1 for p in parts):
         values = np.full(nframes, values[0])
-    if len(values) < nframes:
-        raise ValueError(f"{spec.name}={spec.text}: {len(values)} values for {nframes} frames")
+    if len(values) < needed:
+        hint = (f" (an interrupted scan? --last {len(values) - 1} replays the frames that "
+                f"have one)" if len(values) else "")
+        raise ValueError(f"{spec.name}={spec.text}: {len(values)} values for {needed} "
+                         f"frames{hint}")
     if len(values) > nframes:
         log.warning("%s=%s: %d values for %d frames; the extra ones are not used", spec.name,
                     spec.text, len(values), nframes)

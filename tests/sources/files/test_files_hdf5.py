@@ -90,6 +90,23 @@ def test_frame_range_and_scalar_and_range_values(tmp_path):
     assert np.array_equal(points[0].frames["eiger"], frames()[5])
 
 
+def test_interrupted_scan_motors_shorter_than_frames(tmp_path):
+    """A scan stopped early: its motor holds fewer values than the detector wrote
+    frames. Refused with the --last that fits, and replayed with it."""
+    n = len(frames())
+    path = write_bliss(tmp_path / "s.h5", frames(), omegas()[:n - 5], monitors())
+    spec = {"images": ["/1.1/measurement/eiger"],
+            "motors": {"omega": "/1.1/measurement/rot_center"}}
+    with pytest.raises(ValueError, match=f"{n - 5} values for {n} frames .*--last {n - 6}"):
+        open_recording([str(path)], **spec)
+    start, points = open_recording([str(path)], last=n - 6, **spec)
+    points = list(points)
+    assert start.npoints == n - 5 and len(points) == n - 5
+    assert [p.motors["omega"] for p in points] == list(omegas()[:n - 5])
+    with pytest.raises(ValueError, match=f"{n - 5} values for {n - 3} frames"):
+        open_recording([str(path)], last=n - 4, **spec)
+
+
 def test_unreadable_chunk_is_one_bad_point_and_the_run_goes_on(tmp_path):
     path = write_bliss(tmp_path / "s.h5", frames(), omegas(), monitors(),
                        filters=COMPRESSION["gzip"])
