@@ -87,6 +87,7 @@ class Collector:
         self.motor_ranges: dict[str, tuple[float, float]] = {}
         self._linkable: set[int] = set()  # points with data that later points may link to
         self.failed: str | None = None  # why writing the scan failed (then nothing more is)
+        self.first_bad = ""  # the first bad point and why (a scan of bad points fails)
         # s between checkpoints that hold the resume state (0: every one; see flush())
         self.state_interval = state_interval
         self._last_state = -np.inf
@@ -113,6 +114,7 @@ class Collector:
     def add_bad(self, point_id: int, reason: str, item: Item | None = None) -> None:
         """A point that arrived but could not be processed: recorded as bad."""
         self.counters["bad"] += 1
+        self.first_bad = self.first_bad or f"point {point_id}: {reason}"
         if self.failed is not None:
             return
         self.buffer.push(Slot(point_id, item, "bad", reason, self.clock()))
@@ -128,8 +130,12 @@ class Collector:
         whose writing failed stays failed, whatever `status` says)."""
         if self.failed is None:
             self._drain(idle=True, final=True)
-        missing = self.counters["missing"]
-        if status == "success" and missing:  # never a silent success with points lost
+        missing, bad = self.counters["missing"], self.counters["bad"]
+        if status == "success" and bad and not self.counters["processed"]:
+            status = "fail"  # nothing of the scan could be processed: never a success
+            reason = reason or (f"all {bad} point(s) received were bad (the first: "
+                                f"{self.first_bad}; inspect lists them)")
+        elif status == "success" and missing:  # never a silent success with points lost
             status = "incomplete"
             reason = reason or (f"{missing} point(s) missing (inspect lists them; "
                                 f"`peakstream replay RECORDING --fill FILE` completes it)")

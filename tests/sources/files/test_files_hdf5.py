@@ -10,7 +10,12 @@ import hdf5plugin
 import numpy as np
 import pytest
 
+from stream.config.schema import Config
+from stream.core.messages import End
+from stream.run.runner import ScanRunner
 from stream.sources.files import open_recording
+from stream.store.reader import load
+from stream.wire.codec import encode
 from tests.support.files import (
     SIMCONF,
     events,
@@ -23,6 +28,7 @@ from tests.support.files import (
     status,
     write_bliss,
 )
+from tests.support.paths import CONFIGS
 
 N = SIMCONF.npoints
 COMPRESSION = {
@@ -144,6 +150,33 @@ def test_virtual_dataset_with_a_missing_source_file(tmp_path):
     assert list(np.flatnonzero(status(t) == 2)) == list(range(10, 20))
     assert "eiger_0001.h5" in events(t)[12] and "frame 12" in events(t)[12]
     same(live(tmp_path, skip=set(range(10, 20))), t)
+
+
+def test_a_scan_whose_every_point_is_bad_fails(tmp_path):
+    """Every frame unreadable (the Lima file a master links to is gone): the scan ends
+    fail with the first reason, never success; one good point and it is a success."""
+    lima = tmp_path / "eiger_0000.h5"
+    with h5py.File(lima, "w") as f:
+        f["entry_0000/measurement/data"] = np.stack(frames()[:10])
+    master = tmp_path / "master.h5"
+    with h5py.File(master, "w") as f:
+        f["1.1/measurement/eiger"] = h5py.ExternalLink(lima.name, "entry_0000/measurement/data")
+        f["1.1/measurement/rot_center"], f["1.1/measurement/mon"] = omegas()[:10], \
+            monitors()[:10]
+    start, points = open_recording([str(master)], images=["/1.1/measurement/eiger"],
+                                   motors=MOTORS, counters=COUNTERS)
+    os.remove(lima)  # after the layout was read: every frame read fails
+    runner = ScanRunner(Config.load(CONFIGS / "simulated.toml"), output_file=tmp_path / "o.h5")
+    runner.handle(encode(start))
+    for p in points:
+        runner.handle(encode(p))
+    runner.handle(encode(End(start.scan_id, "success", 10)))
+    runner.close()
+    result = runner.results[0]
+    assert result["status"] == "fail" and result["bad"] == 10, result
+    assert "all 10 point(s) received were bad" in result["reason"]
+    assert "point 0" in result["reason"] and "master.h5" in result["reason"]
+    assert (status(load(tmp_path / "o.h5")) == 2).all()
 
 
 @pytest.mark.parametrize("case, words", [
