@@ -87,6 +87,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     runner = ScanRunner(config, output_dir=None if single else out, output_file=single)
     if args.resume:  # points the file holds are kept, the others processed
         runner.resumer.resume_file = single
+    skipped = []  # scans of a batch that could not be opened: the others go on
     for job in scans:
         inputs, opts = job.inputs, job.options
         try:
@@ -95,9 +96,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if blocks is None:
                 recording = open_recording(inputs, **opts)
         except (OSError, ValueError) as exc:
-            print(f"peakstream replay: {exc}", file=sys.stderr)
-            runner.close()
-            return EXIT_USAGE
+            if len(scans) == 1:
+                print(f"peakstream replay: {exc}", file=sys.stderr)
+                runner.close()
+                return EXIT_USAGE
+            print(f"peakstream replay: {job.name}: not replayed: {exc}", file=sys.stderr)
+            skipped.append(f"{job.name}: not replayed: {exc}")
+            continue
         name = job.name
         if blocks is not None:  # a sparse recording: label, properties, linker in blocks
             start, stream_blocks = blocks
@@ -145,7 +150,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         runner.results[-1]["file"] = str(target.path)
     for r in runner.results:
         print(format_summary(summary(r["file"])))
-    return _exit_code(runner.results)
+    for line in skipped:  # again after the summaries, where a batch's reader looks
+        print(line)
+    return EXIT_FAILED if skipped else _exit_code(runner.results)
 
 
 def replay_trajectory(args: argparse.Namespace, config: Config) -> dict[str, Any] | None:
