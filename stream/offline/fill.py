@@ -105,6 +105,13 @@ def finish_fill(target: FillTarget, inputs: list[str]) -> dict[str, Any]:
     filled = [p for p in target.missing if new_rows.get(p, {}).get("status")
               == POINT_STATUS.index("ok")]
     still = [p for p, r in new_rows.items() if r["status"] == POINT_STATUS.index("missing")]
+    gone = POINT_STATUS.index("missing")
+    if all(new_rows.get(p, {}).get("status", gone) == gone for p in target.missing):
+        # the recording itself lacks them (a file missing from a series): nothing can
+        new.unlink(missing_ok=True)
+        raise FillError(f"{target.path}: the recording holds none of its "
+                        f"{len(target.missing)} missing point(s) ({_ids(target.missing)}): "
+                        f"nothing to fill; the file is left as it was")
     record = {"time": now_iso(), "inputs": [os.fspath(x) for x in inputs],
               "points": filled, "still_missing": still, "was": target.status}
     with open_h5(target.path) as f:
@@ -121,6 +128,12 @@ def finish_fill(target: FillTarget, inputs: list[str]) -> dict[str, Any]:
     os.replace(target.path, backup)
     os.replace(new, target.path)
     return {**record, "backup": str(backup)}
+
+
+def _ids(points: list[int], most: int = 8) -> str:
+    """'3, 7, 20' or '3, 7, ... (12 in all)'."""
+    more = f", ... ({len(points)} in all)" if len(points) > most else ""
+    return ", ".join(map(str, points[:most])) + more
 
 
 def _point_rows(path: Path) -> dict[int, dict[str, Any]]:

@@ -137,8 +137,9 @@ class Collector:
                                 f"{self.first_bad}; inspect lists them)")
         elif status == "success" and missing:  # never a silent success with points lost
             status = "incomplete"
-            reason = reason or (f"{missing} point(s) missing (inspect lists them; "
-                                f"`peakstream replay RECORDING --fill FILE` completes it)")
+            reason = reason or (f"{missing} point(s) missing (inspect lists them; where a "
+                                f"recording holds them, `peakstream replay RECORDING --fill "
+                                f"FILE` completes the scan)")
         self.final = (status, reason)
         if self.failed is None:
             result = self.linker.finish()

@@ -1,0 +1,48 @@
+"""`peakstream replay` where a recording is not whole: a master file's scan that cannot
+be opened is skipped (the others are replayed, exit 1); a series that lacks a file
+cannot fill it in."""
+
+from __future__ import annotations
+
+from stream.cli.main import main
+from stream.store.reader import load
+from tests.support.files import frames, monitors, omegas, write_bliss
+
+
+def test_a_bad_scan_of_a_batch_does_not_stop_the_others(tmp_path, capsys):
+    master = tmp_path / "master.h5"
+    n = len(frames())
+    write_bliss(master, frames(), omegas(), monitors(), scan="1.1")
+    write_bliss(master, frames(), omegas()[:n - 4], monitors(), scan="2.1")  # short motor
+    write_bliss(master, frames(), omegas(), monitors(), scan="3.1")
+    out = tmp_path / "out"
+    code = main(["replay", str(master), "--images", "measurement/eiger", "--motor",
+                 "omega=measurement/rot_center", "--output", str(out), "--quiet"])
+    printed = capsys.readouterr()
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["master_1.1.h5", "master_3.1.h5"]
+    for name in ("master_1.1.h5", "master_3.1.h5"):
+        assert len(load(out / name)["points"]["point_id"]) == n
+    assert "2.1: not replayed: " in printed.out and f"{n - 4} values" in printed.out
+    assert "2.1: not replayed" in printed.err
+
+
+def test_fill_from_a_recording_that_lacks_the_missing_points(tmp_path, capsys):
+    """A file missing from an EDF series is a missing point; --fill from the same series
+    cannot complete it: it says so and leaves the file as it was (no endless loop of
+    'incomplete, --fill completes it')."""
+    from fabio.edfimage import EdfImage
+
+    for i, frame in enumerate(frames()):
+        if i != 7:
+            EdfImage(data=frame, header={"omega": repr(float(omegas()[i]))}).write(
+                str(tmp_path / f"d_{i:04d}.edf"))
+    pattern, out = str(tmp_path / "d_%04d.edf"), tmp_path / "scan.h5"
+    args = ["replay", pattern, "--first", "0", "--last", str(len(frames()) - 1), "--motor",
+            "omega=header:omega", "--quiet"]
+    assert main([*args, "--output", str(out)]) == 0
+    assert "1 point(s) missing" in capsys.readouterr().out
+    before = out.read_bytes()
+    assert main([*args, "--fill", str(out)]) == 1
+    assert "holds none of its 1 missing point(s) (7): nothing to fill" in capsys.readouterr().err
+    assert out.read_bytes() == before and not (tmp_path / "scan.h5.before-fill").exists()
