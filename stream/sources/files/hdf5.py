@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -92,17 +94,46 @@ def open_file(path: str) -> h5py.File:
         raise OSError(f"{path}: cannot open as HDF5 (truncated or not HDF5?): {exc}") from None
 
 
-def get_dataset(f: h5py.File, path: str, what: str = "dataset") -> h5py.Dataset:
-    """f[path] as a dataset, or a ValueError naming the file and the path."""
+def get_dataset(f: h5py.File, path: str, what: str = "dataset",
+                frames: bool = True) -> h5py.Dataset:
+    """f[path] as a dataset, or a ValueError naming the file and the path (and what it
+    could have been: the file's image stacks, or with `frames` false the 1D datasets
+    beside the path, for a motor or a counter)."""
     try:
         obj = f.get(path)
     except (KeyError, OSError, RuntimeError) as exc:  # a broken external link
         raise ValueError(f"{f.filename}: cannot open {path!r}: {exc}") from None
     if obj is None:
-        raise ValueError(f"{f.filename}: no {what} {path!r}{_hint(f)}")
+        hint = _hint(f) if frames else _hint_1d(f, path)
+        raise ValueError(f"{f.filename}: {_broken_link(f, path) or f'no {what} {path!r}'}"
+                         f"{hint}")
     if not isinstance(obj, h5py.Dataset):
-        raise ValueError(f"{f.filename}: {path!r} is a group, not a {what}{_hint(f)}")
+        hint = _hint(f) if frames else _hint_1d(f, path)
+        raise ValueError(f"{f.filename}: {path!r} is a group, not a {what}{hint}")
     return obj
+
+
+def _broken_link(f: h5py.File, path: str) -> str:
+    """Why `path` does not resolve when one of its parts is a link to nothing (a Lima
+    file moved away from its master, say), or ''."""
+    parts = [p for p in path.split("/") if p]
+    for k in range(1, len(parts) + 1):
+        at = "/" + "/".join(parts[:k])
+        try:
+            link = f.get(at, getlink=True)
+        except (KeyError, OSError, RuntimeError):
+            return ""
+        if link is None:
+            return ""
+        if f.get(at) is not None:
+            continue
+        if isinstance(link, h5py.ExternalLink):
+            return (f"{at!r} is an external link to {link.filename}::{link.path}, which "
+                    f"cannot be opened (is {link.filename} there, beside this file?)")
+        if isinstance(link, h5py.SoftLink):
+            return f"{at!r} is a soft link to {link.path!r}, which does not exist"
+        return ""
+    return ""
 
 
 def image_stacks(f: h5py.File, limit: int = 8) -> list[str]:
@@ -127,6 +158,26 @@ def image_stacks(f: h5py.File, limit: int = 8) -> list[str]:
 def _hint(f: h5py.File) -> str:
     stacks = image_stacks(f)
     return f" (3D datasets in the file: {', '.join(stacks)})" if stacks else ""
+
+
+def _hint_1d(f: h5py.File, path: str, most: int = 16) -> str:
+    """' (1D datasets in GROUP: ...)': what a motor path could name, beside `path`."""
+    group = path.rstrip("/").rsplit("/", 1)[0] or "/"
+    if group == path:
+        group = "/"
+    names = []
+    with contextlib.suppress(KeyError, OSError, RuntimeError):
+        g = f.get(group)
+        for k in g if isinstance(g, h5py.Group) else ():
+            with contextlib.suppress(KeyError, OSError, RuntimeError):  # a link to nothing
+                v = g.get(k)
+                if isinstance(v, h5py.Dataset) and v.ndim <= 1:
+                    names.append(k)
+    names.sort()
+    if not names:
+        return ""
+    more = f", ... ({len(names)} in all)" if len(names) > most else ""
+    return f" (1D datasets in {group}: {', '.join(names[:most])}{more})"
 
 
 def _segment(f: h5py.File, path: str) -> Segment:
@@ -187,7 +238,7 @@ def read_hdf5_stack(images: list[str], *, motors: Mapping[str, ValueSpec] | None
         read_values(spec, segments, nframes, hi + 1)
     check_counts(every, hi - lo + 1)
     s0 = segments[0]
-    det = detector or detector_name(_detector_default(s0.path))
+    det = detector or detector_name(_detector_default(s0.path, s0.file))
     sid = scan_id or scan_id_from(s0.file, _scan_suffix(s0.path))
     meta = {"source": "hdf5", "images": [s.name for s in segments],
             "motors": {k: v.text for k, v in motors.items()},
@@ -197,11 +248,17 @@ def read_hdf5_stack(images: list[str], *, motors: Mapping[str, ValueSpec] | None
     return start, _points(start, segments, lo, hi, motors, counters, time)
 
 
-def _detector_default(path: str) -> str:
-    """eiger for /1.1/measurement/eiger and /entry/instrument/eiger/data."""
+def _detector_default(path: str, file: str = "") -> str:
+    """eiger for /1.1/measurement/eiger and /entry/instrument/eiger/data; for a Lima
+    file's /entry_0000/measurement/data, which names no detector, the file's
+    (eiger_0000.h5: eiger)."""
     parts = [p for p in path.split("/") if p]
     if len(parts) >= 2 and parts[-1] in ("data", "image", "images"):
-        return parts[-2]
+        if parts[-2] not in ("measurement", "instrument", "data") and not re.fullmatch(
+                r"entry(_\d+)?|\d+\.\d+", parts[-2]):
+            return parts[-2]
+        stem = re.sub(r"_\d+$", "", Path(file).stem) if file else ""
+        return stem or "detector"
     return parts[-1] if parts else "detector"
 
 
@@ -250,7 +307,7 @@ def read_values(spec: ValueSpec, segments: list[Segment], nframes: int,
 def _read_column(spec: ValueSpec, file: str, path: str, n: int | None) -> np.ndarray:
     """One HDF5 source of a spec as float64: a scalar repeats (n times if n is given)."""
     with open_file(file) as f:
-        ds = get_dataset(f, path, f"dataset for {spec.name}")
+        ds = get_dataset(f, path, f"dataset for {spec.name}", frames=False)
         if ds.ndim > 1 or ds.dtype.kind not in "iufb":
             raise ValueError(f"{file}::{path} ({spec.name}): must be a number or one number "
                              f"per frame, is {ds.dtype} {ds.shape}")

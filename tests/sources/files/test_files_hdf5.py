@@ -186,7 +186,11 @@ def test_a_scan_whose_every_point_is_bad_fails(tmp_path):
     ("not 3D", ["s.h5", "/1.1/measurement/mon", "3D"]),
     ("shape mismatch", ["small.h5", "s.h5", "96x128", "48x128"]),
     ("short motor", ["omega", "19 values for 20 frames"]),
-    ("motor path", ["s.h5", "no dataset for omega '/1.1/measurement/nope'"]),
+    ("motor path", ["s.h5", "no dataset for omega '/1.1/measurement/nope'",
+                    "(1D datasets in /1.1/measurement: mon, rot_center)"]),
+    ("lima gone", ["s.h5", "'/1.1/measurement/lima' is an external link to "
+                   "lima_0000.h5::/entry_0000/measurement/data, which cannot be opened"]),
+    ("dangling", ["'/1.1/measurement/old' is a soft link to '/1.1/nothing', which does not"]),
 ])
 def test_unusable_inputs_raise_naming_the_file(tmp_path, case, words):
     path = write_bliss(tmp_path / "s.h5", frames()[:20], omegas(), monitors())
@@ -210,7 +214,28 @@ def test_unusable_inputs_raise_naming_the_file(tmp_path, case, words):
         motors = {"omega": "/1.1/measurement/short"}
     elif case == "motor path":
         motors = {"omega": "/1.1/measurement/nope"}
+    elif case in ("lima gone", "dangling"):  # the master's links, to nothing
+        with h5py.File(path, "a") as f:
+            f["1.1/measurement/lima"] = h5py.ExternalLink("lima_0000.h5",
+                                                          "/entry_0000/measurement/data")
+            f["1.1/measurement/old"] = h5py.SoftLink("/1.1/nothing")
+        images = [f"{path}::/1.1/measurement/{'lima' if case == 'lima gone' else 'old'}"]
     with pytest.raises((OSError, ValueError)) as err:
         open_recording([], images=images, motors=motors, counters=COUNTERS)
     for w in words:
         assert w in str(err.value), (w, str(err.value))
+
+
+def test_detector_named_from_the_path_or_a_lima_file_name(tmp_path):
+    """/1.1/measurement/eiger names its detector; a Lima file's
+    /entry_0000/measurement/data names none, its file does (eiger_0000.h5: eiger)."""
+    lima = tmp_path / "frelon3_0000.h5"
+    with h5py.File(lima, "w") as f:
+        f["entry_0000/measurement/data"] = np.stack(frames()[:4])
+    start, _ = open_recording([str(lima)], images=["/entry_0000/measurement/data"],
+                              motors={"omega": "range:0,1"})
+    assert list(start.detectors) == ["frelon3"]
+    path = write_bliss(tmp_path / "s.h5", frames()[:4], omegas()[:4], monitors()[:4])
+    start, _ = open_recording([str(path)], images=["/1.1/instrument/eiger/data"],
+                              motors={"omega": "range:0,1"})
+    assert list(start.detectors) == ["eiger"]
