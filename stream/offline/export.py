@@ -16,10 +16,12 @@
 * `sparse`: ImageD11's sparse HDF5 (the layout of shared/data's silicon file):
   group `1.1` with row, col, intensity, frame, nnz, attrs itype, nframes,
   shape0, shape1, and per-frame motors under measurement/ (omega as
-  rot_center). The kept pixels of every point; when 2D peaks were split
-  between cliques, also `shares/` (peak_id, clique_id, share: the part of
-  the 2D peak's intensity that is the clique's; peak_id is the row of
-  peaks2d, in point order and label order within a point).
+  rot_center); attr peakstream_trajectory, the scan's trajectory (JSON), which
+  a replay of the file follows (without it, a sweep in omega). The kept
+  pixels of every point; when 2D peaks were split between cliques, also
+  `shares/` (peak_id, clique_id, share: the part of the 2D peak's intensity
+  that is the clique's; peak_id is the row of peaks2d, in point order and
+  label order within a point).
 * `framecache`: hexrd's frame-cache .npz: `{i}_row`, `{i}_col`, `{i}_data`,
   `shape`, `nframes`, `dtype`, and `omega` (nframes, 2): the start and end
   angle of each frame (its omega -+ half the step to its neighbours).
@@ -60,6 +62,7 @@ def export(path: str | Path, fmt: str, output: str | Path) -> dict[str, Any]:
         sparse = f[f"entry/{data['detector']}/sparse"]
         shape = (int(sparse.attrs["shape0"]), int(sparse.attrs["shape1"]))
         itype = str(sparse.attrs["itype"])
+        data["trajectory"] = str(f["entry/points"].attrs.get("trajectory", ""))
     writer = {"flt": _flt, "sparse": _sparse, "framecache": _framecache}[fmt]
     n = writer(data, shape, itype, Path(output))
     return {"format": fmt, "file": str(output), "rows": n}
@@ -143,6 +146,8 @@ def _sparse(data: dict[str, Any], shape, itype, output: Path) -> int:
     with h5py.File(output, "w-") as f:
         g = f.create_group("1.1")
         g.attrs.update(itype=itype, nframes=nnz.shape[0], shape0=shape[0], shape1=shape[1])
+        if data.get("trajectory"):  # replayed with it (a 360 wrap, a snake: not a sweep)
+            g.attrs["peakstream_trajectory"] = data["trajectory"]
         opts = {"chunks": True, "compression": "gzip"} if sp["row"].shape[0] else {}
         g.create_dataset("row", data=sp["row"].astype(np.uint16), **opts)
         g.create_dataset("col", data=sp["col"].astype(np.uint16), **opts)

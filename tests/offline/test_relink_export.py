@@ -147,3 +147,33 @@ def test_rocking_curve_png_and_a_clear_message_without_matplotlib(tmp_path, repl
     assert main(["inspect", str(out), "--clique", str(c), "--png", str(tmp_path / "d.png")]) \
         == 2
     assert "pip install 'peakstream[plot]'" in capsys.readouterr().err
+
+
+def test_a_360_scan_exported_sparse_replays_with_its_wrap(tmp_path):
+    """A spot across 360/0 is one clique, and stays one after export --format sparse and
+    a replay of that file (the file carries the trajectory; a sweep would cut it)."""
+    nframes = 72
+    frames = {f: [(20, 20)] for f in (70, 71, 0, 1)} | {f: [(40, 40)] for f in (10, 11, 12)}
+    rows, cols, frame_of = [], [], []
+    for f in range(nframes):
+        for r, c in frames.get(f, []):
+            rr, cc = np.mgrid[r - 1:r + 2, c - 1:c + 2]
+            rows += rr.ravel().tolist()
+            cols += cc.ravel().tolist()
+            frame_of += [f] * rr.size
+    src = tmp_path / "wrap.h5"
+    with h5py.File(src, "w") as f:
+        g = f.create_group("1.1")
+        g.attrs.update(itype="uint16", nframes=nframes, shape0=64, shape1=64)
+        g["row"], g["col"] = np.array(rows, np.uint16), np.array(cols, np.uint16)
+        g["intensity"] = np.full(len(rows), 500, np.uint16)
+        g["frame"] = np.array(frame_of, np.uint32)
+        g["nnz"] = np.bincount(frame_of, minlength=nframes).astype(np.int64)
+        g["measurement/rot_center"] = 5.0 * np.arange(nframes)
+    out, exported, again = tmp_path / "out.h5", tmp_path / "sp.h5", tmp_path / "again.h5"
+    assert main(["replay", str(src), "--trajectory", "sweep", "--fast", "omega", "--wrap",
+                 "--quiet", "--output", str(out)]) == 0
+    assert len(load(out)["cliques"]["npx"]) == 2
+    assert main(["export", str(out), "--format", "sparse", "--output", str(exported)]) == 0
+    assert main(["replay", str(exported), "--quiet", "--output", str(again)]) == 0
+    assert partition(load(again)) == partition(load(out))

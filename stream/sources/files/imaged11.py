@@ -15,6 +15,7 @@ frame index in the file.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterator
@@ -68,18 +69,36 @@ def read_imaged11_blocks(path: str | os.PathLike, scan_id: str | None = None,
         nnz = g["nnz"][()].astype(np.int64)
         motors = _motors(g, nnz.shape[0], omega, path)
         itype = np.dtype(str(g.attrs.get("itype", g["intensity"].dtype))).name
+        trajectory = _trajectory(g, motors)
     order = np.argsort(motors["omega"], kind="stable") if "omega" in motors else None
     if order is not None and np.array_equal(order, np.arange(order.shape[0])):
         order = None
     sid = scan_id if scan_id and scan_id.strip("/") != group else \
         scan_id_from(path, "_" + group.replace("/", "_"))
     start = make_start(sid, DETECTOR, shape, itype, list(motors), ["frame"], nnz.shape[0],
-                       {"kind": "sweep", "fast": "omega"},
-                       {"source": "imaged11", "file": os.fspath(path), "group": group})
+                       trajectory, {"source": "imaged11", "file": os.fspath(path),
+                                    "group": group})
     return start, _blocks(path, group, nnz, motors, order, block_pixels)
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _trajectory(g: h5py.Group, motors: dict[str, np.ndarray]) -> dict:
+    """The trajectory our sparse export recorded (a 360 wrap, a snake), if its motors
+    are here; else a sweep in omega (ImageD11's own files)."""
+    text = g.attrs.get("peakstream_trajectory", "")
+    if isinstance(text, bytes):
+        text = text.decode()
+    try:
+        recorded = json.loads(text) if text else None
+    except ValueError:
+        recorded = None
+    needs = {recorded.get(k) for k in ("fast", "slow")} - {None} if isinstance(recorded,
+                                                                              dict) else None
+    if recorded and needs and needs <= set(motors):
+        return recorded
+    return {"kind": "sweep", "fast": "omega"}
 
 
 def _groups(f: h5py.File) -> list[str]:
