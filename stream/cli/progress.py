@@ -22,6 +22,7 @@ class ProgressLine:
         self.t0 = time.monotonic()
         self.last = -float("inf")
         self.drawn = False
+        self._final: tuple | None = None  # the last line drawn, when it was a final one
 
     def __call__(self, done: int, total: int | None = None, extra: str = "",
                  force: bool = False, label: str | None = None) -> None:
@@ -30,6 +31,9 @@ class ProgressLine:
         final = force or (total is not None and done >= total)
         if self.quiet or (not final and now - self.last < self.interval):
             return
+        if final and self._final == (done, total, extra, label):
+            return  # the last line, once (callers report the end more than once)
+        self._final = (done, total, extra, label) if final else None
         self.last = now
         label = self.label if label is None else label
         if self.bar and total:

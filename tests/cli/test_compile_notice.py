@@ -32,6 +32,18 @@ def test_every_compile_reaches_the_progress_line(capsys):
     assert "replay x: compiling kernels, 2 so far" in err
 
 
+def test_the_last_line_is_drawn_once(capsys):
+    """A replay reports its end from the receive loop and again when it finishes: the
+    final line appears once (it came three times), a new count again."""
+    line = ProgressLine("replay x", 10)
+    line(10)
+    line(10)
+    line(10, force=True)
+    line(12, force=True)
+    lines = capsys.readouterr().err.splitlines()  # (the rate is the clock's: not compared)
+    assert [x.split(" (")[0] for x in lines] == ["replay x: 10/10", "replay x: 12/10"]
+
+
 @pytest.mark.system
 def test_a_cold_replay_says_it_compiles(tmp_path):
     """With an empty numba cache the replay's line names the compiling; then it runs
