@@ -25,6 +25,8 @@ from stream.store.scanfile import ScanStore
 
 log = logging.getLogger(__name__)
 
+BAD_LOGGED = 20  # a scan's bad points logged one by one (then every 1000th)
+
 SCAN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 COUNTERS = ("received", "accepted", "processed", "bad", "linked", "written", "missing",
             "duplicate", "rejected", "malformed", "cliques", "overruns", "max_lag")
@@ -63,10 +65,22 @@ class OpenScan:
         self.counters = counters
         self.last_message = time.monotonic()
         self.newest = -1  # newest point_id received
+        self.bad_logged = 0  # bad points logged (`log_bad`)
         self.workers0: dict[str, Any] = {}  # the executor's counts when the scan started
         self.started = time.time()
         self.resumed: Any = None  # a stream.resume.Resumed: the scan continues a crashed file
         self.ptyd: Any = None  # a stream.store.ptyd.PtydWriter when the chain has a ptyd node
+
+    def log_bad(self, point_id: int, reason: str) -> None:
+        """A bad point's warning: the first BAD_LOGGED of a scan, then every 1000th (a
+        scan of bad frames would write a line per frame; inspect lists them all)."""
+        self.bad_logged += 1
+        n = self.bad_logged
+        if n <= BAD_LOGGED or n % 1000 == 0:
+            more = (f" ({n} bad so far; further ones are logged every 1000th, `inspect` "
+                    f"lists them all)" if n == BAD_LOGGED or n % 1000 == 0 else "")
+            log.warning("scan %s point %d is bad: %s%s", self.scan.scan_id, point_id, reason,
+                        more)
 
     @classmethod
     def create(cls, key: int, config: Any, scan: Scan, detector: str, store: ScanStore,

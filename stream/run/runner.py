@@ -351,8 +351,7 @@ class ScanRunner:
         if res.status == "ok":
             failed = self._collect(cur.collector.add, res.item)
         else:
-            log.warning("scan %s point %d is bad: %s", cur.scan.scan_id, res.point_id,
-                        res.reason)
+            cur.log_bad(res.point_id, res.reason)
             failed = self._collect(cur.collector.add_bad, res.point_id, res.reason, res.item)
         cur.counters["max_lag"] = max(cur.counters["max_lag"], cur.lag)
         if self.live is not None and not failed:

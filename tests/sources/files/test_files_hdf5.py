@@ -152,9 +152,11 @@ def test_virtual_dataset_with_a_missing_source_file(tmp_path):
     same(live(tmp_path, skip=set(range(10, 20))), t)
 
 
-def test_a_scan_whose_every_point_is_bad_fails(tmp_path):
+def test_a_scan_whose_every_point_is_bad_fails(tmp_path, monkeypatch, caplog):
     """Every frame unreadable (the Lima file a master links to is gone): the scan ends
-    fail with the first reason, never success; one good point and it is a success."""
+    fail with the first reason, never success; one good point and it is a success.
+    The bad points are logged one by one up to BAD_LOGGED, then every 1000th."""
+    monkeypatch.setattr("stream.run.openscan.BAD_LOGGED", 4)
     lima = tmp_path / "eiger_0000.h5"
     with h5py.File(lima, "w") as f:
         f["entry_0000/measurement/data"] = np.stack(frames()[:10])
@@ -177,6 +179,8 @@ def test_a_scan_whose_every_point_is_bad_fails(tmp_path):
     assert "all 10 point(s) received were bad" in result["reason"]
     assert "point 0" in result["reason"] and "master.h5" in result["reason"]
     assert (status(load(tmp_path / "o.h5")) == 2).all()
+    logged = [r.getMessage() for r in caplog.records if "is bad:" in r.getMessage()]
+    assert len(logged) == 4 and "4 bad so far" in logged[-1], logged
 
 
 @pytest.mark.parametrize("case, words", [
