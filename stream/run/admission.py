@@ -21,6 +21,15 @@ from stream.core.scan import Scan
 from stream.run.openscan import check_start
 
 
+def same_start(a: Start, b: Start) -> bool:
+    """`b` is `a` sent again (a restarted sender resending its recording): the same
+    scan_id, points and detector frames. Another start ends the open scan instead."""
+    def frames(s: Start) -> dict:
+        return {k: (tuple(d.shape), str(d.dtype)) for k, d in s.detectors.items()}
+
+    return (a.scan_id, a.npoints, frames(a)) == (b.scan_id, b.npoints, frames(b))
+
+
 def admit_start(start: Start, config: Config) -> tuple[Scan, str, Any] | str:
     """(scan, detector, info) of a start that can be taken, or why it cannot: checked
     whole (limits, then `openscan.check_start`) before the open scan is touched."""

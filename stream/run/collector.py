@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import time as _time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -88,12 +89,21 @@ class Collector:
         self._linkable: set[int] = set()  # points with data that later points may link to
         self.failed: str | None = None  # why writing the scan failed (then nothing more is)
         self.first_bad = ""  # the first bad point and why (a scan of bad points fails)
+        self._missing: deque[tuple[int, int]] = deque(maxlen=MAX_REFUSED)  # ranges
         # s between checkpoints that hold the resume state (0: every one; see flush())
         self.state_interval = state_interval
         self._last_state = -np.inf
 
     def seen(self, point_id: int) -> bool:
         return self.buffer.seen(point_id)
+
+    def why_seen(self, point_id: int) -> str:
+        """Why a point that `seen` says came before is not taken: a duplicate, or a
+        point that came after it was recorded missing."""
+        if any(a <= point_id < b for a, b in self._missing):
+            return ("came after it was recorded missing (the reorder window had passed it; "
+                    "`peakstream replay RECORDING --fill FILE` completes the scan)")
+        return "already received (a duplicate; or recorded missing before a restart)"
 
     def expect(self, point_id: int) -> None:
         """A point handed to the workers: it holds its place until its result comes."""
@@ -260,6 +270,7 @@ class Collector:
 
     def _link_missing(self, first: int, stop: int) -> None:
         n = stop - first
+        self._missing.append((first, stop))  # (the last MAX_REFUSED ranges)
         what = f"point {first}" if n == 1 else f"points {first}..{stop - 1} ({n})"
         self.counters["missing"] += n
         log.warning("%s missing: no data received", what)

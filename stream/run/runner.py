@@ -22,12 +22,11 @@ written, cliques, overruns, max_lag. At any time accepted = processed + bad +
 in_flight and processed + bad + missing = linked + waiting (results held by
 the reorder buffer); at the end linked = written = npoints.
 
-For the daemon: `watch` holds more sockets for `step()` to serve; `params` are
-the control socket's node parameter changes, sent with each task, recorded and
-published with the point id from which they apply; `live` (LiveLane) sees every
-result and closed clique. A collector that sets `failed` ends the scan as fail; a
-start whose file cannot be made is refused (`last_error`); `accepting = False`
-refuses new scans.
+For the daemon: `watch` holds more sockets for `step()` to serve; `params` are the
+control socket's node parameter changes, sent with each task, recorded and published
+with the point id from which they apply; `live` (LiveLane) sees every result and closed
+clique. A collector that sets `failed` ends the scan as fail; a start whose file cannot
+be made is refused (`last_error`); `accepting = False` refuses new scans.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from typing import Any
 
 from stream.config.schema import Config
 from stream.core.messages import End, MessageError, Point, Start
-from stream.run.admission import admit_start, frame_problem, id_problem
+from stream.run.admission import admit_start, frame_problem, id_problem, same_start
 from stream.run.executors import make_executor, queue_bound
 from stream.run.loop import drain, freeze_long_lived, step
 from stream.run.openscan import COUNTERS, GAUGES, OpenScan
@@ -207,6 +206,8 @@ class ScanRunner:
             return
         scan, detector, info = checked
         if self.current is not None:
+            if same_start(self.current.scan.start, start):  # a sender resending its scan
+                return self._count("duplicate", f"the start of {start.scan_id!r} again")
             self._finish("abort", f"a new start ({start.scan_id!r}) arrived before the end")
         self._refused = ""
         path = None
@@ -310,7 +311,7 @@ class ScanRunner:
             cur.counters["kept"] += 1  # stored before the crash: kept, not processed again
             return
         if cur.collector.seen(pid):
-            self._count("duplicate", f"point {pid}: already received (duplicate or late), dropped")
+            self._count("duplicate", f"point {pid}: {cur.collector.why_seen(pid)}; dropped")
             return
         if problem := frame_problem(point, cur, self.config["source"]["allow_refs"]):
             self._count("rejected", f"point {pid}: {problem}; refused")
