@@ -258,6 +258,10 @@ SIM_KINDS = ("trajectory", "nrows", "wrap", "iflip", "touching_fraction")
 def _sim_config(args: argparse.Namespace, cls: Any) -> Any:
     """SimConfig from the options; the scan-kind options only where given."""
     kinds = {k: getattr(args, k) for k in SIM_KINDS if getattr(args, k, None) is not None}
+    if kinds.get("wrap"):  # one turn over the points (of each row of a grid or snake)
+        grid = kinds.get("trajectory") in ("grid", "snake")
+        per_turn = args.points // kinds.get("nrows", cls.nrows) if grid else args.points
+        kinds["omega_step"] = 360.0 / max(per_turn, 1)
     return cls(npoints=args.points, shape=tuple(args.shape), spots=args.spots, seed=args.seed,
                **kinds)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -244,7 +245,8 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--rows", dest="nrows", type=int,
                    help="grid / snake: number of rows (npoints / rows points each)")
     p.add_argument("--wrap", action="store_true", default=None,
-                   help="whole turns of omega: the last point neighbours the first")
+                   help="one whole turn of omega over the points (over each row of a grid "
+                        "or snake): the last point neighbours the first")
     p.add_argument("--iflip", action="store_true", default=None,
                    help="interlaced: the second pass runs backwards")
     p.add_argument("--touching", dest="touching_fraction", type=float,
@@ -369,8 +371,15 @@ def run() -> int:
     the garbage collector. The interpreter's last collections at exit walked every object
     of numpy, numba, h5py and dask: ~0.4 s of every command, 0.6 s after a
     `--cluster local` replay (measured). Files are closed and committed before this, and
-    atexit handlers still run."""
-    code = main()
+    atexit handlers still run. A reader that closes our stdout early (`| head`) ends the
+    command quietly (Python's own advice: stdout to /dev/null, exit 1), not with a
+    BrokenPipeError traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
     gc.freeze()
     return code
 

@@ -46,3 +46,29 @@ def test_fill_from_a_recording_that_lacks_the_missing_points(tmp_path, capsys):
     assert main([*args, "--fill", str(out)]) == 1
     assert "holds none of its 1 missing point(s) (7): nothing to fill" in capsys.readouterr().err
     assert out.read_bytes() == before and not (tmp_path / "scan.h5.before-fill").exists()
+
+
+def test_simulate_wrap_makes_one_turn_over_the_points(tmp_path):
+    """--wrap alone works: one turn over the points (of each row of a snake); it asked
+    for an omega step no option could set."""
+    import json
+
+    import h5py
+
+    for name, extra, per_turn in (("w.h5", ["--points", "60"], 60),
+                                  ("s.h5", ["--points", "160", "--trajectory", "snake",
+                                            "--rows", "8"], 20)):
+        assert main(["simulate", "--output", str(tmp_path / name), "--shape", "128", "160",
+                     "--spots", "2", "--wrap", "--quiet", *extra]) == 0
+        with h5py.File(tmp_path / name) as f:
+            start = json.loads(f["entry/start"].attrs["start_json"])
+            omega = f["entry/measurement/omega"][()]
+        assert start["trajectory"]["wrap"] is True
+        assert abs((omega[1] - omega[0]) * per_turn) == 360.0
+
+
+def test_simulate_says_how_many_rows_a_snake_needs(tmp_path, capsys):
+    assert main(["simulate", "--output", str(tmp_path / "s.h5"), "--trajectory", "snake",
+                 "--rows", "4", "--points", "120", "--shape", "128", "160", "--spots", "2",
+                 "--quiet"]) == 2
+    assert "give more rows (--rows 8 or more" in capsys.readouterr().err
