@@ -152,6 +152,16 @@ def omega_distance(a: np.ndarray, b: np.ndarray, circle: bool) -> np.ndarray:
     return np.mod(d + TURN / 2, TURN) - TURN / 2 if circle else d
 
 
+def _narrow_dty(c: SimConfig, dty_range: tuple[float, float], need: float, sy: float) -> str:
+    """Why no spot fits in dty: its rows span too little for the spots' widths."""
+    what = f"cannot place spots: the scan's dty spans {dty_range[1] - dty_range[0]:g}, " \
+           f"spots of sigma_dty up to {sy:g} need more than {need:g}"
+    if c.trajectory in ("grid", "snake") and c.dty_step:
+        rows = int(np.ceil(need / abs(c.dty_step))) + 2
+        return f"{what}: give more rows (--rows {rows} or more, with npoints a multiple)"
+    return f"{what}: give a larger dty amplitude"
+
+
 def place_spots(c: SimConfig, lay: Layout, gap_rows, gap_cols, rng) -> dict[str, np.ndarray]:
     """Truth table of the spots: centres, widths, amplitudes, partners, isolation."""
     n = c.spots
@@ -182,6 +192,8 @@ def place_spots(c: SimConfig, lay: Layout, gap_rows, gap_cols, rng) -> dict[str,
     if two_d:
         ylo, yhi = lay.dty_range
         ylo, yhi = ylo + (DTY_MARGIN + half) * sy, yhi - (DTY_MARGIN + half) * sy
+        if yhi < ylo and nsites:
+            raise ValueError(_narrow_dty(c, lay.dty_range, 2 * (DTY_MARGIN + half) * sy, sy))
         site_y = rng.uniform(ylo, yhi, nsites) if yhi >= ylo else np.full(nsites, np.nan)
     target = lo + (hi - lo) * (np.arange(nsites) + rng.uniform(0, 1, nsites)) / max(nsites, 1)
     placed = None
