@@ -271,8 +271,8 @@ class ScanRunner:
             self._refused = cur.scan.scan_id  # its remaining points are dropped
         summary = {"scan_id": cur.scan.scan_id, "status": status, "reason": reason,
                    "file": str(cur.path), **cur.counters}
-        self.counters.update({k: cur.counters[k] for k in ("processed", "bad", "linked",
-                                                           "written", "missing", "cliques")})
+        ended = ("accepted", "processed", "bad", "linked", "written", "missing", "cliques")
+        self.counters.update({k: cur.counters[k] for k in ended})  # (a Counter: it sums)
         self.results.append(summary)
         log.log(logging.ERROR if status == "fail" else logging.INFO, "scan %s ended: %s%s",
                 cur.scan.scan_id, status, f" ({reason})" if reason else "")
@@ -311,10 +311,10 @@ class ScanRunner:
             cur.counters["kept"] += 1  # stored before the crash: kept, not processed again
             return
         if cur.collector.seen(pid):
-            self._count("duplicate", f"point {pid}: {cur.collector.why_seen(pid)}; dropped")
+            self._count("duplicate", f"point {pid}: {cur.collector.why_seen(pid)}; dropped", pid)
             return
         if problem := frame_problem(point, cur, self.config["source"]["allow_refs"]):
-            self._count("rejected", f"point {pid}: {problem}; refused")
+            self._count("rejected", f"point {pid}: {problem}; refused", pid)
             cur.collector.refuse(pid, problem)
             return
         cur.collector.replaces(pid)  # a message refused before, if any
@@ -387,12 +387,12 @@ class ScanRunner:
         self.counters["rejected"] += 1
         log.error("%s", self.last_error)
 
-    def _count(self, kind: str, reason: str) -> None:
+    def _count(self, kind: str, reason: str, point_id: int = -1) -> None:
         self.counters[kind] += 1
         cur = self.current
         if cur is not None:
             cur.counters[kind] += 1
-            cur.collector.store.event(kind, reason)
+            cur.collector.store.event(kind, reason, point_id)
         log.warning("%s: %s", kind, reason)
 
     def _reject(self, kind: str, reason: str) -> None:

@@ -27,8 +27,10 @@ def test_the_same_start_again_is_the_same_scan(tmp_path):
     for i in range(n):  # its first half again: duplicates
         runner.handle(encode(sim.point(i, "ref")))
     runner.handle(encode(sim.end("ref", n)))
+    totals = dict(runner.status())
     runner.close()
     (result,) = runner.results
+    assert totals["accepted"] == totals["processed"] == n  # the process's totals add up
     assert result["status"] == "success" and result["duplicate"] == 1 + n // 2, result
     (tmp_path / "ref").mkdir()
     ref, got = reference_tables(tmp_path / "ref"), tables(tmp_path / "s.h5")
@@ -59,6 +61,7 @@ def test_a_point_after_it_was_recorded_missing_says_so(tmp_path):
     late = [m for p, m in zip(events["point_id"], events["message"], strict=True)
             if "came after it was recorded missing" in str(m)]
     assert len(late) == 1 and "point 3:" in str(late[0]) and "--fill" in str(late[0])
+    assert text[3] == late[0]  # the event names its point
     assert any("point 12: already received (a duplicate" in str(m)
                for m in events["message"]), text
     assert np.count_nonzero(load(tmp_path / "s.h5")["points"]["status"] == 1) >= 5
