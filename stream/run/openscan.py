@@ -25,7 +25,17 @@ from stream.store.scanfile import ScanStore
 
 log = logging.getLogger(__name__)
 
-BAD_LOGGED = 20  # a scan's bad points logged one by one (then every 1000th)
+BAD_LOGGED = 20  # bad (rejected, duplicate) messages logged one by one, then every 1000th
+
+
+def warn_counted(what: str, n: int, reason: str, kind: str) -> None:
+    """The warning for the n-th of a kind of bad input: the first BAD_LOGGED, then every
+    1000th with the count (a flood of them must not flood the log; the file's events
+    and the counters hold them all)."""
+    if n <= BAD_LOGGED or n % 1000 == 0:
+        more = (f" ({n} {kind} so far; further ones are logged every 1000th)"
+                if n == BAD_LOGGED or n % 1000 == 0 else "")
+        log.warning("%s: %s%s", what, reason, more)
 
 SCAN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 COUNTERS = ("received", "accepted", "processed", "bad", "linked", "written", "missing",
@@ -72,15 +82,11 @@ class OpenScan:
         self.ptyd: Any = None  # a stream.store.ptyd.PtydWriter when the chain has a ptyd node
 
     def log_bad(self, point_id: int, reason: str) -> None:
-        """A bad point's warning: the first BAD_LOGGED of a scan, then every 1000th (a
-        scan of bad frames would write a line per frame; inspect lists them all)."""
+        """A bad point's warning (`warn_counted`: a scan of bad frames would write a line
+        per frame; inspect lists them all)."""
         self.bad_logged += 1
-        n = self.bad_logged
-        if n <= BAD_LOGGED or n % 1000 == 0:
-            more = (f" ({n} bad so far; further ones are logged every 1000th, `inspect` "
-                    f"lists them all)" if n == BAD_LOGGED or n % 1000 == 0 else "")
-            log.warning("scan %s point %d is bad: %s%s", self.scan.scan_id, point_id, reason,
-                        more)
+        warn_counted(f"scan {self.scan.scan_id} point {point_id} is bad", self.bad_logged,
+                     reason, "bad")
 
     @classmethod
     def create(cls, key: int, config: Any, scan: Scan, detector: str, store: ScanStore,

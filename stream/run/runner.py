@@ -45,7 +45,7 @@ from stream.core.messages import End, MessageError, Point, Start
 from stream.run.admission import admit_start, frame_problem, id_problem, same_start
 from stream.run.executors import make_executor, queue_bound
 from stream.run.loop import drain, freeze_long_lived, step
-from stream.run.openscan import COUNTERS, GAUGES, OpenScan
+from stream.run.openscan import COUNTERS, GAUGES, OpenScan, warn_counted
 from stream.run.params import ParamState
 from stream.run.resuming import ResumeFinder
 from stream.run.tasks import Result, as_result
@@ -393,7 +393,7 @@ class ScanRunner:
         if cur is not None:
             cur.counters[kind] += 1
             cur.collector.store.event(kind, reason, point_id)
-        log.warning("%s: %s", kind, reason)
+        warn_counted(kind, self.counters[kind], reason, kind)
 
     def _reject(self, kind: str, reason: str) -> None:
         """Malformed or out-of-place messages: counted, logged, recorded, dropped."""

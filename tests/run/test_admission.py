@@ -19,3 +19,21 @@ def test_stray_points_of_new_scans_look_the_directory_up_a_bounded_number_of_tim
     runner.close()
     assert len(runner.resumer._no_resume) == MAX_LOOKUPS
     assert runner.counters["rejected"] == 200 and runner.current is None
+
+
+def test_a_flood_of_stray_points_is_counted_whole_but_logged_in_part(tmp_path, caplog):
+    """Each rejected point is counted, but only the first BAD_LOGGED are logged, then
+    every 1000th with the count: a sender of a dead scan must not flood the log."""
+    from stream.run.openscan import BAD_LOGGED
+
+    runner = ScanRunner(Config({}), output_dir=tmp_path)
+    frame = np.zeros((4, 4), np.uint16)
+    with caplog.at_level("WARNING", logger="stream.run.openscan"):
+        for i in range(1000):
+            runner.handle(encode(Point("gone", i, 0.0, {}, {}, {"det": frame})))
+    runner.close()
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rejected")]
+    assert runner.counters["rejected"] == 1000
+    assert len(logged) == BAD_LOGGED + 1, logged[-3:]
+    assert f"{BAD_LOGGED} rejected so far" in logged[BAD_LOGGED - 1]
+    assert "1000 rejected so far" in logged[-1]
