@@ -229,6 +229,9 @@ def run(args: argparse.Namespace) -> int:
     from stream.sources.files.ours import is_ours
 
     tmp = None
+    if not os.path.isfile(args.file):
+        print(f"peakstream map: {args.file}: no such file", file=sys.stderr)
+        return 2
     try:
         with h5py.File(args.file, "r", locking=False) as f:
             ours = is_ours(f)

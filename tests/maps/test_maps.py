@@ -482,3 +482,11 @@ def test_roimap_config_builds_the_roi_node(monkeypatch):
     assert float(out["roi_spot"]) == pytest.approx(roi_sum(frame, [100, 164, 100, 164]))
     assert float(out["annulus_ring"]) == pytest.approx(annulus_sum(frame, (128, 128), 60, 6))
     assert out["tile_all"].shape == (64, 64)
+
+
+def test_map_of_a_missing_file_says_so(tmp_path, capsys):
+    from stream.cli.main import main
+
+    assert main(["map", str(tmp_path / "nothere.h5")]) == 2
+    assert capsys.readouterr().err.strip() == f"peakstream map: {tmp_path / 'nothere.h5'}: " \
+                                              f"no such file"
