@@ -11,6 +11,7 @@ namer's "-1" suffixes, so that a rerun finds the files of the scans it finished.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import string
@@ -22,6 +23,8 @@ from typing import Any
 
 from stream.config.schema import Config
 from stream.store.naming import safe_name
+
+log = logging.getLogger(__name__)
 
 BLISS_SCAN = re.compile(r"\d+\.\d+")
 STABLE_FIELDS = {"scan_id", "sample"}
@@ -69,9 +72,16 @@ def bliss_entries(path: str, rel: str) -> list[str]:
     """The scan entries (N.M, in numeric order) of an HDF5 file that hold `rel`."""
     from stream.sources.files.hdf5 import open_file
 
+    def order(k: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in k.split("."))
+
     with open_file(path) as f:
-        names = [k for k in f if BLISS_SCAN.fullmatch(k) and rel in f[k]]
-    return sorted(names, key=lambda k: tuple(int(x) for x in k.split(".")))
+        entries = sorted((k for k in f if BLISS_SCAN.fullmatch(k)), key=order)
+        names = [k for k in entries if rel in f[k]]
+    if 0 < len(names) < len(entries):  # said once, not left to guess
+        log.warning("%s: scan entries %s hold no %s (a ct, another detector): not replayed",
+                    path, ", ".join(k for k in entries if k not in names), rel)
+    return names
 
 
 def _name(inputs: list[str], images: list[str]) -> str:

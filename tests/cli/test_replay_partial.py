@@ -9,15 +9,21 @@ from stream.store.reader import load
 from tests.support.files import frames, monitors, omegas, write_bliss
 
 
-def test_a_bad_scan_of_a_batch_does_not_stop_the_others(tmp_path, capsys):
+def test_a_bad_scan_of_a_batch_does_not_stop_the_others(tmp_path, capsys, caplog):
+    import h5py
+
     master = tmp_path / "master.h5"
     n = len(frames())
     write_bliss(master, frames(), omegas(), monitors(), scan="1.1")
     write_bliss(master, frames(), omegas()[:n - 4], monitors(), scan="2.1")  # short motor
     write_bliss(master, frames(), omegas(), monitors(), scan="3.1")
+    with h5py.File(master, "a") as f:  # a ct: no frames of that detector
+        f["4.1/measurement/mon"] = [1.0]
     out = tmp_path / "out"
     code = main(["replay", str(master), "--images", "measurement/eiger", "--motor",
                  "omega=measurement/rot_center", "--output", str(out), "--quiet"])
+    assert any("scan entries 4.1 hold no measurement/eiger" in r.getMessage()
+               for r in caplog.records)  # said, not skipped in silence
     printed = capsys.readouterr()
     assert code == 1
     assert sorted(p.name for p in out.iterdir()) == ["master_1.1.h5", "master_3.1.h5"]
