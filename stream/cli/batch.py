@@ -67,12 +67,15 @@ def replay_on_cluster(args: argparse.Namespace, config: Config, jobs: list[Any])
     slurm.update({k: getattr(args, f"slurm_{k}") for k in SLURM_KEYS
                   if getattr(args, f"slurm_{k}") is not None})
     slurm["log_directory"] = slurm.get("log_directory") or str(out / "slurm-logs")
+    not_opened: list[dict] = []  # scans of the batch that cannot be opened: the rest go on
     try:
         spec = parse_cluster(args.cluster, slurm)
-        jobs = plan(jobs, config, out)
+        jobs = plan(jobs, config, out, not_opened)
     except (OSError, ValueError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    for row in not_opened:
+        print(f"{name}: {row['scan_id']}: not replayed: {row['reason']}", file=sys.stderr)
     total = sum(j.npoints or 0 for j in jobs)
     t0 = time.monotonic()
     todo = len(jobs) - len(skipped(jobs))
@@ -100,5 +103,6 @@ def replay_on_cluster(args: argparse.Namespace, config: Config, jobs: list[Any])
     except (ImportError, OSError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    results = [*results, *not_opened]
     print(format_table(results, time.monotonic() - t0))
     return EXIT_OK if exit_status(results) else EXIT_FAILED

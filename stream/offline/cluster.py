@@ -123,15 +123,28 @@ def slurm_cluster(opts: dict[str, Any]) -> Any:
     return cluster
 
 
-def plan(jobs: list[ScanJob], config: Config, directory: str | Path) -> list[ScanJob]:
+def plan(jobs: list[ScanJob], config: Config, directory: str | Path,
+         not_opened: list[dict[str, Any]] | None = None) -> list[ScanJob]:
     """Each job's scan_id, points and output file, from its start message (opened
-    here, not processed). Two scans that would write one file are a ValueError."""
+    here, not processed). Two scans that would write one file are a ValueError. With
+    `not_opened`, a scan of a batch that cannot be opened (an interrupted scan whose
+    motor stops short of its frames) is left out and appended there as a result row,
+    as a serial replay skips it; without, or for a lone scan, the error is raised."""
     from stream.core.messages import start_to_json
     from stream.sources.files import open_recording
 
     seen: dict[Path, str] = {}
+    kept = []
     for job in jobs:
-        start, points = open_recording(job.inputs, **job.options)
+        try:
+            start, points = open_recording(job.inputs, **job.options)
+        except (OSError, ValueError) as exc:
+            if not_opened is None or len(jobs) == 1:
+                raise
+            not_opened.append({"scan_id": job.name, "status": "not opened",
+                               "reason": f"{exc}"})
+            continue
+        kept.append(job)
         close = getattr(points, "close", None)
         if close is not None:
             close()
@@ -143,7 +156,7 @@ def plan(jobs: list[ScanJob], config: Config, directory: str | Path) -> list[Sca
             raise ValueError(f"{seen[job.path]} and {job.name} would both write {job.path} "
                              f"(scan_id {start.scan_id!r}); give them other scan ids")
         seen[job.path] = job.name
-    return jobs
+    return kept
 
 
 def finished(path: Path | None) -> dict[str, Any] | None:
@@ -252,11 +265,14 @@ def format_table(results: list[dict[str, Any]], seconds: float) -> str:
         lines.append(f"{r['scan_id']:<{width}}  {r.get('points', 0):>8}  "
                      f"{r.get('cliques', 0):>8}  {r['status']:<8}  "
                      f"{r.get('seconds', 0.0):>7.1f}s")
-    now = [r for r in results if r["status"] != "skipped"]
+    now = [r for r in results if r["status"] not in ("skipped", "not opened")]
     points = sum(r.get("points", 0) for r in now)
-    lines.append(f"{len(results)} scan(s), {len(results) - len(now)} skipped (finished "
-                 f"before); {len(now)} processed now: {points} points in {seconds:.1f} s "
-                 f"({points / max(seconds, 1e-9):.0f} points/s)")
+    before = sum(r["status"] == "skipped" for r in results)
+    bad = len(results) - before - len(now)
+    lines.append(f"{len(results)} scan(s), {before} skipped (finished before)"
+                 f"{f', {bad} not opened' if bad else ''}; {len(now)} processed now: "
+                 f"{points} points in {seconds:.1f} s ({points / max(seconds, 1e-9):.0f} "
+                 f"points/s)")
     return "\n".join(lines)
 
 

@@ -225,3 +225,36 @@ def test_local_workers_are_forked_unless_dask_is_told_otherwise(monkeypatch):
     monkeypatch.setenv(START_METHOD_ENV, "spawn")
     with open_client(parse_cluster("local:1")) as client:
         assert list(client.run(has_pytest).values()) == [False]
+
+
+def test_a_scan_of_a_master_that_cannot_be_opened_is_left_out_of_the_plan(tmp_path):
+    """As a serial replay skips it: the other scans are planned, it is a result row."""
+    master = tmp_path / "sample.h5"
+    n = len(frames())
+    write_bliss(master, frames(), omegas(), monitors(), scan="1.1")
+    write_bliss(master, frames(), omegas()[:n - 3], monitors(), scan="2.1")  # interrupted
+    opts = {"images": ["measurement/eiger"], "motors": {"omega": "measurement/rot_center"}}
+    not_opened: list = []
+    jobs = plan(scan_jobs([[str(master)]], opts), Config.load(CONFIG), tmp_path / "d",
+                not_opened)
+    assert [j.scan_id for j in jobs] == ["sample_1.1"]
+    assert [r["scan_id"] for r in not_opened] == ["sample.h5::/2.1"]
+    assert f"{n - 3} values" in not_opened[0]["reason"]
+    with pytest.raises(ValueError, match=f"{n - 3} values"):  # without the list: raised
+        plan(scan_jobs([[str(master)]], opts), Config.load(CONFIG), tmp_path / "d")
+
+
+@pytest.mark.system
+def test_cluster_replay_of_a_master_with_an_interrupted_scan_replays_the_others(tmp_path,
+                                                                             capsys):
+    master = tmp_path / "sample.h5"
+    n = len(frames())
+    write_bliss(master, frames(), omegas(), monitors(), scan="1.1")
+    write_bliss(master, frames(), omegas()[:n - 3], monitors(), scan="2.1")
+    out = tmp_path / "out"
+    assert main(["replay", str(master), "--images", "measurement/eiger", "--motor",
+                 "omega=measurement/rot_center", "--config", str(CONFIG), "--quiet",
+                 "--output", str(out), "--cluster", "local:1"]) == 1
+    assert sorted(p.name for p in out.glob("*.h5")) == ["sample_1.1.h5"]
+    printed = capsys.readouterr()
+    assert "sample.h5::/2.1: not replayed" in printed.err and "not opened" in printed.out
