@@ -68,6 +68,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"peakstream replay: the inputs are {len(scans)} scans; they need --output DIR",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.chunk_points and not args.cluster or args.chunk_points < 0:
+        print("peakstream replay: --chunk-points N (N >= 1) cuts scans for --cluster; "
+              "0, the default, replays them whole", file=sys.stderr)
+        return EXIT_USAGE
     if args.cluster:
         from stream.cli.batch import replay_on_cluster
 

@@ -198,6 +198,9 @@ def run_batch(client: Any, jobs: list[ScanJob], config: Config, *, per_point: bo
     futures = {}
     for i in todo:
         job, key = jobs[i], f"replay-{jobs[i].scan_id}-{os.getpid()}-{i}"
+        if chunk and (job.npoints or 0) > chunk and not chunkable(job):
+            say(f"{job.name}: replayed whole, not in chunks (chunks are frame ranges: not "
+                f"with --first / --last, nor for a file series)")
         if chunk and (job.npoints or 0) > chunk and chunkable(job):
             fut = submit_chunks(client, job, config, chunk, key)
         else:

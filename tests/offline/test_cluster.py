@@ -191,6 +191,10 @@ def test_cluster_specs_and_usage_errors(tmp_path, capsys):
     assert main([*base, "local:2", "--output", str(tmp_path / "x.h5")]) == 2
     assert main([*base, "nowhere", "--output", str(tmp_path / "d")]) == 2
     assert "local[:N], tcp://HOST:PORT" in capsys.readouterr().err
+    for chunk, cluster in (("-5", ["--cluster", "local:1"]), ("5", [])):  # never a traceback
+        assert main([*base[:-1], *cluster, "--chunk-points", chunk, "--output",
+                     str(tmp_path / "c")]) == 2
+        assert "--chunk-points N (N >= 1) cuts scans for --cluster" in capsys.readouterr().err
     twice = [ScanJob("a", [str(scan)]), ScanJob("b", [str(scan)])]
     with pytest.raises(ValueError, match="would both write"):
         plan(twice, Config.load(CONFIG), tmp_path / "d")
