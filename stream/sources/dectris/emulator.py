@@ -270,8 +270,13 @@ def main(argv: list[str] | None = None) -> int:
             p.error("stream v1 carries one channel")
         frames = [{f"threshold_{c + 1}": f // (2 ** c) for c in range(args.channels)}
                   for f in frames]
+    # a context of its own, terminated at the end: that waits (up to the sockets' linger)
+    # for what is still queued, such as motor points for a motor lane bound after we
+    # started (a daemon still warming up); the process's exit would drop them
+    context = zmq.Context()
     emu = DetectorEmulator(args.endpoint, version=args.version, encoding=args.encoding,
-                           header_detail=args.header_detail, motor_endpoint=args.motors_to)
+                           header_detail=args.header_detail, motor_endpoint=args.motors_to,
+                           context=context)
     print(f"emulating a DECTRIS detector, stream v{args.version}, on {emu.endpoint}",
           flush=True)
     try:
@@ -283,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                   + (f" ({s['fault']})" if s["fault"] else ""), flush=True)
     finally:
         emu.close()
+        context.term()
     return 0
 
 

@@ -431,3 +431,31 @@ def test_detector_named_after_its_description_then_serial():
     assert detector_base({}, "eiger") == "eiger"
     assert detector_name("eiger2_cdte_9m", "threshold_1", 1) == "eiger2_cdte_9m"
     assert detector_name("eiger2_cdte_9m", "threshold_2", 2) == "eiger2_cdte_9m_threshold_2"
+
+
+@pytest.mark.system
+def test_emulator_motor_points_reach_a_motor_lane_bound_after_it_started(tmp_path):
+    """The emulator started before the processor (a daemon still warming up): its motor
+    points queue for a lane not yet bound and must reach it once bound, not be dropped
+    when the emulator exits after its last image (all 60 points went on without motors)."""
+    motors = f"ipc://{tmp_path}/motors.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "tools/detector_emulator.py", "--endpoint",
+         f"ipc://{tmp_path}/detector.sock", "--simulate", "20", "--shape", "128", "160",
+         "--spots", "3",
+         "--motors-to", motors], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        assert "emulating" in proc.stdout.readline()  # bound, its first motor point queued
+        with DectrisSource(endpoint=f"ipc://{tmp_path}/detector.sock", version=2,
+                           listen=motors, join_timeout=30.0) as src:
+            msgs = decoded(collect(src))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    points = [m for m in msgs if type(m).__name__ == "Point"]
+    assert len(points) == 20 and all("omega" in p.motors for p in points), points[:2]
+    assert src.machine.status()["without_motors"] == 0
