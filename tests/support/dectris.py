@@ -224,3 +224,25 @@ def assert_same_cliques(a: dict, b: dict) -> None:
 
 def first_start(msgs: list) -> Start:
     return next(m for m in msgs if isinstance(m, Start))
+
+
+def run_emulator_cli(args: list[str], receive: Callable[[str], list]) -> tuple:
+    """`tools/detector_emulator.py ARGS` in a subprocess; `receive(first_line)` reads
+    what it sends (its first line says where it listens). (messages, first line, stdout,
+    stderr, exit code) once it has exited; killed if the test fails first."""
+    import subprocess
+    import sys
+
+    from tests.support.paths import ROOT
+
+    proc = subprocess.Popen([sys.executable, "tools/detector_emulator.py", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        msgs = receive(first)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return msgs, first, out, err, proc.returncode

@@ -5,8 +5,6 @@ start message (our Start and the correct node), make_source and the emulator's C
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import msgpack
 import numpy as np
@@ -27,9 +25,9 @@ from tests.support.dectris import (
     first_start,
     kinds,
     read,
+    run_emulator_cli,
     send_in_thread,
 )
-from tests.support.paths import ROOT
 
 SHAPE = (16, 24)
 FRAMES = [np.full(SHAPE, 10 * i, np.uint16) + np.arange(24, dtype=np.uint16) for i in range(6)]
@@ -333,22 +331,16 @@ def test_make_source_from_a_source_table():
 
 @pytest.mark.system
 def test_emulator_command_line():
-    proc = subprocess.Popen(
-        [sys.executable, "tools/detector_emulator.py", "--version", "2", "--encoding", "bslz4",
-         "--simulate", "32", "--shape", "128", "160", "--channels", "2", "--wait", "0.5"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        first = proc.stdout.readline()
+    def receive(first: str) -> list:
         m = re.search(r"stream v2, on (tcp://\S+)", first)
-        assert m, first + proc.stderr.read()
+        assert m, first
         with DectrisSource(endpoint=m.group(1), version=2) as src:
-            msgs = decoded(collect(src))
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
+            return decoded(collect(src))
+
+    msgs, first, out, err, code = run_emulator_cli(
+        ["--version", "2", "--encoding", "bslz4", "--simulate", "32", "--shape", "128", "160",
+         "--channels", "2", "--wait", "0.5"], receive)
+    assert code == 0, err
     assert "series 1: 32 images" in out
     assert kinds(msgs) == ["Start"] + ["Point"] * 32 + ["End"]
     start = first_start(msgs)
@@ -438,24 +430,21 @@ def test_emulator_motor_points_reach_a_motor_lane_bound_after_it_started(tmp_pat
     """The emulator started before the processor (a daemon still warming up): its motor
     points queue for a lane not yet bound and must reach it once bound, not be dropped
     when the emulator exits after its last image (all 60 points went on without motors)."""
-    motors = f"ipc://{tmp_path}/motors.sock"
-    proc = subprocess.Popen(
-        [sys.executable, "tools/detector_emulator.py", "--endpoint",
-         f"ipc://{tmp_path}/detector.sock", "--simulate", "20", "--shape", "128", "160",
-         "--spots", "3",
-         "--motors-to", motors], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    try:
-        assert "emulating" in proc.stdout.readline()  # bound, its first motor point queued
-        with DectrisSource(endpoint=f"ipc://{tmp_path}/detector.sock", version=2,
-                           listen=motors, join_timeout=30.0) as src:
+    motors, detector = f"ipc://{tmp_path}/motors.sock", f"ipc://{tmp_path}/detector.sock"
+    status = {}
+
+    def receive(first: str) -> list:
+        assert "emulating" in first  # bound, its first motor point queued
+        with DectrisSource(endpoint=detector, version=2, listen=motors,
+                           join_timeout=30.0) as src:
             msgs = decoded(collect(src))
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
+            status.update(src.machine.status())
+        return msgs
+
+    msgs, _, _, err, code = run_emulator_cli(
+        ["--endpoint", detector, "--simulate", "20", "--shape", "128", "160", "--spots", "3",
+         "--motors-to", motors], receive)
+    assert code == 0, err
     points = [m for m in msgs if type(m).__name__ == "Point"]
     assert len(points) == 20 and all("omega" in p.motors for p in points), points[:2]
-    assert src.machine.status()["without_motors"] == 0
+    assert status["without_motors"] == 0

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import re
 import struct
-import subprocess
-import sys
 
 import bitshuffle
 import h5py
@@ -37,10 +35,10 @@ from tests.support.dectris import (
     kinds,
     live_tables,
     replay_tables,
+    run_emulator_cli,
     send_in_thread,
     sim_scan,
 )
-from tests.support.paths import ROOT
 
 X, Y = 5, 3  # x (fast, columns), y (slow, rows): numpy shape (Y, X)
 CONFIG = (b'{"beam_center_x": 2.5, "beam_center_y": 1.5, "bit_depth_image": 16, '
@@ -243,22 +241,18 @@ def test_emulator_command_line_replays_an_hdf5_stack(tmp_path):
     stack = np.random.default_rng(2).integers(0, 500, (4, 20, 30)).astype(np.uint32)
     with h5py.File(tmp_path / "scan.h5", "w") as f:
         f["/1.1/measurement/eiger"] = stack
-    cmd = [sys.executable, "tools/detector_emulator.py", "--version", "1", "--encoding",
-           "bslz4", "--dtype", "uint32", "--header-detail", "all", "--series-id", "11",
-           "--hdf5", f"{tmp_path / 'scan.h5'}::/1.1/measurement/eiger", "--wait", "0.5"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        m = re.search(r"stream v1, on (tcp://\S+)", proc.stdout.readline())
-        assert m, proc.stderr.read()
+    cmd = ["--version", "1", "--encoding", "bslz4", "--dtype", "uint32", "--header-detail",
+           "all", "--series-id", "11", "--hdf5",
+           f"{tmp_path / 'scan.h5'}::/1.1/measurement/eiger", "--wait", "0.5"]
+
+    def receive(first: str) -> list:
+        m = re.search(r"stream v1, on (tcp://\S+)", first)
+        assert m, first
         with DectrisSource(endpoint=m.group(1), version=1) as src:
-            msgs = decoded(collect(src))
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0 and "series 11: 4 images" in out, err
+            return decoded(collect(src))
+
+    msgs, _, out, err, code = run_emulator_cli(cmd, receive)
+    assert code == 0 and "series 11: 4 images" in out, err
     assert kinds(msgs) == ["Start"] + ["Point"] * 4 + ["End"]
     assert first_start(msgs).scan_id == "series-11"
     (name,) = first_start(msgs).detectors
