@@ -78,3 +78,10 @@ def test_simulate_says_how_many_rows_a_snake_needs(tmp_path, capsys):
                  "--rows", "4", "--points", "120", "--shape", "128", "160", "--spots", "2",
                  "--quiet"]) == 2
     assert "give more rows (--rows 8 or more" in capsys.readouterr().err
+
+
+def test_simulate_says_a_row_is_too_short(tmp_path, capsys):
+    assert main(["simulate", "--output", str(tmp_path / "s.h5"), "--trajectory", "snake",
+                 "--rows", "14", "--points", "140", "--shape", "128", "160", "--spots", "2",
+                 "--quiet"]) == 2
+    assert "9 steps of omega a row are too few" in capsys.readouterr().err

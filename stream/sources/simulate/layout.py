@@ -188,6 +188,13 @@ def place_spots(c: SimConfig, lay: Layout, gap_rows, gap_cols, rng) -> dict[str,
     lo, hi = lay.omega_range
     if not lay.circle:
         lo, hi = lo + (MARGIN + half) * sw, hi - (MARGIN + half) * sw
+        if hi < lo and nsites:  # the points (of a row) span too little omega
+            span = (lay.omega_range[1] - lay.omega_range[0]) / abs(c.omega_step)
+            raise ValueError(f"cannot place spots: {span:.0f} steps of omega"
+                             f"{' a row' if two_d else ''} are too few for spots of "
+                             f"sigma_points up to {c.sigma_points[1]:g} (more than "
+                             f"{2 * (MARGIN + half) * c.sigma_points[1]:.0f} are needed): give "
+                             f"more points{' a row (--points / --rows)' if two_d else ''}")
     site_y = np.zeros(nsites)
     if two_d:
         ylo, yhi = lay.dty_range
