@@ -4,6 +4,7 @@ peak / clique counts placed by `stream.maps.MapWriter`, the writer the live run 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 
@@ -14,6 +15,8 @@ from stream.maps.grid import MapGrid, MapWriter
 
 TABLES = ("sparse", "peaks2d", "overlaps", "cliques", "shares")
 SCAN_SUFFIXES = ("_radial", "_azimuthal", "_config")  # once-per-scan outputs (integrate)
+
+log = logging.getLogger(__name__)
 
 
 def build_maps(output: str | os.PathLike, path: str | os.PathLike, *,
@@ -40,9 +43,14 @@ def build_maps(output: str | os.PathLike, path: str | os.PathLike, *,
         traj = json.loads(pts.attrs.get("trajectory", "{}") or "{}")
         start = json.loads(f["entry/process/start"].asstr()[()]) if "start" in f[
             "entry/process"] else {}
+        own = traj or start.get("trajectory", {})
         if grid is None:
-            grid = MapGrid.from_trajectory(traj or start.get("trajectory", {}),
-                                           start.get("npoints"))
+            grid = MapGrid.from_trajectory(own, start.get("npoints"))
+        elif own.get("kind") in ("grid", "snake") and (
+                int(own.get("nfast") or 0), own["kind"] == "snake") != (grid.nfast, grid.snake):
+            log.warning("%s: the map's grid (%d points a row%s) is not the scan's own %s of "
+                        "%s points a row: the given one is used", output, grid.nfast,
+                        ", snake" if grid.snake else "", own["kind"], own.get("nfast"))
         g = f[f"entry/{det}"]
         counts = _peak_counts(g, int(ids.max(initial=-1)) + 1)
         stored = {name: ds for name, ds in g.items() if name not in TABLES

@@ -373,6 +373,18 @@ def test_build_maps_of_an_output_file(output, tmp_path):
     np.testing.assert_allclose(fast_axis, np.nanmean(om, axis=0))
 
 
+def test_a_grid_other_than_the_scans_own_is_used_but_said(output, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="stream.maps.build"):
+        build_maps(output, tmp_path / "own.h5", grid=MapGrid(30, snake=True))  # its own
+        assert not caplog.records
+        build_maps(output, tmp_path / "other.h5", grid=MapGrid(20))
+    (record,) = caplog.records
+    assert "(20 points a row) is not the scan's own snake of 30 points a row" in \
+        record.getMessage()
+    with h5py.File(tmp_path / "other.h5") as m:
+        assert m[RES]["map_ptr"].shape[-1] == 20
+
+
 def test_map_command_renders_an_output_file(output, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     top = argparse.ArgumentParser(prog="peakstream")
