@@ -156,7 +156,7 @@ def run_job(config_text: str, config_base: str, inputs: list[str], options: dict
     config = Config.from_text(config_text, "<batch config>", config_base)
     # a task has one core of its own (one single-threaded worker process per core):
     # worker threads would only contend for it (the results are the same)
-    config.override("workers", "kind", "inline")
+    config.run_with("workers", "kind", "inline")
     final = Path(path)
     part = partial_path(final)
     for stale in (part, journal_path(part), Path(f"{journal_path(part)}.tmp")):

@@ -74,6 +74,9 @@ def test_cluster_files_equal_serial_and_a_rerun_skips_them(tmp_path, capsys):
         a, b = tables(tmp_path / "serial" / name), tables(tmp_path / "cluster" / name)
         assert len(a["cliques"]["clique_id"]) > 0
         assert_same_tables(a, b)
+        with h5py.File(tmp_path / "serial" / name) as fa, \
+                h5py.File(tmp_path / "cluster" / name) as fb:  # the user's config, not inline
+            assert fa["entry/process/config"][()] == fb["entry/process/config"][()]
     before = {n: (tmp_path / "cluster" / n).stat().st_mtime_ns for n in names}
     assert main(["replay", *inputs, "--output", str(tmp_path / "cluster"), *common,
                  "--cluster", "local:2"]) == 0
