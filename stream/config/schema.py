@@ -114,7 +114,6 @@ class Config:
         self.origin = origin
         self.base = base or Path.cwd()
         self.data = _validate(data, origin)
-        self._recorded: str | None = None  # text() when it is not the data's (run_with)
 
     @classmethod
     def load(cls, path: str | Path | None) -> Config:
@@ -146,19 +145,9 @@ class Config:
         data = copy.deepcopy(self.data)
         data[group][key] = value
         self.data = _validate(data, f"{self.origin} (command line {group}.{key})")
-        self._recorded = None
-
-    def run_with(self, group: str, key: str, value: Any) -> None:
-        """`override` for how this process runs, not for what the scan is: a cluster task
-        runs its chain inline, and its file records the user's config (the results are
-        the same), so its config equals a serial replay's, hash and all."""
-        recorded = self.text()
-        self.override(group, key, value)
-        self._recorded = recorded
 
     def text(self) -> str:
-        """The config as the scan's file records it (TOML)."""
-        return self._recorded or dump_toml(self.data)
+        return dump_toml(self.data)
 
     def build_nodes(self) -> list[Any]:
         """Instantiate the node chain, loading array files."""

@@ -155,8 +155,10 @@ def run_job(config_text: str, config_base: str, inputs: list[str], options: dict
     t0 = time.monotonic()
     config = Config.from_text(config_text, "<batch config>", config_base)
     # a task has one core of its own (one single-threaded worker process per core):
-    # worker threads would only contend for it (the results are the same)
-    config.run_with("workers", "kind", "inline")
+    # worker threads would only contend for it (the results are the same), so its file
+    # records the config as given, which a serial replay's file holds too
+    config.override("workers", "kind", "inline")
+    config.text = lambda: config_text  # type: ignore[method-assign]
     final = Path(path)
     part = partial_path(final)
     for stale in (part, journal_path(part), Path(f"{journal_path(part)}.tmp")):
