@@ -198,10 +198,12 @@ def run_batch(client: Any, jobs: list[ScanJob], config: Config, *, per_point: bo
     futures = {}
     for i in todo:
         job, key = jobs[i], f"replay-{jobs[i].scan_id}-{os.getpid()}-{i}"
-        if chunk and (job.npoints or 0) > chunk and not chunkable(job):
+        cut = bool(chunk) and (job.npoints or 0) > chunk
+        if cut and not chunkable(job):
+            cut = False
             say(f"{job.name}: replayed whole, not in chunks (chunks are frame ranges: not "
                 f"with --first / --last, nor for a file series)")
-        if chunk and (job.npoints or 0) > chunk and chunkable(job):
+        if cut:
             fut = submit_chunks(client, job, config, chunk, key)
         else:
             fut = client.submit(run_job, config.text(), str(config.base), job.inputs,

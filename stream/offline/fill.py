@@ -28,6 +28,7 @@ from stream.core.table import STR
 from stream.store.checkpoint import open_h5
 from stream.store.identity import processing_hash
 from stream.store.layout import now_iso
+from stream.store.reader import id_ranges
 from stream.store.rows import POINT_STATUS
 
 FILLABLE = ("incomplete", "abort", "fail")
@@ -104,13 +105,13 @@ def finish_fill(target: FillTarget, inputs: list[str]) -> dict[str, Any]:
                         f"pixels); the file is left as it was")
     filled = [p for p in target.missing if new_rows.get(p, {}).get("status")
               == POINT_STATUS.index("ok")]
-    still = [p for p, r in new_rows.items() if r["status"] == POINT_STATUS.index("missing")]
     gone = POINT_STATUS.index("missing")
+    still = [p for p, r in new_rows.items() if r["status"] == gone]
     if all(new_rows.get(p, {}).get("status", gone) == gone for p in target.missing):
         # the recording itself lacks them (a file missing from a series): nothing can
         new.unlink(missing_ok=True)
         raise FillError(f"{target.path}: the recording holds none of its "
-                        f"{len(target.missing)} missing point(s) ({_ids(target.missing)}): "
+                        f"{len(target.missing)} missing point(s) ({id_ranges(target.missing)}): "
                         f"nothing to fill; the file is left as it was")
     record = {"time": now_iso(), "inputs": [os.fspath(x) for x in inputs],
               "points": filled, "still_missing": still, "was": target.status}
@@ -128,12 +129,6 @@ def finish_fill(target: FillTarget, inputs: list[str]) -> dict[str, Any]:
     os.replace(target.path, backup)
     os.replace(new, target.path)
     return {**record, "backup": str(backup)}
-
-
-def _ids(points: list[int], most: int = 8) -> str:
-    """'3, 7, 20' or '3, 7, ... (12 in all)'."""
-    more = f", ... ({len(points)} in all)" if len(points) > most else ""
-    return ", ".join(map(str, points[:most])) + more
 
 
 def _point_rows(path: Path) -> dict[int, dict[str, Any]]:

@@ -112,10 +112,10 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  time        {s['start_time']} .. {s['end_time']}",
     ]
     if s.get("missing_points"):
-        lines.append(f"  missing     points {_ranges(s['missing_points'])}")
+        lines.append(f"  missing     points {id_ranges(s['missing_points'])}")
     for fill in s.get("filled", []):
         lines.append(f"  filled      {fill['time']} from {', '.join(fill['inputs'])}: "
-                     f"points {_ranges(fill['points'])}")
+                     f"points {id_ranges(fill['points'])}")
     ck = s.get("checkpoint") or {}
     if ck and s["status"] in ("running", "fail", "incomplete"):
         journal = " (read through the journal of an interrupted commit)" if ck["journal"] else ""
@@ -128,7 +128,7 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _ranges(ids: list[int]) -> str:
+def id_ranges(ids: list[int]) -> str:
     """[1, 2, 3, 7] -> '1-3, 7'."""
     out: list[str] = []
     for i in ids:

@@ -209,10 +209,13 @@ def header_names(header: Mapping[str, Any], most: int = 24) -> str:
         names += str(header.get(mne, "")).split()
     names += [k for k, _ in _MINI_CBF.findall(str(header.get("_array_data.header_contents",
                                                               "")))]
-    if not names:
-        return ""
+    return f" (it has: {listed(names, most)})" if names else ""
+
+
+def listed(names: list, most: int) -> str:
+    """'a, b, c' or 'a, b, ... (12 in all)': names for a message, at most `most`."""
     more = f", ... ({len(names)} in all)" if len(names) > most else ""
-    return f" (it has: {', '.join(map(str, names[:most]))}{more})"
+    return ", ".join(map(str, names[:most])) + more
 
 
 # ------------------------------------------------------------------ start / points

@@ -32,6 +32,7 @@ from stream.sources.files.common import (
     check_dtype,
     detector_name,
     error_point,
+    listed,
     make_start,
     native,
     point_values,
@@ -103,14 +104,11 @@ def get_dataset(f: h5py.File, path: str, what: str = "dataset",
         obj = f.get(path)
     except (KeyError, OSError, RuntimeError) as exc:  # a broken external link
         raise ValueError(f"{f.filename}: cannot open {path!r}: {exc}") from None
-    if obj is None:
-        hint = _hint(f) if frames else _hint_1d(f, path)
-        raise ValueError(f"{f.filename}: {_broken_link(f, path) or f'no {what} {path!r}'}"
-                         f"{hint}")
-    if not isinstance(obj, h5py.Dataset):
-        hint = _hint(f) if frames else _hint_1d(f, path)
-        raise ValueError(f"{f.filename}: {path!r} is a group, not a {what}{hint}")
-    return obj
+    if isinstance(obj, h5py.Dataset):
+        return obj
+    why = (_broken_link(f, path) or f"no {what} {path!r}" if obj is None
+           else f"{path!r} is a group, not a {what}")
+    raise ValueError(f"{f.filename}: {why}{_hint(f) if frames else _hint_1d(f, path)}")
 
 
 def _broken_link(f: h5py.File, path: str) -> str:
@@ -173,11 +171,7 @@ def _hint_1d(f: h5py.File, path: str, most: int = 16) -> str:
                 v = g.get(k)
                 if isinstance(v, h5py.Dataset) and v.ndim <= 1:
                     names.append(k)
-    names.sort()
-    if not names:
-        return ""
-    more = f", ... ({len(names)} in all)" if len(names) > most else ""
-    return f" (1D datasets in {group}: {', '.join(names[:most])}{more})"
+    return f" (1D datasets in {group}: {listed(sorted(names), most)})" if names else ""
 
 
 def _segment(f: h5py.File, path: str) -> Segment:

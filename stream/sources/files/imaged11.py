@@ -90,15 +90,15 @@ def _trajectory(g: h5py.Group, motors: dict[str, np.ndarray]) -> dict:
     text = g.attrs.get("peakstream_trajectory", "")
     if isinstance(text, bytes):
         text = text.decode()
+    sweep = {"kind": "sweep", "fast": "omega"}
     try:
         recorded = json.loads(text) if text else None
     except ValueError:
-        recorded = None
-    needs = {recorded.get(k) for k in ("fast", "slow")} - {None} if isinstance(recorded,
-                                                                              dict) else None
-    if recorded and needs and needs <= set(motors):
-        return recorded
-    return {"kind": "sweep", "fast": "omega"}
+        return sweep
+    if not isinstance(recorded, dict):
+        return sweep
+    needs = {recorded.get(k) for k in ("fast", "slow")} - {None}
+    return recorded if needs and needs <= set(motors) else sweep
 
 
 def _groups(f: h5py.File) -> list[str]:
