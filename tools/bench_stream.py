@@ -48,6 +48,12 @@ In this process, on the same frames, in the same run (before the stream):
   before, at the chain's cut and mask; the later scans' median end-to-end frames/s
   over its frames/s is the target >= 1.5 (`--no-imaged11` skips it).
 
+The kernels' sum and ImageD11 are measured again after the stream (`--no-after`:
+not), and both ratios use the mean of before and after: a shared machine's speed
+moves by 10-50% within minutes (seen: ImageD11 4.5 then 5.3 ms a frame, the kernels'
+sum 2.4 then 3.7 ms, in runs a minute apart), and a reference taken in one such
+moment alone made P2b read 1.2 or 1.8 on the same code.
+
 `--profile` records the processor with py-spy during the first later scan and
 prints, per thread name, the share of samples by innermost frame of our own code
 (stream/, nodes/). `--json FILE` writes every figure.
@@ -726,17 +732,17 @@ def print_paths(paths: dict) -> None:
         print(f"  {name:<30}{t['min']:>7.2f}{t['median']:>7.2f}{t['max']:>7.2f}")
 
 
-def print_kernels(kernels: dict) -> None:
-    print(f"kernels  the processor's chain in this process, thread CPU ms per frame (median of "
-          f"{kernels['repeats']} passes x {kernels['points']} points):")
+def print_kernels(kernels: dict, when: str = "") -> None:
+    print(f"kernels  the processor's chain in this process{when}, thread CPU ms per frame "
+          f"(median of {kernels['repeats']} passes x {kernels['points']} points):")
     for name, ms in kernels["ms_per_frame"].items():
         print(f"  {name:<40}{ms:>7.2f}")
     print(f"  {'kernels sum':<40}{kernels['sum_ms']:>7.2f}")
 
 
-def print_imaged11(idx: dict) -> None:
+def print_imaged11(idx: dict, when: str = "") -> None:
     t = idx["ms_per_frame"]
-    print(f"ImageD11 bslz4 path, compute only, 1 thread, cut {idx['cut']}, pixels_in_spot "
+    print(f"ImageD11 bslz4 path{when}, compute only, 1 thread, cut {idx['cut']}, pixels_in_spot "
           f"{idx['pixels_in_spot']}, {idx['masked']} pixels masked: ms per frame "
           f"{t['min']:.2f} / {t['median']:.2f} / {t['max']:.2f} -> "
           f"{idx['frames_per_s']:.1f} frames/s (~{idx['pixels_mean']} pixels, "
@@ -802,27 +808,37 @@ def print_profile(profile: dict) -> None:
             print(f"    {100 * share:5.1f}%  {func}")
 
 
+def reference(report: dict, name: str, key: str, digits: int = 2) -> tuple[float, str]:
+    """A reference figure measured before the stream and, when it was, after it: their
+    mean, and how they read ("2.44" or "mean of 2.44 before and 2.51 after")."""
+    values = [r[name][key] for r in (report, report.get("after", {})) if r.get(name)]
+    if len(values) == 1:
+        return values[0], f"{values[0]:.{digits}f}"
+    return (sum(values) / 2,
+            f"mean of {values[0]:.{digits}f} before and {values[1]:.{digits}f} after")
+
+
 def ratios(report: dict, later: list[dict]) -> dict:
     out = {}
     if "kernels" in report:
         out["processor_cpu_over_kernels"] = (median_of(later, "processor_cpu_ms")
-                                             / report["kernels"]["sum_ms"])
+                                             / reference(report, "kernels", "sum_ms")[0])
     if report.get("imaged11"):
         out["end_to_end_over_imaged11"] = (median_of(later, "frames_per_s")
-                                           / report["imaged11"]["frames_per_s"])
+                                           / reference(report, "imaged11", "frames_per_s")[0])
     return out
 
 
 def print_ratios(r: dict, report: dict, later: list[dict]) -> None:
     if "processor_cpu_over_kernels" in r:
         print(f"{'processor CPU / kernels sum':<34}{r['processor_cpu_over_kernels']:>6.2f}   "
-              f"target <= 1.3 ({median_of(later, 'processor_cpu_ms'):.2f} / "
-              f"{report['kernels']['sum_ms']:.2f} ms per frame, later scans' median)")
+              f"target <= 1.3 ({median_of(later, 'processor_cpu_ms'):.2f} ms per frame, later "
+              f"scans' median, / {reference(report, 'kernels', 'sum_ms')[1]} ms)")
     if "end_to_end_over_imaged11" in r:
         print(f"{'end to end / ImageD11 compute':<34}{r['end_to_end_over_imaged11']:>6.2f}   "
-              f"target >= 1.5 ({median_of(later, 'frames_per_s'):.1f} / "
-              f"{report['imaged11']['frames_per_s']:.1f} frames/s, later scans' median, "
-              f"ImageD11 on one core)")
+              f"target >= 1.5 ({median_of(later, 'frames_per_s'):.1f} frames/s, later scans' "
+              f"median, / ImageD11 on one core "
+              f"{reference(report, 'imaged11', 'frames_per_s', 1)[1]} frames/s)")
 
 
 # ------------------------------------------------------------------ main
@@ -856,6 +872,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--max-lag", type=int, default=1000,
                     help="[source] max_lag (default 1000, the built-in: no [source] table)")
     ap.add_argument("--no-paths", action="store_true", help="skip the per-frame decode paths")
+    ap.add_argument("--no-after", action="store_true",
+                    help="measure the kernels' sum and ImageD11 before the stream only (by "
+                         "default again after it: the ratios use the mean of both)")
     ap.add_argument("--no-imaged11", action="store_true",
                     help="skip ImageD11's bslz4 path (compute only, one core)")
     ap.add_argument("--profile", action="store_true",
@@ -885,21 +904,30 @@ def config_note(path: Path | None) -> str:
 def in_process(report: dict, args, config, frames, monitors, flat, mask, step) -> None:
     """The decode paths, the kernels' sum and ImageD11, on the same frames, before the
     stream (the same machine state, no processor running)."""
-    cut, min_pixels = chain_figures(config)
+    cut, _ = chain_figures(config)
     if not args.no_paths:
         report["decode_paths"] = decode_paths(frames, monitors, flat, mask, 5, cut)
         print_paths(report["decode_paths"])
-    report["kernels"] = kernels_sum(config, frames, monitors, step)
-    print_kernels(report["kernels"])
+    report.update(references(args, config, frames, monitors, mask, step))
+
+
+def references(args, config, frames, monitors, mask, step, when: str = "") -> dict:
+    """The kernels' sum and ImageD11's rate (`--no-imaged11`: not), printed; measured
+    before the stream and again after it (`when`), so that a machine that changes speed
+    meanwhile shows, and the ratios use both."""
+    cut, min_pixels = chain_figures(config)
+    out = {"kernels": kernels_sum(config, frames, monitors, step)}
+    print_kernels(out["kernels"], when)
     if not args.no_imaged11:
         # the processor's mask: the corrected chain's, none for the defaults (masked
         # pixels are 0 in these frames: the same pixels are kept either way)
         active = ((mask == 0) if args.chain == "corrected" else np.ones(SHAPE, bool))
         try:
-            report["imaged11"] = imaged11_path(frames, active.astype(np.uint8), cut, min_pixels)
-            print_imaged11(report["imaged11"])
+            out["imaged11"] = imaged11_path(frames, active.astype(np.uint8), cut, min_pixels)
+            print_imaged11(out["imaged11"], when)
         except ImportError as exc:
             print(f"ImageD11 bslz4 path skipped: {exc}")
+    return out
 
 
 def main() -> int:
@@ -940,6 +968,9 @@ def main() -> int:
         print(f"stream   first scan + {args.repeats} later x {args.points} points, {how}",
               flush=True)
         first, later = stream(args, frames_file, config_path, tmp)
+        if not args.no_after:
+            report["after"] = references(args, config, frames, monitors, mask, step,
+                                         " after the stream")
     report["first_scan"], report["later_scans"] = first, later
     print(f"         ~{first['kept_mean']:.0f} pixels kept, ~{first['peaks2d_mean']:.0f} "
           f"2D peaks per frame, {first['cliques']} cliques in the first scan")
