@@ -83,7 +83,7 @@ class ThreadPool:
         if not self.results and self.out and timeout > 0:
             select.select([self._bell_r], [], [], timeout)
         try:  # the bell first, then the results: a result put after this rings again
-            while os.read(self._bell_r, 4096):
+            while len(os.read(self._bell_r, 4096)) == 4096:  # (less: the pipe is empty)
                 pass
         except BlockingIOError:
             pass
