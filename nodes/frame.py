@@ -118,6 +118,13 @@ class Frame:
 
     # ------------------------------------------------------------ shapes and maps
 
+    @property
+    def min_shape(self) -> tuple[int, int]:
+        """The smallest detector frame the crop fits in."""
+        if self.roi is not None:
+            return self.roi[1], self.roi[3]
+        return self.size if self.size is not None else (1, 1)
+
     def setup(self, scan: Scan) -> None:
         _, info = scan.detector()
         self.prepare(tuple(int(n) for n in info.shape))

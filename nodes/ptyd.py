@@ -57,6 +57,11 @@ class Ptyd:
         self.shape: tuple[int, int] | None = None
         self.weights: np.ndarray | None = None
 
+    @property
+    def motors_needed(self) -> list[str]:
+        """The motors every scan must have (the scan position)."""
+        return list(self.positions)
+
     def setup(self, scan: Scan) -> None:
         missing = [m for m in self.positions if m not in scan.start.motors]
         if missing:

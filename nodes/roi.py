@@ -188,6 +188,12 @@ class RoiSums:
         self._shape: tuple[int, int] | None = None
         self._index: list[np.ndarray] = []
 
+    @property
+    def min_shape(self) -> tuple[int, int]:
+        """The smallest frame the ROIs fit in (annuli are cut at the frame's edge)."""
+        return (max((r[1] for r in self.rois), default=1),
+                max((r[3] for r in self.rois), default=1))
+
     def setup(self, scan: Scan) -> None:
         _, info = scan.detector()
         self._prepare(tuple(info.shape))

@@ -62,12 +62,22 @@ class WarmupReport:
 
 
 def frame_kinds(config: Config) -> list[tuple[str, str]]:
-    """(dtype, encoding) pairs of `[source] warmup` ("uint16/bslz4", "float32/raw")."""
+    """(dtype, encoding) pairs of `[source] warmup` ("uint16/bslz4", "float32/raw"). A
+    chain with no threshold before its label takes frames already sparse (an ImageD11
+    sparse file's): it warms with sparse frames of those dtypes."""
     out = []
     for spec in config["source"]["warmup"]:
         dtype, _, encoding = spec.partition("/")
         out.append((dtype, encoding or "raw"))
+    if takes_sparse(config):
+        out = list(dict.fromkeys((dtype, "sparse") for dtype, _ in out))
     return out
+
+
+def takes_sparse(config: Config) -> bool:
+    """True if the chain labels frames no node of it thresholds (sparse input)."""
+    kinds = [t["kind"] for t in config["node"]]
+    return "label" in kinds and "threshold" not in kinds[:kinds.index("label")]
 
 
 def loaded_kernels() -> int:
@@ -156,12 +166,12 @@ def warmup(config: Config, progress: Callable[[int, int | None, bool], None] | N
         warm.override("output", "directory", tmp)
         # inline: the same kernels (numba's are per process), no worker threads to stop
         warm.override("workers", "kind", "inline")
-        shape = _frame_shape(warm)
+        shape, motors = _frame_shape(warm), _motor_names(warm)
         for k, (dtype, encoding) in enumerate(frame_kinds(config)):
             runner = ScanRunner(warm, output_dir=tmp)
             try:
                 for msg in _scan(f"warmup-{k}", shape, dtype, encoding, _counter_names(warm),
-                                 config["source"]["detector"] or "detector"):
+                                 config["source"]["detector"] or "detector", motors):
                     runner.handle(encode(msg))
             finally:
                 runner.close("warm-up")
@@ -193,12 +203,23 @@ def expected_seconds(config: Config) -> float:
 
 
 def _frame_shape(config: Config) -> tuple[int, int]:
-    """The shape of the nodes' 2D arrays (dark, flat, mask, maps) if any, else SHAPE."""
-    for node in config.build_nodes():
+    """The shape of the nodes' 2D arrays (dark, flat, mask, maps) if any, else SHAPE
+    made as large as every node's `min_shape` (ROIs, crops) needs."""
+    nodes = config.build_nodes()
+    for node in nodes:
         for value in vars(node).values():
             if isinstance(value, np.ndarray) and value.ndim == 2 and min(value.shape) > 8:
                 return (int(value.shape[0]), int(value.shape[1]))
-    return SHAPE
+    needs = [getattr(node, "min_shape", SHAPE) for node in nodes]
+    return (max(int(n[0]) for n in [SHAPE, *needs]), max(int(n[1]) for n in [SHAPE, *needs]))
+
+
+def _motor_names(config: Config) -> list[str]:
+    """omega and the motors the nodes need (ptyd's scan positions)."""
+    names = ["omega"]
+    for node in config.build_nodes():
+        names += [m for m in getattr(node, "motors_needed", ()) if m not in names]
+    return names
 
 
 def _counter_names(config: Config) -> list[str]:
@@ -211,22 +232,30 @@ def _counter_names(config: Config) -> list[str]:
 
 
 def _scan(scan_id: str, shape: tuple[int, int], dtype: str, encoding: str,
-          counters: list[str], detector: str) -> list[Any]:
-    """Start, NPOINTS points with two touching spots moving through them, end."""
+          counters: list[str], detector: str, motors: list[str] = ("omega",)) -> list[Any]:
+    """Start, NPOINTS points with two touching spots moving through them, end (motors
+    other than omega stand still; "sparse": the pixels above 50, as a segmenter keeps)."""
     from stream.core.encoded import compress
+    from stream.core.item import SparseFrame
 
     ny, nx = shape
     y, x = np.mgrid[:ny, :nx]
     info = DetectorInfo(shape, dtype)
-    msgs: list[Any] = [Start(scan_id, {detector: info}, ["omega"], counters, NPOINTS,
-                             {"kind": "sweep"}, {"source": "warmup"})]
+    msgs: list[Any] = [Start(scan_id, {detector: info}, list(motors), counters, NPOINTS,
+                             {"kind": "sweep", "fast": "omega"}, {"source": "warmup"})]
     for i in range(NPOINTS):
         w = np.exp(-0.5 * ((i - NPOINTS / 2) / 1.2) ** 2)
         img = 10.0 + 5000.0 * w * (np.exp(-((y - ny / 2) ** 2 + (x - nx / 3) ** 2) / 8.0)
                                    + np.exp(-((y - ny / 2) ** 2 + (x - nx / 3 - 5) ** 2) / 8.0))
         frame = img.astype(dtype)
-        body = frame if encoding == "raw" else compress(frame, encoding)
-        msgs.append(Point(scan_id, i, 1.7e9 + i, {"omega": float(i)},
+        if encoding == "sparse":
+            row, col = np.nonzero(frame > 50)
+            body = SparseFrame(shape, row.astype(np.uint16), col.astype(np.uint16),
+                               frame[row, col])
+        else:
+            body = frame if encoding == "raw" else compress(frame, encoding)
+        msgs.append(Point(scan_id, i, 1.7e9 + i, {m: float(i) if m == "omega" else 0.0
+                                                  for m in motors},
                           {c: 1e4 for c in counters}, {detector: body}))
     msgs.append(End(scan_id, "success", NPOINTS))
     return msgs

@@ -4,6 +4,7 @@ runner loads every kernel a scan will use, so a scan that follows compiles nothi
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from stream.config.schema import Config
 from stream.run.runner import ScanRunner
@@ -51,11 +52,26 @@ def test_frame_kinds_and_none():
 
 
 def test_bad_warmup_entries_are_config_errors():
-    import pytest
-
     from stream.config.base import ConfigError
 
     for bad in (["uint12/raw"], ["uint16/zip"]):
         with pytest.raises(ConfigError, match="warmup"):
             config(*bad)
     assert np.dtype("uint16")  # the dtypes the wire knows
+
+
+def test_a_chain_of_sparse_frames_warms_with_sparse_frames():
+    c = Config.load(CONFIGS / "imaged11.toml")  # label with no threshold: ImageD11 files
+    assert frame_kinds(c) == [("uint16", "sparse"), ("uint32", "sparse")]
+    report = warmup(c)
+    assert report.problems == [] and report.frames == ["uint16/sparse", "uint32/sparse"]
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_warms_up_cleanly(path):
+    """configs.md: each runs as it stands. Its warm-up scan must fit the chain: ROIs and
+    crops larger than the default frame (roimap), motors a node needs (ptyd's dty, dtz),
+    frames that come sparse (imaged11)."""
+    report = warmup(Config.load(path))
+    assert report.problems == []
