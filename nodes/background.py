@@ -20,6 +20,11 @@ and the map is max(nsigma * spread, min_excess) alone.
 Fixed mode (`image` given, e.g. a median over frames from stats): that image
 is the background, the spread is `sigma_image` or sqrt(max(image, 1)).
 
+With `markers` (the default, as the threshold's), the pixels of an unsigned
+raw frame at its dtype's largest value (EIGER / Lima module gaps and bad
+pixels, `nodes.correct.marker_of`) are masked: out of the statistics, +inf in
+the map, NaN in a subtracted frame.
+
 The map goes to the next threshold node through the item
 (`item.outputs[threshold.CUT_MAP]`, taken out there, never stored); the
 level and spread per bin are outputs `<name>` and `<name>_sigma`.
@@ -33,6 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nodes.correct import marker_of, nan_markers
 from nodes.geometry import Geometry, radial_unit
 from nodes.integrate import frame_geometry
 from nodes.integrate_plan import build_plan, check_range
@@ -74,7 +80,8 @@ class Background:
                  radial_range: list[float] | None = None, mask: np.ndarray | None = None,
                  correct_solid_angle: bool = False, polarization_factor: float | None = None,
                  polarization_offset: float = 0.0, image: np.ndarray | None = None,
-                 sigma_image: np.ndarray | None = None, name: str = "background") -> None:
+                 sigma_image: np.ndarray | None = None, name: str = "background",
+                 markers: bool = True) -> None:
         geometry = (dist, poni1, poni2, pixel1, pixel2)
         self.geometry: Geometry | None = None
         if image is None:
@@ -99,6 +106,9 @@ class Background:
         for key, value in (("clip", clip), ("nsigma", nsigma), ("min_excess", min_excess)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"background: {key} must be a finite number >= 0, got {value!r}")
+        if not isinstance(markers, bool):
+            raise ValueError(f"background: markers must be true or false, got {markers!r}")
+        self.markers = markers  # raw pixels at the dtype's largest value are masked
         self.npt, self.unit, self.method = npt, unit, method
         self.clip, self.max_iter = float(clip), max_iter
         self.nsigma, self.min_excess = float(nsigma), float(min_excess)
@@ -170,19 +180,24 @@ class Background:
             raw = np.zeros(6, dt)
             for norm in (NO_NORM, one):
                 norms = np.ones(norm.size, np.float32)
-                scatter(raw, pbin, norm, vals, norms)
+                scatter(raw, pbin, norm, vals, norms, True, 0.0)
                 sigma_clip(vals, norms, start, 3.0, 1, keep)
                 median_mad(vals, norms, start, np.zeros(6))
                 pixel_maps(raw, pbin, one, norm, np.zeros(2), np.zeros(2), 1.0, 0.0, True,
-                           np.empty(6, np.float32), np.empty(6, np.float32))
+                           np.empty(6, np.float32), np.empty(6, np.float32), True, 0.0)
 
     # ------------------------------------------------------------ per frame
+
+    def marker(self, dtype: np.dtype) -> tuple[bool, float]:
+        """(check, value) of the marker the kernels leave out for frames of `dtype`."""
+        marker = marker_of(dtype) if self.markers else None
+        return marker is not None, 0.0 if marker is None else marker
 
     def levels(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(level, spread) per bin of one flattened frame (empty bins filled in)."""
         n = int(self.start[-1])
         vals, norms, keep = self._buffers(n, self.norm.size > 0)
-        scatter(raw, self.dest, self.norm, vals, norms)
+        scatter(raw, self.dest, self.norm, vals, norms, *self.marker(raw.dtype))
         if self.method == "median":
             work = np.empty(int(np.diff(self.start).max(initial=1)))
             level, spread, _ = median_mad(vals, norms, self.start, work)
@@ -222,8 +237,15 @@ class Background:
         if self.image is not None:
             if self.subtract:
                 item.frame = (frame.astype(np.float32) - self.image).astype(np.float32)
+                if self.markers:
+                    nan_markers(frame, item.frame)
             if self.to_threshold:
-                self._hand_on(item, *self._fixed_map())
+                cut, lowest = self._fixed_map()
+                check, marker = self.marker(frame.dtype)
+                gaps = frame == frame.dtype.type(marker) if check else None
+                if gaps is not None and gaps.any():  # masked in this frame: never kept
+                    cut = np.where(gaps, np.float32(np.inf), cut)  # (lowest: still a bound)
+                self._hand_on(item, cut, lowest)
             return item
         raw = frame.reshape(-1)
         level, spread = self.levels(raw)
@@ -235,7 +257,8 @@ class Background:
         cut = np.empty(frame.shape, np.float32)
         out = np.empty(frame.shape, np.float32) if self.subtract else cut
         lowest = pixel_maps(raw, self.lo, self.w, self.norm, pad[0], pad[1], self.nsigma,
-                            self.min_excess, self.subtract, cut.reshape(-1), out.reshape(-1))
+                            self.min_excess, self.subtract, cut.reshape(-1), out.reshape(-1),
+                            *self.marker(raw.dtype))
         if self.subtract:
             item.frame = out
         if self.to_threshold:

@@ -7,7 +7,10 @@ weights, intensity = sum(c * v) / sum(c * norm) with norm = solid angle *
 polarisation, and error_model "poisson": error = sqrt(sum(c^2 max(1, v))) /
 sum(c * norm), where v is the value of the frame this node sees. Invalid
 pixels (NaN, or `dummy` within `delta_dummy`, compared with that same value)
-count in no bin; a bin without a valid pixel holds `empty` (pyFAI's 0). The
+count in no bin, and so, with `markers` (the default, as the threshold's), do
+the pixels of an unsigned raw frame at its dtype's largest value (EIGER / Lima
+module gaps and bad pixels, `nodes.correct.marker_of`: counted, each would add
+billions to its bin); a bin without a valid pixel holds `empty` (pyFAI's 0). The
 matrix is built once per geometry in `setup`; per frame it is one sequential
 pass (`kernels.csr`). Radial ranges are in `unit`; azimuths are chi in
 degrees (pyFAI's, in (-180, 180]), `azimuth_range` going up from its first
@@ -21,7 +24,8 @@ After a `frame` node the geometry follows its pixel map (`frame_geometry`).
 `FusedIntegrate` (built by `nodes.fuse`) applies a preceding correct /
 normalise inside the same pass, on the raw frame, with the very same float32
 arithmetic (so the same results as integrating the corrected frame); the
-item's frame is left raw for the fused dense pass after it.
+item's frame is left raw for the fused dense pass after it. It leaves the
+markers out whatever `markers` says, as `correct` and `normalise` make them NaN.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nodes import decode
+from nodes.correct import marker_of
 from nodes.geometry import Geometry, radial_unit
 from nodes.integrate_plan import (
     ERROR_MODELS,
@@ -76,7 +81,7 @@ class Integrate:
                  dummy: float | None = None, delta_dummy: float = 0.0,
                  correct_solid_angle: bool = True, polarization_factor: float | None = None,
                  polarization_offset: float = 0.0, error_model: str = "poisson",
-                 empty: float = 0.0, name: str = "") -> None:
+                 empty: float = 0.0, name: str = "", markers: bool = True) -> None:
         self.geometry = Geometry(dist, poni1, poni2, rot1, rot2, rot3, pixel1, pixel2,
                                  wavelength, orientation)
         space, _ = radial_unit(unit)
@@ -99,6 +104,9 @@ class Integrate:
                                                           polarization_offset)):
             if not math.isfinite(value) or (key == "delta_dummy" and value < 0):
                 raise ValueError(f"integrate: {key} must be finite (and >= 0), got {value!r}")
+        if not isinstance(markers, bool):
+            raise ValueError(f"integrate: markers must be true or false, got {markers!r}")
+        self.markers = markers  # leave out raw pixels at the dtype's largest value
         self.radial_range = check_range("integrate: radial_range", radial_range)
         self.azimuth_range = check_range("integrate: azimuth_range", azimuth_range, False)
         self.npt, self.unit, self.npt_azim, self.split = npt, unit, npt_azim, split
@@ -171,7 +179,7 @@ class Integrate:
                 "polarization_factor": self.polarization_factor,
                 "polarization_offset": self.polarization_offset,
                 "error_model": self.error_model, "empty": self.empty,
-                "has_mask": self.mask is not None}
+                "has_mask": self.mask is not None, "markers": self.markers}
 
     def _plan(self) -> Plan:
         if self.plan is None:
@@ -192,12 +200,15 @@ class Integrate:
 
     def integrate(self, item: Item, raw: np.ndarray, corrections: tuple = (),
                   ) -> Item:
-        """Run the pass (with `corrections` if given) and put the results in item.outputs."""
+        """Run the pass (with `corrections` if given) and put the results in item.outputs.
+        Marker pixels count in no bin with `markers`, and always when corrected (the
+        unfused `correct` / `normalise` would have made them NaN)."""
         plan = self._plan()
         poisson = self.error_model == "poisson"
         corrected = bool(corrections)
+        marker = marker_of(raw.dtype) if self.markers or corrected else None
         sig, var, bad, nbad = plan.run(raw, corrections or PLAIN, corrected, self.dummy,
-                                       self.delta_dummy, poisson)
+                                       self.delta_dummy, poisson, marker)
         intensity, error = csr.finish(sig, var, bad, nbad, plan.norm_total, plan.entries,
                                       np.float32(self.empty), poisson)
         if plan.bins1 > 1:

@@ -11,8 +11,11 @@ Coordinates are frame pixels, pixel (row, col) centred at (row, col):
 * a tile is an ROI binned by an integer factor (sums of factor x factor pixels;
   rows and columns that do not fill a bin are dropped, as pyFAI's binning does).
 
-NaN pixels (masked by `correct`) count as 0. On a sparse frame (after the
-threshold) the sums are over the kept pixels.
+NaN pixels (masked by `correct`) count as 0, and so, with `markers` (the
+default, as the threshold's), do the pixels of an unsigned raw frame at its
+dtype's largest value (EIGER / Lima module gaps and bad pixels,
+`nodes.correct.marker_of`), which would otherwise add billions to a sum. On a
+sparse frame (after the threshold) the sums are over the kept pixels.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from nodes.correct import marker_of, nan_markers
 from stream.core.item import Item, SparseFrame
 from stream.core.scan import Scan
 
@@ -42,10 +46,20 @@ def check_roi(roi: Sequence[int], shape: tuple[int, int] | None = None) -> tuple
     return r0, r1, c0, c1
 
 
-def roi_sum(frame: np.ndarray, roi: Sequence[int]) -> float:
-    """Sum of frame[row0:row1, col0:col1] (NaN as 0), in float64."""
+def unmarked(part: np.ndarray, markers: bool = True) -> np.ndarray:
+    """Part of a raw frame in float64 with NaN at its marker pixels (`markers` and an
+    unsigned dtype), which the NaN-skipping sums then leave out; else `part` itself."""
+    if not markers or marker_of(part.dtype) is None:
+        return part
+    values = part.astype(np.float64)
+    nan_markers(part, values)
+    return values
+
+
+def roi_sum(frame: np.ndarray, roi: Sequence[int], markers: bool = True) -> float:
+    """Sum of frame[row0:row1, col0:col1] (NaN and, with `markers`, markers as 0), float64."""
     r0, r1, c0, c1 = check_roi(roi, frame.shape)
-    return float(np.nansum(frame[r0:r1, c0:c1], dtype=np.float64))
+    return float(np.nansum(unmarked(frame[r0:r1, c0:c1], markers), dtype=np.float64))
 
 
 def annulus_mask(shape: tuple[int, int], centre: Sequence[float], radius: float,
@@ -75,11 +89,12 @@ def annulus_index(shape: tuple[int, int], centre: Sequence[float], radius: float
 
 
 def annulus_sum(frame: np.ndarray, centre: Sequence[float], radius: float, width: float,
-                index: np.ndarray | None = None) -> float:
-    """Sum of the annulus pixels (NaN as 0); `index` from annulus_index saves recomputing."""
+                index: np.ndarray | None = None, markers: bool = True) -> float:
+    """Sum of the annulus pixels (NaN and, with `markers`, markers as 0); `index` from
+    annulus_index saves recomputing."""
     if index is None:
         index = annulus_index(frame.shape, centre, radius, width)
-    return float(np.nansum(np.ravel(frame).take(index), dtype=np.float64))
+    return float(np.nansum(unmarked(np.ravel(frame).take(index), markers), dtype=np.float64))
 
 
 def bin_sum(image: np.ndarray, factor: int) -> np.ndarray:
@@ -94,10 +109,11 @@ def bin_sum(image: np.ndarray, factor: int) -> np.ndarray:
     return np.nansum(blocks, axis=(1, 3), dtype=np.float64)
 
 
-def roi_tile(frame: np.ndarray, roi: Sequence[int], factor: int = 1) -> np.ndarray:
+def roi_tile(frame: np.ndarray, roi: Sequence[int], factor: int = 1,
+             markers: bool = True) -> np.ndarray:
     """The ROI cropped and binned (float32): one tile of a composite map."""
     r0, r1, c0, c1 = check_roi(roi, frame.shape)
-    return bin_sum(frame[r0:r1, c0:c1], factor).astype(np.float32)
+    return bin_sum(unmarked(frame[r0:r1, c0:c1], markers), factor).astype(np.float32)
 
 
 def tile_shape(roi: Sequence[int], factor: int = 1) -> tuple[int, int]:
@@ -161,7 +177,7 @@ class RoiSums:
                  roi_names: list[str] | None = None,
                  annuli: list[list[float]] | None = None,
                  annulus_names: list[str] | None = None,
-                 tiles: bool = False, tile_bin: int = 1) -> None:
+                 tiles: bool = False, tile_bin: int = 1, markers: bool = True) -> None:
         self.rois = [check_roi(r) for r in (rois or [])]
         self.annuli = []
         for a in annuli or []:
@@ -179,6 +195,9 @@ class RoiSums:
             raise ValueError("roi_sums: tiles need rois")
         self.roi_names = _names("roi", roi_names, len(self.rois))
         self.annulus_names = _names("annulus", annulus_names, len(self.annuli))
+        if not isinstance(markers, bool):
+            raise ValueError(f"roi_sums: markers must be true or false, got {markers!r}")
+        self.markers = markers  # raw pixels at the dtype's largest value count as 0
         self.tiles, self.tile_bin = bool(tiles), int(tile_bin)
         if self.tiles:
             for r in self.rois:
@@ -214,12 +233,13 @@ class RoiSums:
             if frame.shape != self._shape:
                 self._prepare(frame.shape)
             for name, roi in zip(self.roi_names, self.rois, strict=True):
-                item.outputs[f"roi_{name}"] = np.array(roi_sum(frame, roi))
+                item.outputs[f"roi_{name}"] = np.array(roi_sum(frame, roi, self.markers))
                 if self.tiles:
-                    item.outputs[f"tile_{name}"] = roi_tile(frame, roi, self.tile_bin)
+                    item.outputs[f"tile_{name}"] = roi_tile(frame, roi, self.tile_bin,
+                                                            self.markers)
             for name, a, idx in zip(self.annulus_names, self.annuli, self._index, strict=True):
                 item.outputs[f"annulus_{name}"] = np.array(
-                    annulus_sum(frame, a[:2], a[2], a[3], idx))
+                    annulus_sum(frame, a[:2], a[2], a[3], idx, self.markers))
         elif item.sparse is not None:
             sp = item.sparse
             for name, roi in zip(self.roi_names, self.rois, strict=True):

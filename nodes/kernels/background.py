@@ -20,13 +20,14 @@ import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)
-def scatter(raw, dest, norm, vals, norms):
-    """vals[dest[p]] = raw[p], norms[dest[p]] = norm[p] (if norm is not empty), float32."""
+def scatter(raw, dest, norm, vals, norms, check_marker, marker):
+    """vals[dest[p]] = raw[p], norms[dest[p]] = norm[p] (if norm is not empty), float32;
+    with `check_marker`, NaN (left out of the statistics) where raw[p] is `marker`."""
     has_norm = norm.size > 0
     for p in range(raw.size):
         d = dest[p]
         if d >= 0:
-            vals[d] = raw[p]
+            vals[d] = np.nan if check_marker and raw[p] == marker else raw[p]
             if has_norm:
                 norms[d] = norm[p]
 
@@ -163,16 +164,18 @@ def median_mad(vals, norms, start, work):
 
 
 @numba.njit(nogil=True, cache=True)
-def pixel_maps(raw, lo, w, norm, level, spread, nsigma, min_excess, subtract, cut, out):
+def pixel_maps(raw, lo, w, norm, level, spread, nsigma, min_excess, subtract, cut, out,
+               check_marker, marker):
     """cut[p] = bg + max(nsigma * s, min_excess) with bg, s interpolated between bins
-    (lo[p], lo[p] + 1; weight w[p] of the upper) and times norm; +inf without a bin.
+    (lo[p], lo[p] + 1; weight w[p] of the upper) and times norm; +inf without a bin
+    (or, with `check_marker`, where raw[p] is `marker`, as if masked).
     With `subtract`, out[p] = v - bg (NaN without a bin) and the cut leaves out bg.
     Returns the smallest cut (+inf if none)."""
     has_norm = norm.size > 0
     lowest = np.inf
     for p in range(raw.size):
         k = lo[p]
-        if k < 0:
+        if k < 0 or (check_marker and raw[p] == marker):
             cut[p] = np.inf
             if subtract:
                 out[p] = np.nan

@@ -22,7 +22,9 @@ the bins inside (pyFAI's `calc_lut_1d` / `calc_lut_2d`). 2D bins are numbered
 Per frame a pixel's value is `((float32(raw) - dark) * invflat) * scale` in
 float32 when `corrected` (exactly what `Correct` then `Normalise` compute),
 else the value itself. A NaN value, or one equal to `dummy` (within
-`delta_dummy`), is invalid: it adds its weight * norm to `bad` instead. Sums
+`delta_dummy`), is invalid: it adds its weight * norm to `bad` instead; so is,
+with `check_marker`, a pixel whose raw value is `marker` (an unsigned detector
+dtype's largest: module gaps and bad pixels, `nodes.correct.marker_of`). Sums
 are float64; neighbouring pixels go to LANES interleaved copies of the
 accumulators so that consecutive adds into one bin do not wait on each other.
 Helpers called per pixel take scalars only (an array argument costs reference
@@ -283,7 +285,8 @@ def _invalid(v, check_dummy, dummy, delta_dummy):
 
 @numba.njit(nogil=True, cache=True)
 def integrate_nosplit(raw, pbin, nbins, dark0, dark_map, invflat0, invflat_map, scale,
-                      corrected, check_dummy, dummy, delta_dummy, norm, poisson):
+                      corrected, check_dummy, dummy, delta_dummy, norm, poisson, check_marker,
+                      marker):
     """One pass, no splitting: (signal, variance, bad norm, bad entries) per bin.
 
     `raw` is the flattened frame; the corrections apply when `corrected`;
@@ -303,7 +306,7 @@ def integrate_nosplit(raw, pbin, nbins, dark0, dark_map, invflat0, invflat_map, 
         if corrected:
             v = _correct(v, dark_map[p] if has_dark else dark0,
                          invflat_map[p] if has_flat else invflat0, scale)
-        if _invalid(v, check_dummy, dummy, delta_dummy):
+        if _invalid(v, check_dummy, dummy, delta_dummy) or (check_marker and raw[p] == marker):
             bad[b] += norm[p]
             nbad[b] += 1
             continue
@@ -316,7 +319,8 @@ def integrate_nosplit(raw, pbin, nbins, dark0, dark_map, invflat0, invflat_map, 
 
 @numba.njit(nogil=True, cache=True)
 def integrate_slots(raw, sbin, sw, bins1, nbins, dark0, dark_map, invflat0, invflat_map, scale,
-                    corrected, check_dummy, dummy, delta_dummy, norm, poisson):
+                    corrected, check_dummy, dummy, delta_dummy, norm, poisson, check_marker,
+                    marker):
     """One pass over the slots (`to_slots`): weights c into sum(c v), sum(c^2 max(1, v));
     the accumulators are padded past the last bin (for slots of weight 0)."""
     two_d = sw.shape[1] == 2
@@ -338,7 +342,7 @@ def integrate_slots(raw, sbin, sw, bins1, nbins, dark0, dark_map, invflat0, invf
                              invflat_map[p] if has_flat else invflat0, scale)
             c0 = np.float64(sw[p, 0])
             c1 = 1.0 - c0
-            if _invalid(v, check_dummy, dummy, delta_dummy):
+            if _invalid(v, check_dummy, dummy, delta_dummy) or (check_marker and raw[p] == marker):
                 n = np.float64(norm[p])
                 bad[b] += c0 * n
                 bad[b + 1] += c1 * n
@@ -364,7 +368,7 @@ def integrate_slots(raw, sbin, sw, bins1, nbins, dark0, dark_map, invflat0, invf
                          invflat_map[p] if has_flat else invflat0, scale)
         c00, c01, c10, c11 = _slot_weights(np.float64(sw[p, 0]), np.float64(sw[p, 1]), True)
         b1 = b + bins1
-        if _invalid(v, check_dummy, dummy, delta_dummy):
+        if _invalid(v, check_dummy, dummy, delta_dummy) or (check_marker and raw[p] == marker):
             n = np.float64(norm[p])
             bad[b] += c00 * n
             bad[b + 1] += c01 * n
@@ -393,7 +397,7 @@ def integrate_slots(raw, sbin, sw, bins1, nbins, dark0, dark_map, invflat0, invf
 @numba.njit(nogil=True, cache=True)
 def add_overflow(raw, opix, ocount, oebin, oecoef, dark0, dark_map, invflat0, invflat_map,
                  scale, corrected, check_dummy, dummy, delta_dummy, norm, poisson,
-                 sig, var, bad, nbad):
+                 check_marker, marker, sig, var, bad, nbad):
     """Add the pixels that span more bins than the slots hold (in place)."""
     one = np.float32(1)
     has_dark, has_flat = dark_map.size > 0, invflat_map.size > 0
@@ -405,7 +409,8 @@ def add_overflow(raw, opix, ocount, oebin, oecoef, dark0, dark_map, invflat0, in
         if corrected:
             v = _correct(v, dark_map[p] if has_dark else dark0,
                          invflat_map[p] if has_flat else invflat0, scale)
-        invalid = _invalid(v, check_dummy, dummy, delta_dummy)
+        invalid = (_invalid(v, check_dummy, dummy, delta_dummy)
+                   or (check_marker and raw[p] == marker))
         vv = np.float64(max(one, v))
         for j in range(e, e + k):
             c = np.float64(oecoef[j])

@@ -7,7 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from nodes import Correct, Label, Normalise, Threshold, fuse
+from nodes import Background, Correct, Integrate, Label, Normalise, RoiSums, Threshold, fuse
+from nodes.threshold import CUT_MAP
 from stream.core.encoded import compress
 from stream.core.item import Item
 from stream.core.messages import DetectorInfo, Start
@@ -116,3 +117,102 @@ def test_the_gap_is_no_peak():
         node.setup(scan("uint32"))
         item = node.process(item)
     assert item.sparse.npeaks == 2
+
+
+# ------------------------------------------------------------ integrate, roi_sums, background
+
+GEOMETRY = dict(dist=0.05, poni1=0.0031, poni2=0.0042, pixel1=1e-4, pixel2=1e-4, rot1=0.03,
+                wavelength=1e-10)
+
+
+def gaps_of(frame):
+    """The marker pixels of a gapped frame, as a mask (nonzero: masked)."""
+    return (frame == np.iinfo(frame.dtype).max).astype(np.uint8)
+
+
+def run(chain, frame, dtype="uint32", **point):
+    item = Item(0, "eiger", frame=frame, **point)
+    for node in chain:
+        node.setup(scan(dtype))
+        item = node.process(item)
+    return item
+
+
+@pytest.mark.parametrize("split", ["no", "bbox"])
+def test_integrate_leaves_markers_out_as_masked(split):
+    """A uint32 frame's gap pixels count in no bin: the profile (and its errors) is the
+    one of the same frame with those pixels masked, not billions in the gap's bins."""
+    frame, _ = gapped("uint32")
+    keys = dict(GEOMETRY, npt=60, split=split, radial_range=[0.5, 6.0])
+    gapped_out = run([Integrate(**keys)], frame).outputs
+    masked = run([Integrate(**keys, mask=gaps_of(frame))], frame).outputs
+    for name in ("integrate1d", "integrate1d_error"):
+        np.testing.assert_allclose(gapped_out[name], masked[name], rtol=1e-6)
+    assert gapped_out["integrate1d"].max() < 1000
+    kept = run([Integrate(**keys, markers=False)], frame).outputs
+    assert kept["integrate1d"].max() > 1e6  # markers = false: counted, as the threshold's
+    with pytest.raises(ValueError, match="markers"):
+        Integrate(**keys, markers=1)
+
+
+@pytest.mark.parametrize("markers", [True, False])
+def test_fused_correct_and_integrate_leave_markers_out(markers):
+    """correct + integrate fused into one pass on the raw frame: the gaps count in no bin,
+    as when `correct` makes them NaN first (whatever integrate's `markers` says)."""
+    frame, _ = gapped("uint32", seed=3)
+    dark = np.random.default_rng(4).uniform(0, 3, SHAPE).astype(np.float32)
+    keys = dict(GEOMETRY, npt=60, radial_range=[0.5, 6.0], markers=markers)
+    chain = fuse([Correct(dark=dark), Integrate(**keys)])
+    assert [n.kind for n in chain] == ["decode", "integrate"]
+    fused = run(chain, frame).outputs
+    masked = run([Correct(dark=dark, mask=gaps_of(frame)), Integrate(**keys)], frame).outputs
+    np.testing.assert_allclose(fused["integrate1d"], masked["integrate1d"], rtol=1e-6)
+    assert fused["integrate1d"].max() < 1000
+
+
+def test_roi_sums_leave_markers_out_as_masked():
+    """ROI, annulus and tile sums over a gap: those of the frame with the gap masked."""
+    frame, _ = gapped("uint32")
+    keys = dict(rois=[[25, 40, 60, 80]], annuli=[[30.0, 40.0, 20.0, 6.0]], tiles=True,
+                tile_bin=5)
+    gapped_out = run([RoiSums(**keys)], frame).outputs
+    masked = run([Correct(mask=gaps_of(frame)), RoiSums(**keys)], frame).outputs
+    assert set(gapped_out) == {"roi_0", "annulus_0", "tile_0"}
+    for name, value in gapped_out.items():
+        np.testing.assert_array_equal(value, masked[name])
+    assert float(gapped_out["roi_0"]) < 1e5
+    kept = run([RoiSums(**keys, markers=False)], frame).outputs
+    assert float(kept["roi_0"]) > 1e9
+
+
+@pytest.mark.parametrize("method", ["sigma_clip", "median"])
+@pytest.mark.parametrize("subtract", [False, True])
+def test_background_leaves_markers_out_as_masked(method, subtract):
+    """The per-bin background, its spread, the cut map (+inf at the gaps) and a subtracted
+    frame (NaN there) are those of the frame with the gap pixels masked."""
+    frame, _ = gapped("uint32", seed=5)
+    keys = dict(GEOMETRY, npt=25, radial_range=[0.5, 6.0], method=method, max_iter=1,
+                subtract=subtract)
+    gapped_item = run([Background(**keys)], frame)
+    masked = run([Background(**keys, mask=gaps_of(frame))], frame)
+    for name in ("background", "background_sigma", CUT_MAP):
+        np.testing.assert_array_equal(gapped_item.outputs[name], masked.outputs[name])
+    assert np.isinf(gapped_item.outputs[CUT_MAP][30]).all()
+    if subtract:
+        np.testing.assert_array_equal(gapped_item.frame, masked.frame)
+        assert np.isnan(gapped_item.frame[:, 70]).all()
+
+
+def test_fixed_background_masks_markers():
+    """A fixed background image: +inf in the cut map and NaN in the subtracted frame at
+    the gaps, so no threshold after it keeps them."""
+    frame, spots = gapped("uint32")
+    image = np.full(SHAPE, 8.0, np.float32)
+    for subtract in (False, True):
+        chain = [Background(image=image, subtract=subtract), Threshold(cut=50.0, markers=False)]
+        cut = run(chain[:1], frame).outputs[CUT_MAP]
+        gaps = gaps_of(frame).astype(bool)
+        assert np.isinf(cut[gaps]).all() and np.isfinite(cut[~gaps]).all()
+        item = run(chain, frame)
+        assert {(5, 5), (60, 10)}.isdisjoint(zip(*kept(item), strict=True))
+        assert not np.isin(kept(item)[0], [30]).any()
