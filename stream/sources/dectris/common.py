@@ -193,6 +193,14 @@ def goniometer_axes(meta: dict[str, Any]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def trajectory_motors(trajectory: dict) -> list[str]:
+    """The motors a trajectory map names (fast, slow, tolerance keys)."""
+    names = [trajectory.get(k) for k in ("fast", "slow")]
+    tol = trajectory.get("tolerance")
+    names += list(tol) if isinstance(tol, dict) else []
+    return [n for n in names if isinstance(n, str) and n]
+
+
 def _number(value: Any) -> float | None:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     return float(value) if ok and math.isfinite(value) else None

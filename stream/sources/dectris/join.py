@@ -7,6 +7,8 @@ than that in memory. Motors wait for their image until the series ends, since th
 (the detector reads out, then compresses) usually comes later than the
 positions; motors whose image never came are counted when the series ends.
 Motors for a point that has gone on already are late: counted and dropped.
+A series none of whose images got motors cannot be placed on its scan: it
+ends fail, with the reason `no_motors` gives.
 """
 
 from __future__ import annotations
@@ -117,6 +119,22 @@ class Joiner:
         self.done.add(image.image_id)
         self.counts["joined" if motors is not None else "without_motors"] += 1
         return Joined(image, motors, wait)
+
+
+def no_motors(points: int, label: str, join_timeout: float, unmatched: int, late: int,
+              lane: str = "") -> str:
+    """Why a series none of whose `points` got motors ends fail, what came on the motor
+    lane for it (`unmatched`: for image numbers it did not have; `late`: after their
+    image went on) and what to check."""
+    came = [f"{n} came for image numbers the series did not have" for n in (unmatched,) if n]
+    came += [f"{n} came after their image had gone on" for n in (late,) if n]
+    return (f"no motor position came for any of the {points} points of series {label} "
+            f"within join_timeout {join_timeout:g} s, so they cannot be placed on the scan "
+            f"(each point is flagged; their peaks are in the file); motor points for this "
+            f"series: {'; '.join(came) if came else 'none came'}. Check that the motor sender "
+            f"sends to the motor lane ([source] listen{f' = {lane}' if lane else ''}) one "
+            f"point per image, point_id the image number from 0, and that join_timeout "
+            f"covers its delay")
 
 
 def _nbytes(image: SeriesImage) -> int:

@@ -9,7 +9,8 @@ States of the series the detector is on, keyed by its series id (and
   was not announced); aborted: the end came early (the detector was
   aborted), or a new start came before the end; timed-out: no message of the
   series for `series_timeout` s. Each closes our scan with an End (status
-  success, abort, abort with a reason starting "timeout").
+  success, abort, abort with a reason starting "timeout"); an ended series
+  none of whose points got motors from the motor lane fails (`join.no_motors`).
 * Images before any start (we connected after the arm) are counted as
   `no_header` ("no header, waiting for the next series"); images and ends of
   a series that is not the armed one are counted as `other_series`; images
@@ -49,8 +50,9 @@ from stream.sources.dectris.common import (
     detector_name,
     goniometer_axes,
     scan_id_for,
+    trajectory_motors,
 )
-from stream.sources.dectris.join import Joined, Joiner
+from stream.sources.dectris.join import Joined, Joiner, no_motors
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,7 @@ class SeriesMachine:
         self.trajectory = dict(trajectory) if trajectory else None  # None: a sweep in motor 0
         self.join_timeout, self.series_timeout = join_timeout, series_timeout
         self.motor_lane, self.prefix = motor_lane, prefix
+        self.lane_endpoint = ""  # where the motor lane listens (set by the source), for reasons
         self.counters: Counter = Counter({k: 0 for k in COUNTERS})
         self.current: Series | None = None
         self.last: Series | None = None  # the newest closed series
@@ -288,7 +291,7 @@ class SeriesMachine:
         m = first.motors
         cur.goniometer = goniometer_axes(s.meta)
         motors = self.motors if self.motors is not None else sorted(
-            set(m.motors if m else ()) | set(_trajectory_motors(self.trajectory or {}))
+            set(m.motors if m else ()) | set(trajectory_motors(self.trajectory or {}))
             | set(cur.goniometer))
         moving = [a for a, (_, inc) in cur.goniometer.items() if inc]
         fast = "omega" if "omega" in moving else (moving[0] if moving else
@@ -336,6 +339,7 @@ class SeriesMachine:
                reason: str = "") -> list[Message]:
         """Close the open series: waiting images go on, then our End."""
         out = self._emit(cur, cur.joiner.flush(now))
+        late = cur.joiner.counts["motor_late"]
         self.counters.update(cur.joiner.counts)
         cur.joiner.counts = Counter()
         unmatched = cur.joiner.unmatched_motors()
@@ -351,6 +355,9 @@ class SeriesMachine:
             reason = (f"the detector ended series {cur.label} after {cur.images} of {n} "
                       f"images" if short else "")
         status = "success" if state == ENDED else "abort"
+        if status == "success" and cur.points and cur.flagged == cur.points:
+            status, reason = "fail", no_motors(cur.points, cur.label, self.join_timeout,
+                                               unmatched, late, self.lane_endpoint)
         self.counters[{ENDED: "ended", ABORTED: "aborted", TIMED_OUT: "timed_out"}[state]] += 1
         if cur.opened:
             out.append(End(cur.scan_id, status, n if n is not None else cur.next_id, reason))
@@ -363,7 +370,7 @@ class SeriesMachine:
                               "state": state, "status": status, "reason": reason,
                               "images": cur.images, "points": cur.points,
                               "npoints": n, "sent": cur.opened})
-        log_at = logging.INFO if state == ENDED else logging.WARNING
+        log_at = logging.INFO if status == "success" else logging.WARNING
         log.log(log_at, "series %s %s%s (%d images)", cur.label, state,
                 f": {reason}" if reason else "", cur.images)
         return out
@@ -379,14 +386,6 @@ class SeriesMachine:
         foreign = scan_id_for(SeriesStart(msg.series_id, msg.unique_id))
         if kind != "stray" and foreign not in self.closed_ids:
             self.closed_ids.append(foreign)
-
-
-def _trajectory_motors(trajectory: dict) -> list[str]:
-    """The motors a trajectory map names (fast, slow, tolerance keys)."""
-    names = [trajectory.get(k) for k in ("fast", "slow")]
-    tol = trajectory.get("tolerance")
-    names += list(tol) if isinstance(tol, dict) else []
-    return [n for n in names if isinstance(n, str) and n]
 
 
 def _fits(arr, shape: tuple[int, ...], key: str, cur: Series):

@@ -87,6 +87,7 @@ class DectrisSource:
                 self.close()
                 raise
             self.sockets.append(self.motor)
+            self.machine.lane_endpoint = self.endpoint_bound
         self.poller = zmq.Poller()
         for sock in self.sockets:
             self.poller.register(sock, zmq.POLLIN)

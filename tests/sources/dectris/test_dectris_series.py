@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import h5py
 import msgpack
 import numpy as np
 import pytest
@@ -24,9 +25,11 @@ from tests.support.dectris import (
     emulator_and_source,
     first_start,
     kinds,
+    live_tables,
     read,
     run_emulator_cli,
     send_in_thread,
+    sim_scan,
 )
 
 SHAPE = (16, 24)
@@ -203,6 +206,47 @@ def test_points_without_motors_go_on_flagged_and_late_motors_are_counted():
             assert "flags" not in p.extra
     assert (st["joined"], st["without_motors"], st["motor_late"]) == (4, 2, 1)
     assert first_start(msgs).motors == ["omega"]
+
+
+def test_a_series_none_of_whose_points_got_motors_fails_and_keeps_its_peaks(tmp_path):
+    """No motor position for any point: the scan cannot be placed, so it ends fail (not
+    success) with what came on the motor lane and what to check; its file still holds
+    every point and its peaks. One point with motors and the series is a success."""
+    frames, motors, _ = sim_scan()
+    n = len(frames)
+    with emulator_and_source(2, "bslz4", motors=["omega"], join_timeout=0.2) as (emu, src):
+        emu.send_series(frames, series_id=1, skip_motors=range(n))
+        nothing = collect(src)
+        emu.send_series(FRAMES, series_id=2, skip_motors=range(6), fault="no-end")
+        wrong = decoded(collect_until(src, lambda st: st["points"] >= n + 6))
+        emu.motors("emu-2", 0, MOTORS[0])  # its image went on without it: late
+        emu.motors("emu-2", 600, MOTORS[1])  # no such image
+        wrong += decoded(collect_until(src, read(n + 9, 2)))  # (series 1: n + 2)
+        emu.end(2)
+        wrong += decoded(collect(src))
+        emu.send_series(FRAMES, series_id=3, motors=MOTORS, skip_motors=range(1, 6))
+        one = decoded(collect(src))
+        st = src.status()
+    end = ends(decoded(nothing))[0]
+    assert (end.status, end.npoints) == ("fail", n)
+    assert f"no motor position came for any of the {n} points of series 1" in end.reason
+    assert "none came" in end.reason and src.endpoint_bound in end.reason
+    assert "[source] listen" in end.reason and "join_timeout" in end.reason
+    end = ends(wrong)[0]
+    assert end.status == "fail" and "of the 6 points of series 2" in end.reason
+    assert "1 came for image numbers the series did not have" in end.reason
+    assert "1 came after their image had gone on" in end.reason
+    assert ends(one)[0] == End("emu-3", "success", 6)
+    assert [h["status"] for h in st["history"]] == ["fail", "fail", "success"]
+    table, result = live_tables(tmp_path, nothing)
+    assert result["status"] == "fail" and result["reason"] == ends(decoded(nothing))[0].reason
+    assert (result["processed"], result["bad"]) == (n, 0)
+    with h5py.File(tmp_path / "live.h5", "r") as f:
+        assert f["entry"].attrs["status"] == "fail"
+        assert "no motor position came" in f["entry"].attrs["reason"]
+    assert table["points"]["point_id"].tolist() == list(range(n))
+    assert (table["points"]["status"] == 0).all()  # every point kept, flagged, not bad
+    assert len(set(table["peaks2d"]["point_id"].tolist())) > n // 2
 
 
 def test_motor_lane_keeps_working_through_bad_messages():
