@@ -47,7 +47,9 @@ def build_parser(prog: str = "peakstream diffmap", parser: Any = None) -> argpar
     p.add_argument("-t", "--fast", dest="fast", default=None, type=int,
                    help="points along the fast motion (mandatory)")
     p.add_argument("-r", "--slow", dest="slow", default=None, type=int,
-                   help="points along the slow motion (default: as many rows as come)")
+                   help="points along the slow motion: the map's rows (default: as many "
+                        "as the frames fill); inputs with more frames than -t x -r are "
+                        "refused")
     p.add_argument("--zigzag", dest="zigzag", default=False, action="store_true",
                    help="back-and-forth scan: odd rows run backwards")
     p.add_argument("-c", "--npt", dest="npt_rad", default=None, type=int,
@@ -113,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     n = summary["frames"]
     print(f"peakstream diffmap: {n} frames in {dt:.3f} s ({1000 * dt / max(n, 1):.1f} ms/frame);"
-          f" {summary['bad']} unreadable, {summary['outside']} before the offset; "
-          f"wrote {settings.output}", file=sys.stderr)
+          f" {summary['bad']} unreadable, {summary['outside']} outside the map (before -O, or "
+          f"past -r); wrote {settings.output}", file=sys.stderr)
     if settings.stats and summary["times"]:
         t = np.array(summary["times"]) * 1000
         print(f"integration ms/frame: min {t.min():.2f} median {np.median(t):.2f} "

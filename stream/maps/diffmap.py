@@ -10,7 +10,12 @@ same names, destinations and meaning, so a user switches by changing the command
 
 Inputs are sorted as diff_map sorts them (by the numbers in their names); every
 frame of every file (multi-frame EDF, HDF5 through fabio) is one map point,
-frame k at row (k - offset) // fast. Differences: no mask is fine (diff_map
+frame k at row (k - offset) // fast. `-r` rows make the map's slow size:
+inputs with more frames than `-t` x `-r` hold (after the offset) are refused
+before anything is written (`map_frames`: the frames past the last row would
+have nowhere to go, and a bigger map than asked is no answer either); fewer
+leave the last places empty. Without `-r` the map has as many rows as the
+frames fill. Differences: no mask is fine (diff_map
 crashes); an unreadable file is logged and its points left empty (NaN,
 map_ptr -1) instead of stopping the run; errors (Poisson) are always written;
 places without a frame hold map_ptr -1. The file has diff_map's layout
@@ -287,9 +292,27 @@ def frames_of(files: list[str]) -> Iterator[tuple[int, str, np.ndarray | Excepti
         per_file = max(n, 1)
 
 
+def map_frames(s: Settings) -> int | None:
+    """The frames the map gets with `-r` rows given (None without); ValueError if the
+    inputs hold more than its -t x -r places (after the offset)."""
+    if not s.nslow:
+        return None
+    offset, places = int(s.offset or 0), int(s.nfast) * int(s.nslow)
+    frames = max(sum(frames_in(name) for name in s.inputs) - offset, 0)
+    if frames > places:
+        after = f" after the offset of {offset}" if offset else ""
+        raise ValueError(f"-t {s.nfast} x -r {s.nslow} make a map of {places} points, but "
+                         f"the inputs hold {frames} frames{after}: give -r "
+                         f"{-(-frames // int(s.nfast))} (or leave -r out: as many rows as "
+                         f"the frames fill), another -t, or -O to skip frames before the map")
+    return frames
+
+
 def run_diffmap(s: Settings, integrator: Integrator | None = None,
                 progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
-    """Integrate every frame and write the map while frames arrive; a summary."""
+    """Integrate every frame and write the map while frames arrive; a summary. With
+    `nslow` (-r) the map has that many rows: more frames than it holds are refused."""
+    frames = map_frames(s)
     grid = MapGrid(int(s.nfast), int(s.nslow) if s.nslow else None, bool(s.zigzag),
                    int(s.offset or 0))
     mask = load_mask(s.mask) if s.mask else None
@@ -298,10 +321,15 @@ def run_diffmap(s: Settings, integrator: Integrator | None = None,
     writer: MapWriter | None = None
     counts = {"frames": 0, "bad": 0, "outside": 0, "times": []}
     total = len(s.inputs) * frames_in(s.inputs[0]) if s.inputs else None
+    if frames is not None:
+        total = frames + int(s.offset or 0)
     try:
         for index, where, frame in frames_of(s.inputs):
-            if grid.place(index)[0] < 0:
-                counts["outside"] += 1
+            row = grid.place(index)[0]
+            if row < 0 or (grid.nslow and row >= grid.nslow):  # before the offset, or
+                counts["outside"] += 1  # past -r rows (an input grew after map_frames)
+                if row >= 0:
+                    log.warning("diffmap: %s skipped: past the %d rows of -r", where, grid.nslow)
                 continue
             if isinstance(frame, Exception) or frame.ndim != 2:
                 counts["bad"] += 1

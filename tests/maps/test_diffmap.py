@@ -23,6 +23,7 @@ from stream.cli.diffmap import (
     settings_from,
     to_tuple,
 )
+from stream.cli.diffmap import run as diffmap_cli
 from stream.maps.diffmap import Settings, method3, run_diffmap
 from tests.support.paths import ROOT
 
@@ -265,6 +266,27 @@ def test_offset_multiframe_and_unreadable_file(tmp_path):
         assert np.isnan(r["intensity"][0, 1]).all() and np.isnan(r["intensity"][2, 1]).all()
         assert np.isfinite(r["intensity"][1, 0]).all()
         assert r["map"].shape == (120, 3, 2)  # open-ended: three rows came
+
+
+def test_rows_given_make_the_map_and_more_frames_are_refused(tmp_path, capsys):
+    """-t 4 -r 2 on 12 frames: refused (exit 2, nothing written) with the numbers and the
+    -r that fits, not a 3 x 4 map in silence; -r is the map's rows when the frames fit."""
+    files = scan_files(tmp_path, 12)
+    out = tmp_path / "map.h5"
+    argv = [*files, "-p", str(tmp_path / "geo.poni"), "-o", str(out), "-t", "4", "-c", "40"]
+    assert diffmap_cli(parse([*argv, "-r", "2"])) == 2
+    said = capsys.readouterr().err
+    assert "-t 4 x -r 2 make a map of 8 points, but the inputs hold 12 frames" in said
+    assert "give -r 3" in said and "-O" in said
+    assert not out.exists()
+    for extra, rows in ((["-r", "2", "-O", "4"], [[4, 5, 6, 7], [8, 9, 10, 11]]),
+                        (["-r", "4"], [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [-1] * 4]),
+                        ([], [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]])):
+        assert diffmap_cli(parse([*argv, *extra])) == 0, capsys.readouterr().err
+        with h5py.File(out) as f:
+            np.testing.assert_array_equal(f[RES]["map_ptr"][()], rows)
+            assert f[RES]["intensity"].shape == (len(rows), 4, 40)
+        out.unlink()
 
 
 @pytest.mark.system
