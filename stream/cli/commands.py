@@ -105,15 +105,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:  # e.g. more spots than the scan has room for
         print(f"peakstream simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    progress = ProgressLine("simulate", args.points, quiet=args.quiet)
+    npoints = sim.config.npoints
+    progress = ProgressLine("simulate", npoints, quiet=args.quiet)
     if args.output:
         if Path(args.output).exists():
             print(f"peakstream simulate: {args.output} exists", file=sys.stderr)
             return EXIT_USAGE
         write_scan(sim, args.output, args.scan_id, progress=progress)
-        progress(args.points, force=True)
+        progress(npoints, force=True)
         progress.done()
-        print(f"wrote {args.output}: {args.points} points {args.shape[0]}x{args.shape[1]}, "
+        rows = f" ({sim.config.nrows} rows)" if sim.config.trajectory in ("grid", "snake") else ""
+        print(f"wrote {args.output}: {npoints} points{rows} {args.shape[0]}x{args.shape[1]}, "
               f"{len(sim.truth['s'])} spots ({int(sim.truth['clean'].sum())} clean)")
     if args.send:
         import zmq
@@ -256,14 +258,33 @@ SIM_KINDS = ("trajectory", "nrows", "wrap", "iflip", "touching_fraction")
 
 
 def _sim_config(args: argparse.Namespace, cls: Any) -> Any:
-    """SimConfig from the options; the scan-kind options only where given."""
+    """SimConfig from the options; the scan-kind options only where given. A grid or
+    snake without --rows gets the fewest rows whose dty span holds its spots (a divisor
+    of --points), without --points as many points a row as its spots need in omega."""
     kinds = {k: getattr(args, k) for k in SIM_KINDS if getattr(args, k, None) is not None}
+    points, grid = args.points, kinds.get("trajectory") in ("grid", "snake")
+    common = {"shape": tuple(args.shape), "spots": args.spots, "seed": args.seed}
+    if grid and (points is None or "nrows" not in kinds):
+        from stream.sources.simulate.layout import grid_size
+
+        touching = {k: v for k, v in kinds.items() if k == "touching_fraction"}
+        rows, per_row = grid_size(cls(npoints=1, **common, **touching))
+        if "nrows" in kinds:
+            rows = kinds["nrows"]  # given: checked (and refused if too few) as given
+        elif points is not None:
+            fits = [r for r in range(rows, points + 1) if points % r == 0]
+            if not fits:
+                raise ValueError(f"a {kinds['trajectory']} of {points} points cannot have "
+                                 f"the {rows} rows or more its spots need: give more "
+                                 f"--points (or --rows)")
+            rows = fits[0]
+        kinds["nrows"] = rows
+        points = rows * per_row if points is None else points
+    points = 90 if points is None else points
     if kinds.get("wrap"):  # one turn over the points (of each row of a grid or snake)
-        grid = kinds.get("trajectory") in ("grid", "snake")
-        per_turn = args.points // kinds.get("nrows", cls.nrows) if grid else args.points
+        per_turn = points // kinds.get("nrows", cls.nrows) if grid else points
         kinds["omega_step"] = 360.0 / max(per_turn, 1)
-    return cls(npoints=args.points, shape=tuple(args.shape), spots=args.spots, seed=args.seed,
-               **kinds)
+    return cls(npoints=points, **common, **kinds)
 
 
 def _reading(source: Any) -> str:

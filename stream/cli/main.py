@@ -40,8 +40,11 @@ cmd_demo, cmd_export, cmd_inspect, cmd_relink, cmd_replay, cmd_run, cmd_simulate
                                 "simulate", "warmup"))
 
 
-def _add_sim_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--points", type=int, default=90, help="scan points (default 90)")
+def _add_sim_options(p: argparse.ArgumentParser, grids: bool = False) -> None:
+    """The simulated scan's options; `grids`: --points may size a grid or snake itself."""
+    p.add_argument("--points", type=int, default=None if grids else 90,
+                   help="scan points (default 90; a grid or snake: its rows x the points a "
+                        "row its spots need)" if grids else "scan points (default 90)")
     p.add_argument("--shape", type=int, nargs=2, default=[256, 256], metavar=("NY", "NX"),
                    help="frame shape (default 256 256)")
     p.add_argument("--spots", type=int, default=40, help="true spots (default 40)")
@@ -231,7 +234,7 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
                                    "pixels, a detector gap, 3D Gaussian spots, some touching) "
                                    "and write it to HDF5 with its truth table, or send it over "
                                    "ZeroMQ as an acquisition would.")
-    _add_sim_options(p)
+    _add_sim_options(p, grids=True)
     p.add_argument("--output", help="write the scan (frames, motors, truth) to FILE.h5")
     p.add_argument("--send", metavar="ENDPOINT", help="send the scan to a listening peakstream "
                                                       "(e.g. tcp://127.0.0.1:5555)")
@@ -243,7 +246,8 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
                         "step; grid / snake = dty x omega rows; free = continuous omega with "
                         "sinusoidal dty")
     p.add_argument("--rows", dest="nrows", type=int,
-                   help="grid / snake: number of rows (npoints / rows points each)")
+                   help="grid / snake: number of rows (npoints / rows points each; default: "
+                        "the fewest whose dty span holds the spots, a divisor of --points)")
     p.add_argument("--wrap", action="store_true", default=None,
                    help="one whole turn of omega over the points (over each row of a grid "
                         "or snake): the last point neighbours the first")

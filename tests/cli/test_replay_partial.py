@@ -80,6 +80,38 @@ def test_simulate_says_how_many_rows_a_snake_needs(tmp_path, capsys):
     assert "give more rows (--rows 8 or more" in capsys.readouterr().err
 
 
+def test_simulate_a_snake_or_grid_without_rows(tmp_path, capsys):
+    """The documented command with no --rows works: the fewest rows whose dty span holds
+    the spots, as many points a row as they need in omega (or rows dividing --points);
+    an explicit too-small --rows is still refused with the rows it needs."""
+    import json
+
+    import h5py
+
+    def made(name, *extra):
+        out = tmp_path / name
+        assert main(["simulate", "--output", str(out), "--quiet", *extra]) == 0, \
+            capsys.readouterr().err
+        with h5py.File(out) as f:
+            trajectory = json.loads(f["entry/start"].attrs["start_json"])["trajectory"]
+            dty = f["entry/measurement/dty"][()]
+        return trajectory, len(dty), len(set(dty.tolist()))
+
+    for kind in ("snake", "grid"):  # the defaults: 256 x 256, 40 spots
+        assert made(f"{kind}.h5", "--trajectory", kind) == (
+            {"kind": kind, "fast": "omega", "nfast": 20, "slow": "dty"}, 280, 14)
+    small = ["--trajectory", "snake", "--shape", "128", "160", "--spots", "2"]
+    assert made("few.h5", *small)[1:] == (112, 8)  # no touching pair: fewer rows
+    assert made("300.h5", *small, "--points", "300")[1:] == (300, 10)  # 10 divides 300
+    assert made("rows.h5", *small, "--rows", "9")[1:] == (9 * 14, 9)  # the rows given
+    for extra, said in ((["--rows", "4"], "give more rows (--rows 8 or more"),
+                        (["--points", "7"], "a snake of 7 points cannot have the 8 rows")):
+        assert main(["simulate", "--output", str(tmp_path / "no.h5"), "--quiet", *small,
+                     *extra]) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "no.h5").exists()
+
+
 def test_simulate_says_a_row_is_too_short(tmp_path, capsys):
     assert main(["simulate", "--output", str(tmp_path / "s.h5"), "--trajectory", "snake",
                  "--rows", "14", "--points", "140", "--shape", "128", "160", "--spots", "2",

@@ -152,13 +152,32 @@ def omega_distance(a: np.ndarray, b: np.ndarray, circle: bool) -> np.ndarray:
     return np.mod(d + TURN / 2, TURN) - TURN / 2 if circle else d
 
 
+def pair_half(c: SimConfig) -> float:
+    """How far (in sigmas) a spot of a touching pair lies from its site; 0 without pairs."""
+    npairs = min(int(round(c.spots * c.touching_fraction / 2)), c.spots // 2)
+    return PAIR_SEPARATION[1] / 2 if npairs else 0.0
+
+
+def grid_size(c: SimConfig) -> tuple[int, int]:
+    """(rows, points a row) of the smallest grid / snake whose omega and dty spans hold
+    c's spots (their margins, `place_spots`), each with one point to spare: the rows a
+    grid needs and the points its rows need when the user gives neither."""
+    half = pair_half(c)
+    omega = int(np.ceil(2 * (MARGIN + half) * c.sigma_points[1])) + 2
+    dty = (int(np.ceil(2 * (DTY_MARGIN + half) * c.sigma_dty[1] / abs(c.dty_step))) + 2
+           if c.dty_step else 1)
+    return (dty, omega) if c.fast == "omega" else (omega, dty)
+
+
 def _narrow_dty(c: SimConfig, dty_range: tuple[float, float], need: float, sy: float) -> str:
     """Why no spot fits in dty: its rows span too little for the spots' widths."""
     what = f"cannot place spots: the scan's dty spans {dty_range[1] - dty_range[0]:g}, " \
            f"spots of sigma_dty up to {sy:g} need more than {need:g}"
     if c.trajectory in ("grid", "snake") and c.dty_step:
-        rows = int(np.ceil(need / abs(c.dty_step))) + 2
-        return f"{what}: give more rows (--rows {rows} or more, with npoints a multiple)"
+        if c.fast == "dty":
+            return f"{what}: give more points a row"
+        return (f"{what}: give more rows (--rows {grid_size(c)[0]} or more, with npoints a "
+                f"multiple)")
     return f"{what}: give a larger dty amplitude"
 
 
@@ -168,7 +187,7 @@ def place_spots(c: SimConfig, lay: Layout, gap_rows, gap_cols, rng) -> dict[str,
     npairs = min(int(round(n * c.touching_fraction / 2)), n // 2)
     nsites = n - npairs
     two_d = lay.dty_range is not None
-    half = PAIR_SEPARATION[1] / 2 if npairs else 0.0  # a pair lies within +-half sigma of its site
+    half = pair_half(c)  # a pair lies within +-half sigma of its site
     core = 2 * ISOLATION + 2 * half        # pixel cells this many largest sigmas apart
     spx, sw = c.sigma_px[1], c.sigma_points[1] * abs(c.omega_step)
     sy = c.sigma_dty[1]
