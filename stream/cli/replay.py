@@ -72,6 +72,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print("peakstream replay: --chunk-points N (N >= 1) cuts scans for --cluster; "
               "0, the default, replays them whole", file=sys.stderr)
         return EXIT_USAGE
+    config.build_nodes()  # a chain that cannot be built: exit 2 before any file is made
     if args.cluster:
         from stream.cli.batch import replay_on_cluster
 

@@ -23,6 +23,7 @@ import select
 from collections import deque
 from typing import Any
 
+from stream.config.base import ConfigError
 from stream.config.schema import Config
 from stream.core.item import Item
 from stream.core.messages import Point
@@ -118,7 +119,9 @@ class ThreadPool:
         try:
             worker: Worker | None = Worker(self.config)
             broken = ""
-        except Exception as exc:  # the runner built the same chain first: a bug of ours
+        except ConfigError as exc:  # the runner's own build of the chain says so, once
+            worker, broken = None, f"worker could not build its chain: {exc}"
+        except Exception as exc:  # the runner builds the same chain: a bug of ours
             log.exception("worker thread: cannot build the chain")
             worker, broken = None, f"worker could not build its chain: {exc}"
         scan_key = None

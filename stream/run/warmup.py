@@ -150,6 +150,7 @@ def warmup(config: Config, progress: Callable[[int, int | None, bool], None] | N
     report = WarmupReport(frames=[f"{d}/{e}" for d, e in frame_kinds(config)])
     if not report.frames or not config["node"]:
         return report
+    config.build_nodes()  # a bad chain is the config's error, not the warm-up copy's
     record = _read_record(config)
     total = record.get("kernels")
     t0 = time.perf_counter()

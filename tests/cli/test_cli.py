@@ -55,6 +55,26 @@ def test_bad_config_exits_2_naming_key_and_file(tmp_path):
     assert "bad.toml" in r.stderr and "'cutt'" in r.stderr
 
 
+def test_a_chain_that_cannot_be_built_is_one_clean_line(tmp_path):
+    """A value the node refuses, a file the config names and that is missing: exit 2
+    with the config's name and the reason, no traceback (the worker threads building the
+    same chain printed theirs first), and run's message names the file, not a copy."""
+    scan = tmp_path / "s.h5"
+    assert peakstream("simulate", "--output", str(scan), "--points", "20", "--shape", "128",
+                      "160", "--spots", "6").returncode == 0
+    for body, words in (("kind = 'correct'\ndark = 'nodark.npy'", "nodark.npy"),
+                        ("kind = 'threshold'\n[[node]]\nkind = 'label'\nmin_pixels = -1",
+                         "min_pixels")):
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f"[[node]]\n{body}\n")
+        for r in (peakstream("replay", str(scan), "--config", str(cfg), "--output",
+                             str(tmp_path / "o.h5")),
+                  peakstream("run", str(cfg), "--listen", "tcp://127.0.0.1:0")):
+            assert r.returncode == 2, r.stderr
+            assert "Traceback" not in r.stderr and words in r.stderr
+            assert "c.toml: [[node]]" in r.stderr and "warm-up" not in r.stderr
+
+
 def test_usage_errors_exit_2_and_unreadable_files_exit_1(tmp_path):
     assert peakstream("simulate").returncode == 2
     assert peakstream("frobnicate").returncode == 2
