@@ -246,7 +246,9 @@ def _config(args: argparse.Namespace) -> Config:
         if args.config:
             raise ConfigError("give --config or --preset, not both")
         if preset not in presets():
-            raise ConfigError(f"no preset {preset!r} (presets: {', '.join(presets())})")
+            raise ConfigError(f"no preset {preset!r} (presets: {', '.join(presets())})"
+                              if presets() else f"no preset {preset!r}: no configs in "
+                              f"{CONFIGS} (reinstall peakstream)")
         args.config = str(CONFIGS / f"{preset}.toml")
     config = Config.load(args.config)
     if getattr(args, "listen", None):

@@ -11,7 +11,6 @@ import gc
 import logging
 import os
 import sys
-from pathlib import Path
 
 from stream import __version__
 from stream.cli.clients import add_clients
@@ -361,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "demo" and args.config is None:
-        default = Path(__file__).resolve().parents[2] / "configs" / "simulated.toml"
+        from stream.cli.presets import CONFIGS
+
+        default = CONFIGS / "simulated.toml"
         args.config = str(default) if default.exists() else None
     try:
         return args.func(args)
