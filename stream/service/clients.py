@@ -79,7 +79,8 @@ def format_status(s: dict[str, Any]) -> str:
              f"{s.get('state')}, {s.get('scans_done', 0)} scan(s) done, up "
              f"{s.get('uptime', 0):.0f} s, RSS {s.get('rss', 0) / 2**20:.0f} MiB"]
     ep = s.get("endpoints") or {}
-    lines.append(f"  endpoints   data {ep.get('data')}, control {ep.get('control')}, "
+    data = ep.get("data") or ("bound after the warm-up" if s.get("state") == "warming" else "-")
+    lines.append(f"  endpoints   data {data}, control {ep.get('control')}, "
                  f"live {ep.get('live') or '-'}")
     scan = s.get("scan")
     if scan:

@@ -239,3 +239,14 @@ def test_status_get_set_command_line_clients(daemon, tmp_path):
     free.close()
     r = peakstream("status", "--control", f"tcp://127.0.0.1:{port}", "--timeout", "0.5")
     assert r.returncode == 1 and "no peakstream daemon answered" in r.stderr
+
+
+def test_status_says_when_the_data_endpoint_is_bound():
+    """Before the warm-up ends the daemon has no data socket yet: status says so instead
+    of an empty endpoint."""
+    from stream.service.clients import format_status
+
+    warming = format_status({"state": "warming", "endpoints": {"data": "", "control": "c"}})
+    assert "data bound after the warm-up," in warming
+    ready = format_status({"state": "idle", "endpoints": {"data": "tcp://h:1", "control": "c"}})
+    assert "data tcp://h:1," in ready
