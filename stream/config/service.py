@@ -55,11 +55,35 @@ def validate_source(source: dict[str, Any], origin: str) -> None:
     if source["allow_refs"] and not dirs:
         raise ConfigError(f"{origin}: [source] allow_refs needs ref_dirs: the directories "
                           f"frame references may name files in")
-    trajectory = source["trajectory"]
-    if trajectory and not isinstance(trajectory.get("kind"), str):
-        raise ConfigError(f"{origin}: [source] trajectory needs a 'kind' (sweep, interlaced, "
-                          f"grid, snake, free), got {trajectory!r}")
+    check_trajectory(source, origin)
     validate_ecosystem(source, origin)
+
+
+def check_trajectory(source: dict[str, Any], origin: str) -> None:
+    """`[source] trajectory` as the start message's map is checked (kind, keys, types,
+    motors among `motors` when given): a typo is a config error now, not every scan
+    rejected later."""
+    from stream.core.trajectory import TRAJECTORIES, make_trajectory
+
+    trajectory = source["trajectory"]
+    if not trajectory:
+        return
+    if not isinstance(trajectory.get("kind"), str):
+        raise ConfigError(f"{origin}: [source] trajectory needs a 'kind' "
+                          f"({', '.join(TRAJECTORIES)}), got {trajectory!r}")
+    motors = source["motors"]
+    named = [trajectory.get(k) for k in ("fast", "slow")] + [
+        m for k in ("tolerance", "period") if isinstance(trajectory.get(k), dict)
+        for m in trajectory[k]]
+    unknown = [m for m in named if isinstance(m, str) and m not in motors]
+    if motors and unknown:  # motors [] = from the scan: nothing to check against yet
+        raise ConfigError(f"{origin}: [source] trajectory {trajectory!r} names "
+                          f"{', '.join(map(repr, unknown))}, not among [source] motors "
+                          f"({', '.join(motors)})")
+    try:  # npoints 2: a stand-in, the scan's own is not known yet
+        make_trajectory(dict(trajectory), 2, motors or None)
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: [source] trajectory {trajectory!r}: {exc}") from None
 
 
 def validate_service(data: dict[str, Any], origin: str) -> None:

@@ -26,6 +26,39 @@ def test_bad_source_keys_name_key_and_file(tmp_path, text, words):
         assert w in str(err.value), (w, str(err.value))
 
 
+@pytest.mark.parametrize("kind", ['kind = "pva"\npv = "X"', 'kind = "blissdata"',
+                                  'kind = "dectris"'])
+@pytest.mark.parametrize("trajectory, words", [
+    ('{ kind = "sweap", fast = "omega" }', ["'sweap'", "sweep, interlaced"]),
+    ('{ kind = "sweep", fast = "omgea" }', ["'omgea'", "not among [source] motors",
+                                            "omega, dty"]),
+    ('{ kind = "grid", fast = "omega", slow = "dty" }', ["'nfast' is required"]),
+    ('{ kind = "sweep", fast = "omega", tolerence = 0.1 }', ["unknown key 'tolerence'"]),
+    ('{ kind = "free", tolerance = { omega = 0.4, dtz = 0.5 } }', ["'dtz'", "not among"]),
+])
+def test_a_bad_trajectory_is_a_config_error_not_rejected_scans(tmp_path, kind, trajectory,
+                                                                words):
+    """The start message's own check, at load: a typo used to pass and every scan was
+    rejected at run time (no file, `run --scans 1` never ended)."""
+    path = tmp_path / "c.toml"
+    path.write_text(f'[source]\n{kind}\nmotors = ["omega", "dty"]\n'
+                    f'trajectory = {trajectory}\n')
+    with pytest.raises(ConfigError) as err:
+        Config.load(path)
+    for w in ["c.toml", "[source] trajectory", *words]:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_a_good_trajectory_passes_and_motors_from_the_scan_are_not_checked(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[source]\nkind = "blissdata"\n'
+                    'trajectory = { kind = "snake", nfast = 10, fast = "x", slow = "y" }\n')
+    assert Config.load(path)["source"]["trajectory"]["kind"] == "snake"
+    path.write_text('[source]\nkind = "pva"\npv = "X"\nmotors = ["omega", "dty"]\n'
+                    'trajectory = { kind = "grid", nfast = 10, fast = "omega", slow = "dty" }\n')
+    assert Config.load(path)["source"]["trajectory"]["nfast"] == 10
+
+
 def test_a_missing_package_or_server_is_a_clear_error():
     from stream.sources.base import open_source
 
