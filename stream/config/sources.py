@@ -30,6 +30,9 @@ SOURCE_DEFAULTS: dict[str, Any] = {
     "pv": "",
     "acquire_pv": "",
     "images_pv": "",
+    # ArrayCounter (""= ACQUIRE_PV's prefix + "ArrayCounter_RBV"): point 0 of an
+    # acquisition is uniqueId ArrayCounter + 1, ArrayCounter read as Acquire goes to 1
+    "counter_pv": "",
     "queue": 16,  # pvAccess monitor queue (updates held for us before it drops)
 }
 
@@ -55,5 +58,6 @@ def validate_ecosystem(source: dict[str, Any], origin: str) -> None:
     if source["kind"] == "pva" and not source["pv"]:
         raise ConfigError(f"{origin}: [source] kind pva needs pv (the NTNDArray PV, e.g. "
                           f"\"13SIM1:Pva1:Image\")")
-    if source["images_pv"] and not source["acquire_pv"]:
-        raise ConfigError(f"{origin}: [source] images_pv needs acquire_pv too")
+    for key in ("images_pv", "counter_pv"):
+        if source[key] and not source["acquire_pv"]:
+            raise ConfigError(f"{origin}: [source] {key} needs acquire_pv too")

@@ -10,9 +10,14 @@ default the attribute of the same name). A scan starts and ends:
 * with `acquire_pv` (areaDetector's Acquire, 1 while acquiring) and
   `images_pv` (NumImages): a scan per acquisition of that many points; it ends
   when the last image is in, or `series_timeout` s after Acquire went to 0
-  (status abort if images are missing at the end because acquisition stopped early);
-* otherwise at the first frame, and it ends `series_timeout` s after the last
-  one (open-ended), or when uniqueId goes back (areaDetector counts anew).
+  (status abort if images are missing at the end because acquisition stopped early).
+  Point 0 is uniqueId ArrayCounter + 1, ArrayCounter (`counter_pv`) read as Acquire
+  goes 0 -> 1: areaDetector numbers an acquisition's frames on from it, so frames
+  lost at the start are missing points, not a shift of every id. An acquisition
+  already running when we connect has no such reference: it is not taken (warned);
+* otherwise at the first frame received (point 0, whatever uniqueId it has: no
+  sound reference), and it ends `series_timeout` s after the last one
+  (open-ended), or when uniqueId goes back (areaDetector counts anew).
 
 pvAccess drops updates when a client falls behind: a gap in `uniqueId` is
 counted (`gaps`, `dropped`) and logged, and its points are missing in the scan.
@@ -26,75 +31,19 @@ from __future__ import annotations
 import logging
 import queue
 import re
-import struct
 import time
 from collections import Counter
 from typing import Any
 
 import numpy as np
 
-from stream.core.encoded import EncodedFrame
 from stream.core.messages import DetectorInfo, End, Point, Start
 from stream.sources.bridge import Bridge
+from stream.sources.ntndarray import FrameError, attributes, frame_of, stamp
 
 log = logging.getLogger(__name__)
 
-# areaDetector's NDDataType_t, as its codec plugin stores it in codec.parameters
-ND_TYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
-            "float32", "float64")
 POLL = 0.1  # s the thread waits for an update at most (it checks for stop and timeouts)
-
-
-class FrameError(ValueError):
-    """An NTNDArray update that is not a frame we can take; the text says why."""
-
-
-def frame_of(value: Any) -> np.ndarray | EncodedFrame:
-    """The frame of an NTNDArray Value: an array, or an EncodedFrame for lz4 / bslz4."""
-    dims = [d.size for d in value.dimension]
-    if len(dims) != 2:
-        raise FrameError(f"frames are 2D (ColorMode mono), got dimensions {dims}")
-    shape = (int(dims[1]), int(dims[0]))  # dimension[0] is the fastest: columns
-    data = value.value
-    if data is None:
-        raise FrameError("the update carries no data")
-    codec = value.codec.name or ""
-    if codec == "":
-        if data.size != shape[0] * shape[1]:
-            raise FrameError(f"{data.size} elements for a {shape[0]}x{shape[1]} frame")
-        return np.asarray(data).reshape(shape)
-    if codec not in ("lz4", "bslz4"):
-        raise FrameError(f"codec {codec!r} is not supported (none, lz4, bslz4)")
-    code = value.codec.parameters
-    if not isinstance(code, (int, np.integer)) or not 0 <= code < len(ND_TYPES):
-        raise FrameError(f"codec {codec}: parameters {code!r} is not an NDDataType")
-    dtype = np.dtype(ND_TYPES[code])
-    body = np.asarray(data).view(np.uint8).tobytes()
-    nbytes = shape[0] * shape[1] * dtype.itemsize
-    if codec == "bslz4":  # bshuf_compress_lz4 blocks: the HDF5 filter's body
-        head = struct.pack(">QI", nbytes, 0)
-    else:  # one LZ4 block of the whole frame, without a size: framed as one filter block
-        head = struct.pack(">QI", nbytes, nbytes) + struct.pack(">I", len(body))
-    try:
-        return EncodedFrame.from_buffer(codec, shape, dtype, head + body)
-    except ValueError as exc:
-        raise FrameError(f"codec {codec}: {exc}") from None
-
-
-def attributes(value: Any) -> dict[str, float]:
-    """The NDAttributes of an update that are numbers."""
-    out: dict[str, float] = {}
-    for a in value.attribute:
-        v = a.value
-        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-            out[a.name] = float(v)
-    return out
-
-
-def stamp(value: Any) -> float:
-    ts = value.dataTimeStamp
-    t = ts.secondsPastEpoch + ts.nanoseconds * 1e-9
-    return t if t > 0 else time.time()
 
 
 class PvaScans:
@@ -103,14 +52,20 @@ class PvaScans:
 
     def __init__(self, name: str, detector: str, motors: list[str], counters: list[str],
                  channels: dict[str, str], trajectory: dict, series_timeout: float,
-                 use_acquire: bool):
+                 use_acquire: bool, use_counter: bool = False):
         self.name, self.detector = name, detector
         self.motors, self.counters, self.channels = motors, counters, channels
         self.trajectory = trajectory or {"kind": "sweep", **({"fast": motors[0]}
                                                               if motors else {})}
         self.series_timeout, self.use_acquire = series_timeout, use_acquire
+        self.use_counter = use_acquire and use_counter
         self.counts: Counter = Counter(scans=0, frames=0, gaps=0, dropped=0, bad=0,
                                        stale=0, outside=0)
+        self.counter: int | None = None  # ArrayCounter's last value
+        self.base: int | None = None  # ArrayCounter as this acquisition started
+        self.joined = False  # this acquisition was running when we connected
+        self.taken = False  # this acquisition's scan has started
+        self.warned = False  # why its frames are not taken (or not sound) was logged
         self.scan_id = ""
         self.first = self.last = -1
         self.npoints: int | None = None
@@ -126,16 +81,20 @@ class PvaScans:
         if self.scan_id and uid <= self.last:  # counting anew: a new acquisition
             out += self._end("success", f"uniqueId went back from {self.last} to {uid}")
         if not self.scan_id:
-            if self.use_acquire and not self.acquiring:
+            first = self._first(uid)
+            if first is None:
                 self.counts["outside"] += 1
                 return out
-            out += self._start(value, uid)
+            out += self._start(value, first)
         gap = uid - self.last - 1
         if gap > 0:
             self.counts["gaps"] += 1
             self.counts["dropped"] += gap
             self.last_error = (f"uniqueId {self.last} -> {uid}: {gap} update(s) dropped "
-                               f"by pvAccess (points missing)")
+                               f"by pvAccess (points missing)" if self.last >= self.first else
+                               f"the acquisition's first {gap} frame(s) (uniqueId {self.first}"
+                               f"..{uid - 1}) not received: dropped by pvAccess, or sent before "
+                               f"the image PV connected (points missing)")
             log.warning("pva %s: %s", self.name, self.last_error)
         self.last, self.last_time = uid, now
         attrs = attributes(value)
@@ -156,8 +115,46 @@ class PvaScans:
             out += self._end("success", "")
         return out
 
-    def _start(self, value: Any, uid: int) -> list:
-        self.first, self.last = uid, uid - 1
+    def _first(self, uid: int) -> int | None:
+        """The uniqueId of the scan's point 0 for a frame outside a scan (None: the
+        frame is not part of a scan)."""
+        if not self.use_acquire:
+            return uid
+        why = ""
+        if not self.acquiring or self.taken:
+            return None
+        if self.joined:
+            why = (f"the acquisition was running when peakstream connected: its first "
+                   f"uniqueId is not known, its frames are not taken (uniqueId {uid})")
+        elif not self.use_counter or self.base is None:
+            if not self.warned and self.use_counter:
+                log.warning("pva %s: no ArrayCounter value as the acquisition started (its "
+                            "PV not connected): point ids count from the first frame "
+                            "received, uniqueId %d", self.name, uid)
+            self.warned = True
+            return uid
+        elif uid <= self.base:
+            why = (f"uniqueId {uid} is not after ArrayCounter {self.base} at the "
+                   f"acquisition's start: a frame from before it, not taken")
+        if why:
+            self.last_error = why
+            if not self.warned:
+                log.warning("pva %s: %s", self.name, why)
+            self.warned = True
+            return None
+        return self.base + 1
+
+    def counted(self, value: int) -> None:
+        """ArrayCounter's new value; one that goes down after Acquire went to 1 but before
+        the scan started is a reset for this acquisition (seen late) and is its base."""
+        if self.acquiring and not self.taken and self.base is not None and value < self.base:
+            self.base = value
+        self.counter = value
+
+    def _start(self, value: Any, first: int) -> list:
+        uid = int(value.uniqueId)
+        self.first, self.last = first, first - 1
+        self.taken = True
         self.counts["scans"] += 1
         self.scan_id = f"{self.name}-{int(time.time())}-{uid}"
         self.npoints = self.images if self.use_acquire else None
@@ -170,13 +167,16 @@ class PvaScans:
         log.info("pva %s: scan %s (%s points)", self.name, self.scan_id, self.npoints or "open")
         return [Start(self.scan_id, {self.detector: info}, list(self.motors),
                       list(self.counters), self.npoints, dict(self.trajectory),
-                      {"pva": {"pv": self.name, "first_unique_id": uid}})]
+                      {"pva": {"pv": self.name, "first_unique_id": first}})]
 
-    def acquire(self, state: bool, now: float) -> list:
+    def acquire(self, state: bool, now: float, joined: bool = False) -> list:
+        """Acquire's new value; `joined`: the first value after connecting (1: an
+        acquisition already running, whose start we did not see)."""
         was, self.acquiring = self.acquiring, state
         if state and not was:
             out = self._end("abort", "a new acquisition started") if self.scan_id else []
             self.stopped_at = None
+            self.base, self.joined, self.taken, self.warned = self.counter, joined, False, False
             return out
         if was and not state:
             self.stopped_at = now
@@ -211,7 +211,7 @@ class PvaSource:
 
     def __init__(self, *, pv: str, motors: list[str], counters: list[str],
                  channels: dict[str, str] | None = None, acquire_pv: str = "",
-                 images_pv: str = "", trajectory: dict | None = None,
+                 images_pv: str = "", counter_pv: str = "", trajectory: dict | None = None,
                  series_timeout: float = 30.0, queue_size: int = 16, detector: str = "",
                  rcvhwm: int = 64):
         try:
@@ -220,10 +220,11 @@ class PvaSource:
             raise ValueError("[source] kind pva needs the p4p package: "
                              "pip install 'peakstream[epics]'") from None
         self.pv, self.acquire_pv, self.images_pv = pv, acquire_pv, images_pv
+        self.counter_pv = counter_pv if acquire_pv else ""
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", pv).strip("_") or "pva"
         self.scans = PvaScans(name, detector or "detector", list(motors), list(counters),
                               dict(channels or {}), dict(trajectory or {}), series_timeout,
-                              bool(acquire_pv))
+                              bool(acquire_pv), bool(counter_pv))
         self.endpoint = self.endpoint_bound = f"pva://{pv}"
         self.done = False  # follows scans until closed
         self.updates: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -239,6 +240,15 @@ class PvaSource:
         if images_pv:
             self.subs.append(self.context.monitor(images_pv, self._on("images"),
                                                   notify_disconnect=True))
+        if acquire_pv and counter_pv:
+            self.subs.append(self.context.monitor(counter_pv, self._on("counter"),
+                                                  notify_disconnect=True))
+        elif acquire_pv:
+            log.warning("pva: no counter_pv (ArrayCounter): point ids count from each "
+                        "acquisition's first frame received, shifted if its first frames are lost")
+        else:
+            log.warning("pva: no acquire_pv: a scan starts at the first frame received and "
+                        "counts its point ids from there (no reference for the first frame)")
         self.bridge.start(self._run, "pva-source")
         log.info("pva: monitoring %s%s", pv, f" (acquire {acquire_pv})" if acquire_pv else "")
 
@@ -279,7 +289,9 @@ class PvaSource:
             return self.scans.update(value, now)
         number = value.value if hasattr(value, "value") else value
         if what == "acquire":
-            return self.scans.acquire(bool(int(number)), now)
+            return self.scans.acquire(bool(int(number)), now, joined=fresh)
+        if what == "counter":
+            self.scans.counted(int(number))
         if what == "images":
             self.scans.images = int(number) if int(number) > 0 else None
         return []
@@ -310,6 +322,15 @@ def make_source(src: dict[str, Any]) -> PvaSource:
     """A PvaSource from a validated `[source]` table with kind = "pva"."""
     return PvaSource(pv=src["pv"], motors=src["motors"], counters=src["counters"],
                      channels=src["channels"], acquire_pv=src["acquire_pv"],
-                     images_pv=src["images_pv"], trajectory=src["trajectory"],
+                     images_pv=src["images_pv"],
+                     counter_pv=src["counter_pv"] or default_counter_pv(src["acquire_pv"]),
+                     trajectory=src["trajectory"],
                      series_timeout=src["series_timeout"], queue_size=src["queue"],
                      detector=src["detector"], rcvhwm=src["rcvhwm"])
+
+
+def default_counter_pv(acquire_pv: str) -> str:
+    """areaDetector's ArrayCounter_RBV beside its Acquire ("13SIM1:cam1:Acquire" ->
+    "13SIM1:cam1:ArrayCounter_RBV"); "" when acquire_pv is not named so."""
+    return acquire_pv[:-len("Acquire")] + "ArrayCounter_RBV" \
+        if acquire_pv.endswith("Acquire") else ""

@@ -7,7 +7,8 @@ import numpy as np
 
 
 class AreaDetector:
-    """PVs `<prefix>Pva1:Image`, `<prefix>cam1:Acquire`, `<prefix>cam1:NumImages`."""
+    """PVs `<prefix>Pva1:Image`, `<prefix>cam1:Acquire`, `<prefix>cam1:NumImages`,
+    `<prefix>cam1:ArrayCounter_RBV`."""
 
     def __init__(self, prefix: str = "SIM1:"):
         from p4p.nt import NTNDArray, NTScalar
@@ -16,13 +17,16 @@ class AreaDetector:
 
         self.image_pv, self.acquire_pv = f"{prefix}Pva1:Image", f"{prefix}cam1:Acquire"
         self.images_pv = f"{prefix}cam1:NumImages"
+        self.counter_pv = f"{prefix}cam1:ArrayCounter_RBV"
         self.nt = NTNDArray()
         self.image = SharedPV(initial=self.nt.wrap(np.zeros((4, 4), np.uint16)))
         self.acquire = SharedPV(nt=NTScalar("i"), initial=0)
         self.images = SharedPV(nt=NTScalar("i"), initial=0)
+        self.counter = SharedPV(nt=NTScalar("i"), initial=0)
         self.server = Server(providers=[{self.image_pv: self.image,
                                          self.acquire_pv: self.acquire,
-                                         self.images_pv: self.images}],
+                                         self.images_pv: self.images,
+                                         self.counter_pv: self.counter}],
                              conf={"EPICS_PVAS_INTF_ADDR_LIST": "127.0.0.1",
                                    "EPICS_PVAS_BEACON_ADDR_LIST": "127.0.0.1",
                                    "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO",

@@ -131,23 +131,38 @@ def test_dropped_updates_are_counted_and_missing_in_the_scan(detector, tmp_path)
     assert live[0]["missing"] == 2 and live[0]["processed"] == 6
 
 
-def test_acquire_and_num_images_make_the_scans(detector):
+def acquisition(src: PvaSource, ad: AreaDetector, counter: int, uids: list[int],
+                images: int = 5) -> None:
+    """One acquisition as areaDetector runs it: ArrayCounter at `counter` (its frames
+    are counter + 1, ...), NumImages, Acquire 1, the frames `uids` (the others lost), 0."""
     frames, motors, _ = sim_scan("uint16")
-    with source(detector, acquire_pv=detector.acquire_pv,
-                images_pv=detector.images_pv) as src:
-        wait_for(lambda: src.connected.get("acquire") and src.connected.get("images"))
+    ad.counter.post(counter)
+    ad.images.post(images)
+    wait_for(lambda: src.scans.counter == counter and src.scans.images == images)
+    ad.acquire.post(1)
+    wait_for(lambda: src.scans.acquiring)
+    for uid in uids:
+        i = uid - counter - 1
+        ad.post(frames[i], uid, {"OMEGA": motors[i]["omega"]})
+    wait_for(lambda: src.scans.last == uids[-1] or src.scans.counts["outside"] >= len(uids))
+    ad.acquire.post(0)
+    wait_for(lambda: not src.scans.acquiring)
+
+
+def acquiring_source(ad: AreaDetector, **kw) -> PvaSource:
+    src = source(ad, acquire_pv=ad.acquire_pv, images_pv=ad.images_pv,
+                 counter_pv=ad.counter_pv, **kw)
+    wait_for(lambda: all(src.connected.get(k) for k in ("acquire", "images", "counter")))
+    return src
+
+
+def test_acquire_and_num_images_make_the_scans(detector):
+    frames, _, _ = sim_scan("uint16")
+    with acquiring_source(detector) as src:
         detector.post(frames[0], 1, {"OMEGA": 0.0})  # not acquiring: not part of a scan
         wait_for(lambda: src.scans.counts["outside"] == 1)
         for n in (5, 3):  # the second acquisition stops after 3 of 5 images
-            detector.images.post(5)
-            wait_for(lambda: src.scans.images == 5)
-            detector.acquire.post(1)
-            wait_for(lambda: src.scans.acquiring)
-            for i in range(n):
-                detector.post(frames[i], 10 + i, {"OMEGA": motors[i]["omega"]})
-            wait_for(lambda last=10 + n - 1: src.scans.last == last)
-            detector.acquire.post(0)
-            wait_for(lambda: not src.scans.acquiring)
+            acquisition(src, detector, 9, list(range(10, 10 + n)))
         out = collect(src, 2)
     msgs = [decode(p) for p in out]
     starts = [m for m in msgs if isinstance(m, Start)]
@@ -167,3 +182,49 @@ def wait_for(condition) -> None:
             return
         time.sleep(0.01)
     assert condition(), "the source did not see what the test's PVs posted"
+
+
+def test_lost_first_frames_are_missing_points_not_a_shift_of_every_id(detector):
+    """Point 0 is ArrayCounter + 1 as Acquire went to 1 (the PV derived from acquire_pv
+    as areaDetector names it): the first frame *received* used to be point 0, so every
+    id was shifted and the end said "stopped after 3 of 5 images"."""
+    from stream.config.schema import Config
+    from stream.sources.pva import make_source
+
+    config = Config({"source": {"kind": "pva", "pv": detector.image_pv,
+                                "acquire_pv": detector.acquire_pv,
+                                "images_pv": detector.images_pv, "motors": ["omega"],
+                                "series_timeout": 1.0, "queue": 64}})
+    with make_source(config["source"]) as src:
+        assert src.counter_pv == detector.counter_pv
+        wait_connected(src)
+        wait_for(lambda: all(src.connected.get(k) for k in ("acquire", "images", "counter")))
+        acquisition(src, detector, 9, [12, 13, 14])  # 10 and 11 never arrive
+        msgs = [decode(p) for p in collect(src)]
+        status = src.status()
+    start, end = msgs[0], msgs[-1]
+    assert isinstance(start, Start) and start.meta["pva"]["first_unique_id"] == 10
+    assert [m.point_id for m in msgs if isinstance(m, Point)] == [2, 3, 4]
+    assert end.status == "success" and end.npoints == 5
+    assert "first 2 frame(s) (uniqueId 10..11) not received" in status["last_error"]
+
+
+def test_an_acquisition_running_when_we_connect_is_not_numbered_from_its_middle(detector):
+    """Its first uniqueId is unknown: its frames are not taken (said why); the next
+    acquisition is a scan numbered from its ArrayCounter."""
+    detector.counter.post(40)
+    detector.images.post(5)
+    detector.acquire.post(1)
+    frames, _, _ = sim_scan("uint16")
+    with acquiring_source(detector) as src:
+        for uid in (43, 44):
+            detector.post(frames[0], uid, {"OMEGA": 0.0})
+        wait_for(lambda: src.scans.counts["outside"] == 2)
+        assert "running when peakstream connected" in src.status()["last_error"]
+        detector.acquire.post(0)
+        wait_for(lambda: not src.scans.acquiring)
+        acquisition(src, detector, 45, [46, 47, 48, 49, 50])
+        msgs = [decode(p) for p in collect(src)]
+    assert sum(isinstance(m, Start) for m in msgs) == 1
+    assert [m.point_id for m in msgs if isinstance(m, Point)] == [0, 1, 2, 3, 4]
+    assert msgs[-1].status == "success"
