@@ -43,6 +43,12 @@ def validate_ecosystem(source: dict[str, Any], origin: str) -> None:
     if not all(isinstance(k, str) and isinstance(v, str) and v for k, v in channels.items()):
         raise ConfigError(f"{origin}: [source] channels must map our names to the control "
                           f"system's names (strings), got {channels!r}")
+    ours = [*source["motors"], *source["counters"]]
+    unknown = [k for k in channels if k not in ours]
+    if unknown:  # a typo would leave the motor unmapped and NaN in every point
+        raise ConfigError(f"{origin}: [source] channels names {', '.join(map(repr, unknown))}, "
+                          f"not among motors ({', '.join(source['motors']) or 'none'}) or "
+                          f"counters ({', '.join(source['counters']) or 'none'})")
     for key in ("frame_timeout", "reconnect_timeout"):
         if not 0.0 < source[key] < float("inf"):
             raise ConfigError(f"{origin}: [source] {key} must be a number of seconds > 0, "

@@ -15,6 +15,10 @@ from stream.config.schema import Config
     ('kind = "pva"\npv = "X"\nqueue = 0\n', ["c.toml", "queue must be >= 1"]),
     ('kind = "pva"\npv = "X"\nimages_pv = "N"\n', ["c.toml", "images_pv needs acquire_pv"]),
     ('kind = "pva"\npv = "X"\nchannels = { omega = 3 }\n', ["c.toml", "channels"]),
+    ('kind = "blissdata"\nmotors = ["omega"]\ncounters = ["mon"]\n'  # a motor's typo
+     'channels = { omgea = "axis:diffrz" }\n',
+     ["c.toml", "[source] channels", "'omgea'", "motors (omega)", "counters (mon)"]),
+    ('kind = "pva"\npv = "X"\nchannels = { omega = "OMEGA" }\n', ["'omega'", "motors (none)"]),
     ('kind = "epics"\n', ["c.toml", "kind must be one of", "blissdata", "pva"]),
 ])
 def test_bad_source_keys_name_key_and_file(tmp_path, text, words):
