@@ -44,16 +44,27 @@ def match_channels(available: list[str], names: list[str], channels: dict[str, s
     return found, missing
 
 
+def image_channels(streams: dict[str, Any]) -> list[str]:
+    """The streams that can hold frames: 2D arrays (Lima's, or frames in the stream)."""
+    return [n for n, s in streams.items()
+            if getattr(s, "kind", None) == "array" and len(getattr(s, "shape", ())) == 2]
+
+
 def pick_image(streams: dict[str, Any], wanted: str) -> str | None:
-    """The stream of the frames: `wanted`, else the first 2D stream (Lima or array)."""
-    if wanted:
-        hits = [n for n in streams if n == wanted] or \
-               [n for n in streams if short(n) == short(wanted) or n.split(":")[0] == wanted]
-        return hits[0] if hits else None
-    for name, s in streams.items():
-        if s.kind == "array" and len(s.shape) == 2:
-            return name
-    return None
+    """The stream of the frames: `wanted` itself; a name without a prefix also as the
+    short name or the controller of one image channel ("image", "eiger"); "" the first
+    image channel. None: not there (yet). ValueError: more than one matches, as
+    "frelon:image" must never stand for "eiger:image"."""
+    images = image_channels(streams)
+    if not wanted:
+        return images[0] if images else None
+    if wanted in streams or ":" in wanted:
+        return wanted if wanted in streams else None
+    hits = [n for n in images if short(n) == wanted or n.split(":")[0] == wanted]
+    if len(hits) > 1:
+        raise ValueError(f"[source] image {wanted!r} matches {', '.join(hits)}: give the "
+                         f"full name of one")
+    return hits[0] if hits else None
 
 
 def fscan_parameters(info: dict[str, Any]) -> dict[str, Any]:

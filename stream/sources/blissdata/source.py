@@ -25,6 +25,7 @@ from stream.core.trajectory import make_trajectory
 from stream.sources.blissdata.frames import Assembler
 from stream.sources.blissdata.scaninfo import (
     end_status,
+    image_channels,
     match_channels,
     npoints_of,
     pick_image,
@@ -169,8 +170,8 @@ class BlissdataSource:
             streams = scan.streams
             image = pick_image(streams, self.image)
         if image is None:
-            self._bad("skipped_scans", f"scan {sid}: no frame stream "
-                      f"{self.image or '(2D)'} among {', '.join(streams) or 'none'}")
+            self._bad("skipped_scans", f"scan {sid}: no frame stream {self.image or '(2D)'} "
+                      f"(image channels: {', '.join(image_channels(streams)) or 'none'})")
             return
         names = [n for n in streams if n != image]
         motors, missing = match_channels(names, self.motors, self.channels)
