@@ -40,9 +40,13 @@ SOURCE_DEFAULTS: dict[str, Any] = {
 def validate_ecosystem(source: dict[str, Any], origin: str) -> None:
     """The blissdata / pva keys: names that make sense, positive timeouts."""
     channels = source["channels"]
-    if not all(isinstance(k, str) and isinstance(v, str) and v for k, v in channels.items()):
+    bad = [k for k, v in channels.items() if not (isinstance(v, str) and v)]
+    if bad:  # TOML puts every key after [source.channels] in that table
         raise ConfigError(f"{origin}: [source] channels must map our names to the control "
-                          f"system's names (strings), got {channels!r}")
+                          f"system's names (strings), got {channels!r}: "
+                          f"{', '.join(f'{k} = {channels[k]!r}' for k in bad)} is not a name "
+                          f"and probably belongs in [source] (write it before "
+                          f"[source.channels]: every key after that header is a channel)")
     ours = [*source["motors"], *source["counters"]]
     unknown = [k for k in channels if k not in ours]
     if unknown:  # a typo would leave the motor unmapped and NaN in every point

@@ -15,6 +15,9 @@ from stream.config.schema import Config
     ('kind = "pva"\npv = "X"\nqueue = 0\n', ["c.toml", "queue must be >= 1"]),
     ('kind = "pva"\npv = "X"\nimages_pv = "N"\n', ["c.toml", "images_pv needs acquire_pv"]),
     ('kind = "pva"\npv = "X"\nchannels = { omega = 3 }\n', ["c.toml", "channels"]),
+    ('kind = "blissdata"\nmotors = ["omega"]\n[source.channels]\nomega = "axis:diffrz"\n'
+     'frame_timeout = 2.0\n', ["c.toml", "frame_timeout = 2.0 is not a name",
+                                "probably belongs in [source]", "before [source.channels]"]),
     ('kind = "blissdata"\nmotors = ["omega"]\ncounters = ["mon"]\n'  # a motor's typo
      'channels = { omgea = "axis:diffrz" }\n',
      ["c.toml", "[source] channels", "'omgea'", "motors (omega)", "counters (mon)"]),
@@ -69,3 +72,19 @@ def test_a_missing_package_or_server_is_a_clear_error():
     config = Config({"source": {"kind": "blissdata", "redis_url": "redis://127.0.0.1:1"}})
     with pytest.raises(ValueError, match="blissdata: cannot use redis://127.0.0.1:1"):
         open_source(config)
+
+
+def test_the_bliss_configs_optional_keys_load_once_uncommented(tmp_path):
+    """They sat under [source.channels], so uncommenting one made it a channel (error)."""
+    from tests.support.paths import CONFIGS
+
+    lines = (CONFIGS / "bliss.toml").read_text().splitlines()
+    optional = [i for i, line in enumerate(lines) if line.startswith(("# frame_timeout",
+                                                                      "# reconnect_timeout"))]
+    assert len(optional) == 2
+    for i in optional:
+        lines[i] = lines[i][2:].replace("10.0", "2.0").replace("30.0", "5.0")
+    path = tmp_path / "bliss.toml"
+    path.write_text("\n".join(lines) + "\n")
+    source = Config.load(path)["source"]
+    assert (source["frame_timeout"], source["reconnect_timeout"]) == (2.0, 5.0)
