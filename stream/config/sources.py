@@ -19,7 +19,7 @@ SOURCE_DEFAULTS: dict[str, Any] = {
     "redis_url": "redis://127.0.0.1:6379",
     "session": "",
     "image": "",
-    "frame_timeout": 10.0,  # s a frame file may stay unreadable before the point is bad
+    "frame_timeout": 10.0,  # s a frame file may stay unreadable before its points are bad
     "reconnect_timeout": 30.0,  # s to get Redis back mid-scan before the scan aborts
     # points held back to derive the trajectory from their positions when neither
     # `trajectory` nor the scan's description gives one

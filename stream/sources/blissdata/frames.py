@@ -71,9 +71,10 @@ class Assembler:
     `frame(i, data)` gives frame i (an array, a reference to read, or an error
     text); `values(name, array)` appends a channel's values; `ready(now, final)`
     returns the points that are complete. A reference that cannot be read is
-    retried until `frame_timeout` s after its first try, then its point carries the
-    reason (recorded bad). `final`: every stream is sealed, so a point with a frame
-    goes out with whatever values there are.
+    retried until `frame_timeout` s after the first failed read of its file, then its
+    point carries the reason (recorded bad), and so does every other frame of that file
+    at once: a lost Lima file costs one timeout, not one per frame. `final`: every
+    stream is sealed, so a point with a frame goes out with whatever values there are.
     """
 
     def __init__(self, motors: list[str], counters: list[str], frame_timeout: float,
@@ -83,7 +84,8 @@ class Assembler:
         self.lengths: dict[str, int] = {n: 0 for n in self.columns}
         self.flat: dict[str, np.ndarray] = {}
         self.frames: dict[int, Any] = {}
-        self.first_try: dict[int, float] = {}
+        self.first_try: dict[str, float] = {}  # file -> its first failed read
+        self.lost: dict[str, str] = {}  # file -> why its frames are bad (timed out)
         self.frame_timeout = frame_timeout
         self.reader = reader or FileFrames()
         self.next_id = 0
@@ -118,18 +120,24 @@ class Assembler:
                 break
             data = self.frames[i]
             if not isinstance(data, (np.ndarray, str)):  # a reference: read it now
-                try:
-                    data = self.reader.read(data)
-                except Exception as exc:  # h5py and fabio raise OSError, KeyError, ...
-                    first = self.first_try.setdefault(i, now)
-                    if now - first < self.frame_timeout:
-                        self.retries += 1
-                        break
-                    data = (f"frame {i}: {getattr(data, 'file_path', data)} not readable "
-                            f"within {self.frame_timeout:g} s: {type(exc).__name__}: {exc}")
-                    log.warning("%s", data)
+                path = str(getattr(data, "file_path", data))
+                if path in self.lost:
+                    data = f"frame {i}: {self.lost[path]}"
+                else:
+                    try:
+                        data = self.reader.read(data)
+                        self.first_try.pop(path, None)
+                    except Exception as exc:  # h5py and fabio raise OSError, KeyError, ...
+                        first = self.first_try.setdefault(path, now)
+                        if now - first < self.frame_timeout:
+                            self.retries += 1
+                            break
+                        self.lost[path] = (f"{path} not readable within "
+                                           f"{self.frame_timeout:g} s: {type(exc).__name__}: "
+                                           f"{exc}")
+                        data = f"frame {i}: {self.lost[path]}"
+                        log.warning("%s (its other frames are bad too)", data)
             del self.frames[i]
-            self.first_try.pop(i, None)
             motors = {n: v for n in self.motors if (v := self.value(n, i)) is not None}
             counters = {n: v for n in self.counters if (v := self.value(n, i)) is not None}
             out.append((i, data, motors, counters))
@@ -138,7 +146,8 @@ class Assembler:
 
     def waiting(self) -> bool:
         """A reference is being retried (the caller should come back soon)."""
-        return self.next_id in self.first_try
+        ref = self.frames.get(self.next_id)
+        return str(getattr(ref, "file_path", "")) in self.first_try
 
     def positions(self) -> dict[str, np.ndarray]:
         """Every motor's values so far (to derive a trajectory from)."""
