@@ -44,6 +44,7 @@ from stream.sources.ntndarray import FrameError, attributes, frame_of, stamp
 log = logging.getLogger(__name__)
 
 POLL = 0.1  # s the thread waits for an update at most (it checks for stop and timeouts)
+UNCONNECTED_REPEAT = 300.0  # s between warnings that a PV is still not connected
 
 
 class PvaScans:
@@ -213,7 +214,7 @@ class PvaSource:
                  channels: dict[str, str] | None = None, acquire_pv: str = "",
                  images_pv: str = "", counter_pv: str = "", trajectory: dict | None = None,
                  series_timeout: float = 30.0, queue_size: int = 16, detector: str = "",
-                 rcvhwm: int = 64):
+                 rcvhwm: int = 64, connect_warning: float = 10.0):
         try:
             from p4p.client.thread import Context
         except ImportError:
@@ -231,19 +232,18 @@ class PvaSource:
         self.bridge = Bridge("pva", rcvhwm)
         self.sockets = self.bridge.sockets
         self.connected: dict[str, bool] = {}
+        # what -> its PV; a PV not connected connect_warning s after start (or after it
+        # went away) is warned about, then every UNCONNECTED_REPEAT s
+        self.names = {w: n for w, n in (("image", pv), ("acquire", acquire_pv),
+                                        ("images", images_pv), ("counter", self.counter_pv)) if n}
+        self.down_since = dict.fromkeys(self.names, time.monotonic())
+        self.warned_at: dict[str, float] = {}
+        self.connect_warning = connect_warning
         self.context = Context("pva", nt=False)
-        self.subs = [self.context.monitor(pv, self._on("image"), notify_disconnect=True,
-                                          request=f"record[queueSize={queue_size}]")]
-        if acquire_pv:
-            self.subs.append(self.context.monitor(acquire_pv, self._on("acquire"),
-                                                  notify_disconnect=True))
-        if images_pv:
-            self.subs.append(self.context.monitor(images_pv, self._on("images"),
-                                                  notify_disconnect=True))
-        if acquire_pv and counter_pv:
-            self.subs.append(self.context.monitor(counter_pv, self._on("counter"),
-                                                  notify_disconnect=True))
-        elif acquire_pv:
+        self.subs = [self.context.monitor(n, self._on(w), notify_disconnect=True, request=(
+            f"record[queueSize={queue_size}]" if w == "image" else None))
+            for w, n in self.names.items()]
+        if acquire_pv and not counter_pv:
             log.warning("pva: no counter_pv (ArrayCounter): point ids count from each "
                         "acquisition's first frame received, shifted if its first frames are lost")
         else:
@@ -271,6 +271,7 @@ class PvaSource:
             now = time.monotonic()
             out = self._handle(what, value, now) if what else []
             out += self.scans.tick(now)
+            self._unconnected(now)
             for msg in out:
                 self.bridge.emit(msg)
 
@@ -278,10 +279,13 @@ class PvaSource:
         if isinstance(value, Exception):  # Disconnected, RemoteError, ...
             if self.connected.get(what):
                 log.warning("pva: %s: %s", what, value)
+                self.down_since[what] = now
             self.connected[what] = False
             return []
         fresh = not self.connected.get(what)
         self.connected[what] = True
+        self.down_since.pop(what, None)
+        self.warned_at.pop(what, None)
         if what == "image":
             if fresh:  # the PV's last value on (re)connecting: not a new frame
                 self.scans.counts["stale"] += 1
@@ -295,6 +299,24 @@ class PvaSource:
         if what == "images":
             self.scans.images = int(number) if int(number) > 0 else None
         return []
+
+    def _unconnected(self, now: float) -> None:
+        """Warn of a PV that has not connected for a while (a wrong name, no IOC, the
+        IOC not reachable with these EPICS settings), then now and then."""
+        import os
+
+        for what, since in self.down_since.items():
+            last = self.warned_at.get(what)
+            if now - since < self.connect_warning or (
+                    last is not None and now - last < UNCONNECTED_REPEAT):
+                continue
+            self.warned_at[what] = now
+            env = ", ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in (
+                "EPICS_PVA_ADDR_LIST", "EPICS_PVA_AUTO_ADDR_LIST", "EPICS_PVA_BROADCAST_PORT"))
+            self.scans.last_error = (f"PV {self.names[what]} ({what}) not connected for "
+                                     f"{now - since:.0f} s: check its name, that the IOC runs, "
+                                     f"and the EPICS address settings ({env})")
+            log.warning("pva: %s", self.scans.last_error)
 
     def receive(self, timeout: float = 0.0) -> list[list]:
         return self.bridge.receive(timeout)

@@ -228,3 +228,24 @@ def test_an_acquisition_running_when_we_connect_is_not_numbered_from_its_middle(
     assert sum(isinstance(m, Start) for m in msgs) == 1
     assert [m.point_id for m in msgs if isinstance(m, Point)] == [0, 1, 2, 3, 4]
     assert msgs[-1].status == "success"
+
+
+def test_a_pv_that_never_connects_is_warned_about_naming_it_and_the_epics_settings(
+        detector, caplog):
+    """A wrong PV name (or no IOC) printed `listening on pva://...` and nothing more."""
+    import logging
+
+    caplog.set_level(logging.WARNING, "stream.sources.pva")
+    with PvaSource(pv="SIM1:Pva1:Imagee", motors=[], counters=[],
+                   connect_warning=0.5) as src:
+        for _ in range(600):  # a safety net; the asserts say what was missing
+            src.receive(0.05)
+            if "not connected" in src.status()["last_error"]:
+                break
+        status = src.status()
+    assert not status["connected"]
+    error = status["last_error"]
+    assert "PV SIM1:Pva1:Imagee (image) not connected for" in error
+    assert f"EPICS_PVA_ADDR_LIST={detector.env['EPICS_PVA_ADDR_LIST']}" in error
+    assert any("SIM1:Pva1:Imagee (image) not connected" in r.getMessage()
+               for r in caplog.records)
