@@ -293,6 +293,8 @@ def _reading(source: Any) -> str:
     """What a live source reads, for the banner ("listening on ENDPOINT" for our lane:
     scripts and tests read the bound endpoint from it)."""
     status = source.status()
+    if getattr(source, "reading", ""):  # a control system's source says what it follows
+        return source.reading
     if status.get("kind") == "dectris":
         lane = f", motors on {source.endpoint_bound}" if source.endpoint_bound else ""
         return (f"reading DECTRIS stream v{status['stream_version']} from {source.endpoint}"

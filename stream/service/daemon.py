@@ -351,6 +351,8 @@ def cmd_daemon(args: Any, warm: Callable[[Config], Any] | None = None) -> int:
     print(f"peakstream daemon {__version__}: listening on {ep['data'] or '-'}, control on "
           f"{ep['control'] or '-'}, live on {ep['live'] or '-'}, writing to {output}, "
           f"log {logfile or '-'}", file=sys.stderr, flush=True)
+    if getattr(daemon.source, "reading", ""):  # Bliss: the session followed
+        print(f"peakstream daemon: {daemon.source.reading}", file=sys.stderr, flush=True)
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # the scans are refused until it can be made

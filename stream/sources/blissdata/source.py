@@ -66,6 +66,9 @@ class BlissdataSource:
         self.last_error = ""
         self.scan = ""  # the scan being followed
         self.endpoint = self.endpoint_bound = redis_url
+        # for the start banner: which scans are followed
+        self.reading = (f"following Bliss scans on {redis_url}, "
+                        f"{f'session {session} only' if session else 'every session'}")
         self.done = False  # follows scans until closed
         self.bridge = Bridge("blissdata", rcvhwm)
         self.sockets = self.bridge.sockets
@@ -73,8 +76,7 @@ class BlissdataSource:
         self.since: str | None = None
         self._connect(first=True)
         self.bridge.start(self._run, "blissdata-source")
-        log.info("blissdata: following scans on %s%s", redis_url,
-                 f" (session {session})" if session else "")
+        log.info("blissdata: %s", self.reading)
 
     # ------------------------------------------------------------ the runner's side
 
@@ -145,7 +147,10 @@ class BlissdataSource:
 
     def _load(self, key: str) -> Any:
         scan = self.store.load_scan(key)
-        if self.session and getattr(scan, "session", None) != self.session:
+        other = getattr(scan, "session", None)
+        if self.session and other != self.session:  # said once: this scan is not read again
+            log.info("blissdata: scan %s skipped: session %s, not %s", scan_id(
+                scan.name, scan.number, other), other, self.session)
             return None
         return scan
 

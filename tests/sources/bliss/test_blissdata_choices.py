@@ -62,3 +62,24 @@ def test_an_ambiguous_image_name_is_an_error_listing_the_channels():
     with pytest.raises(ValueError, match="'image' matches eiger:image, frelon:image"):
         pick_image(streams("eiger:image", "frelon:image"), "image")
     assert pick_image(streams("eiger:image", "frelon:image"), "frelon") == "frelon:image"
+
+
+def test_the_session_is_in_the_banner_and_other_sessions_scans_are_logged(redis, tmp_path,
+                                                                          caplog):
+    """Other sessions' scans were dropped without a word, the banner did not say which
+    session was followed."""
+    import logging
+
+    from stream.cli.commands import _reading
+
+    caplog.set_level(logging.INFO, "stream.sources.blissdata")
+    with BlissdataSource(redis_url=redis.url, motors=["omega"], counters=[],
+                         channels={"omega": "axis:diffrz"}, session="mine") as src:
+        assert _reading(src) == f"following Bliss scans on {redis.url}, session mine only"
+        scan_of(FakeBliss(redis.url, tmp_path, session="other"), 1)
+        scan_of(FakeBliss(redis.url, tmp_path, session="mine"), 2)
+        out = until(src, lambda s: s["scans"] >= 1 and not s["scan"])
+    starts = [m for m in map(decode, out) if isinstance(m, Start)]
+    assert [s.scan_id for s in starts] == ["mine_2_fscan"]
+    skipped = [r.getMessage() for r in caplog.records if "skipped: session" in r.getMessage()]
+    assert skipped == ["blissdata: scan other_1_fscan skipped: session other, not mine"]
