@@ -118,15 +118,17 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
         add_clients(sub)
         return top
 
-    p = sub.add_parser("run", help="listen for scans over ZeroMQ and process them",
-                       description="Bind a PULL socket (PROTOCOL.md), or connect to a DECTRIS "
-                                   "detector ([source] kind = 'dectris'), process every scan "
-                                   "that arrives and write one HDF5 file per scan, named after "
-                                   "its scan_id, into the output directory.")
+    p = sub.add_parser("run", help="take live scans from the config's source and process them",
+                       description="Take scans from [source] kind: 'zmq' (our protocol on a "
+                                   "bound PULL, PROTOCOL.md), 'dectris' (a DECTRIS detector), "
+                                   "'blissdata' (ESRF Bliss scans from Redis) or 'pva' (an "
+                                   "EPICS areaDetector over pvAccess); process every scan and "
+                                   "write one HDF5 file per scan, named after its scan_id, "
+                                   "into the output directory.")
     p.add_argument("config", nargs="?", help="TOML config (default: built-in defaults)")
     p.add_argument("--listen", help="endpoint to bind (overrides [source] listen; "
                                     "default tcp://127.0.0.1:5555; with kind = 'dectris' the "
-                                    "motor lane)")
+                                    "motor lane; kinds blissdata and pva do not listen)")
     p.add_argument("--output", help="output directory (overrides [output] directory)")
     p.add_argument("--scans", type=int, help="exit after this many scans (default: run until "
                                              "SIGINT/SIGTERM)")
@@ -335,8 +337,10 @@ def _add_service(sub) -> None:
     """daemon and its clients: status, get, set, stop, watch."""
     p = sub.add_parser("daemon", help="a headless service: scan after scan, control socket, "
                                       "live lane",
-                       description="Take scan after scan (our protocol on the data PULL, or "
-                                   "a DECTRIS detector with [source] kind = 'dectris'), one "
+                       description="Take scan after scan from [source] kind: 'zmq' (our "
+                                   "protocol on the data PULL), 'dectris' (a DECTRIS "
+                                   "detector), 'blissdata' (Bliss scans from Redis) or 'pva' "
+                                   "(an EPICS areaDetector over pvAccess); one "
                                    "HDF5 file per scan named by [output] pattern (never "
                                    "overwritten), control requests on [control] endpoint, "
                                    "the live lane on [live] endpoint, logs to stderr and a "
@@ -345,7 +349,7 @@ def _add_service(sub) -> None:
     p.add_argument("config", nargs="?", help="TOML config (default: built-in defaults, as "
                                              "for run)")
     p.add_argument("--listen", help="data endpoint to bind (overrides [source] listen; with "
-                                    "kind = 'dectris' the motor lane)")
+                                    "kind = 'dectris' the motor lane; blissdata, pva: none)")
     p.add_argument("--control", help="control endpoint to bind (overrides [control] "
                                      "endpoint; port 0: any free port)")
     p.add_argument("--live", help="live lane endpoint to bind (overrides [live] endpoint)")

@@ -207,7 +207,7 @@ def _validate(data: dict[str, Any], origin: str) -> dict[str, Any]:
             raise ConfigError(f"{origin}: [source] {key} must be >= 1")
     _validate_flow(out["source"], out["workers"], origin)
 
-    validate_source(out["source"], origin)
+    validate_source(out["source"], origin, DEFAULTS["source"])
     validate_service(out, origin)
     return out
 

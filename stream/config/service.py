@@ -7,17 +7,21 @@ from pathlib import Path
 from typing import Any
 
 from stream.config.base import PATTERN_FIELDS, SOURCE_KINDS, ConfigError
-from stream.config.sources import validate_ecosystem
+from stream.config.sources import validate_ecosystem, warn_foreign_keys
 from stream.core.encoded import COMPRESSED
 from stream.core.messages import DTYPES
 from stream.wire.sockets import is_loopback
 
 
-def validate_source(source: dict[str, Any], origin: str) -> None:
-    """[source] kind and the keys of the dectris, blissdata and pva sources."""
+def validate_source(source: dict[str, Any], origin: str,
+                    defaults: dict[str, Any] | None = None) -> None:
+    """[source] kind and the keys of the dectris, blissdata and pva sources; a key set
+    (other than its default) that the kind does not read is warned about."""
     if source["kind"] not in SOURCE_KINDS:
         raise ConfigError(f"{origin}: [source] kind must be one of {', '.join(SOURCE_KINDS)}, "
                           f"got {source['kind']!r}")
+    if defaults is not None:
+        warn_foreign_keys(source, defaults, origin)
     if source["stream_version"] not in (1, 2):
         raise ConfigError(f"{origin}: [source] stream_version must be 1 (SIMPLON legacy) "
                           f"or 2, got {source['stream_version']!r}")

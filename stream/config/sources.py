@@ -5,9 +5,12 @@ shared with the dectris source."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from stream.config.base import ConfigError
+
+log = logging.getLogger(__name__)
 
 SOURCE_DEFAULTS: dict[str, Any] = {
     # our motor / counter name -> the control system's name for it: a Bliss channel
@@ -35,6 +38,35 @@ SOURCE_DEFAULTS: dict[str, Any] = {
     "counter_pv": "",
     "queue": 16,  # pvAccess monitor queue (updates held for us before it drops)
 }
+
+
+# [source] keys only some kinds read (the others are read by every kind); the effective
+# config carries every key, so a key is "set" when it differs from its default
+KIND_KEYS: dict[str, tuple[str, ...]] = {
+    "listen": ("zmq", "dectris"),
+    **dict.fromkeys(("detector_endpoint", "stream_version", "join_timeout"), ("dectris",)),
+    **dict.fromkeys(("motors", "counters", "trajectory"), ("dectris", "blissdata", "pva")),
+    "series_timeout": ("dectris", "pva"),
+    "channels": ("blissdata", "pva"),
+    **dict.fromkeys(("redis_url", "session", "image", "frame_timeout", "reconnect_timeout",
+                     "derive_points"), ("blissdata",)),
+    **dict.fromkeys(("pv", "acquire_pv", "images_pv", "counter_pv", "queue"), ("pva",)),
+}
+
+
+_SAID: set[tuple[str, str, str]] = set()
+
+
+def warn_foreign_keys(source: dict[str, Any], defaults: dict[str, Any], origin: str) -> None:
+    """Warn of keys set for another kind of source (kind = "zmq" with pv, --listen with
+    blissdata): valid keys, but this source never reads them."""
+    kind = source["kind"]
+    for key, kinds in KIND_KEYS.items():
+        said = (kind, key, repr(source.get(key)))
+        if kind not in kinds and source.get(key) != defaults.get(key) and said not in _SAID:
+            _SAID.add(said)  # once a process: a config is validated again on each override
+            log.warning("%s: [source] %s = %r is not read by kind %s (only by %s): ignored",
+                        origin, key, source[key], kind, ", ".join(kinds))
 
 
 def validate_ecosystem(source: dict[str, Any], origin: str) -> None:

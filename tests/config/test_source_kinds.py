@@ -88,3 +88,54 @@ def test_the_bliss_configs_optional_keys_load_once_uncommented(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     source = Config.load(path)["source"]
     assert (source["frame_timeout"], source["reconnect_timeout"]) == (2.0, 5.0)
+
+
+def test_keys_of_another_kind_are_warned_about_once(tmp_path, caplog):
+    """kind = "zmq" with pv = ... was accepted without a word."""
+    import logging
+
+    caplog.set_level(logging.WARNING, "stream.config.sources")
+    path = tmp_path / "c.toml"
+    path.write_text('[source]\nkind = "zmq"\npv = "X:Image"\nsession = "id11"\n')
+    config = Config.load(path)
+    Config.from_text(config.text(), "effective")  # a worker's reload: said already
+    said = sorted(r.getMessage() for r in caplog.records)
+    assert len(said) == 2, said
+    assert "c.toml: [source] pv = 'X:Image' is not read by kind zmq (only by pva)" in said[0]
+    assert "c.toml: [source] session = 'id11' is not read by kind zmq (only by blissdata)" \
+        in said[1]
+
+
+def test_the_shipped_configs_set_no_key_their_kind_does_not_read(caplog):
+    import logging
+
+    from tests.support.paths import CONFIGS
+
+    caplog.set_level(logging.WARNING, "stream.config.sources")
+    for path in sorted(CONFIGS.glob("*.toml")):
+        Config.load(path)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+
+
+def test_listen_given_to_a_source_that_does_not_listen_is_warned_about(caplog):
+    """`run --listen` with blissdata or pva was silently ignored; --help now names the
+    source kinds."""
+    import argparse
+    import logging
+    import subprocess
+    import sys
+
+    from stream.cli.commands import _config
+    from tests.support.paths import CONFIGS, ROOT
+
+    caplog.set_level(logging.WARNING, "stream.config.sources")
+    _config(argparse.Namespace(config=str(CONFIGS / "bliss.toml"), listen="tcp://127.0.0.1:7"))
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].endswith(
+        "bliss.toml (command line source.listen): [source] listen = 'tcp://127.0.0.1:7' is not "
+        "read by kind blissdata (only by zmq, dectris): ignored"), said
+    for command in ("run", "daemon"):
+        h = subprocess.run([sys.executable, "-m", "stream.cli", command, "--help"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert all(k in h.stdout for k in ("'zmq'", "'dectris'", "'blissdata'", "'pva'")), \
+            h.stdout
