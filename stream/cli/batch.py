@@ -17,7 +17,7 @@ SLURM_KEYS = ("queue", "account", "cores", "memory", "walltime", "jobs")
 
 def add_cluster_options(p: argparse.ArgumentParser) -> None:
     """--cluster and the --slurm-* options of `peakstream replay`."""
-    g = p.add_argument_group("cluster (dask.distributed; pip install 'peakstream[cluster]')")
+    g = p.add_argument_group("cluster (dask.distributed; pip install -e '.[cluster]')")
     g.add_argument("--cluster", metavar="SPEC",
                    help="run the scans as tasks: local[:N] (N worker processes on this "
                         "machine, default one per core), tcp://HOST:8786 (a running dask "

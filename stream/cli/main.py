@@ -120,7 +120,7 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="take live scans from the config's source and process them",
                        description="Take scans from [source] kind: 'zmq' (our protocol on a "
-                                   "bound PULL, PROTOCOL.md), 'dectris' (a DECTRIS detector), "
+                                   "bound PULL, docs/protocol.md), 'dectris' (a DECTRIS detector), "
                                    "'blissdata' (ESRF Bliss scans from Redis) or 'pva' (an "
                                    "EPICS areaDetector over pvAccess); process every scan and "
                                    "write one HDF5 file per scan, named after its scan_id, "
@@ -272,7 +272,7 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
                         "summed intensity of the clique's 2D peaks there")
     p.add_argument("--png", metavar="OUT.png",
                    help="with --clique: plot it against each motor that moves "
-                        "(needs matplotlib: pip install 'peakstream[plot]')")
+                        "(needs matplotlib: pip install -e '.[plot]')")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("export",

@@ -19,7 +19,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     try:
         import bokeh  # noqa: F401 (the optional extra [web])
     except ImportError:
-        print("peakstream web: Bokeh is not installed: pip install 'peakstream[web]'",
+        print("peakstream web: Bokeh is not installed: pip install -e '.[web]'",
               file=sys.stderr)
         return 2
     if args.allow_control and args.address not in LOOPBACK:

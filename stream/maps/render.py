@@ -131,8 +131,8 @@ def render(out: str | os.PathLike, image: MapImage | None,
         from matplotlib.figure import Figure
     except ImportError:
         if image is None:
-            raise ValueError("plotting a pattern needs matplotlib: pip install "
-                             "'peakstream[plot]'") from None
+            raise ValueError("plotting a pattern needs matplotlib: pip install -e "
+                             "'.[plot]'") from None
         write_png(out, false_colour(image.data, scale=max(1, 400 // max(image.data.shape))))
         return "numpy"
     panels = [p for p in (image, pattern) if p is not None]

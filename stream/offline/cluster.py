@@ -68,8 +68,8 @@ def open_client(spec: ClusterSpec | None) -> Iterator[Any]:
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
-        raise ImportError("--cluster needs dask.distributed: pip install "
-                          "'peakstream[cluster]'") from None
+        raise ImportError("--cluster needs dask.distributed: pip install -e "
+                          "'.[cluster]'") from None
     if not log.isEnabledFor(logging.INFO):  # dask's own INFO lines only with -v
         for name in ("distributed", "dask_jobqueue"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -108,8 +108,8 @@ def slurm_cluster(opts: dict[str, Any]) -> Any:
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError:
-        raise ImportError("--cluster slurm needs dask-jobqueue: pip install "
-                          "'peakstream[cluster]'") from None
+        raise ImportError("--cluster slurm needs dask-jobqueue: pip install -e "
+                          "'.[cluster]'") from None
     cores = int(opts.get("cores") or 1)
     cluster = SLURMCluster(
         queue=opts.get("queue") or None, account=opts.get("account") or None,

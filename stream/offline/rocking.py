@@ -68,7 +68,7 @@ def plot(curve: dict[str, np.ndarray], clique_id: int, output: str | Path) -> No
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError("the rocking-curve plot needs matplotlib: "
-                          "pip install 'peakstream[plot]'") from None
+                          "pip install -e '.[plot]'") from None
     skip = ("point_id", "n2d", "intensity")
     axes_of: list[str] = [n for n in curve if n not in skip and _moves(curve[n])]
     axes_of = axes_of or ["point_id"]

@@ -219,7 +219,7 @@ class PvaSource:
             from p4p.client.thread import Context
         except ImportError:
             raise ValueError("[source] kind pva needs the p4p package: "
-                             "pip install 'peakstream[epics]'") from None
+                             "pip install -e '.[epics]'") from None
         self.pv, self.acquire_pv, self.images_pv = pv, acquire_pv, images_pv
         self.counter_pv = counter_pv if acquire_pv else ""
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", pv).strip("_") or "pva"

@@ -1,7 +1,7 @@
 """Bliss (ESRF) as a source: scans read from its Redis data store with `blissdata`.
 
 `make_source` builds a `BlissdataSource` from a `[source]` table with
-kind = "blissdata"; the package needs the optional extra `peakstream[bliss]`
+kind = "blissdata"; the package needs the optional extra bliss (`pip install -e .[bliss]`)
 only when such a source is made.
 """
 

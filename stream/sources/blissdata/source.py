@@ -54,7 +54,7 @@ class BlissdataSource:
             import blissdata  # noqa: F401
         except ImportError:
             raise ValueError("[source] kind blissdata needs the blissdata package: "
-                             "pip install 'peakstream[bliss]'") from None
+                             "pip install -e '.[bliss]'") from None
         self.url, self.session, self.image = redis_url, session, image
         self.motors, self.counters = list(motors), list(counters)
         self.channels = dict(channels or {})
