@@ -19,6 +19,7 @@ class SparseBlock:
     time: np.ndarray  # float64 (n,)
     motors: dict[str, np.ndarray] = field(default_factory=dict)  # float64 (n,) each
     counters: dict[str, np.ndarray] = field(default_factory=dict)
+    ok: np.ndarray | None = None  # bool (n,): False for a point the recording lacks
 
     @property
     def n(self) -> int:

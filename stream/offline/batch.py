@@ -69,6 +69,9 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
         for block in blocks:
             if block.first != npoints:
                 raise ValueError(f"block starts at point {block.first}, expected {npoints}")
+            if block.ok is not None and not block.ok.all():  # open_blocks sends these
+                raise ValueError("block replay writes every point ok: points the "
+                                 "recording lacks go point by point")
             row, col, intensity, labels, nnz, npeaks = label_frames(
                 label, block.row, block.col, block.intensity.astype(np.float32, copy=False),
                 block.nnz)
@@ -221,7 +224,8 @@ def open_blocks(inputs: list[str], config: Config, *, format: str = "auto",
 
     Block replay takes one sparse recording (ImageD11 sparse HDF5) as it stands,
     with a chain label -> properties; options that change points one by one
-    (motor / counter / time values, a frame range) go point by point.
+    (motor / counter / time values, a frame range) and recordings that lack
+    points (an export of a scan with missing points) go point by point.
     """
     import dataclasses
 
@@ -236,6 +240,8 @@ def open_blocks(inputs: list[str], config: Config, *, format: str = "auto",
     from stream.sources.files.imaged11 import read_imaged11_blocks
 
     start, blocks = read_imaged11_blocks(inputs[0], scan_id=scan_id)
+    if start.meta.get("absent_points"):  # point by point: the runner records them missing
+        return None
     if trajectory:
         start = dataclasses.replace(start, trajectory=dict(trajectory))
     return start, blocks

@@ -17,14 +17,17 @@
   group `1.1` with row, col, intensity, frame, nnz, attrs itype, nframes,
   shape0, shape1, and per-frame motors under measurement/ (omega as
   rot_center); attr peakstream_trajectory, the scan's trajectory (JSON), which
-  a replay of the file follows (without it, a sweep in omega). The kept
+  a replay of the file follows (without it, a sweep in omega); peakstream_status,
+  each frame's point status (0 ok, 1 missing, 2 bad: a replay finds the points
+  that were not ok missing, not empty). The kept
   pixels of every point; when 2D peaks were split between cliques, also
   `shares/` (peak_id, clique_id, share: the part of the 2D peak's intensity
   that is the clique's; peak_id is the row of peaks2d, in point order and
   label order within a point).
 * `framecache`: hexrd's frame-cache .npz: `{i}_row`, `{i}_col`, `{i}_data`,
   `shape`, `nframes`, `dtype`, and `omega` (nframes, 2): the start and end
-  angle of each frame (its omega -+ half the step to its neighbours).
+  angle of each frame (its omega -+ half the step to its neighbours), and
+  `peakstream_status` as in `sparse`.
 * `ptyd`: ptypy's prepared data (`stream.offline.ptyd`), from a run whose chain
   had a `ptyd` node.
 """
@@ -140,6 +143,12 @@ def _frames(data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return nnz, np.r_[0, np.cumsum(nnz)]
 
 
+def _status(data: dict[str, Any]) -> np.ndarray:
+    """Each frame's point status (0 ok, 1 missing, 2 bad): a replay of the export leaves
+    the points that were not ok out (missing again), not empty frames that are ok."""
+    return np.asarray(data["points"]["status"], np.uint8)
+
+
 def _sparse(data: dict[str, Any], shape, itype, output: Path) -> int:
     sp, pts = data["sparse"], data["points"]
     nnz, _ = _frames(data)
@@ -155,6 +164,7 @@ def _sparse(data: dict[str, Any], shape, itype, output: Path) -> int:
         g.create_dataset("frame", data=np.repeat(np.arange(nnz.shape[0], dtype=np.uint32),
                                                  nnz), **opts)
         g.create_dataset("nnz", data=nnz)
+        g.create_dataset("peakstream_status", data=_status(data))
         shares = data.get("shares") or {}
         if len(shares.get("peak_id", ())) and (np.asarray(shares["share"]) < 1).any():
             for key in ("peak_id", "clique_id", "share"):  # 2D peaks split between cliques
@@ -172,7 +182,8 @@ def _framecache(data: dict[str, Any], shape, itype, output: Path) -> int:
     nnz, ptr = _frames(data)
     arrays: dict[str, np.ndarray] = {"shape": np.array(shape, np.int64),
                                      "nframes": np.array(nnz.shape[0]),
-                                     "dtype": np.array("float32")}
+                                     "dtype": np.array("float32"),
+                                     "peakstream_status": _status(data)}
     for i in range(nnz.shape[0]):
         s = slice(int(ptr[i]), int(ptr[i + 1]))
         arrays[f"{i}_row"] = sp["row"][s].astype(np.uint16)

@@ -2,7 +2,9 @@
 
 Layout (hexrd.imageseries, npz style): `shape` (rows, cols), `nframes`, `dtype`,
 per frame `{i}_row`, `{i}_col`, `{i}_data`, and metadata arrays beside them,
-`omega` (nframes, 2) holding each frame's start and end angle. Frames become
+`omega` (nframes, 2) holding each frame's start and end angle, and from our
+export `peakstream_status` (a point's status in the run, 0 ok: frames of the
+others are not points here, so they are missing again). Frames become
 SparseFrames (raster-sorted here if they are not; duplicate pixels are summed,
 as hexrd's csr matrices do) and enter the chain after the threshold; the
 omega motor is the mean of each pair unless a motor spec says otherwise.
@@ -60,10 +62,15 @@ def read_framecache(path: str | os.PathLike, *, motors: Mapping[str, ValueSpec] 
             nframes = int(npz["nframes"])
             dtype = str(npz["dtype"]) if "dtype" in npz.files else "float32"
             omega = np.asarray(npz["omega"], np.float64) if "omega" in npz.files else None
+            status = np.asarray(npz["peakstream_status"]) \
+                if "peakstream_status" in npz.files else None
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{path}: bad frame-cache metadata: {exc}") from None
     if len(shape) != 2 or min(shape) < 1 or max(shape) > 65535:
         raise ValueError(f"{path}: shape {shape} is not two sizes in 1..65535")
+    if status is not None and status.shape != (nframes,):
+        raise ValueError(f"{path}: peakstream_status has shape {status.shape}, not "
+                         f"({nframes},)")
     lo, hi = select(nframes, first, last, path)
     motors, counters = dict(motors or {}), dict(counters or {})
     if omega is not None and "omega" not in motors:
@@ -83,16 +90,19 @@ def read_framecache(path: str | os.PathLike, *, motors: Mapping[str, ValueSpec] 
     itype = np.dtype(dtype).name if dtype in DTYPES else "float32"
     start = make_start(scan_id or scan_id_from(path), detector or "detector", shape, itype,
                        motors, counters, hi - lo + 1, trajectory, meta, first=lo)
-    return start, _points(path, start, lo, hi, motors, counters, time)
+    return start, _points(path, start, lo, hi, motors, counters, time, status)
 
 
 def _points(path: str, start: Start, lo: int, hi: int, motors: dict[str, ValueSpec],
-            counters: dict[str, ValueSpec], time: ValueSpec | None) -> Iterator[Point]:
+            counters: dict[str, ValueSpec], time: ValueSpec | None,
+            status: np.ndarray | None) -> Iterator[Point]:
     det, sid = next(iter(start.detectors)), start.scan_id
     shape = start.detectors[det].shape
     with np.load(path, allow_pickle=False) as npz:
         for i in range(lo, hi + 1):
             pid = i - lo
+            if status is not None and status[i] != 0:  # missing or bad in the exported run
+                continue
             try:
                 frame = sparse_frame(npz[f"{i}_row"], npz[f"{i}_col"], npz[f"{i}_data"],
                                      shape)

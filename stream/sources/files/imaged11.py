@@ -9,8 +9,13 @@ scalars under `instrument/positioners/`.
 The frames are already thresholded: they enter the chain as sparse frames,
 so only label and properties run on them. Points come in omega order, as
 ImageD11 links consecutive frames in omega order (a stable sort: frames of
-equal omega keep their file order); the counter `frame` keeps each point's
-frame index in the file.
+equal omega keep their file order; frames whose omega is NaN keep their place);
+the counter `frame` keeps each point's frame index in the file.
+
+Our sparse export (`stream.offline.export`) writes its frames in point order
+with `peakstream_status` (a point's status in the run, 0 ok): those frames are
+not sorted, and frames of points that were not ok are not points here, so a
+replay finds them missing again instead of as empty frames.
 """
 
 from __future__ import annotations
@@ -70,18 +75,41 @@ def read_imaged11_blocks(path: str | os.PathLike, scan_id: str | None = None,
         motors = _motors(g, nnz.shape[0], omega, path)
         itype = np.dtype(str(g.attrs.get("itype", g["intensity"].dtype))).name
         trajectory = _trajectory(g, motors)
-    order = np.argsort(motors["omega"], kind="stable") if "omega" in motors else None
-    if order is not None and np.array_equal(order, np.arange(order.shape[0])):
-        order = None
+        ok = _recorded_ok(g, nnz.shape[0], path)
+    order = _omega_order(motors["omega"]) if "omega" in motors and ok is None else None
     sid = scan_id if scan_id and scan_id.strip("/") != group else \
         scan_id_from(path, "_" + group.replace("/", "_"))
+    meta = {"source": "imaged11", "file": os.fspath(path), "group": group}
+    if ok is not None and not ok.all():
+        meta["absent_points"] = int((~ok).sum())
     start = make_start(sid, DETECTOR, shape, itype, list(motors), ["frame"], nnz.shape[0],
-                       trajectory, {"source": "imaged11", "file": os.fspath(path),
-                                    "group": group})
-    return start, _blocks(path, group, nnz, motors, order, block_pixels)
+                       trajectory, meta)
+    return start, _blocks(path, group, nnz, motors, order, block_pixels, ok)
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _omega_order(omega: np.ndarray) -> np.ndarray | None:
+    """The frames in omega order (a stable sort), None if they are in it already. Frames
+    whose omega is NaN (not recorded) keep their place: a NaN says nothing of where a
+    frame belongs, and sorting it last would shift every frame after it."""
+    order = np.arange(omega.shape[0])
+    known = np.flatnonzero(np.isfinite(omega))
+    order[known] = known[np.argsort(omega[known], kind="stable")]
+    return None if np.array_equal(order, np.arange(order.shape[0])) else order
+
+
+def _recorded_ok(g: h5py.Group, nframes: int, path) -> np.ndarray | None:
+    """Which frames were ok points of the run our export wrote this file from (None: not
+    our export); the others were missing or bad there."""
+    if "peakstream_status" not in g:
+        return None
+    status = np.asarray(g["peakstream_status"][()])
+    if status.shape != (nframes,):
+        raise ValueError(f"{os.fspath(path)}: {g.name}/peakstream_status has shape "
+                         f"{status.shape}, expected one value per frame ({nframes})")
+    return status == 0
 
 
 def _trajectory(g: h5py.Group, motors: dict[str, np.ndarray]) -> dict:
@@ -150,7 +178,8 @@ def _motors(g: h5py.Group, nframes: int, omega: str | None, path) -> dict[str, n
 
 
 def _blocks(path, group: str, nnz: np.ndarray, motors: dict[str, np.ndarray],
-            order: np.ndarray | None, block_pixels: int) -> Iterator[SparseBlock]:
+            order: np.ndarray | None, block_pixels: int,
+            ok: np.ndarray | None = None) -> Iterator[SparseBlock]:
     ptr = np.zeros(nnz.shape[0] + 1, np.int64)
     np.cumsum(nnz, out=ptr[1:])
     with h5py.File(path, "r") as f:
@@ -158,7 +187,7 @@ def _blocks(path, group: str, nnz: np.ndarray, motors: dict[str, np.ndarray],
         if order is not None:  # points in omega order: read everything, then reorder
             pixels = np.concatenate([np.arange(ptr[i], ptr[i + 1]) for i in order])
             arrays = [g[k][()][pixels] for k in ("row", "col", "intensity")]
-            yield _block(0, order, nnz, arrays, motors)
+            yield _block(0, order, nnz, arrays, motors, None)
             return
         first = 0
         while first < nnz.shape[0]:
@@ -167,16 +196,18 @@ def _blocks(path, group: str, nnz: np.ndarray, motors: dict[str, np.ndarray],
             frames = np.arange(first, last)
             s = slice(int(ptr[first]), int(ptr[last]))
             arrays = [g[k][s] for k in ("row", "col", "intensity")]
-            yield _block(first, frames, nnz, arrays, motors)
+            yield _block(first, frames, nnz, arrays, motors, ok)
             first = last
 
 
-def _block(first: int, frames: np.ndarray, nnz: np.ndarray, arrays, motors) -> SparseBlock:
+def _block(first: int, frames: np.ndarray, nnz: np.ndarray, arrays, motors,
+           ok: np.ndarray | None) -> SparseBlock:
     row, col, intensity = arrays
     return SparseBlock(first, nnz[frames], np.asarray(row, np.uint16), np.asarray(col, np.uint16),
                        intensity, np.full(frames.shape[0], math.nan),
                        {k: v[frames] for k, v in motors.items()},
-                       {"frame": frames.astype(np.float64)})
+                       {"frame": frames.astype(np.float64)},
+                       None if ok is None else ok[frames])
 
 
 def _points(start: Start, blocks: Iterator[SparseBlock]) -> Iterator[Point]:
@@ -185,6 +216,8 @@ def _points(start: Start, blocks: Iterator[SparseBlock]) -> Iterator[Point]:
         ptr = np.zeros(b.n + 1, np.int64)
         np.cumsum(b.nnz, out=ptr[1:])
         for k in range(b.n):
+            if b.ok is not None and not b.ok[k]:  # missing or bad in the exported run
+                continue
             s = slice(int(ptr[k]), int(ptr[k + 1]))
             frame = SparseFrame(shape, b.row[s], b.col[s], b.intensity[s])
             yield Point(start.scan_id, b.first + k, float(b.time[k]),

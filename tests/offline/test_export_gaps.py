@@ -1,0 +1,76 @@
+"""Exports of a scan with missing points replay to the scan's cliques, the missing
+points missing again; ImageD11 sparse files with unrecorded (NaN) omegas keep their
+frame order."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from stream.cli.main import main
+from stream.store.reader import load
+from tests.support.files import live
+from tests.support.paths import CONFIGS
+from tests.support.sparse import write_sparse
+
+GAP = (10, 11)
+
+
+@pytest.fixture(scope="module")
+def gapped(tmp_path_factory):
+    """The simulated scan run live with points 10 and 11 never sent."""
+    tmp = tmp_path_factory.mktemp("gap")
+    live(tmp, skip=set(GAP))
+    return tmp / "live-10-11.h5"
+
+
+def replay_export(tmp_path, out, fmt: str, name: str, config=CONFIGS / "simulated.toml"):
+    exported = tmp_path / name
+    assert main(["export", str(out), "--format", fmt, "--output", str(exported)]) == 0
+    again = tmp_path / f"again-{fmt}.h5"
+    code = main(["replay", str(exported), "--config", str(config), "--quiet",
+                 "--output", str(again)])
+    return exported, again, code
+
+
+def assert_same_cliques(a: dict, b: dict) -> None:
+    assert len(a["cliques"]["clique_id"]) >= 3
+    assert np.array_equal(a["peaks2d"]["point_id"], b["peaks2d"]["point_id"])
+    assert np.array_equal(a["peaks2d"]["clique_id"], b["peaks2d"]["clique_id"])
+    assert len(a["overlaps"]["peak_a"]) == len(b["overlaps"]["peak_a"])
+    for k in ("npx", "sum_intensity", "s_raw", "f_raw", "first_point", "last_point", "omega"):
+        assert np.allclose(a["cliques"][k], b["cliques"][k], rtol=0, atol=1e-9), k
+
+
+@pytest.mark.parametrize("fmt, name", [("sparse", "x.h5")])
+def test_export_of_a_scan_with_missing_points_replays_with_them_missing(tmp_path, gapped,
+                                                                         fmt, name):
+    _, again, code = replay_export(tmp_path, gapped, fmt, name)
+    assert code == 0
+    a, b = load(gapped), load(again)
+    assert_same_cliques(a, b)
+    status = dict(zip(b["points"]["point_id"].tolist(), b["points"]["status"].tolist(),
+                      strict=True))
+    assert [p for p, s in sorted(status.items()) if s != 0] == list(GAP)  # missing (1)
+    assert {status[p] for p in GAP} == {1}
+    with h5py.File(again) as f:
+        assert f["entry"].attrs["status"] == "incomplete"
+
+
+def test_nan_omega_frames_keep_their_place(tmp_path):
+    """An ImageD11 file whose omega was not recorded for some frames: those frames stay
+    where they are; the others are still sorted by omega."""
+    src = write_sparse(tmp_path / "in.h5", nframes=30, seed=3)
+    omega = 0.25 * np.arange(30)
+    omega[[4, 5]] = np.nan
+    omega[[20, 21]] = omega[[21, 20]]  # out of order: sorted
+    with h5py.File(src, "a") as f:
+        f["1.1/measurement/rot_center"][...] = omega
+    out = tmp_path / "out.h5"
+    assert main(["replay", str(src), "--preset", "imaged11", "--quiet", "--output",
+                 str(out)]) == 0
+    frame = load(out)["points"]["counters/frame"]
+    expected = np.arange(30)
+    expected[[20, 21]] = [21, 20]
+    assert frame.tolist() == expected.tolist()
