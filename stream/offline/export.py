@@ -26,7 +26,8 @@
   label order within a point).
 * `framecache`: hexrd's frame-cache .npz: `{i}_row`, `{i}_col`, `{i}_data`,
   `shape`, `nframes`, `dtype`, and `omega` (nframes, 2): the start and end
-  angle of each frame (its omega -+ half the step to its neighbours), and
+  angle of each frame (its omega -+ half the step to its neighbours with an
+  omega: NaN only for the points without one), and
   `peakstream_status` as in `sparse`.
 * `ptyd`: ptypy's prepared data (`stream.offline.ptyd`), from a run whose chain
   had a `ptyd` node.
@@ -149,6 +150,20 @@ def _status(data: dict[str, Any]) -> np.ndarray:
     return np.asarray(data["points"]["status"], np.uint8)
 
 
+def _half_steps(omega: np.ndarray) -> np.ndarray:
+    """Half the step from each point to its neighbours, over the points whose omega is
+    known (a missing point's NaN stays its own: spread to its neighbours, their frames
+    lost their omega and the replay its links); per point index, so a frame beside a
+    gap keeps its own step."""
+    half = np.full(omega.shape, np.nan)
+    known = np.flatnonzero(np.isfinite(omega))
+    if known.shape[0] > 1:
+        half[known] = np.abs(np.gradient(omega[known], known)) / 2
+    elif known.shape[0] == 1:
+        half[known] = 0.0
+    return half
+
+
 def _sparse(data: dict[str, Any], shape, itype, output: Path) -> int:
     sp, pts = data["sparse"], data["points"]
     nnz, _ = _frames(data)
@@ -192,7 +207,7 @@ def _framecache(data: dict[str, Any], shape, itype, output: Path) -> int:
     omega = pts.get("motors/omega")
     if omega is not None and len(omega):
         omega = np.asarray(omega, np.float64)
-        half = np.abs(np.gradient(omega)) / 2 if len(omega) > 1 else np.zeros(1)
+        half = _half_steps(omega)
         arrays["omega"] = np.column_stack([omega - half, omega + half])
     with open(output, "xb") as out:
         np.savez_compressed(out, **arrays)
