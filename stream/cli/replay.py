@@ -100,6 +100,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             blocks = None if per_point else open_blocks(inputs, config, **opts)
             if blocks is None:
                 recording = open_recording(inputs, **opts)
+            _check_start(blocks[0] if blocks is not None else recording[0], config)
         except (OSError, ValueError) as exc:
             if len(scans) == 1:
                 print(f"peakstream replay: {exc}", file=sys.stderr)
@@ -143,6 +144,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"peakstream replay: {runner.last_error}", file=sys.stderr)
         if not runner.results:
             return EXIT_FAILED
+    if len(runner.results) < len(scans) - len(skipped):  # never a silent success
+        print(f"peakstream replay: {len(scans) - len(skipped) - len(runner.results)} "
+              f"scan(s) wrote no output file (the log above says why)", file=sys.stderr)
+        return EXIT_FAILED
     if target is not None and runner.results:
         try:
             done = finish_fill(target, args.inputs + args.images)
@@ -189,6 +194,20 @@ def replay_trajectory(args: argparse.Namespace, config: Config) -> dict[str, Any
     return traj
 
 
+
+
+def _check_start(start: Any, config: Config) -> None:
+    """ValueError if the processor would refuse this recording's start with this config
+    (e.g. its [source] detector is not the recording's): said before a replay that
+    would write no file."""
+    from stream.run.admission import admit_start
+
+    if isinstance(problem := admit_start(start, config), str):
+        problem = problem.removeprefix("start: ")
+        named = config["source"]["detector"]
+        raise ValueError(f"{problem}; [source] detector = {named!r} in the config must "
+                         f"name one of them" if "no detector" in problem else
+                         f"{problem}; the config does not fit this recording")
 
 
 def _ended(path: Path) -> bool:

@@ -49,7 +49,10 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
     from nodes.link.linker import Linker, PeakBlock
 
     scan = Scan.from_start(start)
-    detector, info = scan.detector(config["source"]["detector"] or None)
+    try:
+        detector, info = scan.detector(config["source"]["detector"] or None)
+    except KeyError as exc:  # the config names a detector the recording lacks
+        raise ValueError(exc.args[0]) from None
     pipeline = Pipeline(config.build_nodes())
     if not block_chain_ok(pipeline.sparse_chain):
         raise ValueError("block replay needs the sparse chain label -> properties, not "

@@ -19,7 +19,8 @@
   rot_center); attr peakstream_trajectory, the scan's trajectory (JSON), which
   a replay of the file follows (without it, a sweep in omega); peakstream_status,
   each frame's point status (0 ok, 1 missing, 2 bad: a replay finds the points
-  that were not ok missing, not empty). The kept
+  that were not ok missing, not empty); attr peakstream_detector, the
+  detector's name (a config's [source] detector names it). The kept
   pixels of every point; when 2D peaks were split between cliques, also
   `shares/` (peak_id, clique_id, share: the part of the 2D peak's intensity
   that is the clique's; peak_id is the row of peaks2d, in point order and
@@ -28,7 +29,7 @@
   `shape`, `nframes`, `dtype`, and `omega` (nframes, 2): the start and end
   angle of each frame (its omega -+ half the step to its neighbours with an
   omega: NaN only for the points without one), and
-  `peakstream_status` as in `sparse`.
+  `peakstream_status`, `peakstream_detector` as in `sparse`.
 * `ptyd`: ptypy's prepared data (`stream.offline.ptyd`), from a run whose chain
   had a `ptyd` node.
 """
@@ -180,6 +181,7 @@ def _sparse(data: dict[str, Any], shape, itype, output: Path) -> int:
                                                  nnz), **opts)
         g.create_dataset("nnz", data=nnz)
         g.create_dataset("peakstream_status", data=_status(data))
+        g.attrs["peakstream_detector"] = data["detector"]  # a config may name it
         shares = data.get("shares") or {}
         if len(shares.get("peak_id", ())) and (np.asarray(shares["share"]) < 1).any():
             for key in ("peak_id", "clique_id", "share"):  # 2D peaks split between cliques
@@ -198,7 +200,8 @@ def _framecache(data: dict[str, Any], shape, itype, output: Path) -> int:
     arrays: dict[str, np.ndarray] = {"shape": np.array(shape, np.int64),
                                      "nframes": np.array(nnz.shape[0]),
                                      "dtype": np.array("float32"),
-                                     "peakstream_status": _status(data)}
+                                     "peakstream_status": _status(data),
+                                     "peakstream_detector": np.array(data["detector"])}
     for i in range(nnz.shape[0]):
         s = slice(int(ptr[i]), int(ptr[i + 1]))
         arrays[f"{i}_row"] = sp["row"][s].astype(np.uint16)

@@ -1,6 +1,7 @@
 """Exports of a scan with missing points replay to the scan's cliques, the missing
-points missing again; ImageD11 sparse files with unrecorded (NaN) omegas keep their
-frame order."""
+points missing again, under the detector's own name; ImageD11 sparse files with
+unrecorded (NaN) omegas keep their frame order; a config naming a detector the
+recording lacks is a clear error."""
 
 from __future__ import annotations
 
@@ -78,3 +79,41 @@ def test_nan_omega_frames_keep_their_place(tmp_path):
     expected = np.arange(30)
     expected[[20, 21]] = [21, 20]
     assert frame.tolist() == expected.tolist()
+
+
+def named_config(tmp_path, detector: str):
+    """configs/simulated.toml with [source] detector = `detector`."""
+    text = (CONFIGS / "simulated.toml").read_text()
+    path = tmp_path / f"{detector}.toml"
+    path.write_text(text.replace('[source]\n', f'[source]\ndetector = "{detector}"\n', 1))
+    return path
+
+
+@pytest.mark.parametrize("fmt, name", [("sparse", "x.h5"), ("framecache", "x.npz")])
+def test_exports_keep_the_detector_name(tmp_path, gapped, fmt, name):
+    _, again, code = replay_export(tmp_path, gapped, fmt, name,
+                                   config=named_config(tmp_path, "eiger"))
+    assert code == 0
+    b = load(again)
+    assert b["detector"] == "eiger"
+    assert_same_cliques(load(gapped), b)
+
+
+@pytest.mark.parametrize("kind", ["imaged11", "framecache"])
+def test_a_config_naming_another_detector_is_a_clear_error(tmp_path, gapped, kind, capsys):
+    """In blocks (an ImageD11 file) it was a KeyError traceback, point by point (a
+    frame-cache) exit 0 and no file."""
+    if kind == "imaged11":
+        src = write_sparse(tmp_path / "in.h5", nframes=20)
+    else:
+        src = tmp_path / "x.npz"
+        assert main(["export", str(gapped), "--format", "framecache", "--output",
+                     str(src)]) == 0
+    out = tmp_path / "out.h5"
+    capsys.readouterr()
+    assert main(["replay", str(src), "--config", str(named_config(tmp_path, "pilatus")),
+                 "--quiet", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "no detector 'pilatus'" in err[0] and "[source] detector" in err[0]
+    assert not out.exists()

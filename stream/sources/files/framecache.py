@@ -4,7 +4,8 @@ Layout (hexrd.imageseries, npz style): `shape` (rows, cols), `nframes`, `dtype`,
 per frame `{i}_row`, `{i}_col`, `{i}_data`, and metadata arrays beside them,
 `omega` (nframes, 2) holding each frame's start and end angle, and from our
 export `peakstream_status` (a point's status in the run, 0 ok: frames of the
-others are not points here, so they are missing again). Frames become
+others are not points here, so they are missing again) and `peakstream_detector`
+(the detector's name, else "detector", or what --detector says). Frames become
 SparseFrames (raster-sorted here if they are not; duplicate pixels are summed,
 as hexrd's csr matrices do) and enter the chain after the threshold; the
 omega motor is the mean of each pair unless a motor spec says otherwise.
@@ -64,6 +65,8 @@ def read_framecache(path: str | os.PathLike, *, motors: Mapping[str, ValueSpec] 
             omega = np.asarray(npz["omega"], np.float64) if "omega" in npz.files else None
             status = np.asarray(npz["peakstream_status"]) \
                 if "peakstream_status" in npz.files else None
+            if detector is None and "peakstream_detector" in npz.files:  # our export's
+                detector = str(npz["peakstream_detector"])
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{path}: bad frame-cache metadata: {exc}") from None
     if len(shape) != 2 or min(shape) < 1 or max(shape) > 65535:

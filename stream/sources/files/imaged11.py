@@ -13,7 +13,8 @@ equal omega keep their file order; frames whose omega is NaN keep their place);
 the counter `frame` keeps each point's frame index in the file.
 
 Our sparse export (`stream.offline.export`) writes its frames in point order
-with `peakstream_status` (a point's status in the run, 0 ok): those frames are
+with `peakstream_status` (a point's status in the run, 0 ok) and the attr
+`peakstream_detector` (the detector's name, else "detector"): those frames are
 not sorted, and frames of points that were not ok are not points here, so a
 replay finds them missing again instead of as empty frames.
 """
@@ -76,13 +77,14 @@ def read_imaged11_blocks(path: str | os.PathLike, scan_id: str | None = None,
         itype = np.dtype(str(g.attrs.get("itype", g["intensity"].dtype))).name
         trajectory = _trajectory(g, motors)
         ok = _recorded_ok(g, nnz.shape[0], path)
+        detector = str(g.attrs.get("peakstream_detector", DETECTOR))  # our export's
     order = _omega_order(motors["omega"]) if "omega" in motors and ok is None else None
     sid = scan_id if scan_id and scan_id.strip("/") != group else \
         scan_id_from(path, "_" + group.replace("/", "_"))
     meta = {"source": "imaged11", "file": os.fspath(path), "group": group}
     if ok is not None and not ok.all():
         meta["absent_points"] = int((~ok).sum())
-    start = make_start(sid, DETECTOR, shape, itype, list(motors), ["frame"], nnz.shape[0],
+    start = make_start(sid, detector, shape, itype, list(motors), ["frame"], nnz.shape[0],
                        trajectory, meta)
     return start, _blocks(path, group, nnz, motors, order, block_pixels, ok)
 
@@ -211,7 +213,8 @@ def _block(first: int, frames: np.ndarray, nnz: np.ndarray, arrays, motors,
 
 
 def _points(start: Start, blocks: Iterator[SparseBlock]) -> Iterator[Point]:
-    shape = next(iter(start.detectors.values())).shape
+    detector, info = next(iter(start.detectors.items()))
+    shape = info.shape
     for b in blocks:
         ptr = np.zeros(b.n + 1, np.int64)
         np.cumsum(b.nnz, out=ptr[1:])
@@ -223,7 +226,7 @@ def _points(start: Start, blocks: Iterator[SparseBlock]) -> Iterator[Point]:
             yield Point(start.scan_id, b.first + k, float(b.time[k]),
                         {m: float(v[k]) for m, v in b.motors.items()},
                         {c: float(v[k]) for c, v in b.counters.items()},
-                        {DETECTOR: frame})
+                        {detector: frame})
 
 
 __all__ = ["read_imaged11_sparse", "read_imaged11_blocks", "is_imaged11_sparse"]
