@@ -181,9 +181,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         result = export(args.file, args.format, args.output)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError) as exc:  # as relink: 2 if nothing was written
         print(f"peakstream export: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE if not Path(args.output).exists() else EXIT_FAILED
     what = "cliques" if args.format == "flt" else "frames"
     print(f"wrote {result['file']}: {result['rows']} {what} ({args.format})")
     return EXIT_OK

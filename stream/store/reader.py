@@ -20,7 +20,10 @@ from stream.store.rows import POINT_STATUS
 
 
 def detector_of(f: h5py.File) -> str:
-    """The detector group of an output file (the one with peaks2d)."""
+    """The detector group of an output file (the one with peaks2d); ValueError naming
+    the file if it is not one (an ImageD11 sparse file, say)."""
+    if "entry" not in f or "process" not in f["entry"]:
+        raise ValueError(f"{f.filename}: not a peakstream output file (no /entry/process)")
     for name, obj in f["entry"].items():
         if isinstance(obj, h5py.Group) and "peaks2d" in obj:
             return name

@@ -177,3 +177,15 @@ def test_a_360_scan_exported_sparse_replays_with_its_wrap(tmp_path):
     assert main(["export", str(out), "--format", "sparse", "--output", str(exported)]) == 0
     assert main(["replay", str(exported), "--quiet", "--output", str(again)]) == 0
     assert partition(load(again)) == partition(load(out))
+
+
+@pytest.mark.parametrize("fmt", ["flt", "sparse", "framecache", "ptyd"])
+def test_export_of_a_file_that_is_not_ours_says_so_as_relink_does(tmp_path, fmt, capsys):
+    src = write_sparse(tmp_path / "imaged11.h5", nframes=10)  # an ImageD11 sparse file
+    out = tmp_path / f"x.{fmt}"
+    assert main(["relink", str(src), "--output", str(tmp_path / "r.h5")]) == 2
+    said = capsys.readouterr().err.strip().removeprefix("peakstream relink: ")
+    assert main(["export", str(src), "--format", fmt, "--output", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"peakstream export: {said}"
+    assert "not a peakstream output file" in said
+    assert not out.exists()
