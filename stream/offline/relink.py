@@ -145,10 +145,30 @@ def _config(text: str, path: Path, settings: dict[str, Any]) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: bad /entry/process/config: {exc}") from None
     linker = data.setdefault("linker", {})
+    settings = {**settings, "criterion": _criterion(linker.get("criterion", "any_pixel"),
+                                                    settings)}
     for key, value in settings.items():
         if value is not None:
             linker[key] = value
     return Config(data, f"{path}::/entry/process/config with the new [linker]")
+
+
+def _criterion(own: str | list[str], settings: dict[str, Any]) -> str | list[str] | None:
+    """The criterion to link by (None: the file's own). A fraction or distance the
+    criterion does not use would change nothing: without a new criterion it names its
+    own (both: both); with one that leaves it out, ValueError."""
+    criterion = settings.get("criterion")
+    names = criterion if criterion is not None else own
+    names = [names] if isinstance(names, str) else list(names)
+    given = [k for k in ("fraction", "distance") if settings.get(k) is not None]
+    unused = [k for k in given if k not in names]
+    if not unused:
+        return criterion
+    if criterion is not None:
+        raise ValueError(f"{unused[0]} {settings[unused[0]]} has no effect with the criterion "
+                         f"{' '.join(names)}: name {unused[0]} among the criteria "
+                         f"(--criterion {' '.join([*names, unused[0]])})")
+    return given[0] if len(given) == 1 else given
 
 
 def _read_text(path: Path, name: str) -> str:

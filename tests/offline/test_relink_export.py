@@ -189,3 +189,19 @@ def test_export_of_a_file_that_is_not_ours_says_so_as_relink_does(tmp_path, fmt,
     assert capsys.readouterr().err.strip() == f"peakstream export: {said}"
     assert "not a peakstream output file" in said
     assert not out.exists()
+
+
+def test_relink_fraction_alone_links_by_fraction(tmp_path, replayed, capsys):
+    """--fraction without --criterion was ignored (the file's any_pixel kept)."""
+    _, out = replayed
+    alone, named = tmp_path / "alone.h5", tmp_path / "named.h5"
+    assert main(["relink", str(out), "--fraction", "0.4", "--output", str(alone)]) == 0
+    assert main(["relink", str(out), "--criterion", "fraction", "--fraction", "0.4",
+                 "--output", str(named)]) == 0
+    assert partition(load(alone)) == partition(load(named)) != partition(load(out))
+    capsys.readouterr()
+    wrong = tmp_path / "wrong.h5"
+    assert main(["relink", str(out), "--criterion", "distance", "--fraction", "0.4",
+                 "--output", str(wrong)]) == 2
+    assert "fraction 0.4 has no effect with the criterion distance" in capsys.readouterr().err
+    assert not wrong.exists()
