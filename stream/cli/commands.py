@@ -180,10 +180,12 @@ def cmd_export(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        result = export(args.file, args.format, args.output)
+        result = export(args.file, args.format, args.output, getattr(args, "omega", None))
     except (OSError, ValueError, KeyError) as exc:  # as relink: 2 if nothing was written
         print(f"peakstream export: {exc}", file=sys.stderr)
         return EXIT_USAGE if not Path(args.output).exists() else EXIT_FAILED
+    if result.get("warning"):
+        print(f"peakstream export: warning: {result['warning']}", file=sys.stderr)
     what = "cliques" if args.format == "flt" else "frames"
     print(f"wrote {result['file']}: {result['rows']} {what} ({args.format})")
     return EXIT_OK

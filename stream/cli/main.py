@@ -285,6 +285,9 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="a peakstream output file")
     p.add_argument("--format", required=True, choices=("flt", "sparse", "framecache", "ptyd"))
     p.add_argument("--output", required=True, help="the file to write")
+    p.add_argument("--omega", metavar="NAME",
+                   help="the scan's rotation motor (default: omega, or a usual name such "
+                        "as diffrz, or the fast motor of a sweep)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="end to end: simulator -> ZeroMQ -> processor -> HDF5",

@@ -32,10 +32,16 @@
   `peakstream_status`, `peakstream_detector` as in `sparse`.
 * `ptyd`: ptypy's prepared data (`stream.offline.ptyd`), from a run whose chain
   had a `ptyd` node.
+
+"omega" above is the scan's rotation motor (`rotation_motor`): the one named,
+else `omega` or another usual name (a Bliss scan's `diffrz`), else the motor the
+trajectory declares periodic or the fast motor of a sweep; without one the
+export says so (omega columns NaN, no frame-cache omega) instead of a silent NaN.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +56,16 @@ FLT_COLUMNS = ("sc", "fc", "omega", "Number_of_pixels", "avg_intensity", "s_raw"
                "sum_intensity^2", "IMax_int", "IMax_s", "IMax_f", "IMax_o", "Min_s", "Max_s",
                "Min_f", "Max_f", "Min_o", "Max_o", "dety", "detz", "onfirst", "onlast",
                "spot3d_id")
+ROTATION_NAMES = ("omega", "rot", "rot_center", "diffrz", "diffrz_center")
 _INTS = {"Number_of_pixels", "IMax_s", "IMax_f", "Min_s", "Max_s", "Min_f", "Max_f",
          "onfirst", "onlast", "spot3d_id"}
 
 
-def export(path: str | Path, fmt: str, output: str | Path) -> dict[str, Any]:
-    """Write `output` in format `fmt` from the output file `path`; return what was written."""
+def export(path: str | Path, fmt: str, output: str | Path,
+           omega: str | None = None) -> dict[str, Any]:
+    """Write `output` in format `fmt` from the output file `path`; return what was written
+    (and a `warning` when the scan has no rotation motor). `omega`: the rotation
+    motor's name (default: `rotation_motor`'s choice)."""
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
     if fmt == "ptyd":
@@ -68,17 +78,50 @@ def export(path: str | Path, fmt: str, output: str | Path) -> dict[str, Any]:
         shape = (int(sparse.attrs["shape0"]), int(sparse.attrs["shape1"]))
         itype = str(sparse.attrs["itype"])
         data["trajectory"] = str(f["entry/points"].attrs.get("trajectory", ""))
+    motors = [k[len("motors/"):] for k in data["points"] if k.startswith("motors/")]
+    data["omega"] = rotation_motor(motors, data["trajectory"], omega)
     writer = {"flt": _flt, "sparse": _sparse, "framecache": _framecache}[fmt]
     n = writer(data, shape, itype, Path(output))
-    return {"format": fmt, "file": str(output), "rows": n}
+    done = {"format": fmt, "file": str(output), "rows": n, "omega": data["omega"]}
+    if data["omega"] is None:
+        done["warning"] = (f"no rotation motor among the scan's motors "
+                           f"({', '.join(motors) or 'none'}): "
+                           + ("the omega columns are NaN" if fmt == "flt" else
+                              "the frames have no omega") + "; give --omega NAME")
+    return done
+
+
+def rotation_motor(motors: list[str], trajectory: str, given: str | None = None) -> str | None:
+    """The scan's rotation motor: `given` (ValueError if the scan lacks it), else the
+    first of ROTATION_NAMES among `motors`, else one the trajectory (JSON) declares
+    periodic, else the fast motor of a sweep or interlaced scan; None if none."""
+    if given:
+        if given not in motors:
+            raise ValueError(f"omega motor {given!r}: the scan has no such motor (its "
+                             f"motors: {', '.join(motors) or 'none'})")
+        return given
+    for name in ROTATION_NAMES:
+        if name in motors:
+            return name
+    try:
+        traj = json.loads(trajectory) if trajectory else {}
+    except ValueError:
+        traj = {}
+    traj = traj if isinstance(traj, dict) else {}
+    periodic = [m for m in traj.get("period") or {} if m in motors]
+    if periodic:
+        return periodic[0]
+    fast = traj.get("fast")
+    return fast if traj.get("kind") in ("sweep", "interlaced") and fast in motors else None
 
 
 def flt_columns(data: dict[str, Any]) -> dict[str, np.ndarray]:
     """The columnfile's columns, one row per clique (see the module docstring)."""
     cl, pk = data["cliques"], data["peaks2d"]
     n = cl["clique_id"].shape[0]
-    omega_of = data["points"].get("motors/omega", np.full(len(data["points"]["point_id"]),
-                                                         np.nan))
+    rot = data.get("omega", "omega")  # the rotation motor's name (None: none)
+    nan = np.full(len(data["points"]["point_id"]), np.nan)
+    omega_of = data["points"].get(f"motors/{rot}", nan) if rot else nan
     with np.errstate(invalid="ignore", divide="ignore"):
         s, f = cl["s_raw"], cl["f_raw"]
         var_s = np.maximum(cl["s_ssI"] / cl["s_I"] - s * s, 0.0)
@@ -109,7 +152,7 @@ def flt_columns(data: dict[str, Any]) -> dict[str, np.ndarray]:
         fn.at(out, member[ok], pk[key][rows[ok]].astype(np.int64))
         bbox[name] = out
     npoints = len(data["points"]["point_id"])
-    omega = cl.get("omega", np.full(n, np.nan))
+    omega = cl.get(rot, np.full(n, np.nan)) if rot else np.full(n, np.nan)
     return {
         "sc": s, "fc": f, "omega": omega, "Number_of_pixels": cl["npx"],
         "avg_intensity": avg, "s_raw": s, "f_raw": f, "sigs": sigs, "sigf": sigf,
@@ -189,7 +232,8 @@ def _sparse(data: dict[str, Any], shape, itype, output: Path) -> int:
         for key, values in pts.items():
             if key.startswith("motors/"):
                 name = key[len("motors/"):]
-                g.create_dataset(f"measurement/{'rot_center' if name == 'omega' else name}",
+                rot = name == data["omega"]  # ImageD11's omega
+                g.create_dataset(f"measurement/{'rot_center' if rot else name}",
                                  data=np.asarray(values, np.float64))
     return int(nnz.shape[0])
 
@@ -207,7 +251,7 @@ def _framecache(data: dict[str, Any], shape, itype, output: Path) -> int:
         arrays[f"{i}_row"] = sp["row"][s].astype(np.uint16)
         arrays[f"{i}_col"] = sp["col"][s].astype(np.uint16)
         arrays[f"{i}_data"] = sp["intensity"][s].astype(np.float32)
-    omega = pts.get("motors/omega")
+    omega = pts.get(f"motors/{data['omega']}") if data["omega"] else None
     if omega is not None and len(omega):
         omega = np.asarray(omega, np.float64)
         half = _half_steps(omega)

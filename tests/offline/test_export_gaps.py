@@ -1,7 +1,7 @@
 """Exports of a scan with missing points replay to the scan's cliques, the missing
 points missing again, under the detector's own name; ImageD11 sparse files with
 unrecorded (NaN) omegas keep their frame order; a config naming a detector the
-recording lacks is a clear error."""
+recording lacks is a clear error; exports use the scan's rotation motor (diffrz)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from stream.cli.main import main
 from stream.store.reader import load
-from tests.support.files import live
+from tests.support.files import frames, live, monitors, omegas, write_bliss
 from tests.support.paths import CONFIGS
 from tests.support.sparse import write_sparse
 
@@ -117,3 +117,56 @@ def test_a_config_naming_another_detector_is_a_clear_error(tmp_path, gapped, kin
     assert len(err) == 1
     assert "no detector 'pilatus'" in err[0] and "[source] detector" in err[0]
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def diffrz_scan(tmp_path_factory):
+    """The simulated scan as Bliss records it, its rotation motor called diffrz."""
+    tmp = tmp_path_factory.mktemp("diffrz")
+    src = write_bliss(tmp / "bliss.h5", frames(), omegas(), monitors())
+    out = tmp / "out.h5"
+    assert main(["replay", str(src), "--images", "/1.1/measurement/eiger", "--motor",
+                 "diffrz=/1.1/measurement/rot_center", "--counter",
+                 "monitor=/1.1/measurement/mon", "--config", str(CONFIGS / "simulated.toml"),
+                 "--quiet", "--output", str(out)]) == 0
+    return out
+
+
+def test_exports_use_the_scans_rotation_motor(tmp_path, diffrz_scan, capsys):
+    """flt's omega, IMax_o, Min_o, Max_o and the frame-cache's omega come from diffrz
+    (they were NaN, and no frame-cache omega, without a word)."""
+    data = load(diffrz_scan)
+    cl, diffrz = data["cliques"], data["points"]["motors/diffrz"]
+    assert len(cl["clique_id"]) >= 3
+    flt, npz = tmp_path / "x.flt", tmp_path / "x.npz"
+    assert main(["export", str(diffrz_scan), "--format", "flt", "--output", str(flt)]) == 0
+    assert main(["export", str(diffrz_scan), "--format", "framecache", "--output",
+                 str(npz)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    names = flt.read_text().splitlines()[1].split()[1:]
+    table = np.loadtxt(flt, ndmin=2)
+    col = {c: table[:, i] for i, c in enumerate(names)}
+    assert np.allclose(col["omega"], cl["diffrz"], atol=1e-6)
+    assert np.allclose(col["Min_o"], diffrz[cl["first_point"]], atol=1e-6)
+    assert np.allclose(col["Max_o"], diffrz[cl["last_point"]], atol=1e-6)
+    assert np.isfinite(col["IMax_o"]).all()
+    with np.load(npz) as z:
+        assert np.allclose(z["omega"].mean(axis=1), diffrz)
+
+
+def test_export_without_a_rotation_motor_says_so(tmp_path, diffrz_scan, capsys):
+    flt = tmp_path / "x.flt"
+    assert main(["export", str(diffrz_scan), "--format", "flt", "--omega", "phi",
+                 "--output", str(flt)]) == 2
+    assert "no such motor (its motors: diffrz)" in capsys.readouterr().err
+    assert not flt.exists()
+    scan = tmp_path / "scan.h5"
+    scan.write_bytes(diffrz_scan.read_bytes())
+    with h5py.File(scan, "a") as f:  # the trajectory no longer names diffrz
+        f["entry/points"].attrs["trajectory"] = '{"kind": "grid", "fast": "x", "nfast": 4}'
+        f.move("entry/points/motors/diffrz", "entry/points/motors/phi")
+    assert main(["export", str(scan), "--format", "flt", "--output", str(flt)]) == 0
+    assert "no rotation motor among the scan's motors (phi)" in capsys.readouterr().err
+    assert main(["export", str(scan), "--format", "flt", "--omega", "phi",
+                 "--output", str(tmp_path / "y.flt")]) == 0
+    assert "warning" not in capsys.readouterr().err
