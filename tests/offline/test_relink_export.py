@@ -146,7 +146,7 @@ def test_rocking_curve_png_and_a_clear_message_without_matplotlib(tmp_path, repl
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     assert main(["inspect", str(out), "--clique", str(c), "--png", str(tmp_path / "d.png")]) \
         == 2
-    assert "pip install 'peakstream[plot]'" in capsys.readouterr().err
+    assert "pip install -e '.[plot]'" in capsys.readouterr().err
 
 
 def test_a_360_scan_exported_sparse_replays_with_its_wrap(tmp_path):
