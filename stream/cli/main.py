@@ -300,7 +300,7 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
                    help="TOML config (default: configs/simulated.toml if present)")
     p.add_argument("--output", default="demo_out", help="output directory (default demo_out)")
     p.add_argument("--rate", type=float, help="points per second (default: full speed)")
-    p.add_argument("--timeout", type=float, default=300.0, help="give up after S s (300)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds before giving up (300)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_demo)
 
