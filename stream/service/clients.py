@@ -93,6 +93,10 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(f"  last scan   {last['scan_id']}: {last['status']}"
                      f"{' (' + last['reason'] + ')' if last.get('reason') else ''} -> "
                      f"{last['file']}")
+    source = {k: v for k, v in (s.get("source") or {}).items()
+              if not isinstance(v, dict | list) and v not in ("", None)}
+    if source:  # the source's own counters (blissdata, pva, dectris)
+        lines.append("  source      " + ", ".join(f"{k} {v}" for k, v in source.items()))
     w = s.get("workers") or {}
     lines.append(f"  workers     {w.get('workers')} {w.get('kind')}, {s.get('in_flight')}/"
                  f"{s.get('queue')} points out")

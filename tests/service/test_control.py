@@ -250,3 +250,14 @@ def test_status_says_when_the_data_endpoint_is_bound():
     assert "data bound after the warm-up," in warming
     ready = format_status({"state": "idle", "endpoints": {"data": "tcp://h:1", "control": "c"}})
     assert "data tcp://h:1," in ready
+
+
+def test_status_shows_the_source_counters():
+    """docs/sources.md: status shows the source's counters (they were only in --json)."""
+    from stream.service.clients import format_status
+
+    text = format_status({"state": "idle", "source": {"scans": 3, "bad_frames": 2,
+                                                      "last_error": "", "per_scan": {}}})
+    assert "  source      scans 3, bad_frames 2" in text
+    assert "last_error" not in text and "per_scan" not in text
+    assert "source " not in format_status({"state": "idle", "source": {}})
