@@ -14,6 +14,14 @@ a start-message `trajectory` map (see `stream.trajectory`):
   `snake` whose fast motor is the one that moves within the rows (either
   order), `wrap` when each row spans a turn;
 * anything else: `free`, with tolerances from the steps.
+
+A motor read as NaN at some points is filled for the guess from its neighbours
+on either side (both ways tried where they disagree: a NaN where a pass turns
+round belongs to one pass or the other), and the guess that fits best (a
+regular scan before one linked by position) is taken; so one unread position
+at the start or end of a pass no longer turns an interlaced scan into a sweep
+or a snake into a grid. A fast motor recorded modulo a turn (-180..180, or
+0..360 jumping from 357 to 0) is unwrapped where the jump is one regular step.
 """
 
 from __future__ import annotations
@@ -36,7 +44,63 @@ def derive_trajectory(motors: dict[str, np.ndarray]) -> dict[str, Any]:
     # the fast motor moves between most consecutive points
     changes = {m: int(np.count_nonzero(np.abs(np.diff(cols[m])) > 0)) for m in moving}
     ordered = sorted(moving, key=lambda m: (-changes[m], m != "omega", m))
+    guesses = [_derive(ordered, variant) for variant in _filled(cols, moving)]
+    return min(guesses, key=lambda g: 2 if g["kind"] == "free" else int("tolerance" in g))
+
+
+def _filled(cols: dict[str, np.ndarray], moving: list[str]) -> list[dict[str, np.ndarray]]:
+    """The positions with each moving motor's NaN filled by continuing its neighbours'
+    steps: from the left where both sides can, then from the right (one variant if
+    the two agree or nothing is missing)."""
+    if all(np.isfinite(cols[m]).all() for m in moving):
+        return [cols]
+    out = []
+    for prefer_left in (True, False):
+        variant = dict(cols)
+        for m in moving:
+            variant[m] = _fill(cols[m], prefer_left)
+        out.append(variant)
+    same = all(np.array_equal(out[0][m], out[1][m]) for m in moving)
+    return out[:1] if same else out
+
+
+def _fill(v: np.ndarray, prefer_left: bool) -> np.ndarray:
+    """`v` with each run of NaN continued from the two finite values before it (or after
+    it, or a single neighbour's value)."""
+    v = v.copy()
+    bad = ~np.isfinite(v)
+    good = np.flatnonzero(~bad)
+    for i in np.flatnonzero(bad):
+        before, after = good[good < i], good[good > i]
+        left = (v[before[-1]] + (i - before[-1]) * (v[before[-1]] - v[before[-2]])
+                if before.size > 1 else v[before[-1]] if before.size else None)
+        right = (v[after[0]] - (after[0] - i) * (v[after[1]] - v[after[0]])
+                 if after.size > 1 else v[after[0]] if after.size else None)
+        v[i] = left if left is not None and (prefer_left or right is None) else right
+    return v
+
+
+def _unwrapped(v: np.ndarray) -> np.ndarray:
+    """`v` with its jumps of about a turn that are, less the turn, one regular step
+    taken out (a motor recorded modulo 360); other jumps (an interlaced scan's pass
+    break) are left alone."""
+    d = np.diff(v)
+    jumps = np.flatnonzero(np.abs(d) > TURN / 2)
+    if not jumps.size:
+        return v
+    step = _step(np.delete(v, jumps + 1))
+    fix = np.zeros(v.shape[0])
+    for j in jumps:
+        rest = d[j] - math.copysign(TURN, d[j])
+        if abs(abs(rest) - step) <= 0.1 * step:
+            fix[j + 1:] -= math.copysign(TURN, d[j])
+    return v + fix
+
+
+def _derive(ordered: list[str], cols: dict[str, np.ndarray]) -> dict[str, Any]:
     fast = ordered[0]
+    cols = {**cols, fast: _unwrapped(cols[fast])}
+    moving = ordered
     if len(moving) == 1:
         return _one_motor(fast, cols[fast])
     if len(moving) == 2:
@@ -77,10 +141,11 @@ def _one_motor(fast: str, v: np.ndarray) -> dict[str, Any]:
         if _turns(span, step):
             return {"kind": "sweep", "fast": fast, "wrap": True, "points_per_turn": n}
         per_turn = TURN / step
-        if span + step > TURN and abs(per_turn - round(per_turn)) < 1e-3 * per_turn:
+        whole = span + step >= TURN - 0.5 * step  # at least a turn
+        if whole and abs(per_turn - round(per_turn)) < 1e-3 * per_turn:
             return {"kind": "sweep", "fast": fast, "wrap": True,
                     "points_per_turn": int(round(per_turn))}
-        if span + step > TURN:
+        if whole:
             return {"kind": "free", "tolerance": {fast: 1.5 * step}, "period": {fast: TURN},
                     "window": int(math.ceil(per_turn)) + 2}
         return {"kind": "sweep", "fast": fast}
@@ -92,8 +157,9 @@ def _one_motor(fast: str, v: np.ndarray) -> dict[str, Any]:
             same = [np.nanmax(np.abs(np.sort(r) - ref)) <= 0.1 * step for r in rows]
             half = n // first == 2 and np.nanmax(np.abs(np.abs(np.sort(rows[1]) - ref)
                                                         - 0.5 * step)) <= 0.1 * step
-            if half:
-                return {"kind": "interlaced", "fast": fast, "iflip": bool(spans[1] != spans[0])}
+            if half:  # wrap: both passes together cover a turn in half steps
+                out = {"kind": "interlaced", "fast": fast, "iflip": bool(spans[1] != spans[0])}
+                return {**out, "wrap": True} if _turns(float(np.ptp(v)), 0.5 * step) else out
             if all(same):
                 alternate = bool(np.all(spans[1:] == -spans[:-1]))
                 wrap = _turns(float(np.ptp(rows[0])), step)
@@ -137,7 +203,7 @@ def _free(fast: str, others: list[str], cols: dict[str, np.ndarray]) -> dict[str
     span = float(np.nanmax(v) - np.nanmin(v))
     per_turn = TURN / step
     window = n - 1
-    if span + step > TURN:
+    if span + step >= TURN - 0.5 * step:
         out["period"] = {fast: TURN}
         window = int(math.ceil(1.05 * per_turn)) + 2
     lag = min(int(round(per_turn)), n - 1) if "period" in out else 1

@@ -258,6 +258,55 @@ def test_derive_finds_the_simulated_kind(config):
         assert derived.get(key, {"slow": None, "iflip": False}.get(key)) == value, (key, derived)
 
 
+DERIVED = [  # a scan of each kind whose rows (or passes) have more than 2 points
+    SimConfig(npoints=24, omega_step=15.0, wrap=True, **SIM),
+    SimConfig(npoints=20, trajectory="interlaced", **SIM),
+    SimConfig(npoints=20, trajectory="interlaced", iflip=True, **SIM),
+    SimConfig(npoints=24, trajectory="snake", nrows=3, dty_step=0.0, **SIM),
+    SimConfig(npoints=24, trajectory="snake", nrows=4, **SIM),
+    SimConfig(npoints=24, trajectory="grid", nrows=3, **SIM),
+    SimConfig(npoints=36, omega_step=30.0, trajectory="grid", nrows=3, wrap=True, **SIM),
+]
+
+
+@pytest.mark.parametrize("config", DERIVED)
+@pytest.mark.parametrize("where", ["first", "last", "row end", "row start"])
+def test_derive_is_not_misled_by_one_unread_position(config, where):
+    """A NaN where a pass or row starts or ends: an interlaced scan was taken for a
+    sweep or got iflip, a snake for a grid (the guess goes by the steps around it)."""
+    sim = Simulation(config)
+    n = config.npoints
+    table = {m: np.array([sim.motors(i)[m] for i in range(n)]) for m in sim.layout.motors}
+    told = sim.start("s").trajectory
+    row = told.get("nfast") or n // (2 if told["kind"] == "interlaced" else 1)
+    k = {"first": 0, "last": n - 1, "row end": row - 1, "row start": row % n}[where]
+    table[told["fast"]][k] = np.nan
+    derived = derive_trajectory(table)
+    for key, value in told.items():
+        assert derived.get(key, {"slow": None, "iflip": False}.get(key)) == value, (key, derived)
+
+
+@pytest.mark.parametrize("recorded", [lambda w: w, lambda w: w % 360,
+                                      lambda w: (w + 180) % 360 - 180, lambda w: -w])
+def test_derive_a_turn_recorded_modulo_360(recorded):
+    """One turn in 3 degree steps recorded as 9..366, 0..360 (357 -> 0 mid-scan),
+    -180..180 or backwards: a wrapping sweep each time (the modulo ones fitted no
+    regular scan, and -180..180 not even a turn: the spot at +-180 was split)."""
+    omega = recorded(9 + 3.0 * np.arange(120))
+    assert derive_trajectory({"omega": omega}) == {"kind": "sweep", "fast": "omega",
+                                                   "wrap": True, "points_per_turn": 120}
+
+
+def test_derive_an_interlaced_turn_wraps():
+    """Two passes that together cover a turn in half steps: interlaced with wrap (the
+    spot at 0 / 360 was split, and its centroid reported at 365)."""
+    omega = 9 + 3.0 * np.arange(120)
+    interlaced = np.r_[omega[0::2], omega[1::2]]
+    assert derive_trajectory({"omega": interlaced}) == {"kind": "interlaced", "fast": "omega",
+                                                        "iflip": False, "wrap": True}
+    assert "wrap" not in derive_trajectory({"omega": np.r_[omega[0:60:2], omega[1:60:2]]})
+
+
 def test_derive_free_rotation_with_sinusoidal_dty():
     sim = Simulation(SimConfig(npoints=300, omega_step=7.3, trajectory="free",
                                dty_amplitude=3.0, dty_period=4 * 300 * 7.3, **SIM))
