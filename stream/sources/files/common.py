@@ -195,10 +195,25 @@ def header_value(header: Mapping[str, Any], key: str) -> float:
                 break
     if value is None:
         raise ValueError(f"header has no key {key!r}{header_names(header)}")
+    tokens = str(value).split()
+    numbers = [t for t in tokens if _is_number(t)]
+    if len(numbers) > 1:  # a list (SPEC's motor_pos): its first number would be read
+        pair = next((mne for mne, pos in SPEC_PAIRS if pos == key), None)
+        hint = (f"; name one of {pair} instead, e.g. header:"
+                f"{str(header.get(pair, '')).split()[0]}" if pair and header.get(pair) else "")
+        raise ValueError(f"header key {key!r} holds {len(numbers)} numbers, not one{hint}")
     try:
-        return float(str(value).split()[0])
+        return float(tokens[0])
     except (ValueError, IndexError):
         raise ValueError(f"header key {key!r} is {value!r}, not a number") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def header_names(header: Mapping[str, Any], most: int = 24) -> str:

@@ -89,6 +89,20 @@ def test_edf_series_with_spec_motor_and_counter_pairs(tmp_path, live_tables):
     same(live_tables, t)
 
 
+def test_a_header_key_holding_a_list_is_refused_naming_its_names():
+    """header:motor_pos (all the motors' positions) read its first number as omega for
+    every point, in silence: a constant motor, a sweep derived from it, exit 0."""
+    import pytest
+
+    from stream.sources.files.common import header_value
+
+    spec = {"motor_mne": "samx omega", "motor_pos": "0.1 42.5", "Omega": "12.5 deg"}
+    with pytest.raises(ValueError, match=r"'motor_pos' holds 2 numbers.*header:samx"):
+        header_value(spec, "motor_pos")
+    assert header_value(spec, "omega") == 42.5
+    assert header_value(spec, "Omega") == 12.5  # a number and its unit
+
+
 def test_cbf_glob_with_mini_header(tmp_path, live_tables):
     for i in range(N):  # natural order: frame_9 before frame_10
         contents = (f"# Start_angle {float(omegas()[i])!r} deg.\r\n"
