@@ -49,6 +49,8 @@ def load(path: str | Path) -> dict[str, Any]:
 
 def summary(path: str | Path) -> dict[str, Any]:
     """What a scientist asks first: status, points, peaks, cliques, what went wrong."""
+    if not Path(path).is_file():
+        raise OSError(f"{path}: no such file")
     try:
         f = open_h5(path)
     except OSError as exc:

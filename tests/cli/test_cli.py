@@ -82,6 +82,8 @@ def test_usage_errors_exit_2_and_unreadable_files_exit_1(tmp_path):
     junk.write_text("not hdf5")
     r = peakstream("inspect", str(junk))
     assert r.returncode == 1 and "junk.h5" in r.stderr
+    r = peakstream("inspect", str(tmp_path / "none.h5"))
+    assert r.returncode == 1 and r.stderr.endswith("none.h5: no such file\n")
     r = peakstream("replay", str(junk), "--output", str(tmp_path / "o.h5"))
     assert r.returncode == 2 and "junk.h5" in r.stderr
 
