@@ -126,8 +126,12 @@ def _broken_link(f: h5py.File, path: str) -> str:
         if f.get(at) is not None:
             continue
         if isinstance(link, h5py.ExternalLink):
+            target = Path(f.filename).parent / link.filename
+            why = (f"{link.filename} is there but is not a readable HDF5 file with that "
+                   f"path (damaged, truncated, or still being written?)" if target.is_file()
+                   else f"is {link.filename} there, beside this file?")
             return (f"{at!r} is an external link to {link.filename}::{link.path}, which "
-                    f"cannot be opened (is {link.filename} there, beside this file?)")
+                    f"cannot be opened ({why})")
         if isinstance(link, h5py.SoftLink):
             return f"{at!r} is a soft link to {link.path!r}, which does not exist"
         return ""

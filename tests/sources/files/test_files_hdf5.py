@@ -198,6 +198,7 @@ def test_a_scan_whose_every_point_is_bad_fails(tmp_path, monkeypatch, caplog):
     ("lima gone", ["s.h5", "'/1.1/measurement/lima' is an external link to "
                    "lima_0000.h5::/entry_0000/measurement/data, which cannot be opened"]),
     ("dangling", ["'/1.1/measurement/old' is a soft link to '/1.1/nothing', which does not"]),
+    ("lima damaged", ["lima_0000.h5 is there but is not a readable HDF5 file"]),
 ])
 def test_unusable_inputs_raise_naming_the_file(tmp_path, case, words):
     path = write_bliss(tmp_path / "s.h5", frames()[:20], omegas(), monitors())
@@ -221,7 +222,10 @@ def test_unusable_inputs_raise_naming_the_file(tmp_path, case, words):
         motors = {"omega": "/1.1/measurement/short"}
     elif case == "motor path":
         motors = {"omega": "/1.1/measurement/nope"}
-    elif case in ("lima gone", "dangling"):  # the master's links, to nothing
+    elif case in ("lima gone", "dangling", "lima damaged"):  # links to nothing usable
+        if case == "lima damaged":  # there, but cut short as a copy that stopped
+            (tmp_path / "lima_0000.h5").write_bytes(path.read_bytes()[:2000])
+            case = "lima gone"
         with h5py.File(path, "a") as f:
             f["1.1/measurement/lima"] = h5py.ExternalLink("lima_0000.h5",
                                                           "/entry_0000/measurement/data")
