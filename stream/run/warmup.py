@@ -154,11 +154,10 @@ def warmup(config: Config, progress: Callable[[int, int | None, bool], None] | N
     record = _read_record(config)
     total = record.get("kernels")
     t0 = time.perf_counter()
-    base = loaded_kernels()
 
     def tick(_: Compiled | None = None) -> None:
         if progress is not None:
-            progress(loaded_kernels() - base, total, bool(clock.compiled))
+            progress(loaded_kernels(), total, bool(clock.compiled))
 
     text = config.text()
     with tempfile.TemporaryDirectory(prefix="peakstream-warmup-") as tmp, \
@@ -182,9 +181,9 @@ def warmup(config: Config, progress: Callable[[int, int | None, bool], None] | N
                                            f"{runner.last_error}".strip())
             tick()
     report.compiled = clock.compiled
-    report.kernels = loaded_kernels() - base
+    report.kernels = loaded_kernels()  # all in memory: the same count on every start
     report.seconds = time.perf_counter() - t0
-    if report.compiled or "kernels" not in record:
+    if report.compiled or record.get("kernels") != report.kernels:
         _write_record(config, report)
     return report
 
