@@ -150,6 +150,11 @@ class Collector:
             reason = reason or (f"{missing} point(s) missing (inspect lists them; where a "
                                 f"recording holds them, `peakstream replay RECORDING --fill "
                                 f"FILE` completes the scan)")
+        elif status == "success" and bad:  # nor with points that could not be processed
+            status = "incomplete"
+            reason = reason or (f"{bad} point(s) bad (the first: {self.first_bad}; inspect "
+                                f"lists them; once the data are readable, `peakstream replay "
+                                f"RECORDING --fill FILE` reprocesses them)")
         self.final = (status, reason)
         if self.failed is None:
             result = self.linker.finish()

@@ -131,7 +131,7 @@ def test_corrupt_frame_makes_a_bad_point_not_a_crash(tmp_path):
         runner.handle(encode(point))
     runner.handle(encode(End("c", "success", 6)))
     runner.close()
-    assert runner.results[0]["status"] == "success" and runner.results[0]["bad"] == 1
+    assert runner.results[0]["status"] == "incomplete" and runner.results[0]["bad"] == 1
     with h5py.File(tmp_path / "c.h5", "r") as f:
         assert list(f["entry/points/status"][()]) == [0, 0, 0, 2, 0, 0]
         messages = [m.decode() for m in f["entry/process/events/message"][()]]

@@ -52,8 +52,8 @@ def run(start, points, path: Path) -> dict:
     runner.handle(encode(End(start.scan_id, "success", n)))
     runner.close()
     tables = load(path)
-    missing = (tables["points"]["status"] == 1).any()  # never a silent success
-    assert runner.results[0]["status"] == ("incomplete" if missing else "success"), \
+    lost = (tables["points"]["status"] != 0).any()  # missing or bad: never a silent success
+    assert runner.results[0]["status"] == ("incomplete" if lost else "success"), \
         runner.results
     return tables
 

@@ -39,6 +39,7 @@ from stream.sources.files.common import (
     scan_id_from,
     select,
 )
+from stream.sources.files.vds import lost_sources
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class Segment:
     dtype: str
     block: int  # frames per read, aligned to the chunks
     offset: int = 0
-    lost: tuple[tuple[int, int, str], ...] = ()  # (first, last, file) of missing VDS sources
+    lost: tuple[tuple[int, int, str], ...] = ()  # (first, last, why) of unreadable VDS sources
 
     @property
     def name(self) -> str:
@@ -189,22 +190,9 @@ def _segment(f: h5py.File, path: str) -> Segment:
     block = ds.chunks[0] if ds.chunks else 1
     if block * frame_bytes > BLOCK_BYTES:
         block = 1
-    lost = _lost_sources(ds, f.filename) if ds.is_virtual else ()
+    lost = lost_sources(ds, f.filename) if ds.is_virtual else ()
     return Segment(f.filename, path, ds.shape[0], (ds.shape[1], ds.shape[2]), dtype, block,
                    lost=lost)
-
-
-def _lost_sources(ds: h5py.Dataset, master: str) -> tuple[tuple[int, int, str], ...]:
-    """Frame ranges of a virtual dataset whose source files do not exist."""
-    lost = []
-    here = os.path.dirname(os.path.abspath(master))
-    for vs in ds.virtual_sources():
-        name = vs.file_name
-        if name == "." or any(os.path.exists(p) for p in (name, os.path.join(here, name))):
-            continue
-        lo, hi = vs.vspace.get_select_bounds()
-        lost.append((int(lo[0]), int(hi[0]), name))
-    return tuple(lost)
 
 
 def read_hdf5_stack(images: list[str], *, motors: Mapping[str, ValueSpec] | None = None,
@@ -374,9 +362,9 @@ def _frames(ds: h5py.Dataset, seg: Segment, a: int, b: int
             if block is not None:
                 yield k, block[k - lo]
                 continue
-            gone = [name for x, y, name in lost if x <= k <= y]
+            gone = [why for x, y, why in lost if x <= k <= y]
             if gone:
-                yield k, OSError(f"source file {gone[0]} of the virtual dataset is missing")
+                yield k, OSError(gone[0])
                 continue
             try:
                 yield k, native(ds[k])

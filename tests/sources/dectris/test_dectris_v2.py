@@ -296,5 +296,6 @@ def test_corrupt_compressed_frame_is_one_bad_point(tmp_path):
         messages = collect(src)
     assert isinstance(decoded(messages)[0], Start)
     live, result = live_tables(tmp_path, messages)
-    assert result["status"] == "success" and result["bad"] == 1 and result["processed"] == 5
+    assert result["status"] == "incomplete" and result["bad"] == 1 and result["processed"] == 5
+    assert "1 point(s) bad (the first: point 3: node dense" in result["reason"]
     assert list(live["points"]["status"]) == [0, 0, 0, 2, 0, 0]  # ok, ..., bad
