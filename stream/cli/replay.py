@@ -154,7 +154,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         except FillError as exc:
             print(f"peakstream replay: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        print(f"filled {target.path}: {len(done['points'])} point(s) that were missing "
+        print(f"filled {target.path}: {len(done['points'])} point(s) that were missing or bad "
               f"processed, cliques across the gaps linked again; the file before the fill "
               f"is {done['backup']}", file=sys.stderr)
         runner.results[-1]["file"] = str(target.path)

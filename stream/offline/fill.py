@@ -1,8 +1,10 @@
-"""Complete a scan file that ended with missing points, from the scan's recording.
+"""Complete a scan file that ended with missing or bad points, from the scan's recording.
 
 A daemon killed mid-scan and restarted resumes the file from its last
 checkpoint; the points sent while it was down are lost and the scan ends
-`incomplete`, its missing point ids in `peakstream inspect`. Given the
+`incomplete`, its missing point ids in `peakstream inspect`; a frame that could
+not be read (a Lima file gone) makes a bad point, and the scan `incomplete`
+too. Given the
 recording, `peakstream replay RECORDING --fill FILE` (or `--resume` on such a
 file) processes the scan again through the file's own processing config into
 a new file next to it, checks that the points the file holds came out the
@@ -46,7 +48,7 @@ class FillTarget:
     scan_id: str
     status: str
     config_text: str
-    missing: list[int]
+    missing: list[int]  # the points to process again: missing or bad in the file
     npoints: int
 
     @property
@@ -69,7 +71,8 @@ def fill_target(path: str | Path) -> FillTarget:
         status = str(entry.attrs["status"])
         points = entry["points"]
         ids = points["point_id"][()]
-        missing = ids[points["status"][()] == POINT_STATUS.index("missing")].tolist()
+        missing = ids[np.isin(points["status"][()], [POINT_STATUS.index("missing"),
+                                                     POINT_STATUS.index("bad")])].tolist()
         text = entry["process/config"].asstr()[()]
         start = json.loads(entry["process/start"].asstr()[()])
         scan_id = str(entry.attrs["scan_id"])
@@ -103,18 +106,20 @@ def finish_fill(target: FillTarget, inputs: list[str]) -> dict[str, Any]:
         raise FillError(f"{target.path}: the recording is not this scan: points "
                         f"{differ[:5]} came out other than the file holds them (motors, "
                         f"pixels); the file is left as it was")
-    filled = [p for p in target.missing if new_rows.get(p, {}).get("status")
-              == POINT_STATUS.index("ok")]
-    gone = POINT_STATUS.index("missing")
+    ok, gone, bad = (POINT_STATUS.index(s) for s in ("ok", "missing", "bad"))
+    filled = [p for p in target.missing if new_rows.get(p, {}).get("status") == ok]
     still = [p for p, r in new_rows.items() if r["status"] == gone]
-    if all(new_rows.get(p, {}).get("status", gone) == gone for p in target.missing):
-        # the recording itself lacks them (a file missing from a series): nothing can
+    if not filled:
+        # the recording itself lacks them or cannot be read there either: nothing can
         new.unlink(missing_ok=True)
         raise FillError(f"{target.path}: the recording holds none of its "
-                        f"{len(target.missing)} missing point(s) ({id_ranges(target.missing)}): "
-                        f"nothing to fill; the file is left as it was")
+                        f"{len(target.missing)} missing or bad point(s) "
+                        f"({id_ranges(target.missing)}) readable: nothing to fill; the file "
+                        f"is left as it was")
     record = {"time": now_iso(), "inputs": [os.fspath(x) for x in inputs],
-              "points": filled, "still_missing": still, "was": target.status}
+              "points": filled, "still_missing": still,
+              "still_bad": [p for p, r in new_rows.items() if r["status"] == bad],
+              "was": target.status}
     with open_h5(target.path) as f:
         events = {k: f[f"entry/process/events/{k}"][()] for k in ("time", "point_id", "kind",
                                                                    "message")}
@@ -149,7 +154,8 @@ def _append_events(group: Any, old: dict[str, np.ndarray], record: dict[str, Any
     """The old file's events (its crashes, resumes, parameter changes), then the fill."""
     n0 = group["time"].shape[0]
     msg = (f"filled from {', '.join(record['inputs'])}: {len(record['points'])} point(s) "
-           f"that were missing ({record['was']}); still missing: {len(record['still_missing'])}")
+           f"that were missing or bad ({record['was']}); still missing: "
+           f"{len(record['still_missing'])}; still bad: {len(record['still_bad'])}")
     rows = {"time": np.append(old["time"], time.time()),
             "point_id": np.append(old["point_id"], -1),
             "kind": [*(k.decode() if isinstance(k, bytes) else k for k in old["kind"]),

@@ -4,9 +4,11 @@ cannot fill it in."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from stream.cli.main import main
 from stream.store.reader import load
-from tests.support.files import frames, monitors, omegas, write_bliss
+from tests.support.files import SIMCONF, frames, monitors, omegas, same, status, write_bliss
 
 
 def test_a_bad_scan_of_a_batch_does_not_stop_the_others(tmp_path, capsys, caplog):
@@ -50,8 +52,50 @@ def test_fill_from_a_recording_that_lacks_the_missing_points(tmp_path, capsys):
     assert "1 point(s) missing" in capsys.readouterr().out
     before = out.read_bytes()
     assert main([*args, "--fill", str(out)]) == 1
-    assert "holds none of its 1 missing point(s) (7): nothing to fill" in capsys.readouterr().err
+    assert "holds none of its 1 missing or bad point(s) (7) readable: nothing to fill" in \
+        capsys.readouterr().err
     assert out.read_bytes() == before and not (tmp_path / "scan.h5.before-fill").exists()
+
+
+def test_fill_reprocesses_bad_points_once_the_data_are_readable(tmp_path, capsys):
+    """Two of a master's four Lima files gone: their frames are bad points and the scan
+    ends incomplete (never a silent success). With one file back, --fill reprocesses the
+    bad points it holds, those of the other stay bad with their reason; with both back
+    the file equals a replay of the whole scan (--fill took only missing points)."""
+    import h5py
+
+    n = len(frames())
+    layout = h5py.VirtualLayout((n, *SIMCONF.shape), dtype="uint16")
+    for k in range(4):
+        with h5py.File(tmp_path / f"eiger_{k:04d}.h5", "w") as f:
+            f["entry_0000/measurement/data"] = np.stack(frames()[5 * k:5 * k + 5])
+        layout[5 * k:5 * k + 5] = h5py.VirtualSource(
+            f"eiger_{k:04d}.h5", "entry_0000/measurement/data", shape=(5, *SIMCONF.shape))
+    master, out, whole = tmp_path / "master.h5", tmp_path / "scan.h5", tmp_path / "whole.h5"
+    with h5py.File(master, "w") as f:
+        f.create_group("1.1/measurement").create_virtual_dataset("eiger", layout, fillvalue=0)
+        f["1.1/measurement/rot_center"], f["1.1/measurement/mon"] = omegas(), monitors()
+    args = ["replay", "--images", f"{master}::/1.1/measurement/eiger", "--motor",
+            "omega=/1.1/measurement/rot_center", "--quiet"]
+    assert main([*args, "--output", str(whole)]) == 0
+    for k in (1, 2):
+        (tmp_path / f"eiger_{k:04d}.h5").rename(tmp_path / f"away_{k}.h5")
+    assert main([*args, "--output", str(out)]) == 0  # as for any incomplete scan
+    said = capsys.readouterr().out
+    assert "scan master_1.1: incomplete" in said and "10 bad" in said
+    assert "10 point(s) bad (the first: point 5: " in said and "--fill FILE" in said
+    (tmp_path / "away_1.h5").rename(tmp_path / "eiger_0001.h5")
+    assert main([*args, "--fill", str(out)]) == 0
+    assert "filled" in capsys.readouterr().err
+    t = load(out)
+    assert list(np.flatnonzero(status(t))) == list(range(10, 15))
+    bad = {int(p): str(m) for p, k, m in zip(t["events"]["point_id"], t["events"]["kind"],
+                                             t["events"]["message"], strict=True) if k == "bad"}
+    assert "eiger_0002.h5 of the virtual dataset is missing" in bad[12]
+    (tmp_path / "away_2.h5").rename(tmp_path / "eiger_0002.h5")
+    assert main([*args, "--fill", str(out)]) == 0
+    assert (status(load(out)) == 0).all()
+    same(load(whole), load(out))
 
 
 def test_simulate_wrap_makes_one_turn_over_the_points(tmp_path):
