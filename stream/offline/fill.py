@@ -8,7 +8,8 @@ too. Given the
 recording, `peakstream replay RECORDING --fill FILE` (or `--resume` on such a
 file) processes the scan again through the file's own processing config into
 a new file next to it, checks that the points the file holds came out the
-same (so the recording is this scan's), carries the file's events over, and
+same (so the recording is this scan's), keeps the values the recording lacks
+(a point's time) as the file held them, carries the file's events over, and
 replaces the file with it: every table equals an uninterrupted run, bit for
 bit, cliques across the gap included. The file records the fill
 (`/entry/process` attribute `filled`: when, from what, which points; an event
@@ -127,6 +128,7 @@ def finish_fill(target: FillTarget, inputs: list[str]) -> dict[str, Any]:
     import h5py
 
     with h5py.File(new, "r+") as f:
+        _keep_values(target.path, f["entry/points"])
         proc = f["entry/process"]
         _append_events(proc["events"], events, record)
         proc.attrs["filled"] = json.dumps([*history, record])
@@ -148,6 +150,37 @@ def _point_rows(path: Path) -> dict[int, dict[str, Any]]:
     return {int(p): {"status": int(status[i]), "nnz": int(nnz[i]) if i < len(nnz) else -1,
                      **{m: float(v[i]) for m, v in motors.items()}}
             for i, p in enumerate(ids)}
+
+
+def _keep_values(old_path: Path, points: Any) -> None:
+    """What the file held and the recording does not give (a recording without times, a
+    counter it lacks: NaN in the new file) stays as the file held it, so a point's time
+    survives a fill from frames alone."""
+    with open_h5(old_path) as f:
+        old = f["entry/points"]
+        old_ids = old["point_id"][()]
+        names = [n for n in _float_columns(old) if n in points]
+        held = {n: old[n][()] for n in names}
+    ids = points["point_id"][()]
+    where = {int(p): i for i, p in enumerate(old_ids)}
+    rows = np.array([where.get(int(p), -1) for p in ids], np.int64)
+    for name, values in held.items():
+        new = points[name][()]
+        keep = (rows >= 0) & np.isnan(new)
+        keep[keep] &= np.isfinite(values[rows[keep]])
+        if keep.any():
+            new[keep] = values[rows[keep]]
+            points[name][...] = new
+
+
+def _float_columns(points: Any) -> list[str]:
+    """The per-point float columns: time, motors/<m>, counters/<c>."""
+    names = ["time"] if "time" in points else []
+    for group in ("motors", "counters"):
+        if group in points:
+            names += [f"{group}/{k}" for k in points[group]
+                      if points[f"{group}/{k}"].dtype.kind == "f"]
+    return names
 
 
 def _append_events(group: Any, old: dict[str, np.ndarray], record: dict[str, Any]) -> None:

@@ -57,11 +57,9 @@ def test_fill_from_a_recording_that_lacks_the_missing_points(tmp_path, capsys):
     assert out.read_bytes() == before and not (tmp_path / "scan.h5.before-fill").exists()
 
 
-def test_fill_reprocesses_bad_points_once_the_data_are_readable(tmp_path, capsys):
-    """Two of a master's four Lima files gone: their frames are bad points and the scan
-    ends incomplete (never a silent success). With one file back, --fill reprocesses the
-    bad points it holds, those of the other stay bad with their reason; with both back
-    the file equals a replay of the whole scan (--fill took only missing points)."""
+def _lima_master(tmp_path) -> list[str]:
+    """A Bliss-like master whose virtual dataset maps four Lima files of 5 frames
+    (eiger_0000.h5 ...); the replay arguments that read it."""
     import h5py
 
     n = len(frames())
@@ -71,12 +69,21 @@ def test_fill_reprocesses_bad_points_once_the_data_are_readable(tmp_path, capsys
             f["entry_0000/measurement/data"] = np.stack(frames()[5 * k:5 * k + 5])
         layout[5 * k:5 * k + 5] = h5py.VirtualSource(
             f"eiger_{k:04d}.h5", "entry_0000/measurement/data", shape=(5, *SIMCONF.shape))
-    master, out, whole = tmp_path / "master.h5", tmp_path / "scan.h5", tmp_path / "whole.h5"
+    master = tmp_path / "master.h5"
     with h5py.File(master, "w") as f:
         f.create_group("1.1/measurement").create_virtual_dataset("eiger", layout, fillvalue=0)
         f["1.1/measurement/rot_center"], f["1.1/measurement/mon"] = omegas(), monitors()
-    args = ["replay", "--images", f"{master}::/1.1/measurement/eiger", "--motor",
+    return ["replay", "--images", f"{master}::/1.1/measurement/eiger", "--motor",
             "omega=/1.1/measurement/rot_center", "--quiet"]
+
+
+def test_fill_reprocesses_bad_points_once_the_data_are_readable(tmp_path, capsys):
+    """Two of a master's four Lima files gone: their frames are bad points and the scan
+    ends incomplete (never a silent success). With one file back, --fill reprocesses the
+    bad points it holds, those of the other stay bad with their reason; with both back
+    the file equals a replay of the whole scan (--fill took only missing points)."""
+    out, whole = tmp_path / "scan.h5", tmp_path / "whole.h5"
+    args = _lima_master(tmp_path)
     assert main([*args, "--output", str(whole)]) == 0
     for k in (1, 2):
         (tmp_path / f"eiger_{k:04d}.h5").rename(tmp_path / f"away_{k}.h5")
@@ -96,6 +103,23 @@ def test_fill_reprocesses_bad_points_once_the_data_are_readable(tmp_path, capsys
     assert main([*args, "--fill", str(out)]) == 0
     assert (status(load(out)) == 0).all()
     same(load(whole), load(out))
+
+
+def test_fill_from_a_recording_without_times_keeps_the_times_the_file_holds(tmp_path):
+    """The file's points have times (as a live run gives them), the recording has none
+    (frames and motors only): after the fill the points the file held keep their time,
+    it wiped every one; the filled points have none to get."""
+    out = tmp_path / "scan.h5"
+    args = _lima_master(tmp_path)
+    (tmp_path / "eiger_0001.h5").rename(tmp_path / "away.h5")
+    assert main([*args, "--time", "range:100,1", "--output", str(out)]) == 0
+    (tmp_path / "away.h5").rename(tmp_path / "eiger_0001.h5")
+    assert main([*args, "--fill", str(out)]) == 0
+    t = load(out)["points"]
+    assert (t["status"] == 0).all()
+    held = np.r_[0:5, 10:20]
+    assert t["time"][held].tolist() == (100.0 + held).tolist()
+    assert np.isnan(t["time"][5:10]).all()
 
 
 def test_simulate_wrap_makes_one_turn_over_the_points(tmp_path):
