@@ -94,7 +94,7 @@ def cmd_relink(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from stream.sources.simulate import Simulation, send_scan, write_scan
+    from stream.sources.simulate import Simulation, write_scan
     from stream.sources.simulate.config import SimConfig
 
     if not args.output and not args.send:
@@ -118,14 +118,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}: {npoints} points{rows} {args.shape[0]}x{args.shape[1]}, "
               f"{len(sim.truth['s'])} spots ({int(sim.truth['clean'].sum())} clean)")
     if args.send:
-        import zmq
+        from stream.cli.send import send
 
-        n = send_scan(sim, args.send, args.scan_id, rate=args.rate, progress=progress,
-                      encoding=args.encoding)
-        zmq.Context.instance().term()  # waits (up to the linger) until the tail is delivered
-        progress(n, force=True)
-        progress.done()
-        print(f"sent {n} points of scan {args.scan_id} to {args.send}")
+        return EXIT_FAILED if send(args, sim, progress) else EXIT_OK
     return EXIT_OK
 
 

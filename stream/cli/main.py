@@ -16,6 +16,7 @@ from stream import __version__
 from stream.cli.clients import add_clients
 from stream.cli.codes import EXIT_USAGE
 from stream.cli.presets import presets
+from stream.cli.send import add_send_options
 from stream.config.base import ConfigError
 
 # the clients of a running daemon: parsed and run without importing numpy, h5py or the
@@ -237,11 +238,7 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
                                    "ZeroMQ as an acquisition would.")
     _add_sim_options(p, grids=True)
     p.add_argument("--output", help="write the scan (frames, motors, truth) to FILE.h5")
-    p.add_argument("--send", metavar="ENDPOINT", help="send the scan to a listening peakstream "
-                                                      "(e.g. tcp://127.0.0.1:5555)")
-    p.add_argument("--encoding", choices=("raw", "bslz4", "lz4"), default="raw",
-                   help="frames on the wire with --send (default raw): bslz4 = bitshuffle + LZ4 "
-                        "as an Eiger sends them, lz4 = LZ4 (HDF5 filter framing)")
+    add_send_options(p)
     p.add_argument("--trajectory", choices=("sweep", "interlaced", "grid", "snake", "free"),
                    help="scan kind (default sweep): interlaced = two passes offset by half a "
                         "step; grid / snake = dty x omega rows; free = continuous omega with "

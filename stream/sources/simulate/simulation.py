@@ -39,6 +39,7 @@ from scipy.special import erf
 from stream.core.encoded import COMPRESSED, compress
 from stream.core.messages import DetectorInfo, End, Point, Start
 from stream.sources.simulate.config import SimConfig
+from stream.sources.simulate.delivery import wait_for_receiver
 from stream.sources.simulate.layout import (
     BOX,
     inside_scan,
@@ -240,7 +241,8 @@ def _gain_map(shape: tuple[int, int], variation: float, rng) -> np.ndarray:
 def send_scan(sim: Simulation, endpoint: str, scan_id: str, rate: float | None = None,
               order: list[int] | None = None, progress: Callable[[int, int], None] | None = None,
               linger_ms: int = 10_000, timeout: float | None = None,
-              encoding: str = "raw") -> int:
+              encoding: str = "raw", receiver_timeout: float | None = None,
+              waiting: Callable[[], None] | None = None) -> int:
     """Send start, the points (in `order` if given), then end on a PUSH socket that
     connects to `endpoint`; return the number of points sent.
 
@@ -248,7 +250,9 @@ def send_scan(sim: Simulation, endpoint: str, scan_id: str, rate: float | None =
     `timeout` seconds if given). `rate` is in points per second, on a deadline
     schedule. On close, queued messages are delivered for up to `linger_ms`.
     `encoding`: frames go raw, or compressed as `bslz4` (bitshuffle + LZ4, as an
-    Eiger sends them) or `lz4` (PROTOCOL.md).
+    Eiger sends them) or `lz4` (PROTOCOL.md). `receiver_timeout`: send nothing before
+    a receiver has taken the connection (`waiting()` says it waits), TimeoutError if
+    none has within that many seconds: no message was sent, none is dropped unseen.
     """
     c = sim.config
     if encoding not in ("raw", *COMPRESSED):
@@ -266,8 +270,13 @@ def send_scan(sim: Simulation, endpoint: str, scan_id: str, rate: float | None =
     sock.setsockopt(zmq.SNDTIMEO, -1 if timeout is None else int(timeout * 1000))
     sock.setsockopt(zmq.LINGER, linger_ms)
     sent = 0
+    monitor = None if receiver_timeout is None else \
+        sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
     try:
         sock.connect(endpoint)
+        if monitor is not None and not wait_for_receiver(monitor, receiver_timeout, waiting):
+            raise TimeoutError(f"no receiver at {endpoint} within {receiver_timeout:g} s: "
+                               f"none of the {len(order)} points was delivered")
         _send(sock, sim.start(scan_id))
         t0 = time.perf_counter()
         for k, i in enumerate(order):
@@ -278,13 +287,20 @@ def send_scan(sim: Simulation, endpoint: str, scan_id: str, rate: float | None =
                 delay = t0 + k / rate - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-            _send(sock, point)
+            try:
+                _send(sock, point)
+            except TimeoutError as exc:
+                raise TimeoutError(f"{exc}: {len(order) - sent} of the {len(order)} points "
+                                   f"were not delivered") from None
             sent += 1
             if progress is not None:
                 progress(sent, len(order))
         _send(sock, sim.end(scan_id, sent))
         log.debug("sent scan %s: %d points to %s", scan_id, sent, endpoint)
     finally:
+        if monitor is not None:
+            sock.disable_monitor()
+            monitor.close(linger=0)
         sock.close()
     return sent
 
