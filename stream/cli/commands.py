@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -103,7 +104,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     try:
         sim = Simulation(_sim_config(args, SimConfig))
     except ValueError as exc:  # e.g. more spots than the scan has room for
-        print(f"peakstream simulate: {exc}", file=sys.stderr)
+        print(f"peakstream simulate: {_option_words(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     npoints = sim.config.npoints
     progress = ProgressLine("simulate", npoints, quiet=args.quiet)
@@ -284,6 +285,21 @@ def _sim_config(args: argparse.Namespace, cls: Any) -> Any:
         per_turn = points // kinds.get("nrows", cls.nrows) if grid else points
         kinds["omega_step"] = 360.0 / max(per_turn, 1)
     return cls(npoints=points, **common, **kinds)
+
+
+SIM_OPTIONS = {"npoints": "--points", "nrows": "--rows", "touching_fraction": "--touching",
+               "spots": "--spots", "shape": "--shape", "seed": "--seed",
+               "trajectory": "--trajectory", "wrap": "--wrap", "iflip": "--iflip"}
+
+
+def _option_words(message: str) -> str:
+    """SimConfig's "SimConfig.wrap: is for ..., got True" in the command line's words:
+    "--wrap is for ..." (the value only where the option takes one)."""
+    m = re.fullmatch(r"SimConfig\.(\w+): (.*?)(?:, got (.*))?", message, re.S)
+    if m is None or m[1] not in SIM_OPTIONS:
+        return message
+    flag = m[1] in ("wrap", "iflip")
+    return f"{SIM_OPTIONS[m[1]]} {m[2]}" + ("" if flag or m[3] is None else f", got {m[3]}")
 
 
 def _reading(source: Any) -> str:

@@ -227,6 +227,9 @@ def _file_config(args: argparse.Namespace) -> Config:
         return _config(args)
     from stream.store.checkpoint import open_h5
 
+    if not Path(args.output).exists():
+        raise ConfigError(f"{args.output} does not exist: there is nothing to resume; run "
+                          f"without --resume to write it")
     try:
         with open_h5(args.output) as f:
             text = f["entry/process/config"].asstr()[()]

@@ -163,3 +163,18 @@ def test_a_tiny_scan_makes_a_small_file(tmp_path):
         assert f["entry/points/point_id"].shape == (5,)
         assert f["entry/points/point_id"].chunks[0] <= 64
     assert (tmp_path / "o.h5").stat().st_size < 1 << 20
+
+
+def test_usage_errors_speak_the_command_lines_words(tmp_path):
+    """--resume of a file never written says there is nothing to resume (it said "no
+    config to resume with: [Errno 2] Unable to synchronously open file"); a SimConfig
+    check names the option (it said "SimConfig.wrap: ..., got True")."""
+    never = tmp_path / "never.h5"
+    r = peakstream("replay", str(tmp_path / "in.h5"), "--output", str(never), "--resume")
+    assert r.returncode == 2 and not never.exists()
+    assert f"{never} does not exist: there is nothing to resume; run without --resume" \
+        in r.stderr and "Errno" not in r.stderr
+    r = peakstream("simulate", "--output", str(tmp_path / "s.h5"), "--trajectory",
+                   "interlaced", "--wrap", "--quiet")
+    assert r.returncode == 2
+    assert "simulate: --wrap is for sweeps and grids or snakes along omega\n" in r.stderr
