@@ -8,7 +8,15 @@ import numpy as np
 
 from stream.cli.main import main
 from stream.store.reader import load
-from tests.support.files import SIMCONF, frames, monitors, omegas, same, status, write_bliss
+from tests.support.files import (
+    frames,
+    monitors,
+    omegas,
+    same,
+    status,
+    write_bliss,
+    write_lima_master,
+)
 
 
 def test_a_bad_scan_of_a_batch_does_not_stop_the_others(tmp_path, capsys, caplog):
@@ -60,19 +68,7 @@ def test_fill_from_a_recording_that_lacks_the_missing_points(tmp_path, capsys):
 def _lima_master(tmp_path) -> list[str]:
     """A Bliss-like master whose virtual dataset maps four Lima files of 5 frames
     (eiger_0000.h5 ...); the replay arguments that read it."""
-    import h5py
-
-    n = len(frames())
-    layout = h5py.VirtualLayout((n, *SIMCONF.shape), dtype="uint16")
-    for k in range(4):
-        with h5py.File(tmp_path / f"eiger_{k:04d}.h5", "w") as f:
-            f["entry_0000/measurement/data"] = np.stack(frames()[5 * k:5 * k + 5])
-        layout[5 * k:5 * k + 5] = h5py.VirtualSource(
-            f"eiger_{k:04d}.h5", "entry_0000/measurement/data", shape=(5, *SIMCONF.shape))
-    master = tmp_path / "master.h5"
-    with h5py.File(master, "w") as f:
-        f.create_group("1.1/measurement").create_virtual_dataset("eiger", layout, fillvalue=0)
-        f["1.1/measurement/rot_center"], f["1.1/measurement/mon"] = omegas(), monitors()
+    master = write_lima_master(tmp_path, 5)
     return ["replay", "--images", f"{master}::/1.1/measurement/eiger", "--motor",
             "omega=/1.1/measurement/rot_center", "--quiet"]
 

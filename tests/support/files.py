@@ -107,3 +107,23 @@ def write_bliss(path, frames_, omega, monitor, scan="1.1", chunk=1, filters=None
         g["measurement/rot_center"] = np.asarray(omega, np.float64)
         g["measurement/mon"] = np.asarray(monitor, np.float64)
     return path
+
+
+def write_lima_master(tmp_path: Path, per_file: int, held: dict[int, int] | None = None) -> Path:
+    """A Bliss-like master.h5 whose virtual dataset /1.1/measurement/eiger maps the scan's
+    frames from Lima files of `per_file` frames (eiger_0000.h5, ...), with rot_center and
+    mon beside it; `held[k]`: file k holds only that many (a file cut short)."""
+    n = len(frames())
+    layout = h5py.VirtualLayout((n, *SIMCONF.shape), dtype="uint16")
+    for k in range(n // per_file):
+        first = per_file * k
+        with h5py.File(tmp_path / f"eiger_{k:04d}.h5", "w") as f:
+            f["entry_0000/measurement/data"] = np.stack(
+                frames()[first:first + (held or {}).get(k, per_file)])
+        layout[first:first + per_file] = h5py.VirtualSource(
+            f"eiger_{k:04d}.h5", "entry_0000/measurement/data", shape=(per_file, *SIMCONF.shape))
+    master = tmp_path / "master.h5"
+    with h5py.File(master, "w") as f:
+        f.create_group("1.1/measurement").create_virtual_dataset("eiger", layout, fillvalue=0)
+        f["1.1/measurement/rot_center"], f["1.1/measurement/mon"] = omegas(), monitors()
+    return master

@@ -27,6 +27,7 @@ from tests.support.files import (
     same,
     status,
     write_bliss,
+    write_lima_master,
 )
 from tests.support.paths import CONFIGS
 
@@ -156,17 +157,7 @@ def test_virtual_dataset_with_a_source_file_cut_short(tmp_path):
     """A Lima file holding 4 of the 10 frames the master maps: frames 14..19 are bad
     points whose reason names the file and what it holds (HDF5 alone says only
     "insufficient elements in destination selection"); the scan ends incomplete."""
-    for k, n in enumerate((10, 4)):
-        with h5py.File(tmp_path / f"eiger_{k:04d}.h5", "w") as f:
-            f["entry_0000/measurement/data"] = np.stack(frames()[10 * k:10 * k + n])
-    layout = h5py.VirtualLayout((N, *SIMCONF.shape), dtype="uint16")
-    for k in range(2):
-        layout[10 * k:10 * k + 10] = h5py.VirtualSource(
-            f"eiger_{k:04d}.h5", "entry_0000/measurement/data", shape=(10, *SIMCONF.shape))
-    master = tmp_path / "master.h5"
-    with h5py.File(master, "w") as f:
-        f.create_group("1.1/measurement").create_virtual_dataset("eiger", layout, fillvalue=0)
-        f["1.1/measurement/rot_center"], f["1.1/measurement/mon"] = omegas(), monitors()
+    master = write_lima_master(tmp_path, 10, held={1: 4})
     t = replay(tmp_path, [master], images=["/1.1/measurement/eiger"], motors=MOTORS,
                counters=COUNTERS)  # replay() asserts the scan ended incomplete
     assert list(np.flatnonzero(status(t) == 2)) == list(range(14, 20))
