@@ -236,6 +236,18 @@ def test_circular_centroid():
 SIM = {"shape": (16, 16), "spots": 0, "gap": False}
 
 
+def motor_table(sim: Simulation) -> dict[str, np.ndarray]:
+    """The simulated scan's motor positions, one array per motor."""
+    return {m: np.array([sim.motors(i)[m] for i in range(sim.config.npoints)])
+            for m in sim.layout.motors}
+
+
+def assert_derived_as_told(derived: dict, told: dict) -> None:
+    """Every key of the simulation's own map, the optional ones at their defaults."""
+    for key, value in told.items():
+        assert derived.get(key, {"slow": None, "iflip": False}.get(key)) == value, (key, derived)
+
+
 @pytest.mark.parametrize("config", [
     SimConfig(npoints=20, **SIM),
     SimConfig(npoints=24, omega_step=15.0, wrap=True, **SIM),
@@ -250,12 +262,7 @@ SIM = {"shape": (16, 16), "spots": 0, "gap": False}
 ])
 def test_derive_finds_the_simulated_kind(config):
     sim = Simulation(config)
-    table = {m: np.array([sim.motors(i)[m] for i in range(config.npoints)])
-             for m in sim.layout.motors}
-    derived = derive_trajectory(table)
-    told = sim.start("s").trajectory
-    for key, value in told.items():
-        assert derived.get(key, {"slow": None, "iflip": False}.get(key)) == value, (key, derived)
+    assert_derived_as_told(derive_trajectory(motor_table(sim)), sim.start("s").trajectory)
 
 
 DERIVED = [  # a scan of each kind whose rows (or passes) have more than 2 points
@@ -276,14 +283,12 @@ def test_derive_is_not_misled_by_one_unread_position(config, where):
     sweep or got iflip, a snake for a grid (the guess goes by the steps around it)."""
     sim = Simulation(config)
     n = config.npoints
-    table = {m: np.array([sim.motors(i)[m] for i in range(n)]) for m in sim.layout.motors}
+    table = motor_table(sim)
     told = sim.start("s").trajectory
     row = told.get("nfast") or n // (2 if told["kind"] == "interlaced" else 1)
     k = {"first": 0, "last": n - 1, "row end": row - 1, "row start": row % n}[where]
     table[told["fast"]][k] = np.nan
-    derived = derive_trajectory(table)
-    for key, value in told.items():
-        assert derived.get(key, {"slow": None, "iflip": False}.get(key)) == value, (key, derived)
+    assert_derived_as_told(derive_trajectory(table), told)
 
 
 @pytest.mark.parametrize("recorded", [lambda w: w, lambda w: w % 360,
