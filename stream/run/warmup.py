@@ -150,7 +150,7 @@ def warmup(config: Config, progress: Callable[[int, int | None, bool], None] | N
     report = WarmupReport(frames=[f"{d}/{e}" for d, e in frame_kinds(config)])
     if not report.frames or not config["node"]:
         return report
-    config.build_nodes()  # a bad chain is the config's error, not the warm-up copy's
+    nodes = config.build_nodes()  # a bad chain is the config's error, not the warm-up copy's
     record = _read_record(config)
     total = record.get("kernels")
     t0 = time.perf_counter()
@@ -166,7 +166,7 @@ def warmup(config: Config, progress: Callable[[int, int | None, bool], None] | N
         warm.override("output", "directory", tmp)
         # inline: the same kernels (numba's are per process), no worker threads to stop
         warm.override("workers", "kind", "inline")
-        shape, motors = _frame_shape(warm), _motor_names(warm)
+        shape, motors = _frame_shape(nodes), _motor_names(nodes)
         for k, (dtype, encoding) in enumerate(frame_kinds(config)):
             runner = ScanRunner(warm, output_dir=tmp)
             try:
@@ -202,10 +202,9 @@ def expected_seconds(config: Config) -> float:
 # ------------------------------------------------------------------ the scan
 
 
-def _frame_shape(config: Config) -> tuple[int, int]:
+def _frame_shape(nodes: list) -> tuple[int, int]:
     """The shape of the nodes' 2D arrays (dark, flat, mask, maps) if any, else SHAPE
     made as large as every node's `min_shape` (ROIs, crops) needs."""
-    nodes = config.build_nodes()
     for node in nodes:
         for value in vars(node).values():
             if isinstance(value, np.ndarray) and value.ndim == 2 and min(value.shape) > 8:
@@ -214,10 +213,10 @@ def _frame_shape(config: Config) -> tuple[int, int]:
     return (max(int(n[0]) for n in [SHAPE, *needs]), max(int(n[1]) for n in [SHAPE, *needs]))
 
 
-def _motor_names(config: Config) -> list[str]:
+def _motor_names(nodes: list) -> list[str]:
     """omega and the motors the nodes need (ptyd's scan positions)."""
     names = ["omega"]
-    for node in config.build_nodes():
+    for node in nodes:
         names += [m for m in getattr(node, "motors_needed", ()) if m not in names]
     return names
 
