@@ -32,9 +32,8 @@ from stream.store.checkpoint import open_h5
 from stream.store.identity import processing_hash
 from stream.store.layout import now_iso
 from stream.store.reader import id_ranges
+from stream.store.resume import FILLABLE
 from stream.store.rows import POINT_STATUS
-
-FILLABLE = ("incomplete", "abort", "fail")
 
 
 class FillError(ValueError):

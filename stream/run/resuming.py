@@ -7,6 +7,11 @@ with the same config, continues that file from its last checkpoint instead of a
 new one (`[output] resume`, default true); so does the first point of a scan that
 is not open, when this process was restarted in the middle of it (its start then
 comes from the file). `replay --resume FILE` names the file itself.
+
+A start that gets a new file while an earlier file of the same scan id is there
+(a scan resent after it ended `incomplete`: the pattern names it again, a second
+file) is warned about, naming the earlier file and `replay --fill`, which
+completes that file instead (`warn_earlier`).
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from typing import Any
 
 from stream.core.messages import Start, start_to_json
 from stream.run.openscan import SCAN_ID
+from stream.store.checkpoint import open_h5
 from stream.store.naming import safe_name
-from stream.store.resume import Resumed, ResumeError, newest_resumable, resume
+from stream.store.resume import FILLABLE, Resumed, ResumeError, newest_resumable, resume
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +79,45 @@ class ResumeFinder:
             self._no_resume.add(scan_id)
             return None
 
+    def warn_earlier(self, scan_id: str, path: Path) -> None:
+        """A new file `path` is about to be written for this scan: warn of each earlier
+        file of the same scan id the output directory holds (a resend of a scan that
+        ended incomplete makes a second file; `replay --fill` completes the first)."""
+        if self.output_file is not None:
+            return  # one named file (replay --output): the caller chose it
+        for earlier in sorted(self._candidates(scan_id)):
+            if earlier == path:
+                continue
+            try:
+                with open_h5(earlier) as f:
+                    entry = f["entry"]
+                    if str(entry.attrs.get("scan_id")) != scan_id:
+                        continue
+                    status = str(entry.attrs.get("status", "?"))
+                    counts = entry["process/counters"].attrs
+                    lost = [f"{int(counts[k])} {k}" for k in ("missing", "bad")
+                            if int(counts.get(k, 0))]
+            except (OSError, KeyError, ValueError):
+                continue  # not ours, or not readable
+            ended = ("was left open (status running)" if status == "running"
+                     else f"ended {status}" + (f" ({', '.join(lost)} points)" if lost else ""))
+            hint = (f"; to complete the earlier file instead, from the scan's recording: "
+                    f"`peakstream replay RECORDING --fill {earlier}`" if status in FILLABLE
+                    else "")
+            log.warning("scan %s: an earlier file of this scan, %s, %s; this start writes "
+                        "a second file, %s%s", scan_id, earlier, ended, path, hint)
+
     def _resumable(self, scan_id: str) -> Path | None:
         """The newest file a crash left open for this scan and config, in the output
         directory or the directories its pattern makes (two levels)."""
         if not self.config["output"]["resume"] or self.output_file is not None:
             return None
+        return newest_resumable(self._candidates(scan_id), scan_id, self.config.text())
+
+    def _candidates(self, scan_id: str) -> list[Path]:
+        """The .h5 files that may hold this scan: in the output directory or the
+        directories its pattern makes (two levels)."""
         # named by the pattern: when it holds the scan id, only those files are opened
         name = (f"*{safe_name(scan_id)}*.h5" if "{scan_id" in self.config["output"]["pattern"]
                 else "*.h5")
-        paths = [p for level in ("", "*/", "*/*/") for p in self.output_dir.glob(level + name)]
-        return newest_resumable(paths, scan_id, self.config.text())
+        return [p for level in ("", "*/", "*/*/") for p in self.output_dir.glob(level + name)]

@@ -218,6 +218,7 @@ class ScanRunner:
                 path, store = resumed.store.path, resumed.store
             else:
                 path = self.output_path(start.scan_id, start.meta)
+                self.resumer.warn_earlier(start.scan_id, path)  # a resend: a second file
                 store = ScanStore.for_scan(path, scan, self.config, detector)
         except ResumeError as exc:
             self._refuse(start.scan_id, f"cannot resume: {exc}")
@@ -380,8 +381,7 @@ class ScanRunner:
         return self.namer.path(scan_id, meta)  # named by [output] pattern, never overwrites
 
     def _refuse(self, scan_id: str, reason: str) -> None:
-        """A start that cannot be taken: counted, logged, in the status; its points are
-        dropped (counted as rejected, not logged one by one)."""
+        """A start that cannot be taken: counted, logged, in the status; its points dropped."""
         self.last_error = f"scan {scan_id}: start refused: {reason}"
         self._refused = scan_id
         self.counters["rejected"] += 1

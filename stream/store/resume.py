@@ -46,6 +46,8 @@ SAME_SCAN = ("scan_id", "detectors", "motors", "counters", "npoints", "trajector
 # counters of messages rather than stored points: carried over as of the checkpoint
 MESSAGE_COUNTERS = ("duplicate", "rejected", "malformed", "overruns", "max_lag", "resumed")
 RESUMABLE = ("running", "fail")
+# ended with points to complete from the recording (replay --fill: stream.offline.fill)
+FILLABLE = ("incomplete", "abort", "fail")
 
 
 class ResumeError(ValueError):

@@ -5,6 +5,7 @@ dropped with that reason (replay --fill completes the scan)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -65,3 +66,34 @@ def test_a_point_after_it_was_recorded_missing_says_so(tmp_path):
     assert any("point 12: already received (a duplicate" in str(m)
                for m in events["message"]), text
     assert np.count_nonzero(load(tmp_path / "s.h5")["points"]["status"] == 1) >= 5
+
+
+def test_a_scan_resent_after_it_ended_incomplete_names_the_earlier_file(tmp_path, caplog):
+    sim, n = Simulation(SIMCONF), SIMCONF.npoints
+    config = Config.load(CONFIGS / "simulated.toml")
+    config["output"]["pattern"] = "{sample}_{scan_number:04d}_{scan_id}.h5"
+    runner = ScanRunner(config, output_dir=tmp_path)
+
+    def send(scan_id, points):
+        runner.handle(encode(sim.start(scan_id)))
+        for i in points:
+            runner.handle(encode(sim.point(i, scan_id)))
+        runner.handle(encode(sim.end(scan_id, n)))
+
+    def earlier_warnings():
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+                and "an earlier file" in r.getMessage()]
+
+    with caplog.at_level("WARNING"):
+        send("rec", [i for i in range(n) if i not in (20, 21)])  # two points lost
+        assert not earlier_warnings()  # the first file of the scan: nothing to say
+        send("rec", range(n))  # the whole scan again: a second file
+        send("other", range(4))
+    runner.close()
+    first, second, other = (Path(r["file"]) for r in runner.results)
+    assert [r["status"] for r in runner.results] == ["incomplete", "success", "incomplete"]
+    assert first != second and first.is_file() and second.is_file()
+    (text,) = earlier_warnings()  # not for "other"
+    assert str(first) in text and str(second) in text, text
+    assert "ended incomplete (2 missing points)" in text, text
+    assert f"peakstream replay RECORDING --fill {first}" in text, text
