@@ -289,7 +289,7 @@ class Linker:
                 "nclosed": self._nclosed, "finished": self._finished,
                 "shape0": int(shape[0]), "shape1": int(shape[1]),
                 "frontier": frontier_state(self.frontier), "forest": self.forest.state(),
-                "pixels": self.pool.state()}
+                "pixels": self.pool.state(), "fit_failed": self.separator.nfit_failed}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from `state()`: call after `setup(scan)` on a linker built with the
@@ -332,8 +332,8 @@ class Linker:
         self.forest = forest
         self.pool = PixelPool.from_state(state["pixels"])
         self.shape = None if shape[0] < 0 else shape
-        self.next_point = int(state["next_point"])
-        self.npeaks = int(state["npeaks"])
+        self.next_point, self.npeaks = int(state["next_point"]), int(state["npeaks"])
+        self.separator.nfit_failed = int(state.get("fit_failed", 0))  # (older states: none)
         self._nclosed = int(state["nclosed"])
         self._finished = bool(state["finished"])
 

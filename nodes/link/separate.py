@@ -178,6 +178,7 @@ class Separator:
         self.relative_noise = relative_noise
         self.nseparated = 0  # cliques that held more than one spot
         self.nexamined = 0
+        self.nfit_failed = 0  # cliques fitted (`fit_failures`) whose fit failed: NaN
         self._count = threading.Lock()  # compute() may run in several threads at once
 
     def apply(self, closed: tuple, pool: PixelPool, columns: tuple) -> tuple:
@@ -223,12 +224,19 @@ class Separator:
             float(self.background))
         split = ncomp > 1
         fitted[cand] = fit[:, 0]
-        if not split.any():
-            return (*closed, share, fitted)
+        if split.any():
+            out = self._rebuild(closed, share, fitted, cand, sel, px, ncomp, zc, acc, fit,
+                                columns)
+        else:
+            out = (*closed, share, fitted)
+        k_of = np.ones(nc, np.int64)  # each clique's rows in `out`: its components
+        k_of[cand] = ncomp
+        tried = np.repeat(np.isin(np.arange(nc), cand), k_of)
+        failed = fit_failures(tried, out[9], out[3], out[4])
         with self._count:
             self.nseparated += int(split.sum())
-        return self._rebuild(closed, share, fitted, cand, sel, px, ncomp, zc, acc, fit,
-                             columns)
+            self.nfit_failed += failed
+        return out
 
     def _rebuild(self, closed, share, fitted, cand, sel, px, ncomp, zc, acc, fit, columns):
         """New tables: each separated clique replaced, in place, by its components."""
@@ -335,6 +343,15 @@ class Background:
         if self.executor is not None:
             self.executor.shutdown(wait=False)
             self.executor = None
+
+
+def fit_failures(tried: np.ndarray, fit: np.ndarray, first: np.ndarray,
+                 last: np.ndarray) -> int:
+    """Cliques whose fit failed: fitted (`tried`: at least `min_pixels`), seen on more
+    than one point (on one point only there is no rocking curve to fit: NaN by
+    design), and NaN (pixels that do not make a Gaussian: two points only, a flat or
+    hollow top, a singular fit)."""
+    return int(np.count_nonzero(tried & np.isnan(fit) & (first != last)))
 
 
 def _ranges(start: np.ndarray, count: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from stream.config.schema import Config
 from stream.core.block import SparseBlock
 from stream.core.messages import Start
 from stream.core.scan import Scan
+from stream.run.fits import fit_failed, log_fit_failed
 from stream.run.pipeline import Pipeline
 from stream.run.runner import COUNTERS
 from stream.store.rows import STATUS_CODE, RowWriter
@@ -94,12 +95,15 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
             rows.sparse(row, col, intensity, labels, nnz)
             rows.peaks(np.repeat(point_id, npeaks), peaks)
             counters["cliques"] += rows.link_result(result)
+            counters["fit_failed"] = fit_failed(linker)
             npoints += n
             counters.update(received=n, accepted=n, processed=n, linked=n, written=n)
             store.maybe_flush(_now(), counters)
             if progress is not None:
                 progress(npoints)
         counters["cliques"] += rows.link_result(linker.finish())
+        counters["fit_failed"] = fit_failed(linker)
+        log_fit_failed(path, counters["fit_failed"])
     except Exception as exc:
         status, reason = "fail", f"{type(exc).__name__}: {exc}"
         log.error("scan %s: block replay failed: %s", start.scan_id, reason)

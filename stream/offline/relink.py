@@ -26,6 +26,7 @@ from stream.core.messages import Start, start_from_json
 from stream.core.scan import Scan
 from stream.core.table import STR, read_table
 from stream.offline.batch import TrajectoryWalker
+from stream.run.fits import fit_failed, log_fit_failed
 from stream.store.reader import detector_of
 from stream.store.rows import RowWriter
 from stream.store.scanfile import ScanStore
@@ -120,6 +121,8 @@ def write_linked(output: Path, start: Start, start_json: str, config: Config, de
             first = last
         ncliques += rows.link_result(linker.finish())
         counters["cliques"] = ncliques
+        counters["fit_failed"] = fit_failed(linker)  # the new cliques' (split "pixels")
+        log_fit_failed(output, counters["fit_failed"])
         if note:
             store.event("relink", f"{note} with {linker.rule.describe()}")
     except Exception:

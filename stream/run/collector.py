@@ -13,7 +13,8 @@ linker and its rows are appended to the store, flushed every
 
 Counters (the scan's dict, written into the file at each flush): `processed`
 and `bad` when a result arrives, `missing`, `linked` when a point is
-released, `written` the point rows flushed to the file, `cliques`. So
+released, `written` the point rows flushed to the file, `cliques`, `fit_failed`
+(linker split "pixels": cliques whose Gaussian fit failed, `stream.run.fits`). So
 processed + bad + missing = linked + the results still waiting, and at the
 end linked = written = processed + bad + missing.
 
@@ -48,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from stream.core.item import Item
+from stream.run.fits import fit_failed, log_fit_failed
 from stream.run.reorder import ReorderBuffer, Slot
 from stream.store.rows import STATUS_CODE, RowWriter
 from stream.store.scanfile import ScanStore
@@ -161,6 +163,7 @@ class Collector:
             self._write_link(result)
             if self.on_link is not None:
                 self.on_link(None, result)
+            log_fit_failed(self.store.path, self.counters["fit_failed"])
             self.counters["written"] = self.store.points.nrows  # close() flushes them all
             self._write("close", self.store.close, status, reason, self._file_counters())
         self.store.close("fail", self.failed or "")  # no-op unless still open
@@ -216,6 +219,7 @@ class Collector:
         self.last_linked = resumed.next_point - 1
         self._linkable = set(resumed.linkable)
         self.counters.update(resumed.counters)
+        self.counters["fit_failed"] = fit_failed(self.linker)  # (in the linker's state)
 
     def _write(self, what: str, fn: Callable[..., Any], *args: Any) -> bool:
         """A store call that writes the file; a failure ends the scan's writing."""
@@ -372,6 +376,7 @@ class Collector:
 
     def _write_link(self, result: Any) -> None:
         self.counters["cliques"] += self.rows.link_result(result)
+        self.counters["fit_failed"] = fit_failed(self.linker)
 
 
 def check_motors(item: Item, limit: float, ranges: dict[str, tuple[float, float]]) -> None:

@@ -39,7 +39,7 @@ def warn_counted(what: str, n: int, reason: str, kind: str) -> None:
 
 SCAN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 COUNTERS = ("received", "accepted", "processed", "bad", "linked", "written", "missing",
-            "duplicate", "rejected", "malformed", "cliques", "overruns", "max_lag")
+            "duplicate", "rejected", "malformed", "cliques", "fit_failed", "overruns", "max_lag")
 # measured, not counted: also in the file's counters, different from run to run
 GAUGES = ("lag", "rss", "reassigned", "restarted")
 

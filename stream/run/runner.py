@@ -18,7 +18,7 @@ max_lag`; `ready()` says whether the receiver may read another message
 Counters of a scan (`status()["scan"]`, and the file's counters at each
 flush): received (its points), accepted (handed to the workers), processed
 and bad (came back), duplicate, rejected, malformed, missing, linked,
-written, cliques, overruns, max_lag. At any time accepted = processed + bad +
+written, cliques, fit_failed, overruns, max_lag. At any time accepted = processed + bad +
 in_flight and processed + bad + missing = linked + waiting (results held by
 the reorder buffer); at the end linked = written = npoints.
 
@@ -181,8 +181,7 @@ class ScanRunner:
             self._finish(status, reason)
 
     def status(self) -> dict[str, Any]:
-        """Counters, queue depths, lag and memory, now (for progress lines and status
-        requests); the open scan's under "scan"."""
+        """Counters, queue depths, lag and memory, now; the open scan's under "scan"."""
         import psutil
 
         out: dict[str, Any] = {
@@ -272,7 +271,8 @@ class ScanRunner:
             self._refused = cur.scan.scan_id  # its remaining points are dropped
         summary = {"scan_id": cur.scan.scan_id, "status": status, "reason": reason,
                    "file": str(cur.path), **cur.counters}
-        ended = ("accepted", "processed", "bad", "linked", "written", "missing", "cliques")
+        ended = ("accepted", "processed", "bad", "linked", "written", "missing", "cliques",
+                 "fit_failed")
         self.counters.update({k: cur.counters[k] for k in ended})  # (a Counter: it sums)
         self.results.append(summary)
         log.log(logging.ERROR if status == "fail" else logging.INFO, "scan %s ended: %s%s",

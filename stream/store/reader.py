@@ -112,7 +112,9 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  overlaps    {s['overlaps']}",
         f"  cliques     {s['cliques']}"
         + (f" ({s['shared_peaks']} 2D peaks shared between cliques: see shares)"
-           if s.get("shared_peaks") else ""),
+           if s.get("shared_peaks") else "")
+        + (f" ({fit_failed} whose Gaussian fit failed: fit_intensity NaN)"
+           if (fit_failed := s.get("counters", {}).get("fit_failed")) else ""),
         f"  config      sha256 {s['config_sha256'][:16]}",
         f"  time        {s['start_time']} .. {s['end_time']}",
     ]

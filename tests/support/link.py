@@ -124,3 +124,19 @@ def partition(members: dict[str, np.ndarray]) -> set[frozenset]:
                             strict=True):
         groups.setdefault(clique, set()).add(peak)
     return {frozenset(g) for g in groups.values()}
+
+
+def failing_fit_volume(npoints: int, shape: tuple[int, int]) -> np.ndarray:
+    """(point, row, col) of 4 spots over a background of 2 (shape at least 40 x 40,
+    npoints at least 14) for linker split "pixels": a 3D Gaussian (its fit holds), a
+    spot on 2 points only (no width along the scan to fit: the fit fails), a spot on 1
+    point (NaN by design, not a failure) and a blob of 4 pixels (too small to fit)."""
+    z, s, f = np.meshgrid(np.arange(npoints), np.arange(shape[0]), np.arange(shape[1]),
+                          indexing="ij")
+    vol = 2.0 + 300.0 * np.exp(-0.5 * (((z - 7) / 1.1) ** 2 + ((s - 31) / 1.4) ** 2
+                                       + ((f - 30) / 1.6) ** 2))
+    disc = 300.0 * np.exp(-0.5 * (((s - 12) / 1.5) ** 2 + ((f - 10) / 1.5) ** 2))
+    vol += np.where((z == 2) | (z == 3), disc, 0.0)  # 2 points
+    vol += np.where(z == 12, disc, 0.0)  # 1 point
+    vol[6:8, 3, 30:32] = 50.0  # 4 pixels on 2 points
+    return vol

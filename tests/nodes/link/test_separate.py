@@ -14,7 +14,7 @@ from skimage.feature import peak_local_max
 from skimage.segmentation import watershed
 
 from nodes.link.linker import Linker, PeakBlock
-from tests.support.link import cat, labelled, make_scan, run
+from tests.support.link import cat, failing_fit_volume, labelled, make_scan, run
 
 SHAPE = (40, 40)
 NPOINTS = 16
@@ -288,3 +288,27 @@ def test_background_separation_gives_the_same_tables_and_resumes():
         out.append(first.drain())
         assert first.pending == 0
         resume_and_compare(first, out, scan, frames, cut, whole, background=True)
+
+
+def test_fits_that_fail_are_counted_and_the_count_resumes():
+    vol = failing_fit_volume(NPOINTS, SHAPE)
+    cliques, _, linker = link(vol)
+    assert cliques["clique_id"].shape[0] == 4
+    one = cliques["first_point"] == cliques["last_point"]
+    two = cliques["last_point"] - cliques["first_point"] == 1
+    big = cliques["npx"] >= 12
+    assert np.isfinite(cliques["fit_intensity"][big & ~one & ~two]).sum() == 1  # Gaussian
+    assert np.isnan(cliques["fit_intensity"][~(big & ~one & ~two)]).all()
+    assert (big & two).sum() == 1 and (big & one).sum() == 1 and (~big).sum() == 1
+    assert linker.separator.nfit_failed == 1  # the 2-point spot, not the 1-point nor small
+    assert link(vol, split="local_max")[2].separator.nfit_failed == 0  # no fit at all
+    scan, frames = make_scan(npoints=NPOINTS), frames_of(vol)
+    for cut in (3, 5, 13):  # before, after and long after the 2-point spot closed
+        first = Linker(criterion="any_pixel", split="pixels")
+        run_part(first, scan, frames, 0, cut)
+        second = Linker(criterion="any_pixel", split="pixels")
+        second.setup(scan)
+        second.restore(first.state())
+        run_part(second, scan, frames, cut, NPOINTS, setup=False)
+        second.finish()
+        assert second.separator.nfit_failed == 1, cut
