@@ -143,13 +143,18 @@ class Threshold:
     kind: ClassVar[str] = "threshold"
     settable: ClassVar[tuple[str, ...]] = ("cut",)
     # a cut at or below 0 keeps every pixel (the frame is then cut far higher by
-    # max_pixels); above 1e9 nothing: refused when set while running
+    # max_pixels; below 0 is refused at start-up too); above 1e9 nothing: refused when
+    # set while running
     ranges: ClassVar[dict[str, tuple[float, float]]] = {"cut": (0.0, 1e9)}
 
     def __init__(self, *, cut: float = 0.0, cut_map: np.ndarray | None = None,
                  max_pixels: int = 0, markers: bool = True) -> None:
         if not math.isfinite(cut):
             raise ValueError(f"threshold: cut must be finite, got {cut!r}")
+        if cut < 0:
+            raise ValueError(f"threshold: cut must be >= 0, got {cut!r} (below 0 it keeps the "
+                             f"background too, >= 0 raw and around 0 once corrected: every "
+                             f"frame would have its cut raised to max_pixels and be flagged)")
         if cut_map is not None:
             if not isinstance(cut_map, np.ndarray) or cut_map.ndim != 2:
                 raise ValueError(f"threshold: cut_map must be a 2D array, got {cut_map!r}")

@@ -64,7 +64,8 @@ def test_a_chain_that_cannot_be_built_is_one_clean_line(tmp_path):
                       "160", "--spots", "6").returncode == 0
     for body, words in (("kind = 'correct'\ndark = 'nodark.npy'", "nodark.npy"),
                         ("kind = 'threshold'\n[[node]]\nkind = 'label'\nmin_pixels = -1",
-                         "min_pixels")):
+                         "min_pixels"),
+                        ("kind = 'threshold'\ncut = -5.0", "cut must be >= 0, got -5.0")):
         cfg = tmp_path / "c.toml"
         cfg.write_text(f"[[node]]\n{body}\n")
         for r in (peakstream("replay", str(scan), "--config", str(cfg), "--output",

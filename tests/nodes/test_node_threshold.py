@@ -103,6 +103,18 @@ def test_setup_checks_cut_map_shape():
     Threshold(cut_map=np.zeros(SHAPE)).setup(scan)
 
 
+def test_a_negative_cut_is_refused():
+    """Below 0 a cut keeps the background (and a signed frame's gap markers): every frame
+    would have its cut raised and be flagged. 0 keeps every counted photon: allowed."""
+    for cut in (-5.0, -1e-3):
+        with pytest.raises(ValueError, match=r"cut must be >= 0, got -.*max_pixels"):
+            Threshold(cut=cut)
+    frame = np.zeros(SHAPE, np.uint16)
+    frame[3, 4] = 1
+    item = Threshold(cut=0.0).process(Item(0, "e", frame=frame))
+    assert item.sparse.nnz == 1 and not item.flags
+
+
 def overflow_cut(flag):
     m = re.search(r"(\d+) pixels above .* > max_pixels (\d+); cut raised to (\S+) for", flag)
     assert m, flag

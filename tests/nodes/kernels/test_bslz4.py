@@ -186,7 +186,7 @@ def chains(rng, shape, dtype):
            Threshold(cut_map=rng.uniform(0.9, 1.1, shape).astype(np.float32) * cut)]
     yield [Correct(dark=1.5 * scale, flat=0.9), Threshold(cut=cut)]
     yield [Normalise(reference=1e4), Threshold(cut=cut, max_pixels=40)]  # raised cut
-    yield [Correct(dark=-5.0), Threshold(cut=-1.0)]  # every pixel passes: no pre-cut
+    yield [Correct(dark=-5.0), Threshold(cut=0.0)]  # every pixel passes: no pre-cut
 
 
 def results(chain, frame, monitor, encoded=None, straight=True):
