@@ -134,9 +134,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             s = summary(path)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # not there, not HDF5, not ours: as export
             print(f"peakstream inspect: {exc}", file=sys.stderr)
-            status = EXIT_FAILED
+            status = EXIT_USAGE
             continue
         print(to_json(s) if args.json else format_summary(s))
     return status
@@ -154,9 +154,9 @@ def _rocking(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         curve = rocking_curve(args.files[0], args.clique)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # no such file or clique, not ours
         print(f"peakstream inspect: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE
     print(json.dumps(as_json(curve), indent=2) if args.json else format_curve(curve, args.clique))
     if args.png:
         try:

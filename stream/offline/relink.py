@@ -27,7 +27,7 @@ from stream.core.scan import Scan
 from stream.core.table import STR, read_table
 from stream.offline.batch import TrajectoryWalker
 from stream.run.fits import fit_failed, log_fit_failed
-from stream.store.reader import detector_of
+from stream.store.reader import detector_of, not_ours, open_output
 from stream.store.rows import RowWriter
 from stream.store.scanfile import ScanStore
 
@@ -43,26 +43,29 @@ def relink(path: str | Path, output: str | Path, criterion: str | list[str] | No
     (`settings`: other [linker] keys, e.g. split, prominence)."""
 
     path, output = Path(path), Path(output)
-    with h5py.File(path, "r", locking=False) as f:
-        if "entry" not in f or "process" not in f["entry"]:
-            raise ValueError(f"{path}: not a peakstream output file (no /entry/process)")
-        det = detector_of(f)
-        entry = f["entry"]
-        start = _start(entry["process/start"].asstr()[()], path)
-        config = _config(entry["process/config"].asstr()[()], path,
-                         {"criterion": criterion, "fraction": fraction, "distance": distance,
-                          **settings})
-        points = read_table(entry["points"])
-        sparse = {k: entry[f"{det}/sparse/{k}"][()] for k in ("row", "col", "intensity",
-                                                               "label", "nnz")}
-        peaks = read_table(entry[f"{det}/peaks2d"])
-        events = read_table(entry["process/events"])
-        shape = (int(entry[f"{det}/sparse"].attrs["shape0"]),
-                 int(entry[f"{det}/sparse"].attrs["shape1"]))
-        itype = str(entry[f"{det}/sparse"].attrs["itype"])
-        counters = {k: int(v) for k, v in entry["process/counters"].attrs.items()}
-        status, reason = str(entry.attrs["status"]), str(entry.attrs["reason"])
-        trajectory = json.loads(entry["points"].attrs.get("trajectory", "{}"))
+    with open_output(path) as f:  # not there, not HDF5: OSError naming it
+        try:
+            if "entry" not in f or "process" not in f["entry"]:
+                raise ValueError(f"{path}: not a peakstream output file (no /entry/process)")
+            det = detector_of(f)
+            entry = f["entry"]
+            start = _start(entry["process/start"].asstr()[()], path)
+            config = _config(entry["process/config"].asstr()[()], path,
+                             {"criterion": criterion, "fraction": fraction, "distance": distance,
+                              **settings})
+            points = read_table(entry["points"])
+            sparse = {k: entry[f"{det}/sparse/{k}"][()] for k in ("row", "col", "intensity",
+                                                                   "label", "nnz")}
+            peaks = read_table(entry[f"{det}/peaks2d"])
+            events = read_table(entry["process/events"])
+            shape = (int(entry[f"{det}/sparse"].attrs["shape0"]),
+                     int(entry[f"{det}/sparse"].attrs["shape1"]))
+            itype = str(entry[f"{det}/sparse"].attrs["itype"])
+            counters = {k: int(v) for k, v in entry["process/counters"].attrs.items()}
+            status, reason = str(entry.attrs["status"]), str(entry.attrs["reason"])
+            trajectory = json.loads(entry["points"].attrs.get("trajectory", "{}"))
+        except KeyError as exc:  # an HDF5 file without what ours hold
+            raise not_ours(path, exc) from None
     return write_linked(output, start, _read_text(path, "entry/process/start"), config, det,
                         shape, itype, points, sparse, peaks, events, counters, status, reason,
                         trajectory, note=f"cliques made again from {path.name}", source=path)

@@ -30,66 +30,92 @@ def detector_of(f: h5py.File) -> str:
     raise ValueError(f"{f.filename}: no detector group with peaks2d (not a peakstream file?)")
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """All tables of an output file as dicts of columns."""
-    with open_h5(path) as f:
-        det = detector_of(f)
-        return {
-            "detector": det,
-            "points": read_table(f["entry/points"]),
-            "peaks2d": read_table(f[f"entry/{det}/peaks2d"]),
-            "overlaps": read_table(f[f"entry/{det}/overlaps"]),
-            "cliques": read_table(f[f"entry/{det}/cliques"]),
-            "shares": (read_table(f[f"entry/{det}/shares"]) if "shares" in f[f"entry/{det}"]
-                       else {}),
-            "sparse": read_table(f[f"entry/{det}/sparse"]),
-            "events": read_table(f["entry/process/events"]),
-        }
-
-
-def summary(path: str | Path) -> dict[str, Any]:
-    """What a scientist asks first: status, points, peaks, cliques, what went wrong."""
+def open_output(path: str | Path) -> h5py.File:
+    """An output file opened to read; OSError naming it when it is not there or is not
+    HDF5 (a file that is not ours: `detector_of`, `not_ours`)."""
     if not Path(path).is_file():
         raise OSError(f"{path}: no such file")
     try:
-        f = open_h5(path)
+        return open_h5(path)
     except OSError as exc:
         raise OSError(f"{path}: cannot open as HDF5: {exc}") from None
-    with f:
-        if "entry" not in f or "process" not in f["entry"]:
-            raise ValueError(f"{path}: not a peakstream output file (no /entry/process)")
-        entry = f["entry"]
-        det = detector_of(f)
-        # a file still being written may commit between two reads of this handle (its
-        # columns then differ in length): the rows all columns hold
-        status, point_id = entry["points/status"][()], entry["points/point_id"][()]
-        n = min(status.shape[0], point_id.shape[0])
-        status, point_id = status[:n], point_id[:n]
-        counts = np.bincount(status, minlength=len(POINT_STATUS))
-        events = Counter(entry["process/events/kind"].asstr()[()])
-        proc = entry["process"]
-        return {
-            "file": str(path),
-            "scan_id": str(entry.attrs["scan_id"]),
-            "status": str(entry.attrs["status"]),
-            "reason": str(entry.attrs["reason"]),
-            "detector": det,
-            "points": int(len(status)),
-            **{f"points_{name}": int(counts[i]) for i, name in enumerate(POINT_STATUS)},
-            "sparse_pixels": int(entry[f"{det}/sparse/row"].shape[0]),
-            "peaks2d": int(entry[f"{det}/peaks2d/npx"].shape[0]),
-            "overlaps": int(entry[f"{det}/overlaps/peak_a"].shape[0]),
-            "cliques": int(entry[f"{det}/cliques/clique_id"].shape[0]),
-            "shared_peaks": _shared_peaks(entry[det]),
-            "config_sha256": proc["config_sha256"].asstr()[()],
-            "start_time": str(proc.attrs["start_time"]),
-            "end_time": str(proc.attrs["end_time"]),
-            "counters": {k: int(v) for k, v in proc["counters"].attrs.items()},
-            "events": dict(events),
-            "missing_points": point_id[status == POINT_STATUS.index("missing")].tolist(),
-            "filled": json.loads(proc.attrs.get("filled", "[]")),
-            "checkpoint": _checkpoint(f, path),
-        }
+
+
+def not_ours(path: str | Path, exc: KeyError) -> ValueError:
+    """The error for an HDF5 file that lacks what an output file holds (h5py's KeyError)."""
+    return ValueError(f"{path}: not a peakstream output file ({exc.args[0] if exc.args else exc})")
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """All tables of an output file as dicts of columns (OSError, ValueError naming the
+    file if it is not one)."""
+    with open_output(path) as f:
+        try:
+            return _tables(f)
+        except KeyError as exc:
+            raise not_ours(path, exc) from None
+
+
+def _tables(f: h5py.File) -> dict[str, Any]:
+    """`load`'s tables (KeyError when the file lacks one)."""
+    det = detector_of(f)
+    return {
+        "detector": det,
+        "points": read_table(f["entry/points"]),
+        "peaks2d": read_table(f[f"entry/{det}/peaks2d"]),
+        "overlaps": read_table(f[f"entry/{det}/overlaps"]),
+        "cliques": read_table(f[f"entry/{det}/cliques"]),
+        "shares": (read_table(f[f"entry/{det}/shares"]) if "shares" in f[f"entry/{det}"]
+                   else {}),
+        "sparse": read_table(f[f"entry/{det}/sparse"]),
+        "events": read_table(f["entry/process/events"]),
+    }
+
+
+def summary(path: str | Path) -> dict[str, Any]:
+    """What a scientist asks first: status, points, peaks, cliques, what went wrong
+    (OSError, ValueError naming the file if it is not an output file)."""
+    with open_output(path) as f:
+        try:
+            return _summary(f, path)
+        except KeyError as exc:
+            raise not_ours(path, exc) from None
+
+
+def _summary(f: h5py.File, path: str | Path) -> dict[str, Any]:
+    """`summary` of the open file (KeyError when it lacks a dataset or attribute)."""
+    det = detector_of(f)  # (a file that is not ours: ValueError saying so)
+    entry = f["entry"]
+    # a file still being written may commit between two reads of this handle (its
+    # columns then differ in length): the rows all columns hold
+    status, point_id = entry["points/status"][()], entry["points/point_id"][()]
+    n = min(status.shape[0], point_id.shape[0])
+    status, point_id = status[:n], point_id[:n]
+    counts = np.bincount(status, minlength=len(POINT_STATUS))
+    events = Counter(entry["process/events/kind"].asstr()[()])
+    proc = entry["process"]
+    return {
+        "file": str(path),
+        "scan_id": str(entry.attrs["scan_id"]),
+        "status": str(entry.attrs["status"]),
+        "reason": str(entry.attrs["reason"]),
+        "detector": det,
+        "points": int(len(status)),
+        **{f"points_{name}": int(counts[i]) for i, name in enumerate(POINT_STATUS)},
+        "sparse_pixels": int(entry[f"{det}/sparse/row"].shape[0]),
+        "peaks2d": int(entry[f"{det}/peaks2d/npx"].shape[0]),
+        "overlaps": int(entry[f"{det}/overlaps/peak_a"].shape[0]),
+        "cliques": int(entry[f"{det}/cliques/clique_id"].shape[0]),
+        "shared_peaks": _shared_peaks(entry[det]),
+        "config_sha256": proc["config_sha256"].asstr()[()],
+        "start_time": str(proc.attrs["start_time"]),
+        "end_time": str(proc.attrs["end_time"]),
+        "counters": {k: int(v) for k, v in proc["counters"].attrs.items()},
+        "events": dict(events),
+        "missing_points": point_id[status == POINT_STATUS.index("missing")].tolist(),
+        "filled": json.loads(proc.attrs.get("filled", "[]")),
+        "checkpoint": _checkpoint(f, path),
+    }
 
 
 def _checkpoint(f: h5py.File, path: str | Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import sys
 import h5py
 import pytest
 
+from stream.cli.main import main
 from stream.sources.simulate import read_truth
 from stream.sources.simulate.truth import score
 from stream.store.reader import load
@@ -76,17 +77,49 @@ def test_a_chain_that_cannot_be_built_is_one_clean_line(tmp_path):
             assert "c.toml: [[node]]" in r.stderr and "warm-up" not in r.stderr
 
 
-def test_usage_errors_exit_2_and_unreadable_files_exit_1(tmp_path):
+def test_usage_errors_and_unreadable_files_exit_2(tmp_path):
     assert peakstream("simulate").returncode == 2
     assert peakstream("frobnicate").returncode == 2
     junk = tmp_path / "junk.h5"
     junk.write_text("not hdf5")
     r = peakstream("inspect", str(junk))
-    assert r.returncode == 1 and "junk.h5" in r.stderr
+    assert r.returncode == 2 and "junk.h5" in r.stderr
     r = peakstream("inspect", str(tmp_path / "none.h5"))
-    assert r.returncode == 1 and r.stderr.endswith("none.h5: no such file\n")
+    assert r.returncode == 2 and r.stderr.endswith("none.h5: no such file\n")
     r = peakstream("replay", str(junk), "--output", str(tmp_path / "o.h5"))
     assert r.returncode == 2 and "junk.h5" in r.stderr
+
+
+def test_inspect_export_relink_refuse_a_file_not_ours_alike(tmp_path, capsys):
+    """Not there, not HDF5, HDF5 of another program, one that looks like ours but lacks
+    its tables: inspect (and --clique, --json), export and relink each say so in one line
+    naming the file and exit 2; inspect still summarises the good files given with it."""
+    good = tmp_path / "good.h5"
+    assert main(["simulate", "--output", str(tmp_path / "s.h5"), "--points", "20", "--shape",
+                 "128", "160", "--spots", "6", "--quiet"]) == 0
+    assert main(["replay", str(tmp_path / "s.h5"), "--config", str(ROOT / "configs" /
+                 "simulated.toml"), "--output", str(good), "--quiet"]) == 0
+    (tmp_path / "junk.h5").write_text("not hdf5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    with h5py.File(tmp_path / "partial.h5", "w") as f:
+        f.create_group("entry/process")
+        f.create_group("entry/eiger/peaks2d")
+    capsys.readouterr()
+    for name in ("none.h5", "junk.h5", "other.h5", "partial.h5"):
+        path = str(tmp_path / name)
+        for argv in (["inspect", path], ["inspect", path, "--json"],
+                     ["inspect", path, "--clique", "0"],
+                     ["export", path, "--format", "flt", "--output", str(tmp_path / "x.flt")],
+                     ["relink", path, "--output", str(tmp_path / "x.h5")]):
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"{path}: " in err, (argv, err)
+            assert err.startswith(f"peakstream {argv[0]}: "), err
+            assert not (tmp_path / "x.flt").exists() and not (tmp_path / "x.h5").exists()
+    assert main(["inspect", str(good), str(tmp_path / "junk.h5")]) == 2
+    out, err = capsys.readouterr()
+    assert "scan sim-0001: success" in out and "junk.h5" in err
 
 
 @pytest.mark.system

@@ -125,7 +125,8 @@ def test_rocking_curve_table_is_the_members_sums(tmp_path, replayed, capsys):
     assert text[1].split() == ["point_id", "omega", "n2d", "intensity"]
     assert [int(line.split()[0]) for line in text[2:]] == points.tolist()
     assert [float(line.split()[-1]) for line in text[2:]] == curve["intensity"].tolist()
-    assert main(["inspect", str(out), "--clique", "99999"]) == 1
+    assert main(["inspect", str(out), "--clique", "99999"]) == 2  # usage: no such clique
+    assert "no clique 99999" in capsys.readouterr().err
 
 
 def test_rocking_curve_png_and_a_clear_message_without_matplotlib(tmp_path, replayed,
