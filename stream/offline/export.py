@@ -14,10 +14,12 @@
   "pixels" a last column, fit_intensity, holds each clique's fitted 3D
   Gaussian integral (nan where none was fitted).
 * `sparse`: ImageD11's sparse HDF5 (the layout of shared/data's silicon file):
-  group `1.1` with row, col, intensity, frame, nnz, attrs itype, nframes,
-  shape0, shape1, and per-frame motors under measurement/ (omega as
-  rot_center); attr peakstream_trajectory, the scan's trajectory (JSON), which
-  a replay of the file follows (without it, a sweep in omega); peakstream_status,
+  group `1.1` with row, col, intensity (float32), frame, nnz, attrs itype
+  (float32, the intensity's dtype; older exports wrote the detector's, uint16
+  say: both replay alike), nframes, shape0, shape1, and per-frame motors under
+  measurement/ (omega as rot_center); attr peakstream_trajectory, the scan's
+  trajectory (JSON), which a replay of the file follows (without it, a sweep
+  in omega); peakstream_status,
   each frame's point status (0 ok, 1 missing, 2 bad: a replay finds the points
   that were not ok missing, not empty); attr peakstream_detector, the
   detector's name (a config's [source] detector names it). The kept
@@ -213,13 +215,17 @@ def _sparse(data: dict[str, Any], shape, itype, output: Path) -> int:
     nnz, _ = _frames(data)
     with h5py.File(output, "w-") as f:
         g = f.create_group("1.1")
-        g.attrs.update(itype=itype, nframes=nnz.shape[0], shape0=shape[0], shape1=shape[1])
-        if data.get("trajectory"):  # replayed with it (a 360 wrap, a snake: not a sweep)
-            g.attrs["peakstream_trajectory"] = data["trajectory"]
         opts = {"chunks": True, "compression": "gzip"} if sp["row"].shape[0] else {}
         g.create_dataset("row", data=sp["row"].astype(np.uint16), **opts)
         g.create_dataset("col", data=sp["col"].astype(np.uint16), **opts)
-        g.create_dataset("intensity", data=sp["intensity"].astype(np.float32), **opts)
+        intensity = g.create_dataset("intensity", data=sp["intensity"].astype(np.float32),
+                                     **opts)
+        # itype: the intensity's dtype as written (float32: corrected, normalised values),
+        # not the detector's (ImageD11 makes dense frames of itype from it)
+        g.attrs.update(itype=intensity.dtype.name, nframes=nnz.shape[0], shape0=shape[0],
+                       shape1=shape[1])
+        if data.get("trajectory"):  # replayed with it (a 360 wrap, a snake: not a sweep)
+            g.attrs["peakstream_trajectory"] = data["trajectory"]
         g.create_dataset("frame", data=np.repeat(np.arange(nnz.shape[0], dtype=np.uint32),
                                                  nnz), **opts)
         g.create_dataset("nnz", data=nnz)

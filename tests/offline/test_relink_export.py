@@ -82,6 +82,36 @@ def test_export_and_replay_again_gives_the_same_cliques(tmp_path, replayed, fmt,
         assert np.array_equal(a["sparse"]["label"], b["sparse"]["label"])
 
 
+def test_sparse_export_itype_is_its_intensity_dtype_and_older_exports_replay(tmp_path,
+                                                                            replayed):
+    """itype says what the intensity dataset holds (float32), as ImageD11's assembled scan
+    files do (itype = the intensity's dtype); exports that wrote the detector's dtype
+    (uint16) beside float32 intensities replay as before, and both to the same cliques."""
+    _, out = replayed
+    new = tmp_path / "new.h5"
+    assert main(["export", str(out), "--format", "sparse", "--output", str(new)]) == 0
+    with h5py.File(new) as f:
+        g = f["1.1"]
+        assert g.attrs["itype"] == g["intensity"].dtype.name == "float32"
+    with h5py.File(out) as f:
+        assert f["entry/detector/sparse"].attrs["itype"] == "uint16"  # the recording's
+    older = tmp_path / "older.h5"
+    older.write_bytes(new.read_bytes())
+    with h5py.File(older, "r+") as f:  # as exports wrote it before
+        f["1.1"].attrs["itype"] = "uint16"
+    a = load(out)
+    for path, itype in ((new, "float32"), (older, "uint16")):
+        again = tmp_path / f"again_{path.name}"
+        assert main(["replay", str(path), "--preset", "imaged11", "--quiet", "--output",
+                     str(again)]) == 0
+        b = load(again)
+        assert partition(a) == partition(b), path
+        for k in ("npx", "sum_intensity", "s_raw", "f_raw", "first_point", "last_point"):
+            assert np.array_equal(a["cliques"][k], b["cliques"][k]), (path, k)
+        with h5py.File(again) as f:  # the dtype the replayed file announces
+            assert f["entry/detector/sparse"].attrs["itype"] == itype
+
+
 def test_flt_columns_and_imaged11_reads_it(tmp_path, replayed):
     _, out = replayed
     flt = tmp_path / "x.flt"
