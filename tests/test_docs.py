@@ -88,6 +88,20 @@ def test_the_layer_rule_in_layout_md_is_the_tested_one():
         assert f"\n{name.replace('.', '/')}/" in (DOCS / "layout.md").read_text(), name
 
 
+def test_every_header_key_kind_is_shown_in_replay_md():
+    """header:KEY reads a header's own keys and the names of SPEC's pairs (motor_mne /
+    motor_pos, counter_mne / counter_pos): replay.md shows each pair in an example the
+    doc check runs (test_every_command_example_runs), reading a name through it."""
+    from stream.sources.files.common import SPEC_PAIRS
+
+    runnable = "".join(body for info, body in sh_blocks((DOCS / "replay.md").read_text())
+                       if not info.strip())
+    for names, values in SPEC_PAIRS:
+        spelled = re.search(rf'"{names}": "([^"]+)", "{values}"', runnable)
+        assert spelled, f"replay.md runs no example with {names} / {values}"
+        assert any(f"=header:{name} " in runnable for name in spelled.group(1).split()), names
+
+
 @pytest.mark.system
 def test_every_command_example_runs():
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "check_docs.py")], cwd=ROOT,
