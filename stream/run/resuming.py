@@ -41,6 +41,7 @@ class ResumeFinder:
         self.output_file = output_file
         self.resume_file: Path | None = None  # replay --resume: continue this file
         self._no_resume: set[str] = set()  # scan ids that have no file to resume
+        self.not_resumed: set[Path] = set()  # files another acquisition reached: left alone
 
     def for_start(self, start: Start) -> Resumed | None:
         """The crashed file this start continues (replay --resume's, or one the pattern's
@@ -112,7 +113,8 @@ class ResumeFinder:
         directory or the directories its pattern makes (two levels)."""
         if not self.config["output"]["resume"] or self.output_file is not None:
             return None
-        return newest_resumable(self._candidates(scan_id), scan_id, self.config.text())
+        paths = [p for p in self._candidates(scan_id) if p not in self.not_resumed]
+        return newest_resumable(paths, scan_id, self.config.text())
 
     def _candidates(self, scan_id: str) -> list[Path]:
         """The .h5 files that may hold this scan: in the output directory or the

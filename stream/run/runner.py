@@ -42,6 +42,7 @@ from typing import Any
 
 from stream.config.schema import Config
 from stream.core.messages import End, MessageError, Point, Start
+from stream.run.acquisition import resent_point
 from stream.run.admission import admit_start, frame_problem, id_problem, same_start
 from stream.run.executors import make_executor, queue_bound
 from stream.run.loop import drain, freeze_long_lived, step
@@ -309,8 +310,7 @@ class ScanRunner:
             self._reject("rejected", f"point {pid}: {problem}")
             return
         if cur.resumed is not None and cur.resumed.stored(pid):
-            cur.counters["kept"] += 1  # stored before the crash: kept, not processed again
-            return
+            return resent_point(self, cur, point, parts)  # kept, unless another acquisition's
         if cur.collector.seen(pid):
             self._count("duplicate", f"point {pid}: {cur.collector.why_seen(pid)}; dropped", pid)
             return

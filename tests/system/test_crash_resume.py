@@ -5,11 +5,13 @@ the restarted daemon continues the scan's file from its last checkpoint when
 the scan's points (or its start) arrive again. Points lost while it was down
 are recorded as missing; sent again from the recording before the end, they
 are filled in and the file equals an uninterrupted run, table for table.
-`peakstream replay --resume` does the same for a killed replay.
+`peakstream replay --resume` does the same for a killed replay. A new acquisition
+that reuses the scan id is never appended to the crashed file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import subprocess
 import sys
@@ -276,3 +278,54 @@ def test_disk_full_fails_that_scan_and_the_next_scan_is_written(daemon, tmp_path
     assert d.proc.poll() is None  # still running
     assert tables(tmp_path / "out" / "small.h5")["points"]["point_id"].tolist() == list(
         range(20))
+
+
+def crash_mid_scan(daemon, cfg, out, sim: Simulation, scan_id: str, sent: int, stored: int):
+    """A daemon that took `sent` points of a scan and checkpointed at least `stored` of
+    them, killed -9; the file it left."""
+    d = daemon(cfg, output=out)
+    s = Sender(d.endpoint, sim)
+    s.start(scan_id)
+    s.points(scan_id, range(sent), rate=400)
+    path = out / f"{scan_id}.h5"
+    wait_until(lambda: stored_points(path) >= stored, 60, 0.05, f"{stored} points stored")
+    d.proc.kill()
+    d.proc.wait(30)
+    s.close()
+    return path
+
+
+def test_another_acquisition_with_the_same_scan_id_goes_to_a_new_file(daemon, tmp_path):
+    cfg = daemon_config(tmp_path, EXTRA)
+    out = tmp_path / "out"
+    old_sim = Simulation(SIM)
+    path = crash_mid_scan(daemon, cfg, out, old_sim, "orphan", 40, 10)
+    before = tables(path)
+    kept = len(before["points"]["point_id"])
+    # the daemon again, and a new acquisition (other spots, other monitor) with the same id
+    new_sim = Simulation(dataclasses.replace(SIM, seed=SIM.seed + 1))
+    d = daemon(cfg, output=out)
+    s = Sender(d.endpoint, new_sim)
+    s.scan("orphan")
+    s.close()
+    new = out / "orphan-1.h5"
+    assert completed(new) == "success"
+    # the new file: every point of the new acquisition, none of the old one's
+    got = tables(new)
+    assert np.array_equal(got["points"]["point_id"], np.arange(SIM.npoints))
+    assert (got["points"]["status"] == POINT_STATUS.index("ok")).all()
+    monitor = [new_sim.monitor_value(i) for i in range(SIM.npoints)]
+    assert np.array_equal(got["points"]["counters/monitor"], monitor)
+    # the old file as the crash left it, with an event saying why it was not resumed
+    after = tables(path)
+    assert len(after["points"]["point_id"]) == kept
+    for name in ("points", "peaks2d", "sparse"):
+        for col, values in before[name].items():
+            assert np.array_equal(after[name][col], values,
+                                  equal_nan=values.dtype.kind == "f"), (name, col)
+    kinds = list(after["events"]["kind"])
+    assert "resume" not in kinds and kinds[-1] == "not_resumed"
+    assert "another acquisition" in after["events"]["message"][-1]
+    assert "another acquisition" in d.status()["last_error"]
+    assert "another acquisition" in d.text()
+    assert sorted(p.name for p in out.glob("*.h5")) == ["orphan-1.h5", "orphan.h5"]
