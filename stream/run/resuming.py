@@ -22,6 +22,7 @@ from typing import Any
 
 from stream.core.messages import Start, start_to_json
 from stream.run.openscan import SCAN_ID
+from stream.run.resumeparams import restore_params
 from stream.store.checkpoint import open_h5
 from stream.store.naming import safe_name
 from stream.store.resume import FILLABLE, Resumed, ResumeError, newest_resumable, resume
@@ -35,8 +36,10 @@ class ResumeFinder:
     """Finds and reopens the file a scan continues, for one runner's config and output
     place (`output_file`: one named file, never resumed unless named as `resume_file`)."""
 
-    def __init__(self, config: Any, output_dir: Path, output_file: Path | None):
+    def __init__(self, config: Any, output_dir: Path, output_file: Path | None,
+                 params: Any = None):
         self.config = config
+        self.params = params  # a ParamState: set again to what the resumed file was using
         self.output_dir = output_dir
         self.output_file = output_file
         self.resume_file: Path | None = None  # replay --resume: continue this file
@@ -49,14 +52,14 @@ class ResumeFinder:
         ResumeError when `resume_file` cannot be continued."""
         interval = self.config["output"]["flush_interval"]
         if self.resume_file is not None:
-            return resume(self.resume_file, self.config.text(), start_to_json(start),
-                          flush_interval=interval)
+            return self._with_params(resume(self.resume_file, self.config.text(),
+                                            start_to_json(start), flush_interval=interval))
         found = self._resumable(start.scan_id)
         if found is None:
             return None
         try:
-            return resume(found, self.config.text(), start_to_json(start),
-                          flush_interval=interval)
+            return self._with_params(resume(found, self.config.text(), start_to_json(start),
+                                            flush_interval=interval))
         except ResumeError as exc:
             log.warning("scan %s: %s is not resumed (%s); a new file is written",
                         start.scan_id, found, exc)
@@ -73,8 +76,8 @@ class ResumeFinder:
             self._no_resume.add(scan_id)
             return None
         try:
-            return resume(found, self.config.text(),
-                          flush_interval=self.config["output"]["flush_interval"])
+            return self._with_params(resume(
+                found, self.config.text(), flush_interval=self.config["output"]["flush_interval"]))
         except ResumeError as exc:
             log.warning("scan %s: %s is not resumed: %s", scan_id, found, exc)
             self._no_resume.add(scan_id)
@@ -107,6 +110,12 @@ class ResumeFinder:
                     else "")
             log.warning("scan %s: an earlier file of this scan, %s, %s; this start writes "
                         "a second file, %s%s", scan_id, earlier, ended, path, hint)
+
+    def _with_params(self, resumed: Resumed) -> Resumed:
+        """The parameters in force at the file's checkpoint set again (its param events)."""
+        if self.params is not None:
+            restore_params(resumed, self.params, resumed.start().scan_id)
+        return resumed
 
     def _resumable(self, scan_id: str) -> Path | None:
         """The newest file a crash left open for this scan and config, in the output

@@ -78,7 +78,7 @@ class ScanRunner:
         self.last_error = ""  # why the last scan could not start or be written
         self._refused = ""  # scan_id of a scan refused or failed: its points are dropped
         # which crashed file a scan continues (`resumer.resume_file`: replay --resume's)
-        self.resumer = ResumeFinder(config, self.output_dir, self.output_file)
+        self.resumer = ResumeFinder(config, self.output_dir, self.output_file, self.params)
         self.counters: Counter = Counter({k: 0 for k in COUNTERS})
         self.current: OpenScan | None = None
         self.results: list[dict[str, Any]] = []
@@ -227,7 +227,7 @@ class ScanRunner:
             where = path if path is not None else self.output_dir
             self._refuse(start.scan_id, f"cannot create {where}: {exc}")
             return
-        if self.params.version:
+        if self.params.version and resumed is None:  # a resumed file has its own
             store.event("params", json.dumps(self.params.changes), 0)
         self._scans += 1
         self.current = OpenScan.create(self._scans, self.config, scan, detector, store, path,
