@@ -25,7 +25,14 @@ from stream.run.openscan import SCAN_ID
 from stream.run.resumeparams import restore_params
 from stream.store.checkpoint import open_h5
 from stream.store.naming import safe_name
-from stream.store.resume import FILLABLE, Resumed, ResumeError, newest_resumable, resume
+from stream.store.resume import (
+    FILLABLE,
+    RESUMABLE,
+    Resumed,
+    ResumeError,
+    newest_resumable,
+    resume,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +44,11 @@ class ResumeFinder:
     place (`output_file`: one named file, never resumed unless named as `resume_file`)."""
 
     def __init__(self, config: Any, output_dir: Path, output_file: Path | None,
-                 params: Any = None):
+                 runner: Any = None):
         self.config = config
-        self.params = params  # a ParamState: set again to what the resumed file was using
+        # a ScanRunner: its params are set again to what a resumed file was using; a scan
+        # whose file cannot be resumed is refused there (last_error, its points dropped)
+        self.runner = runner
         self.output_dir = output_dir
         self.output_file = output_file
         self.resume_file: Path | None = None  # replay --resume: continue this file
@@ -74,13 +83,18 @@ class ResumeFinder:
         found = self._resumable(scan_id)
         if found is None:
             self._no_resume.add(scan_id)
+            other = self._crashed_with_another_config(scan_id)
+            if other is not None:
+                self._refuse(scan_id, other, "it was written with another processing config "
+                                             "([[node]], [linker], [source] detector / "
+                                             "trajectory)")
             return None
         try:
             return self._with_params(resume(
                 found, self.config.text(), flush_interval=self.config["output"]["flush_interval"]))
         except ResumeError as exc:
-            log.warning("scan %s: %s is not resumed: %s", scan_id, found, exc)
             self._no_resume.add(scan_id)
+            self._refuse(scan_id, found, str(exc))
             return None
 
     def warn_earlier(self, scan_id: str, path: Path) -> None:
@@ -111,10 +125,23 @@ class ResumeFinder:
             log.warning("scan %s: an earlier file of this scan, %s, %s; this start writes "
                         "a second file, %s%s", scan_id, earlier, ended, path, hint)
 
+    def _refuse(self, scan_id: str, path: Path, why: str) -> None:
+        """A point of a scan whose crashed file cannot be continued: said once (WARNING,
+        the runner's last_error); the scan's points are then dropped, counted as
+        rejected."""
+        message = (f"scan {scan_id}: {path} was not resumed: {why}; the scan's points are "
+                   f"dropped (restart with the config the file was written with, "
+                   f"/entry/process/config, to continue it, or complete it afterwards with "
+                   f"`peakstream replay RECORDING --fill {path}`)")
+        log.warning("%s", message)
+        if self.runner is not None:
+            self.runner.last_error = message
+            self.runner._refused = scan_id  # its points: counted as rejected, not logged
+
     def _with_params(self, resumed: Resumed) -> Resumed:
         """The parameters in force at the file's checkpoint set again (its param events)."""
-        if self.params is not None:
-            restore_params(resumed, self.params, resumed.start().scan_id)
+        if self.runner is not None:
+            restore_params(resumed, self.runner.params, resumed.start().scan_id)
         return resumed
 
     def _resumable(self, scan_id: str) -> Path | None:
@@ -122,13 +149,28 @@ class ResumeFinder:
         directory or the directories its pattern makes (two levels)."""
         if not self.config["output"]["resume"] or self.output_file is not None:
             return None
-        paths = [p for p in self._candidates(scan_id) if p not in self.not_resumed]
-        return newest_resumable(paths, scan_id, self.config.text())
+        return newest_resumable(self._candidates(scan_id), scan_id, self.config.text())
+
+    def _crashed_with_another_config(self, scan_id: str) -> Path | None:
+        """The newest file a crash left open for this scan, whatever its config."""
+        if not self.config["output"]["resume"] or self.output_file is not None:
+            return None
+        found = []
+        for path in self._candidates(scan_id):
+            try:
+                with open_h5(path) as f:
+                    entry = f["entry"]
+                    if (str(entry.attrs.get("scan_id")) == scan_id
+                            and str(entry.attrs.get("status")) in RESUMABLE):
+                        found.append((path.stat().st_mtime, path))
+            except (OSError, KeyError, ValueError):
+                continue  # not ours, or not readable
+        return max(found)[1] if found else None
 
     def _candidates(self, scan_id: str) -> list[Path]:
-        """The .h5 files that may hold this scan: in the output directory or the
-        directories its pattern makes (two levels)."""
+        """The files of the output directory (two levels) that may be this scan's."""
         # named by the pattern: when it holds the scan id, only those files are opened
         name = (f"*{safe_name(scan_id)}*.h5" if "{scan_id" in self.config["output"]["pattern"]
                 else "*.h5")
-        return [p for level in ("", "*/", "*/*/") for p in self.output_dir.glob(level + name)]
+        return [p for level in ("", "*/", "*/*/") for p in self.output_dir.glob(level + name)
+                if p not in self.not_resumed]

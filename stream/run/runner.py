@@ -78,7 +78,7 @@ class ScanRunner:
         self.last_error = ""  # why the last scan could not start or be written
         self._refused = ""  # scan_id of a scan refused or failed: its points are dropped
         # which crashed file a scan continues (`resumer.resume_file`: replay --resume's)
-        self.resumer = ResumeFinder(config, self.output_dir, self.output_file, self.params)
+        self.resumer = ResumeFinder(config, self.output_dir, self.output_file, self)
         self.counters: Counter = Counter({k: 0 for k in COUNTERS})
         self.current: OpenScan | None = None
         self.results: list[dict[str, Any]] = []

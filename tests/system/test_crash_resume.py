@@ -32,6 +32,7 @@ from tests.support.daemon import (
     Sender,
     completed,
     daemon_config,
+    file_status,
     wait_until,
 )
 from tests.support.paths import ROOT
@@ -329,3 +330,27 @@ def test_another_acquisition_with_the_same_scan_id_goes_to_a_new_file(daemon, tm
     assert "another acquisition" in d.status()["last_error"]
     assert "another acquisition" in d.text()
     assert sorted(p.name for p in out.glob("*.h5")) == ["orphan-1.h5", "orphan.h5"]
+
+
+def test_a_restart_with_an_edited_config_says_once_that_the_scan_is_not_resumed(daemon,
+                                                                                 tmp_path):
+    cfg = daemon_config(tmp_path, EXTRA)
+    out = tmp_path / "out"
+    sim = Simulation(SIM)
+    path = crash_mid_scan(daemon, cfg, out, sim, "cfgchg", 40, 10)
+    before = tables(path)
+    edited = daemon_config(tmp_path, EXTRA + "[linker]\nfraction = 0.5\n", name="edited.toml")
+    d = daemon(edited, output=out)
+    s = Sender(d.endpoint, sim)
+    s.points("cfgchg", range(40, SIM.npoints))  # the rest of the scan, no start again
+    s.end("cfgchg")
+    s.close()
+    rest = SIM.npoints - 40 + 1  # its points and its end, all refused
+    status = wait_until(lambda: (st := d.status())["rejected"] >= rest and st, 120, 0.1,
+                        "the rest of the scan refused")
+    assert f"{path} was not resumed" in status["last_error"]
+    assert "another processing config" in status["last_error"]
+    log = d.text()
+    assert log.count("was not resumed") == 1 and log.count("no scan is open") <= 1
+    assert file_status(path) == "running"  # left for a restart with its config, or a fill
+    assert np.array_equal(tables(path)["points"]["point_id"], before["points"]["point_id"])
