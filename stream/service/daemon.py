@@ -42,6 +42,7 @@ from stream.run.runner import ScanRunner
 from stream.service.control import TOKEN_NAME, ControlServer, make_token
 from stream.service.live import LiveLane
 from stream.sources.base import open_source
+from stream.store.leftover import warn_open_files
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +346,7 @@ def cmd_daemon(args: Any, warm: Callable[[Config], Any] | None = None) -> int:
         print(f"peakstream daemon: {exc}", file=sys.stderr)
         return 2
     daemon.runner.freeze_gc = True  # a process of its own: see freeze_long_lived
+    warn_open_files(output, config)
     signal.signal(signal.SIGTERM, daemon.stop)
     signal.signal(signal.SIGINT, daemon.stop)
     ep = daemon.endpoints()

@@ -341,6 +341,9 @@ def test_a_restart_with_an_edited_config_says_once_that_the_scan_is_not_resumed(
     before = tables(path)
     edited = daemon_config(tmp_path, EXTRA + "[linker]\nfraction = 0.5\n", name="edited.toml")
     d = daemon(edited, output=out)
+    # at start-up: the file the crash left open, and that this config cannot continue it
+    assert "1 scan file(s) a crash left open" in d.text()
+    assert f"{path} (scan 'cfgchg', another config: not resumed)" in d.text()
     s = Sender(d.endpoint, sim)
     s.points("cfgchg", range(40, SIM.npoints))  # the rest of the scan, no start again
     s.end("cfgchg")
