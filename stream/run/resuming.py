@@ -24,6 +24,7 @@ from stream.core.messages import Start, start_to_json
 from stream.run.openscan import SCAN_ID
 from stream.run.resumeparams import restore_params
 from stream.store.checkpoint import open_h5
+from stream.store.identity import processing_hash
 from stream.store.naming import safe_name
 from stream.store.resume import (
     FILLABLE,
@@ -152,16 +153,18 @@ class ResumeFinder:
         return newest_resumable(self._candidates(scan_id), scan_id, self.config.text())
 
     def _crashed_with_another_config(self, scan_id: str) -> Path | None:
-        """The newest file a crash left open for this scan, whatever its config."""
+        """The newest file a crash left open for this scan with another processing config
+        (not a file of this config that is not ours to resume: a copy, a link)."""
         if not self.config["output"]["resume"] or self.output_file is not None:
             return None
-        found = []
+        mine, found = processing_hash(self.config.text()), []
         for path in self._candidates(scan_id):
             try:
                 with open_h5(path) as f:
                     entry = f["entry"]
                     if (str(entry.attrs.get("scan_id")) == scan_id
-                            and str(entry.attrs.get("status")) in RESUMABLE):
+                            and str(entry.attrs.get("status")) in RESUMABLE
+                            and processing_hash(entry["process/config"].asstr()[()]) != mine):
                         found.append((path.stat().st_mtime, path))
             except (OSError, KeyError, ValueError):
                 continue  # not ours, or not readable
