@@ -52,6 +52,7 @@ def replay_on_cluster(args: argparse.Namespace, config: Config, jobs: list[Any])
         plan,
         run_batch,
         skipped,
+        stale_files,
     )
 
     name = "peakstream replay"
@@ -76,9 +77,14 @@ def replay_on_cluster(args: argparse.Namespace, config: Config, jobs: list[Any])
         return EXIT_USAGE
     for row in not_opened:
         print(f"{name}: {row['scan_id']}: not replayed: {row['reason']}", file=sys.stderr)
+    stale = stale_files(jobs, config)  # a finished file of another config or recording
+    for line in stale:
+        print(f"{name}: {line}", file=sys.stderr)
+    if stale:
+        return EXIT_USAGE
     total = sum(j.npoints or 0 for j in jobs)
     t0 = time.monotonic()
-    todo = len(jobs) - len(skipped(jobs))
+    todo = len(jobs) - len(skipped(jobs, config))
     if todo and spec.kind == "local":
         # A cold numba cache (a new install): compile here, with a progress line, before
         # the workers are forked from this process, so they start with the kernels. Left

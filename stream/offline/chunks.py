@@ -64,11 +64,12 @@ def _joined(parts: list[dict], firsts: list[int], key: str) -> dict[str, np.ndar
 
 
 def merge_chunks(chunks: list[dict[str, Any]], firsts: list[int], start_json: str,
-                 config_text: str, config_base: str, path: str) -> dict[str, Any]:
+                 config_text: str, config_base: str, path: str,
+                 identity: str = "") -> dict[str, Any]:
     """A dask task: the chunks' results (run_job summaries, in point order) into the
     scan's file `path`, linked as one scan; the chunk files are removed after."""
     from stream.offline.relink import write_linked
-    from stream.offline.scanjob import partial_path
+    from stream.offline.scanjob import partial_path, record_identity
     from stream.store.reader import summary
 
     t0 = time.monotonic()
@@ -90,6 +91,7 @@ def merge_chunks(chunks: list[dict[str, Any]], firsts: list[int], start_json: st
                  parts[0]["shape"], parts[0]["itype"], _joined(parts, firsts, "points"),
                  _joined(parts, firsts, "sparse"), _joined(parts, firsts, "peaks"),
                  _joined(parts, firsts, "events"), counters, "success", "", {})
+    record_identity(part, identity)
     os.replace(part, final)
     for c in chunks:
         Path(c["file"]).unlink(missing_ok=True)

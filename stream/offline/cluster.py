@@ -22,7 +22,7 @@ from typing import Any
 
 from stream.config.schema import Config
 from stream.core.threads import usable_cores
-from stream.offline.scanjob import ScanJob, output_path, run_job
+from stream.offline.scanjob import ScanJob, output_path, run_job, source_identity
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ def plan(jobs: list[ScanJob], config: Config, directory: str | Path,
             close()
         job.scan_id, job.npoints = start.scan_id, start.npoints
         job.start_json = start_to_json(start)
+        job.identity = source_identity(job.inputs, job.options)
         job.path = output_path(directory, config["output"]["pattern"], start.scan_id,
                                start.meta)
         if job.path in seen:
@@ -159,22 +160,75 @@ def plan(jobs: list[ScanJob], config: Config, directory: str | Path,
     return kept
 
 
-def finished(path: Path | None) -> dict[str, Any] | None:
-    """The summary of `path` if it is a scan file that ended with status success."""
+def finished(path: Path | None, config_text: str | None = None,
+             identity: str | None = None) -> dict[str, Any] | None:
+    """The summary of `path` if it is a scan file that ended with status success (and,
+    given `config_text` and `identity`, was made by that processing from that input)."""
     from stream.store.reader import summary
 
     try:
         s = summary(path) if path is not None and path.exists() else None
     except (OSError, ValueError, KeyError):
         return None
-    return s if s is not None and s["status"] == "success" else None
+    if s is None or s["status"] != "success":
+        return None
+    if config_text is not None and made_otherwise(path, config_text, identity or ""):
+        return None
+    return s
 
 
-def skipped(jobs: list[ScanJob]) -> dict[int, dict[str, Any]]:
-    """The jobs whose scan is finished already (by index): their files' summaries."""
+def made_otherwise(path: Path, config_text: str, identity: str) -> str:
+    """Why the scan file `path` is not what this processing of this input makes ("" if
+    it is): another config (`processing_hash`) or another recording (`source_identity`)."""
+    import json
+
+    import h5py
+
+    from stream.offline.scanjob import SOURCE_ATTR
+    from stream.store.identity import processing_hash
+
+    with h5py.File(path, "r", locking=False) as f:
+        proc = f["entry/process"]
+        theirs = proc["config"].asstr()[()]
+        made_from = proc.attrs.get(SOURCE_ATTR)
+    if processing_hash(theirs) != processing_hash(config_text):
+        return "it was made with another config (its [node], [linker] or trajectory differ)"
+    if made_from is None:
+        return "it records no input it was made from (not written by replay --cluster)"
+    if str(made_from) != identity:
+        def files(text: str) -> str:
+            try:
+                return "; ".join(" ".join(map(str, f)) for f in json.loads(text)["files"])
+            except (ValueError, KeyError, TypeError):
+                return text
+        return (f"it was made from another recording or with other options ({files(made_from)}"
+                f"; now: {files(identity)})")
+    return ""
+
+
+def stale_files(jobs: list[ScanJob], config: Config) -> list[str]:
+    """A line for each job whose file ended with status success but was made by another
+    processing or from another input: neither skipped nor overwritten (a serial replay
+    refuses an output file that exists, too)."""
+    out = []
+    for job in jobs:
+        if finished(job.path) is not None:
+            why = made_otherwise(job.path, config.text(), job.identity)
+            if why:
+                out.append(f"{job.path} exists for {job.name} but {why}; remove it or choose "
+                           f"another --output")
+    return out
+
+
+def skipped(jobs: list[ScanJob], config: Config) -> dict[int, dict[str, Any]]:
+    """The jobs whose scan is finished already (by index): their files' summaries. A
+    file made otherwise (`stale_files`) is a ValueError."""
+    stale = stale_files(jobs, config)
+    if stale:
+        raise ValueError("\n".join(stale))
     out = {}
     for i, job in enumerate(jobs):
-        s = finished(job.path)
+        s = finished(job.path, config.text(), job.identity)
         if s is not None:
             out[i] = {**s, "status": "skipped", "reason": "finished on an earlier run",
                       "seconds": 0.0}
@@ -187,7 +241,7 @@ def run_batch(client: Any, jobs: list[ScanJob], config: Config, *, per_point: bo
     """Every job not finished yet as a task (`client` may be None if all are), a scan
     of more than `chunk` points (if > 0) as chunks and a merge; a line per scan (`say`),
     `progress(points_done)` after each. One summary per job, in order."""
-    results = skipped(jobs)
+    results = skipped(jobs, config)
     for i in results:
         say(f"{jobs[i].scan_id}: skipped, {jobs[i].path} is finished already")
     todo = [i for i in range(len(jobs)) if i not in results]
@@ -207,7 +261,8 @@ def run_batch(client: Any, jobs: list[ScanJob], config: Config, *, per_point: bo
             fut = submit_chunks(client, job, config, chunk, key)
         else:
             fut = client.submit(run_job, config.text(), str(config.base), job.inputs,
-                                job.options, str(job.path), per_point, pure=False,
+                                job.options, str(job.path), per_point, job.identity,
+                                pure=False,
                                 retries=RETRIES, key=key)
         futures[fut] = i
     done_points = 0
@@ -251,14 +306,15 @@ def submit_chunks(client: Any, job: ScanJob, config: Config, size: int, key: str
     parts = []
     for k, (a, b) in enumerate(ranges):
         path = chunk_path(job.path, k)
-        done = finished(path)
+        options = {**job.options, "first": a, "last": b, "trajectory": CHUNK_TRAJECTORY}
+        identity = source_identity(job.inputs, options)
+        done = finished(path, config.text(), identity)  # else made (again)
         parts.append({**done, "file": str(path), "seconds": 0.0} if done else client.submit(
-            run_job, config.text(), str(config.base), job.inputs,
-            {**job.options, "first": a, "last": b, "trajectory": CHUNK_TRAJECTORY}, str(path),
-            True, pure=False,
-            retries=RETRIES, key=f"{key}-chunk{k}"))
+            run_job, config.text(), str(config.base), job.inputs, options, str(path),
+            True, identity, pure=False, retries=RETRIES, key=f"{key}-chunk{k}"))
     return client.submit(merge_chunks, parts, [a for a, _ in ranges], job.start_json,
-                         config.text(), str(config.base), str(job.path), pure=False,
+                         config.text(), str(config.base), str(job.path), job.identity,
+                         pure=False,
                          retries=RETRIES, key=f"{key}-merge")
 
 

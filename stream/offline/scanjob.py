@@ -11,6 +11,7 @@ namer's "-1" suffixes, so that a rerun finds the files of the scans it finished.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 BLISS_SCAN = re.compile(r"\d+\.\d+")
 STABLE_FIELDS = {"scan_id", "sample"}
+SOURCE_ATTR = "replay_source"  # /entry/process attribute: what the file is made from
 
 
 @dataclass
@@ -41,6 +43,7 @@ class ScanJob:
     npoints: int | None = None
     path: Path | None = None
     start_json: str = ""  # the start message as a serial replay stores it
+    identity: str = ""  # what its file is made from (`source_identity`)
 
 
 def scan_jobs(groups: list[list[str]], options: dict[str, Any]) -> list[ScanJob]:
@@ -101,6 +104,49 @@ def output_path(directory: str | Path, pattern: str, scan_id: str,
                                             sample=safe_name((meta or {}).get("sample")))
 
 
+def source_identity(inputs: list[str], options: dict[str, Any]) -> str:
+    """What a scan's file is made from, as JSON: each input file by its absolute path and
+    its size and modification time; an HDF5 dataset (`FILE::/1.1/measurement/eiger`) by
+    its file's absolute path, the dataset, its shape and dtype and its entry's start_time
+    (a Bliss master file grows while an experiment goes on: its size and time say nothing
+    of the scans it holds already); and the replay's options (motors, counters, ...)."""
+    from stream.sources.files.hdf5 import open_file
+
+    files = []
+    for spec in [*inputs, *(options.get("images") or ())]:
+        name, _, inner = str(spec).partition("::")
+        path = Path(name).resolve()
+        if inner:
+            try:
+                with open_file(str(path)) as f:
+                    ds = f[inner]
+                    top = f[inner.strip("/").split("/")[0]]
+                    started = top["start_time"][()] if "start_time" in top else b""
+                    files.append([str(path), inner, list(ds.shape), str(ds.dtype),
+                                  started.decode() if isinstance(started, bytes)
+                                  else str(started)])
+            except (OSError, KeyError, ValueError, AttributeError):
+                files.append([str(path), inner])
+        elif path.exists():
+            st = path.stat()
+            files.append([str(path), st.st_size, st.st_mtime_ns])
+        else:  # a pattern (data_%04d.edf) or a glob: as given
+            files.append([str(path)])
+    opts = {k: dict(str(x).split("=", 1) for x in v) if k in ("motors", "counters")
+            and not isinstance(v, dict) else v for k, v in options.items()
+            if k != "images" and v not in (None, [], {}, (), "auto")}  # the defaults: left out
+    return json.dumps({"files": files, "options": opts}, sort_keys=True, default=str)
+
+
+def record_identity(path: Path, identity: str) -> None:
+    """Write `identity` into a scan file (`/entry/process` attribute replay_source)."""
+    import h5py
+
+    if identity:
+        with h5py.File(path, "r+", locking=False) as f:
+            f["entry/process"].attrs[SOURCE_ATTR] = identity
+
+
 def partial_path(path: Path) -> Path:
     """Where a scan is written until it has ended: a killed task never leaves a
     half-written file under the final name."""
@@ -145,10 +191,11 @@ def replay_scan(config: Config, inputs: list[str], options: dict[str, Any], path
 
 
 def run_job(config_text: str, config_base: str, inputs: list[str], options: dict[str, Any],
-            path: str, per_point: bool = False) -> dict[str, Any]:
+            path: str, per_point: bool = False, identity: str = "") -> dict[str, Any]:
     """A dask task: replay one scan into `path` through a partial file, renamed when the
-    scan has ended (whatever its status). A partial file of an earlier, killed attempt
-    is replaced. Returns the file's summary and the wall time."""
+    scan has ended (whatever its status), with `identity` (what it is made from) in it.
+    A partial file of an earlier, killed attempt is replaced. Returns the file's summary
+    and the wall time."""
     from stream.store.checkpoint import journal_path
     from stream.store.reader import summary
 
@@ -174,6 +221,7 @@ def run_job(config_text: str, config_base: str, inputs: list[str], options: dict
         return {"file": str(final), "status": "fail", "points": 0, "cliques": 0,
                 "reason": result.get("reason", "no file written"),
                 "seconds": time.monotonic() - t0, "host": os.uname().nodename}
+    record_identity(part, identity)
     os.replace(part, final)
     out = summary(final)
     out.update(file=str(final), seconds=time.monotonic() - t0, host=os.uname().nodename)

@@ -24,7 +24,7 @@ from stream.offline.cluster import (
     run_batch,
     slurm_cluster,
 )
-from stream.offline.scanjob import ScanJob, output_path, partial_path, scan_jobs
+from stream.offline.scanjob import ScanJob, output_path, partial_path, run_job, scan_jobs
 from stream.sources.simulate import Simulation, write_scan
 from stream.sources.simulate.config import SimConfig
 from tests.support.daemon import wait_until
@@ -265,3 +265,37 @@ def test_cluster_replay_of_a_master_with_an_interrupted_scan_replays_the_others(
     assert sorted(p.name for p in out.glob("*.h5")) == ["sample_1.1.h5"]
     printed = capsys.readouterr()
     assert "sample.h5::/2.1: not replayed" in printed.err and "not opened" in printed.out
+
+
+def test_a_rerun_skips_a_finished_file_only_if_made_the_same_way(tmp_path, capsys):
+    """A file of another config, or of another recording of the same name (s2/sample.h5
+    beside s1/sample.h5), is neither skipped nor overwritten: exit 2, naming it."""
+    masters = []
+    for name, data in (("s1", frames()), ("s2", frames()[::-1])):
+        (tmp_path / name).mkdir()
+        write_bliss(tmp_path / name / "sample.h5", data, omegas(), monitors())
+        masters.append(str(tmp_path / name / "sample.h5"))
+    out = tmp_path / "bl"
+    opts = {"images": ["measurement/eiger"], "motors": {"omega": "measurement/rot_center"}}
+    config = Config.load(CONFIG)
+    (job,) = plan(scan_jobs([[masters[0]]], opts), config, out)
+    done = run_job(config.text(), str(config.base), job.inputs, job.options, str(job.path),
+                   False, job.identity)  # what the task on a worker does
+    assert done["status"] == "success"
+    before = job.path.stat().st_mtime_ns
+    cut = tmp_path / "cut400.toml"
+    cut.write_text(CONFIG.read_text().replace("cut = 40.0", "cut = 400.0"))
+    args = ["--images", "measurement/eiger", "--motor", "omega=measurement/rot_center",
+            "--quiet", "--output", str(out), "--cluster", "local:2"]
+    assert main(["replay", masters[0], "--config", str(CONFIG), *args]) == 0
+    assert "sample_1.1: skipped" in capsys.readouterr().err  # the same: skipped
+    assert main(["replay", masters[0], "--config", str(cut), *args]) == 2
+    err = capsys.readouterr().err
+    assert f"{job.path} exists" in err and "another config" in err
+    assert main(["replay", masters[1], "--config", str(CONFIG), *args]) == 2
+    err = capsys.readouterr().err
+    assert f"{job.path} exists" in err and "another recording" in err
+    assert f"{tmp_path / 's2' / 'sample.h5'}" in err
+    assert job.path.stat().st_mtime_ns == before
+    with h5py.File(job.path) as f:
+        assert "cut = 40.0" in f["entry/process/config"].asstr()[()]
