@@ -2,8 +2,10 @@
 
 Used around refactors: `make DIR` writes the outputs of the silicon file
 (`--preset imaged11`) and of a simulated scan of every trajectory kind (the
-defaults and `--preset simulated`); `compare A B` reports every dataset under the results
-(points, sparse, peaks2d, overlaps, cliques, node outputs) that differs.
+defaults and `--preset simulated`); `compare A B` compares every .h5 file of the two
+directories (the recordings too) and reports every dataset (points, sparse, peaks2d,
+overlaps, cliques, node outputs) that differs; exit 1 if one does, 2 if there is
+nothing to compare (no such directory, no .h5 file).
 
     python tools/compare_outputs.py make /tmp/before
     cp /tmp/before/rec_*.h5 /tmp/after/   # (optional: the same recordings)
@@ -98,23 +100,34 @@ def same(a, b) -> bool:
 
 
 def compare(a: Path, b: Path) -> int:
+    """Every .h5 file of A (and of B: one that A lacks is a difference) against the
+    one of that name in the other; 1 if any differs, 2 if there is nothing to compare
+    (a path that is no directory, or no .h5 file in either)."""
+    for d in (a, b):
+        if not d.is_dir():
+            print(f"{d}: no such directory", file=sys.stderr)
+            return 2
+    names = sorted({p.name for d in (a, b) for p in d.glob("*.h5")})
+    if not names:
+        print(f"nothing to compare: no .h5 file in {a} or {b}", file=sys.stderr)
+        return 2
     bad = 0
-    for fa in sorted(a.glob("out_*.h5")) + sorted(a.glob("silicon_*.h5")):
-        fb = b / fa.name
-        if not fb.exists():
-            print(f"{fa.name}: missing in {b}")
+    for name in names:
+        fa, fb = a / name, b / name
+        if not fa.exists() or not fb.exists():
+            print(f"{name}: missing in {a if not fa.exists() else b}")
             bad += 1
             continue
         da, db = datasets(fa), datasets(fb)
-        for name in sorted(set(da) | set(db)):
-            if name not in da or name not in db:
-                print(f"{fa.name}: {name} only in {'A' if name in da else 'B'}")
+        for key in sorted(set(da) | set(db)):
+            if key not in da or key not in db:
+                print(f"{name}: {key} only in {'A' if key in da else 'B'}")
                 bad += 1
-            elif not same(da[name], db[name]):
-                print(f"{fa.name}: {name} differs")
+            elif not same(da[key], db[key]):
+                print(f"{name}: {key} differs")
                 bad += 1
-        print(f"{fa.name}: {len(da)} datasets compared")
-    print("identical" if not bad else f"{bad} differences")
+        print(f"{name}: {len(da)} datasets compared")
+    print(f"identical ({len(names)} files)" if not bad else f"{bad} differences")
     return 1 if bad else 0
 
 
