@@ -87,11 +87,17 @@ def merge_chunks(chunks: list[dict[str, Any]], firsts: list[int], start_json: st
     config = Config.from_text(config_text, "<batch config>", config_base)
     part = partial_path(final)
     part.unlink(missing_ok=True)
-    write_linked(part, start_from_json(start_json), start_json, config, parts[0]["det"],
-                 parts[0]["shape"], parts[0]["itype"], _joined(parts, firsts, "points"),
-                 _joined(parts, firsts, "sparse"), _joined(parts, firsts, "peaks"),
-                 _joined(parts, firsts, "events"), counters, "success", "", {})
-    record_identity(part, identity)
+    try:
+        write_linked(part, start_from_json(start_json), start_json, config, parts[0]["det"],
+                     parts[0]["shape"], parts[0]["itype"], _joined(parts, firsts, "points"),
+                     _joined(parts, firsts, "sparse"), _joined(parts, firsts, "peaks"),
+                     _joined(parts, firsts, "events"), counters, "success", "", {})
+        record_identity(part, identity)
+    except OSError as exc:  # a full disk: no half-written file, the chunks are kept
+        part.unlink(missing_ok=True)
+        return {"file": str(final), "status": "fail", "points": 0, "cliques": 0,
+                "reason": f"merge: {exc} (not kept: {part.name} removed)",
+                "seconds": time.monotonic() - t0, "host": os.uname().nodename}
     os.replace(part, final)
     for c in chunks:
         Path(c["file"]).unlink(missing_ok=True)

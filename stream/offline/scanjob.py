@@ -193,12 +193,10 @@ def replay_scan(config: Config, inputs: list[str], options: dict[str, Any], path
 def run_job(config_text: str, config_base: str, inputs: list[str], options: dict[str, Any],
             path: str, per_point: bool = False, identity: str = "") -> dict[str, Any]:
     """A dask task: replay one scan into `path` through a partial file, renamed when the
-    scan has ended (whatever its status), with `identity` (what it is made from) in it.
-    A partial file of an earlier, killed attempt is replaced. Returns the file's summary
-    and the wall time."""
-    from stream.store.checkpoint import journal_path
-    from stream.store.reader import summary
-
+    scan has ended, with `identity` (what it is made from) in it. A scan that failed
+    (a full disk, a recording that broke off) is no finished file: its partial file is
+    removed and the summary says fail and why. A partial file of an earlier, killed
+    attempt is replaced. Returns the file's summary and the wall time."""
     t0 = time.monotonic()
     config = Config.from_text(config_text, "<batch config>", config_base)
     # a task has one core of its own (one single-threaded worker process per core):
@@ -208,21 +206,49 @@ def run_job(config_text: str, config_base: str, inputs: list[str], options: dict
     config.text = lambda: config_text  # type: ignore[method-assign]
     final = Path(path)
     part = partial_path(final)
-    for stale in (part, journal_path(part), Path(f"{journal_path(part)}.tmp")):
-        stale.unlink(missing_ok=True)  # an earlier attempt's, killed with its worker
+    remove_partial(part)  # an earlier attempt's, killed with its worker
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
         result = replay_scan(config, inputs, options, part, per_point=per_point)
+        return finish_partial(part, final, result, identity, t0)
     except (OSError, ValueError) as exc:
-        part.unlink(missing_ok=True)
-        return {"file": str(final), "status": "fail", "reason": str(exc), "points": 0,
-                "cliques": 0, "seconds": time.monotonic() - t0, "host": os.uname().nodename}
+        remove_partial(part)
+        return failed(final, str(exc), t0)
+
+
+def finish_partial(part: Path, final: Path, result: dict[str, Any], identity: str,
+                   t0: float) -> dict[str, Any]:
+    """Rename the partial file `part` of an ended scan to `final` and return its summary;
+    a scan that failed, or a file that does not say it ended (its last writes never
+    reached the disk), is removed instead: the summary is then fail and why."""
+    from stream.store.reader import summary
+
     if not part.exists():
-        return {"file": str(final), "status": "fail", "points": 0, "cliques": 0,
-                "reason": result.get("reason", "no file written"),
-                "seconds": time.monotonic() - t0, "host": os.uname().nodename}
+        return failed(final, result.get("reason") or "no file written", t0)
+    try:
+        status = summary(part)["status"]
+    except (OSError, ValueError, KeyError) as exc:
+        status, result = "fail", {**result, "reason": result.get("reason") or str(exc)}
+    if result.get("status") == "fail" or status in ("running", "fail"):
+        remove_partial(part)
+        reason = result.get("reason") or f"the file was left with status {status}"
+        return failed(final, f"{reason} (not kept: {part.name} removed)", t0)
     record_identity(part, identity)
     os.replace(part, final)
     out = summary(final)
     out.update(file=str(final), seconds=time.monotonic() - t0, host=os.uname().nodename)
     return out
+
+
+def remove_partial(part: Path) -> None:
+    """A partial file and its checkpoint journal, if any."""
+    from stream.store.checkpoint import journal_path
+
+    for stale in (part, journal_path(part), Path(f"{journal_path(part)}.tmp")):
+        stale.unlink(missing_ok=True)
+
+
+def failed(final: Path, reason: str, t0: float) -> dict[str, Any]:
+    """The summary of a task that made no file."""
+    return {"file": str(final), "status": "fail", "reason": reason, "points": 0,
+            "cliques": 0, "seconds": time.monotonic() - t0, "host": os.uname().nodename}
