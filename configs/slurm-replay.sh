@@ -7,6 +7,11 @@
 #
 #   sbatch configs/slurm-replay.sh /data/visitor/ma1234/id11/Si/Si_dty.h5 /data/ma1234/peaks
 #
+# The worker jobs' settings come from the environment (sbatch passes it on), defaults:
+# PEAKSTREAM_QUEUE=nice PEAKSTREAM_CORES=16 PEAKSTREAM_MEMORY=64GB
+# PEAKSTREAM_WALLTIME=02:00:00 PEAKSTREAM_JOBS=8, e.g.
+#   PEAKSTREAM_QUEUE=id11 PEAKSTREAM_MEMORY=16GB sbatch --partition=id11 configs/slurm-replay.sh ...
+#
 #SBATCH --job-name=peakstream-replay
 #SBATCH --partition=nice
 #SBATCH --ntasks=1
@@ -20,9 +25,10 @@ PEAKSTREAM=${PEAKSTREAM:-peakstream}
 CONFIG=${CONFIG:-$HOME/peakstream/id11.toml}  # the chain, as for `peakstream run`
 
 # every scan entry of the master file that holds measurement/eiger (/1.1, /2.1, ...);
-# 8 jobs of 16 single-threaded workers each
+# by default 8 jobs of 16 single-threaded workers each
 "$PEAKSTREAM" replay "$MASTER" --images measurement/eiger \
     --motor omega=measurement/rot_center --counter monitor=measurement/fpico6 \
     --config "$CONFIG" --output "$OUTPUT" \
-    --cluster slurm --slurm-queue nice --slurm-cores 16 --slurm-memory 64GB \
-    --slurm-walltime 02:00:00 --slurm-jobs 8
+    --cluster slurm --slurm-queue "${PEAKSTREAM_QUEUE:-nice}" \
+    --slurm-cores "${PEAKSTREAM_CORES:-16}" --slurm-memory "${PEAKSTREAM_MEMORY:-64GB}" \
+    --slurm-walltime "${PEAKSTREAM_WALLTIME:-02:00:00}" --slurm-jobs "${PEAKSTREAM_JOBS:-8}"

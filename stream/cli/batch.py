@@ -45,6 +45,7 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
 def replay_on_cluster(args: argparse.Namespace, config: Config, jobs: list[Any]) -> int:
     from stream.cli.warmup import warm_up_if_cold
     from stream.offline.cluster import (
+        ClusterStartError,
         exit_status,
         format_table,
         open_client,
@@ -106,7 +107,7 @@ def replay_on_cluster(args: argparse.Namespace, config: Config, jobs: list[Any])
             results = run_batch(client, jobs, config, per_point=args.per_point,
                                 chunk=args.chunk_points, say=say, progress=progress)
             progress.done()
-    except (ImportError, OSError) as exc:
+    except (ImportError, OSError, ClusterStartError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     results = [*results, *not_opened]

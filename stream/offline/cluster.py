@@ -84,7 +84,7 @@ def open_client(spec: ClusterSpec | None) -> Iterator[Any]:
                                    silence_logs=logging.WARNING)
         else:
             cluster = slurm_cluster(spec.slurm)
-            cluster.scale(jobs=int(spec.slurm.get("jobs") or 1))
+            submit_jobs(cluster, int(spec.slurm.get("jobs") or 1))
         with cluster, Client(cluster) as client:
             yield client
 
@@ -121,6 +121,31 @@ def slurm_cluster(opts: dict[str, Any]) -> Any:
         scheduler_options={"dashboard_address": ":0"})
     log.info("SLURM job script:\n%s", cluster.job_script())
     return cluster
+
+
+class ClusterStartError(RuntimeError):
+    """The cluster's workers cannot be started (sbatch refused the job)."""
+
+
+def submit_jobs(cluster: Any, jobs: int) -> None:
+    """Submit the worker jobs and wait for sbatch's answers: dask-jobqueue submits them
+    in the background and only logs a refusal, after which the driver waited for
+    workers forever. A refusal is a ClusterStartError with sbatch's message."""
+    while len(cluster.worker_spec) < jobs:  # what scale(jobs=N) does, then submits them
+        cluster.worker_spec.update(cluster.new_worker_spec())  # in a background callback
+    try:
+        cluster.sync(cluster._correct_state)
+    except Exception as exc:
+        from distributed.core import Status
+
+        for job in cluster._created:  # never submitted: what close() takes for failed
+            if job.status == Status.created:
+                job.status = Status.failed
+        cluster.close()
+        text = str(exc)
+        said = [line.strip() for line in text.splitlines() if "error" in line.lower()]
+        raise ClusterStartError(f"the SLURM worker job was refused: "
+                                f"{'; '.join(said) or text}") from None
 
 
 def plan(jobs: list[ScanJob], config: Config, directory: str | Path,

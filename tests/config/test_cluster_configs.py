@@ -21,6 +21,7 @@ def commands(text: str) -> list[list[str]]:
     for line in re.sub(r"\\\n\s*", " ", text).splitlines():
         if not line.startswith(('"$PEAKSTREAM"', 'srun "$PEAKSTREAM"', "ExecStart=")):
             continue
+        line = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", line)  # ${VAR:-default}: the default
         words = [VALUES.get(w, w) for w in shlex.split(line.removeprefix("ExecStart="))]
         words = words[1:] if words[0] == "srun" else words
         assert words[0].endswith("peakstream"), line
