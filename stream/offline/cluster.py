@@ -178,10 +178,12 @@ def plan(jobs: list[ScanJob], config: Config, directory: str | Path,
         job.identity = source_identity(job.inputs, job.options)
         job.path = output_path(directory, config["output"]["pattern"], start.scan_id,
                                start.meta)
-        if job.path in seen:
-            raise ValueError(f"{seen[job.path]} and {job.name} would both write {job.path} "
-                             f"(scan_id {start.scan_id!r}); give them other scan ids")
-        seen[job.path] = job.name
+        where = ", ".join(job.inputs or job.options.get("images") or [job.name])
+        if job.path in seen:  # the inputs as given, directories too: s1/ and s2/sample.h5
+            raise ValueError(f"{seen[job.path]} and {where} would both write {job.path} "
+                             f"(scan_id {start.scan_id!r}); give them other scan ids, or "
+                             f"replay them into other --output directories")
+        seen[job.path] = where
     return kept
 
 

@@ -299,3 +299,16 @@ def test_a_rerun_skips_a_finished_file_only_if_made_the_same_way(tmp_path, capsy
     assert job.path.stat().st_mtime_ns == before
     with h5py.File(job.path) as f:
         assert "cut = 40.0" in f["entry/process/config"].asstr()[()]
+
+
+def test_two_scans_of_one_name_are_told_apart_by_their_directories(tmp_path):
+    masters = []
+    for name in ("s1", "s2"):
+        (tmp_path / name).mkdir()
+        write_bliss(tmp_path / name / "sample.h5", frames(), omegas(), monitors())
+        masters.append(str(tmp_path / name / "sample.h5"))
+    opts = {"images": ["measurement/eiger"], "motors": {"omega": "measurement/rot_center"}}
+    with pytest.raises(ValueError) as err:
+        plan(scan_jobs([masters], opts), Config.load(CONFIG), tmp_path / "bl")
+    assert (f"{masters[0]}::/1.1/measurement/eiger and {masters[1]}::/1.1/measurement/eiger "
+            f"would both write {tmp_path / 'bl' / 'sample_1.1.h5'}") in str(err.value)
