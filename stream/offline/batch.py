@@ -229,17 +229,18 @@ def open_blocks(inputs: list[str], config: Config, *, format: str = "auto",
                 trajectory: dict | None = None):
     """(start, blocks) if this recording can be replayed in blocks, else None.
 
-    Block replay takes one sparse recording (ImageD11 sparse HDF5) as it stands,
-    with a chain label -> properties; options that change points one by one
-    (motor / counter / time values, a frame range) and recordings that lack
-    points (an export of a scan with missing points) go point by point.
+    Block replay takes one sparse recording (ImageD11 sparse HDF5), or a range of its
+    points (`first`..`last`, ids from 0 again, as point by point: a chunk of a
+    cluster replay), with a chain label -> properties; options that change points
+    one by one (motor / counter / time values) and recordings that lack points (an
+    export of a scan with missing points) go point by point.
     """
     import dataclasses
 
     from stream.sources.files import detect_format
 
     if (len(inputs) != 1 or list(images or ()) or motors or counters or time is not None
-            or first is not None or last is not None or detector):
+            or detector):
         return None
     kind = format if format != "auto" else detect_format(inputs[0])
     if kind != "imaged11" or not block_replay_possible(config):
@@ -249,6 +250,33 @@ def open_blocks(inputs: list[str], config: Config, *, format: str = "auto",
     start, blocks = read_imaged11_blocks(inputs[0], scan_id=scan_id)
     if start.meta.get("absent_points"):  # point by point: the runner records them missing
         return None
+    if first is not None or last is not None:
+        from stream.sources.files.common import select
+
+        lo, hi = select(start.npoints, first, last, start.scan_id)
+        start = dataclasses.replace(start, npoints=hi - lo + 1)
+        blocks = blocks_between(blocks, lo, hi)
     if trajectory:
         start = dataclasses.replace(start, trajectory=dict(trajectory))
     return start, blocks
+
+
+def blocks_between(blocks: Iterable[SparseBlock], lo: int, hi: int):
+    """The points lo..hi (inclusive) of `blocks`, their ids counted from lo."""
+    import dataclasses
+
+    for b in blocks:
+        a, z = max(lo - b.first, 0), min(hi - b.first + 1, b.n)
+        if a >= z:
+            if b.first > hi:
+                return
+            continue
+        ptr = np.zeros(b.n + 1, np.int64)
+        np.cumsum(b.nnz, out=ptr[1:])
+        px = slice(int(ptr[a]), int(ptr[z]))
+        yield dataclasses.replace(
+            b, first=b.first + a - lo, nnz=b.nnz[a:z], row=b.row[px], col=b.col[px],
+            intensity=b.intensity[px], time=b.time[a:z],
+            motors={k: v[a:z] for k, v in b.motors.items()},
+            counters={k: v[a:z] for k, v in b.counters.items()},
+            ok=None if b.ok is None else b.ok[a:z])

@@ -285,7 +285,7 @@ def run_batch(client: Any, jobs: list[ScanJob], config: Config, *, per_point: bo
             say(f"{job.name}: replayed whole, not in chunks (chunks are frame ranges: not "
                 f"with --first / --last, nor for a file series)")
         if cut:
-            fut = submit_chunks(client, job, config, chunk, key)
+            fut = submit_chunks(client, job, config, chunk, key, per_point)
         else:
             fut = client.submit(run_job, config.text(), str(config.base), job.inputs,
                                 job.options, str(job.path), per_point, job.identity,
@@ -324,9 +324,11 @@ def chunkable(job: ScanJob) -> bool:
     return (fmt if fmt != "auto" else detect_format((job.inputs or ["x::"])[0])) != "fabio"
 
 
-def submit_chunks(client: Any, job: ScanJob, config: Config, size: int, key: str) -> Any:
+def submit_chunks(client: Any, job: ScanJob, config: Config, size: int, key: str,
+                  per_point: bool = False) -> Any:
     """The chunk tasks of a long scan (a chunk finished on an earlier run is kept) and
-    the merge task that links them into the scan's file; the merge's future."""
+    the merge task that links them into the scan's file; the merge's future. A chunk of
+    a sparse recording is replayed in blocks, as the whole scan would be."""
     from stream.offline.chunks import chunk_path, chunk_ranges, merge_chunks
 
     ranges = chunk_ranges(job.npoints or 0, size)
@@ -338,7 +340,7 @@ def submit_chunks(client: Any, job: ScanJob, config: Config, size: int, key: str
         done = finished(path, config.text(), identity)  # else made (again)
         parts.append({**done, "file": str(path), "seconds": 0.0} if done else client.submit(
             run_job, config.text(), str(config.base), job.inputs, options, str(path),
-            True, identity, pure=False, retries=RETRIES, key=f"{key}-chunk{k}"))
+            per_point, identity, pure=False, retries=RETRIES, key=f"{key}-chunk{k}"))
     return client.submit(merge_chunks, parts, [a for a, _ in ranges], job.start_json,
                          config.text(), str(config.base), str(job.path), job.identity,
                          pure=False,

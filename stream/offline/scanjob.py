@@ -236,7 +236,8 @@ def finish_partial(part: Path, final: Path, result: dict[str, Any], identity: st
     record_identity(part, identity)
     os.replace(part, final)
     out = summary(final)
-    out.update(file=str(final), seconds=time.monotonic() - t0, host=os.uname().nodename)
+    out.update(file=str(final), seconds=time.monotonic() - t0, host=os.uname().nodename,
+               started=time.time() - (time.monotonic() - t0))  # wall clock, for a merge
     return out
 
 

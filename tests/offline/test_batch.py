@@ -9,7 +9,7 @@ import pytest
 from stream.cli.main import main
 from stream.config.schema import Config
 from stream.core.trajectory import make_trajectory
-from stream.offline.batch import TrajectoryWalker, replay_blocks
+from stream.offline.batch import TrajectoryWalker, blocks_between, open_blocks, replay_blocks
 from stream.sources.files.imaged11 import read_imaged11_blocks
 from tests.support.paths import CONFIGS
 from tests.support.sparse import assert_same_file, config_file, flat_tables, write_sparse
@@ -76,3 +76,28 @@ def test_sweep_walk_in_arrays_equals_the_trajectory_point_by_point(npoints):
         assert a.kind == b.kind
         assert np.array_equal(a.close_at, b.close_at)
     assert any(a.flags)
+
+
+def test_a_range_of_points_replays_in_blocks_as_point_by_point(tmp_path):
+    """--first/--last (a chunk of a cluster replay) keep the block replay, which went
+    point by point (13x slower on a sparse scan in chunks) before."""
+    src = write_sparse(tmp_path / "in.h5", nframes=90)
+    config = config_file(tmp_path, 'criterion = "any_pixel"', 1)
+    assert open_blocks([str(src)], Config.load(config), first=20, last=59) is not None
+    args = ["replay", str(src), "--config", str(config), "--quiet", "--first", "20",
+            "--last", "59"]
+    assert main([*args, "--per-point", "--output", str(tmp_path / "pp.h5")]) == 0
+    assert main([*args, "--output", str(tmp_path / "blocks.h5")]) == 0
+    assert_same_file(tmp_path / "pp.h5", tmp_path / "blocks.h5")
+    # small blocks whose borders fall inside and outside the range
+    _, whole = read_imaged11_blocks(src, block_pixels=10**9)
+    (whole,) = list(whole)
+    _, small = read_imaged11_blocks(src, block_pixels=150)
+    got = list(blocks_between(small, 20, 59))
+    assert len(got) > 2 and got[0].first == 0
+    assert [b.first for b in got[1:]] == list(np.cumsum([b.n for b in got])[:-1])
+    ptr = np.concatenate([[0], np.cumsum(whole.nnz)])
+    assert np.array_equal(np.concatenate([b.nnz for b in got]), whole.nnz[20:60])
+    for key in ("row", "col", "intensity"):
+        assert np.array_equal(np.concatenate([getattr(b, key) for b in got]),
+                              getattr(whole, key)[ptr[20]:ptr[60]])

@@ -312,3 +312,15 @@ def test_two_scans_of_one_name_are_told_apart_by_their_directories(tmp_path):
         plan(scan_jobs([masters], opts), Config.load(CONFIG), tmp_path / "bl")
     assert (f"{masters[0]}::/1.1/measurement/eiger and {masters[1]}::/1.1/measurement/eiger "
             f"would both write {tmp_path / 'bl' / 'sample_1.1.h5'}") in str(err.value)
+
+
+@pytest.mark.system
+def test_a_sparse_scan_in_chunks_replays_in_blocks_and_gives_the_serial_file(tmp_path):
+    src = str(write_sparse(tmp_path / "sparse.h5", nframes=90))
+    common = ["--preset", "imaged11", "--quiet"]
+    assert main(["replay", src, "--output", str(tmp_path / "serial"), *common]) == 0
+    assert main(["replay", src, "--output", str(tmp_path / "chunks"), *common,
+                 "--cluster", "local:2", "--chunk-points", "25"]) == 0
+    (name,) = [p.name for p in (tmp_path / "serial").iterdir()]
+    assert sorted(p.name for p in (tmp_path / "chunks").iterdir()) == [name]
+    assert_same_tables(tables(tmp_path / "serial" / name), tables(tmp_path / "chunks" / name))
