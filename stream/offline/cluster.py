@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 START_METHOD_ENV = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"
 RETRIES = 2  # a task whose worker died runs again elsewhere, up to this many times
+WATCH_EVERY = 1.0  # s between two looks at the running tasks (points, lost workers)
 # a chunk's own links are not kept (the merge links the whole scan), and a range of an
 # interlaced or grid scan is no scan of that kind: chunks are replayed as plain sweeps
 CHUNK_TRAJECTORY = {"kind": "sweep"}
@@ -262,21 +263,29 @@ def skipped(jobs: list[ScanJob], config: Config) -> dict[int, dict[str, Any]]:
     return out
 
 
+def _keys(fut: Any, key_of: dict[Any, list[str]]) -> list[str]:
+    return [fut.key, *key_of.get(fut, ())]
+
+
 def run_batch(client: Any, jobs: list[ScanJob], config: Config, *, per_point: bool = False,
               chunk: int = 0, say: Callable[[str], None] = print,
               progress: Callable[..., None] | None = None) -> list[dict[str, Any]]:
     """Every job not finished yet as a task (`client` may be None if all are), a scan
-    of more than `chunk` points (if > 0) as chunks and a merge; a line per scan (`say`),
-    `progress(points_done)` after each. One summary per job, in order."""
+    of more than `chunk` points (if > 0) as chunks and a merge; a line per scan (`say`)
+    and per task whose worker was lost, `progress(points_done)` every WATCH_EVERY s with
+    the points of the running tasks. One summary per job, in order."""
     results = skipped(jobs, config)
     for i in results:
         say(f"{jobs[i].scan_id}: skipped, {jobs[i].path} is finished already")
     todo = [i for i in range(len(jobs)) if i not in results]
     if not todo:
         return [results[i] for i in range(len(jobs))]
-    from dask.distributed import as_completed
+    from dask.distributed import wait
+
+    from stream.offline.watch import TaskWatch, report_result
 
     futures = {}
+    key_of: dict[Any, list[str]] = {}  # the keys of a scan's tasks (its chunks, its merge)
     for i in todo:
         job, key = jobs[i], f"replay-{jobs[i].scan_id}-{os.getpid()}-{i}"
         cut = bool(chunk) and (job.npoints or 0) > chunk
@@ -286,6 +295,7 @@ def run_batch(client: Any, jobs: list[ScanJob], config: Config, *, per_point: bo
                 f"with --first / --last, nor for a file series)")
         if cut:
             fut = submit_chunks(client, job, config, chunk, key, per_point)
+            key_of[fut] = [f"{key}-chunk{k}" for k in range(-(-(job.npoints or 0) // chunk))]
         else:
             fut = client.submit(run_job, config.text(), str(config.base), job.inputs,
                                 job.options, str(job.path), per_point, job.identity,
@@ -293,23 +303,28 @@ def run_batch(client: Any, jobs: list[ScanJob], config: Config, *, per_point: bo
                                 retries=RETRIES, key=key)
         futures[fut] = i
     done_points = 0
-    for fut in as_completed(list(futures)):
-        i = futures[fut]
-        job = jobs[i]
-        try:
-            r = fut.result()
-        except Exception as exc:  # the task raised, or its workers kept dying
-            r = {"file": str(job.path), "status": "fail", "reason": f"{type(exc).__name__}: "
-                 f"{exc}", "points": 0, "cliques": 0, "seconds": 0.0}
-        r.setdefault("scan_id", job.scan_id)
-        results[i] = r
-        done_points += r.get("points", 0)
-        say(f"{job.scan_id}: {r['status']}, {r.get('points', 0)} points, "
-            f"{r.get('cliques', 0)} cliques in {r.get('seconds', 0.0):.1f} s"
-            f"{' on ' + r['host'] if r.get('host') else ''}"
-            f"{' (' + r['reason'] + ')' if r.get('reason') else ''} -> {job.path}")
-        if progress is not None:
-            progress(done_points, force=True)
+    keys = {str(k): jobs[futures[f]].scan_id for f in futures for k in _keys(f, key_of)}
+    watch = TaskWatch(client, keys, say)
+    pending = set(futures)
+    try:
+        while pending:
+            try:  # a short wait, then the running tasks' points and lost workers
+                done = wait(list(pending), timeout=WATCH_EVERY,
+                            return_when="FIRST_COMPLETED").done
+            except TimeoutError:
+                done = set()
+            watch.poll()
+            for fut in done:
+                pending.discard(fut)
+                for k in _keys(fut, key_of):
+                    watch.finished(str(k))
+                done_points += report_result(fut, jobs[futures[fut]], results, futures[fut], say)
+            if progress is not None:
+                running = watch.running()
+                progress(done_points + running, force=bool(done),
+                         extra=f"({len(pending)} scan(s) running)" if pending else "")
+    finally:
+        watch.close()
     return [results[i] for i in range(len(jobs))]
 
 

@@ -209,7 +209,10 @@ def run_job(config_text: str, config_base: str, inputs: list[str], options: dict
     remove_partial(part)  # an earlier attempt's, killed with its worker
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
-        result = replay_scan(config, inputs, options, part, per_point=per_point)
+        from stream.offline.watch import task_progress
+
+        result = replay_scan(config, inputs, options, part, per_point=per_point,
+                             progress=task_progress())  # points done, to the driver
         return finish_partial(part, final, result, identity, t0)
     except (OSError, ValueError) as exc:
         remove_partial(part)

@@ -129,24 +129,31 @@ def test_a_long_scan_in_chunks_gives_the_serial_file(tmp_path):
 @pytest.mark.system
 def test_a_killed_worker_scan_runs_again_and_leaves_no_half_file(tmp_path):
     config = Config.load(CONFIG)
-    (long,) = simulated(tmp_path, 1, npoints=400)
+    (long,) = simulated(tmp_path, 1, npoints=1200)
     serial = tmp_path / "serial"
     assert main(["replay", str(long), "--output", str(serial), "--config", str(CONFIG),
                  "--quiet"]) == 0
     jobs = plan(scan_jobs([[str(long)]], {}), config, tmp_path / "cluster")
     part = partial_path(jobs[0].path)
     results: list = []
+    said: list[str] = []
+    points: list[int] = []  # the driver's progress while the scan runs: the task's points
     with open_client(parse_cluster("local:2")) as client:  # the restart forks again
         thread = threading.Thread(target=lambda: results.extend(
-            run_batch(client, jobs, config, say=lambda line: None)))
+            run_batch(client, jobs, config, say=said.append,
+                      progress=lambda done, extra="", **kw: points.append(
+                          done if "running" in extra else -1))))
         thread.start()
-        wait_until(lambda: part.exists() and any(client.processing().values()), 300)
+        wait_until(lambda: part.exists() and any(client.processing().values())
+                   and any(n > 0 for n in points), 300)  # moves within the task
         (worker,) = [w for w, keys in client.processing().items() if keys]
         pid = client.run(os.getpid, workers=[worker])[worker]
         os.kill(pid, signal.SIGKILL)  # mid-scan: its partial file is half-written
         thread.join(600)
     assert not thread.is_alive()
-    assert results[0]["status"] == "success" and results[0]["points"] == 400
+    assert results[0]["status"] == "success" and results[0]["points"] == 1200
+    assert any("s0: running again on" in line or "s0: its worker" in line
+               for line in said), said  # the retry is said
     assert not part.exists()
     assert_same_tables(tables(serial / "s0.h5"), tables(jobs[0].path))
 
