@@ -17,6 +17,8 @@ completes that file instead (`warn_earlier`).
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,8 @@ class ResumeFinder:
             if earlier == path:
                 continue
             try:
+                if not stat.S_ISREG(os.lstat(earlier).st_mode):
+                    continue  # a link, a FIFO ...: never opened (as newest_resumable)
                 with open_h5(earlier) as f:
                     entry = f["entry"]
                     if str(entry.attrs.get("scan_id")) != scan_id:

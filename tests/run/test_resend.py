@@ -87,13 +87,15 @@ def test_a_scan_resent_after_it_ended_incomplete_names_the_earlier_file(tmp_path
     with caplog.at_level("WARNING"):
         send("rec", [i for i in range(n) if i not in (20, 21)])  # two points lost
         assert not earlier_warnings()  # the first file of the scan: nothing to say
+        link = tmp_path / "unknown_0001_rec-link.h5"  # a link is never opened
+        link.symlink_to(runner.results[0]["file"])
         send("rec", range(n))  # the whole scan again: a second file
         send("other", range(4))
     runner.close()
     first, second, other = (Path(r["file"]) for r in runner.results)
     assert [r["status"] for r in runner.results] == ["incomplete", "success", "incomplete"]
     assert first != second and first.is_file() and second.is_file()
-    (text,) = earlier_warnings()  # not for "other"
+    (text,) = earlier_warnings()  # not for "other", nor for the link
     assert str(first) in text and str(second) in text, text
     assert "ended incomplete (2 missing points)" in text, text
     assert f"peakstream replay RECORDING --fill {first}" in text, text
