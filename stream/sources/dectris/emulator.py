@@ -60,7 +60,7 @@ class DetectorEmulator:
         ctx = context or zmq.Context.instance()
         self.socket = ctx.socket(zmq.PUSH)
         self.socket.setsockopt(zmq.SNDHWM, sndhwm)
-        self.socket.setsockopt(zmq.LINGER, 10_000)
+        self.socket.setsockopt(zmq.LINGER, -1)  # see close()
         if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
             host = endpoint.rsplit(":", 1)[0]
             endpoint = f"{host}:{self.socket.bind_to_random_port(host)}"
@@ -77,7 +77,7 @@ class DetectorEmulator:
         if self.motor_socket is not None:
             raise RuntimeError("the motor lane is connected already")
         self.motor_socket = self.context.socket(zmq.PUSH)
-        self.motor_socket.setsockopt(zmq.LINGER, 10_000)
+        self.motor_socket.setsockopt(zmq.LINGER, -1)  # see close()
         self.motor_socket.connect(endpoint)
 
     # one message at a time
@@ -196,10 +196,14 @@ class DetectorEmulator:
             sent["series"] += nxt["series"]
         return sent
 
-    def close(self, linger: float = 10.0) -> None:
+    def close(self, linger: float | None = None) -> None:
+        """Close both sockets. Messages still queued are kept until the receiver has
+        taken them (`linger` None), as a detector does: terminating the context then waits
+        for that. A receiver that holds us back (its queues full: flow control) is not a
+        reason to drop a series' tail. `linger` s: dropped after that long (tests)."""
         for sock in (self.socket, self.motor_socket):
             if sock is not None:
-                sock.close(linger=int(linger * 1000))
+                sock.close(linger=-1 if linger is None else int(linger * 1000))
 
     def __enter__(self) -> DetectorEmulator:
         return self
@@ -270,9 +274,10 @@ def main(argv: list[str] | None = None) -> int:
             p.error("stream v1 carries one channel")
         frames = [{f"threshold_{c + 1}": f // (2 ** c) for c in range(args.channels)}
                   for f in frames]
-    # a context of its own, terminated at the end: that waits (up to the sockets' linger)
-    # for what is still queued, such as motor points for a motor lane bound after we
-    # started (a daemon still warming up); the process's exit would drop them
+    # a context of its own, terminated at the end: that waits until the receivers have
+    # taken what is still queued, such as motor points for a motor lane bound after we
+    # started (a daemon still warming up) or the tail of a series a slow receiver holds
+    # back; the process's exit would drop them
     context = zmq.Context()
     emu = DetectorEmulator(args.endpoint, version=args.version, encoding=args.encoding,
                            header_detail=args.header_detail, motor_endpoint=args.motors_to,
