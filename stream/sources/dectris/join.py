@@ -65,6 +65,16 @@ class Joiner:
             out.append(self._release(img, None, now - t, was_waiting=True))
         return out
 
+    def forget(self, point_id: int, motors: Point | None) -> None:
+        """The image of this point is to come again (the copy seen did not fit): the
+        next copy is new, and joins the `motors` the first one had, if any."""
+        self.done.discard(point_id)
+        waiting = self.images.pop(point_id, None)
+        if waiting is not None:
+            self.waiting_bytes -= _nbytes(waiting[0])
+        if motors is not None:
+            self.motors[point_id] = motors
+
     def add_motors(self, point: Point, now: float) -> list[Joined]:
         """Motor positions arrived for a point: its image goes on if it is waiting."""
         pid = point.point_id

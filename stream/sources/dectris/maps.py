@@ -7,12 +7,15 @@ not (they go on compressed to the workers).
 
 from __future__ import annotations
 
+import logging
 import struct
 
 import numpy as np
 
 from stream.core.encoded import HEADER, EncodedFrame
 from stream.sources.dectris.common import DetectorError
+
+log = logging.getLogger(__name__)
 
 
 def decompress_map(frame: EncodedFrame, where: str) -> np.ndarray:
@@ -48,3 +51,12 @@ def _lz4_blocks(frame: EncodedFrame) -> bytes:
         out.append(block)
         pos, left = pos + 4 + size, left - want
     return b"".join(out)
+
+
+def map_fits(arr: np.ndarray | None, shape: tuple[int, ...], key: str, label: str):
+    """A start map if it has the frames' shape (else dropped, with a warning)."""
+    if arr is None or tuple(arr.shape) == tuple(shape):
+        return arr
+    log.warning("series %s: %s of shape %s does not fit frames of %s; not used", label,
+                key, list(arr.shape), list(shape))
+    return None

@@ -53,6 +53,8 @@ from stream.sources.dectris.common import (
     trajectory_motors,
 )
 from stream.sources.dectris.join import Joined, Joiner, no_motors
+from stream.sources.dectris.maps import map_fits
+from stream.sources.dectris.retake import note, retake
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,8 @@ class Series:
     flagged: int = 0  # points that went on without motors
     motor_scan_id: str | None = None
     detectors: dict[str, str] = field(default_factory=dict)  # channel -> our name
+    kinds: dict[str, tuple] = field(default_factory=dict)  # channel -> (shape, dtype name)
+    misfits: dict[int, Point | None] = field(default_factory=dict)  # see retake.py
     # axis -> (start, increment) of the start message's goniometer (motors without a lane)
     goniometer: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -238,10 +242,14 @@ class SeriesMachine:
             return []
         cur.last = now
         if cur.joiner.seen(img.image_id):
-            self.counters["image_duplicate"] += 1
-            log.warning("series %s: image %d came twice; dropped", cur.label, img.image_id)
-            return []
-        cur.images += 1
+            if not retake(cur, img):
+                self.counters["image_duplicate"] += 1
+                log.warning("series %s: image %d came twice; dropped", cur.label, img.image_id)
+                return []
+            log.info("series %s: image %d replaces one that did not fit", cur.label, img.image_id)
+        else:
+            cur.images += 1
+            note(cur, img)
         cur.next_id = max(cur.next_id, img.image_id + 1)
         cur.state = RUNNING
         return self._emit(cur, cur.joiner.add_image(img, now))
@@ -283,10 +291,11 @@ class SeriesMachine:
             frame = first.image.frames[ch]
             name = detector_name(detector_base(s.meta, self.prefix), ch, len(channels))
             cur.detectors[ch] = name
+            cur.kinds[ch] = (tuple(frame.shape), frame.dtype.name)
             flat = None if s.flatfield_applied else s.flatfield.get(ch)
             mask = s.pixel_mask.get(ch)
             detectors[name] = DetectorInfo(tuple(frame.shape), frame.dtype.name,
-                                           *(_fits(m, frame.shape, k, cur) for k, m in
+                                           *(map_fits(m, frame.shape, k, cur.label) for k, m in
                                              (("flatfield", flat), ("pixel_mask", mask))))
         m = first.motors
         cur.goniometer = goniometer_axes(s.meta)
@@ -315,6 +324,8 @@ class SeriesMachine:
 
     def _point(self, cur: Series, j: Joined) -> Point:
         img, m = j.image, j.motors
+        if img.image_id in cur.misfits:  # refused by the runner: a copy may replace it
+            cur.misfits[img.image_id] = m
         frames = {cur.detectors.get(ch, ch): f for ch, f in img.frames.items()}
         extra: dict[str, Any] = {k: v for k, v in img.times.items()}
         motors = {a: start + inc * img.image_id for a, (start, inc) in cur.goniometer.items()}
@@ -387,11 +398,3 @@ class SeriesMachine:
         if kind != "stray" and foreign not in self.closed_ids:
             self.closed_ids.append(foreign)
 
-
-def _fits(arr, shape: tuple[int, ...], key: str, cur: Series):
-    """A start map if it has the frames' shape (else dropped, with a warning)."""
-    if arr is None or tuple(arr.shape) == tuple(shape):
-        return arr
-    log.warning("series %s: %s of shape %s does not fit frames of %s; not used", cur.label,
-                key, list(arr.shape), list(shape))
-    return None
