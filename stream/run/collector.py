@@ -304,7 +304,8 @@ class Collector:
         elif not ok:
             if status == "lost":  # never came back from the workers: bad, counted here
                 self.counters["bad"] += 1
-            status = "bad"
+            status = "bad"  # (refused on arrival, lost: not through add_bad)
+            self.first_bad = self.first_bad or f"point {point_id}: {reason or 'no sparse frame'}"
         if status != "ok":
             self.store.event(status, reason or "no sparse frame", point_id)
         if ok:

@@ -18,6 +18,8 @@ from stream.core.table import read_table
 from stream.store.checkpoint import journal_path, open_h5
 from stream.store.rows import POINT_STATUS
 
+BAD_LISTED = 10  # bad points listed with their reason by format_summary (--json: all)
+
 
 def detector_of(f: h5py.File) -> str:
     """The detector group of an output file (the one with peaks2d); ValueError naming
@@ -113,9 +115,21 @@ def _summary(f: h5py.File, path: str | Path) -> dict[str, Any]:
         "counters": {k: int(v) for k, v in proc["counters"].attrs.items()},
         "events": dict(events),
         "missing_points": point_id[status == POINT_STATUS.index("missing")].tolist(),
+        "bad_points": _bad_points(entry["process/events"]),
         "filled": json.loads(proc.attrs.get("filled", "[]")),
         "checkpoint": _checkpoint(f, path),
     }
+
+
+def _bad_points(events: h5py.Group) -> list[dict[str, Any]]:
+    """The bad points and why, from the events of kind `bad` (in the order written)."""
+    kind = events["kind"].asstr()[()]
+    n = min(kind.shape[0], events["point_id"].shape[0], events["message"].shape[0])
+    rows = np.flatnonzero(kind[:n] == "bad")
+    if not rows.size:
+        return []
+    ids, messages = events["point_id"][()], events["message"].asstr()[()]
+    return [{"point_id": int(ids[i]), "reason": str(messages[i])} for i in rows]
 
 
 def _checkpoint(f: h5py.File, path: str | Path) -> dict[str, Any]:
@@ -146,6 +160,13 @@ def format_summary(s: dict[str, Any]) -> str:
     ]
     if s.get("missing_points"):
         lines.append(f"  missing     points {id_ranges(s['missing_points'])}")
+    bad = s.get("bad_points") or []
+    if bad:
+        lines.append(f"  bad         points {id_ranges(sorted(b['point_id'] for b in bad))}")
+        lines += [f"              point {b['point_id']}: {b['reason']}" for b in bad[:BAD_LISTED]]
+        if len(bad) > BAD_LISTED:
+            lines.append(f"              ({len(bad) - BAD_LISTED} more: --json, or the file's "
+                         f"/entry/process/events)")
     for fill in s.get("filled", []):
         lines.append(f"  filled      {fill['time']} from {', '.join(fill['inputs'])}: "
                      f"points {id_ranges(fill['points'])}")
