@@ -37,6 +37,17 @@ from stream.core.messages import (
 )
 
 
+def describe(exc: BaseException) -> str:
+    """An exception's text, or its type's name when it has none (msgpack's FormatError,
+    StackError for too deep a nesting) with msgpack's meaning of that type."""
+    text = str(exc)
+    if text:
+        return text
+    name = type(exc).__name__
+    return {"FormatError": "FormatError (a byte that starts no msgpack object)",
+            "StackError": "StackError (nested deeper than msgpack allows)"}.get(name, name)
+
+
 def encode(msg: Message) -> list[bytes | memoryview]:
     """Encode a message into multipart frames (header first, then buffers)."""
     if isinstance(msg, Start):
@@ -128,7 +139,7 @@ def decode(parts: list[bytes | memoryview | Any], max_frame_bytes: int | None = 
     try:
         header = msgpack.unpackb(bufs[0], raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
-        raise MessageError(f"header is not msgpack: {exc}") from None
+        raise MessageError(f"header is not msgpack: {describe(exc)}") from None
     if not isinstance(header, dict):
         raise MessageError(f"header is a {type(header).__name__}, not a map")
     kind = header.get("type")

@@ -118,3 +118,13 @@ def test_bad_sparse_frames_say_why(change, reason):
     parts[0] = msgpack.packb(h)
     with pytest.raises(MessageError, match=reason):
         decode(parts)
+
+
+@pytest.mark.parametrize("header, words", [
+    (b"\xc1garbage", "FormatError"),  # 0xc1: never used by msgpack
+    (b"\x91" * 200000 + b"\x00", "StackError"),  # arrays nested too deep
+])
+def test_a_header_that_is_not_msgpack_says_why_even_without_a_message(header, words):
+    with pytest.raises(MessageError) as err:
+        decode([header])
+    assert str(err.value).startswith(f"header is not msgpack: {words}"), str(err.value)
