@@ -33,7 +33,8 @@ def warn_counted(what: str, n: int, reason: str, kind: str) -> None:
     1000th with the count (a flood of them must not flood the log; the file's events
     and the counters hold them all)."""
     if n <= BAD_LOGGED or n % 1000 == 0:
-        more = (f" ({n} {kind} so far; further ones are logged every 1000th)"
+        more = (f" ({n} {kind} so far, counted from the last start; further ones are logged "
+                f"every 1000th)"
                 if n == BAD_LOGGED or n % 1000 == 0 else "")
         log.warning("%s: %s%s", what, reason, more)
 

@@ -44,9 +44,10 @@ from stream.config.schema import Config
 from stream.core.messages import End, MessageError, Point, Start
 from stream.run.acquisition import resent_point
 from stream.run.admission import admit_start, frame_problem, id_problem, same_start
+from stream.run.badinput import count_bad
 from stream.run.executors import make_executor, queue_bound
 from stream.run.loop import drain, freeze_long_lived, step
-from stream.run.openscan import COUNTERS, GAUGES, OpenScan, warn_counted
+from stream.run.openscan import COUNTERS, GAUGES, OpenScan
 from stream.run.params import ParamState
 from stream.run.resuming import ResumeFinder
 from stream.run.tasks import Result, as_result
@@ -80,6 +81,7 @@ class ScanRunner:
         # which crashed file a scan continues (`resumer.resume_file`: replay --resume's)
         self.resumer = ResumeFinder(config, self.output_dir, self.output_file, self)
         self.counters: Counter = Counter({k: 0 for k in COUNTERS})
+        self.warned: Counter = Counter()  # bad input logged, per kind, since the last start
         self.current: OpenScan | None = None
         self.results: list[dict[str, Any]] = []
         self.executor = make_executor(config)
@@ -209,8 +211,8 @@ class ScanRunner:
             if same_start(self.current.scan.start, start):  # a sender resending its scan
                 return self._count("duplicate", f"the start of {start.scan_id!r} again")
             self._finish("abort", f"a new start ({start.scan_id!r}) arrived before the end")
-        self._refused = ""
-        path = None
+        self._refused, path = "", None
+        self.warned.clear()  # the log limit of bad input is per scan
         try:
             if resumed is None:
                 resumed = self.resumer.for_start(start)
@@ -388,12 +390,7 @@ class ScanRunner:
         log.error("%s", self.last_error)
 
     def _count(self, kind: str, reason: str, point_id: int = -1) -> None:
-        self.counters[kind] += 1
-        cur = self.current
-        if cur is not None:
-            cur.counters[kind] += 1
-            cur.collector.store.event(kind, reason, point_id)
-        warn_counted(kind, self.counters[kind], reason, kind)
+        count_bad(self, kind, reason, point_id)  # (logged within a limit per scan)
 
     def _reject(self, kind: str, reason: str) -> None:
         """Malformed or out-of-place messages: counted, logged, recorded, dropped."""
