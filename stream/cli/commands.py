@@ -36,6 +36,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stream.store.reader import format_summary, summary
 
     config = _config(args)
+    if unsafe := _unsafe_output(config, args.output):  # as the daemon (security.md)
+        print(f"peakstream run: {unsafe}", file=sys.stderr)
+        return EXIT_USAGE
     stop = _stop_flag()
     warm_up(config, "run", quiet=args.quiet)  # before the data socket is bound
     try:
@@ -67,6 +70,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"session: {len(runner.results)} scan(s), {c['received']} messages, "
           f"{c['rejected']} rejected, {c['duplicate']} duplicate, {c['malformed']} malformed")
     return _exit_code(runner.results)
+
+
+def _unsafe_output(config: Config, output: str | None) -> str:
+    """Why the output directory must not be written in (world-writable without the
+    sticky bit, unless [output] shared_directory), or "": the daemon's own check."""
+    from stream.service.daemon import unsafe_directory
+
+    return unsafe_directory(Path(output or config["output"]["directory"]),
+                            config["output"]["shared_directory"])
 
 
 def cmd_relink(args: argparse.Namespace) -> int:

@@ -212,3 +212,14 @@ def test_usage_errors_speak_the_command_lines_words(tmp_path):
                    "interlaced", "--wrap", "--quiet")
     assert r.returncode == 2
     assert "simulate: --wrap is for sweeps and grids or snakes along omega\n" in r.stderr
+
+
+def test_run_refuses_a_world_writable_output_directory_as_the_daemon_does(tmp_path):
+    out = tmp_path / "ww"
+    out.mkdir()
+    out.chmod(0o777)  # no sticky bit: anyone could plant files there
+    r = peakstream("run", "configs/simulated.toml", "--listen", "tcp://127.0.0.1:0",
+                   "--output", str(out), "--scans", "1", "--quiet")
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "world-writable without the sticky bit" in r.stderr
+    assert list(out.iterdir()) == []
