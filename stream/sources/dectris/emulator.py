@@ -240,6 +240,22 @@ def _frames_from_args(args: argparse.Namespace) -> tuple[list, list | None, list
             [{"monitor": sim.monitor_value(i)} for i in range(args.simulate)])
 
 
+def as_dtype(frames: list, dtype: str) -> list[np.ndarray]:
+    """The frames in `dtype` (unsigned): the same, or widened with their marker pixels
+    (the old dtype's largest value: gaps, bad pixels) at the new dtype's largest, so
+    they stay markers and do not become counts; ValueError for a narrower or not
+    unsigned dtype (counts would wrap)."""
+    out, want = [np.asarray(f) for f in frames], np.dtype(dtype)
+    have = out[0].dtype if out else want
+    if have == want:
+        return out
+    if have.kind != "u" or have.itemsize > want.itemsize:
+        raise ValueError(f"frames of {have.name} cannot be sent as {want.name} (counts "
+                         f"would change): give --dtype {have.name}")
+    old, new = np.iinfo(have).max, np.iinfo(want).max
+    return [np.where(f == old, new, f.astype(want)).astype(want) for f in out]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python tools/detector_emulator.py",
                                 description="Emulate a DECTRIS detector's SIMPLON stream "
@@ -249,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the detector's PUSH binds (port 0: any; default %(default)s)")
     p.add_argument("--version", type=int, choices=(1, 2), default=2, help="stream version")
     p.add_argument("--encoding", choices=ENCODINGS, default="bslz4")
-    p.add_argument("--dtype", choices=("uint8", "uint16", "uint32"), default="uint16")
+    p.add_argument("--dtype", choices=("uint8", "uint16", "uint32"), default="uint16",
+                   help="the frames' dtype; --hdf5 frames of a narrower unsigned dtype are "
+                        "widened, their marker (the dtype's largest value: gaps, bad pixels) "
+                        "made the new dtype's largest; a wider or signed one is refused")
     p.add_argument("--channels", type=int, default=1, help="v2 thresholds (the second is "
                    "the first halved)")
     p.add_argument("--header-detail", choices=("none", "basic", "all"), default="basic")
@@ -268,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="s to wait after binding, before the first message")
     args = p.parse_args(argv)
     frames, motors, counters = _frames_from_args(args)
-    frames = [np.asarray(f).astype(args.dtype) for f in frames]
+    try:
+        frames = as_dtype(frames, args.dtype)
+    except ValueError as exc:
+        p.error(str(exc))
     if args.channels > 1:
         if args.version == 1:
             p.error("stream v1 carries one channel")
