@@ -1,8 +1,9 @@
-"""Crowded scans (TARGETS.md Q3): thousands of spots on 512 x 512 x 120, no forced touching.
+"""Crowded scans (BENCHMARKS.md, Q3): thousands of spots on 512 x 512 x 120, some touching.
 
-A simulated scan with `--spots` spots (touching_fraction 0: the simulator
-keeps every spot at least 4 sigma units from the next, so they crowd but do
-not overlap by construction) goes through the per-point chain once with the
+A simulated scan with `--spots` spots, a `--touching` fraction of them (default
+0.2, the simulator's) placed against a neighbour so that their pixels touch
+(the rest are kept at least 4 sigma units from the next; `--touching 0`: none
+touch, and every split finds the same) goes through the per-point chain once with the
 label node's defaults (as tools/quality.py does), and its cliques are made
 again with each linker setting (`peakstream relink`). Per setting: true
 spots found (exactly one clique within 1 px and 0.5 point, none other in the
@@ -11,7 +12,7 @@ with another), *cut* (a clique within tolerance but another in its
 footprint), the cliques, and for split "pixels" how many cliques were
 separated. Q3: merged < 0.5% of spots.
 
-    python tools/crowded.py --spots 3000 --seeds 0 1
+    python tools/crowded.py --spots 3000 --seeds 0 1 --touching 0.2
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ from stream.store.reader import load  # noqa: E402
 
 SETTINGS = {
     "fraction 0.2, split none": {"criterion": "fraction", "fraction": 0.2, "split": "none"},
-    "fraction 0.2, split local_max": {"criterion": "fraction", "fraction": 0.2,
-                                      "split": "local_max"},
-    "fraction 0.2, split pixels (default)": {"criterion": "fraction", "fraction": 0.2,
-                                             "split": "pixels"},
+    "fraction 0.2, split local_max (default)": {"criterion": "fraction", "fraction": 0.2,
+                                                "split": "local_max"},
+    "fraction 0.2, split pixels": {"criterion": "fraction", "fraction": 0.2,
+                                   "split": "pixels"},
 }
 
 
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spots", type=int, default=3000)
     p.add_argument("--points", type=int, default=120)
     p.add_argument("--shape", type=int, nargs=2, default=[512, 512])
+    p.add_argument("--touching", type=float, default=0.2, metavar="FRACTION",
+                   help="fraction of spots placed touching a neighbour (default %(default)s; "
+                        "0: none, the splits then do not differ)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     rows = {name: np.zeros(5, np.int64) for name in SETTINGS}
@@ -59,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             sim = Simulation(SimConfig(npoints=args.points, shape=tuple(args.shape),
-                                       spots=args.spots, seed=seed, touching_fraction=0.0))
+                                       spots=args.spots, seed=seed,
+                                       touching_fraction=args.touching))
             truth = sim.truth
             total += len(truth["s"])
             base = Path(tmp) / f"seed{seed}.h5"
@@ -77,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                                len(data["cliques"]["clique_id"]), split]
     print(f"Q3 crowded scans: {len(args.seeds)} simulated scans (seeds "
           f"{' '.join(map(str, args.seeds))}), {args.points} points x {args.shape[0]}x"
-          f"{args.shape[1]}, {args.spots} spots each, no forced touching; labels: the label "
+          f"{args.shape[1]}, {args.spots} spots each, a fraction {args.touching:g} touching; "
+          f"labels: the label "
           f"node's defaults")
     print(f"machine: {platform.machine()} {platform.processor() or ''} python "
           f"{platform.python_version()}; {time.perf_counter() - t0:.0f} s")
