@@ -45,6 +45,7 @@ from stream.core.messages import End, MessageError, Point, Start
 from stream.run.acquisition import resent_point
 from stream.run.admission import admit_start, frame_problem, id_problem, same_start
 from stream.run.badinput import count_bad
+from stream.run.ending import timed_out
 from stream.run.executors import make_executor, queue_bound
 from stream.run.loop import drain, freeze_long_lived, step
 from stream.run.openscan import COUNTERS, GAUGES, OpenScan
@@ -168,9 +169,8 @@ class ScanRunner:
             cur.last_message = time.monotonic()
         idle = time.monotonic() - cur.last_message
         limit = self.config["source"]["end_timeout"]
-        if idle > limit:
-            self._finish("abort", f"timeout: no end message within {limit:g} s "
-                                  f"of the last message")
+        if idle > limit:  # (every point came: complete, with an event no_end)
+            self._finish(*timed_out(cur, limit))
 
     def close(self, reason: str = "stopped") -> None:
         """Shut down: a scan still open ends as aborted with the reason."""

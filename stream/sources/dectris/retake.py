@@ -1,4 +1,6 @@
-"""A copy of an image that did not fit the scan (its shape or dtype are not those of the
+"""Images again, and series that end without their end message.
+
+A copy of an image that did not fit the scan (its shape or dtype are not those of the
 series' frames) is refused by the runner on arrival; a later copy that fits is taken
 (the runner records it as `replaced`, docs/security.md), not dropped as a duplicate.
 
@@ -35,3 +37,15 @@ def retake(cur: Any, img: SeriesImage) -> bool:
         return False
     cur.joiner.forget(img.image_id, cur.misfits.pop(img.image_id))
     return True
+
+
+def no_end(cur: Any, timeout: float, ended: str, timed_out: str) -> tuple[str, str]:
+    """(state, reason) of a series with no end for `timeout` s: `ended` (our scan a
+    success, the reason saying the end never came) if every announced image came, else
+    `timed_out` (abort, reason "timeout: ...")."""
+    n = cur.start.npoints
+    if n is not None and all(cur.joiner.seen(i) for i in range(n)):
+        return ended, (f"no end of series {cur.label} within {timeout:g} s of its last "
+                       f"message, but all {n} images came: ended as complete")
+    return timed_out, (f"timeout: no end of series {cur.label} within {timeout:g} s of its "
+                       f"last message")

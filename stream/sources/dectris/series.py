@@ -54,7 +54,7 @@ from stream.sources.dectris.common import (
 )
 from stream.sources.dectris.join import Joined, Joiner, no_motors
 from stream.sources.dectris.maps import map_fits
-from stream.sources.dectris.retake import note, retake
+from stream.sources.dectris.retake import no_end, note, retake
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,8 @@ class SeriesMachine:
         out = self._emit(cur, cur.joiner.expired(now))
         if cur.ending and not cur.joiner.images:
             out += self._close(cur, now)
-        elif now - cur.last > self.series_timeout:
-            out += self._close(cur, now, TIMED_OUT, f"timeout: no end of series {cur.label} "
-                                                   f"within {self.series_timeout:g} s of its "
-                                                   f"last message")
+        elif now - cur.last > self.series_timeout:  # (complete: ended, see retake.no_end)
+            out += self._close(cur, now, *no_end(cur, self.series_timeout, ENDED, TIMED_OUT))
         return out
 
     def deadline(self) -> float | None:

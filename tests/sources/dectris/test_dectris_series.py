@@ -149,13 +149,14 @@ def test_stray_parts_after_an_abort_never_break_the_next_series(version, broken)
 def test_end_never_sent_times_out(version):
     with emulator_and_source(version, "raw", motors_lane=False,
                              series_timeout=0.6) as (emu, src):
-        emu.send_series(FRAMES, series_id=8, fault="no-end")
+        # 7 announced, 6 sent (all announced and no end: test_dectris_no_end.py)
+        emu.send_series(FRAMES, series_id=8, fault="no-end", nimages=7)
         msgs = decoded(collect(src))
         st = src.status()
         emu.send_series(FRAMES, series_id=9)
         after = decoded(collect(src))
     end = ends(msgs)[0]
-    assert (end.status, end.npoints) == ("abort", 6) and end.reason.startswith("timeout")
+    assert (end.status, end.npoints) == ("abort", 7) and end.reason.startswith("timeout")
     assert len(points_of(msgs, end.scan_id)) == 6
     assert (st["state"], st["timed_out"]) == ("timed-out", 1)
     assert_whole_series(after, "emu-9" if version == 2 else "series-9")
