@@ -10,15 +10,18 @@ the same point a duplicate.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
 from stream.config.schema import Config
 from stream.core.item import SparseFrame
-from stream.core.messages import FrameRef, Point, Start
+from stream.core.messages import End, FrameRef, Point, Start
 from stream.core.scan import Scan
 from stream.run.openscan import check_start
+
+log = logging.getLogger(__name__)
 
 
 def same_start(a: Start, b: Start) -> bool:
@@ -90,3 +93,37 @@ def frame_problem(point: Point, cur: Any, allow_refs: bool) -> str:
         return f"frame is {frame.dtype}, start announced {info.dtype}"
     return ""
 
+
+def start_warnings(start: Start) -> list[str]:
+    """What a start that is taken likely did not mean (recorded as events `warning`): a
+    grid or snake whose npoints is not a whole number of rows of nfast."""
+    t, n = start.trajectory, start.npoints
+    nfast = t.get("nfast")
+    if t.get("kind") in ("grid", "snake") and isinstance(nfast, int) and nfast > 0 and n \
+            and n % nfast:
+        return [f"start: npoints {n} is not a multiple of nfast {nfast}: the last row of "
+                f"the {t['kind']} holds {n % nfast} of its {nfast} points"]
+    return []
+
+
+def warn_start(start: Start, store: Any) -> None:
+    """Log and record in the scan's file (events `warning`) what the start likely did not
+    mean (`start_warnings`)."""
+    for warning in start_warnings(start):
+        store.event("warning", warning, -1)
+        log.warning("scan %s: %s", start.scan_id, warning)
+
+
+def end_npoints(end: End, cur: Any, config: Config) -> str:
+    """Why the end's npoints is not taken, or "" (it agrees with the start's, or the
+    start gave none and it is now the scan's): another than the start's (the start's is
+    kept), or beyond the limits."""
+    buf = cur.collector.buffer
+    if end.npoints is None or end.npoints == buf.npoints:
+        return ""
+    if buf.npoints is not None:
+        return f"end: npoints {end.npoints} is not the start's {buf.npoints}; the start's is kept"
+    if problem := id_problem(end.npoints - 1, cur, config):
+        return f"end: npoints {end.npoints} ignored: {problem}"
+    buf.npoints = end.npoints
+    return ""

@@ -42,6 +42,7 @@ from typing import Any
 
 from stream.config.schema import Config
 from stream.core.messages import End, MessageError, Point, Start
+from stream.run import admission
 from stream.run.acquisition import resent_point
 from stream.run.admission import admit_start, frame_problem, id_problem, same_start
 from stream.run.badinput import count_bad
@@ -241,6 +242,7 @@ class ScanRunner:
             self._finish("fail", f"setup failed: {exc}")
             return
         self.current.begin(info, resumed)
+        admission.warn_start(start, self.current.collector.store)  # (events: warning)
         self.executor.start_scan(self._scans, encode(start), detector,
                                  self.config["source"]["max_frame_bytes"])
         if self.live is not None:
@@ -254,11 +256,8 @@ class ScanRunner:
         if cur is None or end.scan_id != cur.scan.scan_id:
             self._reject("rejected", f"end of scan {end.scan_id!r}, which is not open")
             return
-        if end.npoints is not None and cur.collector.buffer.npoints is None:
-            if problem := id_problem(end.npoints - 1, cur, self.config):
-                self._count("rejected", f"end: npoints {end.npoints} ignored: {problem}")
-            else:
-                cur.collector.buffer.npoints = end.npoints
+        if problem := admission.end_npoints(end, cur, self.config):  # another than the start's, ...
+            self._count("rejected", problem)
         self._finish(end.status, end.reason)
 
     def _finish(self, status: str, reason: str) -> None:
