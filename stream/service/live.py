@@ -17,7 +17,10 @@ Topics:
   draw (scalars such as ROI sums, 1D ones such as `integrate1d`, at most
   `MAX_OUTPUT` values);
 * `cliques` for each linker step that closed cliques: their ids, n2d, npx,
-  sum_intensity, s_raw, f_raw, first/last point and motor centroids;
+  sum_intensity, s_raw, f_raw, first/last point and motor centroids; and
+  their member 2D peaks, one entry each: member_clique_id, member_point_id,
+  member_index (the peak's row in that point's `peaks` message), member_share
+  (members linked before a resume are not known to the lane and left out);
 * `frame` at most `frame_rate` a second: a `frame_bin` x `frame_bin` binned
   (summed) float32 image of a recent frame. The dense frame lives only in the
   workers, so the runner asks a worker for it with the task
@@ -140,6 +143,32 @@ class RunningMap:
                 "positions": {m: array(p) for m, p in self.positions.items()}}
 
 
+class PeakOwners:
+    """The point of each of a scan's 2D peaks, from the linker's steps: a peak's global
+    id (the linker's numbering) -> (point_id, its row in the point's peaks)."""
+
+    def __init__(self) -> None:
+        self.points = np.empty(1024, np.int64)
+        self.offsets = np.empty(1024, np.int64)
+        self.n = 0
+
+    def add(self, point_id: int, offset: int) -> None:
+        """A linked point and the global id of its first peak (points in order)."""
+        if self.n == self.points.shape[0]:
+            self.points = np.concatenate([self.points, np.empty_like(self.points)])
+            self.offsets = np.concatenate([self.offsets, np.empty_like(self.offsets)])
+        self.points[self.n], self.offsets[self.n] = point_id, offset
+        self.n += 1
+
+    def locate(self, peak_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(point_id, row) of each peak; point_id -1 for a peak linked before the first
+        point seen (a resumed scan's)."""
+        k = np.searchsorted(self.offsets[:self.n], peak_id, side="right") - 1
+        kk = k.clip(0)
+        point = np.where(k >= 0, self.points[:self.n][kk] if self.n else -1, -1)
+        return point, peak_id - (self.offsets[:self.n][kk] if self.n else 0)
+
+
 class LiveLane:
     """The PUB socket, the running map and the rate limits; fed by the runner."""
 
@@ -160,6 +189,7 @@ class LiveLane:
         self._last_frame = -math.inf
         self._last_progress = -math.inf
         self._prev: tuple[float, dict[str, Any]] | None = None
+        self.owners = PeakOwners()
         log.info("live lane on %s", endpoint)
 
     # ------------------------------------------------------------ sending
@@ -199,6 +229,7 @@ class LiveLane:
             self.map = None
             log.warning("scan %s: no live map: %s", self.scan_id, exc)
         self._prev = None
+        self.owners = PeakOwners()
 
     def result(self, cur: Any, res: Any) -> None:
         """A point back from the workers: its peaks, its place in the map, its preview."""
@@ -226,7 +257,10 @@ class LiveLane:
                                    "bin": self.frame_bin, "image": array(res.preview)})
 
     def linked(self, cur: Any, result: Any) -> None:
-        """A linker result (the collector's `on_link`): the cliques it closed, if any."""
+        """A linker result (the collector's `on_link`): the cliques it closed, if any,
+        with their members' points."""
+        if result.point_id >= 0:
+            self.owners.add(result.point_id, result.peak_offset)
         c = result.cliques
         if not len(c.get("clique_id", ())):
             return
@@ -235,6 +269,13 @@ class LiveLane:
         for name in (*CLIQUE_FIELDS, *cur.scan.start.motors):
             if name in c:
                 body[name] = array(c[name])
+        m = result.members
+        if len(m.get("peak_id", ())):
+            point, row = self.owners.locate(np.asarray(m["peak_id"], np.int64))
+            keep = point >= 0
+            body.update(member_clique_id=array(np.asarray(m["clique_id"], np.int64)[keep]),
+                        member_point_id=array(point[keep]), member_index=array(row[keep]),
+                        member_share=array(np.asarray(m["share"], np.float64)[keep]))
         self.publish("cliques", body)
 
     def param(self, scan_id: str, change: dict[str, Any], point_id: int) -> None:

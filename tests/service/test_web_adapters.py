@@ -117,18 +117,85 @@ def test_radial_lines_and_clique_rows():
     assert all(math.isnan(v) for v in rows["npx"])  # not sent: NaN, not made up
 
 
-def test_rocking_curve_sums_the_peaks_near_the_clique_on_its_points():
-    peaks = {pid: {"s_raw": np.array([10.0, 50.0]), "f_raw": np.array([10.0, 50.0]),
+def test_rocking_curve_is_the_members_of_the_clique_sorted_by_the_motor():
+    peaks = {pid: {"s_raw": np.array([10.0, 10.5]), "f_raw": np.array([10.0, 10.5]),
                    "sum_intensity": np.array([float(pid), 1000.0])} for pid in range(10)}
-    xs = {pid: 0.25 * pid for pid in range(10)}
-    curve = adapters.rocking_curve({"s": 11.0, "f": 9.0, "first_point": 3, "last_point": 5},
-                                   peaks, xs)
-    assert curve["point_id"] == [2, 3, 4, 5, 6]
-    assert curve["intensity"] == [2.0, 3.0, 4.0, 5.0, 6.0]  # never the far peak
-    assert curve["x"] == [0.5, 0.75, 1.0, 1.25, 1.5]
-    xs[4] = 0.0  # a point of another row at a lower angle: sorted by the motor
-    assert adapters.rocking_curve({"s": 11.0, "f": 9.0, "first_point": 3, "last_point": 5},
-                                  peaks, xs)["point_id"] == [4, 2, 3, 5, 6]
+    xs = {pid: 0.25 * (pid % 5) for pid in range(10)}  # two rows over the same angles
+    clique = adapters.clique_rows(wire("cliques", {
+        "clique_id": array(np.array([7, 8])), "s_raw": array(np.array([10.0, 10.5])),
+        "f_raw": array(np.array([10.0, 10.5])),
+        "member_clique_id": array(np.array([7, 7, 8, 7])),
+        "member_point_id": array(np.array([3, 8, 3, 4])),
+        "member_index": array(np.array([0, 0, 1, 0])),
+        "member_share": array(np.array([1.0, 0.5, 1.0, 1.0]))}), "omega")
+    assert clique["members"] == [[(3, 0, 1.0), (8, 0, 0.5), (4, 0, 1.0)], [(3, 1, 1.0)]]
+    curve = adapters.rocking_curve({"members": clique["members"][0]}, peaks, xs)
+    assert curve["point_id"] == [3, 8, 4]  # by the motor: 0.75, 0.75, 1.0
+    assert curve["intensity"] == [3.0, 4.0, 4.0]  # never the other peak near it
+    assert curve["x"] == [0.75, 0.75, 1.0]
+
+
+def test_rocking_curve_of_a_snake_scan_is_the_file_s_for_every_clique(tmp_path):
+    """A snake scan through the runner with a live lane, its messages through the web
+    view's state: each clique's curve is the one `peakstream rocking` reads from the file
+    (its members only, not the other spots on the same pixels of other rows)."""
+    import zmq
+
+    from stream.config.schema import Config
+    from stream.offline.rocking import rocking_curve
+    from stream.run.runner import ScanRunner
+    from stream.service.live import LiveLane
+    from stream.sources.simulate import Simulation
+    from stream.sources.simulate.config import SimConfig
+    from stream.wire.codec import encode
+    from tests.support.paths import CONFIGS
+
+    conf = SimConfig(npoints=640, shape=(128, 160), spots=20, seed=5, trajectory="snake",
+                     nrows=16)
+    lane = LiveLane("tcp://127.0.0.1:0", sndhwm=1_000_000)
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVHWM, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(lane.endpoint)
+    for _ in range(600):  # the subscription is in place once a message comes through
+        lane.publish("hello", {})
+        if sub.poll(100):
+            break
+    else:
+        raise AssertionError("the live lane never reached the subscriber")
+    path = tmp_path / "snake.h5"
+    sim = Simulation(conf)
+    runner = ScanRunner(Config.load(CONFIGS / "simulated.toml"), output_file=path)
+    runner.live = lane
+    runner.handle(encode(sim.start("snake")))
+    for i in range(conf.npoints):
+        runner.handle(encode(sim.point(i, "snake")))
+    runner.handle(encode(sim.end("snake")))
+    runner.close()
+    state = LiveState()
+    while True:
+        assert sub.poll(10_000), "the scan's end never came"
+        topic, body = unpack(sub.recv())
+        state.apply(topic, body)
+        if topic == "progress" and body.get("ended"):
+            break
+    sub.close()
+    lane.close()
+    view = state.scan
+    assert view.ncliques == len(view.cliques) > 0
+    spanning = 0
+    for clique in view.cliques:
+        want = rocking_curve(path, clique["clique_id"])
+        got = adapters.rocking_curve(clique, view.peaks, view.xs)
+        assert sorted(got["point_id"]) == want["point_id"].tolist()
+        order = np.argsort(got["point_id"])
+        np.testing.assert_allclose(np.asarray(got["intensity"])[order], want["intensity"],
+                                   rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(got["x"])[order], want["omega"])
+        assert got["x"] == sorted(got["x"])
+        spanning += clique["last_point"] - clique["first_point"] + 1 > conf.npoints // conf.nrows
+    assert spanning  # some cliques span rows: the case the points from first to last got wrong
 
 
 def test_header_progress_text_and_live_light():
@@ -250,7 +317,11 @@ def test_page_document_builds_and_refreshes_from_the_state():
                                             "f_raw": array(np.array([6.0])),
                                             "sum_intensity": array(np.array([30.0])),
                                             "first_point": array(np.array([1])),
-                                            "last_point": array(np.array([2]))}))
+                                            "last_point": array(np.array([2])),
+                                            "member_clique_id": array(np.zeros(3, int)),
+                                            "member_point_id": array(np.array([1, 2, 2])),
+                                            "member_index": array(np.array([0, 0, 1])),
+                                            "member_share": array(np.ones(3))}))
     page.update()
     assert page.points.data["point_id"] == list(range(8))
     assert page.map.data["image"][0].shape == (2, 4)
@@ -259,7 +330,8 @@ def test_page_document_builds_and_refreshes_from_the_state():
     assert "<td>s1</td>" in page.scans.text and "<td>8/8</td>" in page.scans.text
     assert '"progress": "8/8 linked"' in page.header.text
     assert page.clique_pick.value.startswith("0: omega")  # the newest, until one is picked
-    assert page.rocking.data["point_id"] == [0, 1, 2, 3]
+    assert page.rocking.data["point_id"] == [1, 2]
+    assert page.rocking.data["intensity"] == [10.0, 20.0]
     page.map_what.value = "roi_a"
     assert np.nanmax(page.map.data["image"][0]) == 7.0
     feed_scan(state, "s2", 4)

@@ -130,7 +130,8 @@ def radial_lines(latest: np.ndarray | None, total: np.ndarray | None, n: int,
 
 
 def clique_rows(body: dict[str, Any], fast: str) -> dict[str, list]:
-    """A `cliques` message as table rows: id, fast motor centroid, s, f, intensity, points."""
+    """A `cliques` message as table rows: id, fast motor centroid, s, f, intensity, points,
+    and each clique's members as (point_id, row in the point's peaks, share) triples."""
     ids = np.asarray(body.get("clique_id", ()), np.int64)
     n = ids.size
 
@@ -138,32 +139,36 @@ def clique_rows(body: dict[str, Any], fast: str) -> dict[str, list]:
         return np.asarray(body[name], float).tolist() if name in body else [default] * n
 
     first, last = col("first_point"), col("last_point")
+    members: dict[int, list[tuple[int, int, float]]] = {int(c): [] for c in ids}
+    if "member_clique_id" in body:
+        for c, p, i, w in zip(*(np.asarray(body[k]).tolist() for k in (
+                "member_clique_id", "member_point_id", "member_index", "member_share")),
+                strict=True):
+            members.setdefault(int(c), []).append((int(p), int(i), float(w)))
     return {"clique_id": ids.tolist(), "omega": col(fast), "s": col("s_raw"),
             "f": col("f_raw"), "intensity": col("sum_intensity"), "npx": col("npx"),
             "n2d": col("n2d"),
             "npoints": [int(b - a + 1) if math.isfinite(a) and math.isfinite(b) else 0
                         for a, b in zip(first, last, strict=True)],
-            "first_point": first, "last_point": last}
+            "first_point": first, "last_point": last,
+            "members": [members[int(c)] for c in ids]}
 
 
-def rocking_curve(clique: dict[str, float], peaks: dict[int, dict[str, np.ndarray]],
-                  xs: dict[int, float], radius: float = 3.0) -> dict[str, list]:
-    """A clique's rocking curve from the 2D peaks the page kept: for each point from its
-    first to its last (and one either side), the summed intensity of the peaks whose
-    centroid lies within `radius` pixels of the clique's (s, f); sorted by the motor."""
-    s0, f0 = clique["s"], clique["f"]
-    out: dict[str, list] = {"x": [], "intensity": [], "point_id": []}
-    first, last = int(clique["first_point"]) - 1, int(clique["last_point"]) + 1
-    for pid in range(max(first, 0), last + 1):
+def rocking_curve(clique: dict[str, Any], peaks: dict[int, dict[str, np.ndarray]],
+                  xs: dict[int, float]) -> dict[str, list]:
+    """A clique's rocking curve from its own member 2D peaks (never other spots at the
+    same pixels on other rows of a 2D scan): one row per point with members, their summed
+    intensity (times each member's share), against the motor; sorted by the motor. Points
+    whose peaks the page no longer keeps are left out."""
+    total: dict[int, float] = {}
+    for pid, row, share in clique.get("members") or ():
         p = peaks.get(pid)
-        if p is None or pid not in xs:
+        if p is None or pid not in xs or row >= len(p["sum_intensity"]):
             continue
-        near = np.hypot(np.asarray(p["s_raw"]) - s0, np.asarray(p["f_raw"]) - f0) <= radius
-        out["x"].append(float(xs[pid]))
-        out["intensity"].append(float(np.sum(np.asarray(p["sum_intensity"])[near])))
-        out["point_id"].append(pid)
-    order = sorted(range(len(out["x"])), key=out["x"].__getitem__)
-    return {k: [v[i] for i in order] for k, v in out.items()}
+        total[pid] = total.get(pid, 0.0) + float(p["sum_intensity"][row]) * share
+    order = sorted(total, key=lambda pid: (xs[pid], pid))
+    return {"x": [float(xs[pid]) for pid in order],
+            "intensity": [total[pid] for pid in order], "point_id": order}
 
 
 def scan_counts(scan: dict[str, Any] | None, npoints_hint: int | None = None) -> dict[str, Any]:

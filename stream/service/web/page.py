@@ -244,7 +244,7 @@ class Page:
             return
         self.rocking.data = adapters.rocking_curve(clique, view.peaks, view.xs)
         self.rocking_fig.title.text = (f"rocking curve of clique {clique['clique_id']} "
-                                       f"(2D peaks within 3 px of its centroid)")
+                                       f"(its member 2D peaks)")
         self.rocking_fig.xaxis[0].axis_label = view.fast or "point"
 
     def _apply(self) -> None:
