@@ -32,6 +32,9 @@ def cmd_web(args: argparse.Namespace) -> int:
         print(f"peakstream web: cannot serve on {args.address}:{args.port}: {exc}",
               file=sys.stderr)
         return 2
+    except ValueError as exc:  # --live not an endpoint
+        print(f"peakstream web: --live: {exc}", file=sys.stderr)
+        return 2
 
     def stop(*_: Any) -> None:
         view.loop.add_callback_from_signal(view.stop)

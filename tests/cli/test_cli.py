@@ -223,3 +223,15 @@ def test_run_refuses_a_world_writable_output_directory_as_the_daemon_does(tmp_pa
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert "world-writable without the sticky bit" in r.stderr
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("live", ["127.0.0.1:5656", "foo://bar"])
+def test_web_with_a_live_endpoint_zmq_cannot_read_exits_2_in_one_line(live):
+    """Not a traceback from the subscriber's thread then a page served for ever: refused."""
+    pytest.importorskip("bokeh")
+    got = peakstream("web", "--live", live, "--port", "0", timeout=60)
+    assert got.returncode == 2, got.stderr
+    lines = got.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("peakstream web: --live:"), got.stderr
+    assert live in lines[0] and "tcp://" in lines[0]
+    assert "Traceback" not in got.stderr and "page is on" not in got.stderr

@@ -101,12 +101,16 @@ class WebView:
         self.live, self.interval = connectable(live), interval
         self.control = Control(connectable(control)) if control else None
         self.state = LiveState(stale_after)
-        self.port, self.address = port or free_port(address), address
-        self.loop = IOLoop.current()
-        self.server = Server({"/": Application(FunctionHandler(self._page))}, port=self.port,
-                             address=address, io_loop=self.loop,
-                             allow_websocket_origin=origins(address, self.port))
-        self.inbox = Inbox(self.live)
+        self.inbox = Inbox(self.live)  # raises ValueError for an endpoint zmq cannot read
+        try:
+            self.port, self.address = port or free_port(address), address
+            self.loop = IOLoop.current()
+            self.server = Server({"/": Application(FunctionHandler(self._page))},
+                                 port=self.port, address=address, io_loop=self.loop,
+                                 allow_websocket_origin=origins(address, self.port))
+        except OSError:  # the port is busy: no subscriber left behind
+            self.inbox.close()
+            raise
         self._drain = PeriodicCallback(lambda: self.state.drain(self.inbox),
                                        DRAIN_EVERY * 1000)
 

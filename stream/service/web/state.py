@@ -47,16 +47,21 @@ class Inbox:
         self.last_message: float | None = None  # time.monotonic() of the newest
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._context = context or zmq.Context.instance()
-        self._thread = threading.Thread(target=self._run, name="web-live-lane", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        sock = self._context.socket(zmq.SUB)
+        sock = (context or zmq.Context.instance()).socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 10_000)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
-        sock.connect(self.endpoint)
+        try:  # here, so that an endpoint zmq cannot read is refused at once, in one line
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise ValueError(f"not a live lane endpoint zmq can connect to: {endpoint!r} "
+                             f"({exc}; e.g. tcp://127.0.0.1:5556)") from None
+        self._thread = threading.Thread(target=self._run, args=(sock,), name="web-live-lane",
+                                        daemon=True)  # the socket is the thread's from now
+        self._thread.start()
+
+    def _run(self, sock: zmq.Socket) -> None:
         try:
             while not self._stop.is_set():
                 if not sock.poll(200):
