@@ -338,3 +338,40 @@ def test_page_document_builds_and_refreshes_from_the_state():
     page.update()  # a page left open follows the next scan
     assert page.points.data["point_id"] == list(range(4))
     assert "none yet" in page.cliques.text and page.clique_pick.options == []
+
+
+def test_the_rocking_curve_picker_follows_the_newest_until_one_is_picked():
+    """Before: the page's own first choice counted as a pick (it stuck to clique 0), and
+    the last scan's clique stayed in the plot's title when the next scan began."""
+    from bokeh.document import Document
+
+    from stream.service.web.page import Page
+
+    state = LiveState()
+    page = Page(Document(), state)
+
+    def closed(cid: int, scan: str) -> None:
+        state.apply("cliques", wire("cliques", {
+            "scan_id": scan, "point_id": 8, "count": 1, "clique_id": array(np.array([cid])),
+            "s_raw": array(np.array([5.0])), "f_raw": array(np.array([6.0])),
+            "sum_intensity": array(np.array([30.0])), "first_point": array(np.array([1])),
+            "last_point": array(np.array([2]))}))
+        page.update()
+
+    feed_scan(state, "s1", 8)
+    closed(0, "s1")
+    assert page.clique_pick.value.startswith("0: ")
+    closed(1, "s1")
+    assert page.clique_pick.value.startswith("1: ")  # the newest
+    assert page.rocking_fig.title.text.startswith("rocking curve of clique 1 ")
+    page.clique_pick.value = page.clique_pick.options[-1]  # a user picks the oldest, 0
+    closed(2, "s1")
+    assert page.clique_pick.value.startswith("0: ")  # a pick stays
+    assert page.rocking_fig.title.text.startswith("rocking curve of clique 0 ")
+    feed_scan(state, "s2", 4)
+    page.update()  # the next scan: nothing picked, no title of the last scan's clique
+    assert page.clique_pick.value == "" and page.clique_pick.options == []
+    assert page.rocking_fig.title.text == "rocking curve: pick a clique"
+    closed(0, "s2")
+    closed(1, "s2")
+    assert page.clique_pick.value.startswith("1: ")  # the newest again

@@ -29,37 +29,19 @@ from bokeh.models import (
     Switch,
     TextInput,
 )
-from bokeh.plotting import figure
 
 from stream.service.web import adapters
 from stream.service.web.state import LiveState
-from stream.service.web.template import TEMPLATE
+from stream.service.web.template import COLOURS, TEMPLATE, H, W
+from stream.service.web.template import card as _card
+from stream.service.web.template import plot_figure as _figure
 
-W, H = 560, 330  # a plot's size in px
-COLOURS = {"npeaks": "#1f77b4", "intensity": "#e6550d", "latest": "#3182bd",
-           "average": "#31a354", "clicked": "#d62728"}
 CLIQUE_COLUMNS = [("clique_id", "clique", "d"), ("omega", "omega", ".2f"), ("s", "s", ".1f"),
                   ("f", "f", ".1f"), ("intensity", "intensity", ".0f"),
                   ("npoints", "points", "d"), ("npx", "pixels", ".0f")]
 SCAN_COLUMNS = [("scan_id", "scan", ""), ("status", "status", ""), ("points", "points", ""),
                 ("cliques", "cliques", "d"), ("file", "file", ""), ("reason", "reason", "")]
 EMPTY_IMAGE: dict[str, list] = {"image": [], "dw": [], "dh": []}
-
-
-def _figure(title: str, tools: str = "pan,wheel_zoom,box_zoom,reset,save", **kw: Any
-            ) -> figure:
-    p = figure(title=title, width=W, height=H, toolbar_location="right", tools=tools, **kw)
-    p.title.text_font_size = "13px"
-    p.border_fill_color = "#ffffff"
-    p.background_fill_color = "#fbfcfd"
-    p.grid.grid_line_color = "#e3e8ee"
-    return p
-
-
-def _card(*children: Any) -> Any:
-    return column(*children, styles={"background": "#ffffff", "padding": "8px",
-                                     "border-radius": "6px",
-                                     "box-shadow": "0 1px 3px rgba(0,0,0,.12)"})
 
 
 class Page:
@@ -73,6 +55,7 @@ class Page:
         self.header_text = ""
         self.setting_limits = False
         self.clicked: int | None = None
+        self.auto_pick = self.user_picked = False  # the clique menu: set by us, by a user
         self._build()
         doc.template = TEMPLATE
         doc.template_variables["live_endpoint"] = live_endpoint
@@ -162,7 +145,7 @@ class Page:
         self.cliques = Div(text=adapters.html_table(CLIQUE_COLUMNS, []), width=W,
                            height=H - 40, styles={"overflow-y": "auto", "width": f"{W}px"})
         self.clique_pick = Select(title="rocking curve of clique", options=[], width=W - 20)
-        self.clique_pick.on_change("value", lambda attr, old, new: self._send_rocking())
+        self.clique_pick.on_change("value", self._clique_picked)
         self.clique_rows: dict[str, dict[str, Any]] = {}
         self.rocking = ColumnDataSource({"x": [], "intensity": [], "point_id": []})
         rc = _figure("rocking curve: pick a clique", y_axis_label="intensity")
@@ -237,10 +220,15 @@ class Page:
                                   f"{'' if radial is not None else ' (no radial pattern)'}"
                                   if pid in view.seen else f"point {pid}: not received yet")
 
+    def _clique_picked(self, attr: str, old: Any, new: Any) -> None:
+        self.user_picked = self.user_picked or not self.auto_pick  # the user's pick stays
+        self._send_rocking()
+
     def _send_rocking(self) -> None:
         view, clique = self.state.scan, self.clique_rows.get(self.clique_pick.value)
         if view is None or clique is None:
             self.rocking.data = {"x": [], "intensity": [], "point_id": []}
+            self.rocking_fig.title.text = "rocking curve: pick a clique"
             return
         self.rocking.data = adapters.rocking_curve(clique, view.peaks, view.xs)
         self.rocking_fig.title.text = (f"rocking curve of clique {clique['clique_id']} "
@@ -283,7 +271,9 @@ class Page:
         self.points.data = {k: [] for k in self.points.data}
         self.cliques.text = adapters.html_table(CLIQUE_COLUMNS, [])
         self.clique_rows = {}
+        self.auto_pick, self.user_picked = True, False  # a new scan: the newest again
         self.clique_pick.update(options=[], value="")
+        self.auto_pick = False
         self.rocking.data = {"x": [], "intensity": [], "point_id": []}
         for src in (self.overlay, self.clicked_overlay):
             src.data = adapters.peak_overlay(None)
@@ -367,10 +357,11 @@ class Page:
         self.cliques.text = adapters.html_table(CLIQUE_COLUMNS, rows[:100])
         self.clique_rows = {f"{r['clique_id']}: {view.fast or 'point'} {r['omega']:.2f}, "
                             f"s {r['s']:.1f}, f {r['f']:.1f}": r for r in rows}
-        picked = self.clique_pick.value
+        picked, newest = self.clique_pick.value, next(iter(self.clique_rows), "")
         self.clique_pick.options = list(self.clique_rows)
-        if picked not in self.clique_rows and self.clique_rows:
-            self.clique_pick.value = next(iter(self.clique_rows))  # the newest, until picked
+        self.user_picked = self.user_picked and picked in self.clique_rows
+        if not self.user_picked and picked != newest:  # the newest, until one is picked
+            self.auto_pick, self.clique_pick.value, self.auto_pick = True, newest, False
         elif picked:
             self._send_rocking()
 

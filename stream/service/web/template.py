@@ -5,7 +5,34 @@ Bokeh's shadow DOM, kept current by `psUpdate` from the document's header model.
 
 from __future__ import annotations
 
+from typing import Any
+
+from bokeh.layouts import column
+from bokeh.plotting import figure
 from jinja2 import Template
+
+W, H = 560, 330  # a plot's size in px
+COLOURS = {"npeaks": "#1f77b4", "intensity": "#e6550d", "latest": "#3182bd",
+           "average": "#31a354", "clicked": "#d62728"}
+
+
+def plot_figure(title: str, tools: str = "pan,wheel_zoom,box_zoom,reset,save", **kw: Any
+                ) -> figure:
+    """A plot of the page, in its look."""
+    p = figure(title=title, width=W, height=H, toolbar_location="right", tools=tools, **kw)
+    p.title.text_font_size = "13px"
+    p.border_fill_color = "#ffffff"
+    p.background_fill_color = "#fbfcfd"
+    p.grid.grid_line_color = "#e3e8ee"
+    return p
+
+
+def card(*children: Any) -> Any:
+    """Plots and widgets on a white card."""
+    return column(*children, styles={"background": "#ffffff", "padding": "8px",
+                                     "border-radius": "6px",
+                                     "box-shadow": "0 1px 3px rgba(0,0,0,.12)"})
+
 
 # psUpdate(json) is called by the document (CustomJS) with the header's texts; a watchdog
 # turns the live light stale when the server has not spoken for `stale` ms.
