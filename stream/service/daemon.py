@@ -283,9 +283,10 @@ class Daemon:
         """get / set / checkpoint, in the main loop between points."""
         cmd = req["cmd"]
         try:
-            if cmd == "get":
-                return {"ok": True, "params": self.runner.params.get(req.get("node"),
-                                                                     req.get("key"))}
+            if cmd == "get":  # with what `set` may change during a scan
+                params = self.runner.params
+                return {"ok": True, "params": params.get(req.get("node"), req.get("key")),
+                        "settable": {n: params.settable(n) for n in params.nodes()}}
             if cmd == "set":
                 for k in ("node", "key", "value"):
                     if k not in req:

@@ -261,3 +261,25 @@ def test_status_shows_the_source_counters():
     assert "  source      scans 3, bad_frames 2" in text
     assert "last_error" not in text and "per_scan" not in text
     assert "source " not in format_status({"state": "idle", "source": {}})
+
+
+@pytest.mark.system
+def test_the_web_controls_offer_exactly_what_the_daemon_lets_change(daemon, tmp_path):
+    """The page's parameter menu (`Control.settable`): every entry is accepted by `set`,
+    every other scalar parameter of the chain is refused by it (before: all scalars were
+    offered, and the first, a fixed one, preselected)."""
+    from stream.service.web.server import Control
+
+    d = daemon(daemon_config(tmp_path))
+    wait_until(lambda: peakstream("status", "--control", d.control).returncode == 0,
+               why="the control socket")
+    control = Control(d.control)
+    offered = control.settable()
+    assert offered == ["threshold.cut"]  # not normalise.reference, label.min_pixels
+    params = control.ask({"cmd": "get"})["params"]
+    for node, values in params.items():
+        for key, value in values.items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            reply = control.set(node, key, str(value))
+            assert reply["ok"] == (f"{node}.{key}" in offered), (node, key, reply)

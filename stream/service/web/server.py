@@ -38,15 +38,15 @@ class Control:
             return {"ok": False, "error": str(exc)}
 
     def settable(self) -> list[str]:
-        """node.key of every scalar parameter of the chain (the daemon refuses the ones
-        that cannot change during a scan, with the reason)."""
+        """node.key of every parameter the daemon says may change during a scan (its
+        `get` reply's `settable`), in the chain's order."""
         reply = self.ask({"cmd": "get"})
         if not reply.get("ok"):
             log.warning("web: no parameters from %s: %s", self.endpoint, reply.get("error"))
             return []
+        settable = reply.get("settable") or {}
         return [f"{node}.{key}" for node, params in reply["params"].items()
-                for key, value in params.items()
-                if isinstance(value, int | float) and not isinstance(value, bool)]
+                for key in params if key in settable.get(node, ())]
 
     def token(self) -> str:
         """The daemon's control token (set needs it): from $PEAKSTREAM_TOKEN_FILE or the
