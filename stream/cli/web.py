@@ -41,9 +41,9 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"peakstream web: the page is on {view.url} (live lane {view.live}, controls "
-          f"{'on, ' + view.control.endpoint if view.control else 'off'})", file=sys.stderr,
-          flush=True)
+    print(f"peakstream web: the page is on {view.url} (served on {view.bound}, live lane "
+          f"{view.live}, controls {'on, ' + view.control.endpoint if view.control else 'off'})",
+          file=sys.stderr, flush=True)
     try:
         view.run()
     finally:

@@ -22,6 +22,7 @@ from stream.service.web.state import Inbox, LiveState
 log = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARD = ("0.0.0.0", "::", "")
 DRAIN_EVERY = 0.1  # s between two drains of the live lane's inbox
 
 
@@ -73,7 +74,7 @@ def connectable(endpoint: str) -> str:
 
 def origins(address: str, port: int) -> list[str]:
     """The hosts a page may be loaded from (Bokeh checks the websocket's Origin)."""
-    if address in ("0.0.0.0", "::", ""):
+    if address in WILDCARD:
         return ["*"]
     hosts = {*LOOPBACK[:2], address}
     if address not in LOOPBACK:
@@ -116,8 +117,15 @@ class WebView:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.address in ("0.0.0.0", "::", "") else self.address
+        """The page's address: on a wildcard bind, by this machine's host name."""
+        host = socket.gethostname() if self.address in WILDCARD else self.address
         return f"http://{host}:{self.port}/"
+
+    @property
+    def bound(self) -> str:
+        """What the server listens on, in words."""
+        every = " (every interface)" if self.address in WILDCARD else ""
+        return f"{self.address or '0.0.0.0'}:{self.port}{every}"
 
     def _page(self, doc: Any) -> None:
         from stream.service.web.page import Page
