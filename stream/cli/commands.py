@@ -49,20 +49,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         runner = ScanRunner(config, output_dir=args.output)
         runner.freeze_gc = True  # a process of its own: see freeze_long_lived
-    except OSError as exc:  # the workers' endpoint
+        runner.live = lane = _live_lane(args.config, config)
+    except OSError as exc:  # the workers' endpoint, the live lane's
         source.close()
         print(f"peakstream run: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"peakstream {__version__}: {_reading(source)}, writing to {runner.output_dir}",
+    live = f", live lane on {lane.endpoint}" if lane else ""
+    print(f"peakstream {__version__}: {_reading(source)}, writing to {runner.output_dir}{live}",
           file=sys.stderr, flush=True)
-    progress = StatusLine(runner, quiet=args.quiet, interval=args.progress_interval)
+    progress, lane_next = StatusLine(runner, quiet=args.quiet,
+                                     interval=args.progress_interval), 0.0
     with source:
         try:
             while not stop["now"] and (args.scans is None or len(runner.results) < args.scans):
                 runner.step(source)
                 progress()
+                if lane is not None and time.monotonic() >= lane_next:  # as the daemon's
+                    lane_next = time.monotonic() + lane.interval
+                    lane.progress(runner.status(), "running" if runner.current else "idle",
+                                  force=True)
         finally:
             runner.close("stopped by signal" if stop["now"] else "stopped")
+            if lane is not None:
+                lane.close()
     progress.done()
     for r in runner.results:
         print(format_summary(summary(r["file"])))
@@ -248,6 +257,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _live_lane(path: str | None, config: Config) -> Any:
+    """The daemon's live lane (`peakstream web`, `watch`) when the config file has a
+    [live] group with an endpoint; None otherwise (the defaults alone bind nothing)."""
+    import tomllib
+
+    live = config["live"]
+    if not path or "live" not in tomllib.loads(Path(path).read_text()) \
+            or not live["endpoint"]:
+        return None
+    from stream.service.live import LiveLane
+
+    return LiveLane(live["endpoint"], live["interval"], live["frame_rate"], live["frame_bin"],
+                    live["sndhwm"], max_map_cells=live["max_map_cells"])
 
 
 def _config(args: argparse.Namespace) -> Config:

@@ -4,6 +4,7 @@ answers; a subscriber that never reads (or none at all) never holds processing b
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -182,3 +183,30 @@ def test_watch_prints_one_line(daemon, tmp_path):
                         "tcp://127.0.0.1:1", "--timeout", "0.3"], capture_output=True,
                        text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 1 and "nothing from tcp://127.0.0.1:1" in r.stderr
+
+
+def test_run_with_a_live_group_publishes_the_live_lane(tmp_path):
+    """`peakstream run` took [live] in its config and bound nothing (web.md shows the page
+    next to a run with a live lane): now it publishes as the daemon does."""
+    from tests.support.processes import RunProcess, simulate_send
+
+    config = daemon_config(tmp_path, '[live]\nendpoint = "tcp://127.0.0.1:0"\n'
+                                     "sndhwm = 100000\ninterval = 0.1\n", name="run.toml")
+    run = RunProcess(config, tmp_path / "out", "--scans", "1")
+    try:
+        live = re.search(r"live lane on (tcp://\S+)", run.startup[-1]).group(1)
+        sock = subscriber(live)
+        wait_until(lambda: sock.poll(100), why="the subscription")  # progress while idle
+        assert unpack(sock.recv())[1]["state"] == "idle"
+        sent = simulate_send(run.endpoint, "--points", str(N), "--shape", "128", "160",
+                             "--spots", "12", "--scan-id", "runlive")
+        assert sent.returncode == 0, sent.stderr
+        got = collect_scan(sock, "runlive")
+        sock.close()
+    except BaseException:
+        run.proc.kill()
+        raise
+    code, _, err = run.wait()
+    assert code == 0, err
+    assert sorted(p["point_id"] for p in got["peaks"]) == list(range(N))
+    assert got["progress"][-1]["ended"]["status"] == "success"
