@@ -240,23 +240,23 @@ def test_web_with_a_live_endpoint_zmq_cannot_read_exits_2_in_one_line(live):
 def test_web_on_every_interface_names_the_bound_address_and_the_host_to_use():
     """`--address 0.0.0.0`: the start-up line said the page was on http://127.0.0.1:...,
     an address other machines cannot use."""
-    import select
+    import queue
     import socket
+    import threading
 
     pytest.importorskip("bokeh")
     proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "web", "--address",
                              "0.0.0.0", "--port", "0", "--live", "tcp://127.0.0.1:1"],
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    got: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [got.put(x) for x in proc.stderr], daemon=True).start()
     try:
         lines = []
         while not lines or "page is on" not in lines[-1]:
-            assert select.select([proc.stderr], [], [], 120)[0], f"no start-up line: {lines}"
-            line = proc.stderr.readline()
-            assert line, f"web exited: {lines}"
-            lines.append(line)
+            lines.append(got.get(timeout=120))  # a guard: the line comes within seconds
     finally:
         proc.terminate()
-        proc.communicate(timeout=60)
+        proc.wait(timeout=60)
     url = re.search(r"the page is on (http://\S+) ", lines[-1]).group(1)
     assert url.startswith(f"http://{socket.gethostname()}:"), lines[-1]
     port = url.rstrip("/").rsplit(":", 1)[1]
