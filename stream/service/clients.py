@@ -82,6 +82,10 @@ def format_status(s: dict[str, Any]) -> str:
     data = ep.get("data") or ("bound after the warm-up" if s.get("state") == "warming" else "-")
     lines.append(f"  endpoints   data {data}, control {ep.get('control')}, "
                  f"live {ep.get('live') or '-'}")
+    web = s.get("web")
+    if web:
+        lines.append(f"  web view    {web['url']} {web['state']}"
+                     + (f", {web['restarts']} restart(s)" if web.get("restarts") else ""))
     scan = s.get("scan")
     if scan:
         of = f"/{scan['npoints']}" if scan.get("npoints") is not None else ""

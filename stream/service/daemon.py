@@ -256,6 +256,8 @@ class Daemon:
         if not force and now < self._next_snapshot:
             return
         self._next_snapshot = now + SNAPSHOT_EVERY
+        if self.web is not None:
+            self.web.watch()  # exited: logged and restarted
         status = self.runner.status()
         if self.control is not None:
             self.control.update(self.snapshot(status))
@@ -277,7 +279,8 @@ class Daemon:
                 "endpoints": self.endpoints(), "output_dir": str(r.output_dir),
                 "last_scan": r.results[-1] if r.results else None,
                 "params": r.params.changes, "source": source,
-                "live": self.live.status() if self.live else None, "scan": None, **status}
+                "live": self.live.status() if self.live else None,
+                "web": self.web.status() if self.web else None, "scan": None, **status}
 
     def request(self, req: dict[str, Any]) -> dict[str, Any]:
         """get / set / checkpoint, in the main loop between points."""

@@ -9,6 +9,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 
 import h5py
 import pytest
@@ -142,3 +144,28 @@ def test_control_from_the_page_says_from_which_point(daemon, tmp_path):
     for value, pid in applied.items():  # the point the file records, on the page
         assert f"= {value!r} (was" in page.changes.text
         assert f"applies from point {pid} of scan ctl" in page.changes.text
+
+
+def test_the_daemon_restarts_its_web_view_and_status_shows_it(daemon, tmp_path):
+    """A web child killed (-9) was neither logged nor restarted, and status did not mention
+    the web view (with port = 0 its port was only on one stderr line)."""
+    import urllib.request
+
+    d = daemon(daemon_config(tmp_path, WEB))
+    url = page_url(d)
+    web = wait_until(lambda: (w := d.status()["web"]) and w["state"] == "running" and w,
+                     why="the web view in status")
+    assert web["url"] == url and web["restarts"] == 0
+    with urllib.request.urlopen(url, timeout=60) as page:
+        assert page.status == 200
+    os.kill(web["pid"], signal.SIGKILL)
+    again = wait_until(lambda: (w := d.status()["web"])["restarts"] == 1
+                       and w["state"] == "running" and w, why="the web view's restart")
+    assert again["pid"] != web["pid"] and again["url"] == url  # the same port
+    assert f"web view: pid {web['pid']} exited with code -9; restarting it (1/3)" in d.text()
+    wait_until(lambda: len(PAGE.findall(d.text())) == 2, limit=120, why="its start-up line")
+    with urllib.request.urlopen(url, timeout=60) as page:
+        assert page.status == 200
+    status = subprocess.run([sys.executable, "-m", "stream.cli", "status", "--control",
+                             d.control], capture_output=True, text=True, timeout=60)
+    assert f"web view    {url} running, 1 restart(s)" in status.stdout, status.stdout
