@@ -6,3 +6,21 @@ PATTERN_FIELDS = ("scan_id", "sample", "scan_number", "date", "time")
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the text names the key and the file."""
+
+
+def check_chain(nodes: list[dict], origin: str) -> list[dict]:
+    """The chain must end in 2D peaks, a label node then a properties node: the linker,
+    the collector and the output file are built on them. Without, every point failed
+    later (the warm-up's "linker: point 0 needs a labelled frame and its peaks", or
+    each point written bad, "no sparse frame")."""
+    kinds = [t["kind"] for t in nodes]
+    label = kinds.index("label") if "label" in kinds else -1
+    props = kinds.index("properties") if "properties" in kinds else -1
+    if label < 0 or props < label:
+        raise ConfigError(
+            f"{origin}: the [[node]] chain ({', '.join(kinds) or 'empty'}) makes no 2D peaks: "
+            f"it must hold a label node and, after it, a properties node (for detector "
+            f"frames after a threshold: threshold, label, properties), on which the linker "
+            f"and the output file are built; other nodes (integrate, roi_sums, ...) go "
+            f"before them")
+    return nodes

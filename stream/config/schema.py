@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.config.base import ConfigError
+from stream.config.base import ConfigError, check_chain
 from stream.config.service import validate_service, validate_source
 from stream.config.sources import SOURCE_DEFAULTS
 
@@ -200,7 +200,7 @@ def _validate(data: dict[str, Any], origin: str) -> dict[str, Any]:
     nodes = data.get("node", copy.deepcopy(DEFAULT_CHAIN))
     if not isinstance(nodes, list):
         raise ConfigError(f"{origin}: node must be an array of tables ([[node]])")
-    out["node"] = [_validate_node(t, i, origin) for i, t in enumerate(nodes)]
+    out["node"] = check_chain([_validate_node(t, i, origin) for i, t in enumerate(nodes)], origin)
     _validate_linker(out["linker"], origin)
     for key in ("reorder_window", "max_frame_bytes", "rcvhwm", "max_points", "max_gap"):
         if out["source"][key] < 1:

@@ -63,12 +63,14 @@ def test_a_chain_that_cannot_be_built_is_one_clean_line(tmp_path):
     scan = tmp_path / "s.h5"
     assert peakstream("simulate", "--output", str(scan), "--points", "20", "--shape", "128",
                       "160", "--spots", "6").returncode == 0
-    for body, words in (("kind = 'correct'\ndark = 'nodark.npy'", "nodark.npy"),
-                        ("kind = 'threshold'\n[[node]]\nkind = 'label'\nmin_pixels = -1",
-                         "min_pixels"),
+    peaks = "[[node]]\nkind = 'label'\n[[node]]\nkind = 'properties'\n"
+    for body, words in (("kind = 'correct'\ndark = 'nodark.npy'\n[[node]]\nkind = 'threshold'",
+                         "nodark.npy"),
+                        ("kind = 'threshold'\n[[node]]\nkind = 'label'\nmin_pixels = -1\n"
+                         "[[node]]\nkind = 'properties'", "min_pixels"),
                         ("kind = 'threshold'\ncut = -5.0", "cut must be >= 0, got -5.0")):
         cfg = tmp_path / "c.toml"
-        cfg.write_text(f"[[node]]\n{body}\n")
+        cfg.write_text(f"[[node]]\n{body}\n" + ("" if "properties" in body else peaks))
         for r in (peakstream("replay", str(scan), "--config", str(cfg), "--output",
                              str(tmp_path / "o.h5")),
                   peakstream("run", str(cfg), "--listen", "tcp://127.0.0.1:0")):

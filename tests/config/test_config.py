@@ -14,6 +14,9 @@ from stream.sources.simulate import Simulation
 from stream.sources.simulate.config import SimConfig
 from tests.support.paths import CONFIGS
 
+# the 2D peaks every chain ends with (`stream.config.base.check_chain`)
+PEAKS = "[[node]]\nkind = 'label'\n[[node]]\nkind = 'properties'\n"
+
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
 def test_every_config_loads_and_builds(path):
@@ -63,14 +66,14 @@ def test_arrays_are_loaded_relative_to_the_config(tmp_path):
     np.save(tmp_path / "mask.npy", sim.mask)
     np.save(tmp_path / "flat.npy", sim.flat)
     text = ("[[node]]\nkind = 'correct'\nmask = 'mask.npy'\nflat = 'flat.npy'\ndark = 1.5\n"
-            "[[node]]\nkind = 'threshold'\ncut = 30\n")
+            "[[node]]\nkind = 'threshold'\ncut = 30\n" + PEAKS)
     chain = Config.load(write(tmp_path, text)).build_nodes()
     np.testing.assert_array_equal(chain[0].mask != 0, (sim.mask != 0) | (sim.flat <= 0))
     chain[0].setup(Scan.from_start(sim.start("s")))
 
 
 def test_array_file_errors_name_the_node_and_key(tmp_path):
-    text = "[[node]]\nkind = 'correct'\nmask = 'absent.npy'\n"
+    text = "[[node]]\nkind = 'correct'\nmask = 'absent.npy'\n" + PEAKS
     with pytest.raises(ConfigError, match=r"correct.*mask.*absent\.npy"):
         Config.load(write(tmp_path, text)).build_nodes()
 
@@ -95,12 +98,23 @@ def test_a_poni_file_gives_a_geometry_node_its_values(tmp_path):
         "Distance: 0.25\nPoni1: 0.081\nPoni2: 0.077\n"
         "Rot1: 0.01\nRot2: -0.02\nRot3: 0.0\nWavelength: 3.1e-11\n")
     (tmp_path / "c.toml").write_text(
-        '[[node]]\nkind = "integrate"\nponi = "det.poni"\nnpt = 100\nrot3 = 0.5\n')
+        '[[node]]\nkind = "integrate"\nponi = "det.poni"\nnpt = 100\nrot3 = 0.5\n' + PEAKS)
     node = Config.load(tmp_path / "c.toml").build_nodes()[0]
     c = node.config()
     assert (c["dist"], c["poni1"], c["poni2"], c["rot1"], c["rot2"]) == (
         0.25, 0.081, 0.077, 0.01, -0.02)
     assert (c["rot3"], c["pixel1"], c["wavelength"], c["npt"]) == (0.5, 7.5e-05, 3.1e-11, 100)
-    (tmp_path / "bad.toml").write_text('[[node]]\nkind = "integrate"\nponi = "nope.poni"\n')
+    (tmp_path / "bad.toml").write_text('[[node]]\nkind = "integrate"\nponi = "nope.poni"\n'
+                                       + PEAKS)
     with pytest.raises(ConfigError, match="integrate.*poni"):
         Config.load(tmp_path / "bad.toml").build_nodes()
+
+
+@pytest.mark.parametrize("kinds", [["threshold"], ["integrate"], ["threshold", "label"],
+                                   ["threshold", "properties", "label"], []])
+def test_a_chain_that_makes_no_2d_peaks_is_refused_at_load(tmp_path, kinds):
+    """Without label then properties every point failed later: the warm-up's 'linker:
+    point 0 needs a labelled frame', or each point written bad ('no sparse frame')."""
+    text = "".join(f"[[node]]\nkind = '{k}'\n" for k in kinds) or "node = []\n"
+    with pytest.raises(ConfigError, match="makes no 2D peaks.*label node.*properties node"):
+        Config.load(write(tmp_path, text))
