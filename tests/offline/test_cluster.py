@@ -129,7 +129,9 @@ def test_a_long_scan_in_chunks_gives_the_serial_file(tmp_path):
 @pytest.mark.system
 def test_a_killed_worker_scan_runs_again_and_leaves_no_half_file(tmp_path):
     config = Config.load(CONFIG)
-    (long,) = simulated(tmp_path, 1, npoints=1200)
+    # long enough that the driver (which looks every second) sees the rerun's points
+    # while it runs, on a fast machine too (1200 points took under a second; 6000, 2.5 s)
+    (long,) = simulated(tmp_path, 1, npoints=12000)
     serial = tmp_path / "serial"
     assert main(["replay", str(long), "--output", str(serial), "--config", str(CONFIG),
                  "--quiet"]) == 0
@@ -144,14 +146,15 @@ def test_a_killed_worker_scan_runs_again_and_leaves_no_half_file(tmp_path):
                       progress=lambda done, extra="", **kw: points.append(
                           done if "running" in extra else -1))))
         thread.start()
-        wait_until(lambda: part.exists() and any(client.processing().values())
-                   and any(n > 0 for n in points), 300)  # moves within the task
-        (worker,) = [w for w, keys in client.processing().items() if keys]
-        pid = client.run(os.getpid, workers=[worker])[worker]
-        os.kill(pid, signal.SIGKILL)  # mid-scan: its partial file is half-written
+        # killed once the driver has seen the task's points move (so it can say where
+        # it ran) and while it runs: its partial file is half-written
+        busy = wait_until(lambda: part.exists() and any(n > 0 for n in points) and [
+            w for w, keys in client.processing().items() if keys], 300)
+        pid = client.run(os.getpid, workers=busy)[busy[0]]
+        os.kill(pid, signal.SIGKILL)
         thread.join(600)
     assert not thread.is_alive()
-    assert results[0]["status"] == "success" and results[0]["points"] == 1200
+    assert results[0]["status"] == "success" and results[0]["points"] == 12000
     assert any("s0: running again on" in line or "s0: its worker" in line
                for line in said), said  # the retry is said
     assert not part.exists()
