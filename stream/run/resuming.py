@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,20 +107,14 @@ class ResumeFinder:
         ended incomplete makes a second file; `replay --fill` completes the first)."""
         if self.output_file is not None:
             return  # one named file (replay --output): the caller chose it
-        for earlier in sorted(self._candidates(scan_id)):
+        for earlier, entry in self._scan_files(scan_id):
             if earlier == path:
                 continue
             try:
-                if not stat.S_ISREG(os.lstat(earlier).st_mode):
-                    continue  # a link, a FIFO ...: never opened (as newest_resumable)
-                with open_h5(earlier) as f:
-                    entry = f["entry"]
-                    if str(entry.attrs.get("scan_id")) != scan_id:
-                        continue
-                    status = str(entry.attrs.get("status", "?"))
-                    counts = entry["process/counters"].attrs
-                    lost = [f"{int(counts[k])} {k}" for k in ("missing", "bad")
-                            if int(counts.get(k, 0))]
+                status = str(entry.attrs.get("status", "?"))
+                counts = entry["process/counters"].attrs
+                lost = [f"{int(counts[k])} {k}" for k in ("missing", "bad")
+                        if int(counts.get(k, 0))]
             except (OSError, KeyError, ValueError):
                 continue  # not ours, or not readable
             ended = ("was left open (status running)" if status == "running"
@@ -162,17 +157,29 @@ class ResumeFinder:
         if not self.config["output"]["resume"] or self.output_file is not None:
             return None
         mine, found = processing_hash(self.config.text()), []
-        for path in self._candidates(scan_id):
+        for path, entry in self._scan_files(scan_id):
             try:
-                with open_h5(path) as f:
-                    entry = f["entry"]
-                    if (str(entry.attrs.get("scan_id")) == scan_id
-                            and str(entry.attrs.get("status")) in RESUMABLE
-                            and processing_hash(entry["process/config"].asstr()[()]) != mine):
-                        found.append((path.stat().st_mtime, path))
+                if (str(entry.attrs.get("status")) in RESUMABLE
+                        and processing_hash(entry["process/config"].asstr()[()]) != mine):
+                    found.append((path.stat().st_mtime, path))
             except (OSError, KeyError, ValueError):
                 continue  # not ours, or not readable
         return max(found)[1] if found else None
+
+    def _scan_files(self, scan_id: str) -> Iterator[tuple[Path, Any]]:
+        """(path, /entry) of each regular candidate file of this scan id, in name order,
+        open while the caller looks at it; links, FIFOs and files that are not ours are
+        never opened or skipped (as `newest_resumable`)."""
+        for path in sorted(self._candidates(scan_id)):
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue  # a link, a FIFO ...: never opened
+                with open_h5(path) as f:
+                    entry = f["entry"]
+                    if str(entry.attrs.get("scan_id")) == scan_id:
+                        yield path, entry
+            except (OSError, KeyError, ValueError):
+                continue  # not ours, or not readable
 
     def _candidates(self, scan_id: str) -> list[Path]:
         """The files of the output directory (two levels) that may be this scan's."""
