@@ -148,7 +148,8 @@ def test_control_from_the_page_says_from_which_point(daemon, tmp_path):
 
 def test_the_daemon_restarts_its_web_view_and_status_shows_it(daemon, tmp_path):
     """A web child killed (-9) was neither logged nor restarted, and status did not mention
-    the web view (with port = 0 its port was only on one stderr line)."""
+    the web view (with port = 0 its port was only on one stderr line). A page left open
+    reloads itself from the restarted web view (it stayed stale for ever)."""
     import urllib.request
 
     d = daemon(daemon_config(tmp_path, WEB))
@@ -158,7 +159,26 @@ def test_the_daemon_restarts_its_web_view_and_status_shows_it(daemon, tmp_path):
     assert web["url"] == url and web["restarts"] == 0
     with urllib.request.urlopen(url, timeout=60) as page:
         assert page.status == 200
-    os.kill(web["pid"], signal.SIGKILL)
+    browser = Browser()
+    try:
+        browser.open(url)
+        browser.wait_for("ps-state", lambda t: t == "waiting")
+        browser.driver.execute_script("window.psBeforeRestart = true;")
+        with urllib.request.urlopen(url + "ps-alive", timeout=60) as alive:
+            before = alive.read().decode()
+        assert before in browser.driver.page_source  # the page knows its server
+        os.kill(web["pid"], signal.SIGKILL)
+        # the page left open reloads itself once the restarted web view answers (before,
+        # it stayed on Bokeh's "Reconnecting" for ever): the mark set above is gone
+        from selenium.webdriver.support.ui import WebDriverWait
+        WebDriverWait(browser.driver, 180, poll_frequency=0.2).until(
+            lambda drv: drv.execute_script("return window.psBeforeRestart === undefined"
+                                           " && document.getElementById('ps-live') !== null"))
+        with urllib.request.urlopen(url + "ps-alive", timeout=60) as alive:
+            instance = alive.read().decode()
+        assert instance != before and instance in browser.driver.page_source
+    finally:
+        browser.close()
     again = wait_until(lambda: (w := d.status()["web"])["restarts"] == 1
                        and w["state"] == "running" and w, why="the web view's restart")
     assert again["pid"] != web["pid"] and again["url"] == url  # the same port

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 from typing import Any
 
@@ -89,6 +90,24 @@ def free_port(address: str) -> int:
         return s.getsockname()[1]
 
 
+ALIVE = "/ps-alive"  # answers this server's instance (the page's reload after a restart)
+
+
+def alive_handler(instance: str) -> Any:
+    """The handler of ALIVE: this server's instance, never cached. A page whose server
+    went away (Bokeh does not open a session on a new one) asks it while stale and
+    reloads when another server answers (template.py)."""
+    from tornado.web import RequestHandler
+
+    class Alive(RequestHandler):
+        def get(self) -> None:
+            self.set_header("Cache-Control", "no-store")
+            self.set_header("Content-Type", "text/plain")
+            self.write(instance)
+
+    return Alive
+
+
 class WebView:
     """The Bokeh server, the live lane's inbox and the shared state."""
 
@@ -100,6 +119,7 @@ class WebView:
         from tornado.ioloop import IOLoop, PeriodicCallback
 
         self.live, self.interval = connectable(live), interval
+        self.instance = secrets.token_hex(8)  # a page of another server reloads (ALIVE)
         self.control = Control(connectable(control)) if control else None
         self.state = LiveState(stale_after)
         self.inbox = Inbox(self.live)  # raises ValueError for an endpoint zmq cannot read
@@ -108,7 +128,8 @@ class WebView:
             self.loop = IOLoop.current()
             self.server = Server({"/": Application(FunctionHandler(self._page))},
                                  port=self.port, address=address, io_loop=self.loop,
-                                 allow_websocket_origin=origins(address, self.port))
+                                 allow_websocket_origin=origins(address, self.port),
+                                 extra_patterns=[(ALIVE, alive_handler(self.instance))])
         except OSError:  # the port is busy: no subscriber left behind
             self.inbox.close()
             raise
@@ -131,6 +152,7 @@ class WebView:
         from stream.service.web.page import Page
 
         Page(doc, self.state, self.control, self.interval, self.live, self.inbox)
+        doc.template_variables["instance"] = self.instance
 
     def start(self) -> None:
         self.server.start()

@@ -35,7 +35,9 @@ def card(*children: Any) -> Any:
 
 
 # psUpdate(json) is called by the document (CustomJS) with the header's texts; a watchdog
-# turns the live light stale when the server has not spoken for `stale` ms.
+# turns the live light stale when the server has not spoken for `stale` ms. Every 2 s the
+# page asks ps-alive: when another web view answers (restarted), the page reloads, whether
+# or not Bokeh's own reconnect (5 tries) found the new server.
 TEMPLATE = Template("""{% extends base %}
 {% block title %}peakstream live{% endblock %}
 {% block postamble %}
@@ -87,6 +89,12 @@ TEMPLATE = Template("""{% extends base %}
       if (live) { live.textContent = "stale"; live.className = "ps-live stale"; }
     }
   }, 1000);
+  setInterval(function () {
+    fetch("ps-alive", {cache: "no-store"}).then(r => r.ok ? r.text() : null)
+      .then(t => { if (t && "{{ instance }}" && t !== "{{ instance }}")
+                     window.location.reload(); })
+      .catch(() => {});
+  }, 2000);
 </script>
 {% endblock %}
 {% block inner_body %}
