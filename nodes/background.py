@@ -68,7 +68,7 @@ class Background:
     kind: ClassVar[str] = "background"
     settable: ClassVar[tuple[str, ...]] = ("nsigma", "min_excess")
     ranges: ClassVar[dict[str, tuple[float, float]]] = {"nsigma": (0.0, 1e3),
-                                                        "min_excess": (-1e-300, 1e9)}
+                                                        "min_excess": (0.0, 1e9)}
 
     def __init__(self, *, dist: float | None = None, poni1: float | None = None,
                  poni2: float | None = None, pixel1: float | None = None,

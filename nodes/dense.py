@@ -46,8 +46,7 @@ class DensePass:
 
     kind: ClassVar[str] = "dense"
     settable: ClassVar[tuple[str, ...]] = ("cut",)
-    # a cut at or below 0 keeps every pixel (the frame is then cut far higher by
-    # max_pixels); above 1e9 nothing: refused when set while running
+    # the bounds of its threshold's cut: [0, 1e9], at start-up and while running alike
     ranges: ClassVar[dict[str, tuple[float, float]]] = {"cut": (0.0, 1e9)}
 
     def __init__(self, *, correct: Correct | None = None, normalise: Normalise | None = None,

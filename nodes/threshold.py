@@ -142,9 +142,8 @@ class Threshold:
 
     kind: ClassVar[str] = "threshold"
     settable: ClassVar[tuple[str, ...]] = ("cut",)
-    # a cut at or below 0 keeps every pixel (the frame is then cut far higher by
-    # max_pixels; below 0 is refused at start-up too); above 1e9 nothing: refused when
-    # set while running
+    # 0 keeps every pixel above 0; below 0 the background too (refused at start-up
+    # and while running alike); above 1e9 nothing: refused
     ranges: ClassVar[dict[str, tuple[float, float]]] = {"cut": (0.0, 1e9)}
 
     def __init__(self, *, cut: float = 0.0, cut_map: np.ndarray | None = None,

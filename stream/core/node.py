@@ -52,8 +52,9 @@ def set_param(node: Any, key: str, value: Any) -> Any:
 
 def check_param(node: Any, key: str, value: Any) -> Any:
     """The value `set_param` would set, or TypeError / ValueError saying why not (a
-    number must be finite and within the node's `ranges` {key: (low, high)}: low
-    excluded, high included)."""
+    number must be finite and within the node's `ranges` {key: (low, high)}, both
+    included: the same bounds its constructor checks, so a value a config may give is
+    a value a live change may give)."""
     old = getattr(node, key)
     want = type(old)
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
@@ -68,8 +69,8 @@ def check_param(node: Any, key: str, value: Any) -> Any:
         if not math.isfinite(value):
             raise ValueError(f"{node.kind}.{key} must be finite, got {value!r}")
         lo, hi = getattr(node, "ranges", {}).get(key, (-math.inf, math.inf))
-        if not lo < value <= hi:
-            raise ValueError(f"{node.kind}.{key} must be in ({lo:g}, {hi:g}] (above {lo:g}, "
+        if not lo <= value <= hi:
+            raise ValueError(f"{node.kind}.{key} must be in [{lo:g}, {hi:g}] (at least {lo:g}, "
                              f"at most {hi:g}), got {value!r}")
         return want(value)
     if isinstance(old, str) and isinstance(value, str):

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from nodes import Threshold
+from nodes import Background, DensePass, Threshold
 from nodes.threshold import precut_as
 from stream.core.item import Item
 from stream.core.messages import DetectorInfo, Start
@@ -184,3 +184,20 @@ def test_cut_is_settable():
     assert node.cut == 12.0 and isinstance(node.cut, float)
     with pytest.raises(KeyError):
         set_param(node, "max_pixels", 3)
+
+
+@pytest.mark.parametrize("node, key", [
+    (lambda v: Threshold(cut=v), "cut"),
+    (lambda v: DensePass(threshold=Threshold(cut=v)), "cut"),
+    (lambda v: Background(image=np.zeros((4, 4), np.float32), nsigma=v), "nsigma"),
+    (lambda v: Background(image=np.zeros((4, 4), np.float32), min_excess=v), "min_excess"),
+])
+def test_a_live_change_takes_the_bounds_a_config_takes(node, key):
+    """`peakstream set threshold cut 0` was refused ('must be in (0, 1e9]') while a
+    config's cut = 0 was accepted: 0 is now taken by both, below 0 by neither."""
+    built = node(0.0)
+    assert set_param(built, key, 0) == 0.0 and getattr(built, key) == 0.0
+    with pytest.raises(ValueError):
+        node(-0.5)
+    with pytest.raises(ValueError, match=r"must be in \[0, "):
+        set_param(node(5.0), key, -0.5)
