@@ -40,7 +40,7 @@ import numpy as np
 
 from nodes.correct import marker_of, nan_markers
 from nodes.geometry import Geometry, radial_unit
-from nodes.integrate import frame_geometry
+from nodes.integrate import check_shape_of, detector_shape_of, frame_geometry
 from nodes.integrate_plan import build_plan, check_range
 from nodes.kernels.background import median_mad, pixel_maps, scatter, sigma_clip
 from nodes.threshold import CUT_MAP, CUT_MIN, native_frame
@@ -81,7 +81,8 @@ class Background:
                  correct_solid_angle: bool = False, polarization_factor: float | None = None,
                  polarization_offset: float = 0.0, image: np.ndarray | None = None,
                  sigma_image: np.ndarray | None = None, name: str = "background",
-                 markers: bool = True) -> None:
+                 markers: bool = True, detector_shape: list[int] | None = None) -> None:
+        self.detector_shape = detector_shape_of("background", detector_shape)
         geometry = (dist, poni1, poni2, pixel1, pixel2)
         self.geometry: Geometry | None = None
         if image is None:
@@ -137,6 +138,7 @@ class Background:
                 raise ValueError(f"background: {key} has shape {value.shape} but frames have "
                                  f"shape {shape}")
         self.shape = shape
+        check_shape_of("background", self.detector_shape, scan)
         if self.geometry is not None:
             self._prepare(frame_geometry(self.geometry, scan), shape)
         self.warmup(info.dtype)

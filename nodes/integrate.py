@@ -66,6 +66,32 @@ def frame_geometry(geometry: Geometry, scan: Scan) -> Geometry:
     return geometry.transformed(pixel_map, detector_shape)
 
 
+def check_shape_of(kind: str, detector_shape: tuple[int, int] | None, scan: Scan) -> None:
+    """ValueError if the geometry was made for another detector shape (a PONI file's
+    max_shape) than this scan's detector (before any `frame` node's crop or rebin)."""
+    if detector_shape is None:
+        return
+    from nodes.frame import frame_map_of
+
+    detector, info = scan.detector()
+    shape = frame_map_of(scan)[1] or tuple(int(n) for n in info.shape)
+    if tuple(shape) != tuple(detector_shape):
+        raise ValueError(f"{kind}: the geometry (a PONI file's max_shape) is for a "
+                         f"{detector_shape[0]} x {detector_shape[1]} detector but detector "
+                         f"{detector!r} has {shape[0]} x {shape[1]} frames: use the PONI "
+                         f"file made for this detector")
+
+
+def detector_shape_of(kind: str, value: list[int] | None) -> tuple[int, int] | None:
+    """A geometry node's `detector_shape` (rows, columns), checked."""
+    if value is None:
+        return None
+    if (not isinstance(value, list | tuple) or len(value) != 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in value)):
+        raise ValueError(f"{kind}: detector_shape must be 2 ints >= 1, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
 class Integrate:
     """Radial integration (or 2D caking) of the frame into `npt` bins, as pyFAI's integrate1d."""
 
@@ -81,7 +107,9 @@ class Integrate:
                  dummy: float | None = None, delta_dummy: float = 0.0,
                  correct_solid_angle: bool = True, polarization_factor: float | None = None,
                  polarization_offset: float = 0.0, error_model: str = "poisson",
-                 empty: float = 0.0, name: str = "", markers: bool = True) -> None:
+                 empty: float = 0.0, name: str = "", markers: bool = True,
+                 detector_shape: list[int] | None = None) -> None:
+        self.detector_shape = detector_shape_of("integrate", detector_shape)
         self.geometry = Geometry(dist, poni1, poni2, rot1, rot2, rot3, pixel1, pixel2,
                                  wavelength, orientation)
         space, _ = radial_unit(unit)
@@ -124,6 +152,7 @@ class Integrate:
         """The plan for this scan's frames (kept while the shape and geometry stay)."""
         _, info = scan.detector()
         shape = tuple(int(n) for n in info.shape)
+        check_shape_of("integrate", self.detector_shape, scan)
         geometry = frame_geometry(self.geometry, scan)
         if self.mask is not None and self.mask.shape != shape:
             raise ValueError(f"integrate: mask has shape {self.mask.shape} but frames have "

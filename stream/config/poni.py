@@ -85,8 +85,13 @@ def read_poni(path: str | Path) -> dict[str, Any]:
 
 
 def geometry_values(poni: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of a geometry node (integrate, background) from `read_poni`."""
-    return {k: poni[k] for k in GEOMETRY_KEYS}
+    """The keyword arguments of a geometry node (integrate, background) from `read_poni`;
+    `detector_shape` too when the file gives its detector's max_shape, so the node
+    refuses frames of another shape."""
+    out = {k: poni[k] for k in GEOMETRY_KEYS}
+    if poni.get("max_shape") is not None:
+        out["detector_shape"] = list(poni["max_shape"])
+    return out
 
 
 def _detector_config(raw: dict[str, str], origin: str) -> dict[str, Any]:

@@ -365,6 +365,12 @@ def make_integrator(s: Settings, frame: np.ndarray, dark: np.ndarray | None,
     for name, arr in (("dark", dark), ("flat", flat), ("mask", mask)):
         if arr is not None and arr.shape != frame.shape:
             raise ValueError(f"{name} has shape {arr.shape}, the frames {frame.shape}")
+    made_for = geometry_of(s).get("detector_shape")
+    if made_for is not None and tuple(made_for) != frame.shape:
+        raise ValueError(f"the PONI {s.poni_file or 'geometry of the config'} is for a "
+                         f"{made_for[0]} x {made_for[1]} detector (max_shape) but the frames "
+                         f"are {frame.shape[0]} x {frame.shape[1]}: use the PONI file made "
+                         f"for this detector")
     make = pyfai_integrator if s.engine == "pyfai" else node_integrator
     return make(s, frame.shape, frame.dtype, dark, flat, mask)
 

@@ -203,8 +203,13 @@ def expected_seconds(config: Config) -> float:
 
 
 def _frame_shape(nodes: list) -> tuple[int, int]:
-    """The shape of the nodes' 2D arrays (dark, flat, mask, maps) if any, else SHAPE
-    made as large as every node's `min_shape` (ROIs, crops) needs."""
+    """The detector shape a node's geometry was made for (a PONI file's max_shape), else
+    the shape of the nodes' 2D arrays (dark, flat, mask, maps) if any, else SHAPE made
+    as large as every node's `min_shape` (ROIs, crops) needs."""
+    for node in nodes:
+        made_for = getattr(node, "detector_shape", None)
+        if made_for is not None:
+            return (int(made_for[0]), int(made_for[1]))
     for node in nodes:
         for value in vars(node).values():
             if isinstance(value, np.ndarray) and value.ndim == 2 and min(value.shape) > 8:

@@ -118,3 +118,28 @@ def test_a_chain_that_makes_no_2d_peaks_is_refused_at_load(tmp_path, kinds):
     text = "".join(f"[[node]]\nkind = '{k}'\n" for k in kinds) or "node = []\n"
     with pytest.raises(ConfigError, match="makes no 2D peaks.*label node.*properties node"):
         Config.load(write(tmp_path, text))
+
+
+def test_a_poni_file_of_another_detector_shape_is_refused(tmp_path):
+    """A PONI file made for a 96 x 128 detector (its max_shape) was used on 256 x 256
+    frames without a word: integrate and background now refuse such frames at setup,
+    naming both shapes, and take frames of the file's shape."""
+    from stream.core.messages import DetectorInfo, Start
+    from stream.run.pipeline import Pipeline
+
+    (tmp_path / "small.poni").write_text(
+        "poni_version: 2\nDetector: Detector\n"
+        'Detector_config: {"pixel1": 7.5e-05, "pixel2": 7.5e-05, "max_shape": [96, 128]}\n'
+        "Distance: 0.1\nPoni1: 0.0036\nPoni2: 0.0048\nWavelength: 3.1e-11\n")
+    for kind in ("integrate", "background"):
+        (tmp_path / "c.toml").write_text(f'[[node]]\nkind = "{kind}"\nponi = "small.poni"\n'
+                                         f"npt = 50\n" + PEAKS)
+        nodes = Config.load(tmp_path / "c.toml").build_nodes()
+        assert nodes[0].detector_shape == (96, 128)
+        for fused in (True, False):
+            pipeline = Pipeline(nodes, fuse=fused)
+            with pytest.raises(ValueError, match=f"{kind}: .*96 x 128 detector.*256 x 256"):
+                pipeline.setup(Scan.from_start(Start("s", {"eiger": DetectorInfo(
+                    (256, 256), "uint16")})))
+            pipeline.setup(Scan.from_start(Start("s", {"eiger": DetectorInfo(
+                (96, 128), "uint16")})))

@@ -357,3 +357,14 @@ def test_dark_and_flat_lists_are_averaged_and_applied(tmp_path, engine):
         np.testing.assert_allclose(ia, ib, rtol=1e-4, atol=1e-3)
         assert [Path(p).name for p in a["entry_0000/pyFAI/darkfiles"].asstr()[()]] == \
             ["dark_a.edf", "dark_b.edf"]
+
+
+def test_a_poni_file_of_another_detector_shape_is_refused(tmp_path):
+    """diffmap took a PONI file made for a 64 x 80 detector on 32 x 40 frames without a
+    word; both engines now refuse it at the first frame, naming both shapes."""
+    files = scan_files(tmp_path, 2)
+    for k, name in enumerate(files):
+        fabio.edfimage.EdfImage(data=frame(k)[::2, ::2].copy()).write(name)
+    for engine in ("peakstream", "pyfai"):
+        with pytest.raises(ValueError, match=r"geo.poni is for a 64 x 80 detector .* 32 x 40"):
+            run_diffmap(settings(tmp_path, files, nfast=2, nslow=1, engine=engine))

@@ -78,3 +78,18 @@ def test_every_shipped_config_warms_up_cleanly(path):
     frames that come sparse (imaged11)."""
     report = warmup(Config.load(path))
     assert report.problems == []
+
+
+def test_a_geometry_made_for_a_detector_warms_with_its_frames(tmp_path):
+    """The warm-up scan's frames have the shape of the PONI file's detector, which the
+    integrate node now checks its frames against (not the default 128 x 160)."""
+    (tmp_path / "small.poni").write_text(
+        "poni_version: 2\nDetector: Detector\n"
+        'Detector_config: {"pixel1": 7.5e-05, "pixel2": 7.5e-05, "max_shape": [96, 128]}\n'
+        "Distance: 0.1\nPoni1: 0.0036\nPoni2: 0.0048\nWavelength: 3.1e-11\n")
+    (tmp_path / "c.toml").write_text(
+        '[source]\nwarmup = ["uint16/raw"]\n[[node]]\nkind = "integrate"\n'
+        'poni = "small.poni"\nnpt = 50\n[[node]]\nkind = "threshold"\ncut = 40.0\n'
+        "[[node]]\nkind = 'label'\n[[node]]\nkind = 'properties'\n")
+    report = warmup(Config.load(tmp_path / "c.toml"))
+    assert report.problems == [] and report.frames == ["uint16/raw"]
