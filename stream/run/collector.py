@@ -143,20 +143,23 @@ class Collector:
         if self.failed is None:
             self._drain(idle=True, final=True)
         missing, bad = self.counters["missing"], self.counters["bad"]
+        # a success's own reason (a series whose end never came, ...) stays, after the one
+        # that lowers the status: both are facts of the scan
+        said = f"; {reason}" if reason else ""
         if status == "success" and bad and not self.counters["processed"]:
             status = "fail"  # nothing of the scan could be processed: never a success
-            reason = reason or (f"all {bad} point(s) received were bad (the first: "
-                                f"{self.first_bad}; inspect lists them)")
+            reason = (f"all {bad} point(s) received were bad (the first: {self.first_bad}; "
+                      f"inspect lists them){said}")
         elif status == "success" and missing:  # never a silent success with points lost
             status = "incomplete"
-            reason = reason or (f"{missing} point(s) missing (inspect lists them; where a "
-                                f"recording holds them, `peakstream replay RECORDING --fill "
-                                f"FILE` completes the scan)")
+            reason = (f"{missing} point(s) missing (inspect lists them; where a recording "
+                      f"holds them, `peakstream replay RECORDING --fill FILE` completes the "
+                      f"scan){said}")
         elif status == "success" and bad:  # nor with points that could not be processed
             status = "incomplete"
-            reason = reason or (f"{bad} point(s) bad (the first: {self.first_bad}; inspect "
-                                f"lists them; once the data are readable, `peakstream replay "
-                                f"RECORDING --fill FILE` reprocesses them)")
+            reason = (f"{bad} point(s) bad (the first: {self.first_bad}; inspect lists them; "
+                      f"once the data are readable, `peakstream replay RECORDING --fill "
+                      f"FILE` reprocesses them){said}")
         self.final = (status, reason)
         if self.failed is None:
             result = self.linker.finish()

@@ -46,6 +46,6 @@ def no_end(cur: Any, timeout: float, ended: str, timed_out: str) -> tuple[str, s
     n = cur.start.npoints
     if n is not None and all(cur.joiner.seen(i) for i in range(n)):
         return ended, (f"no end of series {cur.label} within {timeout:g} s of its last "
-                       f"message, but all {n} images came: ended as complete")
+                       f"message, but all {n} images came: taken as ended")
     return timed_out, (f"timeout: no end of series {cur.label} within {timeout:g} s of its "
                        f"last message")
