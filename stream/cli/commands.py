@@ -147,6 +147,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from stream.store.journal import writer_holds
     from stream.store.reader import format_summary, summary, to_json
 
     if args.clique is not None or args.png:
@@ -159,6 +160,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(f"peakstream inspect: {exc}", file=sys.stderr)
             status = EXIT_USAGE
             continue
+        if s["status"] == "running":  # is a process still writing it?
+            s["writer"] = writer_holds(path)
         print(to_json(s) if args.json else format_summary(s))
     return status
 

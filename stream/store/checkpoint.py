@@ -233,6 +233,16 @@ class JournaledFile:
         keeps the last commit and the library can still close its handle."""
         self.failed = self.failed or reason
 
+    def give_back(self) -> None:
+        """After a failure: free the disk space of the bytes written beyond the last
+        commit (dead: the disk keeps that commit), so that a full disk has room for the
+        file's final status; not while a journal of a commit under way needs them."""
+        if self.failed is not None and not journal_path(self.path).exists():
+            try:
+                os.ftruncate(self.fd, self.boundary)
+            except OSError as exc:
+                log.warning("%s: cannot free what the last commit left: %s", self.path, exc)
+
     # ---------------------------------------------------------- internals
 
     def _disk(self, fn: Any, *args: Any) -> bool:

@@ -9,6 +9,7 @@ and renamed into place: a journal without a valid tail never counts.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import struct
@@ -129,3 +130,22 @@ def unlink_quietly(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def writer_holds(path: str | Path) -> bool | None:
+    """Whether another process holds the file's writer lock (`JournaledFile`: a POSIX
+    lock); None if the file cannot be opened to ask. A file whose status is running
+    and that no process writes was left by a writer that died or gave up. (Asked of
+    a file this process writes, it says False: its own locks never conflict.)"""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:  # struct flock: type, whence, start, len, pid (native layout)
+        query = struct.pack("@hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        return struct.unpack("@hhqqi", answer)[0] != fcntl.F_UNLCK
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

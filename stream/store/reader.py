@@ -144,7 +144,10 @@ def _checkpoint(f: h5py.File, path: str | Path) -> dict[str, Any]:
 def format_summary(s: dict[str, Any]) -> str:
     lines = [
         f"{s['file']}",
-        f"  scan {s['scan_id']}: {s['status']}" + (f" ({s['reason']})" if s["reason"] else ""),
+        f"  scan {s['scan_id']}: {s['status']}" + (f" ({s['reason']})" if s["reason"] else "")
+        + (", but no process is writing it: its writer died or stopped (a full disk: "
+           "the log says why); it holds what its last checkpoint wrote"
+           if s.get("writer") is False else ""),
         f"  points      {s['points']} ({s['points_ok']} ok, {s['points_missing']} missing, "
         f"{s['points_bad']} bad)",
         f"  detector    {s['detector']}: {s['sparse_pixels']} sparse pixels",

@@ -323,6 +323,7 @@ class ScanStore:
                 self._jf.commit()
             except OSError as exc:
                 log.error("%s: last commit failed: %s", self.path, exc)
+        self._jf.give_back()  # failed: room on a full disk for mark_failed's few bytes
         self._jf.close()
 
 

@@ -4,7 +4,9 @@ once there is room again. A file that cannot be made leaves nothing behind."""
 
 from __future__ import annotations
 
+import json
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import sys
 import h5py
 import pytest
 
-from stream.store.checkpoint import journal_path
+from stream.store.checkpoint import JournaledFile, journal_path
 from stream.store.reader import load, summary
 from tests.support.paths import ROOT
 from tests.support.resume import SWEEP, finish, prefix_intact, same, writer
@@ -77,3 +79,66 @@ def test_the_injected_fault_is_real(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60, preexec_fn=file_size_limit(10))
     assert r.returncode != 0 and "File too large" in r.stderr
+
+
+def test_a_full_disk_leaves_the_file_failed_not_running(sweep, tmp_path):
+    """On a full disk (a tmpfs half the file's size, in a mount namespace of its own)
+    the scan failed but its file said `running`: mark_failed found no room for its few
+    bytes. The bytes written beyond the last checkpoint are now freed first."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare to mount a small tmpfs")
+    rec, _ = sweep
+    whole = (rec.parent / "uninterrupted.h5").stat().st_size
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    read = ("import json, sys\nfrom stream.store.reader import summary\n"
+            "s = summary(sys.argv[1])\nprint(json.dumps([s['status'], s['reason'], "
+            "s['points']]))\n")
+    script = ('mount -t tmpfs -o size="$4" tmpfs "$1" || exit 3\n'
+              '"$2" -m tests.support.resume "$3" "$1/scan.h5"\n'
+              'df -k "$1" | tail -1\n'
+              '"$2" -c "$5" "$1/scan.h5"\n')
+    r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script,
+                        "sh", str(disk), sys.executable, str(rec), str(whole // 2), read],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if r.returncode == 3:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    result, space, written = r.stdout.strip().splitlines()[-3:]
+    status, reason, points = json.loads(written)
+    assert json.loads(result)["status"] == "fail", r.stderr
+    assert "No space left on device" in json.loads(result)["failed"]
+    assert status == "fail" and "No space left on device" in reason, (status, r.stderr)
+    assert 0 < points < SWEEP.npoints
+    assert int(space.split()[3]) > 0  # the dead bytes were given back
+
+
+def test_inspect_says_when_no_process_writes_a_running_file(sweep, tmp_path):
+    """A file left `running` (its writer killed, or one that could not even mark it
+    failed): inspect says no process writes it; while one does, it says nothing."""
+    rec, _ = sweep
+    path = tmp_path / "left.h5"
+    shutil.copyfile(rec.parent / "uninterrupted.h5", path)
+    jf = JournaledFile(path)
+    with h5py.File(jf, "r+") as f:
+        f["entry"].attrs["status"] = "running"
+    jf.commit()
+    jf.close()
+
+    def inspect() -> str:
+        r = subprocess.run([sys.executable, "-m", "stream.cli.main", "inspect", str(path)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    assert "running, but no process is writing it" in inspect()
+    hold = ("import sys\nfrom stream.store.checkpoint import JournaledFile\n"
+            "jf = JournaledFile(sys.argv[1])\nprint('held', flush=True)\nsys.stdin.read()\n")
+    writer = subprocess.Popen([sys.executable, "-c", hold, str(path)], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "held"
+        text = inspect()
+        assert "running" in text and "no process is writing it" not in text
+    finally:
+        writer.stdin.close()
+        writer.wait(timeout=60)
