@@ -17,8 +17,6 @@ completes that file instead (`warn_earlier`).
 from __future__ import annotations
 
 import logging
-import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +24,9 @@ from typing import Any
 from stream.core.messages import Start, start_to_json
 from stream.run.openscan import SCAN_ID
 from stream.run.resumeparams import restore_params
-from stream.store.checkpoint import open_h5
 from stream.store.identity import processing_hash
 from stream.store.naming import safe_name
+from stream.store.outputdir import output_files, scan_entries
 from stream.store.resume import (
     FILLABLE,
     RESUMABLE,
@@ -168,16 +166,12 @@ class ResumeFinder:
 
     def _scan_files(self, scan_id: str) -> Iterator[tuple[Path, Any]]:
         """(path, /entry) of each regular candidate file of this scan id, in name order,
-        open while the caller looks at it; links, FIFOs and files that are not ours are
-        never opened or skipped (as `newest_resumable`)."""
-        for path in sorted(self._candidates(scan_id)):
+        open while the caller looks at it (`stream.store.outputdir.scan_entries`: links,
+        FIFOs and files that are not ours are never opened or skipped)."""
+        for path, _, entry in scan_entries(sorted(self._candidates(scan_id))):
             try:
-                if not stat.S_ISREG(os.lstat(path).st_mode):
-                    continue  # a link, a FIFO ...: never opened
-                with open_h5(path) as f:
-                    entry = f["entry"]
-                    if str(entry.attrs.get("scan_id")) == scan_id:
-                        yield path, entry
+                if str(entry.attrs.get("scan_id")) == scan_id:
+                    yield path, entry
             except (OSError, KeyError, ValueError):
                 continue  # not ours, or not readable
 
@@ -186,5 +180,4 @@ class ResumeFinder:
         # named by the pattern: when it holds the scan id, only those files are opened
         name = (f"*{safe_name(scan_id)}*.h5" if "{scan_id" in self.config["output"]["pattern"]
                 else "*.h5")
-        return [p for level in ("", "*/", "*/*/") for p in self.output_dir.glob(level + name)
-                if p not in self.not_resumed]
+        return [p for p in output_files(self.output_dir, name) if p not in self.not_resumed]

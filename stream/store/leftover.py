@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from stream.store.checkpoint import open_h5
 from stream.store.identity import processing_hash
+from stream.store.outputdir import newest_first, output_files, scan_entries
 
 log = logging.getLogger(__name__)
 
@@ -20,25 +20,15 @@ def open_files(directory: str | Path, config_text: str) -> tuple[list[tuple[Path
     """(path, scan_id, written with this processing config) of each file in `directory`
     or the two levels of subdirectories a pattern makes whose status is running, newest
     first; and how many older files were not looked at (beyond MAX_LOOKED_AT)."""
-    directory = Path(directory)
-    paths = []
-    for level in ("", "*/", "*/*/"):
-        for path in directory.glob(level + "*.h5"):
-            try:
-                paths.append((path.stat().st_mtime, path))
-            except OSError:
-                continue
-    paths.sort(reverse=True)
+    paths = newest_first(output_files(directory))
     want = processing_hash(config_text)
     found = []
-    for _, path in paths[:MAX_LOOKED_AT]:
+    for path, _, entry in scan_entries(paths[:MAX_LOOKED_AT]):
         try:
-            with open_h5(path) as f:
-                entry = f["entry"]
-                if str(entry.attrs.get("status")) != "running":
-                    continue
-                same = processing_hash(entry["process/config"].asstr()[()]) == want
-                found.append((path, str(entry.attrs.get("scan_id")), same))
+            if str(entry.attrs.get("status")) != "running":
+                continue
+            same = processing_hash(entry["process/config"].asstr()[()]) == want
+            found.append((path, str(entry.attrs.get("scan_id")), same))
         except (OSError, KeyError, ValueError):
             continue  # not ours, or not readable
     return found, max(len(paths) - MAX_LOOKED_AT, 0)

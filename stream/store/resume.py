@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,24 +198,19 @@ def newest_resumable(paths: Iterable[Path], scan_id: str, config_text: str) -> P
     """Of `paths`, the newest file of scan `scan_id` a crash left open with this config,
     written by us at that very name and inode (a copy, a link or another user's file is
     never resumed into)."""
-    from stream.store.checkpoint import open_h5
+    from stream.store.outputdir import scan_entries
 
     want = processing_hash(config_text)
     found = []
-    for path in paths:
+    for path, st, entry in scan_entries(paths, mine=True):  # never another user's file
         try:
-            st = os.lstat(path)
-            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-                continue  # a link, or a file of another user: never resumed into
-            with open_h5(path) as f:
-                entry = f["entry"]
-                proc = entry["process"].attrs
-                if (proc.get("file") == path.name and proc.get("inode") == st.st_ino
-                        and str(entry.attrs.get("scan_id")) == scan_id
-                        and str(entry.attrs.get("status")) in RESUMABLE
-                        and processing_hash(entry["process/config"].asstr()[()]) == want
-                        and "checkpoint" in entry["process"]):
-                    found.append((st.st_mtime, path))
+            proc = entry["process"].attrs
+            if (proc.get("file") == path.name and proc.get("inode") == st.st_ino
+                    and str(entry.attrs.get("scan_id")) == scan_id
+                    and str(entry.attrs.get("status")) in RESUMABLE
+                    and processing_hash(entry["process/config"].asstr()[()]) == want
+                    and "checkpoint" in entry["process"]):
+                found.append((st.st_mtime, path))
         except (OSError, KeyError, ValueError):
             continue  # not ours, or not readable: never resumed into
     return max(found)[1] if found else None
