@@ -8,7 +8,10 @@ a start-message `trajectory` map (see `stream.trajectory`):
   (the span plus one step is 360), several turns of a whole number of points:
   a wrapping sweep with `points_per_turn`, otherwise `free` with a period;
 * one moving motor in equal passes: two passes offset by half a step are
-  `interlaced` (`iflip` if the second runs backwards); passes over the same
+  `interlaced` (`iflip` if the second runs backwards; `offset` +0.5 or -0.5 as
+  the second lies half a step after or before the first, along the first's
+  direction: a pass run downwards in omega, or a second pass half a step below
+  the first, is -0.5); passes over the same
   positions are a `snake` (alternating) or a `grid` with no slow motor;
 * two moving motors, one constant along rows of equal length: a `grid` or
   `snake` whose fast motor is the one that moves within the rows (either
@@ -155,10 +158,10 @@ def _one_motor(fast: str, v: np.ndarray) -> dict[str, Any]:
             spans = np.sign(rows[:, -1] - rows[:, 0])
             ref = np.sort(rows[0])
             same = [np.nanmax(np.abs(np.sort(r) - ref)) <= 0.1 * step for r in rows]
-            half = n // first == 2 and np.nanmax(np.abs(np.abs(np.sort(rows[1]) - ref)
-                                                        - 0.5 * step)) <= 0.1 * step
-            if half:  # wrap: both passes together cover a turn in half steps
-                out = {"kind": "interlaced", "fast": fast, "iflip": bool(spans[1] != spans[0])}
+            offset = _half_offset(rows, step) if n // first == 2 else None
+            if offset is not None:  # wrap: both passes together cover a turn in half steps
+                out = {"kind": "interlaced", "fast": fast, "iflip": bool(spans[1] != spans[0]),
+                       "offset": offset}
                 return {**out, "wrap": True} if _turns(float(np.ptp(v)), 0.5 * step) else out
             if all(same):
                 alternate = bool(np.all(spans[1:] == -spans[:-1]))
@@ -167,6 +170,18 @@ def _one_motor(fast: str, v: np.ndarray) -> dict[str, Any]:
                        "slow": None}
                 return {**out, "wrap": True} if wrap else out
     return _free(fast, [], {fast: v})
+
+
+def _half_offset(rows: np.ndarray, step: float) -> float | None:
+    """Where the second of two passes lies, in steps along the direction the first
+    runs (the `offset` of an interlaced map): +0.5 or -0.5, or None if its positions
+    are not all half a step above (or all below) the first pass's."""
+    gap = np.sort(rows[1]) - np.sort(rows[0])
+    along = float(np.sign(rows[0, -1] - rows[0, 0]))
+    for above in (1.0, -1.0):
+        if np.nanmax(np.abs(gap - above * 0.5 * step)) <= 0.1 * step:
+            return 0.5 * above * along
+    return None
 
 
 def _raster(fast: str, slow: str, v: np.ndarray, s: np.ndarray) -> dict[str, Any] | None:

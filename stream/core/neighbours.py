@@ -188,29 +188,41 @@ class Sweep(_FastRule):
 
 
 class Interlaced(_FastRule):
-    """Two passes over one range, the second offset by half a step (reversed if iflip)."""
+    """Two passes over one range, the second offset by half a step (reversed if iflip).
+
+    `offset` is where the second pass lies, in steps along the direction the first
+    pass runs: +0.5 (its k-th point, in the first pass's order, half a step past the
+    first pass's k-th) or -0.5 (half a step before it)."""
 
     kind: ClassVar[str] = "interlaced"
 
     def __init__(self, npoints: int | None = None, *, fast: str = "omega", iflip: bool = False,
                  points_per_pass: int | None = None, wrap: bool = False,
-                 tolerance: float | None = None, announced: list[str] | None = None):
+                 offset: float = 0.5, tolerance: float | None = None,
+                 announced: list[str] | None = None):
         super().__init__(npoints, fast, tolerance, announced, wrap)
         if points_per_pass is None:
             if npoints is None or npoints % 2:
                 raise ValueError(f"interlaced: points_per_pass is needed when npoints "
                                  f"({npoints}) is not an even number")
             points_per_pass = npoints // 2
+        if offset not in (0.5, -0.5):
+            raise ValueError(f"interlaced: offset must be 0.5 or -0.5 (half a step after or "
+                             f"before the first pass's points), got {offset!r}")
         self.iflip = iflip
+        self.offset = float(offset)
         self.n = points_per_pass
+        # slots 0..2n-1 in the first pass's direction: its points on one parity, the
+        # second pass's on the other (after them if offset > 0, before them if < 0)
+        self._first_odd = int(offset < 0)
 
     def _slot(self, j: int) -> int | None:
         """Place of point j in omega order (0..2n-1), None past the second pass."""
         n = self.n
         if j < n:
-            return 2 * j
+            return 2 * j + self._first_odd
         if j < 2 * n:
-            return 2 * (2 * n - 1 - j if self.iflip else j - n) + 1
+            return 2 * (2 * n - 1 - j if self.iflip else j - n) + 1 - self._first_odd
         return None
 
     def _point(self, q: int) -> int | None:
@@ -220,7 +232,7 @@ class Interlaced(_FastRule):
         if not 0 <= q < 2 * n:
             return None
         k = q // 2
-        if q % 2 == 0:
+        if q % 2 == self._first_odd:
             return k
         return 2 * n - 1 - k if self.iflip else n + k
 
@@ -237,7 +249,8 @@ class Interlaced(_FastRule):
         return self._around(i)
 
     def describe(self) -> dict[str, Any]:
-        return {**self._base(), "iflip": self.iflip, "points_per_pass": self.n}
+        return {**self._base(), "iflip": self.iflip, "offset": self.offset,
+                "points_per_pass": self.n}
 
 
 class Raster(_FastRule):

@@ -34,10 +34,12 @@ start message's; every key but `kind` is optional unless marked):
         point j links j - points_per_turn ("turn": a multi-turn scan links
         the turns at the same angle).
     interlaced  {"kind": "interlaced", "fast": "omega", "iflip": false,
-                 "points_per_pass": n, "wrap": false, "tolerance": t}
+                 "points_per_pass": n, "offset": 0.5, "wrap": false, "tolerance": t}
         two passes over the same range offset by half a step: points 0..n-1
         the first pass, n..2n-1 the second (reversed if iflip); n defaults to
-        npoints / 2. A point links the points next to it in omega, which are
+        npoints / 2. offset: the second pass lies half a step after (0.5) or
+        before (-0.5) the first pass's points, along the first pass's
+        direction. A point links the points next to it in omega, which are
         always of the other pass.
     grid        {"kind": "grid", "nfast": n (required), "fast": "omega",
                  "slow": "dty", "wrap": false, "tolerance": t, "shift": s}
@@ -122,7 +124,7 @@ _KEYS: dict[str, dict[str, tuple]] = {
     "sweep": {"fast": (str,), "slow": (str, type(None)), "wrap": (bool,),
               "points_per_turn": (int,), "tolerance": (int, float)},
     "interlaced": {"fast": (str,), "iflip": (bool,), "points_per_pass": (int,),
-                   "wrap": (bool,), "tolerance": (int, float)},
+                   "wrap": (bool,), "offset": (int, float), "tolerance": (int, float)},
     "grid": {"nfast": (int,), "fast": (str,), "slow": (str, type(None)), "wrap": (bool,),
              "tolerance": (int, float), "shift": (int,)},
     "free": {"tolerance": (dict,), "period": (dict,), "window": (int,)},

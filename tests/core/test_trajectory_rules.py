@@ -94,6 +94,27 @@ def test_interlaced(iflip):
         Interlaced(7)
 
 
+@pytest.mark.parametrize("iflip", [False, True])
+def test_interlaced_second_pass_before_the_first(iflip):
+    """offset -0.5: the second pass's k-th point (in the first pass's order) lies half
+    a step before the first pass's k-th: omega order q0 p0 q1 p1 ..."""
+    n = 5
+    t = Interlaced(2 * n, iflip=iflip, offset=-0.5)
+    q = [2 * n - 1 - k if iflip else n + k for k in range(n)]
+    order = [x for k in range(n) for x in (q[k], k)]
+    want: dict[int, set] = {j: set() for j in range(2 * n)}
+    for a, b in zip(order, order[1:], strict=False):
+        want[max(a, b)].add(min(a, b))
+    assert {j: set(t.neighbours_before(j)) for j in range(2 * n)} == want
+    check_bound(t, 2 * n, tight=True)
+    wrapped = Interlaced(2 * n, iflip=iflip, offset=-0.5, wrap=True)
+    assert set(wrapped.neighbours_before(max(order[0], order[-1]))) >= {
+        min(order[0], order[-1])}
+    check_bound(wrapped, 2 * n, tight=True)
+    with pytest.raises(ValueError, match="offset"):
+        Interlaced(2 * n, offset=0.25)
+
+
 def test_grid_and_snake():
     g = Grid(12, nfast=4)
     assert sorted(g.links_before(5)) == [(1, "dty"), (4, "omega")]
@@ -308,8 +329,46 @@ def test_derive_an_interlaced_turn_wraps():
     omega = 9 + 3.0 * np.arange(120)
     interlaced = np.r_[omega[0::2], omega[1::2]]
     assert derive_trajectory({"omega": interlaced}) == {"kind": "interlaced", "fast": "omega",
-                                                        "iflip": False, "wrap": True}
+                                                        "iflip": False, "offset": 0.5,
+                                                        "wrap": True}
     assert "wrap" not in derive_trajectory({"omega": np.r_[omega[0:60:2], omega[1:60:2]]})
+
+
+def omega_neighbours(omega: np.ndarray, period: float | None = None) -> dict[int, set]:
+    """The known answer: each point's earlier neighbours in omega order."""
+    order = [int(i) for i in np.argsort(omega, kind="stable")]
+    pairs = list(zip(order, order[1:], strict=False))
+    if period is not None:
+        pairs.append((order[0], order[-1]))
+    want: dict[int, set] = {j: set() for j in range(len(omega))}
+    for a, b in pairs:
+        want[max(a, b)].add(min(a, b))
+    return want
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+@pytest.mark.parametrize("iflip", [False, True])
+@pytest.mark.parametrize("down", [False, True])
+@pytest.mark.parametrize("below", [False, True])
+def test_derived_interlaced_links_the_omega_neighbours(below, down, iflip, wrap):
+    """Two passes of 30 points, the first run up or down in omega, the second half a
+    step above or below it, forwards or backwards: the derived map links each point
+    to the points next to it in omega. A first pass run downwards or a second pass
+    below the first linked points 1.5 steps apart and shattered every spot."""
+    step = 12.0 if wrap else 0.5
+    first = 3.0 + step * np.arange(30)
+    second = first + (-0.5 if below else 0.5) * step
+    first, second = (first[::-1], second[::-1]) if down else (first, second)
+    omega = np.r_[first, second[::-1] if iflip else second]
+    derived = derive_trajectory({"omega": omega})
+    along = -1 if down else 1
+    assert derived == {"kind": "interlaced", "fast": "omega", "iflip": iflip,
+                       "offset": 0.5 * along * (-1 if below else 1),
+                       **({"wrap": True} if wrap else {})}
+    t = make_trajectory(derived, 60, ["omega"])
+    assert links(t, 60) == {j: sorted((i, "omega") for i in want) for j, want in
+                            omega_neighbours(omega, 360.0 if wrap else None).items()}
+    check_bound(t, 60, tight=True)
 
 
 def test_derive_free_rotation_with_sinusoidal_dty():

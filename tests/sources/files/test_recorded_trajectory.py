@@ -43,22 +43,24 @@ KINDS = {  # name: (SimConfig, the trajectory keys the derivation must find)
 }
 
 
-def write_bliss_scan(sim: Simulation, path) -> list[str]:
+def write_bliss_scan(sim: Simulation, path, order=None) -> list[str]:
     """Bliss layout: /1.1/instrument/eiger/data, /1.1/measurement/{eiger,rot,dty,mon};
-    no trajectory anywhere. Returns the replay options for its motors and counter."""
+    no trajectory anywhere; the simulated points in `order` (default: as simulated).
+    Returns the replay options for its motors and counter."""
     c = sim.config
+    order = np.arange(c.npoints) if order is None else np.asarray(order)
     with h5py.File(path, "w") as f:
         g = f.create_group("1.1")
         data = g.create_dataset("instrument/eiger/data", (c.npoints, *c.shape),
                                 dtype=c.dtype, chunks=(1, *c.shape))
-        for i in range(c.npoints):
-            data[i] = sim.frame(i)
+        for k, i in enumerate(order):
+            data[k] = sim.frame(int(i))
         g["measurement/eiger"] = h5py.SoftLink("/1.1/instrument/eiger/data")
-        g["measurement/rot"] = np.array([sim.omega(i) for i in range(c.npoints)])
-        g["measurement/mon"] = np.array([sim.monitor_value(i) for i in range(c.npoints)])
+        g["measurement/rot"] = np.array([sim.omega(int(i)) for i in order])
+        g["measurement/mon"] = np.array([sim.monitor_value(int(i)) for i in order])
         opts = ["--motor", "omega=/1.1/measurement/rot"]
         if "dty" in sim.layout.motors:
-            g["measurement/dty"] = np.asarray(sim.layout.dty, float)
+            g["measurement/dty"] = np.asarray(sim.layout.dty, float)[order]
             opts += ["dty=/1.1/measurement/dty"]
     return [f"{path}::/1.1/measurement/eiger", *opts, "--counter",
             "monitor=/1.1/measurement/mon"]
@@ -107,6 +109,30 @@ def test_recorded_scan_derives_its_trajectory(tmp_path, kind, layout):
     inputs = write(sim, tmp_path / ("scan.h5" if layout == "bliss" else "edf"))
     t = replay(inputs, tmp_path / "out.h5")
     assert {k: t["trajectory"].get(k) for k in expect} == expect
+    assert found_fraction(sim, t) == 1.0
+
+
+@pytest.mark.parametrize("iflip", [False, True])
+@pytest.mark.parametrize("recorded", ["second pass first", "both passes downwards"])
+def test_interlaced_recorded_in_another_order(tmp_path, recorded, iflip):
+    """The simulated interlaced scan recorded with its passes swapped (the first pass
+    recorded lies half a step above the second: an fscan whose second pass is offset
+    by -half a step) or with both passes run downwards in omega: the derived map says
+    where the second pass lies (offset) and every clean spot is one clique. Both were
+    derived `interlaced` with the second pass taken to lie half a step after the first,
+    linked to points 1.5 steps away, and every spot was shattered."""
+    config = KINDS["interlaced-iflip" if iflip else "interlaced"][0]
+    sim = Simulation(config)
+    n = config.npoints // 2
+    first, second = np.arange(n), np.arange(n, 2 * n)
+    order = (np.r_[second, first] if recorded == "second pass first"
+             else np.r_[first[::-1], second[::-1]])
+    inputs = write_bliss_scan(sim, tmp_path / "scan.h5", order)
+    t = replay(inputs, tmp_path / "out.h5")
+    offset = {("second pass first", False): -0.5, ("second pass first", True): 0.5,
+              ("both passes downwards", False): -0.5, ("both passes downwards", True): -0.5}
+    assert {k: t["trajectory"].get(k) for k in ("kind", "iflip", "offset")} == {
+        "kind": "interlaced", "iflip": iflip, "offset": offset[recorded, iflip]}
     assert found_fraction(sim, t) == 1.0
 
 
