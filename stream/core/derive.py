@@ -16,7 +16,9 @@ a start-message `trajectory` map (see `stream.trajectory`):
 * two moving motors, one constant along rows of equal length: a `grid` or
   `snake` whose fast motor is the one that moves within the rows (either
   order), `wrap` when each row spans a turn;
-* anything else: `free`, with tolerances from the steps.
+* anything else: `free`, with tolerances from the steps; a `free` scan over a
+  whole turn searches the whole scan for neighbours if it holds no more than
+  two turns' points, else a turn and a bit around each point.
 
 A motor read as NaN at some points is filled for the guess from its neighbours
 on either side (both ways tried where they disagree: a NaN where a pass turns
@@ -24,7 +26,11 @@ round belongs to one pass or the other), and the guess that fits best (a
 regular scan before one linked by position) is taken; so one unread position
 at the start or end of a pass no longer turns an interlaced scan into a sweep
 or a snake into a grid. A fast motor recorded modulo a turn (-180..180, or
-0..360 jumping from 357 to 0) is unwrapped where the jump is one regular step.
+0..360 jumping from 357 to 0) is unwrapped where the jump is one regular step,
+the turns added carried either to the end (a sweep) or to the end of each pass
+(interlaced passes, each then moved by whole turns to lie over the first:
+passes that each cross 360 -> 0); the way that fits best is taken. Rows that
+each span a turn are compared at the same angles.
 """
 
 from __future__ import annotations
@@ -48,7 +54,12 @@ def derive_trajectory(motors: dict[str, np.ndarray]) -> dict[str, Any]:
     changes = {m: int(np.count_nonzero(np.abs(np.diff(cols[m])) > 0)) for m in moving}
     ordered = sorted(moving, key=lambda m: (-changes[m], m != "omega", m))
     guesses = [_derive(ordered, variant) for variant in _filled(cols, moving)]
-    return min(guesses, key=lambda g: 2 if g["kind"] == "free" else int("tolerance" in g))
+    return min(guesses, key=_misfit)
+
+
+def _misfit(guess: dict[str, Any]) -> int:
+    """0 for a regular scan, 1 for one whose rows are linked by position, 2 for free."""
+    return 2 if guess["kind"] == "free" else int("tolerance" in guess)
 
 
 def _filled(cols: dict[str, np.ndarray], moving: list[str]) -> list[dict[str, np.ndarray]]:
@@ -83,26 +94,46 @@ def _fill(v: np.ndarray, prefer_left: bool) -> np.ndarray:
     return v
 
 
-def _unwrapped(v: np.ndarray) -> np.ndarray:
+def _unwrappings(v: np.ndarray) -> list[np.ndarray]:
     """`v` with its jumps of about a turn that are, less the turn, one regular step
     taken out (a motor recorded modulo 360); other jumps (an interlaced scan's pass
-    break) are left alone."""
+    break) are left alone. Two ways where they differ: the turns taken out carried on
+    to the end (one sweep, even with irregular steps), and carried on only to the end
+    of each pass (a run of regular steps), each pass then moved by whole turns to lie
+    over the first (interlaced passes, or rows that each cover a turn, that start at
+    another angle than 0 and cross 360 -> 0)."""
     d = np.diff(v)
     jumps = np.flatnonzero(np.abs(d) > TURN / 2)
     if not jumps.size:
-        return v
+        return [v]
     step = _step(np.delete(v, jumps + 1))
-    fix = np.zeros(v.shape[0])
+    wraps = np.zeros(d.shape[0])
     for j in jumps:
         rest = d[j] - math.copysign(TURN, d[j])
         if abs(abs(rest) - step) <= 0.1 * step:
-            fix[j + 1:] -= math.copysign(TURN, d[j])
-    return v + fix
+            wraps[j] = -math.copysign(TURN, d[j])
+    whole = v + np.r_[0.0, np.cumsum(wraps)]
+    regular = np.abs(np.abs(d + wraps) - step) <= 0.25 * step
+    passes = np.split(np.arange(v.shape[0]), np.flatnonzero(~regular) + 1)
+    each = v.copy()
+    for p in passes:
+        each[p] = v[p] + np.r_[0.0, np.cumsum(wraps[p[:-1]])]
+    ref = float(np.nanmedian(each[passes[0]]))
+    for p in passes[1:]:
+        mid = np.nanmedian(each[p])
+        if np.isfinite(mid):
+            each[p] -= TURN * round((mid - ref) / TURN)
+    return [whole] if np.array_equal(whole, each, equal_nan=True) else [whole, each]
 
 
 def _derive(ordered: list[str], cols: dict[str, np.ndarray]) -> dict[str, Any]:
     fast = ordered[0]
-    cols = {**cols, fast: _unwrapped(cols[fast])}
+    return min((_derive_unwrapped(ordered, {**cols, fast: v})
+                for v in _unwrappings(cols[fast])), key=_misfit)
+
+
+def _derive_unwrapped(ordered: list[str], cols: dict[str, np.ndarray]) -> dict[str, Any]:
+    fast = ordered[0]
     moving = ordered
     if len(moving) == 1:
         return _one_motor(fast, cols[fast])
@@ -202,6 +233,10 @@ def _raster(fast: str, slow: str, v: np.ndarray, s: np.ndarray) -> dict[str, Any
                            "nfast": nfast}
     if _turns(float(np.nanmax(rows[0]) - np.nanmin(rows[0])), step):
         out["wrap"] = True
+        # each row a turn: compare the rows at the same angles (rows recorded modulo
+        # 360 that cross 0 come out of the unwrapping a turn apart)
+        mid = np.nanmedian(rows, axis=1)
+        rows = rows - TURN * np.round((mid - mid[0]) / TURN)[:, None]
     ref = np.sort(rows[0])
     misfit = max(float(np.nanmax(np.abs(np.sort(r) - ref))) for r in rows)
     if misfit > 0.1 * step:  # rows do not repeat the same positions: link by position
@@ -220,7 +255,10 @@ def _free(fast: str, others: list[str], cols: dict[str, np.ndarray]) -> dict[str
     window = n - 1
     if span + step >= TURN - 0.5 * step:
         out["period"] = {fast: TURN}
-        window = int(math.ceil(1.05 * per_turn)) + 2
+        turn = int(math.ceil(1.05 * per_turn)) + 2
+        # up to two turns' points, the whole scan: a scan that fits nothing regular
+        # may hold one angle at its two ends (interlaced passes cut short, ...)
+        window = turn if n - 1 > 2 * turn else n - 1
     lag = min(int(round(per_turn)), n - 1) if "period" in out else 1
     for m in others:
         x = cols[m]

@@ -136,6 +136,22 @@ def test_interlaced_recorded_in_another_order(tmp_path, recorded, iflip):
     assert found_fraction(sim, t) == 1.0
 
 
+@pytest.mark.parametrize("start", [0, 4, 45])
+def test_a_turn_recorded_as_interlaced_passes_modulo_360(tmp_path, start):
+    """The simulated turn (120 points of 3 degrees) recorded as two interlaced passes
+    (its even and its odd points) starting at point `start`, omega modulo 360: both
+    passes cross 360 -> 0. Derived interlaced with wrap, every clean spot one clique
+    (started at 12 degrees it was linked by position and the spot at the start angle
+    was split in two)."""
+    sim = Simulation(KINDS["wrap"][0])
+    rolled = np.roll(np.arange(120), -start)
+    inputs = write_bliss_scan(sim, tmp_path / "scan.h5", np.r_[rolled[0::2], rolled[1::2]])
+    t = replay(inputs, tmp_path / "out.h5")
+    assert {k: t["trajectory"].get(k) for k in ("kind", "wrap", "offset")} == {
+        "kind": "interlaced", "wrap": True, "offset": 0.5}
+    assert found_fraction(sim, t) == 1.0
+
+
 def test_override_and_the_split_it_causes(tmp_path):
     """--trajectory sweep on an interlaced recording: the passes no longer link (what
     replay did before), so the derivation is what finds the spots."""
