@@ -7,7 +7,15 @@
   distortion correction); dety, detz = -f_raw, s_raw (ImageD11's default
   flip); sigo, covso, covfo, IMax_s, IMax_f are not kept by peakstream and
   are written as 0; IMax_o is the omega of the point with the brightest
-  member; Min_o, Max_o the omega of the first and last points. A clique's
+  member; Min_o, Max_o the least and largest omega of its members (2D
+  peaks), in any scan order (interlaced passes, a scan run downwards); when
+  the scan wraps, these three lie within half a turn of the clique's omega
+  (a 3D peak across 360 -> 0 at 358, 362 or -2, 2, as its omega), so
+  Min_o <= omega <= Max_o. onfirst, onlast: a member lies on the scan's first
+  or last omega (the end of its omega range where the scan's first pass or row
+  starts, and the other end: the 3D peak may be cut there), 0 for a scan that
+  wraps (no end in omega);
+  without a rotation motor, a member on the first or last point. A clique's
   members are its rows of the shares table, so a 2D peak split between
   cliques (linker split "pixels") counts in each (bounding box, IMax);
   the clique's sums are its shares of the pixels already. With split
@@ -50,6 +58,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from stream.core.derive import TURN
 from stream.store.reader import load
 
 FORMATS = ("flt", "sparse", "framecache", "ptyd")
@@ -143,31 +152,71 @@ def flt_columns(data: dict[str, Any]) -> dict[str, np.ndarray]:
     brightest = np.full(n, -1, np.int64)
     brightest[member[first]] = rows[first]
     imax = np.where(brightest >= 0, pk["max_intensity"][brightest], 0.0)
-    imax_o = np.where(brightest >= 0, omega_of[pk["point_id"][brightest]], np.nan)
+    omega = cl.get(rot, np.full(n, np.nan)) if rot else np.full(n, np.nan)
+    period = _period(data.get("trajectory", ""), rot)
+    near = (lambda o, c: o) if period is None else (  # o within half a turn of c
+        lambda o, c: c + np.mod(o - c + period / 2, period) - period / 2)
+    imax_o = np.where(brightest >= 0, near(omega_of[pk["point_id"][brightest]], omega),
+                      np.nan)
+    ok = member >= 0
     bbox = {}
     for name, key, fn, fill in (("Min_s", "bb_s0", np.minimum, np.iinfo(np.int64).max),
                                 ("Max_s", "bb_s1", np.maximum, -1),
                                 ("Min_f", "bb_f0", np.minimum, np.iinfo(np.int64).max),
                                 ("Max_f", "bb_f1", np.maximum, -1)):
         out = np.full(n, fill, np.int64)
-        ok = member >= 0
         fn.at(out, member[ok], pk[key][rows[ok]].astype(np.int64))
         bbox[name] = out
-    npoints = len(data["points"]["point_id"])
-    omega = cl.get(rot, np.full(n, np.nan)) if rot else np.full(n, np.nan)
+    member_o = near(omega_of[pk["point_id"][rows[ok]]], omega[member[ok]])
+    lo, hi = np.full(n, np.inf), np.full(n, -np.inf)
+    np.fmin.at(lo, member[ok], member_o)
+    np.fmax.at(hi, member[ok], member_o)
+    lo[~np.isfinite(lo)], hi[~np.isfinite(hi)] = np.nan, np.nan
+    onfirst, onlast = _on_ends(omega_of, lo, hi, period, cl, rot is not None)
     return {
         "sc": s, "fc": f, "omega": omega, "Number_of_pixels": cl["npx"],
         "avg_intensity": avg, "s_raw": s, "f_raw": f, "sigs": sigs, "sigf": sigf,
         "covsf": covsf, "sigo": np.zeros(n), "covso": np.zeros(n), "covfo": np.zeros(n),
         "sum_intensity": cl["sum_intensity"], "sum_intensity^2": cl["sum_intensity"] ** 2,
         "IMax_int": imax, "IMax_s": np.zeros(n), "IMax_f": np.zeros(n), "IMax_o": imax_o,
-        **bbox, "Min_o": omega_of[cl["first_point"]] if npoints else np.full(n, np.nan),
-        "Max_o": omega_of[cl["last_point"]] if npoints else np.full(n, np.nan),
-        "dety": -f, "detz": s,
-        "onfirst": (cl["first_point"] == 0).astype(np.int64),
-        "onlast": (cl["last_point"] == npoints - 1).astype(np.int64),
-        "spot3d_id": cl["clique_id"],
+        **bbox, "Min_o": lo, "Max_o": hi, "dety": -f, "detz": s,
+        "onfirst": onfirst, "onlast": onlast, "spot3d_id": cl["clique_id"],
     }
+
+
+def _period(trajectory: str, rot: str | None) -> float | None:
+    """The rotation motor's period if the trajectory (JSON) wraps it, else None."""
+    try:
+        traj = json.loads(trajectory) if trajectory and rot else {}
+    except ValueError:
+        traj = {}
+    traj = traj if isinstance(traj, dict) else {}
+    period = (traj.get("period") or {}).get(rot)
+    if period is None and traj.get("wrap") and traj.get("fast", "omega") == rot:
+        period = TURN
+    return float(period) if period else None
+
+
+def _on_ends(omega_of: np.ndarray, lo: np.ndarray, hi: np.ndarray, period: float | None,
+             cl: dict[str, np.ndarray], has_omega: bool) -> tuple[np.ndarray, np.ndarray]:
+    """onfirst, onlast (0 / 1): a clique's least or largest member omega (lo, hi) is the
+    scan's omega where it starts or ends (the high end first for a scan whose first
+    pass or row runs downwards);
+    0 where the scan wraps; by point without a rotation motor."""
+    n = lo.shape[0]
+    if not has_omega:
+        npoints = omega_of.shape[0]
+        return ((cl["first_point"] == 0).astype(np.int64),
+                (cl["last_point"] == npoints - 1).astype(np.int64))
+    known = omega_of[np.isfinite(omega_of)]
+    if period is not None or not known.shape[0]:
+        return np.zeros(n, np.int64), np.zeros(n, np.int64)
+    with np.errstate(invalid="ignore"):
+        at_lo, at_hi = lo <= known.min(), hi >= known.max()
+    steps = np.diff(known)
+    down = bool(steps[steps != 0][:1].sum() < 0)  # as the first move runs (pass, row)
+    return ((at_hi if down else at_lo).astype(np.int64),
+            (at_lo if down else at_hi).astype(np.int64))
 
 
 def _flt(data: dict[str, Any], shape, itype, output: Path) -> int:
