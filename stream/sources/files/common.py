@@ -295,7 +295,7 @@ def scan_trajectory(motors: Mapping[str, ValueSpec], npoints: int | None,
     line or the config), else derived from the motor positions of its points (`first`:
     the first frame replayed; `headers`: the values of header:KEY motors), else a sweep.
     A guess that fits no regular kind (free) is logged as a warning with the override."""
-    if given:
+    if given and given.get("kind") != "interlaced":
         return dict(given), "given"
     values: dict[str, np.ndarray] = {}
     if npoints:
@@ -306,6 +306,9 @@ def scan_trajectory(motors: Mapping[str, ValueSpec], npoints: int | None,
                 values[name] = np.asarray(headers[name], float)
             else:
                 values[name] = np.array([spec.at(p, None, first + p) for p in range(npoints)])
+    if given:
+        _interlace_as_recorded(dict(given), values, what)
+        return dict(given), "given"
     if not values or npoints is None or npoints < 3:
         return dict(DEFAULT_TRAJECTORY), "default"
     traj = derive_trajectory(values)
@@ -314,6 +317,28 @@ def scan_trajectory(motors: Mapping[str, ValueSpec], npoints: int | None,
                     "(%s). If that is wrong, give --trajectory KIND [--iflip] [--nfast N] "
                     "[--wrap] (or [replay] trajectory in the config)", what, traj)
     return traj, "derived from the motors"
+
+
+def _interlace_as_recorded(given: dict[str, Any], values: Mapping[str, np.ndarray],
+                          what: str) -> None:
+    """Warn when an interlaced map given for a recording says another direction of
+    the second pass (iflip) or another side (offset) than its motor positions: the
+    links would join points 1.5 steps apart and split every 3D peak."""
+    fast = given.get("fast", "omega")
+    if fast not in values or len(values[fast]) < 4:
+        return
+    found = derive_trajectory({fast: values[fast]})
+    keys = {"iflip": False, "offset": 0.5}
+    if found["kind"] != "interlaced" or all(
+            given.get(k, v) == found.get(k, v) for k, v in keys.items()):
+        return
+    log.warning("%s: the trajectory given says iflip %s, offset %s, the positions of %s "
+                "say iflip %s, offset %s; the links follow the trajectory given (give "
+                "[replay] trajectory = {kind = \"interlaced\", iflip = %s, offset = %s} "
+                "or no --trajectory to follow the positions)", what,
+                *(str(given.get(k, v)).lower() for k, v in keys.items()), fast,
+                *(str(found.get(k, v)).lower() for k, v in keys.items()),
+                *(str(found.get(k, v)).lower() for k, v in keys.items()))
 
 
 def error_point(scan_id: str, point_id: int, where: str, reason: Any) -> Point:

@@ -136,6 +136,22 @@ def test_interlaced_recorded_in_another_order(tmp_path, recorded, iflip):
     assert found_fraction(sim, t) == 1.0
 
 
+def test_a_given_interlaced_map_the_positions_contradict_is_warned(tmp_path, caplog):
+    """--trajectory interlaced on passes recorded in the other order: the links follow
+    it (and split the spots), but the replay says what the positions show."""
+    sim = Simulation(KINDS["interlaced"][0])
+    order = np.r_[np.arange(60, 120), np.arange(60)]
+    inputs = write_bliss_scan(sim, tmp_path / "scan.h5", order)
+    with caplog.at_level(logging.WARNING):
+        replay(inputs, tmp_path / "given.h5", "--trajectory", "interlaced")
+    assert "say iflip false, offset -0.5" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        replay(write_bliss_scan(sim, tmp_path / "plain.h5"), tmp_path / "plain-out.h5",
+               "--trajectory", "interlaced")
+    assert "offset" not in caplog.text
+
+
 @pytest.mark.parametrize("start", [0, 4, 45])
 def test_a_turn_recorded_as_interlaced_passes_modulo_360(tmp_path, start):
     """The simulated turn (120 points of 3 degrees) recorded as two interlaced passes
