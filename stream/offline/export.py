@@ -246,14 +246,18 @@ def _status(data: dict[str, Any]) -> np.ndarray:
 
 
 def _half_steps(omega: np.ndarray) -> np.ndarray:
-    """Half the step from each point to its neighbours, over the points whose omega is
-    known (a missing point's NaN stays its own: spread to its neighbours, their frames
-    lost their omega and the replay its links); per point index, so a frame beside a
-    gap keeps its own step."""
+    """Half a frame's rotation step, per point: half the smaller step to its neighbours
+    (per point index, over the points whose omega is known; a missing point's NaN stays
+    its own). The smaller one, because a neighbour across a break is not a step: the
+    end of an interlaced pass and the start of the next, a snake's turn (the same omega
+    twice), a grid row's return, a 360 -> 0 wrap (np.gradient averaged those in)."""
     half = np.full(omega.shape, np.nan)
     known = np.flatnonzero(np.isfinite(omega))
     if known.shape[0] > 1:
-        half[known] = np.abs(np.gradient(omega[known], known)) / 2
+        step = np.abs(np.diff(omega[known])) / np.diff(known)
+        step[step == 0] = np.nan  # a snake's turn: no step
+        left, right = np.r_[np.nan, step], np.r_[step, np.nan]
+        half[known] = np.nan_to_num(np.fmin(left, right), nan=0.0) / 2
     elif known.shape[0] == 1:
         half[known] = 0.0
     return half

@@ -134,3 +134,21 @@ def test_a_turn_started_inside_a_spot(tmp_path):
     assert np.allclose(col["Max_o"] - col["Min_o"], 4.0 * (spans(data) - 1))
     assert np.all((col["Min_o"] <= col["omega"]) & (col["omega"] <= col["Max_o"]))
     assert not col["onfirst"].any() and not col["onlast"].any()
+
+
+@pytest.mark.parametrize("omega, half", [
+    # a sweep: half its step everywhere
+    ([0.0, 1.0, 2.0, 3.0], [0.5, 0.5, 0.5, 0.5]),
+    # interlaced, two passes of step 1 (the second half a step on): the break between
+    # them (3 -> 0.5) is not a step (np.gradient made the frames there ~1 degree wide)
+    ([0.0, 1.0, 2.0, 3.0, 0.5, 1.5, 2.5, 3.5], [0.5] * 8),
+    # a snake's turn (the same omega twice) and a 360 -> 0 wrap
+    ([0.0, 2.0, 4.0, 4.0, 2.0, 0.0], [1.0] * 6),
+    ([356.0, 358.0, 0.0, 2.0], [1.0] * 4),
+    # a missing point keeps NaN, its neighbours the step over the gap per point
+    ([0.0, np.nan, 2.0, 3.0], [0.5, np.nan, 0.5, 0.5]),
+])
+def test_a_frames_omega_range_is_half_its_step_either_side(omega, half):
+    from stream.offline.export import _half_steps
+
+    np.testing.assert_allclose(_half_steps(np.array(omega)), half)
