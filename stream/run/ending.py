@@ -1,7 +1,12 @@
 """A scan whose end message never came: aborted with reason `timeout`, unless every
 point it announced came (then it is complete: success, with an event `no_end` and the
 reason saying that the end never came, as a DECTRIS series' end says; bad points, those
-refused on arrival too, still make it incomplete, their reason first)."""
+refused on arrival too, still make it incomplete, their reason first).
+
+The silence is only the sender's when the source does not still follow the scan: a
+source that ends its scans itself (Bliss, an EPICS acquisition) says which scan it
+follows (`following`) while the control system has it open, and that scan never times
+out here (its own timeouts bound it: `reconnect_timeout`, `series_timeout`)."""
 
 from __future__ import annotations
 
@@ -9,6 +14,12 @@ import logging
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def followed(source: Any, scan_id: str) -> bool:
+    """Does `source` still follow the scan `scan_id` (and will send its end itself)? A
+    ZeroMQ lane, a recording or a DECTRIS detector never says so: end_timeout applies."""
+    return bool(scan_id) and getattr(source, "following", "") == scan_id
 
 
 def timed_out(cur: Any, limit: float) -> tuple[str, str]:

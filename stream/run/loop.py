@@ -33,7 +33,7 @@ def step(runner: Any, source: Any, timeout: float = 0.2) -> None:
         if messages:
             runner.pump()
         else:
-            runner.poll()
+            runner.poll(source)
     for sock, serve in runner.watch.items():
         if sock in events:
             serve()

@@ -46,7 +46,7 @@ from stream.run import admission
 from stream.run.acquisition import resent_point
 from stream.run.admission import admit_start, frame_problem, id_problem, same_start
 from stream.run.badinput import count_bad
-from stream.run.ending import timed_out
+from stream.run.ending import followed, timed_out
 from stream.run.executors import make_executor, queue_bound
 from stream.run.loop import drain, freeze_long_lived, step
 from stream.run.openscan import COUNTERS, GAUGES, OpenScan
@@ -156,17 +156,20 @@ class ScanRunner:
         for parts in self.executor.collect(timeout):
             self.take_result(parts)
 
-    def poll(self) -> None:
+    def poll(self, source: Any = None) -> None:
         """Call when the input is idle: overdue gaps become missing, a scan that
         has heard nothing for `end_timeout` s (since we last finished with a
-        message, so our own backlog never counts) is aborted."""
+        message, so our own backlog never counts) is aborted, unless `source` still
+        follows it (`stream.run.ending.followed`: Bliss, EPICS end their scans)."""
         self.pump()
         cur = self.current
         if cur is None:
             return
         if self._collect(cur.collector.poll):
             return
-        if self.executor.in_flight:  # our workers hold points: the silence is ours
+        # our workers hold points, or the source waits with the control system: the
+        # silence is not the sender's
+        if self.executor.in_flight or followed(source, cur.scan.scan_id):
             cur.last_message = time.monotonic()
         idle = time.monotonic() - cur.last_message
         limit = self.config["source"]["end_timeout"]

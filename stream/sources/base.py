@@ -30,7 +30,10 @@ class Source(Protocol):
     `timeout` s (each a list of wire parts), often none; a source with
     timeouts of its own (DECTRIS: join, series) also answers them here.
     `done`: a finite source has given its last message. `endpoint`: what it
-    reads, for people (an address, a file name).
+    reads, for people (an address, a file name). A source that ends its scans
+    itself (Bliss, an EPICS acquisition) may also have `following`: the scan_id of
+    the scan it still follows, whose silence the runner's end_timeout then
+    never ends (`stream.run.ending.followed`).
     """
 
     endpoint: str

@@ -321,6 +321,16 @@ class PvaSource:
     def receive(self, timeout: float = 0.0) -> list[list]:
         return self.bridge.receive(timeout)
 
+    @property
+    def following(self) -> str:
+        """The scan of the acquisition in progress (ended here: its NumImages in, Acquire
+        0 for series_timeout s, or without acquire_pv series_timeout s without a frame),
+        "" once the image PV has been away for series_timeout s (the IOC is gone)."""
+        s, down = self.scans, self.down_since.get("image")
+        if down is not None and time.monotonic() - down > s.series_timeout:
+            return ""
+        return s.scan_id
+
     def status(self) -> dict[str, Any]:
         s = self.scans
         return {"kind": "pva", "pv": self.pv, "scan": s.scan_id, **s.counts,

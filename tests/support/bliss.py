@@ -28,13 +28,15 @@ class FakeBliss:
              axes: dict[str, list[float]], counters: dict[str, list[float]] | None = None,
              info: dict[str, Any] | None = None, frames_per_file: int = 4,
              abort_after: int | None = None, late_files: dict[int, float] | None = None,
-             lima: bool = True, npoints: int | None = -1, batch: int = 1) -> None:
+             lima: bool = True, npoints: int | None = -1, batch: int = 1,
+             pause_at: int | None = None, pause: float = 0.0) -> None:
         """One scan: channels "axis:<name>" and "<ctrl>:<name>", the Lima stream
         "eiger:image". `abort_after`: stop after that many points as a user abort;
         `late_files`: file number -> seconds it reaches the disk after Bliss says it is
         saved (inf: never); `lima` False: the frames travel in the stream itself;
         `npoints` None: an open-ended scan (-1: len(frames)); `batch`: points per
-        publication (Bliss buffers; Lima publishes its status now and then)."""
+        publication (Bliss buffers; Lima publishes its status now and then); `pause_at`:
+        Bliss publishes nothing for `pause` s before that point (a refill, a user pause)."""
         from blissdata.streams.default import Stream
         from blissdata.streams.lima.stream import LimaStream
 
@@ -67,6 +69,8 @@ class FakeBliss:
         saved = -1  # the last frame in a file Lima has written (or says it has)
         for lo in range(0, stop, batch):
             hi = min(lo + batch, stop)
+            if pause_at is not None and lo <= pause_at < hi:
+                time.sleep(pause)
             for k, v in axes.items():
                 streams[f"axis:{k}"].send(np.asarray(v[lo:hi], float))
             for k, v in counters.items():
@@ -164,6 +168,17 @@ def replay_files(tmp: Path, frames: np.ndarray, motors: dict[str, list[float]],
     runner.close()
     assert runner.results[0]["status"] == "success", runner.results
     return tables(out)
+
+
+def follow(runner: Any, source: Any, scans: int = 1) -> list[dict]:
+    """Steps `runner` (its receive loop) on a live `source` until `scans` scans ended: the
+    runner's results (a count-bounded safety net; the caller's asserts say what was
+    missing)."""
+    for _ in range(20000):
+        runner.step(source, timeout=0.05)
+        if len(runner.results) >= scans:
+            break
+    return runner.results
 
 
 def run_messages(tmp: Path, messages: list[list], name: str = "live") -> list[dict]:

@@ -83,6 +83,12 @@ class BlissdataSource:
     def receive(self, timeout: float = 0.0) -> list[list]:
         return self.bridge.receive(timeout)
 
+    @property
+    def following(self) -> str:
+        """The scan followed until Bliss closes it (or Redis stays away for
+        reconnect_timeout s): its silence, a pause of Bliss, is no reason to end it."""
+        return self.scan
+
     def status(self) -> dict[str, Any]:
         return {"kind": "blissdata", "endpoint": self.url, "scan": self.scan,
                 **self.counts, "last_error": self.last_error}

@@ -253,3 +253,28 @@ def test_connection_lost_mid_scan_and_back_the_scan_goes_on_where_it_was(redis, 
     assert np.array_equal(np.stack([p.frames["eiger"] for p in points]), np.stack(frames[:10]))
     assert msgs[-1] == End("demo_10_fscan", "success", 10, "")
     assert status["reconnects"] >= 1 and "redis connection lost" in status["last_error"]
+
+
+def test_a_bliss_pause_longer_than_end_timeout_keeps_the_scan_open(redis, tmp_path):
+    """A refill or a user pause: Bliss publishes nothing for longer than the runner's
+    end_timeout but keeps its scan open. The runner aborted it on end_timeout and
+    rejected every later point ("no scan is open"); the source follows it until Bliss
+    closes it, so the runner waits with it."""
+    from stream.config.schema import Config
+    from stream.run.runner import ScanRunner
+    from tests.support.bliss import follow
+    from tests.support.paths import CONFIGS
+
+    config = Config.load(CONFIGS / "simulated.toml")
+    config.override("source", "end_timeout", 0.5)
+    runner = ScanRunner(config, output_dir=tmp_path / "out")
+    frames, axes, counters = sweep()
+    with source(redis) as src:
+        t = publish(FakeBliss(redis.url, tmp_path), "fscan", 11, frames, axes, counters,
+                    info=FSCAN, pause_at=20, pause=2.5)
+        results = follow(runner, src)
+        t.join(30)
+    runner.close()
+    assert [(r["status"], r["reason"]) for r in results] == [("success", "")]
+    assert results[0]["processed"] == 32 and results[0]["written"] == 32
+    assert results[0]["rejected"] == 0 and results[0]["missing"] == 0

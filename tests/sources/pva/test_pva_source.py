@@ -249,3 +249,43 @@ def test_a_pv_that_never_connects_is_warned_about_naming_it_and_the_epics_settin
     assert f"EPICS_PVA_ADDR_LIST={detector.env['EPICS_PVA_ADDR_LIST']}" in error
     assert any("SIM1:Pva1:Imagee (image) not connected" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_long_exposure_past_end_timeout_keeps_the_acquisition_open(detector, tmp_path):
+    """No frame for longer than the runner's end_timeout (a long exposure, a paused
+    trigger) while Acquire is still 1: the runner aborted the scan and rejected the
+    frames that came after; the source ends its acquisitions itself, so it waits."""
+    import threading
+    import time
+
+    from stream.config.schema import Config
+    from stream.run.runner import ScanRunner
+    from tests.support.bliss import follow
+    from tests.support.paths import CONFIGS
+
+    config = Config.load(CONFIGS / "simulated.toml")
+    config.override("source", "end_timeout", 0.5)
+    runner = ScanRunner(config, output_dir=tmp_path / "out")
+    frames, motors, _ = sim_scan("uint16")
+
+    def acquire_with_a_pause(src: PvaSource) -> None:
+        detector.counter.post(9)
+        detector.images.post(5)
+        wait_for(lambda: src.scans.counter == 9 and src.scans.images == 5)
+        detector.acquire.post(1)
+        wait_for(lambda: src.scans.acquiring)
+        for i in range(5):
+            if i == 2:
+                time.sleep(2.5)  # the exposure: nothing comes, Acquire stays 1
+            detector.post(frames[i], 10 + i, {"OMEGA": motors[i]["omega"]})
+        wait_for(lambda: src.scans.last == 14)
+        detector.acquire.post(0)
+
+    with acquiring_source(detector) as src:
+        t = threading.Thread(target=acquire_with_a_pause, args=(src,), daemon=True)
+        t.start()
+        results = follow(runner, src)
+        t.join(30)
+    runner.close()
+    assert [(r["status"], r["reason"]) for r in results] == [("success", "")]
+    assert results[0]["processed"] == 5 and results[0]["rejected"] == 0
