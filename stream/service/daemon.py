@@ -41,7 +41,7 @@ from stream.run.params import ParamError
 from stream.run.runner import ScanRunner
 from stream.service.control import TOKEN_NAME, ControlServer, make_token
 from stream.service.live import LiveLane
-from stream.sources.base import open_source
+from stream.sources.base import HOLDING_KINDS, open_source
 from stream.store.leftover import warn_open_files
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,10 @@ class Daemon:
                  on_control: Callable[[str], None] | None = None):
         """`warm(config)` loads the kernels (stream.run.warmup) after the control socket
         is bound (status says "warming"; `on_control(endpoint)` is told where it is) and
-        before the data socket is: a sender that connects early waits in ZeroMQ's queue."""
+        before the data socket is: a sender that connects early waits in ZeroMQ's queue.
+        A control system's source (HOLDING_KINDS) is opened before it: Bliss and an IOC
+        cannot be told to wait, so a scan that starts during the warm-up is followed from
+        its start and held back (the source's own back-pressure) until the runner reads."""
         self.config = config
         self.warming = False
         self.stopping = False
@@ -130,6 +133,8 @@ class Daemon:
                                              self.request, token=token,
                                              token_file=str(token_file))
                 self.runner.watch[self.control.inbox] = self.control.serve
+            if config["source"]["kind"] in HOLDING_KINDS:  # scans that cannot wait
+                self.source = open_source(config)
             if warm is not None:
                 self.warming = True
                 if self.control is not None:
@@ -138,7 +143,8 @@ class Daemon:
                         on_control(self.control.endpoint)
                 warm(config)
                 self.warming = False
-            self.source = open_source(config)
+            if self.source is None:
+                self.source = open_source(config)
             live = config["live"]
             if live["endpoint"]:
                 self.live = LiveLane(live["endpoint"], live["interval"], live["frame_rate"],
@@ -340,9 +346,12 @@ def cmd_daemon(args: Any, warm: Callable[[Config], Any] | None = None) -> int:
         print(f"peakstream daemon: {unsafe}", file=sys.stderr)
         return 2
     logfile = setup_logging(config, output)
+    meanwhile = ("scans that start meanwhile are held" if config["source"]["kind"]
+                 in HOLDING_KINDS else "before binding the data socket")
+
     def on_control(endpoint: str) -> None:
         print(f"peakstream daemon {__version__}: control on {endpoint} (status: warming); "
-              f"loading kernels before binding the data socket", file=sys.stderr, flush=True)
+              f"loading kernels, {meanwhile}", file=sys.stderr, flush=True)
 
     try:
         daemon = Daemon(config, output, warm, on_control)

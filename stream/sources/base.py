@@ -20,6 +20,12 @@ if TYPE_CHECKING:
     from stream.config.schema import Config
 
 
+# sources of a control system, which cannot be told to wait: opened before the daemon's
+# warm-up, they hold what comes (Bliss's scans stay in Redis; pvAccess holds `queue`
+# updates, and a gap beyond is counted and missing) until the runner reads
+HOLDING_KINDS = ("blissdata", "pva")
+
+
 @runtime_checkable
 class Source(Protocol):
     """Where a scan's messages come from.

@@ -170,11 +170,29 @@ def replay_files(tmp: Path, frames: np.ndarray, motors: dict[str, list[float]],
     return tables(out)
 
 
+def bliss_config(tmp: Path, url: str, session: str, extra: str = "") -> Path:
+    """A daemon config (configs/simulated.toml) following `session`'s Bliss scans on
+    `url` (omega = axis:diffrz, monitor), one file per scan named after it."""
+    from tests.support.daemon import daemon_config
+
+    return daemon_config(tmp, f"""
+[source]
+kind = "blissdata"
+redis_url = "{url}"
+session = "{session}"
+motors = ["omega"]
+counters = ["monitor"]
+channels = {{ omega = "axis:diffrz" }}
+[output]
+pattern = "{{scan_id}}.h5"
+{extra}""")
+
+
 def follow(runner: Any, source: Any, scans: int = 1) -> list[dict]:
     """Steps `runner` (its receive loop) on a live `source` until `scans` scans ended: the
     runner's results (a count-bounded safety net; the caller's asserts say what was
     missing)."""
-    for _ in range(20000):
+    for _ in range(4000):  # 200 s idle
         runner.step(source, timeout=0.05)
         if len(runner.results) >= scans:
             break

@@ -7,25 +7,15 @@ import signal
 
 import pytest
 
-from tests.support.bliss import FakeBliss
-from tests.support.daemon import completed, daemon_config, scans_done
+from tests.support.bliss import FakeBliss, bliss_config
+from tests.support.daemon import completed, scans_done
 from tests.support.dectris import sim_scan
 
 pytestmark = pytest.mark.system
 
 
 def test_daemon_follows_two_bliss_scans(redis, tmp_path, daemon):
-    config = daemon_config(tmp_path, f"""
-[source]
-kind = "blissdata"
-redis_url = "{redis.url}"
-session = "daemon"
-motors = ["omega"]
-counters = ["monitor"]
-channels = {{ omega = "axis:diffrz" }}
-[output]
-pattern = "{{scan_id}}.h5"
-""")
+    config = bliss_config(tmp_path, redis.url, "daemon")
     d = daemon(config)
     assert d.status()["source"]["kind"] == "blissdata"
     frames, motors, counters = sim_scan("uint16")
