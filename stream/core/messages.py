@@ -93,7 +93,8 @@ class Point:
 
 @dataclass(frozen=True)
 class End:
-    """Closes a scan with its final status and the number of points sent."""
+    """Closes a scan with its final status and its npoints: the start's (an abort's points
+    that never came are missing), or for an open-ended scan the points it had."""
 
     scan_id: str
     status: str = "success"

@@ -199,8 +199,7 @@ class PvaScans:
 
     def _end(self, status: str, reason: str) -> list:
         n = self.last - self.first + 1
-        end = End(self.scan_id, status, self.npoints if status == "success" and self.npoints
-                  else n, reason)
+        end = End(self.scan_id, status, self.npoints or n, reason)  # the start's npoints
         log.info("pva %s: scan %s ends %s (%d points)%s", self.name, self.scan_id, status, n,
                  f": {reason}" if reason else "")
         self.scan_id = ""

@@ -205,7 +205,9 @@ class BlissdataSource:
         log.info("blissdata: scan %s (%s points, trajectory %s)", sid, npoints or "open",
                  spec or "derived from the positions")
         status, reason, sent = self._read(scan, key, start, image, motors, counters)
-        self.bridge.emit(End(sid, status, sent, reason))
+        # the start's npoints, whatever came (an abort's are missing); an open-ended
+        # scan's are the points sent
+        self.bridge.emit(End(sid, status, sent if npoints is None else npoints, reason))
 
     def _read(self, scan: Any, key: str, start: Start, image: str, motors: dict[str, str],
               counters: dict[str, str]) -> tuple[str, str, int]:

@@ -99,9 +99,13 @@ def test_a_scan_bliss_aborts_ends_abort_with_the_points_it_had(redis, tmp_path):
     msgs = [decode(p) for p in out]
     assert [m.point_id for m in msgs if isinstance(m, Point)] == list(range(10))
     end = msgs[-1]
-    assert end.status == "abort" and "USER_ABORT" in end.reason and end.npoints == 10
+    assert end.status == "abort" and "USER_ABORT" in end.reason and end.npoints == 32
     live = run_messages(tmp_path, out)
-    assert live[0]["status"] == "abort"
+    # the end says the start's npoints: the runner took it without a protocol complaint
+    # ("end: npoints 10 is not the start's 32", an event rejected)
+    assert (live[0]["status"], live[0]["reason"]) == ("abort", "bliss end_reason USER_ABORT")
+    assert live[0]["rejected"] == 0 and live[0]["missing"] == 22
+    assert "rejected" not in set(live[0]["tables"]["events"]["kind"])
 
 
 def test_a_frame_file_late_on_disk_is_waited_for(redis, tmp_path):
@@ -196,7 +200,7 @@ def test_redis_lost_mid_scan_ends_it_abort_with_the_reason(tmp_path):
     msgs = [decode(p) for p in got]
     assert [m.point_id for m in msgs if isinstance(m, Point)] == list(range(5))
     end = msgs[-1]
-    assert isinstance(end, End) and end.status == "abort" and end.npoints == 5
+    assert isinstance(end, End) and end.status == "abort" and end.npoints == 32
     assert "redis connection lost and not back within 1 s" in end.reason
     assert status["reconnects"] >= 1 and "redis connection lost" in status["last_error"]
 

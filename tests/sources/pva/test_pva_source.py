@@ -156,7 +156,7 @@ def acquiring_source(ad: AreaDetector, **kw) -> PvaSource:
     return src
 
 
-def test_acquire_and_num_images_make_the_scans(detector):
+def test_acquire_and_num_images_make_the_scans(detector, tmp_path):
     frames, _, _ = sim_scan("uint16")
     with acquiring_source(detector) as src:
         detector.post(frames[0], 1, {"OMEGA": 0.0})  # not acquiring: not part of a scan
@@ -171,6 +171,11 @@ def test_acquire_and_num_images_make_the_scans(detector):
     assert ends[0].status == "success" and ends[0].npoints == 5
     assert ends[1].status == "abort" and "stopped after 3 of 5 images" in ends[1].reason
     assert [m.point_id for m in msgs if isinstance(m, Point)] == [0, 1, 2, 3, 4, 0, 1, 2]
+    # the abort's end says the start's npoints (5, not the 3 that came): no protocol
+    # complaint ("end: npoints 3 is not the start's 5"), points 3 and 4 missing
+    live = run_messages(tmp_path, out)
+    assert [(r["status"], r["rejected"], r["missing"]) for r in live] == \
+        [("success", 0, 0), ("abort", 0, 2)]
 
 
 def wait_for(condition) -> None:
