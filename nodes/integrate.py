@@ -5,15 +5,16 @@ with method ("no", "csr") or ("bbox", "csr"): the same bins (range from the
 unmasked pixels, or `radial_range` / `azimuth_range`), the same pixel
 weights, intensity = sum(c * v) / sum(c * norm) with norm = solid angle *
 polarisation, and error_model "poisson": error = sqrt(sum(c^2 max(1, v))) /
-sum(c * norm), where v is the value of the frame this node sees. Invalid
-pixels (NaN, or `dummy` within `delta_dummy`, compared with that same value)
-count in no bin, and so, with `markers` (the default, as the threshold's), do
-the pixels of an unsigned raw frame at its dtype's largest value (EIGER / Lima
-module gaps and bad pixels, `nodes.correct.marker_of`: counted, each would add
-billions to its bin); a bin without a valid pixel holds `empty` (pyFAI's 0). The
-matrix is built once per geometry in `setup`; per frame it is one sequential
-pass (`kernels.csr`). Radial ranges are in `unit`; azimuths are chi in
-degrees (pyFAI's, in (-180, 180]), `azimuth_range` going up from its first
+sum(c * norm), where v is the value of the frame this node sees. Invalid pixels
+(NaN, or `dummy` within `delta_dummy`, compared with that same value) count in
+no bin (with a `poni`, the mask and dummy of the detector it names are the
+defaults, `stream.config.detector`), and so, with `markers` (the default, as
+the threshold's), do the pixels of an unsigned raw frame at its dtype's largest
+value (EIGER / Lima module gaps and bad pixels, `nodes.correct.marker_of`:
+counted, each would add billions to its bin); a bin without a valid pixel holds
+`empty` (pyFAI's 0). The matrix is built once per geometry in `setup`; per
+frame it is one sequential pass (`kernels.csr`). Radial ranges are in `unit`;
+azimuths are chi in degrees (pyFAI's, in (-180, 180]), `azimuth_range` going up from its first
 value to its second, which may cross 180 degrees (pyFAI drops the part past
 180; here pixels are taken modulo 360 around the range).
 
@@ -108,7 +109,7 @@ class Integrate:
                  correct_solid_angle: bool = True, polarization_factor: float | None = None,
                  polarization_offset: float = 0.0, error_model: str = "poisson",
                  empty: float = 0.0, name: str = "", markers: bool = True,
-                 detector_shape: list[int] | None = None) -> None:
+                 detector_shape: list[int] | None = None, detector: str = "") -> None:
         self.detector_shape = detector_shape_of("integrate", detector_shape)
         self.geometry = Geometry(dist, poni1, poni2, rot1, rot2, rot3, pixel1, pixel2,
                                  wavelength, orientation)
@@ -135,6 +136,7 @@ class Integrate:
         if not isinstance(markers, bool):
             raise ValueError(f"integrate: markers must be true or false, got {markers!r}")
         self.markers = markers  # leave out raw pixels at the dtype's largest value
+        self.detector = detector  # what mask / dummy the PONI's detector gave (provenance)
         self.radial_range = check_range("integrate: radial_range", radial_range)
         self.azimuth_range = check_range("integrate: azimuth_range", azimuth_range, False)
         self.npt, self.unit, self.npt_azim, self.split = npt, unit, npt_azim, split
@@ -208,7 +210,8 @@ class Integrate:
                 "polarization_factor": self.polarization_factor,
                 "polarization_offset": self.polarization_offset,
                 "error_model": self.error_model, "empty": self.empty,
-                "has_mask": self.mask is not None, "markers": self.markers}
+                "has_mask": self.mask is not None, "markers": self.markers,
+                "detector": self.detector or None}
 
     def _plan(self) -> Plan:
         if self.plan is None:

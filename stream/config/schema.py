@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from stream.config.base import ConfigError, check_chain
+from stream.config.detector import poni_node_values
 from stream.config.service import validate_service, validate_source
 from stream.config.sources import SOURCE_DEFAULTS
 
@@ -169,7 +170,8 @@ class Config:
                     value = load_array(value, self.base, f"{where}: {key}")
                 kwargs[key] = value
             if "poni" in table:  # the PONI file's geometry; keys the table gives win
-                kwargs = {**_poni_values(self.base / table["poni"], where), **kwargs}
+                kwargs = poni_node_values(self.base / table["poni"], where, kwargs,
+                                          "detector" in hints)
             try:
                 chain.append(cls(**kwargs))
             except (TypeError, ValueError) as exc:
@@ -297,16 +299,6 @@ def _validate_node(table: Any, i: int, origin: str) -> dict[str, Any]:
             continue
         out[key] = _check(value, _scalar_type(hint), f"{where} ({kind}): {key}")
     return out
-
-
-def _poni_values(path: Path, where: str) -> dict[str, Any]:
-    """A geometry node's values from a pyFAI PONI file (`poni = "file.poni"`)."""
-    from stream.config.poni import PoniError, geometry_values, read_poni
-
-    try:
-        return geometry_values(read_poni(path.expanduser()))
-    except (PoniError, OSError) as exc:
-        raise ConfigError(f"{where}: poni: {exc}") from None
 
 
 def node_params(cls: type) -> dict[str, Any]:

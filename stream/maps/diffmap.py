@@ -15,10 +15,11 @@ inputs with more frames than `-t` x `-r` hold (after the offset) are refused
 before anything is written (`map_frames`: the frames past the last row would
 have nowhere to go, and a bigger map than asked is no answer either); fewer
 leave the last places empty. Without `-r` the map has as many rows as the
-frames fill. Differences: no mask is fine (diff_map
-crashes); an unreadable file is logged and its points left empty (NaN,
-map_ptr -1) instead of stopping the run; errors (Poisson) are always written;
-places without a frame hold map_ptr -1. The file has diff_map's layout
+frames fill. As pyFAI, the mask and dummy of the PONI's detector are used unless
+-m / dummy are given (`stream.config.detector`; the config's `detector_masking`).
+Differences: no mask is fine (diff_map crashes); an unreadable file is logged
+and its points left empty (NaN, map_ptr -1) instead of stopping the run; errors
+(Poisson) are always written; places without a frame hold map_ptr -1. The file has diff_map's layout
 (`stream.maps`) and is flushed after every row, so it can be opened while the
 run goes on. `--gui`, `-g/--gpu` are accepted and ignored.
 
@@ -178,6 +179,7 @@ def node_integrator(s: Settings, shape: tuple[int, int], dtype: np.dtype,
     """Our `integrate` node (with `correct` fused for dark / flat) as an Integrator."""
     from nodes.correct import Correct
     from nodes.integrate import FusedIntegrate, Integrate
+    from stream.config.detector import poni_masking
     from stream.core.item import Item
     from stream.core.messages import DTYPES, DetectorInfo, Start
     from stream.core.scan import Scan
@@ -185,10 +187,13 @@ def node_integrator(s: Settings, shape: tuple[int, int], dtype: np.dtype,
     method = method3(s.method)
     first = method[0] if isinstance(method, tuple) and method else method
     split = "no" if first == "no" else "bbox"  # full splitting is done as bbox
+    given = {} if mask is None else {"mask": mask}  # else the PONI detector's mask / dummy
+    if s.dummy is not None:
+        given.update(dummy=s.dummy, delta_dummy=float(s.delta_dummy or 0.0))
+    given = poni_masking(s.poni_file or dict(s.poni or {}), given, "diffmap")
     node = Integrate(**geometry_of(s), npt=int(s.npt), unit=s.unit,
                      npt_azim=int(s.npt_azim) if (s.npt_azim or 1) > 1 else 0, split=split,
-                     radial_range=s.radial_range, azimuth_range=s.azimuth_range, mask=mask,
-                     dummy=s.dummy, delta_dummy=float(s.delta_dummy or 0.0),
+                     radial_range=s.radial_range, azimuth_range=s.azimuth_range, **given,
                      correct_solid_angle=bool(s.correct_solid_angle),
                      polarization_factor=s.polarization_factor, error_model="poisson",
                      name="integrate")
@@ -205,6 +210,7 @@ def node_integrator(s: Settings, shape: tuple[int, int], dtype: np.dtype,
         return Pattern(radial, item.outputs["integrate"], item.outputs.get("integrate_error"),
                        azimuthal)
 
+    integrate.detector = node.detector or None  # type: ignore[attr-defined]  # provenance
     return integrate
 
 
@@ -214,8 +220,8 @@ def pyfai_integrator(s: Settings, shape: tuple[int, int], dtype: np.dtype,
     """pyFAI's integrate1d / integrate2d, with diff_map's default method."""
     import pyFAI
 
-    if s.poni_file:
-        ai = pyFAI.load(s.poni_file)
+    if s.poni_file or (s.poni or {}).get("detector", "Detector") != "Detector":
+        ai = pyFAI.load(s.poni_file or dict(s.poni))  # a named detector: its mask, dummy
     else:
         g = geometry_of(s)
         ai = pyFAI.load({**{k: g[k] for k in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3",
@@ -338,7 +344,7 @@ def run_diffmap(s: Settings, integrator: Integrator | None = None,
                 continue
             if writer is None:
                 integrator = integrator or make_integrator(s, frame, dark, flat, mask)
-                writer = _writer(s, grid, frame.shape)
+                writer = _writer(s, grid, frame.shape, getattr(integrator, "detector", None))
             t0 = time.perf_counter()
             pat = integrator(frame)
             counts["times"].append(time.perf_counter() - t0)
@@ -375,7 +381,8 @@ def make_integrator(s: Settings, frame: np.ndarray, dark: np.ndarray | None,
     return make(s, frame.shape, frame.dtype, dark, flat, mask)
 
 
-def _writer(s: Settings, grid: MapGrid, shape: tuple[int, int]) -> MapWriter:
+def _writer(s: Settings, grid: MapGrid, shape: tuple[int, int],
+            detector: str | None) -> MapWriter:
     process: dict[str, Any] = {"inputfiles": list(s.inputs)}
     if s.poni_file:
         process["PONIfile"] = os.path.abspath(s.poni_file)
@@ -388,5 +395,6 @@ def _writer(s: Settings, grid: MapGrid, shape: tuple[int, int]) -> MapWriter:
     return MapWriter(s.output, grid, pattern="intensity", errors="errors", unit=s.unit,
                      slow_range=s.slow_range, fast_range=s.fast_range,
                      names=(s.slow_name, s.fast_name), process=process,
-                     config=worker_config(s, shape), title=s.title)
+                     config={**worker_config(s, shape), "detector_masking": detector},
+                     title=s.title)
 
