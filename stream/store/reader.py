@@ -115,21 +115,25 @@ def _summary(f: h5py.File, path: str | Path) -> dict[str, Any]:
         "counters": {k: int(v) for k, v in proc["counters"].attrs.items()},
         "events": dict(events),
         "missing_points": point_id[status == POINT_STATUS.index("missing")].tolist(),
-        "bad_points": _bad_points(entry["process/events"]),
+        "bad_points": _bad_points(entry["process/events"],
+                                  point_id[status == POINT_STATUS.index("bad")]),
         "filled": json.loads(proc.attrs.get("filled", "[]")),
         "checkpoint": _checkpoint(f, path),
     }
 
 
-def _bad_points(events: h5py.Group) -> list[dict[str, Any]]:
-    """The bad points and why, from the events of kind `bad` (in the order written)."""
+def _bad_points(events: h5py.Group, bad: np.ndarray) -> list[dict[str, Any]]:
+    """The points still bad (`bad`: their ids) and why, from their last event of kind
+    `bad`, in point order: a point a `--fill` made good keeps its old event, not its place."""
     kind = events["kind"].asstr()[()]
     n = min(kind.shape[0], events["point_id"].shape[0], events["message"].shape[0])
     rows = np.flatnonzero(kind[:n] == "bad")
-    if not rows.size:
+    if not rows.size or not bad.size:
         return []
     ids, messages = events["point_id"][()], events["message"].asstr()[()]
-    return [{"point_id": int(ids[i]), "reason": str(messages[i])} for i in rows]
+    last = {int(ids[i]): str(messages[i]) for i in rows}  # a later event wins
+    return [{"point_id": p, "reason": last.get(p, "(no event recorded)")}
+            for p in sorted(set(bad.tolist()))]
 
 
 def _checkpoint(f: h5py.File, path: str | Path) -> dict[str, Any]:

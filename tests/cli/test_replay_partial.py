@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from stream.cli.main import main
-from stream.store.reader import load
+from stream.store.reader import format_summary, load, summary
 from tests.support.files import (
     frames,
     monitors,
@@ -95,9 +95,16 @@ def test_fill_reprocesses_bad_points_once_the_data_are_readable(tmp_path, capsys
     bad = {int(p): str(m) for p, k, m in zip(t["events"]["point_id"], t["events"]["kind"],
                                              t["events"]["message"], strict=True) if k == "bad"}
     assert "eiger_0002.h5 of the virtual dataset is missing" in bad[12]
+    listed = summary(out)["bad_points"]  # inspect: the points still bad, not the filled
+    assert [b["point_id"] for b in listed] == list(range(10, 15))
+    assert "eiger_0002.h5" in listed[2]["reason"]
     (tmp_path / "away_2.h5").rename(tmp_path / "eiger_0002.h5")
     assert main([*args, "--fill", str(out)]) == 0
     assert (status(load(out)) == 0).all()
+    s = summary(out)
+    assert s["points_bad"] == 0 and s["bad_points"] == []
+    assert s["events"]["bad"] == 15  # the history stays
+    assert "bad         points" not in format_summary(s)
     same(load(whole), load(out))
 
 
