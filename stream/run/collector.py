@@ -150,16 +150,13 @@ class Collector:
             status = "fail"  # nothing of the scan could be processed: never a success
             reason = (f"all {bad} point(s) received were bad (the first: {self.first_bad}; "
                       f"inspect lists them){said}")
-        elif status == "success" and missing:  # never a silent success with points lost
-            status = "incomplete"
-            reason = (f"{missing} point(s) missing (inspect lists them; where a recording "
-                      f"holds them, `peakstream replay RECORDING --fill FILE` completes the "
-                      f"scan){said}")
-        elif status == "success" and bad:  # nor with points that could not be processed
-            status = "incomplete"
-            reason = (f"{bad} point(s) bad (the first: {self.first_bad}; inspect lists them; "
-                      f"once the data are readable, `peakstream replay RECORDING --fill "
-                      f"FILE` reprocesses them){said}")
+        elif status == "success" and (missing or bad):  # never a silent success with
+            status = "incomplete"  # points lost, nor with points that could not be processed
+            lost = [f"{missing} point(s) missing"] if missing else []
+            lost += [f"{bad} point(s) bad (the first: {self.first_bad})"] if bad else []
+            reason = (f"{', '.join(lost)}: inspect lists them; where a recording holds them "
+                      f"(readable), `peakstream replay RECORDING --fill FILE` completes the "
+                      f"scan{said}")
         self.final = (status, reason)
         if self.failed is None:
             result = self.linker.finish()

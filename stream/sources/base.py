@@ -60,7 +60,10 @@ class Source(Protocol):
 class RecordingSource:
     """A recorded (or simulated) scan as a source: its start, its points and an end,
     encoded as they come over the wire, one message per `receive`. A recording that
-    breaks off (OSError, ValueError) ends the scan as fail; `error` says why."""
+    breaks off (OSError, ValueError) ends the scan as fail; `error` says why. The end's
+    npoints is the start's when it gives one (a recording with a file missing gives
+    fewer points: they are the scan's missing ones, not another count), else the
+    number of points given."""
 
     def __init__(self, start: Start, points: Iterable[Point], endpoint: str):
         self.start = start
@@ -80,13 +83,14 @@ class RecordingSource:
         return encode(self.start)
 
     def _point(self) -> list:
+        npoints = self.points if self.start.npoints is None else self.start.npoints
         try:
             point = next(self._iter)
         except StopIteration:
-            end = End(self.start.scan_id, "success", self.points)
+            end = End(self.start.scan_id, "success", npoints)
         except (OSError, ValueError) as exc:
             self.error = str(exc)
-            end = End(self.start.scan_id, "fail", self.points, f"replay stopped: {exc}")
+            end = End(self.start.scan_id, "fail", npoints, f"replay stopped: {exc}")
         else:
             self.points += 1
             return encode(point)

@@ -68,7 +68,8 @@ def test_a_recording_that_breaks_off_ends_the_scan_as_fail():
 
     with open_source(Config({}), (START, points()), "rec.h5") as source:
         msgs = drain(source)
-    assert msgs[-1] == End("rec", "fail", 1, "replay stopped: the file went away")
+    # the scan's npoints stays the start's 3 (1 given): the others are its missing points
+    assert msgs[-1] == End("rec", "fail", 3, "replay stopped: the file went away")
     assert source.error == "the file went away" and source.points == 1
 
 

@@ -49,7 +49,8 @@ def run(start, points, path: Path) -> dict:
     for p in points:
         runner.handle(encode(p))
         n += 1
-    runner.handle(encode(End(start.scan_id, "success", n)))
+    npoints = n if start.npoints is None else start.npoints  # as RecordingSource ends
+    runner.handle(encode(End(start.scan_id, "success", npoints)))
     runner.close()
     tables = load(path)
     lost = (tables["points"]["status"] != 0).any()  # missing or bad: never a silent success

@@ -56,6 +56,35 @@ def test_edf_series_with_a_missing_file_gives_a_missing_point(tmp_path):
     same(live(tmp_path, skip={7}), t)
 
 
+def test_a_missing_and_a_bad_file_are_named_in_the_reason_and_nothing_is_rejected(tmp_path):
+    """The recording's end gives the start's npoints (it gave the points read, one fewer
+    with a file missing: logged and recorded as a rejected end), and the reason of the
+    incomplete scan names the missing point and the bad one (it named the missing only)."""
+    from stream.cli.main import main
+    from stream.sources.base import RecordingSource
+    from stream.store.reader import summary
+    from stream.wire.codec import decode
+
+    pattern = write_edf_series(tmp_path, start=0)
+    (tmp_path / "data_0008.edf").unlink()
+    p = tmp_path / "data_0011.edf"
+    p.write_bytes(p.read_bytes()[:3000])
+    source = RecordingSource(*open_recording([pattern], motors={"omega": "header:omega"}),
+                             "edf")
+    messages = []
+    while not source.done:
+        messages += source.receive()
+    assert decode(messages[-1]).npoints == N and len(messages) == N + 1  # 19 points
+    out = tmp_path / "out.h5"
+    assert main(["replay", pattern, "--motor", "omega=header:omega", "--output", str(out),
+                 "--quiet"]) == 0
+    s = summary(out)
+    assert s["status"] == "incomplete" and "rejected" not in s["events"], s["events"]
+    assert s["counters"].get("rejected", 0) == 0
+    assert "1 point(s) missing, 1 point(s) bad (the first: point 11: " in s["reason"]
+    assert s["missing_points"] == [8] and [b["point_id"] for b in s["bad_points"]] == [11]
+
+
 def test_missing_last_file_counts_when_the_range_is_given(tmp_path):
     pattern = write_edf_series(tmp_path, start=0)
     (tmp_path / "data_0019.edf").unlink()
