@@ -50,6 +50,10 @@ class ValueSpec:
     values: np.ndarray | None = None
     key: str = ""
     sources: list[tuple[str | None, str]] = field(default_factory=list)
+    # frames the recording holds no value for (a scan interrupted before its counters
+    # were written): their points are bad with `gap_reason`
+    gaps: np.ndarray | None = None
+    gap_reason: str = ""
 
     def at(self, point_id: int, header: Mapping[str, Any] | None = None,
            frame: int | None = None) -> float:
@@ -66,6 +70,9 @@ class ValueSpec:
         if not 0 <= index < len(self.values):
             raise ValueError(f"{self.name}={self.text}: no value for point {point_id} "
                              f"({len(self.values)} values)")
+        if self.gaps is not None and self.gaps[index]:
+            raise ValueError(f"{self.name}={self.text}: the recording has no value for this "
+                             f"frame ({self.gap_reason})")
         return float(self.values[index])
 
 
@@ -305,7 +312,8 @@ def scan_trajectory(motors: Mapping[str, ValueSpec], npoints: int | None,
                     continue
                 values[name] = np.asarray(headers[name], float)
             else:
-                values[name] = np.array([spec.at(p, None, first + p) for p in range(npoints)])
+                values[name] = np.array([math.nan if spec.gaps is not None and spec.gaps[
+                    first + p] else spec.at(p, None, first + p) for p in range(npoints)])
     if given:
         _interlace_as_recorded(dict(given), values, what)
         return dict(given), "given"

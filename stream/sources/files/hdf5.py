@@ -221,7 +221,7 @@ def read_hdf5_stack(images: list[str], *, motors: Mapping[str, ValueSpec] | None
     motors, counters = dict(motors or {}), dict(counters or {})
     every = all_specs(motors, counters, time)
     for spec in every:
-        read_values(spec, segments, nframes, hi + 1)
+        read_values(spec, segments, nframes, hi + 1, lo)
     check_counts(every, hi - lo + 1)
     s0 = segments[0]
     det = detector or detector_name(_detector_default(s0.path, s0.file))
@@ -257,41 +257,55 @@ def _scan_suffix(path: str) -> str:
 
 
 def read_values(spec: ValueSpec, segments: list[Segment], nframes: int,
-                needed: int | None = None) -> None:
+                needed: int | None = None, lo: int = 0) -> None:
     """Fill `spec.values` (one per frame) for an HDF5 spec; other kinds are left as they are.
-    `needed`: the frames replayed end there (--last), so later ones may have no value (an
-    interrupted scan's motors stop short of its frames)."""
+    A column shorter than its frames (an interrupted scan's counters stop short of its
+    frames; with one entry per pass, in any entry) leaves the frames past its end without
+    a value: `spec.gaps`, whose points are bad with the reason (`needed`: the frames
+    replayed end there, --last, so later ones need none; `lo`: they start there,
+    --first); longer ones are cut."""
     needed = nframes if needed is None else needed
     if spec.kind == "header":
         raise ValueError(f"{spec.name}={spec.text}: HDF5 frames have no header; give a "
                          f"dataset, a range, a list or a number")
     if spec.kind != "hdf5":
         return
-    parts = []
+    parts, short = [], []
     for file, path in spec.sources:
         if file is None and not path.startswith("/"):  # relative: under each scan group
             for seg in segments:
                 parts.append(_read_column(spec, seg.file, f"{seg.scan_group}/{path}",
-                                          seg.nframes))
+                                          seg.nframes, short))
         else:
             parts.append(_read_column(spec, file or segments[0].file, "/" + path.lstrip("/"),
-                                      None))
-    values = np.concatenate(parts) if parts else np.empty(0)
-    if len(values) == 1 and nframes > 1 and all(len(p) == 1 for p in parts):
-        values = np.full(nframes, values[0])
-    if len(values) < needed:
-        hint = (f" (an interrupted scan? --last {len(values) - 1} replays the frames that "
-                f"have one)" if len(values) else "")
-        raise ValueError(f"{spec.name}={spec.text}: {len(values)} values for {needed} "
-                         f"frames{hint}")
+                                      None, short))
+    values = np.concatenate([v for v, _ in parts]) if parts else np.empty(0)
+    gaps = np.concatenate([g for _, g in parts]) if parts else np.empty(0, bool)
+    if len(values) == 1 and nframes > 1 and all(len(v) == 1 for v, _ in parts):
+        values, gaps = np.full(nframes, values[0]), np.zeros(nframes, bool)
     if len(values) > nframes:
         log.warning("%s=%s: %d values for %d frames; the extra ones are not used", spec.name,
                     spec.text, len(values), nframes)
-    spec.values = values[:nframes]
+    elif len(values) < nframes:
+        short.append(f"{len(values)} values for {nframes} frames")
+        values = np.concatenate([values, np.full(nframes - len(values), np.nan)])
+        gaps = np.concatenate([gaps, np.ones(nframes - len(gaps), bool)])
+    spec.values, gaps = values[:nframes], gaps[:nframes]
+    lost = int(gaps[lo:needed].sum())
+    if lost:
+        spec.gaps, spec.gap_reason = gaps, "; ".join(short) + ": an interrupted scan?"
+        first = lo + int(np.flatnonzero(gaps[lo:])[0])
+        hint = (f"; --last {first - 1} replays the frames before them"
+                if first > lo and gaps[first:needed].all() else "")
+        log.warning("%s=%s: %s: the %d frame(s) without a value are bad points%s",
+                    spec.name, spec.text, "; ".join(short), lost, hint)
 
 
-def _read_column(spec: ValueSpec, file: str, path: str, n: int | None) -> np.ndarray:
-    """One HDF5 source of a spec as float64: a scalar repeats (n times if n is given)."""
+def _read_column(spec: ValueSpec, file: str, path: str, n: int | None,
+                 short: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One HDF5 source of a spec as float64, and its gaps (True: no value): a scalar
+    repeats (n times if n is given); a column shorter than the n frames of its entry
+    is padded with gaps (`short` says so)."""
     with open_file(file) as f:
         ds = get_dataset(f, path, f"dataset for {spec.name}", frames=False)
         if ds.ndim > 1 or ds.dtype.kind not in "iufb":
@@ -300,13 +314,14 @@ def _read_column(spec: ValueSpec, file: str, path: str, n: int | None) -> np.nda
         scalar = ds.ndim == 0
         values = np.atleast_1d(ds[()]).astype(np.float64)
     if scalar:
-        return np.full(n or 1, values[0])
-    if n is not None:
-        if len(values) < n:
-            raise ValueError(f"{file}::{path} ({spec.name}): {len(values)} values for "
-                             f"the {n} frames of this scan")
-        values = values[:n]
-    return values
+        values = np.full(n or 1, values[0])
+    elif n is not None:
+        got = min(len(values), n)
+        if got < n:
+            short.append(f"{file}::{path}: {got} values for the {n} frames of this entry")
+        values = np.concatenate([values[:got], np.full(n - got, np.nan)])
+        return values, np.arange(n) >= got
+    return values, np.zeros(len(values), bool)
 
 
 # ------------------------------------------------------------------ frames

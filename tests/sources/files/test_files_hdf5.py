@@ -97,21 +97,49 @@ def test_frame_range_and_scalar_and_range_values(tmp_path):
     assert np.array_equal(points[0].frames["eiger"], frames()[5])
 
 
-def test_interrupted_scan_motors_shorter_than_frames(tmp_path):
+def test_interrupted_scan_motors_shorter_than_frames(tmp_path, caplog):
     """A scan stopped early: its motor holds fewer values than the detector wrote
-    frames. Refused with the --last that fits, and replayed with it."""
+    frames. The frames without a value are bad points with the reason (the whole
+    replay was refused), the warning gives the --last that leaves them out."""
     n = len(frames())
     path = write_bliss(tmp_path / "s.h5", frames(), omegas()[:n - 5], monitors())
     spec = {"images": ["/1.1/measurement/eiger"],
             "motors": {"omega": "/1.1/measurement/rot_center"}}
-    with pytest.raises(ValueError, match=f"{n - 5} values for {n} frames .*--last {n - 6}"):
-        open_recording([str(path)], **spec)
+    start, points = open_recording([str(path)], **spec)
+    points = list(points)
+    assert start.npoints == n and [p.point_id for p in points] == list(range(n))
+    assert [p.motors["omega"] for p in points[:n - 5]] == list(omegas()[:n - 5])
+    for p in points[n - 5:]:
+        assert not p.frames and f"{n - 5} values for {n} frames: an interrupted scan?" \
+            in p.extra["error"], p.extra
+    assert f"--last {n - 6} replays the frames before them" in caplog.text
     start, points = open_recording([str(path)], last=n - 6, **spec)
     points = list(points)
-    assert start.npoints == n - 5 and len(points) == n - 5
+    assert start.npoints == n - 5 and len(points) == n - 5 and all(p.frames for p in points)
     assert [p.motors["omega"] for p in points] == list(omegas()[:n - 5])
-    with pytest.raises(ValueError, match=f"{n - 5} values for {n - 3} frames"):
-        open_recording([str(path)], last=n - 4, **spec)
+
+
+def test_a_short_motor_in_the_first_of_two_entries(tmp_path, caplog):
+    """One entry per pass, the first pass's motor cut short: its frames without a value
+    are bad points naming that entry, those of the second entry keep their own values
+    (the replay was refused with no way round but replaying the entries one by one)."""
+    n = len(frames()) // 2
+    path = write_bliss(tmp_path / "s.h5", frames()[:n], omegas()[:n - 3], monitors()[:n])
+    write_bliss(path, frames()[n:], omegas()[n:], monitors()[n:], scan="2.1")
+    start, points = open_recording([str(path)], images=["/1.1/measurement/eiger",
+                                                        "/2.1/measurement/eiger"],
+                                   motors={"omega": "measurement/rot_center"})
+    points = list(points)
+    bad = [p.point_id for p in points if not p.frames]
+    assert start.npoints == 2 * n and bad == list(range(n - 3, n))
+    assert f"s.h5::/1.1/measurement/rot_center: {n - 3} values for the {n} frames of " \
+        "this entry" in points[n - 1].extra["error"]
+    assert [p.motors["omega"] for p in points[n:]] == list(omegas()[n:])
+    caplog.clear()  # the second entry alone (--first): no gap in what is replayed
+    start, points = open_recording([str(path)], first=n, images=["/1.1/measurement/eiger",
+                                                                 "/2.1/measurement/eiger"],
+                                   motors={"omega": "measurement/rot_center"})
+    assert all(p.frames for p in points) and "without a value" not in caplog.text
 
 
 def test_unreadable_chunk_is_one_bad_point_and_the_run_goes_on(tmp_path):
@@ -205,7 +233,6 @@ def test_a_scan_whose_every_point_is_bad_fails(tmp_path, monkeypatch, caplog):
     ("wrong path", ["s.h5", "/1.1/measurement/eigr", "/1.1/instrument/eiger/data"]),
     ("not 3D", ["s.h5", "/1.1/measurement/mon", "3D"]),
     ("shape mismatch", ["small.h5", "s.h5", "96x128", "48x128"]),
-    ("short motor", ["omega", "19 values for 20 frames"]),
     ("motor path", ["s.h5", "no dataset for omega '/1.1/measurement/nope'",
                     "(1D datasets in /1.1/measurement: mon, rot_center)"]),
     ("lima gone", ["s.h5", "'/1.1/measurement/lima' is an external link to "
@@ -229,10 +256,6 @@ def test_unusable_inputs_raise_naming_the_file(tmp_path, case, words):
         small = write_bliss(tmp_path / "small.h5", [f[:48] for f in frames()[:3]], [0] * 3,
                             [1] * 3)
         images.append(f"{small}::/1.1/measurement/eiger")
-    elif case == "short motor":
-        with h5py.File(path, "a") as f:
-            f["1.1/measurement/short"] = omegas()[:19]
-        motors = {"omega": "/1.1/measurement/short"}
     elif case == "motor path":
         motors = {"omega": "/1.1/measurement/nope"}
     elif case in ("lima gone", "dangling", "lima damaged"):  # links to nothing usable
