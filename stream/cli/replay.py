@@ -42,6 +42,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             check_config(target, config.text())
             args.scan_id = args.scan_id or target.scan_id
             args.resume = False
+            recorded_options(args, target.recorded, target.path)
     except FillError as exc:
         print(f"peakstream replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -194,6 +195,25 @@ def replay_trajectory(args: argparse.Namespace, config: Config) -> dict[str, Any
     return traj
 
 
+
+
+def recorded_options(args: argparse.Namespace, meta: dict[str, Any], path: Path) -> None:
+    """--fill: the images (or image files), motors and counters the file's scan was read
+    with, for those not given again (its start's meta records them); said on stderr."""
+    taken = []
+    if not args.images and meta.get("source") == "hdf5" and meta.get("images"):
+        args.images = list(meta["images"])
+        taken.append(f"--images {' '.join(args.images)}")
+    elif not args.inputs and not args.images and meta.get("inputs"):
+        args.inputs = list(meta["inputs"])
+        taken.append(" ".join(args.inputs))
+    for option, key in (("motor", "motors"), ("counter", "counters")):
+        if not getattr(args, option) and meta.get(key):
+            setattr(args, option, [f"{k}={v}" for k, v in meta[key].items()])
+            taken.append(" ".join(f"--{option} {v}" for v in getattr(args, option)))
+    if taken:
+        print(f"peakstream replay: --fill {path}: as recorded there: {' '.join(taken)}",
+              file=sys.stderr)
 
 
 def _check_start(start: Any, config: Config) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class FillTarget:
     config_text: str
     missing: list[int]  # the points to process again: missing or bad in the file
     npoints: int
+    recorded: dict[str, Any] = field(default_factory=dict)  # the start's meta: what was read
 
     @property
     def work_path(self) -> Path:
@@ -82,7 +83,7 @@ def fill_target(path: str | Path) -> FillTarget:
     if status not in FILLABLE and not missing:
         raise FillError(f"{path}: the scan ended {status} with every point; nothing to fill")
     npoints = int(start.get("npoints") or len(ids))
-    return FillTarget(path, scan_id, status, text, missing, npoints)
+    return FillTarget(path, scan_id, status, text, missing, npoints, dict(start.get("meta") or {}))
 
 
 def check_config(target: FillTarget, config_text: str) -> None:

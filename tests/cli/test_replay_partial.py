@@ -78,7 +78,8 @@ def test_fill_reprocesses_bad_points_once_the_data_are_readable(tmp_path, capsys
     """Two of a master's four Lima files gone: their frames are bad points and the scan
     ends incomplete (never a silent success). With one file back, --fill reprocesses the
     bad points it holds, those of the other stay bad with their reason; with both back
-    the file equals a replay of the whole scan (--fill took only missing points)."""
+    the file equals a replay of the whole scan (--fill took only missing points), with
+    the images and motor the file recorded when not given again."""
     out, whole = tmp_path / "scan.h5", tmp_path / "whole.h5"
     args = _lima_master(tmp_path)
     assert main([*args, "--output", str(whole)]) == 0
@@ -100,7 +101,11 @@ def test_fill_reprocesses_bad_points_once_the_data_are_readable(tmp_path, capsys
     assert [b["point_id"] for b in listed] == list(range(10, 15))
     assert "eiger_0002.h5" in listed[2]["reason"]
     (tmp_path / "away_2.h5").rename(tmp_path / "eiger_0002.h5")
-    assert main([*args, "--fill", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["replay", "--fill", str(out), "--quiet"]) == 0  # as the file recorded them
+    said = capsys.readouterr().err
+    assert "as recorded there: --images " in said and "/1.1/measurement/eiger" in said
+    assert "--motor omega=/1.1/measurement/rot_center" in said
     assert (status(load(out)) == 0).all()
     s = summary(out)
     assert s["points_bad"] == 0 and s["bad_points"] == []

@@ -319,6 +319,12 @@ def scan_trajectory(motors: Mapping[str, ValueSpec], npoints: int | None,
         return dict(given), "given"
     if not values or npoints is None or npoints < 3:
         return dict(DEFAULT_TRAJECTORY), "default"
+    if not any(np.ptp(v[np.isfinite(v)]) > 0 for v in values.values() if np.isfinite(v).any()):
+        log.warning("%s: the motor(s) %s do not move (%s over the %d points): nothing places "
+                    "the points but their order; is that the motor that turns?", what,
+                    ", ".join(values), ", ".join(f"{k} {v[np.isfinite(v)][0]:g}" if
+                                                 np.isfinite(v).any() else f"{k} none"
+                                                 for k, v in values.items()), npoints)
     traj = derive_trajectory(values)
     if traj["kind"] == "free" or not np.all([np.isfinite(v).any() for v in values.values()]):
         log.warning("%s: the motor positions fit no regular scan; linking by position "

@@ -39,6 +39,7 @@ from stream.sources.files.common import (
     scan_id_from,
     select,
 )
+from stream.sources.files.rotation import unread_rotation
 from stream.sources.files.vds import lost_sources
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,10 @@ def read_hdf5_stack(images: list[str], *, motors: Mapping[str, ValueSpec] | None
         read_values(spec, segments, nframes, hi + 1, lo)
     check_counts(every, hi - lo + 1)
     s0 = segments[0]
+    if not motors and (rot := unread_rotation(s0.file, s0.scan_group)):
+        log.warning("%s: no --motor given, so no position is read (the trajectory is the "
+                    "default sweep, a 360-degree scan is not wrapped), but the scan has "
+                    "%s: give --motor omega=%s", s0.name, rot, rot)
     det = detector or detector_name(_detector_default(s0.path, s0.file))
     sid = scan_id or scan_id_from(s0.file, _scan_suffix(s0.path))
     meta = {"source": "hdf5", "images": [s.name for s in segments],

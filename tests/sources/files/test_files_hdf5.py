@@ -286,3 +286,20 @@ def test_detector_named_from_the_path_or_a_lima_file_name(tmp_path):
     start, _ = open_recording([str(path)], images=["/1.1/instrument/eiger/data"],
                               motors={"omega": "range:0,1"})
     assert list(start.detectors) == ["eiger"]
+
+
+def test_a_rotation_left_unread_or_a_motor_that_does_not_move_is_said(tmp_path, caplog):
+    """Without --motor a Bliss scan's rot_center was not read, silently (only the
+    "(default)" trajectory told); a constant omega replayed without a word."""
+    path = write_bliss(tmp_path / "s.h5", frames()[:6], omegas()[:6], monitors()[:6])
+    start, _ = open_recording([str(path)], images=["/1.1/measurement/eiger"])
+    assert start.motors == []
+    assert "no --motor given" in caplog.text
+    assert "give --motor omega=measurement/rot_center" in caplog.text
+    caplog.clear()
+    open_recording([str(path)], images=["/1.1/measurement/eiger"], motors={"omega": 3.0})
+    assert "the motor(s) omega do not move (omega 3 over the 6 points)" in caplog.text
+    caplog.clear()
+    open_recording([str(path)], images=["/1.1/measurement/eiger"],
+                   motors={"omega": "measurement/rot_center"})
+    assert "no --motor" not in caplog.text and "do not move" not in caplog.text
