@@ -107,6 +107,17 @@ def label(split: str, setting: dict) -> str:
     return f"{'2D max' if split != 'none' else '8-conn'} | {text}"
 
 
+def linker_defaults() -> dict:
+    """[linker]'s defaults as relink takes them: without the fraction or distance the
+    default criterion does not use (relink refuses a setting that changes nothing)."""
+    d = dict(DEFAULTS["linker"])
+    used = [d["criterion"]] if isinstance(d["criterion"], str) else list(d["criterion"])
+    for key in ("fraction", "distance"):
+        if key not in used:
+            d.pop(key, None)
+    return d
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -118,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the table to this JSON file")
     args = p.parse_args(argv)
     default_split = Label().split
-    settings = [*SETTINGS, ("default", dict(DEFAULTS["linker"]))]
+    settings = [*SETTINGS, ("default", linker_defaults())]
     names = [label(default_split if sp == "default" else sp, st) for sp, st in settings]
     found = {n: np.zeros(3, int) for n in names}
     pixels = next(n for n in names if n.endswith("split pixels"))

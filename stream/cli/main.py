@@ -202,7 +202,8 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--iflip", action="store_true", help="interlaced: the 2nd pass backwards")
     p.add_argument("--wrap", action="store_true", help="the fast motor covers whole turns: "
                                                         "the last point neighbours the first")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress lines (each file's summary still goes to stdout)")
     add_cluster_options(p)
     p.set_defaults(func=cmd_replay)
 
