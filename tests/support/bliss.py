@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,17 @@ class FakeBliss:
              info: dict[str, Any] | None = None, frames_per_file: int = 4,
              abort_after: int | None = None, late_files: dict[int, float] | None = None,
              lima: bool = True, npoints: int | None = -1, batch: int = 1,
-             pause_at: int | None = None, pause: float = 0.0) -> None:
+             pause_at: int | None = None, pause: float = 0.0,
+             published: Callable[[int], None] | None = None) -> None:
         """One scan: channels "axis:<name>" and "<ctrl>:<name>", the Lima stream
         "eiger:image". `abort_after`: stop after that many points as a user abort;
         `late_files`: file number -> seconds it reaches the disk after Bliss says it is
         saved (inf: never); `lima` False: the frames travel in the stream itself;
         `npoints` None: an open-ended scan (-1: len(frames)); `batch`: points per
         publication (Bliss buffers; Lima publishes its status now and then); `pause_at`:
-        Bliss publishes nothing for `pause` s before that point (a refill, a user pause)."""
+        Bliss publishes nothing for `pause` s before that point (a refill, a user pause);
+        `published(n)`: called before each publication but the first, n points out (it
+        may block: a scan that pauses there)."""
         from blissdata.streams.default import Stream
         from blissdata.streams.lima.stream import LimaStream
 
@@ -68,6 +72,8 @@ class FakeBliss:
         late: list[threading.Thread] = []
         saved = -1  # the last frame in a file Lima has written (or says it has)
         for lo in range(0, stop, batch):
+            if published is not None and lo:
+                published(lo)
             hi = min(lo + batch, stop)
             if pause_at is not None and lo <= pause_at < hi:
                 time.sleep(pause)

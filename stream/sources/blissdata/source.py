@@ -13,6 +13,7 @@ the reason. Then the next scan.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from typing import Any
@@ -23,6 +24,7 @@ from stream.core.derive import derive_trajectory
 from stream.core.messages import DetectorInfo, End, Point, Start
 from stream.core.trajectory import make_trajectory
 from stream.sources.blissdata.frames import Assembler
+from stream.sources.blissdata.running import running_scans
 from stream.sources.blissdata.scaninfo import (
     end_status,
     image_channels,
@@ -74,6 +76,8 @@ class BlissdataSource:
         self.sockets = self.bridge.sockets
         self.store: Any = None
         self.since: str | None = None
+        self.pending: list[str] = []  # scans Bliss was running at start-up, to follow first
+        self.backlog = 0  # points of the scan followed that were in Redis before we started
         self._connect(first=True)
         self.bridge.start(self._run, "blissdata-source")
         log.info("blissdata: %s", self.reading)
@@ -109,8 +113,8 @@ class BlissdataSource:
 
         try:
             self.store = DataStore(self.url)
-            if self.since is None:  # scans from now on (what came before is history)
-                self.since = self.store.get_last_scan_timetag()
+            if self.since is None:  # scans from now on, and those running now (from their
+                self.since, self.pending = running_scans(self.store, self.session)  # start)
         except Exception as exc:  # redis's ConnectionError, or no blissdata database there
             if first:
                 raise ValueError(f"blissdata: cannot use {self.url}: {exc}") from None
@@ -122,6 +126,9 @@ class BlissdataSource:
     def _run(self) -> None:
         from blissdata.exceptions import NoScanAvailable
 
+        pending, self.pending = self.pending, []
+        for key in pending:  # a restart mid-scan: the file a crash left open is continued
+            self._take_scan(key, running=True)
         while not self._stopping():
             try:
                 self.since, key = self.store.get_next_scan(since=self.since, timeout=POLL)
@@ -131,12 +138,24 @@ class BlissdataSource:
                 if not self._reconnect(f"waiting for a scan: {exc}", until=None):
                     return
                 continue
-            try:
-                self._follow(key)
-            except Exception as exc:  # never let the thread die on one scan
-                self._bad("skipped_scans", f"scan {key}: {type(exc).__name__}: {exc}")
-            finally:
-                self.scan = ""
+            self._take_scan(key)
+
+    def _take_scan(self, key: str, running: bool = False) -> None:
+        """Follow one scan; `running`: one Bliss was running when we started, whose points
+        already in Redis then have no arrival time (NaN: equal to none, so a crash-left
+        file's stored points are kept when they come again)."""
+        try:
+            if running and not self._stopping():
+                scan = self.store.load_scan(key)
+                self.backlog = max((len(s) for s in scan.streams.values()), default=0)
+                log.info("blissdata: scan %s was running when we started (%d points out): "
+                         "followed from its start", scan_id(scan.name, scan.number, getattr(
+                             scan, "session", None)), self.backlog)
+            self._follow(key)
+        except Exception as exc:  # never let the thread die on one scan
+            self._bad("skipped_scans", f"scan {key}: {type(exc).__name__}: {exc}")
+        finally:
+            self.scan, self.backlog = "", 0
 
     def _reconnect(self, why: str, until: float | None) -> bool:
         """Reconnect to Redis until `until` (monotonic; None: as long as we run)."""
@@ -239,7 +258,8 @@ class BlissdataSource:
                 except (RedisError, OSError) as exc:
                     scan, group = self._resume(key, wanted, exc)
                 for i, frame, m, c in asm.ready(time.monotonic(), final):
-                    p = Point(start.scan_id, i, time.time(), m, c)
+                    when = math.nan if i < self.backlog else time.time()
+                    p = Point(start.scan_id, i, when, m, c)
                     if isinstance(frame, str):
                         p.extra["error"] = frame
                         self.counts["bad_frames"] += 1
