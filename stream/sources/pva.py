@@ -245,7 +245,7 @@ class PvaSource:
         if acquire_pv and not counter_pv:
             log.warning("pva: no counter_pv (ArrayCounter): point ids count from each "
                         "acquisition's first frame received, shifted if its first frames are lost")
-        else:
+        elif not acquire_pv:
             log.warning("pva: no acquire_pv: a scan starts at the first frame received and "
                         "counts its point ids from there (no reference for the first frame)")
         self.bridge.start(self._run, "pva-source")

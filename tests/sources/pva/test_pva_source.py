@@ -294,3 +294,22 @@ def test_a_long_exposure_past_end_timeout_keeps_the_acquisition_open(detector, t
     runner.close()
     assert [(r["status"], r["reason"]) for r in results] == [("success", "")]
     assert results[0]["processed"] == 5 and results[0]["rejected"] == 0
+
+
+@pytest.mark.parametrize("pvs, warned", [
+    (("acquire", "images", "counter"), []),
+    (("acquire", "images"), ["no counter_pv"]),
+    ((), ["no acquire_pv"]),
+])
+def test_the_start_warns_only_of_the_pvs_not_given(detector, caplog, pvs, warned):
+    """With acquire_pv and counter_pv (configs/pva.toml) the start warned "no
+    acquire_pv": the test was `if acquire and not counter: ... else:`."""
+    import logging
+
+    caplog.set_level(logging.WARNING, "stream.sources.pva")
+    given = {f"{k}_pv": getattr(detector, f"{k}_pv") for k in pvs}
+    with source(detector, **given):
+        pass
+    said = [r.getMessage() for r in caplog.records]
+    assert [w for w in ("no acquire_pv", "no counter_pv") if any(w in m for m in said)] \
+        == warned
