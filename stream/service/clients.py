@@ -75,12 +75,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def format_status(s: dict[str, Any]) -> str:
-    lines = [f"peakstream daemon {s.get('version', '?')} (pid {s.get('pid', '?')}): "
-             f"{s.get('state')}, {s.get('scans_done', 0)} scan(s) done, up "
-             f"{s.get('uptime', 0):.0f} s, RSS {s.get('rss', 0) / 2**20:.0f} MiB"]
+    """`peakstream status`'s text: only what the daemon said (a key it did not send is
+    left out, never printed as None)."""
+    version = f" {s['version']}" if s.get("version") else ""
+    pid = f" (pid {s['pid']})" if s.get("pid") else ""
+    lines = [f"peakstream daemon{version}{pid}: {s.get('state') or 'state unknown'}, "
+             f"{s.get('scans_done') or 0} scan(s) done, up {s.get('uptime') or 0:.0f} s, "
+             f"RSS {(s.get('rss') or 0) / 2**20:.0f} MiB"]
     ep = s.get("endpoints") or {}
     data = ep.get("data") or ("bound after the warm-up" if s.get("state") == "warming" else "-")
-    lines.append(f"  endpoints   data {data}, control {ep.get('control')}, "
+    lines.append(f"  endpoints   data {data}, control {ep.get('control') or '-'}, "
                  f"live {ep.get('live') or '-'}")
     web = s.get("web")
     if web:
@@ -102,8 +106,9 @@ def format_status(s: dict[str, Any]) -> str:
     if source:  # the source's own counters (blissdata, pva, dectris)
         lines.append("  source      " + ", ".join(f"{k} {v}" for k, v in source.items()))
     w = s.get("workers") or {}
-    lines.append(f"  workers     {w.get('workers')} {w.get('kind')}, {s.get('in_flight')}/"
-                 f"{s.get('queue')} points out")
+    if w:
+        lines.append(f"  workers     {w.get('workers', 0)} {w.get('kind', '')}, "
+                     f"{s.get('in_flight') or 0}/{s.get('queue') or 0} points out")
     if s.get("params"):
         lines.append(f"  params      {json.dumps(s['params'])}")
     if s.get("last_error"):

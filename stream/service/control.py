@@ -107,8 +107,10 @@ def read_token(path: str | Path) -> str:
 
 
 class ControlServer:
-    """The ROUTER's thread; `serve()` is the main loop's half. With a `token`, set /
-    checkpoint / stop must carry it (`"token": "..."`); status and get need none."""
+    """The ROUTER's thread, started by `start(snapshot)` (status answers from the first
+    snapshot on, never a placeholder); `serve()` is the main loop's half. With a
+    `token`, set / checkpoint / stop must carry it (`"token": "..."`); status and get
+    need none."""
 
     def __init__(self, endpoint: str, on_stop: Callable[[], None],
                  handler: Callable[[dict[str, Any]], dict[str, Any]],
@@ -118,7 +120,7 @@ class ControlServer:
         self.refused = 0  # privileged requests without the right token
         self.ctx = context or zmq.Context.instance()
         self.on_stop, self.handler, self.busy_timeout = on_stop, handler, busy_timeout
-        self.snapshot: dict[str, Any] = {"state": "starting"}
+        self.snapshot: dict[str, Any] = {}
         self.snapshot_time = time.monotonic()
         self.requests = 0
         self.router = self.ctx.socket(zmq.ROUTER)
@@ -135,8 +137,13 @@ class ControlServer:
         self._pair.connect(inner)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+
+    def start(self, snapshot: dict[str, Any]) -> None:
+        """Serve requests, status answering with `snapshot` until the next `update`
+        (its requests wait in the bound socket until then)."""
+        self.update(snapshot)
         self._thread.start()
-        log.info("control socket on %s", endpoint)
+        log.info("control socket on %s", self.endpoint)
 
     def update(self, snapshot: dict[str, Any]) -> None:
         """The main loop's latest status (replaced whole: the thread only reads it)."""
@@ -160,7 +167,11 @@ class ControlServer:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
+        else:  # never started: its sockets are closed here
+            self.router.close(linger=0)
+            self._pair.close(linger=0)
         self.inbox.close(linger=0)
 
     # ------------------------------------------------------------ the thread

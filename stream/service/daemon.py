@@ -110,6 +110,7 @@ class Daemon:
         cannot be told to wait, so a scan that starts during the warm-up is followed from
         its start and held back (the source's own back-pressure) until the runner reads."""
         self.config = config
+        self.starting = True  # until source, live lane and web are up: status says starting
         self.warming = False
         self.stopping = False
         self._stop_logged = False
@@ -133,14 +134,14 @@ class Daemon:
                                              self.request, token=token,
                                              token_file=str(token_file))
                 self.runner.watch[self.control.inbox] = self.control.serve
+                self.warming = warm is not None
+                self.control.start(self.snapshot(self.runner.status()))
             if config["source"]["kind"] in HOLDING_KINDS:  # scans that cannot wait
                 self.source = open_source(config)
             if warm is not None:
                 self.warming = True
-                if self.control is not None:
-                    self.control.update(self.snapshot(self.runner.status()))
-                    if on_control is not None:
-                        on_control(self.control.endpoint)
+                if self.control is not None and on_control is not None:
+                    on_control(self.control.endpoint)
                 warm(config)
                 self.warming = False
             if self.source is None:
@@ -156,7 +157,8 @@ class Daemon:
             self.close()
             raise
         self._next_snapshot = 0.0
-        self._tick(force=True)  # a status to answer with from the first request
+        self.starting = False
+        self._tick(force=True)  # ready: idle
 
     def _start_web(self, web: dict[str, Any]) -> Any:
         """The web view's child process (`[web] port` >= 0), fed by the live lane."""
@@ -173,6 +175,8 @@ class Daemon:
     def state(self) -> str:
         if self.warming:
             return "warming"
+        if self.starting:
+            return "starting"
         if self.stopping:
             return "stopping"
         return "running" if self.runner.current is not None else "idle"

@@ -252,6 +252,61 @@ def test_status_says_when_the_data_endpoint_is_bound():
     assert "data tcp://h:1," in ready
 
 
+def test_the_first_status_is_the_daemons_own_and_prints_no_placeholder(tmp_path):
+    """The control socket answered with {"state": "starting"} until the daemon's first
+    snapshot, printed as "peakstream daemon ? (pid ?) ... control None ... workers None
+    None". Asked while the daemon warms up (its first moment with a control socket):
+    its pid, endpoints and workers, and no None or ? in the text."""
+    import os
+
+    from stream.config.schema import Config
+    from stream.service.clients import format_status
+    from stream.service.control import request
+    from stream.service.daemon import Daemon
+
+    config = Config.load(daemon_config(tmp_path, """
+[source]
+listen = "tcp://127.0.0.1:0"
+[control]
+endpoint = "tcp://127.0.0.1:0"
+[live]
+endpoint = ""
+"""))
+    seen: list[dict] = []
+    endpoint: list[str] = []
+    d = Daemon(config, tmp_path / "out", warm=lambda _: seen.append(
+        request(endpoint[0], {"cmd": "status"})), on_control=endpoint.append)
+    d.close()
+    first = seen[0]
+    assert first["state"] == "warming" and first["pid"] == os.getpid()
+    assert first["endpoints"]["control"] == endpoint[0] and first["workers"]["kind"]
+    text = format_status(first)
+    assert "None" not in text and "?" not in text and f"(pid {os.getpid()})" in text
+    bare = format_status({"state": "starting"})  # an older daemon's placeholder
+    assert "None" not in bare and "?" not in bare
+
+
+def test_a_status_asked_before_the_first_snapshot_gets_that_snapshot():
+    """The control thread served from its construction, answering {"state": "starting"}
+    until the daemon's first update; it now serves from `start(snapshot)` on, and a
+    request sent before waits in the socket for it."""
+    from stream.service.control import ControlServer, pack
+
+    server = ControlServer("tcp://127.0.0.1:0", lambda: None, lambda req: {})
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(server.endpoint)
+        sock.send(pack({"cmd": "status"}))
+        server.start({"state": "warming", "pid": 42})
+        assert sock.poll(10_000), "no reply"
+        reply = msgpack.unpackb(sock.recv(), raw=False)
+    finally:
+        sock.close()
+        server.close()
+    assert reply["state"] == "warming" and reply["pid"] == 42
+
+
 def test_status_shows_the_source_counters():
     """docs/sources.md: status shows the source's counters (they were only in --json)."""
     from stream.service.clients import format_status
