@@ -88,7 +88,7 @@ def loaded_kernels() -> int:
     for name, mod in list(sys.modules.items()):
         if not name.startswith("nodes") or mod is None:
             continue
-        for obj in vars(mod).values():
+        for obj in list(vars(mod).values()):  # (the daemon counts from another thread)
             if isinstance(obj, CPUDispatcher):
                 n += len(obj.overloads)
     return n
@@ -192,6 +192,12 @@ def warmed_before(config: Config) -> bool:
     """True if a warm-up of this config (and version) ran with this numba cache: its
     record is there, so the cache holds the kernels and loading them takes seconds."""
     return "kernels" in _read_record(config)
+
+
+def expected_kernels(config: Config) -> int | None:
+    """How many kernels this config loads, as the last warm-up counted (None: never
+    warmed up with this numba cache and version)."""
+    return _read_record(config).get("kernels")
 
 
 def expected_seconds(config: Config) -> float:

@@ -79,11 +79,17 @@ def format_status(s: dict[str, Any]) -> str:
     left out, never printed as None)."""
     version = f" {s['version']}" if s.get("version") else ""
     pid = f" (pid {s['pid']})" if s.get("pid") else ""
-    lines = [f"peakstream daemon{version}{pid}: {s.get('state') or 'state unknown'}, "
+    warm = s.get("warmup") or {}  # while warming: the kernels loaded (of the total)
+    kernels = (f" (kernels {warm.get('kernels', 0)}"
+               f"{'/' + str(warm['total']) if warm.get('total') else ''})" if warm else "")
+    lines = [f"peakstream daemon{version}{pid}: {s.get('state') or 'state unknown'}{kernels}, "
              f"{s.get('scans_done') or 0} scan(s) done, up {s.get('uptime') or 0:.0f} s, "
              f"RSS {(s.get('rss') or 0) / 2**20:.0f} MiB"]
     ep = s.get("endpoints") or {}
-    data = ep.get("data") or ("bound after the warm-up" if s.get("state") == "warming" else "-")
+    data = ep.get("data") or "-"
+    if not ep.get("data") and s.get("state") in ("warming", "starting"):  # not open yet
+        data = ("bound after the warm-up" if (s.get("source") or {}).get("kind", "zmq")
+                in ("zmq", "dectris") else "not open yet")
     lines.append(f"  endpoints   data {data}, control {ep.get('control') or '-'}, "
                  f"live {ep.get('live') or '-'}")
     web = s.get("web")

@@ -41,6 +41,7 @@ from stream.run.params import ParamError
 from stream.run.runner import ScanRunner
 from stream.service.control import TOKEN_NAME, ControlServer, make_token
 from stream.service.live import LiveLane
+from stream.service.warming import StoppedStarting, WarmingStatus, stop_while_starting
 from stream.sources.base import HOLDING_KINDS, open_source
 from stream.store.leftover import warn_open_files
 
@@ -115,6 +116,7 @@ class Daemon:
         self.stopping = False
         self._stop_logged = False
         self.aborting = False
+        self.warm_status: WarmingStatus | None = None  # kernels loaded, while warming
         self.stop_time = 0.0
         self.scans = 0
         self.runner = ScanRunner(config, output_dir=output_dir,
@@ -142,7 +144,8 @@ class Daemon:
                 self.warming = True
                 if self.control is not None and on_control is not None:
                     on_control(self.control.endpoint)
-                warm(config)
+                with WarmingStatus(config, self._warming_tick) as self.warm_status:
+                    warm(config)
                 self.warming = False
             if self.source is None:
                 self.source = open_source(config)
@@ -274,6 +277,11 @@ class Daemon:
         if self.live is not None:
             self.live.progress(status, self.state, force)
 
+    def _warming_tick(self) -> None:
+        """The status refreshed during the warm-up (from WarmingStatus's thread)."""
+        if self.control is not None and self.warming:
+            self.control.update(self.snapshot(self.runner.status()))
+
     def _scan_ended(self, summary: dict[str, Any]) -> None:
         self.scans += 1
         del self.runner.results[:-KEEP_RESULTS]  # a service runs for days
@@ -283,8 +291,11 @@ class Daemon:
 
     def snapshot(self, status: dict[str, Any]) -> dict[str, Any]:
         r = self.runner
-        source = self.source.status() if hasattr(self.source, "status") else {}
-        return {"state": self.state, "pid": os.getpid(), "version": __version__,
+        source = (self.source.status() if hasattr(self.source, "status") else
+                  {"kind": self.config["source"]["kind"]} if self.source is None else {})
+        warming = ({"warmup": self.warm_status.progress}
+                   if self.warming and self.warm_status is not None else {})
+        return {**warming, "state": self.state, "pid": os.getpid(), "version": __version__,
                 "scans_done": self.scans,
                 "endpoints": self.endpoints(), "output_dir": str(r.output_dir),
                 "last_scan": r.results[-1] if r.results else None,
@@ -357,15 +368,20 @@ def cmd_daemon(args: Any, warm: Callable[[Config], Any] | None = None) -> int:
         print(f"peakstream daemon {__version__}: control on {endpoint} (status: warming); "
               f"loading kernels, {meanwhile}", file=sys.stderr, flush=True)
 
+    stop_while_starting()
     try:
         daemon = Daemon(config, output, warm, on_control)
     except (OSError, ImportError, ValueError) as exc:  # endpoints, a source's own checks
         print(f"peakstream daemon: {exc}", file=sys.stderr)
         return 2
-    daemon.runner.freeze_gc = True  # a process of its own: see freeze_long_lived
-    warn_open_files(output, config)
+    except StoppedStarting as exc:  # nothing was taken yet
+        log.info("peakstream daemon stopped (%s) before it ran: during the warm-up or "
+                 "while its source opened", exc)
+        return 0
     signal.signal(signal.SIGTERM, daemon.stop)
     signal.signal(signal.SIGINT, daemon.stop)
+    daemon.runner.freeze_gc = True  # a process of its own: see freeze_long_lived
+    warn_open_files(output, config)
     ep = daemon.endpoints()
     print(f"peakstream daemon {__version__}: listening on {ep['data'] or '-'}, control on "
           f"{ep['control'] or '-'}, live on {ep['live'] or '-'}, writing to {output}, "

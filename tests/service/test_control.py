@@ -22,6 +22,7 @@ from stream.service.live import unpack
 from stream.store.reader import load
 from stream.wire.codec import encode
 from tests.support.daemon import (
+    IN_PROCESS,
     SIMCONF,
     Sender,
     completed,
@@ -264,14 +265,7 @@ def test_the_first_status_is_the_daemons_own_and_prints_no_placeholder(tmp_path)
     from stream.service.control import request
     from stream.service.daemon import Daemon
 
-    config = Config.load(daemon_config(tmp_path, """
-[source]
-listen = "tcp://127.0.0.1:0"
-[control]
-endpoint = "tcp://127.0.0.1:0"
-[live]
-endpoint = ""
-"""))
+    config = Config.load(daemon_config(tmp_path, IN_PROCESS))
     seen: list[dict] = []
     endpoint: list[str] = []
     d = Daemon(config, tmp_path / "out", warm=lambda _: seen.append(

@@ -25,6 +25,15 @@ from stream.wire.codec import encode
 from tests.support.paths import CONFIGS, ROOT
 
 SIMCONF = SimConfig(npoints=60, shape=(128, 160), spots=24, seed=3)
+# for an in-process Daemon: its data and control sockets on ephemeral ports, no live lane
+IN_PROCESS = """
+[source]
+listen = "tcp://127.0.0.1:0"
+[control]
+endpoint = "tcp://127.0.0.1:0"
+[live]
+endpoint = ""
+"""
 READY = re.compile(r"listening on (\S+), control on (\S+), live on (\S+), writing to (.+), "
                    r"log (\S+)")
 

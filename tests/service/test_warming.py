@@ -1,0 +1,77 @@
+"""The daemon while its kernels load: status is refreshed (uptime, the kernels loaded
+of their total) rather than frozen at its first snapshot, says the data socket of a
+source without one is not "bound after the warm-up", and SIGTERM there is logged as a
+stop (exit 0)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from stream.config.schema import Config
+from stream.service.clients import format_status
+from stream.service.control import request
+from stream.service.daemon import Daemon
+from tests.support.daemon import IN_PROCESS, daemon_config
+from tests.support.paths import ROOT
+
+
+def test_status_is_refreshed_while_warming(tmp_path):
+    """It was taken once before the warm-up: uptime and RSS stood still for its minute,
+    and the kernel count was on stderr only."""
+    config = Config.load(daemon_config(tmp_path, IN_PROCESS))
+    endpoint: list[str] = []
+    seen: list[dict] = []
+
+    def warm(_: Config) -> None:  # the status as a client sees it, until it moves
+        for _ in range(200):  # a safety net: refreshed every 0.5 s
+            seen.append(request(endpoint[0], {"cmd": "status"}))
+            if seen[-1]["uptime"] > seen[0]["uptime"] and "warmup" in seen[-1]:
+                return
+            time.sleep(0.05)
+
+    Daemon(config, tmp_path / "out", warm=warm, on_control=endpoint.append).close()
+    last = seen[-1]
+    assert last["state"] == "warming" and last["uptime"] > seen[0]["uptime"]
+    assert last["warmup"]["kernels"] >= 0 and "total" in last["warmup"]
+    assert "warming (kernels " in format_status(last)
+
+
+def test_a_source_without_a_data_socket_is_not_bound_after_the_warm_up():
+    bliss = format_status({"state": "warming", "source": {"kind": "blissdata"},
+                           "endpoints": {"data": "", "control": "c"}})
+    assert "data not open yet," in bliss
+    ours = format_status({"state": "warming", "source": {"kind": "zmq"},
+                          "endpoints": {"data": "", "control": "c"}})
+    assert "data bound after the warm-up," in ours  # a socket of ours: bound then
+
+
+@pytest.mark.system  # a daemon subprocess compiling its kernels on an empty numba cache
+def test_sigterm_during_the_warm_up_is_logged_as_a_stop(tmp_path):
+    config = daemon_config(tmp_path, IN_PROCESS)
+    log = tmp_path / "daemon.stderr"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "daemon", str(config), "--output",
+             str(tmp_path / "out")], stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
+            env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")})
+        try:
+            for _ in range(6000):  # a safety net; the assert below says what came
+                if "(status: warming)" in log.read_text() or proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            assert "(status: warming)" in log.read_text(), log.read_text()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(120) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    assert "peakstream daemon stopped (SIGTERM) before it ran" in text
+    assert "listening on" not in text and "Traceback" not in text
