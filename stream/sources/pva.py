@@ -284,7 +284,10 @@ class PvaSource:
         fresh = not self.connected.get(what)
         self.connected[what] = True
         self.down_since.pop(what, None)
-        self.warned_at.pop(what, None)
+        if self.warned_at.pop(what, None) is not None:  # it was warned about: over now
+            log.info("pva: PV %s (%s) connected", self.names[what], what)
+            if self.scans.last_error.startswith(f"PV {self.names[what]} ({what}) not "):
+                self.scans.last_error += f" (recovered at {time.strftime('%H:%M:%S')})"
         if what == "image":
             if fresh:  # the PV's last value on (re)connecting: not a new frame
                 self.scans.counts["stale"] += 1

@@ -165,6 +165,7 @@ class BlissdataSource:
                 self._connect()
                 self.store._redis.ping()
                 log.info("blissdata: connected again to %s", self.url)
+                self.last_error += f" (recovered at {time.strftime('%H:%M:%S')})"
                 return True
             except Exception:  # still down
                 time.sleep(POLL)
@@ -174,6 +175,7 @@ class BlissdataSource:
         scan = self.store.load_scan(key)
         other = getattr(scan, "session", None)
         if self.session and other != self.session:  # said once: this scan is not read again
+            self.counts["skipped_scans"] += 1
             log.info("blissdata: scan %s skipped: session %s, not %s", scan_id(
                 scan.name, scan.number, other), other, self.session)
             return None

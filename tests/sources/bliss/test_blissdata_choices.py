@@ -79,6 +79,7 @@ def test_the_session_is_in_the_banner_and_other_sessions_scans_are_logged(redis,
         scan_of(FakeBliss(redis.url, tmp_path, session="other"), 1)
         scan_of(FakeBliss(redis.url, tmp_path, session="mine"), 2)
         out = until(src, lambda s: s["scans"] >= 1 and not s["scan"])
+        assert src.status()["skipped_scans"] == 1  # it stayed 0
     starts = [m for m in map(decode, out) if isinstance(m, Start)]
     assert [s.scan_id for s in starts] == ["mine_2_fscan"]
     skipped = [r.getMessage() for r in caplog.records if "skipped: session" in r.getMessage()]

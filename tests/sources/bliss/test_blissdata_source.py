@@ -257,6 +257,7 @@ def test_connection_lost_mid_scan_and_back_the_scan_goes_on_where_it_was(redis, 
     assert np.array_equal(np.stack([p.frames["eiger"] for p in points]), np.stack(frames[:10]))
     assert msgs[-1] == End("demo_10_fscan", "success", 10, "")
     assert status["reconnects"] >= 1 and "redis connection lost" in status["last_error"]
+    assert "(recovered at " in status["last_error"]  # it stayed as if still lost
 
 
 def test_a_bliss_pause_longer_than_end_timeout_keeps_the_scan_open(redis, tmp_path):

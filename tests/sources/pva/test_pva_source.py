@@ -313,3 +313,14 @@ def test_the_start_warns_only_of_the_pvs_not_given(detector, caplog, pvs, warned
     said = [r.getMessage() for r in caplog.records]
     assert [w for w in ("no acquire_pv", "no counter_pv") if any(w in m for m in said)] \
         == warned
+
+
+def test_a_pv_connected_again_marks_its_error_as_past(detector):
+    """last_error kept saying "PV ... not connected for 10 s" with the PV long back."""
+    with acquiring_source(detector, connect_warning=0.5) as src:
+        detector.counter.close()  # the IOC's record goes away, then comes back
+        wait_for(lambda: "(counter) not connected" in src.status()["last_error"])
+        detector.counter.open(0)
+        wait_for(lambda: src.connected.get("counter"))
+        error = src.status()["last_error"]
+    assert "(counter) not connected" in error and "(recovered at " in error
