@@ -35,3 +35,19 @@ def running_scans(store: Any, session: str) -> tuple[str, list[str]]:
             break
         running.append(key)
     return timetag, running[::-1]
+
+
+def superseded(store: Any, key: str, session: str | None) -> str:
+    """A scan of `session` Bliss created after the scan `key`, or "": a Bliss that died
+    mid-scan never closes its scan, and its next scan says the old one is over (Bliss
+    runs one scan of a session at a time)."""
+    from blissdata.redis_engine.scan import scan_creation_stream
+
+    newer = []
+    for _, data in store._redis.xrevrange(scan_creation_stream, count=RECENT):
+        other = data[b"key"].decode()
+        if other == key:
+            break
+        newer.append(other)
+    sessions = store._redis.json().mget(newer, "id.session") if newer else []
+    return next((k for k, s in zip(newer, sessions, strict=True) if s == session), "")

@@ -24,7 +24,7 @@ from stream.core.derive import derive_trajectory
 from stream.core.messages import DetectorInfo, End, Point, Start
 from stream.core.trajectory import make_trajectory
 from stream.sources.blissdata.frames import Assembler
-from stream.sources.blissdata.running import running_scans
+from stream.sources.blissdata.running import running_scans, superseded
 from stream.sources.blissdata.scaninfo import (
     end_status,
     image_channels,
@@ -39,6 +39,7 @@ from stream.sources.bridge import Bridge
 log = logging.getLogger(__name__)
 
 POLL = 0.2  # s a blocking Redis read waits at most (the thread checks for stop)
+SUPERSEDED_EVERY = 2.0  # s between looks for a newer scan of the session while none comes
 
 
 class ScanGone(Exception):
@@ -245,10 +246,16 @@ class BlissdataSource:
         started, sent, final = start.trajectory != {}, 0, False
         if started:
             self.bridge.emit(start)
+        look = time.monotonic() + SUPERSEDED_EVERY
         try:
             while not self._stopping():
+                if time.monotonic() > look:  # nothing came for a while: is Bliss still on it?
+                    look = time.monotonic() + SUPERSEDED_EVERY
+                    self._superseded(scan, key)
                 try:
                     views = group.read(timeout=POLL) if not final else {}
+                    if views:
+                        look = time.monotonic() + SUPERSEDED_EVERY
                 except EndOfStream:
                     final, views = True, {}
                 except Exception as exc:  # Redis connection lost mid-scan
@@ -292,6 +299,19 @@ class BlissdataSource:
             return "abort", str(exc), sent
         finally:
             asm.reader.close()
+
+    def _superseded(self, scan: Any, key: str) -> None:
+        """ScanGone if Bliss created a newer scan of this one's session: this one's Bliss
+        died without closing it, and it would be followed for good."""
+        from redis.exceptions import RedisError
+
+        try:
+            newer = superseded(self.store, key, getattr(scan, "session", None))
+        except (RedisError, OSError):
+            return  # Redis away: the next read reconnects
+        if newer:
+            raise ScanGone(f"Bliss started another scan of the session ({newer}) without "
+                           f"closing this one")
 
     def _closed(self, scan: Any) -> tuple[str, str]:
         """Our status and reason once Bliss has closed the scan (its streams are sealed

@@ -58,6 +58,48 @@ def test_running_scans_are_those_after_the_newest_closed(redis):
     assert running_scans(store, "")[1] == [group, other, child]  # every session
 
 
+def test_a_scan_bliss_never_closed_ends_when_its_session_starts_another(redis, tmp_path):
+    """A Bliss killed mid-scan never closes its scan: a source following it (or picking
+    it up at start-up) waited for its end for good, and every later scan behind it."""
+    from blissdata.redis_engine.store import DataStore
+    from blissdata.streams.default import Stream
+
+    from stream.core.messages import End
+    from stream.sources.blissdata import BlissdataSource
+    from stream.wire.codec import decode
+    from tests.support.bliss import collect
+
+    frames, motors, _ = sim_scan("uint16")
+    omega = [m["omega"] for m in motors]
+    info = {"type": "fscan", "npoints": 8,
+            "fscan_parameters": {"motor": "diffrz", "npoints": 8}}
+    with BlissdataSource(redis_url=redis.url, motors=["omega"], counters=[],
+                         channels={"omega": "axis:diffrz"}, session="died") as src:
+        dead = DataStore(redis.url).create_scan(
+            {"name": "fscan", "number": 1, "data_policy": "no_policy", "session": "died"},
+            info=info)
+        image = dead.create_stream(Stream.make_definition("eiger:image", "uint16",
+                                                          frames[0].shape))
+        rot = dead.create_stream(Stream.make_definition("axis:diffrz", "float64"))
+        dead.prepare()
+        dead.start()
+        image.send(np.stack(frames[:3]))
+        rot.send(np.asarray(omega[:3]))  # and its Bliss dies here
+        out: list[list] = []
+        for _ in range(600):  # a safety net: the asserts below say what was missing
+            out += src.receive(0.1)
+            if src.status()["points"] or src.status()["scan"] == "died_1_fscan":
+                break
+        FakeBliss(redis.url, tmp_path, session="died").scan(
+            "fscan", 2, frames[:4], {"diffrz": omega[:4]}, lima=False, info=info | {
+                "npoints": 4, "fscan_parameters": {"motor": "diffrz", "npoints": 4}})
+        out += collect(src, ends=2)
+    ends = [m for m in map(decode, out) if isinstance(m, End)]
+    assert [e.scan_id for e in ends] == ["died_1_fscan", "died_2_fscan"]
+    assert ends[0].status == "abort" and "without closing this one" in ends[0].reason
+    assert ends[1].status == "success"
+
+
 @pytest.mark.system  # a daemon killed -9 and started again
 def test_restart_mid_scan_continues_the_crashed_file(redis, tmp_path, daemon):
     config = bliss_config(tmp_path, redis.url, "restart",
