@@ -71,10 +71,14 @@ class Assembler:
     `frame(i, data)` gives frame i (an array, a reference to read, or an error
     text); `values(name, array)` appends a channel's values; `ready(now, final)`
     returns the points that are complete. A reference that cannot be read is
-    retried until `frame_timeout` s after the first failed read of its file, then its
+    retried; once its file is due (Lima has gone on to a later file, or every stream is
+    sealed: blissdata's own rule for a closed file), for `frame_timeout` s, then its
     point carries the reason (recorded bad), and so does every other frame of that file
-    at once: a lost Lima file costs one timeout, not one per frame. `final`: every
-    stream is sealed, so a point with a frame goes out with whatever values there are.
+    at once: a lost Lima file costs one timeout, not one per frame. Before that the
+    file may still be open for writing (Lima gives references for frames acquired, not
+    saved): a pause, or a slow scan, longer than frame_timeout while Lima filled one
+    file made its frames bad. `final`: every stream is sealed, so a point with a frame
+    goes out with whatever values there are.
     """
 
     def __init__(self, motors: list[str], counters: list[str], frame_timeout: float,
@@ -90,9 +94,12 @@ class Assembler:
         self.reader = reader or FileFrames()
         self.next_id = 0
         self.retries = 0
+        self.newest_file = ""  # the file of the newest reference given
 
     def frame(self, index: int, data: Any) -> None:
         self.frames[index] = data
+        if not isinstance(data, (np.ndarray, str)) and index >= max(self.frames):
+            self.newest_file = str(getattr(data, "file_path", data))
 
     def values(self, name: str, array: Any) -> None:
         a = np.asarray(array, dtype=float).ravel()
@@ -128,6 +135,9 @@ class Assembler:
                         data = self.reader.read(data)
                         self.first_try.pop(path, None)
                     except Exception as exc:  # h5py and fabio raise OSError, KeyError, ...
+                        if not final and self.newest_file == path:  # Lima may still
+                            self.retries += 1  # write it: no timeout yet
+                            break
                         first = self.first_try.setdefault(path, now)
                         if now - first < self.frame_timeout:
                             self.retries += 1
