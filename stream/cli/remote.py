@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from stream.cli.codes import EXIT_OK, EXIT_USAGE
+from stream.cli.codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from stream.core.threads import named_thread
 
 WORKER_DESCRIPTION = """\
@@ -24,8 +24,9 @@ go to the others). It stops when the processor says stop, or after --orphan s
 without a word from it.
 
 On anything but loopback the endpoint is CurveZMQ: give --keys DIR holding the
-processor's server.key and a worker pair (worker.key, worker.key_secret) from
-`peakstream keys DIR` on the processor host.
+processor's server.key and a worker pair (worker.key, worker.key_secret, or
+NAME.key and NAME.key_secret with --name NAME) from `peakstream keys DIR [--name
+NAME]` on the processor host.
 """
 WORKER_EXAMPLES = """\
 examples:
@@ -48,6 +49,9 @@ def add_remote(sub: Any) -> None:
     p.add_argument("--keys", metavar="DIR",
                    help="CurveZMQ key directory: server.key, worker.key, worker.key_secret "
                         "(required unless the endpoint is loopback)")
+    p.add_argument("--name", default="worker",
+                   help="the worker pair in --keys: NAME.key, NAME.key_secret (default "
+                        "worker; `peakstream keys DIR --name NAME` made it)")
     p.add_argument("--heartbeat", type=float, default=0.5,
                    help="s between heartbeats (default 0.5; the processor's "
                         "heartbeat_timeout must be well above it)")
@@ -80,7 +84,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     import zmq
 
-    from stream.run.curve import need_keys, server_public
+    from stream.run.curve import client_keys, need_keys
     from stream.run.workers import serve
 
     if args.threads < 1:
@@ -89,7 +93,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         need_keys(args.connect, args.keys)
         if args.keys:
-            server_public(args.keys)
+            client_keys(args.keys, args.name)
     except (ValueError, OSError) as exc:
         print(f"peakstream worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -103,13 +107,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
             now = time.process_time()
             cpu[:] = [cpu[0] if cpu else now, now]
 
+    failed: list[str] = []  # why a chain thread ended with an error
+
+    def chain(**kwargs: Any) -> None:
+        try:
+            serve(args.connect, ctx, **kwargs)
+        except Exception as exc:  # the worker ends with it, instead of idling
+            if not isinstance(exc, RuntimeError):  # not a failed I/O thread: a bug of ours
+                import traceback
+                traceback.print_exc()
+            failed.append(str(exc) or type(exc).__name__)
+
     ctx = zmq.Context.instance()
     orphan = math.inf if args.orphan <= 0 else args.orphan
     warm = warmer(args.quiet)
-    threads = [named_thread(serve, f"chain-{i}", args=(args.connect, ctx),
+    threads = [named_thread(chain, f"chain-{i}",
                             kwargs=dict(heartbeat=args.heartbeat, orphan=orphan,
                                         keys=args.keys, on_result=count, freeze_gc=True,
-                                        warm=warm))
+                                        warm=warm, name=args.name))
                for i in range(args.threads)]
     for t in threads:
         t.start()
@@ -117,7 +132,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
           f"{' (CurveZMQ)' if args.keys else ''}", file=sys.stderr, flush=True)
     t0 = last = time.monotonic()
     try:
-        while any(t.is_alive() for t in threads):
+        while any(t.is_alive() for t in threads) and not failed:
             threads[0].join(0.1) if threads[0].is_alive() else time.sleep(0.1)
             now = time.monotonic()
             if not args.quiet and now - last >= args.progress_interval:
@@ -127,6 +142,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"worker: interrupted after {done[0]} points", file=sys.stderr)
         return EXIT_OK
+    if failed:
+        print(f"peakstream worker: {failed[0]} (after {done[0]} points)", file=sys.stderr)
+        return EXIT_FAILED
     per = (f", {(cpu[1] - cpu[0]) / (done[0] - 1) * 1e3:.3f} ms CPU per point after the "
            f"first" if done[0] > 1 else "")
     print(f"worker: {done[0]} points{per}; the processor stopped (or went silent)",
@@ -166,5 +184,6 @@ def cmd_keys(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     print(f"processor: [workers] keys = \"{args.directory}\" (server.key_secret stays there)\n"
           f"workers:   copy server.key, {args.name}.key and {args.name}.key_secret; "
-          f"peakstream worker --keys DIR --connect tcp://HOST:PORT")
+          f"peakstream worker --keys DIR "
+          f"{'' if args.name == 'worker' else f'--name {args.name} '}--connect tcp://HOST:PORT")
     return EXIT_OK

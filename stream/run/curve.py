@@ -54,8 +54,10 @@ def _pair(directory: Path, name: str) -> tuple[bytes, bytes]:
 
     path = directory / f"{name}.key_secret"
     if not path.exists():
+        hint = "" if name in (SERVER, WORKER) else f" --name {name}"
         raise FileNotFoundError(f"{path}: no such key file (make a pair with "
-                                f"`peakstream keys {directory}`)")
+                                f"`peakstream keys DIR{hint}` and copy {name}.key and "
+                                f"{name}.key_secret here)")
     public, secret = zmq.auth.load_certificate(path)
     if secret is None:
         raise ValueError(f"{path}: holds no secret key")
@@ -88,9 +90,16 @@ def secure_server(sock: zmq.Socket, ctx: zmq.Context, directory: str | Path) -> 
     return auth
 
 
-def secure_client(sock: zmq.Socket, directory: str | Path, name: str = WORKER) -> None:
-    """Make `sock` a CURVE client with the pair `name` that trusts the directory's server."""
+def client_keys(directory: str | Path, name: str = WORKER) -> tuple[bytes, bytes, bytes]:
+    """The worker pair `name` and the server's public key of a worker's key directory:
+    FileNotFoundError or ValueError naming the file that is missing or holds no key."""
     d = Path(directory)
     public, secret = _pair(d, name)
+    return public, secret, server_public(d)
+
+
+def secure_client(sock: zmq.Socket, directory: str | Path, name: str = WORKER) -> None:
+    """Make `sock` a CURVE client with the pair `name` that trusts the directory's server."""
+    public, secret, server = client_keys(directory, name)
     sock.curve_secretkey, sock.curve_publickey = secret, public
-    sock.curve_serverkey = server_public(d)
+    sock.curve_serverkey = server

@@ -207,11 +207,13 @@ class Worker:
 def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float = 0.5,
           orphan: float = 60.0, parent: int | None = None, keys: str | None = None,
           on_result: Any = None, freeze_gc: bool = False,
-          warm: Callable[[Config], Any] | None = None) -> None:
+          warm: Callable[[Config], Any] | None = None, name: str = "worker") -> None:
     """Be a worker of the dispatcher at `endpoint` until it says stop or goes silent.
 
     The calling thread runs the chain; an I/O thread owns the DEALER socket (a
-    CurveZMQ client with the worker pair of the key directory `keys`, if given).
+    CurveZMQ client with the worker pair `name` of the key directory `keys`, if given).
+    RuntimeError when the I/O thread fails (its reason): the chain must not wait for
+    tasks that can no longer come.
     `freeze_gc`: the worker is a process of its own (never a thread of `run`).
     `warm(config)`: called with the dispatcher's config before this worker says it is
     ready, so that no point waits here while kernels compile (the I/O thread keeps
@@ -222,7 +224,8 @@ def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float
     chain = ctx.socket(zmq.PAIR)
     chain.bind(inner)
     io = named_thread(_io_loop, "worker-io", args=(ctx, endpoint, inner, heartbeat, orphan,
-                                                   parent, threading.get_ident(), keys))
+                                                   parent, threading.get_ident(), keys,
+                                                   name))
     io.start()
     worker: Worker | None = None
     frozen = False
@@ -232,6 +235,8 @@ def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float
             kind = header_of(parts)["type"]
             if kind == "stop":
                 break
+            if kind == "failed":  # the I/O thread has gone: nothing more will come
+                raise RuntimeError(header_of(parts)["reason"])
             if kind == "config":
                 worker = _configure(header_of(parts), worker)
                 if warm is not None:
@@ -267,17 +272,43 @@ def _configure(h: dict, old: Worker | None) -> Worker:
 
 
 def _io_loop(ctx: zmq.Context, endpoint: str, inner: str, heartbeat: float, orphan: float,
-             parent: int | None, owner: int, keys: str | None = None) -> None:
+             parent: int | None, owner: int, keys: str | None = None,
+             name: str = "worker") -> None:
     """Forward dispatcher <-> chain and heartbeat. After a stop (the dispatcher's, or
     ours when the dispatcher is gone) wait for the chain's bye, so that it never
-    blocks on a send nobody reads."""
-    dealer = ctx.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    if keys:
-        secure_client(dealer, keys)
-    dealer.connect(endpoint)
+    blocks on a send nobody reads. If this thread fails, the chain is told why
+    ("failed"), so that it ends instead of waiting for ever."""
     chain = ctx.socket(zmq.PAIR)
     chain.connect(inner)
+    try:
+        _forward(ctx, endpoint, chain, heartbeat, orphan, parent, owner, keys, name)
+    except Exception as exc:  # the chain thread says why (no traceback for a key file)
+        if not isinstance(exc, (OSError, ValueError)):
+            log.exception("worker %d: I/O thread", os.getpid())
+        try:
+            chain.send(pack({"type": "failed", "reason": str(exc)}), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the chain has gone already
+    finally:
+        chain.close(linger=1000)
+
+
+def _forward(ctx: zmq.Context, endpoint: str, chain: zmq.Socket, heartbeat: float,
+             orphan: float, parent: int | None, owner: int, keys: str | None,
+             name: str) -> None:
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    try:
+        if keys:
+            secure_client(dealer, keys, name)
+        dealer.connect(endpoint)
+        _loop(dealer, chain, endpoint, heartbeat, orphan, parent, owner)
+    finally:
+        dealer.close(linger=0)
+
+
+def _loop(dealer: zmq.Socket, chain: zmq.Socket, endpoint: str, heartbeat: float,
+          orphan: float, parent: int | None, owner: int) -> None:
     hello = pack({"type": "hello", "pid": os.getpid(), "thread": owner, "parent": parent or 0})
     beat = pack({"type": "heartbeat"})
     dealer.send(hello)
@@ -287,41 +318,37 @@ def _io_loop(ctx: zmq.Context, endpoint: str, inner: str, heartbeat: float, orph
     for poller, sockets in ((both, (chain, dealer)), (chain_only, (chain,))):
         for sock in sockets:
             poller.register(sock, zmq.POLLIN)
-    try:
-        while True:
-            if stopping:
-                events = dict(chain_only.poll(1000))
-            else:
-                events = dict(both.poll(max(int((next_beat - time.monotonic()) * 1000), 0)))
-            now = time.monotonic()
-            if chain in events:
-                parts = chain.recv_multipart(copy=False)
-                if header_of(parts)["type"] == "bye":  # the chain has stopped
-                    return
-                if not stopping:
-                    dealer.send_multipart(parts, copy=False)
-            if stopping:
-                continue
-            if dealer in events:
-                parts = dealer.recv_multipart(copy=False)
-                heard = now
-                kind = header_of(parts)["type"]
-                if kind == "reset":  # the dispatcher had given us up: register again
-                    dealer.send(hello)
-                elif kind != "heartbeat":
-                    chain.send_multipart(parts, copy=False)
-                    stopping = kind == "stop"
-            if now >= next_beat:
-                dealer.send(beat)
-                next_beat = now + heartbeat
-            gone = parent is not None and os.getppid() != parent
-            if gone or now - heard > orphan:
-                log.warning("worker %d: dispatcher at %s gone; stopping", os.getpid(), endpoint)
-                chain.send(pack({"type": "stop"}))
-                stopping = True
-    finally:
-        dealer.close(linger=0)
-        chain.close(linger=0)
+    while True:
+        if stopping:
+            events = dict(chain_only.poll(1000))
+        else:
+            events = dict(both.poll(max(int((next_beat - time.monotonic()) * 1000), 0)))
+        now = time.monotonic()
+        if chain in events:
+            parts = chain.recv_multipart(copy=False)
+            if header_of(parts)["type"] == "bye":  # the chain has stopped
+                return
+            if not stopping:
+                dealer.send_multipart(parts, copy=False)
+        if stopping:
+            continue
+        if dealer in events:
+            parts = dealer.recv_multipart(copy=False)
+            heard = now
+            kind = header_of(parts)["type"]
+            if kind == "reset":  # the dispatcher had given us up: register again
+                dealer.send(hello)
+            elif kind != "heartbeat":
+                chain.send_multipart(parts, copy=False)
+                stopping = kind == "stop"
+        if now >= next_beat:
+            dealer.send(beat)
+            next_beat = now + heartbeat
+        gone = parent is not None and os.getppid() != parent
+        if gone or now - heard > orphan:
+            log.warning("worker %d: dispatcher at %s gone; stopping", os.getpid(), endpoint)
+            chain.send(pack({"type": "stop"}))
+            stopping = True
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ from stream.core.messages import End
 from stream.run.curve import make_keys, need_keys, secure_client
 from stream.run.dispatch import Dispatcher
 from stream.run.runner import ScanRunner
+from stream.run.workers import serve
 from stream.sources.simulate import Simulation
 from stream.sources.simulate.config import SimConfig
 from stream.wire.codec import encode
@@ -206,3 +207,43 @@ def test_a_cold_worker_compiles_before_it_takes_points(tmp_path):
     first = re.search(r"worker: [1-9]\d* points", text)
     assert first is not None and text.index("kernels ready") < first.start(), text
     assert_same_tables(inline_reference(tmp_path / "inline.h5", "cold"), tables(out / "cold.h5"))
+
+
+def test_a_worker_pair_made_with_a_name_is_used_with_that_name(tmp_path, capsys):
+    """`peakstream keys DIR --name hutch2` says to copy server.key and the hutch2 pair;
+    a worker given that directory without --name is refused at start-up naming the
+    file it lacks, and with --name hutch2 it joins."""
+    import threading
+
+    keys, copied = tmp_path / "keys", tmp_path / "hutch2keys"
+    assert main(["keys", str(keys)]) == 0  # as docs/cluster.md: the processor's own
+    assert main(["keys", str(keys), "--name", "hutch2"]) == 0
+    copied.mkdir()
+    for name in ("server.key", "hutch2.key", "hutch2.key_secret"):
+        (copied / name).write_bytes((keys / name).read_bytes())
+    d = Dispatcher(Config.load(CONFIGS / "simulated.toml"), "threads", 1,
+                   "tcp://127.0.0.1:0", keys=str(keys))
+    try:
+        capsys.readouterr()
+        assert main(["worker", "--connect", d.endpoint, "--keys", str(copied)]) == 2
+        assert f"{copied / 'worker.key_secret'}: no such key file" in capsys.readouterr().err
+        codes = []
+        worker = threading.Thread(target=lambda: codes.append(main([
+            "worker", "--connect", d.endpoint, "--keys", str(copied), "--name", "hutch2",
+            "--quiet"])))
+        worker.start()
+        wait_until(lambda: d.collect(0.05) == [] and d.status()["workers"] == 2, 300)
+    finally:
+        d.close()  # says stop to the workers
+    worker.join()
+    assert codes == [0]
+
+
+def test_a_worker_whose_io_thread_fails_ends_with_the_reason(tmp_path):
+    """The key pair is loaded in the worker's I/O thread: when that fails, the chain
+    thread ends with the reason instead of waiting for tasks for ever."""
+    keys = tmp_path / "keys"
+    make_keys(keys)
+    (keys / "worker.key_secret").unlink()
+    with pytest.raises(RuntimeError, match="worker.key_secret: no such key file"):
+        serve("tcp://127.0.0.1:9", keys=str(keys), orphan=1e9)
