@@ -8,17 +8,23 @@ workers whose public key is a `*.key` file of the directory (zmq.auth's ZAP
 handler); a worker is a CURVE client with its own pair and the server's public
 key. Loopback endpoints (ipc://, inproc://, tcp://127.x / ::1 / localhost) need
 no keys; any other address does, and without them the dispatcher does not bind.
+A refused worker is logged (WARNING, once a minute per address and key) with its
+public key, so that the operator can see which pair is missing from the directory.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import zmq
 
 from stream.wire.sockets import is_loopback
+
+log = logging.getLogger(__name__)
 
 SERVER = "server"
 WORKER = "worker"
@@ -78,13 +84,11 @@ def server_public(directory: str | Path) -> bytes:
 def secure_server(sock: zmq.Socket, ctx: zmq.Context, directory: str | Path) -> Any:
     """Make `sock` a CURVE server that admits the directory's public keys; returns the
     started authenticator (stop it when the socket is closed)."""
-    from zmq.auth.thread import ThreadAuthenticator
-
     d = Path(directory)
     public, secret = _pair(d, SERVER)
-    auth = ThreadAuthenticator(ctx)
+    auth = _authenticator(ctx, d)
     auth.start()
-    auth.configure_curve(domain="*", location=str(d))
+    auth.configure_curve_callback(domain="*", credentials_provider=auth)
     sock.curve_secretkey, sock.curve_publickey = secret, public
     sock.curve_server = True
     return auth
@@ -96,6 +100,37 @@ def client_keys(directory: str | Path, name: str = WORKER) -> tuple[bytes, bytes
     d = Path(directory)
     public, secret = _pair(d, name)
     return public, secret, server_public(d)
+
+
+def _authenticator(ctx: zmq.Context, directory: Path) -> Any:
+    """A ZAP handler that admits the public keys of the directory's *.key files (read
+    once, as zmq.auth's own) and logs the keys it refuses."""
+    import zmq.auth
+    from zmq.auth.thread import ThreadAuthenticator
+
+    admitted = set(zmq.auth.load_certificates(directory))
+    refused: dict[tuple[str, bytes], float] = {}  # (address, key): when last logged
+
+    class Admit(ThreadAuthenticator):
+        address = "?"
+
+        async def handle_zap_message(self, msg: list[bytes]) -> None:
+            self.address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else "?"
+            await super().handle_zap_message(msg)
+
+        def callback(self, domain: str, key: bytes) -> bool:  # key: z85
+            if key in admitted:
+                return True
+            now, last = time.monotonic(), refused.get((self.address, key))
+            if last is None or now - last >= 60:
+                refused[(self.address, key)] = now
+                log.warning("refused a worker at %s: its public key %s is not in any *.key "
+                            "of %s (copy its NAME.key there, or give it a pair made there "
+                            "by `peakstream keys %s --name NAME`)", self.address,
+                            key.decode("ascii", "replace"), directory, directory)
+            return False
+
+    return Admit(ctx)
 
 
 def secure_client(sock: zmq.Socket, directory: str | Path, name: str = WORKER) -> None:

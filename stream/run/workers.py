@@ -44,6 +44,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -309,19 +310,24 @@ def _forward(ctx: zmq.Context, endpoint: str, chain: zmq.Socket, heartbeat: floa
 
 def _loop(dealer: zmq.Socket, chain: zmq.Socket, endpoint: str, heartbeat: float,
           orphan: float, parent: int | None, owner: int) -> None:
+    """Never blocks on the dealer: until a CURVE handshake succeeds it has no peer to
+    send to (a refused key, a wrong server.key, no processor), and the hello and the
+    results wait in `out`, so that the orphan check still runs."""
     hello = pack({"type": "hello", "pid": os.getpid(), "thread": owner, "parent": parent or 0})
     beat = pack({"type": "heartbeat"})
-    dealer.send(hello)
-    heard = next_beat = time.monotonic()
-    stopping = False
+    out: deque[list] = deque([[hello]])  # for the dealer, in order, when it has a peer
+    started = heard = next_beat = time.monotonic()
+    answered = stopping = False
     both, chain_only = zmq.Poller(), zmq.Poller()
     for poller, sockets in ((both, (chain, dealer)), (chain_only, (chain,))):
         for sock in sockets:
             poller.register(sock, zmq.POLLIN)
     while True:
+        _flush(dealer, out)
         if stopping:
             events = dict(chain_only.poll(1000))
         else:
+            both.modify(dealer, zmq.POLLIN | (zmq.POLLOUT if out else 0))
             events = dict(both.poll(max(int((next_beat - time.monotonic()) * 1000), 0)))
         now = time.monotonic()
         if chain in events:
@@ -329,26 +335,43 @@ def _loop(dealer: zmq.Socket, chain: zmq.Socket, endpoint: str, heartbeat: float
             if header_of(parts)["type"] == "bye":  # the chain has stopped
                 return
             if not stopping:
-                dealer.send_multipart(parts, copy=False)
+                out.append(parts)
         if stopping:
             continue
-        if dealer in events:
+        if events.get(dealer, 0) & zmq.POLLIN:
             parts = dealer.recv_multipart(copy=False)
-            heard = now
+            heard, answered = now, True
             kind = header_of(parts)["type"]
             if kind == "reset":  # the dispatcher had given us up: register again
-                dealer.send(hello)
+                out.append([hello])
             elif kind != "heartbeat":
                 chain.send_multipart(parts, copy=False)
                 stopping = kind == "stop"
         if now >= next_beat:
-            dealer.send(beat)
+            if not out:  # else the dealer has no peer: beats would only pile up
+                out.append([beat])
             next_beat = now + heartbeat
+        if not answered and now - started > orphan:
+            chain.send(pack({"type": "failed", "reason": (
+                f"the processor at {endpoint} never answered in {orphan:g} s: is it "
+                f"running? with CurveZMQ, a worker key not among the processor's [workers] "
+                f"keys (its log names the refused key) or a server.key that is not the "
+                f"processor's are the likely causes")}))
+            return
         gone = parent is not None and os.getppid() != parent
         if gone or now - heard > orphan:
             log.warning("worker %d: dispatcher at %s gone; stopping", os.getpid(), endpoint)
             chain.send(pack({"type": "stop"}))
             stopping = True
+
+
+def _flush(dealer: zmq.Socket, out: deque) -> None:
+    while out:
+        try:
+            dealer.send_multipart(out[0], zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # no peer (yet, or for now): the rest wait too
+            return
+        out.popleft()
 
 
 def main(argv: list[str] | None = None) -> None:

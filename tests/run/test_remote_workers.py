@@ -247,3 +247,31 @@ def test_a_worker_whose_io_thread_fails_ends_with_the_reason(tmp_path):
     (keys / "worker.key_secret").unlink()
     with pytest.raises(RuntimeError, match="worker.key_secret: no such key file"):
         serve("tcp://127.0.0.1:9", keys=str(keys), orphan=1e9)
+
+
+def test_a_refused_worker_is_named_on_both_sides_and_stops_after_orphan(tmp_path, caplog):
+    """A worker pair the processor does not know: the processor logs the refused key at
+    WARNING, and the worker (whose hello can never be sent) stops after --orphan s
+    saying the processor never answered, instead of blocking in its send."""
+    import logging
+
+    import zmq.auth
+
+    keys, other = tmp_path / "keys", tmp_path / "other"
+    make_keys(keys)
+    make_keys(other, "stranger")
+    (other / "server.key").unlink()
+    (other / "server.key").write_bytes((keys / "server.key").read_bytes())
+    stranger = zmq.auth.load_certificate(other / "stranger.key")[0].decode()
+    d = Dispatcher(Config.load(CONFIGS / "simulated.toml"), "threads", 1,
+                   "tcp://127.0.0.1:0", keys=str(keys))
+    try:
+        with caplog.at_level(logging.WARNING, logger="stream.run.curve"):
+            with pytest.raises(RuntimeError, match="never answered in 1 s"):
+                serve(d.endpoint, keys=str(other), name="stranger", orphan=1.0)
+    finally:
+        d.close()
+    refused = [r.getMessage() for r in caplog.records if "refused a worker" in r.getMessage()]
+    assert len(refused) == 1 and stranger in refused[0], refused  # once, however many tries
+    assert main(["worker", "--connect", f"tcp://127.0.0.1:{free_port()}", "--orphan", "1",
+                 "--quiet"]) == 1  # nothing there at all: the same end
