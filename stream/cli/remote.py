@@ -85,7 +85,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import zmq
 
     from stream.run.curve import client_keys, need_keys
-    from stream.run.workers import serve
+    from stream.run.workers import Refused, serve
 
     if args.threads < 1:
         print("peakstream worker: --threads must be >= 1", file=sys.stderr)
@@ -107,7 +107,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             now = time.process_time()
             cpu[:] = [cpu[0] if cpu else now, now]
 
-    failed: list[str] = []  # why a chain thread ended with an error
+    failed: list[tuple[str, int]] = []  # why a chain thread ended with an error, exit code
 
     def chain(**kwargs: Any) -> None:
         try:
@@ -116,7 +116,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             if not isinstance(exc, RuntimeError):  # not a failed I/O thread: a bug of ours
                 import traceback
                 traceback.print_exc()
-            failed.append(str(exc) or type(exc).__name__)
+            failed.append((str(exc) or type(exc).__name__,
+                           EXIT_USAGE if isinstance(exc, Refused) else EXIT_FAILED))
 
     ctx = zmq.Context.instance()
     orphan = math.inf if args.orphan <= 0 else args.orphan
@@ -143,8 +144,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"worker: interrupted after {done[0]} points", file=sys.stderr)
         return EXIT_OK
     if failed:
-        print(f"peakstream worker: {failed[0]} (after {done[0]} points)", file=sys.stderr)
-        return EXIT_FAILED
+        print(f"peakstream worker: {failed[0][0]} (after {done[0]} points)", file=sys.stderr)
+        return failed[0][1]
     per = (f", {(cpu[1] - cpu[0]) / (done[0] - 1) * 1e3:.3f} ms CPU per point after the "
            f"first" if done[0] > 1 else "")
     print(f"worker: {done[0]} points{per}; the processor stopped (or went silent)",

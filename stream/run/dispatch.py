@@ -27,6 +27,7 @@ from typing import Any
 
 import zmq
 
+from stream import __version__
 from stream.config.schema import Config
 from stream.core.threads import named_thread
 from stream.run.curve import need_keys, secure_server
@@ -102,6 +103,7 @@ class Dispatcher:
         self.tasks: dict[int, Task] = {}
         self.queue: deque[int] = deque()  # seqs waiting for a credit
         self.workers: dict[bytes, WorkerState] = {}
+        self._refused: dict[tuple[str, str], float] = {}  # (address, version): last logged
         self.children: list[Any] = []  # Popen or Thread
         self.done: list[list] = []
         self.scan: tuple[int, list] | None = None  # key, scan message
@@ -233,6 +235,9 @@ class Dispatcher:
         kind = header["type"]
         w = self.workers.get(identity)
         if kind == "hello":
+            if header.get("version") != __version__:
+                self._refuse(identity, header, _peer(frame))
+                return
             if w is not None:
                 self._lost(w, "registered again")
             local = header.get("parent") == os.getpid() or (
@@ -260,6 +265,18 @@ class Dispatcher:
             w.done += 1
             w.tasks.discard(header["seq"])
         self._dispatch()
+
+    def _refuse(self, identity: bytes, hello: dict, address: str) -> None:
+        """A worker of another peakstream version: its nodes could parse the config
+        otherwise, or compute other results, mixed silently into the file."""
+        theirs = str(hello.get("version") or "an older one (no version in its hello)")
+        why = f"the processor runs peakstream {__version__}, this worker {theirs}"
+        now, last = time.monotonic(), self._refused.get((address, theirs))
+        if last is None or now - last >= 60:  # an old worker says hello again and again
+            self._refused[(address, theirs)] = now
+            log.warning("refused worker pid %s from %s: %s", hello.get("pid"),
+                        address or "?", why)
+        self._send(identity, [pack({"type": "refused", "reason": f"refused: {why}"})])
 
     def _result(self, seq: int, parts: list) -> None:
         task = self.tasks.pop(seq, None)

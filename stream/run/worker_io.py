@@ -13,6 +13,7 @@ from collections import deque
 
 import zmq
 
+from stream import __version__
 from stream.run.curve import secure_client
 from stream.run.tasks import header_of, pack
 
@@ -60,7 +61,8 @@ def _loop(dealer: zmq.Socket, chain: zmq.Socket, endpoint: str, heartbeat: float
     """Never blocks on the dealer: until a CURVE handshake succeeds it has no peer to
     send to (a refused key, a wrong server.key, no processor), and the hello and the
     results wait in `out`, so that the orphan check still runs."""
-    hello = pack({"type": "hello", "pid": os.getpid(), "thread": owner, "parent": parent or 0})
+    hello = pack({"type": "hello", "pid": os.getpid(), "thread": owner, "parent": parent or 0,
+                  "version": __version__})
     beat = pack({"type": "heartbeat"})
     out: deque[list] = deque([[hello]])  # for the dealer, in order, when it has a peer
     started = heard = next_beat = time.monotonic()
@@ -91,6 +93,10 @@ def _loop(dealer: zmq.Socket, chain: zmq.Socket, endpoint: str, heartbeat: float
             kind = header_of(parts)["type"]
             if kind == "reset":  # the dispatcher had given us up: register again
                 out.append([hello])
+            elif kind == "refused":  # another version: the chain ends with the reason
+                chain.send(pack({"type": "failed", "refused": True,
+                                 "reason": header_of(parts)["reason"]}))
+                return
             elif kind != "heartbeat":
                 chain.send_multipart(parts, copy=False)
                 stopping = kind == "stop"

@@ -20,8 +20,9 @@ Messages (part 0 a msgpack map with `type`):
                            max_frame_bytes} + start message; task {seq, scan,
                            point_id, [params], [preview]} + the point's parts;
                            heartbeat; reset; stop
-    worker -> dispatcher   hello {pid}; ready {credits}; result {seq, scan, ...,
-                           [preview]} + buffers; heartbeat
+    dispatcher -> worker   refused {reason} (a hello of another peakstream version)
+    worker -> dispatcher   hello {pid, thread, parent, version}; ready {credits};
+                           result {seq, scan, ..., [preview]} + buffers; heartbeat
 
 Parameter changes (`set` on the control socket) travel with the tasks: a task
 carries `params` = [version, {node: {key: value}}], every change made so far
@@ -203,6 +204,10 @@ class Worker:
 # ------------------------------------------------------------------ serving on a socket
 
 
+class Refused(RuntimeError):
+    """The dispatcher refused this worker (another peakstream version)."""
+
+
 def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float = 0.5,
           orphan: float = 60.0, parent: int | None = None, keys: str | None = None,
           on_result: Any = None, freeze_gc: bool = False,
@@ -235,7 +240,8 @@ def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float
             if kind == "stop":
                 break
             if kind == "failed":  # the I/O thread has gone: nothing more will come
-                raise RuntimeError(header_of(parts)["reason"])
+                h = header_of(parts)
+                raise (Refused if h.get("refused") else RuntimeError)(h["reason"])
             if kind == "config":
                 worker = _configure(header_of(parts), worker)
                 if warm is not None:

@@ -275,3 +275,50 @@ def test_a_refused_worker_is_named_on_both_sides_and_stops_after_orphan(tmp_path
     assert len(refused) == 1 and stranger in refused[0], refused  # once, however many tries
     assert main(["worker", "--connect", f"tcp://127.0.0.1:{free_port()}", "--orphan", "1",
                  "--quiet"]) == 1  # nothing there at all: the same end
+
+
+def test_a_worker_of_another_version_is_refused_on_both_sides(tmp_path, caplog):
+    """The processor refuses a hello of another peakstream version (or none: an older
+    worker), with a WARNING naming both, and answers why; a worker so refused exits 2
+    with the reason. Both sides are real sockets; the other side's messages are made
+    by hand as the other version would send them."""
+    import logging
+    import threading
+
+    from stream import __version__
+    from stream.run.tasks import header_of, pack
+
+    ctx = zmq.Context.instance()
+    d = Dispatcher(Config.load(CONFIGS / "simulated.toml"), "threads", 1, "tcp://127.0.0.1:0")
+    try:
+        wait_until(lambda: d.collect(0.05) == [] and d.status()["workers"] == 1, 120)
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(d.endpoint)
+        with caplog.at_level(logging.WARNING, logger="stream.run.dispatch"):
+            for hello in ({"pid": 7, "thread": 1, "parent": 0, "version": "0.0.9"},
+                          {"pid": 7, "thread": 1, "parent": 0}):  # before the check
+                s.send(pack({"type": "hello", **hello}))
+                wait_until(lambda: d.collect(0.05) == [] and s.poll(0), 120)
+                answer = header_of(s.recv_multipart())
+                assert answer["type"] == "refused", answer
+                assert d.status()["workers"] == 1  # not joined
+        s.close(linger=0)
+    finally:
+        d.close()
+    warned = [r.getMessage() for r in caplog.records if "refused worker" in r.getMessage()]
+    assert len(warned) == 2 and "0.0.9" in warned[0] and __version__ in warned[0], warned
+
+    router = ctx.socket(zmq.ROUTER)  # a processor of another version
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    codes = []
+    worker = threading.Thread(target=lambda: codes.append(main([
+        "worker", "--connect", f"tcp://127.0.0.1:{port}", "--quiet"])))
+    worker.start()
+    identity, hello = router.recv_multipart()
+    assert header_of([hello])["version"] == __version__
+    router.send_multipart([identity, pack({"type": "refused", "reason": "refused: 9.9"})])
+    worker.join()
+    router.close()
+    assert codes == [2]
