@@ -243,6 +243,7 @@ class ScanRunner:
         except Exception as exc:  # bad dark shape, unsupported trajectory, ...
             log.error("scan %s: setup failed: %s", start.scan_id, exc)
             self._finish("fail", f"setup failed: {exc}")
+            self._refused = start.scan_id  # its points are dropped (counted, not logged)
             return
         self.current.begin(info, resumed)
         admission.warn_start(start, self.current.collector.store)  # (events: warning)
