@@ -157,8 +157,10 @@ class Integrate:
         check_shape_of("integrate", self.detector_shape, scan)
         geometry = frame_geometry(self.geometry, scan)
         if self.mask is not None and self.mask.shape != shape:
-            raise ValueError(f"integrate: mask has shape {self.mask.shape} but frames have "
-                             f"shape {shape}")
+            whose = (f" (of the PONI's detector {self.detector.split(':')[0]})"
+                     if self.detector else "")
+            raise ValueError(f"integrate: mask{whose} has shape {self.mask.shape} but frames "
+                             f"have shape {shape}")
         key = (shape, geometry, None if exclude is None else exclude.tobytes())
         if self.plan is None or key != self._plan_key:
             self.plan = build_plan(

@@ -115,3 +115,15 @@ def test_diffmap_default_engine_drops_the_detector_gaps_as_pyfai(tmp_path):
     np.testing.assert_allclose(maps["file", "pyfai"][0, 0], ref.intensity, rtol=1e-6)
     for key, found in maps.items():
         np.testing.assert_allclose(found, maps["file", "pyfai"], rtol=1e-5, err_msg=key)
+
+
+def test_frames_of_another_shape_name_the_ponis_detector(tmp_path):
+    """A PONI naming a Pilatus300k on 256 x 256 frames: the mask (the detector's, not one
+    the user gave) is what does not fit, and the reason says whose it is."""
+    pilatus(tmp_path, n=0)
+    (tmp_path / "c.toml").write_text('[[node]]\nkind = "integrate"\nponi = "pilatus.poni"\n'
+                                     'npt = 300\n' + PEAKS)
+    node = Config.load(tmp_path / "c.toml").build_nodes()[0]
+    with pytest.raises(ValueError, match=r"mask \(of the PONI's detector Pilatus 300k\) has "
+                                         r"shape \(619, 487\) but frames have shape"):
+        integrate(node, np.zeros((256, 256), np.int32))
