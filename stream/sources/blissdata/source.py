@@ -146,13 +146,7 @@ class BlissdataSource:
         already in Redis then have no arrival time (NaN: equal to none, so a crash-left
         file's stored points are kept when they come again)."""
         try:
-            if running and not self._stopping():
-                scan = self.store.load_scan(key)
-                self.backlog = max((len(s) for s in scan.streams.values()), default=0)
-                log.info("blissdata: scan %s was running when we started (%d points out): "
-                         "followed from its start", scan_id(scan.name, scan.number, getattr(
-                             scan, "session", None)), self.backlog)
-            self._follow(key)
+            self._follow(key, running)
         except Exception as exc:  # never let the thread die on one scan
             self._bad("skipped_scans", f"scan {key}: {type(exc).__name__}: {exc}")
         finally:
@@ -182,12 +176,17 @@ class BlissdataSource:
             return None
         return scan
 
-    def _follow(self, key: str) -> None:
+    def _follow(self, key: str, running: bool = False) -> None:
         from blissdata.redis_engine.scan import ScanState
 
         scan = self._load(key)
         if scan is None:
             return
+        if running:
+            self.backlog = max((len(s) for s in scan.streams.values()), default=0)
+            log.info("blissdata: scan %s was running when we started (%d points out): "
+                     "followed from its start", scan_id(scan.name, scan.number, getattr(
+                         scan, "session", None)), self.backlog)
         while scan.state < ScanState.PREPARED and not self._stopping():
             scan.update(timeout=POLL)
         if self._stopping():
