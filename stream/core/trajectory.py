@@ -79,7 +79,13 @@ from stream.core.derive import TURN, derive_trajectory
 from stream.core.neighbours import Free, Grid, Interlaced, Raster, Snake, Sweep
 
 __all__ = ["Trajectory", "Sweep", "Interlaced", "Raster", "Grid", "Snake", "Free",
-           "TRAJECTORIES", "make_trajectory", "derive_trajectory", "circular_centroid", "TURN"]
+           "TRAJECTORIES", "make_trajectory", "derive_trajectory", "circular_centroid", "TURN",
+           "ROTATION_NAMES"]
+
+# the names a rotation stage goes by, most likely first: ours, then Bliss's (a fly
+# scan's *_center is the middle of each frame's rotation, the frame's omega)
+ROTATION_NAMES = ("omega", "rot_center", "rot", "diffrz_center", "diffrz", "srot", "hrz",
+                  "gonio_omega")
 
 
 class Trajectory(Protocol):

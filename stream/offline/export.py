@@ -59,6 +59,7 @@ import h5py
 import numpy as np
 
 from stream.core.derive import TURN
+from stream.core.trajectory import ROTATION_NAMES
 from stream.store.reader import load
 
 FORMATS = ("flt", "sparse", "framecache", "ptyd")
@@ -67,7 +68,6 @@ FLT_COLUMNS = ("sc", "fc", "omega", "Number_of_pixels", "avg_intensity", "s_raw"
                "sum_intensity^2", "IMax_int", "IMax_s", "IMax_f", "IMax_o", "Min_s", "Max_s",
                "Min_f", "Max_f", "Min_o", "Max_o", "dety", "detz", "onfirst", "onlast",
                "spot3d_id")
-ROTATION_NAMES = ("omega", "rot", "rot_center", "diffrz", "diffrz_center")
 _INTS = {"Number_of_pixels", "IMax_s", "IMax_f", "Min_s", "Max_s", "Min_f", "Max_f",
          "onfirst", "onlast", "spot3d_id"}
 

@@ -170,3 +170,25 @@ def test_export_without_a_rotation_motor_says_so(tmp_path, diffrz_scan, capsys):
     assert main(["export", str(scan), "--format", "flt", "--omega", "phi",
                  "--output", str(tmp_path / "y.flt")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_scans_rotation_centre_is_omega_before_its_start(tmp_path, diffrz_scan, capsys):
+    """A Bliss fly scan records rot (each frame's start) and rot_center (its middle):
+    export took rot (the flt's omega half a step off), where ImageD11 sparse files and
+    replay's unread-rotation warning took rot_center; one list now serves all three."""
+    scan = tmp_path / "scan.h5"
+    scan.write_bytes(diffrz_scan.read_bytes())
+    with h5py.File(scan, "a") as f:
+        points = f["entry/points"]
+        points.attrs["trajectory"] = '{"kind": "grid", "fast": "x", "nfast": 4}'
+        centre = points["motors/diffrz"][()]
+        points.move("motors/diffrz", "motors/rot_center")
+        points["motors"].create_dataset("rot", data=centre - 0.125)
+    flt = tmp_path / "x.flt"
+    assert main(["export", str(scan), "--format", "flt", "--output", str(flt)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    names = flt.read_text().splitlines()[1].split()[1:]
+    table = np.loadtxt(flt, ndmin=2)
+    data = load(scan)
+    first = data["cliques"]["first_point"]
+    assert np.allclose(table[:, names.index("Min_o")], centre[first], atol=1e-6)

@@ -32,10 +32,10 @@ import numpy as np
 from stream.core.block import SparseBlock
 from stream.core.item import SparseFrame
 from stream.core.messages import Point, Start
+from stream.core.trajectory import ROTATION_NAMES
 from stream.sources.files.common import make_start, scan_id_from
 
-OMEGA_NAMES = ("measurement/rot_center", "measurement/rot", "measurement/diffrz_center",
-               "measurement/diffrz")
+OMEGA_NAMES = tuple(f"measurement/{name}" for name in ROTATION_NAMES)
 DTY_NAMES = ("measurement/dty_center", "measurement/dty", "measurement/diffty_center",
              "measurement/diffty")
 NEEDED = ("row", "col", "intensity", "nnz")

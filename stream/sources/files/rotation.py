@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import h5py
 
-# counters a rotation stage is recorded as, beside the frames of a Bliss scan
-ROTATION_NAMES = ("rot", "rot_center", "omega", "diffrz", "srot", "hrz", "gonio_omega")
+from stream.core.trajectory import ROTATION_NAMES
 
 
 def unread_rotation(file: str, scan_group: str) -> str:
