@@ -26,6 +26,7 @@ from stream.config.base import ConfigError, check_chain
 from stream.config.detector import poni_node_values
 from stream.config.service import validate_service, validate_source
 from stream.config.sources import SOURCE_DEFAULTS
+from stream.core.node import check_param
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "source": {
@@ -173,7 +174,10 @@ class Config:
                 kwargs = poni_node_values(self.base / table["poni"], where, kwargs,
                                           "detector" in hints)
             try:
-                chain.append(cls(**kwargs))
+                node = cls(**kwargs)
+                for key in getattr(node, "ranges", {}):  # the bounds `set` holds it to
+                    check_param(node, key, getattr(node, key))
+                chain.append(node)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{where}: {exc}") from None
         return chain

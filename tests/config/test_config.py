@@ -143,3 +143,21 @@ def test_a_poni_file_of_another_detector_shape_is_refused(tmp_path):
                     (256, 256), "uint16")})))
             pipeline.setup(Scan.from_start(Start("s", {"eiger": DetectorInfo(
                 (96, 128), "uint16")})))
+
+
+@pytest.mark.parametrize("cut, ok", [(0.0, True), (1e9, True), (2e9, False)])
+def test_a_config_is_held_to_the_bounds_a_live_set_is(tmp_path, cut, ok):
+    """A cut above 1e9 (nothing kept) was built from a config, while `peakstream set
+    threshold cut 2e9` was refused: both now check the node's `ranges`."""
+    from stream.core.node import check_param
+
+    config = Config.load(write(tmp_path, f"[[node]]\nkind = 'threshold'\ncut = {cut}\n"
+                                         + PEAKS))
+    if ok:
+        node = config.build_nodes()[0]
+        assert check_param(node, "cut", cut) == cut
+    else:
+        with pytest.raises(ConfigError) as err:
+            config.build_nodes()
+        said = str(err.value)
+        assert "c.toml" in said and "threshold.cut must be in [0, 1e+09]" in said
