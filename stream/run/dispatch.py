@@ -30,6 +30,7 @@ import zmq
 from stream import __version__
 from stream.config.schema import Config
 from stream.core.threads import named_thread
+from stream.run.build import build_id
 from stream.run.curve import need_keys, secure_server
 from stream.run.tasks import Params, bad_result, encode_scan, encode_task, header_of, pack
 from stream.run.workers import serve
@@ -235,7 +236,7 @@ class Dispatcher:
         kind = header["type"]
         w = self.workers.get(identity)
         if kind == "hello":
-            if header.get("version") != __version__:
+            if (header.get("version"), header.get("build")) != (__version__, build_id()):
                 self._refuse(identity, header, _peer(frame))
                 return
             if w is not None:
@@ -267,10 +268,11 @@ class Dispatcher:
         self._dispatch()
 
     def _refuse(self, identity: bytes, hello: dict, address: str) -> None:
-        """A worker of another peakstream version: its nodes could parse the config
-        otherwise, or compute other results, mixed silently into the file."""
-        theirs = str(hello.get("version") or "an older one (no version in its hello)")
-        why = f"the processor runs peakstream {__version__}, this worker {theirs}"
+        """A worker of another peakstream version or build: its nodes could parse the
+        config otherwise, or compute other results, mixed silently into the file."""
+        theirs = f"{hello.get('version') or 'an older one'} (build {hello.get('build') or '?'})"
+        why = (f"the processor runs peakstream {__version__} (build {build_id()}), this "
+               f"worker {theirs}; install the same peakstream on both")
         now, last = time.monotonic(), self._refused.get((address, theirs))
         if last is None or now - last >= 60:  # an old worker says hello again and again
             self._refused[(address, theirs)] = now

@@ -14,6 +14,7 @@ from collections import deque
 import zmq
 
 from stream import __version__
+from stream.run.build import build_id
 from stream.run.curve import secure_client
 from stream.run.tasks import header_of, pack
 
@@ -62,7 +63,7 @@ def _loop(dealer: zmq.Socket, chain: zmq.Socket, endpoint: str, heartbeat: float
     send to (a refused key, a wrong server.key, no processor), and the hello and the
     results wait in `out`, so that the orphan check still runs."""
     hello = pack({"type": "hello", "pid": os.getpid(), "thread": owner, "parent": parent or 0,
-                  "version": __version__})
+                  "version": __version__, "build": build_id()})
     beat = pack({"type": "heartbeat"})
     out: deque[list] = deque([[hello]])  # for the dealer, in order, when it has a peer
     started = heard = next_beat = time.monotonic()

@@ -21,7 +21,7 @@ Messages (part 0 a msgpack map with `type`):
                            point_id, [params], [preview]} + the point's parts;
                            heartbeat; reset; stop
     dispatcher -> worker   refused {reason} (a hello of another peakstream version)
-    worker -> dispatcher   hello {pid, thread, parent, version}; ready {credits};
+    worker -> dispatcher   hello {pid, thread, parent, version, build}; ready {credits};
                            result {seq, scan, ..., [preview]} + buffers; heartbeat
 
 Parameter changes (`set` on the control socket) travel with the tasks: a task

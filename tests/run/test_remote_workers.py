@@ -286,6 +286,7 @@ def test_a_worker_of_another_version_is_refused_on_both_sides(tmp_path, caplog):
     import threading
 
     from stream import __version__
+    from stream.run.build import build_id
     from stream.run.tasks import header_of, pack
 
     ctx = zmq.Context.instance()
@@ -297,7 +298,10 @@ def test_a_worker_of_another_version_is_refused_on_both_sides(tmp_path, caplog):
         s.connect(d.endpoint)
         with caplog.at_level(logging.WARNING, logger="stream.run.dispatch"):
             for hello in ({"pid": 7, "thread": 1, "parent": 0, "version": "0.0.9"},
-                          {"pid": 7, "thread": 1, "parent": 0}):  # before the check
+                          {"pid": 7, "thread": 1, "parent": 0},  # before the check
+                          {"pid": 7, "thread": 1, "parent": 0, "version": __version__,
+                           "build": "0" * 12},  # the same version, another build
+                          {"pid": 7, "thread": 1, "parent": 0, "version": __version__}):
                 s.send(pack({"type": "hello", **hello}))
                 wait_until(lambda: d.collect(0.05) == [] and s.poll(0), 120)
                 answer = header_of(s.recv_multipart())
@@ -307,7 +311,8 @@ def test_a_worker_of_another_version_is_refused_on_both_sides(tmp_path, caplog):
     finally:
         d.close()
     warned = [r.getMessage() for r in caplog.records if "refused worker" in r.getMessage()]
-    assert len(warned) == 2 and "0.0.9" in warned[0] and __version__ in warned[0], warned
+    assert len(warned) == 4 and "0.0.9" in warned[0] and __version__ in warned[0], warned
+    assert f"(build {build_id()}), this worker {__version__} (build 000000000000)" in warned[2]
 
     router = ctx.socket(zmq.ROUTER)  # a processor of another version
     router.setsockopt(zmq.LINGER, 0)
@@ -317,7 +322,8 @@ def test_a_worker_of_another_version_is_refused_on_both_sides(tmp_path, caplog):
         "worker", "--connect", f"tcp://127.0.0.1:{port}", "--quiet"])))
     worker.start()
     identity, hello = router.recv_multipart()
-    assert header_of([hello])["version"] == __version__
+    assert (header_of([hello])["version"], header_of([hello])["build"]) == (__version__,
+                                                                             build_id())
     router.send_multipart([identity, pack({"type": "refused", "reason": "refused: 9.9"})])
     worker.join()
     router.close()
