@@ -136,6 +136,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     for parts in source.receive(0.0):
                         runner.handle(parts)
                     progress(source.points)
+                    if runner.current is None and runner.refused == source.start.scan_id:
+                        break  # it failed (set-up, disk): the rest would be dropped unread
             if source.error:  # the recording broke off: the scan failed
                 print(f"peakstream replay: {name}: {source.error}", file=sys.stderr)
             progress(source.points, force=True)

@@ -134,7 +134,7 @@ class ResumeFinder:
         log.warning("%s", message)
         if self.runner is not None:
             self.runner.last_error = message
-            self.runner._refused = scan_id  # its points: counted as rejected, not logged
+            self.runner.refused = scan_id  # its points: counted as rejected, not logged
 
     def _with_params(self, resumed: Resumed) -> Resumed:
         """The parameters in force at the file's checkpoint set again (its param events)."""

@@ -19,14 +19,14 @@ Counters of a scan (`status()["scan"]`, and the file's counters at each
 flush): received (its points), accepted (handed to the workers), processed
 and bad (came back), duplicate, rejected, malformed, missing, linked,
 written, cliques, fit_failed, overruns, max_lag. At any time accepted = processed + bad +
-in_flight and processed + bad + missing = linked + waiting (results held by
-the reorder buffer); at the end linked = written = npoints.
+in_flight and processed + bad + missing = linked + waiting (results held by the reorder
+buffer); at the end linked = written = npoints. A scan refused or failed is `refused`.
 
 For the daemon: `watch` holds more sockets for `step()` to serve; `params` are the
-control socket's node parameter changes, sent with each task, recorded and published
-with the point id from which they apply; `live` (LiveLane) sees every result and closed
-clique. A collector that sets `failed` ends the scan as fail; a start whose file cannot
-be made is refused (`last_error`); `accepting = False` refuses new scans.
+control socket's node parameter changes, sent with each task, recorded and published with
+the point id from which they apply; `live` (LiveLane) sees every result and closed clique.
+A collector that sets `failed` ends the scan as fail; a start whose file cannot be made is
+refused (`last_error`); `accepting = False` refuses new scans.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class ScanRunner:
         self.watch: dict[Any, Callable[[], None]] = {}  # more sockets for step() to serve
         self.accepting = True  # False: new scans are refused (the daemon is stopping)
         self.last_error = ""  # why the last scan could not start or be written
-        self._refused = ""  # scan_id of a scan refused or failed: its points are dropped
+        self.refused = ""  # scan_id of a scan refused or failed: its points are dropped
         # which crashed file a scan continues (`resumer.resume_file`: replay --resume's)
         self.resumer = ResumeFinder(config, self.output_dir, self.output_file, self)
         self.counters: Counter = Counter({k: 0 for k in COUNTERS})
@@ -92,9 +92,7 @@ class ScanRunner:
         self._seq = 0  # every point handed to the workers gets the next number
         self._scans = 0
         self._blocked = False
-        # `run` and `daemon` (processes of their own, not a library caller's): after
-        # the first scan, freeze_long_lived()
-        self.freeze_gc = False
+        self.freeze_gc = False  # freeze_long_lived() after the first scan (run, daemon)
         self._finishing = False
         self.poller: tuple[Any, Any] | None = None  # (source, watch), its zmq.Poller
 
@@ -215,7 +213,7 @@ class ScanRunner:
             if same_start(self.current.scan.start, start):  # a sender resending its scan
                 return self._count("duplicate", f"the start of {start.scan_id!r} again")
             self._finish("abort", f"a new start ({start.scan_id!r}) arrived before the end")
-        self._refused, path = "", None
+        self.refused, path = "", None
         self.warned.clear()  # the log limit of bad input is per scan
         try:
             if resumed is None:
@@ -243,7 +241,7 @@ class ScanRunner:
         except Exception as exc:  # bad dark shape, unsupported trajectory, ...
             log.error("scan %s: setup failed: %s", start.scan_id, exc)
             self._finish("fail", f"setup failed: {exc}")
-            self._refused = start.scan_id  # its points are dropped (counted, not logged)
+            self.refused = start.scan_id  # its points are dropped (counted, not logged)
             return
         self.current.begin(info, resumed)
         admission.warn_start(start, self.current.collector.store)  # (events: warning)
@@ -258,7 +256,10 @@ class ScanRunner:
     def _end(self, end: End) -> None:
         cur = self.current
         if cur is None or end.scan_id != cur.scan.scan_id:
-            self._reject("rejected", f"end of scan {end.scan_id!r}, which is not open")
+            if cur is None and self.refused and end.scan_id == self.refused:
+                self.counters["rejected"] += 1  # a scan refused or failed: said then
+            else:
+                self._reject("rejected", f"end of scan {end.scan_id!r}, which is not open")
             return
         if problem := admission.end_npoints(end, cur, self.config):  # another than the start's, ...
             self._count("rejected", problem)
@@ -274,7 +275,7 @@ class ScanRunner:
         status, reason = cur.finish(status, reason)
         if status == "fail" and reason.startswith("write failed"):
             self.last_error = f"scan {cur.scan.scan_id}: {reason}"
-            self._refused = cur.scan.scan_id  # its remaining points are dropped
+            self.refused = cur.scan.scan_id  # its remaining points are dropped
         summary = {"scan_id": cur.scan.scan_id, "status": status, "reason": reason,
                    "file": str(cur.path), **cur.counters}
         ended = ("accepted", "processed", "bad", "linked", "written", "missing", "cliques",
@@ -296,7 +297,7 @@ class ScanRunner:
 
     def _point(self, point: Point, parts: list) -> None:
         cur = self.current
-        if cur is None and self._refused and point.scan_id == self._refused:
+        if cur is None and self.refused and point.scan_id == self.refused:
             self.counters["rejected"] += 1  # its start was refused (reported once)
             return
         if cur is None:
@@ -378,7 +379,6 @@ class ScanRunner:
         return bool(failed)
 
     # ------------------------------------------------------------ helpers
-
     def output_path(self, scan_id: str, meta: dict[str, Any] | None = None) -> Path:
         """The file a new scan is written to."""
         if self.output_file is not None:
@@ -388,7 +388,7 @@ class ScanRunner:
     def _refuse(self, scan_id: str, reason: str) -> None:
         """A start that cannot be taken: counted, logged, in the status; its points dropped."""
         self.last_error = f"scan {scan_id}: start refused: {reason}"
-        self._refused = scan_id
+        self.refused = scan_id
         self.counters["rejected"] += 1
         log.error("%s", self.last_error)
 

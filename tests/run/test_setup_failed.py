@@ -37,3 +37,31 @@ def test_the_points_of_a_scan_whose_setup_failed_are_dropped_quietly(tmp_path, c
     assert "shape" in result["reason"]
     assert runner.counters["rejected"] == 25  # its 24 points and its end: counted
     assert not [r for r in caplog.records if "no scan is open" in r.getMessage()]
+    assert not [r for r in caplog.records if "which is not open" in r.getMessage()]
+
+
+def test_a_replay_whose_setup_failed_stops_reading_its_recording(tmp_path, capsys, caplog):
+    """The replay went on reading every frame of the recording (a whole scan of GBs)
+    only for the runner to drop them, and then logged 'rejected: end of scan ..., which
+    is not open'; it now stops at the failure, whose reason it says once."""
+    from stream.cli.main import main
+    from tests.support.files import frames, monitors, omegas, write_bliss
+
+    src = write_bliss(tmp_path / "bliss.h5", frames(), omegas(), monitors())
+    np.save(tmp_path / "mask.npy", np.zeros((10, 10), bool))
+    config = tmp_path / "bad.toml"
+    config.write_text((CONFIGS / "simulated.toml").read_text().replace(
+        "kind = \"correct\"", "kind = \"correct\"\nmask = \"mask.npy\"", 1))
+    assert "mask.npy" in config.read_text()
+    out = tmp_path / "out.h5"
+    with caplog.at_level(logging.INFO):
+        assert main(["replay", str(src), "--images", "/1.1/measurement/eiger", "--config",
+                     str(config), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    n = len(frames())
+    assert f"replay bliss.h5: 0/{n}" in err and f"{n}/{n}" not in err, err
+    said = [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "which is not open" in m], said
+    assert [m for m in said if "setup failed: correct: mask has shape (10, 10)" in m]
+    with h5py.File(out, "r") as f:
+        assert f["entry"].attrs["status"] == "fail"
