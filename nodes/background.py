@@ -20,25 +20,31 @@ and the map is max(nsigma * spread, min_excess) alone.
 Fixed mode (`image` given, e.g. a median over frames from stats): that image
 is the background, the spread is `sigma_image` or sqrt(max(image, 1)).
 
-With `markers` (the default, as the threshold's), the pixels of an unsigned
-raw frame at its dtype's largest value (EIGER / Lima module gaps and bad
-pixels, `nodes.correct.marker_of`) are masked: out of the statistics, +inf in
-the map, NaN in a subtracted frame.
+Invalid pixels are masked: out of the statistics, +inf in the map, NaN in a
+subtracted frame. They are those of `mask` (in both modes), those equal to
+`dummy` within `delta_dummy` (compared with the value this node sees, as
+integrate does; with a `poni`, the mask and dummy of the detector it names
+are the defaults, `stream.config.detector`: a Pilatus's -1 gaps and -2 bad
+pixels), NaN ones, and with `markers` (the default, as the threshold's) the
+pixels of an unsigned raw frame at its dtype's largest value (EIGER / Lima
+module gaps and bad pixels, `nodes.correct.marker_of`).
 
 The map goes to the next threshold node through the item
 (`item.outputs[threshold.CUT_MAP]`, taken out there, never stored); the
-level and spread per bin are outputs `<name>` and `<name>_sigma`.
+level and spread per bin are outputs `<name>` and `<name>_sigma`; the node's
+settings (what the detector gave among them) go once per scan to `<name>_config`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from typing import Any, ClassVar
 
 import numpy as np
 
-from nodes.correct import marker_of, nan_markers
+from nodes.correct import marker_of
 from nodes.geometry import Geometry, radial_unit
 from nodes.integrate import check_shape_of, detector_shape_of, frame_geometry
 from nodes.integrate_plan import build_plan, check_range
@@ -81,7 +87,9 @@ class Background:
                  correct_solid_angle: bool = False, polarization_factor: float | None = None,
                  polarization_offset: float = 0.0, image: np.ndarray | None = None,
                  sigma_image: np.ndarray | None = None, name: str = "background",
-                 markers: bool = True, detector_shape: list[int] | None = None) -> None:
+                 markers: bool = True, detector_shape: list[int] | None = None,
+                 dummy: float | None = None, delta_dummy: float = 0.0,
+                 detector: str = "") -> None:
         self.detector_shape = detector_shape_of("background", detector_shape)
         geometry = (dist, poni1, poni2, pixel1, pixel2)
         self.geometry: Geometry | None = None
@@ -109,7 +117,14 @@ class Background:
                 raise ValueError(f"background: {key} must be a finite number >= 0, got {value!r}")
         if not isinstance(markers, bool):
             raise ValueError(f"background: markers must be true or false, got {markers!r}")
+        if dummy is not None and not math.isfinite(dummy):
+            raise ValueError(f"background: dummy must be finite, got {dummy!r}")
+        if not (math.isfinite(delta_dummy) and delta_dummy >= 0):
+            raise ValueError(f"background: delta_dummy must be finite and >= 0, "
+                             f"got {delta_dummy!r}")
         self.markers = markers  # raw pixels at the dtype's largest value are masked
+        self.dummy, self.delta_dummy = dummy, float(delta_dummy)
+        self.detector = detector  # what mask / dummy the PONI's detector gave (provenance)
         self.npt, self.unit, self.method = npt, unit, method
         self.clip, self.max_iter = float(clip), max_iter
         self.nsigma, self.min_excess = float(nsigma), float(min_excess)
@@ -135,8 +150,10 @@ class Background:
         for key in ("image", "sigma_image", "mask"):
             value = getattr(self, key)
             if value is not None and value.shape != shape:
-                raise ValueError(f"background: {key} has shape {value.shape} but frames have "
-                                 f"shape {shape}")
+                whose = (f" (of the PONI's detector {self.detector.split(':')[0]})"
+                         if key == "mask" and "mask" in self.detector else "")
+                raise ValueError(f"background: {key}{whose} has shape {value.shape} but frames "
+                                 f"have shape {shape}")
         self.shape = shape
         check_shape_of("background", self.detector_shape, scan)
         if self.geometry is not None:
@@ -180,26 +197,39 @@ class Background:
         start, vals, keep = np.array([0, 6]), np.zeros(6, np.float32), np.zeros(6, np.bool_)
         for dt in {np.dtype(dtype), np.dtype(np.float32)}:
             raw = np.zeros(6, dt)
+            masked = self.masked(dt)
             for norm in (NO_NORM, one):
                 norms = np.ones(norm.size, np.float32)
-                scatter(raw, pbin, norm, vals, norms, True, 0.0)
+                scatter(raw, pbin, norm, vals, norms, *masked)
                 sigma_clip(vals, norms, start, 3.0, 1, keep)
                 median_mad(vals, norms, start, np.zeros(6))
                 pixel_maps(raw, pbin, one, norm, np.zeros(2), np.zeros(2), 1.0, 0.0, True,
-                           np.empty(6, np.float32), np.empty(6, np.float32), True, 0.0)
+                           np.empty(6, np.float32), np.empty(6, np.float32), *masked)
 
     # ------------------------------------------------------------ per frame
 
-    def marker(self, dtype: np.dtype) -> tuple[bool, float]:
-        """(check, value) of the marker the kernels leave out for frames of `dtype`."""
+    def masked(self, dtype: np.dtype) -> tuple[bool, float, bool, np.float32, np.float32]:
+        """What the kernels leave out for frames of `dtype`: (check, value) of the marker,
+        then (check, dummy, delta_dummy) as integrate's kernels take them."""
         marker = marker_of(dtype) if self.markers else None
-        return marker is not None, 0.0 if marker is None else marker
+        check = self.dummy is not None
+        return (marker is not None, 0.0 if marker is None else marker, check,
+                np.float32(self.dummy if check else 0.0), np.float32(self.delta_dummy))
+
+    def invalid(self, frame: np.ndarray) -> np.ndarray | None:
+        """Where a frame's pixels are markers or the dummy (fixed mode; None: nowhere)."""
+        check, marker, check_dummy, dummy, delta = self.masked(frame.dtype)
+        bad = frame == frame.dtype.type(marker) if check else None
+        if check_dummy:
+            near = frame == dummy if delta == 0 else np.abs(frame - dummy) <= delta
+            bad = near if bad is None else bad | near
+        return bad
 
     def levels(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(level, spread) per bin of one flattened frame (empty bins filled in)."""
         n = int(self.start[-1])
         vals, norms, keep = self._buffers(n, self.norm.size > 0)
-        scatter(raw, self.dest, self.norm, vals, norms, *self.marker(raw.dtype))
+        scatter(raw, self.dest, self.norm, vals, norms, *self.masked(raw.dtype))
         if self.method == "median":
             work = np.empty(int(np.diff(self.start).max(initial=1)))
             level, spread, _ = median_mad(vals, norms, self.start, work)
@@ -226,6 +256,8 @@ class Background:
                       else self.sigma_image.astype(np.float64))
             excess = np.maximum(self.nsigma * spread, self.min_excess)
             cut = (excess if self.subtract else image + excess).astype(np.float32)
+            if self.mask is not None:
+                cut[self.mask.astype(bool)] = np.inf
             self._fixed = (*key, cut, float(cut.min()))
         return self._fixed[3], self._fixed[4]
 
@@ -237,14 +269,14 @@ class Background:
             raise ValueError(f"background: frame has shape {frame.shape} but the node was set "
                              f"up for {self.shape}")
         if self.image is not None:
+            gaps = self.invalid(frame)
             if self.subtract:
                 item.frame = (frame.astype(np.float32) - self.image).astype(np.float32)
-                if self.markers:
-                    nan_markers(frame, item.frame)
+                for bad in (gaps, self.mask):
+                    if bad is not None:
+                        np.copyto(item.frame, np.nan, where=bad.astype(bool))
             if self.to_threshold:
                 cut, lowest = self._fixed_map()
-                check, marker = self.marker(frame.dtype)
-                gaps = frame == frame.dtype.type(marker) if check else None
                 if gaps is not None and gaps.any():  # masked in this frame: never kept
                     cut = np.where(gaps, np.float32(np.inf), cut)  # (lowest: still a bound)
                 self._hand_on(item, cut, lowest)
@@ -260,7 +292,7 @@ class Background:
         out = np.empty(frame.shape, np.float32) if self.subtract else cut
         lowest = pixel_maps(raw, self.lo, self.w, self.norm, pad[0], pad[1], self.nsigma,
                             self.min_excess, self.subtract, cut.reshape(-1), out.reshape(-1),
-                            *self.marker(raw.dtype))
+                            *self.masked(raw.dtype))
         if self.subtract:
             item.frame = out
         if self.to_threshold:
@@ -273,9 +305,31 @@ class Background:
         item.outputs[CUT_MAP] = cut
         item.outputs[CUT_MIN] = np.array(lowest, np.float64)
 
+    def config(self) -> dict[str, Any]:
+        """The node's settings at the scan's start (provenance), pyFAI's names for the
+        geometry and the invalid pixels, as integrate's."""
+        g = self.geometry
+        geometry = {} if g is None else {
+            "dist": g.dist, "poni1": g.poni1, "poni2": g.poni2, "rot1": g.rot1,
+            "rot2": g.rot2, "rot3": g.rot3, "pixel1": g.pixel1, "pixel2": g.pixel2,
+            "wavelength": g.wavelength, "orientation": g.orientation, "npt": self.npt,
+            "unit": self.unit, "radial_range": self.radial_range,
+            "correctSolidAngle": self.correct_solid_angle,
+            "polarization_factor": self.polarization_factor,
+            "polarization_offset": self.polarization_offset, "method": self.method,
+            "clip": self.clip, "max_iter": self.max_iter, "interpolate": self.interpolate}
+        return {"mode": "fixed" if g is None else "radial", **geometry,
+                "nsigma": self.nsigma, "min_excess": self.min_excess,
+                "subtract": self.subtract, "dummy": self.dummy,
+                "delta_dummy": self.delta_dummy, "has_mask": self.mask is not None,
+                "markers": self.markers, "detector": self.detector or None}
+
     def scan_outputs(self) -> dict[str, tuple[np.ndarray, dict[str, str]]]:
-        """The radial axis of the per-bin outputs (radial mode), written once per scan."""
-        if self.geometry is None or self.shape is None:
-            return {}
-        return {f"{self.name}_radial": (self.radial * radial_unit(self.unit)[1],
-                                        {"units": self.unit})}
+        """Written once per scan: the node's settings and (radial mode) the radial axis of
+        the per-bin outputs."""
+        out = {f"{self.name}_config": (np.array(json.dumps(self.config()).encode()),
+                                       {"format": "json"})}
+        if self.geometry is not None and self.shape is not None:
+            out[f"{self.name}_radial"] = (self.radial * radial_unit(self.unit)[1],
+                                          {"units": self.unit})
+        return out

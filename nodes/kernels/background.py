@@ -11,6 +11,11 @@ m = sum(v) / sum(n) and s^2 = sum(n^2 (x - m)^2) / sum(n^2) over the kept
 pixels (pyFAI's weighted mean and its "azimuthal" spread), and repeats until
 nothing more is dropped or `max_iter` rounds; a bin with s = 0 stays as it
 is. The median method gives the median of x and s = 1.4826 * median(|x - median|).
+
+A pixel is invalid (out of the statistics, +inf in the cut map, NaN in a
+subtracted frame) when its value is NaN, equal to `dummy` within
+`delta_dummy` (with `check_dummy`; the test of `kernels.csr`, pyFAI's), or,
+with `check_marker`, when its raw value is `marker`.
 """
 
 from __future__ import annotations
@@ -18,16 +23,26 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from nodes.kernels.csr import _invalid  # pyFAI's dummy test, as integrate's
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _masked(v, check_marker, marker, check_dummy, dummy, delta_dummy):
+    """Whether raw value v is left out: NaN, the dummy (within delta_dummy), the marker."""
+    return (check_marker and v == marker) or _invalid(v, check_dummy, dummy, delta_dummy)
+
 
 @numba.njit(nogil=True, cache=True)
-def scatter(raw, dest, norm, vals, norms, check_marker, marker):
+def scatter(raw, dest, norm, vals, norms, check_marker, marker, check_dummy, dummy,
+            delta_dummy):
     """vals[dest[p]] = raw[p], norms[dest[p]] = norm[p] (if norm is not empty), float32;
-    with `check_marker`, NaN (left out of the statistics) where raw[p] is `marker`."""
+    NaN (left out of the statistics) where raw[p] is invalid (the module docstring)."""
     has_norm = norm.size > 0
     for p in range(raw.size):
         d = dest[p]
         if d >= 0:
-            vals[d] = np.nan if check_marker and raw[p] == marker else raw[p]
+            invalid = _masked(raw[p], check_marker, marker, check_dummy, dummy, delta_dummy)
+            vals[d] = np.nan if invalid else raw[p]
             if has_norm:
                 norms[d] = norm[p]
 
@@ -165,17 +180,17 @@ def median_mad(vals, norms, start, work):
 
 @numba.njit(nogil=True, cache=True)
 def pixel_maps(raw, lo, w, norm, level, spread, nsigma, min_excess, subtract, cut, out,
-               check_marker, marker):
+               check_marker, marker, check_dummy, dummy, delta_dummy):
     """cut[p] = bg + max(nsigma * s, min_excess) with bg, s interpolated between bins
     (lo[p], lo[p] + 1; weight w[p] of the upper) and times norm; +inf without a bin
-    (or, with `check_marker`, where raw[p] is `marker`, as if masked).
+    or where raw[p] is invalid (the module docstring), as if masked.
     With `subtract`, out[p] = v - bg (NaN without a bin) and the cut leaves out bg.
     Returns the smallest cut (+inf if none)."""
     has_norm = norm.size > 0
     lowest = np.inf
     for p in range(raw.size):
         k = lo[p]
-        if k < 0 or (check_marker and raw[p] == marker):
+        if k < 0 or _masked(raw[p], check_marker, marker, check_dummy, dummy, delta_dummy):
             cut[p] = np.inf
             if subtract:
                 out[p] = np.nan

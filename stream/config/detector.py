@@ -4,12 +4,13 @@ pyFAI integrates a frame without the pixels of its detector's mask (module
 gaps, `detector.mask`, made by `calc_mask`) and without those equal to the
 detector's `dummy` within `delta_dummy` (a Pilatus / Eiger writes -1 in its
 gaps and -2 for bad pixels: dummy -2, delta_dummy 1.5). A geometry read from
-the same PONI without them puts those pixels in its bins, so the integrate
-node and `diffmap` take them from here, unless their config gives `mask` /
-`dummy` itself.
+the same PONI without them puts those pixels in its bins (or, for the
+background node, in its statistics), so the integrate and background nodes
+(those whose keywords include `detector`) and `diffmap` take them from here,
+unless their config gives `mask` / `dummy` itself.
 
 `detector_masking(source)` builds the detector as pyFAI does for that PONI
-(a file path, or pyFAI's PONI dict) and returns the integrate node's keyword
+(a file path, or pyFAI's PONI dict) and returns those nodes' keyword
 arguments: `mask` (bool, True = invalid; left out when the detector has no
 mask), `dummy` and `delta_dummy` (left out when it has no dummy), and
 `detector` (its name, for the record). A plain `Detector` gives nothing; so
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 MISSING_PYFAI = ("pyFAI is not installed: the mask and dummy of detector {name!r} are not "
-                 "applied (install pyFAI, or give mask / dummy in the integrate node)")
+                 "applied (install pyFAI, or give mask / dummy in the node's table)")
 KEYS = ("mask", "dummy", "delta_dummy")
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def merged(masking: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
 def poni_node_values(path: Path, where: str, given: dict[str, Any],
                      masking: bool) -> dict[str, Any]:
     """A geometry node's values from a pyFAI PONI file (`poni = "file.poni"`) under the
-    ones the table gives; with `masking` (integrate) also the mask / dummy of the
+    ones the table gives; with `masking` (integrate, background) also the mask / dummy of the
     detector the PONI names, unless the table gives them (this module)."""
     from stream.config.base import ConfigError
     from stream.config.poni import PoniError, geometry_values, read_poni

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
+from nodes.threshold import CUT_MAP
 from stream.config.schema import Config
 from stream.core.item import Item
 from stream.core.messages import DetectorInfo, Start
@@ -127,3 +128,35 @@ def test_frames_of_another_shape_name_the_ponis_detector(tmp_path):
     with pytest.raises(ValueError, match=r"mask \(of the PONI's detector Pilatus 300k\) has "
                                          r"shape \(619, 487\) but frames have shape"):
         integrate(node, np.zeros((256, 256), np.int32))
+
+
+def test_background_node_uses_the_poni_detector_mask_and_dummy(tmp_path):
+    """Each radial bin's level is the mean of its valid pixels (max_iter 0: no clipping),
+    numpy's and pyFAI's integrate1d's on the same bins; gaps and bad pixels never kept."""
+    det, (frame, _) = pilatus(tmp_path)
+    (tmp_path / "c.toml").write_text('[[node]]\nkind = "background"\nponi = "pilatus.poni"\n'
+                                     'npt = 300\nmax_iter = 0\n[[node]]\nkind = "threshold"\n'
+                                     + PEAKS)
+    node = Config.load(tmp_path / "c.toml").build_nodes()[0]
+    assert np.array_equal(node.mask, det.mask.astype(bool))
+    assert (node.dummy, node.delta_dummy) == (-2.0, 1.5)
+    node.setup(Scan.from_start(Start("s", {"d": DetectorInfo(frame.shape, "int32")})))
+    out = node.process(Item(0, "d", frame=frame)).outputs
+    valid = ~det.mask.astype(bool) & (frame >= 0)
+    v, pbin = frame.ravel().astype(np.float64), node.pbin
+    count = np.bincount(pbin[valid.ravel()], minlength=300)
+    mean = np.bincount(pbin[valid.ravel()], v[valid.ravel()], 300) / np.maximum(count, 1)
+    std = [v[valid.ravel() & (pbin == k)].std() for k in range(300)]
+    full = count > 0
+    assert full.sum() > 250
+    np.testing.assert_allclose(out["background"][full], mean[full], rtol=1e-5)
+    np.testing.assert_allclose(out["background_sigma"][full], np.array(std)[full], rtol=1e-4)
+    ref = pyFAI.load(str(tmp_path / "pilatus.poni")).integrate1d(
+        frame, 300, unit="2th_deg", method=METHOD, correctSolidAngle=False)
+    radial = node.scan_outputs()["background_radial"][0]
+    np.testing.assert_allclose(radial, ref.radial, rtol=1e-9)
+    np.testing.assert_allclose(out["background"][full], ref.intensity[full], rtol=1e-5)
+    assert np.all(np.isinf(out[CUT_MAP][~valid])) and np.isfinite(out[CUT_MAP][valid]).all()
+    config = json.loads(node.scan_outputs()["background_config"][0][()])
+    assert config["has_mask"] and config["dummy"] == -2.0
+    assert config["detector"] == "Pilatus 300k: mask, dummy, delta_dummy"

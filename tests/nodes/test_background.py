@@ -1,5 +1,7 @@
 """Background node: sigma clip and median against numpy, the threshold map the threshold uses."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -95,6 +97,7 @@ def test_sigma_clip_matches_numpy(solid_angle):
     assert np.all(np.abs(item.outputs["background"] - clean) < 0.05 * clean)
     assert np.max(np.abs(plain - clean) / clean) > 0.2
     cut, _ = ref_cut_map(node, mean, sigma)
+    cut[5, 5] = np.inf  # a NaN pixel is invalid: never kept
     np.testing.assert_allclose(item.outputs[CUT_MAP], cut, rtol=2e-6)
     assert float(item.outputs[CUT_MIN]) == pytest.approx(cut.min(), rel=1e-6)
 
@@ -215,3 +218,63 @@ def test_no_map_without_a_threshold_after():
     pipe.setup(scan_of())
     item = node.process(Item(0, "d", frame=ring_frame(rng, node)))
     assert set(item.outputs) == {"background", "background_sigma"}
+
+
+GAP_MASK = np.zeros(SHAPE, bool)
+GAP_MASK[40:42, :] = True  # a module gap the mask names (mid-frame: the range stays)
+
+
+def gapped_frame(rng, node):
+    """A signed frame as a Pilatus writes it: a low ring background, -1 in the masked gap
+    and in a gap column the mask misses, -2 bad pixels; and where it is valid."""
+    tth = np.degrees(node.geometry.tth(SHAPE))
+    frame = rng.poisson(3 + 4 * np.exp(-0.5 * ((tth - 8) / 0.7) ** 2)).astype(np.int32)
+    frame[GAP_MASK] = -1
+    frame[:, 60:62] = -1
+    frame[10, 10] = frame[70, 20] = frame[50, 90] = frame[60, 30] = -2
+    return frame, ~GAP_MASK & (frame >= 0)
+
+
+@pytest.mark.parametrize("method", ["sigma_clip", "median"])
+def test_mask_and_dummy_leave_gaps_out(method):
+    """Levels and spreads per bin are numpy's on the valid pixels alone; gaps and bad
+    pixels get +inf in the map and NaN in a subtracted frame."""
+    rng = np.random.default_rng(8)
+    node = background(dtype="int32", method=method, clip=2.5, mask=GAP_MASK, dummy=-2.0,
+                      delta_dummy=1.5, subtract=True)
+    pbin = background(dtype="int32").pbin  # the bins without the mask: the same range
+    assert np.array_equal(node.pbin, np.where(GAP_MASK.ravel(), -1, pbin))
+    frame, valid = gapped_frame(rng, node)
+    item = node.process(Item(0, "d", frame=frame.copy()))
+    v = np.where(valid, frame, np.nan).astype(np.float64)
+    if method == "median":
+        level = np.array([np.nanmedian(v.ravel()[pbin == k]) for k in range(30)])
+        spread = np.array([1.4826 * np.nanmedian(np.abs(v.ravel()[pbin == k] - level[k]))
+                           for k in range(30)])
+    else:
+        level, spread = ref_sigma_clip(v, pbin, np.ones(v.size), 30, 2.5, 5)
+    assert np.isfinite(level).all()
+    np.testing.assert_allclose(item.outputs["background"], level, rtol=1e-5)
+    np.testing.assert_allclose(item.outputs["background_sigma"], spread, rtol=1e-4)
+    cut, bg = item.outputs[CUT_MAP], ref_cut_map(node, level, spread)[1]
+    assert np.all(np.isinf(cut[~valid])) and np.isfinite(cut[valid]).all()
+    assert np.all(np.isnan(item.frame[~valid]))
+    np.testing.assert_allclose(item.frame[valid], (frame - bg)[valid], rtol=1e-5, atol=1e-4)
+    # counted, the -1 and -2 pull the low background down
+    plain = background(dtype="int32", method=method, clip=2.5).process(Item(0, "d", frame=frame))
+    assert np.max(np.abs(plain.outputs["background"] - level) / level) > 0.1
+    config = node.scan_outputs()["background_config"]
+    assert json.loads(config[0][()])["dummy"] == -2.0 and json.loads(config[0][()])["has_mask"]
+
+
+def test_fixed_image_leaves_the_mask_and_dummy_out():
+    rng = np.random.default_rng(9)
+    image = rng.uniform(2, 8, SHAPE).astype(np.float32)
+    node = Background(image=image, mask=GAP_MASK, dummy=-2.0, delta_dummy=1.5, subtract=True)
+    node.setup(scan_of(dtype="int32"))
+    frame, valid = gapped_frame(rng, background())
+    item = node.process(Item(0, "d", frame=frame))
+    cut = item.outputs[CUT_MAP]
+    assert np.all(np.isinf(cut[~valid])) and np.isfinite(cut[valid]).all()
+    assert np.all(np.isnan(item.frame[~valid]))
+    np.testing.assert_allclose(item.frame[valid], (frame - image)[valid])
