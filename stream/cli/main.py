@@ -64,7 +64,8 @@ detected from each file's content:
   imaged11    ImageD11 sparse HDF5 (row/col/intensity/nnz)
   framecache  hexrd frame-cache .npz (omega = mean of each start/end pair)
   hdf5        HDF5 image stacks (Bliss / Lima / NeXus; bitshuffle-LZ4, gzip, lzf):
-              --images FILE::/1.1/measurement/eiger, several = one continuing scan
+              --images FILE::/1.1/measurement/eiger, several = one continuing scan;
+              a Bliss master file: its entries' frames without --images
   fabio       EDF / CBF / TIFF series: data_%04d.edf (a missing file = missing
               points), 'data_*.cbf' (natural order), files; multi-frame EDF
 
@@ -173,8 +174,8 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
                         "replaces it (kept as FILE.h5.before-fill); the result equals an "
                         "uninterrupted run and records the fill")
     p.add_argument("--images", nargs="+", action="extend", default=[], metavar="FILE::/PATH",
-                   help="HDF5 frames: 3D datasets, one scan continuing across them; a bare "
-                        "/PATH is looked for in the HDF5 INPUT file(s)")
+                   help="HDF5 frames: 3D datasets, one scan across them; a bare /PATH: in the "
+                        "HDF5 INPUT(s); a PATH: in each scan entry (default: a Bliss master's)")
     p.add_argument("--motor", nargs="+", action="extend", default=[], metavar="NAME=SPEC",
                    help="a motor and where its values come from (see SPEC above)")
     p.add_argument("--counter", nargs="+", action="extend", default=[], metavar="NAME=SPEC",

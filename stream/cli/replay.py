@@ -24,7 +24,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from stream.run.runner import ScanRunner
     from stream.run.warmup import compile_notices
     from stream.sources.base import open_source
-    from stream.sources.files import open_recording, recordings
+    from stream.sources.files import default_images, open_recording, recordings
     from stream.store.reader import format_summary, summary
 
     if args.fill:
@@ -55,11 +55,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"peakstream replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    options = dict(format=args.format, images=args.images, motors=args.motor,
-                   counters=args.counter, time=args.time, scan_id=args.scan_id,
-                   detector=args.detector, first=args.first, last=args.last,
-                   trajectory=trajectory)
-    try:
+    try:  # a Bliss master file without --images: the frames its scan entries hold
+        args.images, taken = default_images(args.inputs, args.format, args.images)
+        if taken:
+            print(f"peakstream replay: {taken}", file=sys.stderr)
+        options = dict(format=args.format, images=args.images, motors=args.motor,
+                       counters=args.counter, time=args.time, scan_id=args.scan_id,
+                       detector=args.detector, first=args.first, last=args.last,
+                       trajectory=trajectory)
         scans = scan_jobs(recordings(args.inputs, args.format, args.images), options)
     except (OSError, ValueError) as exc:
         print(f"peakstream replay: {exc}", file=sys.stderr)

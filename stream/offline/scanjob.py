@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import string
 import time
 from collections.abc import Callable
@@ -27,7 +26,6 @@ from stream.store.naming import safe_name
 
 log = logging.getLogger(__name__)
 
-BLISS_SCAN = re.compile(r"\d+\.\d+")
 STABLE_FIELDS = {"scan_id", "sample"}
 SOURCE_ATTR = "replay_source"  # /entry/process attribute: what the file is made from
 
@@ -73,13 +71,11 @@ def scan_jobs(groups: list[list[str]], options: dict[str, Any]) -> list[ScanJob]
 
 def bliss_entries(path: str, rel: str) -> list[str]:
     """The scan entries (N.M, in numeric order) of an HDF5 file that hold `rel`."""
+    from stream.sources.files.bliss import scan_entries
     from stream.sources.files.hdf5 import open_file
 
-    def order(k: str) -> tuple[int, ...]:
-        return tuple(int(x) for x in k.split("."))
-
     with open_file(path) as f:
-        entries = sorted((k for k in f if BLISS_SCAN.fullmatch(k)), key=order)
+        entries = scan_entries(f)
         names = [k for k in entries if rel in f[k]]
     if 0 < len(names) < len(entries):  # said once, not left to guess
         log.warning("%s: scan entries %s hold no %s (a ct, another detector): not replayed",

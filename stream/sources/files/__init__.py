@@ -1,9 +1,11 @@
 """Recorded scans of every kind, replayed as the Start + Point stream of a live scan.
 
-`detect_format(path)` tells a file's format from its content; `recordings(inputs)`
-groups the command line's inputs into scans (image files and `FILE::/path` stacks
-continue one scan, every other file is a scan of its own); `open_recording(inputs)`
-gives the start message and an iterator over the points of one scan. Readers:
+`detect_format(path)` tells a file's format from its content; `default_images(inputs)`
+finds the frames of Bliss master files given without --images (`bliss`);
+`recordings(inputs)` groups the command line's inputs into scans (image files and
+`FILE::/path` stacks continue one scan, every other file is a scan of its own);
+`open_recording(inputs)` gives the start message and an iterator over the points of
+one scan. Readers:
 
 | format | reader | frames |
 |---|---|---|
@@ -43,7 +45,7 @@ FORMATS = ("simulate", "peakstream", "imaged11", "hdf5", "fabio", "framecache")
 IMAGE_FORMATS = ("hdf5", "fabio")  # several inputs of these continue one scan
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
-__all__ = ["FORMATS", "detect_format", "open_recording", "recordings"]
+__all__ = ["FORMATS", "default_images", "detect_format", "open_recording", "recordings"]
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -139,6 +141,44 @@ def _is_image_file(path: str, head: bytes) -> bool:
             return img.data is not None
     except Exception:
         return False
+
+
+def default_images(inputs: Iterable[str], format: str = "auto",
+                   images: Iterable[str] = ()) -> tuple[list[str], str]:
+    """The --images of a replay and a line saying what was taken ('' if nothing was).
+
+    `images` when given. Without, when every input is an HDF5 file of no other
+    layout (no FILE::/path, no pattern) whose scan entries hold one detector's
+    frames (a Bliss master file, `bliss.master_images`): that path relative to
+    the entries, `measurement/eiger`, so that each entry is a scan as with
+    `--images measurement/eiger`. ValueError (naming the candidates) when the
+    entries hold the frames of more than one detector. Otherwise none: such
+    inputs then fail in `recordings`, which asks for --images.
+    """
+    images, inputs = list(images), [os.fspath(x) for x in inputs]
+    if images or not inputs or format not in ("auto", "hdf5"):
+        return images, ""
+    from stream.sources.files.bliss import master_images
+    from stream.sources.files.hdf5 import open_file
+
+    found: dict[str, list[str]] = {}
+    for text in inputs:
+        if "::" in text or not os.path.isfile(text) or \
+                (format == "auto" and detect_format(text) != "hdf5"):
+            return [], ""
+        with open_file(text) as f:
+            path = master_images(f)
+        if path is None:
+            return [], ""
+        found.setdefault(path, []).append(text)
+    if len(found) > 1:
+        raise ValueError("the inputs hold the frames of different detectors: "
+                         + "; ".join(f"{path} in {', '.join(files)}"
+                                     for path, files in found.items())
+                         + ": replay them one by one, or name the frames with --images")
+    path = next(iter(found))
+    return [path], (f"{', '.join(inputs)}: no --images given: replaying {path} of each scan "
+                    f"entry (as --images {path})")
 
 
 def recordings(inputs: Iterable[str], format: str = "auto",
