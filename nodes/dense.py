@@ -111,12 +111,11 @@ class DensePass:
         if straight and decode.warms("bslz4"):  # the straight kernel, on a frame too short
             empty = EncodedFrame("bslz4", (2, 3), np.dtype(dtype), memoryview(bytes(16)), 8)
             try:
-                self._sparse(empty, np.float32(1), self._cuts(), 0.0, NO_HIST, 0.0, 0.0, 0.0,
-                             rows, cols, vals)
+                self._sparse(empty, np.float32(1), self._cuts(), rows, cols, vals)
             except ValueError:
                 pass
 
-    def precut(self, cut_min: float, scale: np.float32, delta: float) -> float:
+    def precut(self, cut_min: float, scale: np.float32) -> float:
         """A raw value at or below this cannot pass, for any valid pixel.
 
         v > t needs raw > dark + t / (invflat * scale) >= dark_min + c / invflat_max
@@ -124,7 +123,7 @@ class DensePass:
         """
         if self._all_excluded:
             return math.inf
-        c = (cut_min + delta) / float(scale)
+        c = cut_min / float(scale)
         if not math.isfinite(c):
             return -math.inf
         reach = c / self._invflat_max if c >= 0 else c / self._invflat_min
@@ -138,23 +137,22 @@ class DensePass:
         cut_map = NO_MAP if th.cut_map is None else th.cut_map
         return th.cut, cut_map, th.cut if th.cut_map is None else th.cut_min()
 
-    def _dense(self, raw, scale, cuts, delta, hist, hlo, hinv, hhi, rows, cols, vals):
+    def _dense(self, raw, scale, cuts, rows, cols, vals) -> int:
         cut, cut_map, cut_min = cuts
-        precut, use = precut_as(raw.dtype, self.precut(cut_min, scale, delta))
+        precut, use = precut_as(raw.dtype, self.precut(cut_min, scale))
         return correct_threshold(readonly(raw), precut, use, self._mask, self._dark0,
                                  self._dark_map, self._invflat0, self._invflat_map, scale, cut,
-                                 cut_map, delta, rows, cols, vals, hist, hlo, hinv, hhi)
+                                 cut_map, 0.0, rows, cols, vals, NO_HIST, 0.0, 0.0, 0.0)[0]
 
-    def _sparse(self, frame: EncodedFrame, scale, cuts, delta, hist, hlo, hinv, hhi, rows,
-                cols, vals) -> tuple[int, float] | None:
+    def _sparse(self, frame: EncodedFrame, scale, cuts, rows, cols, vals) -> int | None:
         """The pass straight from a bslz4 frame, or None if decoding first is faster."""
         cut, cut_map, cut_min = cuts
-        precut, use = precut_as(frame.dtype, self.precut(cut_min, scale, delta))
+        precut, use = precut_as(frame.dtype, self.precut(cut_min, scale))
         if not (self.straight_to_sparse and decode.goes_sparse(frame, use)):
             return None
         return decode.sparse_pass(frame, self._valid, precut, use, self._mask, self._dark0,
                                   self._dark_map, self._invflat0, self._invflat_map, scale, cut,
-                                  cut_map, delta, rows, cols, vals, hist, hlo, hinv, hhi)
+                                  cut_map, 0.0, rows, cols, vals, NO_HIST, 0.0, 0.0, 0.0)[0]
 
     def process(self, item: Item) -> Item:
         if item.frame is None:  # sparse replay: each node's sparse path
@@ -170,23 +168,20 @@ class DensePass:
             self.correct.check_frame(frame.shape)
         scale = self.normalise.scale_for(item) if self.normalise else np.float32(1)
         cuts = self._cuts()
-        th = self.threshold
-        rows, cols, vals = th.buffers.get(th.maxn(frame.shape))
         decoded: list[np.ndarray] = [] if encoded else [frame]
 
-        def run(delta, hist, hlo, hinv, hhi):
+        def run(rows, cols, vals):
             if encoded:
-                out = self._sparse(frame, scale, cuts, delta, hist, hlo, hinv, hhi, rows, cols,
-                                   vals)
+                out = self._sparse(frame, scale, cuts, rows, cols, vals)
                 if out is not None:
                     return out
                 if not decoded:  # once, into this thread's buffer
                     decoded.append(decode.dense(frame, reuse=True))
-            return self._dense(decoded[0], scale, cuts, delta, hist, hlo, hinv, hhi, rows, cols,
-                               vals)
+            return self._dense(decoded[0], scale, cuts, rows, cols, vals)
 
-        return th.keep(item, frame.shape, run, markers=self._markers(frame.dtype, scale),
-                       always=self.correct is not None or self.normalise is not None)
+        return self.threshold.keep(item, frame.shape, run, cuts[:2],
+                                   markers=self._markers(frame.dtype, scale),
+                                   always=self.correct is not None or self.normalise is not None)
 
     def _markers(self, dtype: np.dtype, scale: np.float32) -> MarkerTest | None:
         """Kept pixels whose raw value was the detector's marker (`nodes.threshold`):

@@ -13,6 +13,10 @@ They are taken out of the few kept pixels after the dense pass (the pass
 itself is unchanged), and logged once per scan with their count. A chain that
 corrects or normalises first never keeps them (`correct` and `normalise` make
 them NaN, the fused pass drops them), whatever `markers` says.
+
+A frame with more than `max_pixels` above the cut is run again into buffers
+that hold them all; markers dropped, the cut is raised for that frame over
+those left (`raised_cut`: exact, from their values) and the point is flagged.
 """
 
 from __future__ import annotations
@@ -35,11 +39,9 @@ from stream.core.scan import Scan
 
 log = logging.getLogger(__name__)
 
-NBINS = 1024  # histogram bins used to choose a raised cut
 MARKER_SLACK = 1e-6  # relative: a raw value this close to the dtype's largest is a marker
 _logged_scans: set[str] = set()  # scans whose markers were logged (by any thread's node)
 _logged_lock = threading.Lock()
-MAX_RAISES = 60
 NO_HIST = np.zeros(0, np.int64)
 NO_MAP = np.zeros((0, 0), np.float32)
 NO_MASK = np.zeros((0, 0), np.bool_)
@@ -51,8 +53,9 @@ NO_MASK = np.zeros((0, 0), np.bool_)
 CUT_MAP = "threshold.cut_map"
 CUT_MIN = "threshold.cut_min"
 
-# run(delta, hist, hlo, hinv, hhi) -> (n, emax): one dense pass (see kernels/dense.py)
-DensePassFn = Callable[[float, np.ndarray, float, float, float], tuple[int, float]]
+# run(rows, cols, vals) -> n: one dense pass at the cut into these buffers (the first
+# of the n pixels above it that fit; see kernels/dense.py)
+DensePassFn = Callable[[np.ndarray, np.ndarray, np.ndarray], int]
 # (gate, test): kept values below the gate cannot come from a marker raw value; the test
 # takes the kept (rows, cols, values) and says which did
 MarkerTest = tuple[float, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]]
@@ -98,34 +101,20 @@ class SparseBuffers:
         return bufs[0][:size], bufs[1][:size], bufs[2][:size]
 
 
-def raise_delta(run: DensePassFn, maxn: int) -> tuple[int, int, float, bool]:
-    """Run a dense pass; while more than `maxn` pixels pass, raise delta and run again.
-
-    Returns (n_above, n, delta, truncated): the pixels above the cut itself,
-    the pixels kept, the excess over the cut they needed, and whether even the
-    largest finite excess left too many (the buffers then hold the first `maxn`).
-    """
-    n_above, emax = run(0.0, NO_HIST, 0.0, 0.0, 0.0)
-    n, delta = n_above, 0.0
-    if n <= maxn:
-        return n_above, n, delta, False
-    hist = np.zeros(NBINS, np.int64)
-    for _ in range(MAX_RAISES):
-        if n <= maxn or not emax > delta or not math.isfinite(emax):
-            break
-        width = (emax - delta) / NBINS
-        if width > 0 and math.isfinite(1.0 / width):
-            hist[:] = 0
-            run(delta, hist, delta, 1.0 / width, emax)
-            tail = np.cumsum(hist[::-1])[::-1]  # tail[k]: pixels in bins k and up
-            fits = np.flatnonzero(tail[1:] <= maxn)
-            k = fits[0] + 1 if fits.size else NBINS
-            new = emax if k >= NBINS else delta + k * width
-        else:
-            new = emax
-        delta = new if new > delta else emax
-        n, emax = run(delta, NO_HIST, 0.0, 0.0, 0.0)
-    return n_above, min(n, maxn), delta, n > maxn
+def raised_cut(excess: np.ndarray, maxn: int) -> tuple[np.ndarray, float, bool]:
+    """Which of the pixels above the cut (their float64 excess over it, more than `maxn`)
+    the raised cut keeps: those above the excess of the (n - maxn)-th lowest, so at most
+    `maxn` (fewer when pixels tie at it). Returns (keep, delta, truncated): delta is the
+    excess the kept pixels needed; truncated when more than `maxn` are infinitely above
+    (no cut separates them): the first `maxn` of those, in raster order, are kept."""
+    n = excess.size
+    delta = float(np.partition(excess, n - maxn - 1)[n - maxn - 1])
+    if delta < math.inf:
+        return excess > delta, delta, False
+    finite = excess[excess < math.inf]
+    keep = np.zeros(n, np.bool_)
+    keep[np.flatnonzero(excess == math.inf)[:maxn]] = True
+    return keep, float(finite.max()) if finite.size else 0.0, True
 
 
 def raw_markers(dtype: np.dtype) -> MarkerTest | None:
@@ -170,6 +159,7 @@ class Threshold:
         self.cut_map = cut_map
         self.max_pixels = max_pixels
         self.buffers = SparseBuffers()
+        self.spill = SparseBuffers()  # a frame's pixels above the cut, when more than maxn
         self._cut_map_min = float(cut_map.min()) if cut_map is not None and cut_map.size else 0.0
 
     def setup(self, scan: Scan) -> None:
@@ -195,8 +185,7 @@ class Threshold:
         if straight and decode.warms("bslz4"):  # straight to sparse, on a too short frame
             empty = EncodedFrame("bslz4", (2, 3), np.dtype(dtype), memoryview(bytes(16)), 8)
             try:
-                self._sparse(empty, self.cut, cut_map, self.cut_min(), 0.0, NO_HIST, 0.0, 0.0,
-                             0.0, rows, cols, vals)
+                self._sparse(empty, self.cut, cut_map, self.cut_min(), rows, cols, vals)
             except ValueError:
                 pass
 
@@ -216,24 +205,33 @@ class Threshold:
                              f"has shape {tuple(shape)}")
 
     def keep(self, item: Item, shape: tuple[int, int], run: DensePassFn,
-             per_pixel: bool | None = None, markers: MarkerTest | None = None,
+             cuts: tuple[float, np.ndarray], markers: MarkerTest | None = None,
              always: bool = False) -> Item:
-        """Run a dense pass (raising the cut if needed) and set item.sparse from it.
-        `markers` (gate, test): kept values at or above the gate are tested, and those
-        the test says came from a marker raw value are dropped (unless this node's
-        `markers` is false and not `always`: a fused pass that corrects drops them as
-        the unfused `correct` / `normalise` do)."""
+        """Run a dense pass and set item.sparse from it. `cuts` (cut, cut_map) are the
+        ones the pass used (cut_map empty: cut). `markers` (gate, test): kept values at
+        or above the gate are tested, and those the test says came from a marker raw
+        value are dropped (unless this node's `markers` is false and not `always`: a
+        fused pass that corrects drops them as the unfused `correct` / `normalise` do).
+        More than max_pixels left: the cut is raised for this frame (`raised_cut`) over
+        the pixels left, so markers never count in it, and the point is flagged."""
         maxn = self.maxn(shape)
         rows, cols, vals = self.buffers.get(maxn)
-        n_above, n, delta, truncated = raise_delta(run, maxn)
-        if n_above > maxn:
-            self._flag(item, n_above, maxn, delta, truncated, per_pixel)
+        n = run(rows, cols, vals)
+        if n > maxn:  # all of them, into buffers that hold them
+            rows, cols, vals = self.spill.get(n)
+            n = run(rows, cols, vals)
         rows, cols, vals = rows[:n], cols[:n], vals[:n]
         if markers is not None and (self.markers or always) and n and vals.max() >= markers[0]:
             good = ~markers[1](rows, cols, vals)
             if not good.all():
                 self._log_markers(item, n - int(good.sum()))
                 rows, cols, vals = rows[good], cols[good], vals[good]
+        if rows.size > maxn:
+            cut, cut_map = cuts
+            threshold = cut_map[rows, cols].astype(np.float64) if cut_map.size else cut
+            kept, delta, truncated = raised_cut(vals.astype(np.float64) - threshold, maxn)
+            self._flag(item, rows.size, maxn, delta, truncated, cut_map.size > 0)
+            rows, cols, vals = rows[kept], cols[kept], vals[kept]
         item.sparse = SparseFrame(shape, rows.copy(), cols.copy(), vals.copy())
         item.frame = None
         return item
@@ -264,14 +262,14 @@ class Threshold:
         item.flags.append(msg)
 
     def _sparse(self, frame: EncodedFrame, cut: float, cut_map: np.ndarray, cut_min: float,
-                delta, hist, hlo, hinv, hhi, rows, cols, vals) -> tuple[int, float] | None:
+                rows, cols, vals) -> int | None:
         """The pass straight from a uint8 / uint16 bslz4 frame, or None."""
-        precut, use = precut_as(frame.dtype, cut_min if delta == 0 else -math.inf)
+        precut, use = precut_as(frame.dtype, cut_min)
         if frame.dtype not in (np.uint8, np.uint16) or not decode.goes_sparse(frame, use):
             return None
         return decode.sparse_pass(frame, decode.NO_VALID, precut, use, NO_MASK, np.float32(0),
                                   NO_MAP, np.float32(1), NO_MAP, np.float32(1), cut, cut_map,
-                                  delta, rows, cols, vals, hist, hlo, hinv, hhi)
+                                  0.0, rows, cols, vals, NO_HIST, 0.0, 0.0, 0.0)[0]
 
     def frame_cut_map(self, item: Item) -> tuple[np.ndarray | None, float]:
         """Take a per-frame cut map (and its minimum) out of item.outputs, if there is one."""
@@ -302,25 +300,21 @@ class Threshold:
         cut_min = cut if self.cut_map is None else self.cut_min()
         if frame_map is not None:
             cut_map, cut_min = frame_map, frame_min
-        rows, cols, vals = self.buffers.get(self.maxn(frame.shape))
         decoded: list[np.ndarray] = [] if encoded else [frame]
 
-        def run(delta, hist, hlo, hinv, hhi):
+        def run(rows, cols, vals):
             if encoded:
-                out = self._sparse(frame, cut, cut_map, cut_min, delta, hist, hlo, hinv, hhi,
-                                   rows, cols, vals)
+                out = self._sparse(frame, cut, cut_map, cut_min, rows, cols, vals)
                 if out is not None:
                     return out
                 if not decoded:  # once, into this thread's buffer
                     decoded.append(decode.dense(frame, reuse=True))
             raw = decoded[0]
-            # not above cut_min: not above any threshold (exact in float64 only for delta 0)
-            precut, use = precut_as(raw.dtype, cut_min if delta == 0 else -math.inf)
-            return threshold_frame(readonly(raw), precut, use, cut, cut_map, delta, rows, cols,
-                                   vals, hist, hlo, hinv, hhi)
+            precut, use = precut_as(raw.dtype, cut_min)  # not above it: not above any threshold
+            return threshold_frame(readonly(raw), precut, use, cut, cut_map, 0.0, rows, cols,
+                                   vals, NO_HIST, 0.0, 0.0, 0.0)[0]
 
-        return self.keep(item, frame.shape, run, per_pixel=cut_map.size > 0,
-                         markers=raw_markers(frame.dtype))
+        return self.keep(item, frame.shape, run, (cut, cut_map), markers=raw_markers(frame.dtype))
 
     def _process_sparse(self, item: Item, frame_map: np.ndarray | None = None) -> Item:
         sparse = item.sparse
@@ -335,9 +329,10 @@ class Threshold:
         keep = excess > 0
         n, maxn = int(keep.sum()), self.maxn(sparse.shape)
         if n > maxn:
-            delta = float(np.partition(excess[keep], n - maxn - 1)[n - maxn - 1])
-            keep = excess > delta
-            self._flag(item, n, maxn, delta, False, True if frame_map is not None else None)
+            above = np.flatnonzero(keep)
+            raised, delta, truncated = raised_cut(excess[above], maxn)
+            keep[above[~raised]] = False
+            self._flag(item, n, maxn, delta, truncated, True if frame_map is not None else None)
         kept = sparse.take(keep)
         kept.label, kept.npeaks = None, 0
         item.sparse = kept

@@ -9,8 +9,9 @@ A pixel is kept when `float64(value) - float64(threshold) > delta`; `delta` is
 0 normally (so the test is `value > threshold`) and is raised by the caller
 when too many pixels pass. When `hist` is not empty, the excess of each kept
 pixel is also counted into it (bins of width 1/hinv from hlo, the last bin
-holding everything from hhi up), which is how the caller chooses the raised
-delta.
+holding everything from hhi up). (The nodes pass delta 0 and no histogram: a
+frame with too many pixels is run again into buffers that hold them all, and
+`nodes.threshold.raised_cut` chooses the raised cut from their values.)
 
 `precut` (same dtype as the frame, used if `use_precut`) is a conservative
 bound: a pixel whose value is not above it cannot pass (the fused pass also
