@@ -189,6 +189,19 @@ class Threshold:
             except ValueError:
                 pass
 
+    def unused(self, chain: list) -> dict[str, str]:
+        """The settable parameters this node does not read in `chain` (which holds it), with
+        why: a `set` of them would be recorded but change nothing."""
+        if self.cut_map is not None:
+            return {"cut": "this threshold has a cut_map, whose per-pixel values are the cut "
+                           "(cut is not read); change the map in the config"}
+        before = chain[:next((i for i, n in enumerate(chain) if n is self), len(chain))]
+        if any(n.kind == "background" for n in before):
+            return {"cut": "this threshold takes each frame's cut map from the background "
+                           "node before it (cut is not read); set background nsigma or "
+                           "min_excess instead"}
+        return {}
+
     def maxn(self, shape: tuple[int, ...]) -> int:
         """The most pixels a frame of this shape may keep."""
         return self.max_pixels or math.prod(shape) // 4

@@ -10,7 +10,8 @@ A node is a small class in `nodes/`:
 * `process(item)` runs once per point and returns the item. It depends on
   that point only, so workers may run it on any point in any order;
 * the names in `settable` may be changed between points (`set_param`), for
-  example a threshold cut through the control socket.
+  example a threshold cut through the control socket; `unused(chain)`, if the
+  node has it, names those the chain makes it not read (`unused_params`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ class Node(Protocol):
     def process(self, item: Item) -> Item:
         """Process one point; must not depend on other points."""
         ...
+
+
+def unused_params(node: Any, chain: list) -> dict[str, str]:
+    """The settable parameters of `node` that it does not read in `chain`, with why (a
+    node may say so with `unused(chain)`; e.g. a threshold whose cut map comes from
+    elsewhere): `set` refuses them, `get` shows them."""
+    unused = getattr(node, "unused", None)
+    return {k: v for k, v in unused(chain).items() if k in node.settable} if unused else {}
 
 
 def set_param(node: Any, key: str, value: Any) -> Any:

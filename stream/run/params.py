@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from stream.config.schema import Config, node_params
-from stream.core.node import check_param
+from stream.core.node import check_param, unused_params
 
 
 class ParamError(ValueError):
@@ -32,6 +32,7 @@ class ParamState:
         self.changes: dict[str, dict[str, Any]] = {}  # replaced, never mutated
         self.unapplied: list[dict[str, Any]] = []  # changes no point has been accepted with
         self._nodes: dict[str, Any] | None = None
+        self._chain: list[Any] = []
 
     @property
     def in_force(self) -> tuple[int, dict[str, dict[str, Any]]] | None:
@@ -42,9 +43,15 @@ class ParamState:
         """The config's chain (unfused), by kind: the first node of each kind."""
         if self._nodes is None:
             self._nodes = {}
-            for node in self.config.build_nodes():
+            self._chain = self.config.build_nodes()
+            for node in self._chain:
                 self._nodes.setdefault(node.kind, node)
         return self._nodes
+
+    def unused(self, name: str) -> dict[str, str]:
+        """The settable parameters of a node that the chain makes it not read, with why."""
+        node = self.node(name)
+        return unused_params(node, self._chain)
 
     def node(self, name: Any) -> Any:
         nodes = self.nodes()
@@ -69,14 +76,18 @@ class ParamState:
         return {key: params[key]}
 
     def settable(self, name: str) -> list[str]:
-        return list(self.node(name).settable)
+        unused = self.unused(name)
+        return [k for k in self.node(name).settable if k not in unused]
 
     def set(self, name: Any, key: Any, value: Any) -> dict[str, Any]:
         """Validate and record a change; returns what was changed (with the old value)."""
         node = self.node(name)
         if not isinstance(key, str) or key not in node.settable:
             raise ParamError(f"node {name!r} has no settable parameter {key!r} "
-                             f"(settable: {', '.join(node.settable) or 'none'})")
+                             f"(settable: {', '.join(self.settable(name)) or 'none'})")
+        why = self.unused(name).get(key)
+        if why is not None:
+            raise ParamError(f"{name}.{key} is not used by this chain: {why}")
         try:
             new = check_param(node, key, value)
         except (TypeError, ValueError) as exc:

@@ -132,6 +132,9 @@ def cmd_get(args: argparse.Namespace) -> int:
     if reply is None:
         return EXIT_FAILED
     print(json.dumps(reply["params"], indent=2, default=str))
+    for node, keys in (reply.get("unused") or {}).items():  # stdout stays the JSON
+        for key, why in keys.items():
+            print(f"{node}.{key} is not used by this chain: {why}", file=sys.stderr)
     return EXIT_OK
 
 

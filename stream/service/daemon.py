@@ -310,7 +310,8 @@ class Daemon:
             if cmd == "get":  # with what `set` may change during a scan
                 params = self.runner.params
                 return {"ok": True, "params": params.get(req.get("node"), req.get("key")),
-                        "settable": {n: params.settable(n) for n in params.nodes()}}
+                        "settable": {n: params.settable(n) for n in params.nodes()},
+                        "unused": {n: u for n in params.nodes() if (u := params.unused(n))}}
             if cmd == "set":
                 for k in ("node", "key", "value"):
                     if k not in req:
