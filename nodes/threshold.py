@@ -149,6 +149,12 @@ class Threshold:
             cut_map = np.array(cut_map, dtype=np.float32, order="C")
             if np.isnan(cut_map).any():
                 raise ValueError("threshold: cut_map contains NaN (use +inf to exclude a pixel)")
+            if cut_map.size and cut_map.min() < 0:
+                where = np.unravel_index(int(np.argmin(cut_map)), cut_map.shape)
+                raise ValueError(f"threshold: cut_map must be >= 0 everywhere, as cut must: "
+                                 f"{int((cut_map < 0).sum())} pixels are below 0 (the lowest "
+                                 f"{float(cut_map[where]):g} at row {where[0]}, column "
+                                 f"{where[1]}); below 0 it keeps those pixels' background")
         if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0:
             raise ValueError(f"threshold: max_pixels must be an int >= 0, got {max_pixels!r}")
         if not isinstance(markers, bool):

@@ -7,6 +7,8 @@ import pytest
 
 from nodes import Background, DensePass, Threshold
 from nodes.threshold import precut_as
+from stream.config.base import ConfigError
+from stream.config.schema import Config
 from stream.core.item import Item
 from stream.core.messages import DetectorInfo, Start
 from stream.core.node import set_param
@@ -113,6 +115,23 @@ def test_a_negative_cut_is_refused():
     frame[3, 4] = 1
     item = Threshold(cut=0.0).process(Item(0, "e", frame=frame))
     assert item.sparse.nnz == 1 and not item.flags
+
+
+def test_a_negative_cut_map_value_is_refused_as_a_negative_cut_is(tmp_path):
+    """A cut_map of 40 with -5 at one pixel kept that pixel on every frame."""
+    cut_map = np.full(SHAPE, 40.0, np.float32)
+    cut_map[1, 1] = -5.0
+    with pytest.raises(ValueError, match=r"cut_map must be >= 0.*1 pixels are below 0 "
+                                         r"\(the lowest -5 at row 1, column 1\)"):
+        Threshold(cut_map=cut_map)
+    np.save(tmp_path / "cut.npy", cut_map)
+    text = '[[node]]\nkind = "threshold"\ncut_map = "cut.npy"\n' \
+           '[[node]]\nkind = "label"\n[[node]]\nkind = "properties"\n'
+    with pytest.raises(ConfigError, match=r"test.toml: \[\[node\]\] #1 \(threshold\).*"
+                                          r"cut_map must be >= 0"):
+        Config.from_text(text, "test.toml", tmp_path).build_nodes()
+    cut_map[1, 1] = 0.0  # 0 as a cut is: every pixel above 0
+    assert Threshold(cut_map=cut_map).cut_min() == 0.0
 
 
 def overflow_cut(flag):
