@@ -37,6 +37,18 @@ __all__ = ["NODES", "fuse", "Correct", "Normalise", "Threshold", "DensePass", "D
 NEEDS_DENSE = ("correct", "normalise", "frame", "integrate", "background", "ptyd")
 
 
+# nodes that work on the dense frame only: after a threshold (sparse frames from there
+# on) each would do nothing or fail on every point, so a config may not put one there
+# (`stream.config.base.check_chain`); normalise and roi_sums take sparse frames too
+DENSE_ONLY = {
+    "correct": "its dark, flat and mask would not be applied (a sparse frame passes unchanged)",
+    "frame": "a sparse frame cannot be cropped, rotated or rebinned (every point would fail)",
+    "integrate": "a sparse frame cannot be integrated (every point would fail)",
+    "background": "its cut map is for a threshold after it (every point would fail)",
+    "ptyd": "it stores the dense frame (every point would fail)",
+}
+
+
 def _kind(node) -> str | None:
     return getattr(node, "kind", None)
 

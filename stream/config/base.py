@@ -12,7 +12,9 @@ def check_chain(nodes: list[dict], origin: str) -> list[dict]:
     """The chain must end in 2D peaks, a label node then a properties node: the linker,
     the collector and the output file are built on them. Without, every point failed
     later (the warm-up's "linker: point 0 needs a labelled frame and its peaks", or
-    each point written bad, "no sparse frame")."""
+    each point written bad, "no sparse frame"). No node that works on the dense frame
+    only may come after the first threshold (`nodes.DENSE_ONLY`): a correct node there
+    did nothing, silently."""
     kinds = [t["kind"] for t in nodes]
     label = kinds.index("label") if "label" in kinds else -1
     props = kinds.index("properties") if "properties" in kinds else -1
@@ -23,4 +25,15 @@ def check_chain(nodes: list[dict], origin: str) -> list[dict]:
             f"frames after a threshold: threshold, label, properties), on which the linker "
             f"and the output file are built; other nodes (integrate, roi_sums, ...) go "
             f"before them")
+    threshold = kinds.index("threshold") if "threshold" in kinds else -1
+    if threshold >= 0:
+        from nodes import DENSE_ONLY  # the node kinds and what each needs are nodes' own
+
+        for i, kind in enumerate(kinds[threshold + 1:], threshold + 1):
+            if kind in DENSE_ONLY:
+                raise ConfigError(
+                    f"{origin}: [[node]] #{i + 1} ({kind}) comes after the threshold "
+                    f"([[node]] #{threshold + 1}), from where frames are sparse, and {kind} "
+                    f"works on the dense frame only: {DENSE_ONLY[kind]}; put it before the "
+                    f"threshold")
     return nodes

@@ -120,6 +120,25 @@ def test_a_chain_that_makes_no_2d_peaks_is_refused_at_load(tmp_path, kinds):
         Config.load(write(tmp_path, text))
 
 
+@pytest.mark.parametrize("kind", ["correct", "frame", "integrate", "background", "ptyd"])
+def test_a_dense_only_node_after_the_threshold_is_refused_at_load(tmp_path, kind):
+    """A correct node after the threshold was taken and its mask silently did nothing
+    (the frames are sparse from the threshold on); the others failed on every point."""
+    text = f"[[node]]\nkind = 'threshold'\n[[node]]\nkind = '{kind}'\n" + PEAKS
+    with pytest.raises(ConfigError, match=rf"c.toml: \[\[node\]\] #2 \({kind}\) comes after "
+                                          rf"the threshold \(\[\[node\]\] #1\).*dense frame "
+                                          rf"only.*put it before the threshold"):
+        Config.load(write(tmp_path, text))
+
+
+def test_nodes_that_take_sparse_frames_may_follow_the_threshold(tmp_path):
+    text = ("[[node]]\nkind = 'correct'\ndark = 2.0\n[[node]]\nkind = 'threshold'\n"
+            "[[node]]\nkind = 'normalise'\n[[node]]\nkind = 'roi_sums'\n"
+            "rois = [[0, 4, 0, 4]]\n" + PEAKS)
+    kinds = [n.kind for n in Config.load(write(tmp_path, text)).build_nodes()]
+    assert kinds == ["correct", "threshold", "normalise", "roi_sums", "label", "properties"]
+
+
 def test_a_poni_file_of_another_detector_shape_is_refused(tmp_path):
     """A PONI file made for a 96 x 128 detector (its max_shape) was used on 256 x 256
     frames without a word: integrate and background now refuse such frames at setup,
