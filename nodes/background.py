@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from nodes.correct import marker_of
+from nodes.correct import marker_of, shown
 from nodes.geometry import Geometry, radial_unit
 from nodes.integrate import check_shape_of, detector_shape_of, frame_geometry
 from nodes.integrate_plan import build_plan, check_range
@@ -103,7 +103,7 @@ class Background:
                 raise ValueError(f"background: unit {unit!r} needs a wavelength (m) > 0")
         for key, value in (("image", image), ("sigma_image", sigma_image), ("mask", mask)):
             if value is not None and (not isinstance(value, np.ndarray) or value.ndim != 2):
-                raise ValueError(f"background: {key} must be a 2D array, got {value!r}")
+                raise ValueError(f"background: {key} must be a 2D array, got {shown(value)}")
         if sigma_image is not None and (image is None or sigma_image.shape != image.shape):
             raise ValueError("background: sigma_image needs an image of the same shape")
         if method not in METHODS:

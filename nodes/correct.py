@@ -18,6 +18,14 @@ def marker_of(dtype: np.dtype) -> float | None:
     return float(np.iinfo(dtype).max) if dtype.kind == "u" else None
 
 
+def shown(value: object) -> str:
+    """A value for an error message: an array by its shape and dtype (its repr would be
+    its numbers, a kilobyte of them for a calibration map), anything else by repr."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} ({value.dtype})"
+    return repr(value)
+
+
 def nan_markers(raw: np.ndarray, frame: np.ndarray) -> None:
     """NaN in the float `frame` where the raw frame holds its dtype's marker value (a
     corrected or scaled marker would be a number with no meaning)."""
@@ -45,7 +53,7 @@ def _as_map(name: str, value: np.ndarray | float | None) -> np.ndarray | float |
         return float(value)
     if isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool):
         return float(value)
-    raise ValueError(f"correct: {name} must be a 2D array or a number, got {value!r}")
+    raise ValueError(f"correct: {name} must be a 2D array or a number, got {shown(value)}")
 
 
 def _dark32(dark: np.ndarray | float | None) -> tuple[np.ndarray | np.float32 | None,
@@ -97,7 +105,7 @@ class Correct:
         dark = _as_map("dark", dark)
         flat = _as_map("flat", flat)
         if mask is not None and (not isinstance(mask, np.ndarray) or mask.ndim != 2):
-            raise ValueError(f"correct: mask must be a 2D array, got {mask!r}")
+            raise ValueError(f"correct: mask must be a 2D array, got {shown(mask)}")
         mask = None if mask is None else np.ascontiguousarray(mask)
         shapes = {k: v.shape for k, v in (("dark", dark), ("flat", flat), ("mask", mask))
                   if isinstance(v, np.ndarray)}

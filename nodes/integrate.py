@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nodes import decode
-from nodes.correct import marker_of
+from nodes.correct import marker_of, shown
 from nodes.geometry import Geometry, radial_unit
 from nodes.integrate_plan import (
     ERROR_MODELS,
@@ -125,7 +125,7 @@ class Integrate:
             raise ValueError(f"integrate: error_model must be one of {', '.join(ERROR_MODELS)}, "
                              f"got {error_model!r}")
         if mask is not None and (not isinstance(mask, np.ndarray) or mask.ndim != 2):
-            raise ValueError(f"integrate: mask must be a 2D array, got {mask!r}")
+            raise ValueError(f"integrate: mask must be a 2D array, got {shown(mask)}")
         if polarization_factor is not None and not -1.0 <= polarization_factor <= 1.0:
             raise ValueError("integrate: polarization_factor must be in [-1, 1], "
                              f"got {polarization_factor!r}")

@@ -30,7 +30,7 @@ from typing import ClassVar
 import numpy as np
 
 from nodes import decode
-from nodes.correct import check_shape, marker_of
+from nodes.correct import check_shape, marker_of, shown
 from nodes.kernels import readonly
 from nodes.kernels.dense import threshold_frame
 from stream.core.encoded import EncodedFrame
@@ -145,7 +145,7 @@ class Threshold:
                              f"frame would have its cut raised to max_pixels and be flagged)")
         if cut_map is not None:
             if not isinstance(cut_map, np.ndarray) or cut_map.ndim != 2:
-                raise ValueError(f"threshold: cut_map must be a 2D array, got {cut_map!r}")
+                raise ValueError(f"threshold: cut_map must be a 2D array, got {shown(cut_map)}")
             cut_map = np.array(cut_map, dtype=np.float32, order="C")
             if np.isnan(cut_map).any():
                 raise ValueError("threshold: cut_map contains NaN (use +inf to exclude a pixel)")

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from stream.config.arrays import load_array
 from stream.config.base import ConfigError, check_chain
 from stream.config.detector import poni_node_values
 from stream.config.service import validate_service, validate_source
@@ -338,26 +339,7 @@ def _check(value: Any, want: type, where: str) -> Any:
     raise ConfigError(f"{where} must be {want.__name__}, got {type(value).__name__} {value!r}")
 
 
-# ---------------------------------------------------------------- arrays and TOML
-
-
-def load_array(spec: str, base: Path, where: str) -> np.ndarray:
-    """Load `file.npy` or `file.h5::/path` (relative to `base`)."""
-    name, _, inner = spec.partition("::")
-    path = (base / name).expanduser()
-    try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if inner:
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                if inner not in f:
-                    raise ConfigError(f"{where}: {path} has no dataset {inner!r}")
-                return f[inner][()]
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {path}: {exc}") from None
-    raise ConfigError(f"{where}: {spec!r} is neither a .npy file nor FILE.h5::/dataset")
+# ---------------------------------------------------------------- TOML
 
 
 def dump_toml(data: dict[str, Any]) -> str:

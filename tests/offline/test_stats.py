@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from stream.cli.stats import add_parser
-from stream.config.schema import load_array
+from stream.config.arrays import load_array
 from stream.offline.stats import (
     FrameStats,
     frame_stats,
