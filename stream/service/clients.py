@@ -132,9 +132,15 @@ def cmd_get(args: argparse.Namespace) -> int:
     if reply is None:
         return EXIT_FAILED
     print(json.dumps(reply["params"], indent=2, default=str))
-    for node, keys in (reply.get("unused") or {}).items():  # stdout stays the JSON
-        for key, why in keys.items():
-            print(f"{node}.{key} is not used by this chain: {why}", file=sys.stderr)
+    # what `set` may change, and what it may not and why, on stderr: stdout stays the JSON
+    shown = [args.node] if args.node is not None else list(reply.get("settable") or {})
+    settable = [f"{node}.{key}" for node in shown
+                for key in (reply.get("settable") or {}).get(node, ())]
+    print(f"settable (peakstream set): {', '.join(settable) or 'none'}", file=sys.stderr)
+    for node, keys in (reply.get("unused") or {}).items():
+        if node in shown:
+            for key, why in keys.items():
+                print(f"{node}.{key} is not used by this chain: {why}", file=sys.stderr)
     return EXIT_OK
 
 

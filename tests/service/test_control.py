@@ -214,6 +214,9 @@ def test_status_get_set_command_line_clients(daemon, tmp_path):
     assert s["ok"] and s["state"] == "idle" and s["last_scan"]["linked"] == SIMCONF.npoints
     r = peakstream("get", "threshold", "--control", d.control)
     assert r.returncode == 0 and json.loads(r.stdout)["cut"] == 40.0
+    assert "settable (peakstream set): threshold.cut" in r.stderr  # the CLI dropped it
+    r = peakstream("get", "label", "--control", d.control)
+    assert r.returncode == 0 and "settable (peakstream set): none" in r.stderr
     r = peakstream("set", "threshold", "cut", "45", "--control", d.control)
     assert r.returncode == 0, r.stderr
     assert "threshold.cut = 45.0 (was 40.0)" in r.stdout
@@ -332,3 +335,19 @@ def test_the_web_controls_offer_exactly_what_the_daemon_lets_change(daemon, tmp_
                 continue
             reply = control.set(node, key, str(value))
             assert reply["ok"] == (f"{node}.{key}" in offered), (node, key, reply)
+
+
+@pytest.mark.system
+def test_a_cut_a_map_replaces_is_not_settable(daemon, tmp_path):
+    """With a cut_map (or a background node before it) the threshold never reads cut:
+    `set threshold cut` was accepted and recorded, and changed nothing."""
+    np.save(tmp_path / "cut.npy", np.full(SIMCONF.shape, 40.0, np.float32))
+    config = daemon_config(tmp_path, '[[node]]\nkind = "threshold"\ncut_map = "cut.npy"\n'
+                                     '[[node]]\nkind = "label"\n[[node]]\nkind = "properties"\n')
+    d = daemon(config)
+    r = peakstream("set", "threshold", "cut", "500", "--control", d.control)
+    assert r.returncode == 1 and "threshold.cut is not used by this chain" in r.stderr
+    assert "cut_map" in r.stderr
+    r = peakstream("get", "threshold", "--control", d.control)
+    assert r.returncode == 0 and "settable (peakstream set): none" in r.stderr
+    assert "threshold.cut is not used by this chain" in r.stderr
