@@ -113,6 +113,10 @@ def validate_service(data: dict[str, Any], origin: str) -> None:
             raise ConfigError(f"{origin}: [live] {key} must be a number >= 0, got {live[key]!r}")
     if data["output"]["max_events"] < 0:
         raise ConfigError(f"{origin}: [output] max_events must be >= 0")
+    flush = data["output"]["flush_interval"]
+    if not 0.0 <= flush < float("inf"):  # below 0 was taken, silently, as 0
+        raise ConfigError(f"{origin}: [output] flush_interval must be a number of seconds >= 0 "
+                          f"(0: a checkpoint after every point), got {flush!r}")
     for key in ("frame_bin", "sndhwm", "max_map_cells"):
         if live[key] < 1:
             raise ConfigError(f"{origin}: [live] {key} must be >= 1")

@@ -43,6 +43,8 @@ def write(tmp_path, text):
     ("[[node]]\nkind = 'label'\nmin_pixels = 2.5\n", ["c.toml", "min_pixels", "must be int"]),
     ("[linker]\ncriterion = 'telepathy'\n", ["c.toml", "criterion 'telepathy'"]),
     ("[source]\nreorder_window = 0\n", ["c.toml", "reorder_window must be >= 1"]),
+    ("[output]\nflush_interval = -1.0\n", ["c.toml", "flush_interval must be", ">= 0", "-1.0"]),
+    ("[output]\nflush_interval = nan\n", ["c.toml", "flush_interval must be", "nan"]),
     ("[source\n", ["c.toml", "not valid TOML"]),
     ("[web]\nport = 70000\n", ["c.toml", "[web] port must be -1"]),
     ("[web]\nport = '5006'\n", ["c.toml", "port", "must be int"]),
