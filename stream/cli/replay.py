@@ -100,6 +100,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for job in scans:
         inputs, opts = job.inputs, job.options
         try:
+            _check_frames(inputs, opts, config)
             per_point = args.per_point or args.resume
             blocks = None if per_point else open_blocks(inputs, config, **opts)
             if blocks is None:
@@ -233,6 +234,23 @@ def _check_start(start: Any, config: Config) -> None:
         raise ValueError(f"{problem}; [source] detector = {named!r} in the config must "
                          f"name one of them" if "no detector" in problem else
                          f"{problem}; the config does not fit this recording")
+
+
+def _check_frames(inputs: list[str], opts: dict[str, Any], config: Config) -> None:
+    """ValueError if the chain takes sparse frames only (no threshold before label, as
+    --preset imaged11) and the recording holds detector frames: every point failed,
+    each with 'label: point N has no sparse frame'."""
+    from stream.run.warmup import takes_sparse
+    from stream.sources.files import SPARSE_FORMATS, recording_format
+
+    kind = recording_format(inputs, opts.get("format") or "auto", opts.get("images") or ())
+    if kind not in SPARSE_FORMATS and takes_sparse(config):
+        kinds = ", ".join(t["kind"] for t in config["node"])
+        raise ValueError(f"{config.origin}: the chain ({kinds}) has no threshold before label, "
+                         f"so it takes sparse frames only (our own output, ImageD11 sparse "
+                         f"files, hexrd frame-caches), but this recording holds detector "
+                         f"frames ({kind}); use a config with a threshold before label (e.g. "
+                         f"--preset simulated)")
 
 
 def _ended(path: Path) -> bool:

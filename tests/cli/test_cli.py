@@ -263,3 +263,24 @@ def test_web_on_every_interface_names_the_bound_address_and_the_host_to_use():
     assert url.startswith(f"http://{socket.gethostname()}:"), lines[-1]
     port = url.rstrip("/").rsplit(":", 1)[1]
     assert f"served on 0.0.0.0:{port} (every interface)" in lines[-1]
+
+
+@pytest.mark.system
+def test_a_sparse_only_chain_on_detector_frames_is_refused_before_any_point(tmp_path):
+    """--preset imaged11 (label, properties: for sparse files) on a frame scan made every
+    point bad, each with 'label: point N has no sparse frame', and the scan failed."""
+    scan = tmp_path / "scan.h5"
+    r = peakstream("simulate", "--output", str(scan), "--points", "40", "--shape", "128", "160",
+                   "--spots", "3", "--quiet")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out.h5"
+    r = peakstream("replay", str(scan), "--preset", "imaged11", "--output", str(out), "--quiet")
+    assert r.returncode == 2 and not out.exists()
+    assert "imaged11.toml: the chain (label, properties) has no threshold before label" \
+        in r.stderr and "holds detector frames (simulate)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "point" not in r.stderr
+    r = peakstream("replay", str(scan), "--output", str(out), "--quiet")  # our own: sparse
+    assert r.returncode == 0, r.stderr
+    r = peakstream("replay", str(out), "--preset", "imaged11", "--output",
+                   str(tmp_path / "again.h5"), "--quiet")
+    assert r.returncode == 0, r.stderr

@@ -43,6 +43,7 @@ from stream.sources.files.common import (
 
 FORMATS = ("simulate", "peakstream", "imaged11", "hdf5", "fabio", "framecache")
 IMAGE_FORMATS = ("hdf5", "fabio")  # several inputs of these continue one scan
+SPARSE_FORMATS = ("peakstream", "imaged11", "framecache")  # frames already thresholded
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 __all__ = ["FORMATS", "default_images", "detect_format", "open_recording", "recordings"]
@@ -235,20 +236,9 @@ def open_recording(inputs: list[str], *, format: str = "auto", images: Iterable[
     inputs, images = [os.fspath(x) for x in inputs], list(images)
     if not inputs and not images:
         raise ValueError("nothing to replay: give input files or --images FILE::/path")
-    if format != "auto" and format not in FORMATS:
-        raise ValueError(f"format {format!r} is not one of auto, {', '.join(FORMATS)}")
+    kind = recording_format(inputs, format, images)
     mspecs, cspecs = parse_specs(motors), parse_specs(counters)
     tspec = parse_spec("time", time) if time is not None else None
-    if images or any("::" in x for x in inputs):
-        if format not in ("auto", "hdf5"):
-            raise ValueError(f"--images names HDF5 image stacks, not {format} frames")
-        kinds = {"hdf5"}  # plain inputs are the files that bare --images paths refer to
-    else:
-        kinds = {format if format != "auto" else detect_format(x) for x in inputs}
-    if len(kinds) != 1:
-        raise ValueError(f"the inputs are of several formats ({', '.join(sorted(kinds))}); "
-                         f"replay them one by one")
-    kind = kinds.pop()
     common = dict(scan_id=scan_id, detector=detector, first=first, last=last,
                   trajectory=trajectory)
     if kind in ("hdf5", "fabio", "framecache"):
@@ -289,6 +279,23 @@ def open_recording(inputs: list[str], *, format: str = "auto", images: Iterable[
         start, points = read_scan(path)
         start, points = _rest(start, points, common)
     return _override(start, points, mspecs, cspecs, tspec)
+
+
+def recording_format(inputs: list[str], format: str = "auto", images: Iterable[str] = ()
+                     ) -> str:
+    """The format of one scan's inputs (`open_recording`'s arguments); ValueError if it
+    is not one we read or the inputs are of several."""
+    if format != "auto" and format not in FORMATS:
+        raise ValueError(f"format {format!r} is not one of auto, {', '.join(FORMATS)}")
+    if list(images) or any("::" in x for x in inputs):
+        if format not in ("auto", "hdf5"):
+            raise ValueError(f"--images names HDF5 image stacks, not {format} frames")
+        return "hdf5"  # plain inputs are the files that bare --images paths refer to
+    kinds = {format if format != "auto" else detect_format(x) for x in inputs}
+    if len(kinds) != 1:
+        raise ValueError(f"the inputs are of several formats ({', '.join(sorted(kinds))}); "
+                         f"replay them one by one")
+    return kinds.pop()
 
 
 def _one(inputs: list[str], kind: str) -> str:
