@@ -1,4 +1,9 @@
-"""What every part of the config package shares: its error and the value sets."""
+"""What every part of the config package shares: its error, the value sets, and which
+node parameters take arrays."""
+
+import types
+import typing
+from typing import Any
 
 SOURCE_KINDS = ("zmq", "dectris", "blissdata", "pva")
 PATTERN_FIELDS = ("scan_id", "sample", "scan_number", "date", "time")
@@ -37,3 +42,16 @@ def check_chain(nodes: list[dict], origin: str) -> list[dict]:
                     f"works on the dense frame only: {DENSE_ONLY[kind]}; put it before the "
                     f"threshold")
     return nodes
+
+
+def wants_array(hint: Any) -> bool:
+    """Does a node parameter of this type hint take an array (a file name in TOML)?"""
+    import numpy as np  # (not at import: a control client reads ConfigError without it)
+
+    return np.ndarray in members(hint)
+
+
+def members(hint: Any) -> tuple:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    return (hint,)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import inspect
 import tomllib
-import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from stream.config.arrays import load_array
-from stream.config.base import ConfigError, check_chain
+from stream.config.base import ConfigError, check_chain, members, wants_array
 from stream.config.detector import poni_node_values
 from stream.config.service import validate_service, validate_source
 from stream.config.sources import SOURCE_DEFAULTS
@@ -152,6 +151,11 @@ class Config:
     def text(self) -> str:
         return dump_toml(self.data)
 
+    def calibration(self) -> dict[str, Any]:
+        """The files the chain loads and their sha256 (`stream.config.calibration`)."""
+        from stream.config.calibration import calibration
+        return calibration(self)
+
     def build_nodes(self) -> list[Any]:
         """Instantiate the node chain, loading array files."""
         from nodes import NODES  # the registry: stream builds nodes, never the reverse
@@ -168,7 +172,7 @@ class Config:
             for key, value in table.items():
                 if key in ("kind", "poni"):
                     continue
-                if isinstance(value, str) and _wants_array(hints[key]):
+                if isinstance(value, str) and wants_array(hints[key]):
                     value = load_array(value, self.base, f"{where}: {key}")
                 kwargs[key] = value
             if "poni" in table:  # the PONI file's geometry; keys the table gives win
@@ -213,7 +217,6 @@ def _validate(data: dict[str, Any], origin: str) -> dict[str, Any]:
         if out["source"][key] < 1:
             raise ConfigError(f"{origin}: [source] {key} must be >= 1")
     _validate_flow(out["source"], out["workers"], origin)
-
     validate_source(out["source"], origin, DEFAULTS["source"])
     validate_service(out, origin)
     return out
@@ -299,7 +302,7 @@ def _validate_node(table: Any, i: int, origin: str) -> dict[str, Any]:
             raise ConfigError(f"{where} ({kind}): unknown key {key!r}; "
                               f"known: {', '.join(params) or 'none'}")
         hint = params[key]
-        if _wants_array(hint) and isinstance(value, str):
+        if wants_array(hint) and isinstance(value, str):
             out[key] = value
             continue
         out[key] = _check(value, _scalar_type(hint), f"{where} ({kind}): {key}")
@@ -313,19 +316,9 @@ def node_params(cls: type) -> dict[str, Any]:
             if n != "self" and p.kind is p.KEYWORD_ONLY}
 
 
-def _wants_array(hint: Any) -> bool:
-    return np.ndarray in _members(hint)
-
-
-def _members(hint: Any) -> tuple:
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return typing.get_args(hint)
-    return (hint,)
-
-
 def _scalar_type(hint: Any) -> type:
     for t in (bool, int, float, str):
-        if t in _members(hint):
+        if t in members(hint):
             return t
     return object
 

@@ -64,21 +64,28 @@ def relink(path: str | Path, output: str | Path, criterion: str | list[str] | No
             counters = {k: int(v) for k, v in entry["process/counters"].attrs.items()}
             status, reason = str(entry.attrs["status"]), str(entry.attrs["reason"])
             trajectory = json.loads(entry["points"].attrs.get("trajectory", "{}"))
+            # the pixels are the source's: so is the calibration they were made with
+            calibration = (entry["process/calibration"].asstr()[()]
+                           if "calibration" in entry["process"] else "")
         except KeyError as exc:  # an HDF5 file without what ours hold
             raise not_ours(path, exc) from None
     return write_linked(output, start, _read_text(path, "entry/process/start"), config, det,
                         shape, itype, points, sparse, peaks, events, counters, status, reason,
-                        trajectory, note=f"cliques made again from {path.name}", source=path)
+                        trajectory, note=f"cliques made again from {path.name}", source=path,
+                        calibration=calibration)
 
 
 def write_linked(output: Path, start: Start, start_json: str, config: Config, det: str,
                  shape: tuple[int, int], itype: str, points: dict, sparse: dict, peaks: dict,
                  events: dict, counters: dict[str, int], status: str, reason: str,
                  trajectory: dict, note: str | None = None,
-                 source: Path | str = "the tables") -> dict[str, Any]:
+                 source: Path | str = "the tables",
+                 calibration: str | None = None) -> dict[str, Any]:
     """Write `output` from a scan's points, labelled sparse pixels, 2D peaks and events
     (points 0..n-1 in order): overlaps and cliques made by the config's linker, as a
-    replay writes them. `note`: an event saying where the cliques came from."""
+    replay writes them. `note`: an event saying where the cliques came from;
+    `calibration`: the record of the files the pixels were made with (None: the
+    config's)."""
     from nodes.link.linker import Linker, PeakBlock
 
     path = Path(source)
@@ -92,7 +99,8 @@ def write_linked(output: Path, start: Start, start_json: str, config: Config, de
                     if k not in ("point_id", "clique_id")}
     store = ScanStore.for_scan(output, scan, config, det, peak_columns=peak_columns or None,
                                start_json=start_json,
-                               trajectory=trajectory or None, flush_interval=1e9)
+                               trajectory=trajectory or None, flush_interval=1e9,
+                               calibration=calibration)
     rows = RowWriter(store, start.motors, start.counters)
     try:
         store.set_shape(shape, itype)

@@ -64,13 +64,15 @@ class ResumeFinder:
         interval = self.config["output"]["flush_interval"]
         if self.resume_file is not None:
             return self._with_params(resume(self.resume_file, self.config.text(),
-                                            start_to_json(start), flush_interval=interval))
+                                            start_to_json(start), flush_interval=interval,
+                                            calibration=self.config.calibration()))
         found = self._resumable(start.scan_id)
         if found is None:
             return None
         try:
             return self._with_params(resume(found, self.config.text(), start_to_json(start),
-                                            flush_interval=interval))
+                                            flush_interval=interval,
+                                            calibration=self.config.calibration()))
         except ResumeError as exc:
             log.warning("scan %s: %s is not resumed (%s); a new file is written",
                         start.scan_id, found, exc)
@@ -93,7 +95,8 @@ class ResumeFinder:
             return None
         try:
             return self._with_params(resume(
-                found, self.config.text(), flush_interval=self.config["output"]["flush_interval"]))
+                found, self.config.text(), flush_interval=self.config["output"]["flush_interval"],
+                calibration=self.config.calibration()))
         except ResumeError as exc:
             self._no_resume.add(scan_id)
             self._refuse(scan_id, found, str(exc))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 # the parts of a config that decide the results: a resumed or filled file must have been
 # written with the same; endpoints, output, logging, workers and live settings may differ
@@ -25,6 +26,41 @@ def processing_hash(text: str) -> str:
         part[group] = value if keys is None else {k: value.get(k) for k in keys
                                                   if k in value}
     return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def recorded_calibration(proc: Any) -> dict[str, Any] | None:
+    """The calibration a scan file's `/entry/process` group records
+    (`stream.config.calibration`); None for a file written before it was recorded."""
+    if "calibration" not in proc:
+        return None
+    try:
+        return json.loads(proc["calibration"].asstr()[()])
+    except ValueError:
+        return None
+
+
+def calibration_changes(recorded: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
+    """Each calibration file whose content is not what the file `recorded` (its dark,
+    flat, mask, ... taken again since), one line each naming the node, key and path;
+    [] when they all match, or the file records none (older files)."""
+    if recorded is None:
+        return []
+    now = {(f["node"], f["key"]): f for f in current.get("files", [])}
+    out = []
+    for was in recorded.get("files", []):
+        cur = now.get((was["node"], was["key"]), {})
+        if cur.get("sha256") == was["sha256"] and was["sha256"]:
+            continue
+        where = f"[[node]] #{was['node']} ({was['kind']}) {was['key']} = {was['file']!r}"
+        if not cur:
+            out.append(f"{where}: not in this config")
+        elif cur.get("error"):
+            out.append(f"{where}: {cur['path']} cannot be read now ({cur['error']})")
+        else:
+            out.append(f"{where}: {cur['path']} holds another content now (sha256 "
+                       f"{cur['sha256'][:12]}..., {was['sha256'][:12] or 'unread'}... when "
+                       f"the file was written, from {was['path']})")
+    return out
 
 
 def chunk_sizes(start_json: str) -> tuple[int, int, int]:

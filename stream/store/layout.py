@@ -39,8 +39,10 @@ SPARSE_COLUMNS = {"row": "uint16", "col": "uint16", "intensity": "float32", "lab
 def create_layout(file: h5py.File, scan_id: str, detector: str, motors: list[str],
                   counters: list[str], peak_columns: dict[str, str],
                   clique_columns: dict[str, str], config_text: str, start_json: str,
-                  trajectory: dict | None) -> None:
-    """The groups, attributes and empty column tables of a new scan file."""
+                  trajectory: dict | None, calibration: str = "") -> None:
+    """The groups, attributes and empty column tables of a new scan file; `calibration`:
+    the JSON of the config's calibration files and their sha256
+    (`stream.config.calibration`), "" for none."""
     entry = file.create_group("entry")
     entry.attrs.update(NX_class="NXentry", scan_id=scan_id, status="running", reason="",
                        program="peakstream", version=__version__)
@@ -49,6 +51,8 @@ def create_layout(file: h5py.File, scan_id: str, detector: str, motors: list[str
     proc.create_dataset("config", data=config_text, dtype=STR)
     proc.create_dataset("config_sha256", data=config_hash(config_text), dtype=STR)
     proc.create_dataset("start", data=start_json, dtype=STR)
+    if calibration:
+        proc.create_dataset("calibration", data=calibration, dtype=STR)
     proc.attrs.update(start_time=now_iso(), end_time="")
     proc.create_group("counters")
     proc.create_group("checkpoint").attrs.update(seq=0, time="", rows="{}")

@@ -16,6 +16,7 @@ import numpy as np
 
 from stream.core.table import read_table
 from stream.store.checkpoint import journal_path, open_h5
+from stream.store.identity import recorded_calibration
 from stream.store.rows import POINT_STATUS
 
 BAD_LISTED = 10  # bad points listed with their reason by format_summary (--json: all)
@@ -110,6 +111,7 @@ def _summary(f: h5py.File, path: str | Path) -> dict[str, Any]:
         "cliques": int(entry[f"{det}/cliques/clique_id"].shape[0]),
         "shared_peaks": _shared_peaks(entry[det]),
         "config_sha256": proc["config_sha256"].asstr()[()],
+        "calibration": recorded_calibration(proc),  # None: written before it was recorded
         "start_time": str(proc.attrs["start_time"]),
         "end_time": str(proc.attrs["end_time"]),
         "counters": {k: int(v) for k, v in proc["counters"].attrs.items()},
@@ -163,6 +165,9 @@ def format_summary(s: dict[str, Any]) -> str:
         + (f" ({fit_failed} whose Gaussian fit failed: fit_intensity NaN)"
            if (fit_failed := s.get("counters", {}).get("fit_failed")) else ""),
         f"  config      sha256 {s['config_sha256'][:16]}",
+        *[f"  calibration {c['file']}: sha256 {c['sha256'][:16] or '(unreadable)'} "
+          f"([[node]] #{c['node']} {c['kind']} {c['key']}; {c['path']})"
+          for c in (s.get("calibration") or {}).get("files", [])],
         f"  time        {s['start_time']} .. {s['end_time']}",
     ]
     if s.get("missing_points"):

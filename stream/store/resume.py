@@ -31,7 +31,7 @@ import numpy as np
 
 from stream.core.messages import Start, start_from_json
 from stream.core.table import read_table
-from stream.store.identity import processing_hash
+from stream.store.identity import calibration_changes, processing_hash, recorded_calibration
 from stream.store.layout import now_iso
 from stream.store.rows import POINT_STATUS
 from stream.store.scanfile import ScanStore
@@ -85,11 +85,12 @@ class Resumed:
 
 
 def resume(path: str | Path, config_text: str, start_json: str | None = None, *,
-           flush_interval: float = 1.0) -> Resumed:
+           flush_interval: float = 1.0, calibration: dict[str, Any] | None = None) -> Resumed:
     """Reopen `path` at its last checkpoint to continue its scan (see the module
-    docstring). ResumeError if the file was written with another config, is for
-    another scan (when `start_json` is given), has ended, or holds no checkpoint to
-    resume from."""
+    docstring). ResumeError if the file was written with another config or, given the
+    config's `calibration` (`stream.config.calibration`), with calibration files of
+    another content (a dark taken again), is for another scan (when `start_json` is
+    given), has ended, or holds no checkpoint to resume from."""
     path = Path(path)
     if not path.is_file():
         raise ResumeError(f"{path}: no such file to resume")
@@ -98,13 +99,14 @@ def resume(path: str | Path, config_text: str, start_json: str | None = None, *,
     except (OSError, ValueError, KeyError) as exc:
         raise ResumeError(f"{path}: cannot reopen: {exc}") from exc
     try:
-        return _resumed(store, config_text, start_json)
+        return _resumed(store, config_text, start_json, calibration)
     except BaseException:
         store.close_unchanged()
         raise
 
 
-def _resumed(store: ScanStore, config_text: str, start_json: str | None) -> Resumed:
+def _resumed(store: ScanStore, config_text: str, start_json: str | None,
+             calibration: dict[str, Any] | None) -> Resumed:
     path, f = store.path, store.file
     entry, proc = f["entry"], f["entry/process"]
     theirs = processing_hash(proc["config"].asstr()[()])
@@ -114,6 +116,11 @@ def _resumed(store: ScanStore, config_text: str, start_json: str | None) -> Resu
                           f"[linker], [source] detector / trajectory; sha256 {theirs[:16]}..., "
                           f"this one {mine[:16]}...): resume with the config it was written "
                           f"with (/entry/process/config), or give none")
+    changed = [] if calibration is None else calibration_changes(recorded_calibration(proc),
+                                                                 calibration)
+    if changed:
+        raise ResumeError(f"{path}: written with other calibration files, which this config "
+                          f"names but whose content has changed since: {'; '.join(changed)}")
     stored_start = proc["start"].asstr()[()]
     if start_json is not None:
         a, b = json.loads(stored_start), json.loads(start_json)

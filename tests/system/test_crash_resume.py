@@ -296,6 +296,18 @@ def crash_mid_scan(daemon, cfg, out, sim: Simulation, scan_id: str, sent: int, s
     return path
 
 
+def resent_to_a_new_file(daemon, cfg, out, sim: Simulation, scan_id: str):
+    """A daemon restarted after `crash_mid_scan`, the whole scan sent again: it must go
+    to a new file, complete. The daemon and that file."""
+    d = daemon(cfg, output=out)
+    s = Sender(d.endpoint, sim)
+    s.scan(scan_id)
+    s.close()
+    new = out / f"{scan_id}-1.h5"
+    assert completed(new) == "success"
+    return d, new
+
+
 def test_another_acquisition_with_the_same_scan_id_goes_to_a_new_file(daemon, tmp_path):
     cfg = daemon_config(tmp_path, EXTRA)
     out = tmp_path / "out"
@@ -305,12 +317,7 @@ def test_another_acquisition_with_the_same_scan_id_goes_to_a_new_file(daemon, tm
     kept = len(before["points"]["point_id"])
     # the daemon again, and a new acquisition (other spots, other monitor) with the same id
     new_sim = Simulation(dataclasses.replace(SIM, seed=SIM.seed + 1))
-    d = daemon(cfg, output=out)
-    s = Sender(d.endpoint, new_sim)
-    s.scan("orphan")
-    s.close()
-    new = out / "orphan-1.h5"
-    assert completed(new) == "success"
+    d, new = resent_to_a_new_file(daemon, cfg, out, new_sim, "orphan")
     # the new file: every point of the new acquisition, none of the old one's
     got = tables(new)
     assert np.array_equal(got["points"]["point_id"], np.arange(SIM.npoints))
@@ -357,3 +364,30 @@ def test_a_restart_with_an_edited_config_says_once_that_the_scan_is_not_resumed(
     assert log.count("was not resumed") == 1 and log.count("no scan is open") <= 1
     assert file_status(path) == "running"  # left for a restart with its config, or a fill
     assert np.array_equal(tables(path)["points"]["point_id"], before["points"]["point_id"])
+
+
+def test_a_restart_after_the_dark_was_taken_again_does_not_mix_two_darks(daemon, tmp_path):
+    """The config's text is the same, its dark.npy is not: the crashed file (made with
+    the old dark) is not continued with the new one; the resent scan goes to a new file
+    made with the new dark throughout, and the log says which file changed."""
+    np.save(tmp_path / "dark.npy", np.zeros(SIM.shape, np.float32))
+    chain = ('[[node]]\nkind = "correct"\ndark = "dark.npy"\n[[node]]\nkind = "normalise"\n'
+             'counter = "monitor"\nreference = 10000.0\n[[node]]\nkind = "threshold"\n'
+             'cut = 40.0\n[[node]]\nkind = "label"\nmin_pixels = 2\n[[node]]\n'
+             'kind = "properties"\n')
+    cfg = daemon_config(tmp_path, EXTRA + chain)  # beside dark.npy
+    out = tmp_path / "out"
+    sim = Simulation(SIM)
+    path = crash_mid_scan(daemon, cfg, out, sim, "recal", 40, 10)
+    before = tables(path)
+    np.save(tmp_path / "dark.npy", np.full(SIM.shape, 30.0, np.float32))  # taken again
+    d, new = resent_to_a_new_file(daemon, cfg, out, sim, "recal")
+    log = d.text()
+    assert f"{path} is not resumed" in log and "dark.npy" in log and "another content" in log
+    got = tables(new)
+    assert "resume" not in set(got["events"]["kind"])
+    assert np.array_equal(got["points"]["point_id"], np.arange(SIM.npoints))
+    assert file_status(path) == "running"  # as the crash left it: for its dark, or a fill
+    assert np.array_equal(tables(path)["points"]["point_id"], before["points"]["point_id"])
+    assert summary(new)["calibration"]["files"][0]["sha256"] != \
+        summary(path)["calibration"]["files"][0]["sha256"]
