@@ -39,7 +39,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             target = fill_target(args.output)
         config = _file_config(args) if (args.resume or target) else _config(args)
         if target is not None:
-            check_config(target, config.text())
+            check_config(target, config)
             args.scan_id = args.scan_id or target.scan_id
             args.resume = False
             recorded_options(args, target.recorded, target.path)
@@ -273,9 +273,15 @@ def _file_config(args: argparse.Namespace) -> Config:
     if not Path(args.output).exists():
         raise ConfigError(f"{args.output} does not exist: there is nothing to resume; run "
                           f"without --resume to write it")
+    from stream.store.identity import recorded_calibration
+
     try:
         with open_h5(args.output) as f:
             text = f["entry/process/config"].asstr()[()]
+            calibration = recorded_calibration(f["entry/process"])
     except (OSError, KeyError) as exc:
         raise ConfigError(f"{args.output}: no config to resume with: {exc}") from None
-    return Config.from_text(text, f"{args.output}::/entry/process/config")
+    # its calibration files relative to the directory of the config it was written with
+    # (files written before that was recorded: to the current directory)
+    base = calibration["base"] if calibration else None
+    return Config.from_text(text, f"{args.output}::/entry/process/config", base)

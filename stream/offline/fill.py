@@ -29,7 +29,7 @@ import numpy as np
 
 from stream.core.table import STR
 from stream.store.checkpoint import open_h5
-from stream.store.identity import processing_hash
+from stream.store.identity import calibration_changes, processing_hash, recorded_calibration
 from stream.store.layout import now_iso
 from stream.store.reader import id_ranges
 from stream.store.resume import FILLABLE
@@ -51,6 +51,8 @@ class FillTarget:
     missing: list[int]  # the points to process again: missing or bad in the file
     npoints: int
     recorded: dict[str, Any] = field(default_factory=dict)  # the start's meta: what was read
+    # the calibration files it was made with (stream.config.calibration); None: not recorded
+    calibration: dict[str, Any] | None = None
 
     @property
     def work_path(self) -> Path:
@@ -77,21 +79,30 @@ def fill_target(path: str | Path) -> FillTarget:
         text = entry["process/config"].asstr()[()]
         start = json.loads(entry["process/start"].asstr()[()])
         scan_id = str(entry.attrs["scan_id"])
+        calibration = recorded_calibration(entry["process"])
     if status == "running":
         raise FillError(f"{path}: the scan is still open (status running): continue it "
                         f"with --resume first")
     if status not in FILLABLE and not missing:
         raise FillError(f"{path}: the scan ended {status} with every point; nothing to fill")
     npoints = int(start.get("npoints") or len(ids))
-    return FillTarget(path, scan_id, status, text, missing, npoints, dict(start.get("meta") or {}))
+    return FillTarget(path, scan_id, status, text, missing, npoints, dict(start.get("meta") or {}),
+                      calibration)
 
 
-def check_config(target: FillTarget, config_text: str) -> None:
-    """The fill must process with the file's own processing config."""
-    if processing_hash(config_text) != processing_hash(target.config_text):
+def check_config(target: FillTarget, config: Any) -> None:
+    """The fill must process with the file's own processing config, and calibration
+    files of the content the file was made with (else its points come out otherwise:
+    the calibration, not the recording, would be to blame)."""
+    if processing_hash(config.text()) != processing_hash(target.config_text):
         raise FillError(f"{target.path}: written with another processing config ([[node]], "
                         f"[linker], [source] detector / trajectory); fill with the file's "
                         f"own (give no --config)")
+    changed = calibration_changes(target.calibration, config.calibration())
+    if changed:
+        raise FillError(f"{target.path}: made with calibration files of another content than "
+                        f"the config's now: {'; '.join(changed)}; put those back (or give "
+                        f"--config naming them) to fill it")
 
 
 def finish_fill(target: FillTarget, inputs: list[str]) -> dict[str, Any]:

@@ -21,20 +21,10 @@ from stream.store.reader import format_summary, summary
 from stream.store.resume import ResumeError, resume
 from stream.store.scanfile import ScanStore
 from stream.wire.codec import encode
+from tests.support.files import corrected_chain
 
 SIM = SimConfig(npoints=48, shape=(96, 128), spots=12, seed=3)  # SWEEP
-CHAIN = """
-[[node]]
-kind = "correct"
-dark = "dark.npy"
-flat = "cal.h5::/entry/flat"
-[[node]]
-kind = "threshold"
-cut = 40.0
-[[node]]
-kind = "label"
-[[node]]
-kind = "properties"
+CHAIN = corrected_chain(dark="dark.npy", flat="cal.h5::/entry/flat") + """
 [output]
 flush_interval = 0.0
 [workers]

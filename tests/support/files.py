@@ -23,6 +23,14 @@ SIMCONF = SimConfig(npoints=20, shape=(96, 128), spots=4, seed=1)
 TABLES = ("cliques", "peaks2d", "overlaps")
 
 
+def corrected_chain(**files: str) -> str:
+    """The [[node]] tables of a chain correct (with these calibration files, e.g.
+    dark="dark.npy"), threshold 40, label, properties."""
+    given = "".join(f"{key} = {value!r}\n" for key, value in files.items())
+    return (f'[[node]]\nkind = "correct"\n{given}[[node]]\nkind = "threshold"\ncut = 40.0\n'
+            f'[[node]]\nkind = "label"\n[[node]]\nkind = "properties"\n')
+
+
 @cache
 def sim() -> Simulation:
     return Simulation(SIMCONF)
