@@ -13,6 +13,7 @@ failure raises :class:`MessageError` with the reason.
 from __future__ import annotations
 
 import math
+import reprlib
 from typing import Any
 
 import msgpack
@@ -194,12 +195,19 @@ def _scan_id(h: dict) -> str:
     return sid
 
 
-def _number_map(h: dict, key: str) -> dict[str, float]:
+def _number_map(h: dict, key: str, flags: list[str]) -> dict[str, float]:
+    """A point's motors or counters: name -> float. A value that is not a number (null:
+    a counter that failed to read, a string) is NaN, with a flag saying so in `flags`:
+    the point is kept, as one whose counter or motor is NaN (not scaled, not linked)."""
     value = _get(h, key, dict, optional=True) or {}
     out = {}
     for name, v in value.items():
-        if not isinstance(name, str) or isinstance(v, bool) or not isinstance(v, int | float):
-            raise MessageError(f"point: {key}[{name!r}] must be a number, got {v!r}")
+        if not isinstance(name, str):
+            raise MessageError(f"point: {key} names must be strings, got {name!r}")
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            flags.append(f"{key[:-1]} {name!r} = {reprlib.repr(v)} is not a number: "
+                         f"taken as NaN")
+            v = math.nan
         out[name] = float(v)
     return out
 
@@ -298,8 +306,12 @@ def _decode_point(h: dict, bufs: list, max_frame_bytes: int | None,
         if keep_frames:
             frames[name] = frame
     extra = {k: v for k, v in h.items() if k not in _POINT_KEYS}
-    return Point(scan_id, point_id, time, _number_map(h, "motors"), _number_map(h, "counters"),
-                 frames, extra)
+    flags: list[str] = []
+    motors, counters = _number_map(h, "motors", flags), _number_map(h, "counters", flags)
+    if flags:  # the point's flags (`stream.run.workers`)
+        given = extra.get("flags")
+        extra["flags"] = [*(given if isinstance(given, list) else []), *flags]
+    return Point(scan_id, point_id, time, motors, counters, frames, extra)
 
 
 def _decode_frame(name: str, f: Any, bufs: list, max_frame_bytes: int | None,

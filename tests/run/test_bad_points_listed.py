@@ -4,35 +4,25 @@ reasons (it printed only `events bad 2`)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from stream.config.schema import Config
-from stream.run.runner import ScanRunner
-from stream.sources.simulate import Simulation
 from stream.store.reader import format_summary, summary
 from stream.wire.codec import encode
-from tests.support.flow import SIMCONF
-from tests.support.paths import CONFIGS
+from tests.support.flow import run_altered
 
 
 def test_refused_points_are_named_in_the_reason_and_listed_by_inspect(tmp_path):
-    sim, n = Simulation(dataclasses.replace(SIMCONF, npoints=24, spots=4)), 24
     path = tmp_path / "s.h5"
-    runner = ScanRunner(Config.load(CONFIGS / "simulated.toml"), output_file=path)
-    runner.handle(encode(sim.start("bad")))
-    for i in range(n):
-        point = sim.point(i, "bad")
+
+    def alter(i, point):
         (name, frame), = point.frames.items()
         if i == 4:  # half the rows the start announced
             point.frames[name] = np.ascontiguousarray(frame[: frame.shape[0] // 2])
         if i == 5:  # another dtype
             point.frames[name] = frame.astype(np.uint32)
-        runner.handle(encode(point))
-    runner.handle(encode(sim.end("bad", n)))
-    runner.close()
-    (result,) = runner.results
+        return encode(point)
+
+    result = run_altered(path, "bad", 24, alter)
     assert result["status"] == "incomplete", result
     assert "(the first: point 4: frame is [64, 160], start announced [128, 160]" \
         in result["reason"], result["reason"]

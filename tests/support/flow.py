@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,21 @@ def workers_config(tmp_path: Path, kind: str, extra: str = "", name: str | None 
     path.write_text((CONFIGS / "simulated.toml").read_text()
                     + f'\n[workers]\nkind = "{kind}"\ncount = 2\n{extra}\n')
     return path
+
+
+def run_altered(path: Path, scan_id: str, npoints: int, alter) -> dict:
+    """A simulated scan of `npoints` (SIMCONF, 4 spots) through a ScanRunner with
+    configs/simulated.toml into `path`, each point's wire message as `alter(i, point)`
+    makes it (a list of parts); the runner's result."""
+    sim = Simulation(dataclasses.replace(SIMCONF, npoints=npoints, spots=4))
+    runner = ScanRunner(Config.load(CONFIGS / "simulated.toml"), output_file=path)
+    runner.handle(encode(sim.start(scan_id)))
+    for i in range(npoints):
+        runner.handle(alter(i, sim.point(i, scan_id)))
+    runner.handle(encode(sim.end(scan_id, npoints)))
+    runner.close()
+    (result,) = runner.results
+    return result
 
 
 def tables(path: Path) -> dict:

@@ -67,7 +67,7 @@ def test_frame_reference_round_trip():
     (point_parts(point_id="3"), "'point_id' must be int"),
     (point_parts(point_id=-1), r"point_id must be 0..2\*\*63-1"),
     (point_parts(point_id=2**63), r"point_id must be 0..2\*\*63-1, got 9223372036854775808"),
-    (point_parts(motors={"omega": "fast"}), r"motors\['omega'\] must be a number"),
+    (point_parts(motors={b"omega": 0.5}), "motors names must be strings, got b'omega'"),
     (point_parts(frames={"eiger": {"part": 1, "shape": [4, 5], "dtype": "uint16",
                                    "encoding": "zip"}}), "unknown encoding 'zip'"),
     (point_parts(frames={"eiger": {"part": 1, "shape": [4, 5], "dtype": "uint16",
@@ -80,6 +80,14 @@ def test_frame_reference_round_trip():
 def test_malformed_messages_say_why(parts, reason):
     with pytest.raises(MessageError, match=reason):
         decode(parts)
+
+
+def test_a_value_that_is_not_a_number_is_nan_and_flagged():
+    p = decode(point_parts(motors={"omega": "fast"}, counters={"monitor": None}, flags=["x"]))
+    assert np.isnan(p.motors["omega"]) and np.isnan(p.counters["monitor"])
+    assert p.extra["flags"] == ["x", "motor 'omega' = 'fast' is not a number: taken as NaN",
+                                "counter 'monitor' = None is not a number: taken as NaN"]
+    assert "flags" not in decode(point_parts()).extra
 
 
 def test_frame_bigger_than_maximum_is_refused():
