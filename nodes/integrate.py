@@ -4,8 +4,13 @@
 with method ("no", "csr") or ("bbox", "csr"): the same bins (range from the
 unmasked pixels, or `radial_range` / `azimuth_range`), the same pixel
 weights, intensity = sum(c * v) / sum(c * norm) with norm = solid angle *
-polarisation, and error_model "poisson": error = sqrt(sum(c^2 max(1, v))) /
-sum(c * norm), where v is the value of the frame this node sees. Invalid pixels
+polarisation, and error_model "poisson": error = sqrt(sum(c^2 s max(s, v))) /
+sum(c * norm), where v is the value of the frame this node sees and s what a
+normalise node before it scaled the counts by (`Item.scale`; 1 without one): the
+variance of the counts, max(1, counts), scaled as the values were, which is
+pyFAI's integrate1d of the counts with normalization_factor = 1 / s (the counts
+after a correct node are raw - dark: the dark's own variance is not added, as
+pyFAI given raw - dark; after a flat the counts are (raw - dark) / flat). Invalid pixels
 (NaN, or `dummy` within `delta_dummy`, compared with that same value) count in
 no bin (with a `poni`, the mask and dummy of the detector it names are the
 defaults, `stream.config.detector`), and so, with `markers` (the default, as
@@ -241,8 +246,14 @@ class Integrate:
         poisson = self.error_model == "poisson"
         corrected = bool(corrections)
         marker = marker_of(raw.dtype) if self.markers or corrected else None
+        # the values are counts times s (a normalise before, fused or not): the Poisson
+        # variance is that of the counts, s^2 max(1, v / s) = s max(s, v) (pyFAI's, given
+        # normalization_factor = 1 / s)
+        s = float(item.scale) * (float(corrections[4]) if corrected else 1.0)
         sig, var, bad, nbad = plan.run(raw, corrections or PLAIN, corrected, self.dummy,
-                                       self.delta_dummy, poisson, marker)
+                                       self.delta_dummy, poisson, marker, floor=s)
+        if poisson and s != 1.0:
+            var = var * s
         intensity, error = csr.finish(sig, var, bad, nbad, plan.norm_total, plan.entries,
                                       np.float32(self.empty), poisson)
         if plan.bins1 > 1:

@@ -68,12 +68,14 @@ class Plan:
         return self.bins0 * self.bins1
 
     def run(self, raw: np.ndarray, corrections: tuple, corrected: bool, dummy: float | None,
-            delta_dummy: float, poisson: bool, marker: float | None = None) -> tuple:
+            delta_dummy: float, poisson: bool, marker: float | None = None,
+            floor: float = 1.0) -> tuple:
         """(signal, variance, bad norm, bad entries) per bin of one flattened frame; pixels
-        whose raw value is `marker` (if given) count in no bin, as masked ones."""
+        whose raw value is `marker` (if given) count in no bin, as masked ones. The
+        variance of a pixel of value v is max(`floor`, v)."""
         check = dummy is not None
         tail = (corrected, check, np.float32(dummy if check else 0.0), np.float32(delta_dummy),
-                self.norm, poisson, marker is not None,
+                self.norm, poisson, np.float32(floor), marker is not None,
                 np.float64(0.0 if marker is None else marker))
         if self.pbin.size:
             return csr.integrate_nosplit(raw, self.pbin, self.nbins, *corrections, *tail)

@@ -51,6 +51,7 @@ class Normalise:
 
     def process(self, item: Item) -> Item:
         scale = self.scale_for(item)
+        item.scale *= float(scale)  # (integrate's Poisson errors are of the counts)
         if item.frame is not None:
             raw = item.frame
             item.frame = np.multiply(raw.astype(np.float32, copy=False), scale)

@@ -285,18 +285,19 @@ def _invalid(v, check_dummy, dummy, delta_dummy):
 
 @numba.njit(nogil=True, cache=True)
 def integrate_nosplit(raw, pbin, nbins, dark0, dark_map, invflat0, invflat_map, scale,
-                      corrected, check_dummy, dummy, delta_dummy, norm, poisson, check_marker,
-                      marker):
+                      corrected, check_dummy, dummy, delta_dummy, norm, poisson, floor,
+                      check_marker, marker):
     """One pass, no splitting: (signal, variance, bad norm, bad entries) per bin.
 
     `raw` is the flattened frame; the corrections apply when `corrected`;
-    variance is sum(max(1, v)) when `poisson`.
+    variance is sum(max(floor, v)) when `poisson` (floor 1: counts; for a frame
+    scaled by s since it was counts, floor s and the caller multiplies by s).
     """
     sig = np.zeros((LANES, nbins))
     var = np.zeros((LANES, nbins))
     bad = np.zeros(nbins)
     nbad = np.zeros(nbins, np.int64)
-    one = np.float32(1)
+    one = np.float32(floor)
     has_dark, has_flat = dark_map.size > 0, invflat_map.size > 0
     for p in range(raw.size):
         b = pbin[p]
@@ -319,9 +320,9 @@ def integrate_nosplit(raw, pbin, nbins, dark0, dark_map, invflat0, invflat_map, 
 
 @numba.njit(nogil=True, cache=True)
 def integrate_slots(raw, sbin, sw, bins1, nbins, dark0, dark_map, invflat0, invflat_map, scale,
-                    corrected, check_dummy, dummy, delta_dummy, norm, poisson, check_marker,
-                    marker):
-    """One pass over the slots (`to_slots`): weights c into sum(c v), sum(c^2 max(1, v));
+                    corrected, check_dummy, dummy, delta_dummy, norm, poisson, floor,
+                    check_marker, marker):
+    """One pass over the slots (`to_slots`): weights c into sum(c v), sum(c^2 max(floor, v));
     the accumulators are padded past the last bin (for slots of weight 0)."""
     two_d = sw.shape[1] == 2
     pad = nbins + bins1 + 2
@@ -329,7 +330,7 @@ def integrate_slots(raw, sbin, sw, bins1, nbins, dark0, dark_map, invflat0, invf
     var = np.zeros((LANES, pad))
     bad = np.zeros(pad)
     nbad = np.zeros(pad, np.int64)
-    one = np.float32(1)
+    one = np.float32(floor)
     has_dark, has_flat = dark_map.size > 0, invflat_map.size > 0
     if not two_d:  # 1D: weights a (bin b) and 1 - a (bin b + 1)
         for p in range(raw.size):
@@ -396,10 +397,10 @@ def integrate_slots(raw, sbin, sw, bins1, nbins, dark0, dark_map, invflat0, invf
 
 @numba.njit(nogil=True, cache=True)
 def add_overflow(raw, opix, ocount, oebin, oecoef, dark0, dark_map, invflat0, invflat_map,
-                 scale, corrected, check_dummy, dummy, delta_dummy, norm, poisson,
+                 scale, corrected, check_dummy, dummy, delta_dummy, norm, poisson, floor,
                  check_marker, marker, sig, var, bad, nbad):
     """Add the pixels that span more bins than the slots hold (in place)."""
-    one = np.float32(1)
+    one = np.float32(floor)
     has_dark, has_flat = dark_map.size > 0, invflat_map.size > 0
     e = 0
     for i in range(opix.size):

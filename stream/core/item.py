@@ -109,6 +109,9 @@ class Item:
     peaks: dict[str, np.ndarray] | None = None
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    # what the frame's values were multiplied by since they were counts (a normalise
+    # node multiplies it): a node that needs the counts' statistics divides it out
+    scale: float = 1.0
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -219,6 +219,32 @@ def test_fused_corrections_equal_the_unfused_chain(split):
     np.testing.assert_array_equal(plain.radial(), integrate.radial())
 
 
+@pytest.mark.parametrize("split", ["no", "bbox"])
+@pytest.mark.parametrize("reference", [1.0, 1e4])
+@pytest.mark.parametrize("do_fuse", [True, False])
+def test_errors_after_normalise_are_the_counts_poisson_errors(split, reference, do_fuse):
+    """correct (dark) -> normalise -> integrate: the errors are pyFAI's integrate1d of the
+    counts (raw - dark) with normalization_factor = monitor / reference; they were those
+    of the normalised frame taken as counts, off by sqrt(monitor / reference)."""
+    pyFAI = pytest.importorskip("pyFAI")
+    from pyFAI.detectors import Detector
+
+    rng = np.random.default_rng(9)
+    dark = rng.uniform(5, 10, SHAPE).astype(np.float32)
+    raw = (rng.poisson(40, SHAPE) + 10).astype(np.uint16)
+    monitor = 10057.0
+    pipe = Pipeline([Correct(dark=dark), Normalise(counter="monitor", reference=reference),
+                     node(setup=False, split=split, dummy=None)], fuse=do_fuse)
+    pipe.setup(scan_of(dtype="uint16"))
+    out = pipe.process(Item(0, "d", frame=raw, counters={"monitor": monitor})).outputs
+    ai = pyFAI.load({"detector": Detector(PIXEL, PIXEL, max_shape=SHAPE), "wavelength": 1e-10,
+                     **TILTED})
+    counts = raw.astype(np.float32) - dark
+    ref = ai.integrate1d(counts, 150, unit="2th_deg", method=(split, "csr", "cython"),
+                         error_model="poisson", normalization_factor=monitor / reference)
+    assert_matches((out["integrate1d"], out["integrate1d_error"]), ref, rtol=1e-5)
+
+
 def test_fuse_shapes():
     rng = np.random.default_rng(6)
     correct, normalise = correct_chain(rng)
