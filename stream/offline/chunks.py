@@ -7,6 +7,9 @@ so the chunks' points, labelled pixels and 2D peaks are the serial replay's.
 the whole scan once, block by block (`relink.write_linked`, the block replay's
 linker path): the links across chunk borders are made there, and the file is
 the one a serial replay writes. Chunk files are removed once the scan is written.
+A chunk with bad or missing points (a Lima file gone or cut short, a motor shorter
+than the frames) is merged with them: the scan is incomplete, as a serial replay's
+is (a chunk of bad points only is kept for that, though it failed alone).
 """
 
 from __future__ import annotations
@@ -63,22 +66,39 @@ def _joined(parts: list[dict], firsts: list[int], key: str) -> dict[str, np.ndar
     return out
 
 
+def merged_status(parts: list[dict[str, Any]], counters: dict[str, int],
+                  events: dict[str, np.ndarray]) -> tuple[str, str]:
+    """The scan's (status, reason) from its chunks': success if they all are, else what
+    the serial replay's collector says from the whole scan's counts, its first bad point
+    by its id in the scan (a chunk's reason counts from the chunk's first point)."""
+    from stream.run.ending import lowered
+
+    if all(p["status"] == "success" for p in parts):
+        return "success", ""
+    bad = [i for i, kind in enumerate(events["kind"]) if kind == "bad"]
+    first_bad = (f"point {int(events['point_id'][bad[0]])}: {events['message'][bad[0]]}"
+                 if bad else "")
+    return lowered("success", "", counters.get("missing", 0), counters.get("bad", 0),
+                   counters.get("processed", 0), first_bad)
+
+
 def merge_chunks(chunks: list[dict[str, Any]], firsts: list[int], start_json: str,
                  config_text: str, config_base: str, path: str,
                  identity: str = "") -> dict[str, Any]:
     """A dask task: the chunks' results (run_job summaries, in point order) into the
     scan's file `path`, linked as one scan; the chunk files are removed after."""
     from stream.offline.relink import write_linked
-    from stream.offline.scanjob import partial_path, record_identity
+    from stream.offline.scanjob import failed, partial_path, record_identity
     from stream.store.reader import summary
 
     t0 = time.monotonic()
     final = Path(path)
-    failed = [c for c in chunks if c["status"] != "success"]
-    if failed:
-        return {"file": str(final), "status": "fail", "points": 0, "cliques": 0,
-                "reason": f"chunk {failed[0]['file']}: {failed[0].get('reason', '')}",
-                "seconds": time.monotonic() - t0, "host": os.uname().nodename}
+    # a chunk with bad or missing points (incomplete, or fail with none ok) has a row
+    # for each of its points: merged as they are, as a serial replay writes them
+    lost = [c for c in chunks if c["status"] not in ("success", "incomplete", "fail")
+            or not c.get("points")]
+    if lost:
+        return failed(final, f"chunk {lost[0]['file']}: {lost[0].get('reason', '')}", t0)
     parts = [read_chunk(Path(c["file"])) for c in chunks]
     counters: dict[str, int] = {}
     for p in parts:
@@ -87,17 +107,21 @@ def merge_chunks(chunks: list[dict[str, Any]], firsts: list[int], start_json: st
     config = Config.from_text(config_text, "<batch config>", config_base)
     part = partial_path(final)
     part.unlink(missing_ok=True)
+    points, events = _joined(parts, firsts, "points"), _joined(parts, firsts, "events")
+    status, reason = merged_status(parts, counters, events)
+    if status == "fail":  # no point of the scan processed: no file, as for a whole scan
+        for c in chunks:
+            Path(c["file"]).unlink(missing_ok=True)
+        return failed(final, reason, t0)
     try:
         write_linked(part, start_from_json(start_json), start_json, config, parts[0]["det"],
-                     parts[0]["shape"], parts[0]["itype"], _joined(parts, firsts, "points"),
+                     parts[0]["shape"], parts[0]["itype"], points,
                      _joined(parts, firsts, "sparse"), _joined(parts, firsts, "peaks"),
-                     _joined(parts, firsts, "events"), counters, "success", "", {})
+                     events, counters, status, reason, {})
         record_identity(part, identity)
     except OSError as exc:  # a full disk: no half-written file, the chunks are kept
         part.unlink(missing_ok=True)
-        return {"file": str(final), "status": "fail", "points": 0, "cliques": 0,
-                "reason": f"merge: {exc} (not kept: {part.name} removed)",
-                "seconds": time.monotonic() - t0, "host": os.uname().nodename}
+        return failed(final, f"merge: {exc} (not kept: {part.name} removed)", t0)
     os.replace(part, final)
     for c in chunks:
         Path(c["file"]).unlink(missing_ok=True)

@@ -350,12 +350,15 @@ def submit_chunks(client: Any, job: ScanJob, config: Config, size: int, key: str
     parts = []
     for k, (a, b) in enumerate(ranges):
         path = chunk_path(job.path, k)
-        options = {**job.options, "first": a, "last": b, "trajectory": CHUNK_TRAJECTORY}
+        # its own scan id, so that its log lines (point ids from 0 in a chunk) say which
+        # points of the scan they are about: "scan s_1.1_points80-89 point 0 is bad"
+        options = {**job.options, "first": a, "last": b, "trajectory": CHUNK_TRAJECTORY,
+                   "scan_id": f"{job.scan_id}_points{a}-{b}"}
         identity = source_identity(job.inputs, options)
         done = finished(path, config.text(), identity)  # else made (again)
         parts.append({**done, "file": str(path), "seconds": 0.0} if done else client.submit(
             run_job, config.text(), str(config.base), job.inputs, options, str(path),
-            per_point, identity, pure=False, retries=RETRIES, key=f"{key}-chunk{k}"))
+            per_point, identity, True, pure=False, retries=RETRIES, key=f"{key}-chunk{k}"))
     return client.submit(merge_chunks, parts, [a for a, _ in ranges], job.start_json,
                          config.text(), str(config.base), str(job.path), job.identity,
                          pure=False,

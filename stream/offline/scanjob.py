@@ -187,12 +187,15 @@ def replay_scan(config: Config, inputs: list[str], options: dict[str, Any], path
 
 
 def run_job(config_text: str, config_base: str, inputs: list[str], options: dict[str, Any],
-            path: str, per_point: bool = False, identity: str = "") -> dict[str, Any]:
+            path: str, per_point: bool = False, identity: str = "",
+            chunk: bool = False) -> dict[str, Any]:
     """A dask task: replay one scan into `path` through a partial file, renamed when the
     scan has ended, with `identity` (what it is made from) in it. A scan that failed
     (a full disk, a recording that broke off) is no finished file: its partial file is
     removed and the summary says fail and why. A partial file of an earlier, killed
-    attempt is replaced. Returns the file's summary and the wall time."""
+    attempt is replaced. Returns the file's summary and the wall time. A `chunk` (the
+    points --first..--last of a scan) whose every point was bad is kept: it failed
+    alone, but its rows are the scan's bad points, which the merge needs."""
     t0 = time.monotonic()
     config = Config.from_text(config_text, "<batch config>", config_base)
     # a task has one core of its own (one single-threaded worker process per core):
@@ -209,26 +212,33 @@ def run_job(config_text: str, config_base: str, inputs: list[str], options: dict
 
         result = replay_scan(config, inputs, options, part, per_point=per_point,
                              progress=task_progress())  # points done, to the driver
-        return finish_partial(part, final, result, identity, t0)
+        rows = options["last"] - options["first"] + 1 if chunk else None
+        return finish_partial(part, final, result, identity, t0, rows)
     except (OSError, ValueError) as exc:
         remove_partial(part)
         return failed(final, str(exc), t0)
 
 
 def finish_partial(part: Path, final: Path, result: dict[str, Any], identity: str,
-                   t0: float) -> dict[str, Any]:
+                   t0: float, rows: int | None = None) -> dict[str, Any]:
     """Rename the partial file `part` of an ended scan to `final` and return its summary;
     a scan that failed, or a file that does not say it ended (its last writes never
-    reached the disk), is removed instead: the summary is then fail and why."""
+    reached the disk), is removed instead: the summary is then fail and why. With
+    `rows`, a file that failed holding that many points, none of them ok (every point
+    bad or missing), is kept: a chunk's rows for the merge."""
     from stream.store.reader import summary
 
     if not part.exists():
         return failed(final, result.get("reason") or "no file written", t0)
     try:
-        status = summary(part)["status"]
+        s = summary(part)
+        status = s["status"]
+        whole = rows is not None and s["points"] == rows and not s["points_ok"]
     except (OSError, ValueError, KeyError) as exc:
         status, result = "fail", {**result, "reason": result.get("reason") or str(exc)}
-    if result.get("status") == "fail" or status in ("running", "fail"):
+        whole = False
+    bad_chunk = status == "fail" and whole  # kept, with its status: the merge's rows
+    if not bad_chunk and (result.get("status") == "fail" or status in ("running", "fail")):
         remove_partial(part)
         reason = result.get("reason") or f"the file was left with status {status}"
         return failed(final, f"{reason} (not kept: {part.name} removed)", t0)

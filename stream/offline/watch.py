@@ -106,5 +106,6 @@ def report_result(fut: Any, job: Any, results: dict[int, dict[str, Any]], i: int
     say(f"{job.scan_id}: {r['status']}, {r.get('points', 0)} points, "
         f"{r.get('cliques', 0)} cliques in {r.get('seconds', 0.0):.1f} s"
         f"{' on ' + r['host'] if r.get('host') else ''}"
-        f"{' (' + r['reason'] + ')' if r.get('reason') else ''} -> {job.path}")
+        f"{' (' + r['reason'] + ')' if r.get('reason') else ''}"
+        f"{f' -> {job.path}' if job.path is not None and job.path.exists() else '; no file'}")
     return int(r.get("points", 0))

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from stream.core.item import Item
+from stream.run.ending import lowered
 from stream.run.fits import fit_failed, log_fit_failed
 from stream.run.reorder import ReorderBuffer, Slot
 from stream.store.rows import STATUS_CODE, RowWriter
@@ -142,21 +143,8 @@ class Collector:
         whose writing failed stays failed, whatever `status` says)."""
         if self.failed is None:
             self._drain(idle=True, final=True)
-        missing, bad = self.counters["missing"], self.counters["bad"]
-        # a success's own reason (a series whose end never came, ...) stays, after the one
-        # that lowers the status: both are facts of the scan
-        said = f"; {reason}" if reason else ""
-        if status == "success" and bad and not self.counters["processed"]:
-            status = "fail"  # nothing of the scan could be processed: never a success
-            reason = (f"all {bad} point(s) received were bad (the first: {self.first_bad}; "
-                      f"inspect lists them){said}")
-        elif status == "success" and (missing or bad):  # never a silent success with
-            status = "incomplete"  # points lost, nor with points that could not be processed
-            lost = [f"{missing} point(s) missing"] if missing else []
-            lost += [f"{bad} point(s) bad (the first: {self.first_bad})"] if bad else []
-            reason = (f"{', '.join(lost)}: inspect lists them; where a recording holds them "
-                      f"(readable), `peakstream replay RECORDING --fill FILE` completes the "
-                      f"scan{said}")
+        status, reason = lowered(status, reason, self.counters["missing"], self.counters["bad"],
+                                 self.counters["processed"], self.first_bad)
         self.final = (status, reason)
         if self.failed is None:
             result = self.linker.finish()

@@ -37,3 +37,22 @@ def timed_out(cur: Any, limit: float) -> tuple[str, str]:
         log.warning("scan %s: %s", cur.scan.scan_id, what)
         return "success", what
     return "abort", f"timeout: no end message within {limit:g} s of the last message"
+
+
+def lowered(status: str, reason: str, missing: int, bad: int, processed: int,
+            first_bad: str) -> tuple[str, str]:
+    """(status, reason) of a scan that ended `status` with these counts: a success with
+    no point processed fails, one with points missing or bad is incomplete (never a
+    silent success); its own reason (a series whose end never came, ...) stays after
+    the one that lowers it. `first_bad`: "point N: why" of the first bad point."""
+    said = f"; {reason}" if reason else ""
+    if status == "success" and bad and not processed:
+        return "fail", (f"all {bad} point(s) received were bad (the first: {first_bad}; "
+                        f"inspect lists them){said}")
+    if status == "success" and (missing or bad):
+        lost = [f"{missing} point(s) missing"] if missing else []
+        lost += [f"{bad} point(s) bad (the first: {first_bad})"] if bad else []
+        return "incomplete", (f"{', '.join(lost)}: inspect lists them; where a recording "
+                              f"holds them (readable), `peakstream replay RECORDING --fill "
+                              f"FILE` completes the scan{said}")
+    return status, reason

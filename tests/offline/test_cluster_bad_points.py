@@ -1,0 +1,61 @@
+"""Batch replay of recordings with bad points (a Lima file gone or cut short): on a
+cluster, whole or in chunks, the same incomplete file as a serial replay."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from stream.cli.main import main
+from tests.support.files import events, status, write_lima_master
+from tests.support.flow import assert_same_tables, tables
+from tests.support.paths import CONFIGS
+
+COMMON = ["--images", "measurement/eiger", "--motor", "omega=measurement/rot_center",
+          "--counter", "monitor=measurement/mon", "--config", str(CONFIGS / "simulated.toml"),
+          "--quiet"]
+
+
+def broken_masters(tmp_path: Path) -> list[str]:
+    """part/part.h5: 20 frames in Lima files of 5, the third file gone (frames 10..14,
+    a whole chunk of 5), the fourth holding 2 of its 5 (frames 17..19 bad); gone/gone.h5:
+    every Lima file gone (no point readable)."""
+    out = []
+    for name, lost in (("part", [2]), ("gone", [0, 1, 2, 3])):
+        (tmp_path / name).mkdir()
+        master = write_lima_master(tmp_path / name, 5, held={3: 2} if name == "part" else {})
+        for k in lost:
+            os.remove(tmp_path / name / f"eiger_{k:04d}.h5")
+        out.append(str(master.rename(master.with_name(f"{name}.h5"))))
+    return out
+
+
+@pytest.mark.system
+def test_a_scan_in_chunks_with_bad_points_gives_the_serial_incomplete_file(tmp_path, capsys):
+    """A chunk with bad points is merged with them (it made the whole scan fail, with no
+    file, and a rerun failed the same way): the scan's file is the serial replay's,
+    incomplete, its bad points with their reasons under their ids in the scan; a scan
+    whose every point is bad fails and leaves no file, chunk files neither."""
+    masters = broken_masters(tmp_path)
+    main(["replay", *masters, *COMMON, "--output", str(tmp_path / "serial")])
+    main(["replay", *masters, *COMMON, "--output", str(tmp_path / "chunks"),
+          "--cluster", "local:2", "--chunk-points", "5"])
+    out, err = capsys.readouterr()
+    assert sorted(os.listdir(tmp_path / "chunks")) == ["part_1.1.h5"]  # no chunk left
+    serial, chunked = tables(tmp_path / "serial" / "part_1.1.h5"), \
+        tables(tmp_path / "chunks" / "part_1.1.h5")
+    assert_same_tables(serial, chunked)
+    assert list(np.flatnonzero(status(chunked) == 2)) == [10, 11, 12, 13, 14, 17, 18, 19]
+    assert "frame 17" in events(chunked)[17] and "eiger_0002.h5" in events(chunked)[10]
+    with h5py.File(tmp_path / "serial" / "part_1.1.h5") as a, \
+            h5py.File(tmp_path / "chunks" / "part_1.1.h5") as b:
+        assert b["entry"].attrs["status"] == "incomplete"
+        assert a["entry"].attrs["reason"] == b["entry"].attrs["reason"]
+        assert "(the first: point 10: " in b["entry"].attrs["reason"]
+    assert "part_1.1: incomplete, 20 points" in err
+    assert "gone_1.1: fail, 0 points" in err and "all 20 point(s) received were bad " \
+        "(the first: point 0: " in err and f"{tmp_path / 'chunks' / 'gone_1.1.h5'}" not in err
