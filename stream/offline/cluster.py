@@ -32,6 +32,7 @@ WATCH_EVERY = 1.0  # s between two looks at the running tasks (points, lost work
 # a chunk's own links are not kept (the merge links the whole scan), and a range of an
 # interlaced or grid scan is no scan of that kind: chunks are replayed as plain sweeps
 CHUNK_TRAJECTORY = {"kind": "sweep"}
+FINISHED = ("success", "incomplete")  # a scan file a rerun keeps; the exit code is 0
 
 
 @dataclass
@@ -190,15 +191,19 @@ def plan(jobs: list[ScanJob], config: Config, directory: str | Path,
 
 def finished(path: Path | None, config_text: str | None = None,
              identity: str | None = None) -> dict[str, Any] | None:
-    """The summary of `path` if it is a scan file that ended with status success (and,
-    given `config_text` and `identity`, was made by that processing from that input)."""
+    """The summary of `path` if it is a scan file that ended with status success or
+    incomplete (and, given `config_text` and `identity`, was made by that processing from
+    that input). An incomplete scan is finished too, as for a serial replay's exit code:
+    replayed again from the same recording it would be the same file (a Lima file gone
+    for good would make a rerun do it, and exit 1, forever); `replay --fill` completes it
+    when its frames turn up."""
     from stream.store.reader import summary
 
     try:
         s = summary(path) if path is not None and path.exists() else None
     except (OSError, ValueError, KeyError):
         return None
-    if s is None or s["status"] != "success":
+    if s is None or s["status"] not in FINISHED:
         return None
     if config_text is not None and made_otherwise(path, config_text, identity or ""):
         return None
@@ -235,7 +240,7 @@ def made_otherwise(path: Path, config_text: str, identity: str) -> str:
 
 
 def stale_files(jobs: list[ScanJob], config: Config) -> list[str]:
-    """A line for each job whose file ended with status success but was made by another
+    """A line for each job whose file is finished (`finished`) but was made by another
     processing or from another input: neither skipped nor overwritten (a serial replay
     refuses an output file that exists, too)."""
     out = []
@@ -258,7 +263,9 @@ def skipped(jobs: list[ScanJob], config: Config) -> dict[int, dict[str, Any]]:
     for i, job in enumerate(jobs):
         s = finished(job.path, config.text(), job.identity)
         if s is not None:
-            out[i] = {**s, "status": "skipped", "reason": "finished on an earlier run",
+            why = "finished on an earlier run" if s["status"] == "success" else \
+                f"finished {s['status']} on an earlier run: {s['reason']}"
+            out[i] = {**s, "status": "skipped", "was": s["status"], "reason": why,
                       "seconds": 0.0}
     return out
 
@@ -276,7 +283,9 @@ def run_batch(client: Any, jobs: list[ScanJob], config: Config, *, per_point: bo
     the points of the running tasks. One summary per job, in order."""
     results = skipped(jobs, config)
     for i in results:
-        say(f"{jobs[i].scan_id}: skipped, {jobs[i].path} is finished already")
+        was = results[i]["was"]
+        say(f"{jobs[i].scan_id}: skipped, {jobs[i].path} is finished already"
+            f"{f' ({was}: replay --fill completes it)' if was != 'success' else ''}")
     todo = [i for i in range(len(jobs)) if i not in results]
     if not todo:
         return [results[i] for i in range(len(jobs))]
@@ -385,5 +394,6 @@ def format_table(results: list[dict[str, Any]], seconds: float) -> str:
 
 
 def exit_status(results: list[dict[str, Any]]) -> bool:
-    """True if every scan is finished (now or on an earlier run)."""
-    return all(r["status"] in ("success", "skipped") for r in results)
+    """True if every scan is finished (now or on an earlier run): success or incomplete,
+    as for a serial replay's exit code 0."""
+    return all(r["status"] in (*FINISHED, "skipped") for r in results)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from stream.core.table import STR
+from stream.offline.scanjob import SOURCE_ATTR
 from stream.store.checkpoint import open_h5
 from stream.store.identity import calibration_changes, processing_hash, recorded_calibration
 from stream.store.layout import now_iso
@@ -136,6 +137,8 @@ def finish_fill(target: FillTarget, inputs: list[str]) -> dict[str, Any]:
         events = {k: f[f"entry/process/events/{k}"][()] for k in ("time", "point_id", "kind",
                                                                    "message")}
         history = json.loads(f["entry/process"].attrs.get("filled", "[]"))
+        # what a replay --cluster made it from (the same recording): a rerun keeps it
+        source = f["entry/process"].attrs.get(SOURCE_ATTR)
     import h5py
 
     with h5py.File(new, "r+") as f:
@@ -143,6 +146,8 @@ def finish_fill(target: FillTarget, inputs: list[str]) -> dict[str, Any]:
         proc = f["entry/process"]
         _append_events(proc["events"], events, record)
         proc.attrs["filled"] = json.dumps([*history, record])
+        if source is not None:
+            proc.attrs[SOURCE_ATTR] = source
     backup = target.path.with_name(target.path.name + ".before-fill")
     os.replace(target.path, backup)
     os.replace(new, target.path)

@@ -59,3 +59,33 @@ def test_a_scan_in_chunks_with_bad_points_gives_the_serial_incomplete_file(tmp_p
     assert "part_1.1: incomplete, 20 points" in err
     assert "gone_1.1: fail, 0 points" in err and "all 20 point(s) received were bad " \
         "(the first: point 0: " in err and f"{tmp_path / 'chunks' / 'gone_1.1.h5'}" not in err
+
+
+@pytest.mark.system
+def test_an_incomplete_scan_exits_0_and_a_rerun_keeps_it_until_filled(tmp_path, capsys):
+    """As a serial replay: an incomplete scan is done (exit 0, it was 1 on a cluster),
+    and a rerun skips its file (it did it again, and exited 1, on every rerun: never
+    done while a Lima file stays gone); --fill completes it once the frames are back,
+    and a rerun skips the filled file too."""
+    master = broken_masters(tmp_path)[0]
+    out = tmp_path / "out"
+    batch = ["replay", master, *COMMON, "--output", str(out), "--cluster", "local:2"]
+    assert main(batch) == 0
+    assert "part_1.1: incomplete, 20 points" in capsys.readouterr().err
+    made = (out / "part_1.1.h5").stat().st_mtime_ns
+    assert main(batch) == 0
+    said, err = capsys.readouterr()
+    assert f"skipped, {out / 'part_1.1.h5'} is finished already (incomplete: replay --fill " \
+        "completes it)" in err and "1 skipped" in said
+    assert (out / "part_1.1.h5").stat().st_mtime_ns == made
+    write_lima_master(tmp_path / "part", 5)  # the Lima files back
+    assert main(["replay", "--images", f"{master}::/1.1/measurement/eiger", "--motor",
+                 "omega=/1.1/measurement/rot_center", "--counter",
+                 "monitor=/1.1/measurement/mon", "--config", str(CONFIGS / "simulated.toml"),
+                 "--quiet", "--fill", str(out / "part_1.1.h5")]) == 0
+    with h5py.File(out / "part_1.1.h5") as f:
+        assert f["entry"].attrs["status"] == "success"
+    filled = (out / "part_1.1.h5").stat().st_mtime_ns
+    assert main(batch) == 0  # the fill kept what the file is made from: skipped
+    assert f"skipped, {out / 'part_1.1.h5'} is finished already\n" in capsys.readouterr().err
+    assert (out / "part_1.1.h5").stat().st_mtime_ns == filled
