@@ -154,8 +154,8 @@ def plan(jobs: list[ScanJob], config: Config, directory: str | Path,
          not_opened: list[dict[str, Any]] | None = None) -> list[ScanJob]:
     """Each job's scan_id, points and output file, from its start message (opened
     here, not processed). Two scans that would write one file are a ValueError. With
-    `not_opened`, a scan of a batch that cannot be opened (an interrupted scan whose
-    motor stops short of its frames) is left out and appended there as a result row,
+    `not_opened`, a scan of a batch that cannot be opened (an entry without the motor
+    dataset given) is left out and appended there as a result row,
     as a serial replay skips it; without, or for a lone scan, the error is raised."""
     from stream.core.messages import start_to_json
     from stream.sources.files import open_recording
