@@ -61,7 +61,10 @@ class TaskWatch:
         self.where.pop(key, None)
 
     def poll(self) -> None:
-        """Say which tasks lost their worker and where dask runs them again."""
+        """Say which tasks lost their worker and where dask runs them again. A task
+        that moves to another worker while the one it was on is alive is a queued task
+        dask's work stealing moved (`processing` lists queued tasks too): no rerun, its
+        points stay counted."""
         try:
             processing = self.client.processing()
             workers = set(self.client.scheduler_info()["workers"])
@@ -79,7 +82,7 @@ class TaskWatch:
             if key not in self.names:
                 continue
             before = self.where.get(key)
-            if before is not None and before != worker:
+            if before is not None and before != worker and before not in workers:
                 self.say(f"{self.names[key]}: running again on {worker}"
                          f"{f' (was on {before})' if before else ''}")
                 with self.lock:
