@@ -20,7 +20,9 @@
   cliques (linker split "pixels") counts in each (bounding box, IMax);
   the clique's sums are its shares of the pixels already. With split
   "pixels" a last column, fit_intensity, holds each clique's fitted 3D
-  Gaussian integral (nan where none was fitted).
+  Gaussian integral (nan where none was fitted). The scan's other motors
+  follow spot3d_id as columns of their own, each clique's centroid (a dty x
+  omega scan's `dty`, which ImageD11's scanning 3DXRD tools key on).
 * `sparse`: ImageD11's sparse HDF5 (the layout of shared/data's silicon file):
   group `1.1` with row, col, intensity (float32), frame, nnz, attrs itype
   (float32, the intensity's dtype; older exports wrote the detector's, uint16
@@ -181,7 +183,17 @@ def flt_columns(data: dict[str, Any]) -> dict[str, np.ndarray]:
         "IMax_int": imax, "IMax_s": np.zeros(n), "IMax_f": np.zeros(n), "IMax_o": imax_o,
         **bbox, "Min_o": lo, "Max_o": hi, "dety": -f, "detz": s,
         "onfirst": onfirst, "onlast": onlast, "spot3d_id": cl["clique_id"],
+        **{m: cl[m] for m in other_motors(data)},
     }
+
+
+def other_motors(data: dict[str, Any]) -> list[str]:
+    """The scan's motors besides the rotation whose clique centroids the flt carries
+    (a dty x omega scan's `dty`: ImageD11's scanning 3DXRD keys on it), in the
+    points table's order."""
+    names = [k[len("motors/"):] for k in data["points"] if k.startswith("motors/")]
+    return [m for m in names if m != data.get("omega", "omega") and m in data["cliques"]
+            and m not in FLT_COLUMNS and m != "fit_intensity"]
 
 
 def _period(trajectory: str, rot: str | None) -> float | None:
@@ -222,7 +234,8 @@ def _on_ends(omega_of: np.ndarray, lo: np.ndarray, hi: np.ndarray, period: float
 def _flt(data: dict[str, Any], shape, itype, output: Path) -> int:
     cols = flt_columns(data)
     fit = data["cliques"].get("fit_intensity")
-    names = FLT_COLUMNS + ("fit_intensity",) * bool(fit is not None and np.isfinite(fit).any())
+    names = FLT_COLUMNS + tuple(other_motors(data)) \
+        + ("fit_intensity",) * bool(fit is not None and np.isfinite(fit).any())
     cols["fit_intensity"] = fit
     fmt = "  ".join("%.0f" if c in _INTS else "%.6f" for c in names)
     table = np.column_stack([np.asarray(cols[c], np.float64) for c in names]) \

@@ -236,3 +236,27 @@ def test_relink_fraction_alone_links_by_fraction(tmp_path, replayed, capsys):
                  "--output", str(wrong)]) == 2
     assert "fraction 0.4 has no effect with the criterion distance" in capsys.readouterr().err
     assert not wrong.exists()
+
+
+def test_flt_of_a_dty_omega_grid_carries_dty_and_imaged11_reads_it(tmp_path):
+    """A dty x omega grid: the flt has a dty column, each clique's dty centroid, besides
+    omega (it had none: ImageD11's scanning 3DXRD tools key on dty)."""
+    from stream.sources.simulate import Simulation, write_scan
+    from stream.sources.simulate.config import SimConfig
+    from tests.support.paths import CONFIGS
+
+    src, out, flt = tmp_path / "grid.h5", tmp_path / "out.h5", tmp_path / "grid.flt"
+    write_scan(Simulation(SimConfig(npoints=360, trajectory="grid", nrows=12, omega_step=0.25,
+                                    spots=14, sigma_dty=(0.7, 1.0), shape=(96, 96), seed=1,
+                                    sigma_px=(1.0, 1.5))),
+               src, "grid")
+    assert main(["replay", str(src), "--config", str(CONFIGS / "simulated.toml"), "--quiet",
+                 "--output", str(out)]) == 0
+    assert main(["export", str(out), "--format", "flt", "--output", str(flt)]) == 0
+    cl = load(out)["cliques"]
+    assert flt.read_text().splitlines()[1].split()[1:] == [*FLT_COLUMNS, "dty"]
+    columnfile = pytest.importorskip("ImageD11.columnfile")
+    c = columnfile.columnfile(str(flt))
+    assert c.nrows == len(cl["clique_id"]) >= 10
+    assert np.allclose(c.dty, cl["dty"], atol=1e-6) and np.ptp(c.dty) > 1.0
+    assert np.allclose(c.omega, cl["omega"], atol=1e-6)
