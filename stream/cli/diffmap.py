@@ -105,8 +105,11 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     progress = ProgressLine("diffmap", interval=2.0)
     try:
-        summary = run_diffmap(settings, progress=lambda done, total: progress(done, total,
-                                                                              "frames"))
+        from stream.run.warmup import compile_notices
+
+        with compile_notices(progress.compiled):  # a new install: the integrate kernels
+            summary = run_diffmap(settings, progress=lambda done, total: progress(
+                done, total, "frames"))
     except (OSError, ValueError) as exc:
         progress.done()
         print(f"peakstream diffmap: {exc}", file=sys.stderr)

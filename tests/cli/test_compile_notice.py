@@ -67,3 +67,25 @@ def test_a_cold_replay_says_it_compiles(tmp_path):
                        str(tmp_path / "c.h5"))
     assert split.returncode == 0, split.stderr
     assert "relink: compiling kernels" in split.stderr
+
+
+@pytest.mark.system
+def test_a_cold_diffmap_says_it_compiles(tmp_path):
+    """diffmap's first run after an install compiled its kernels with no line (14
+    frames/s and silence); it says so now, as replay does, and not once they are cached."""
+    from tests.maps.test_diffmap import scan_files
+
+    scan_files(tmp_path, 4)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+
+    def diffmap(out: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "stream.cli.diffmap", "-p",
+                               str(tmp_path / "geo.poni"), "-o", str(tmp_path / out), "-t",
+                               "2", "-c", "80", "--no-gui", str(tmp_path / "scan_*.edf")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+    cold = diffmap("a.h5")
+    assert cold.returncode == 0, cold.stderr
+    assert "diffmap: compiling kernels" in cold.stderr
+    warm = diffmap("b.h5")
+    assert warm.returncode == 0 and "compiling kernels" not in warm.stderr
