@@ -9,6 +9,7 @@ which goes through the config's own linker: only its criterion and split.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,9 @@ def readonly_frame(sparse: SparseFrame | None) -> SparseFrame | None:
     """The frame with read-only views of its arrays (no copy)."""
     if sparse is None:
         return None
+    if not any(map(_writeable, (sparse.row, sparse.col, sparse.intensity, sparse.label,
+                                sparse.runs))):  # (a worker thread's result: already so)
+        return sparse
     return dataclasses.replace(sparse, row=readonly(sparse.row), col=readonly(sparse.col),
                                intensity=readonly(sparse.intensity),
                                label=readonly(sparse.label), runs=readonly(sparse.runs))
@@ -44,4 +48,10 @@ def readonly_frame(sparse: SparseFrame | None) -> SparseFrame | None:
 
 def readonly_peaks(peaks: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
     """The peak columns as read-only views (no copy)."""
-    return None if peaks is None else {k: readonly(v) for k, v in peaks.items()}
+    if peaks is None or not any(map(_writeable, peaks.values())):
+        return peaks
+    return {k: readonly(v) for k, v in peaks.items()}
+
+
+def _writeable(a: Any) -> bool:
+    return isinstance(a, np.ndarray) and a.flags.writeable

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 STR = h5py.string_dtype("utf-8")
+asarray = np.asarray
 
 
 class Table:
@@ -25,6 +26,7 @@ class Table:
         self.columns = {name: np.dtype(dt) if dt is not STR else STR
                         for name, dt in columns.items()}
         self.chunk = chunk
+        self._names = frozenset(self.columns)
         self._pending: dict[str, list[np.ndarray]] = {c: [] for c in columns}
         self._assign: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self.nwritten = 0
@@ -43,14 +45,14 @@ class Table:
 
     def append(self, rows: dict[str, np.ndarray]) -> None:
         """Buffer rows given as one array per column (all columns, same length)."""
-        missing = set(self.columns) - set(rows)
-        if missing:
+        if not rows.keys() >= self._names:  # (a call a point per table: kept lean)
+            missing = self._names.difference(rows)
             raise KeyError(f"{self.group.name}: rows lack columns {sorted(missing)}")
-        n = {len(v) for v in rows.values()}
+        n = set(map(len, rows.values()))
         if len(n) != 1:
             raise ValueError(f"{self.group.name}: columns of different lengths {n}")
-        for name in self.columns:
-            self._pending[name].append(np.asarray(rows[name]))
+        for name, pending in self._pending.items():
+            pending.append(asarray(rows[name]))
         self.nbuffered += n.pop()
 
     def _dataset(self, name: str) -> h5py.Dataset:

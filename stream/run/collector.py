@@ -236,7 +236,7 @@ class Collector:
             else:
                 self._link_point(slot.point_id, slot.item, slot.status, slot.reason)
         if (now - self._last_flush >= self.store.flush_interval
-                or sum(t.nbuffered * n for t, n in self._row_bytes) > MAX_BUFFERED):
+                or sum([t.nbuffered * n for t, n in self._row_bytes]) > MAX_BUFFERED):
             self.flush(background=True)
 
     def refuse(self, point_id: int, reason: str) -> None:

@@ -52,7 +52,8 @@ class ZmqSource:
     def receive(self, timeout: float = 0.0, limit: int = 1) -> list[list]:
         """Up to `limit` messages waiting now (waiting up to `timeout` s for the first)."""
         out: list[list] = []
-        if not self.socket.poll(int(timeout * 1000)):
+        # (Socket.poll makes a Poller each call: with no wait, the read itself says)
+        if timeout > 0 and not self.poller.poll(int(timeout * 1000)):
             return out
         while len(out) < limit:
             try:

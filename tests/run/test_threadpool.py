@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from nodes.link.warmup import readonly_frame, readonly_peaks
 from stream.config.schema import Config
 from stream.core.messages import Point
 from stream.core.threads import named_thread
@@ -71,6 +72,24 @@ def test_threads_give_what_inline_gives_and_a_bad_point_costs_only_itself():
         inline.close()
         pool.close()
     assert not any(t.is_alive() for t in pool.threads)
+
+
+def test_a_threads_result_is_read_only_so_the_linker_takes_it_as_it_is():
+    """The linker hands its kernels read-only arrays: a worker thread's result comes so,
+    and the collector's thread (serial) makes no views of its ~20 arrays a point."""
+    config = Config.load(CONFIGS / "simulated.toml")
+    pool = ThreadPool(config, 1)
+    try:
+        res = _results(pool, Simulation(SIMCONF), 1, "a")[POINTS[0]]
+    finally:
+        pool.close()
+    sp, peaks = res.item.sparse, res.item.peaks
+    arrays = [sp.row, sp.col, sp.intensity, sp.label, *peaks.values()]
+    assert len(arrays) > 10 and not any(a.flags.writeable for a in arrays)
+    assert readonly_frame(sp) is sp and readonly_peaks(peaks) is peaks
+    writeable = {k: v.copy() for k, v in peaks.items()}  # (what another caller may give)
+    views = readonly_peaks(writeable)
+    assert views is not writeable and not any(v.flags.writeable for v in views.values())
 
 
 def test_a_point_of_a_scan_the_threads_were_not_set_up_for_is_bad():
