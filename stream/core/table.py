@@ -4,18 +4,21 @@ A table is a group of 1D resizable datasets, one per column (nested groups
 give 'a/b' names), all the same length. `Table` buffers appended rows and
 later assignments to a column and writes them at `flush()`, or hands them
 over with `take()` for `write()` in another thread (the store's background
-checkpoints). `read_table` reads a whole table back.
+checkpoints). An append only keeps its columns' values (the collector appends
+a point at a time to several tables, on the thread every point goes through):
+they are made arrays and joined column by column when written. `read_table`
+reads a whole table back.
 """
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import h5py
 import numpy as np
 
 STR = h5py.string_dtype("utf-8")
-asarray = np.asarray
 
 
 class Table:
@@ -27,7 +30,10 @@ class Table:
                         for name, dt in columns.items()}
         self.chunk = chunk
         self._names = frozenset(self.columns)
-        self._pending: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+        # an append's values in column order (a tuple, also of one column)
+        getter = itemgetter(*self.columns) if self.columns else (lambda rows: ())
+        self._values = getter if len(self.columns) != 1 else (lambda rows: (getter(rows),))
+        self._pending: list[tuple] = []
         self._assign: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self.nwritten = 0
         self.nbuffered = 0
@@ -51,8 +57,7 @@ class Table:
         n = set(map(len, rows.values()))
         if len(n) != 1:
             raise ValueError(f"{self.group.name}: columns of different lengths {n}")
-        for name, pending in self._pending.items():
-            pending.append(asarray(rows[name]))
+        self._pending.append(self._values(rows))
         self.nbuffered += n.pop()
 
     def _dataset(self, name: str) -> h5py.Dataset:
@@ -88,19 +93,18 @@ class Table:
         taken = (self.nwritten, self.nwritten + self.nbuffered, self._pending, self._assign)
         self.nwritten += self.nbuffered
         self.nbuffered = 0
-        self._pending = {c: [] for c in self.columns}
+        self._pending = []
         self._assign = {}
         return taken
 
     def write(self, taken: tuple) -> None:
         n0, n1, pending, assign = taken
         if n1 > n0:
-            for name, parts in pending.items():
+            for k, (name, dtype) in enumerate(self.columns.items()):
                 ds = self._dataset(name)
                 ds.resize((n1,))
-                dtype = self.columns[name]
-                ds[n0:n1] = np.concatenate(parts).astype(ds.dtype if dtype is STR else dtype,
-                                                         copy=False)
+                column = np.concatenate([values[k] for values in pending])
+                ds[n0:n1] = column.astype(ds.dtype if dtype is STR else dtype, copy=False)
         for column, pieces in assign.items():
             index = np.concatenate([p[0] for p in pieces])
             values = np.concatenate([p[1] for p in pieces])

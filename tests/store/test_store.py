@@ -6,6 +6,7 @@ import json
 
 import h5py
 import numpy as np
+import pytest
 
 from stream.core.item import PEAK_COLUMNS, clique_columns
 from stream.core.table import Table, read_table
@@ -27,6 +28,27 @@ def test_table_appends_flushes_and_assigns_across_the_flush(tmp_path):
     np.testing.assert_array_equal(got["a"], np.arange(8))
     np.testing.assert_array_equal(got["b"], [1, -1, 1, 1, 1, 0, -2, 0])
     assert got["b"].dtype == np.float32
+
+
+def test_table_keeps_an_appends_values_and_joins_them_when_written(tmp_path):
+    """An append keeps the values of its columns (lists, arrays, extra keys ignored);
+    they become the columns' rows at the flush, one column or several."""
+    with h5py.File(tmp_path / "t.h5", "w") as f:
+        one = Table(f.create_group("one"), {"n": "int64"})
+        two = Table(f.create_group("two"), {"s": h5py.string_dtype("utf-8"), "x": "float64"})
+        for k in range(3):
+            one.append({"n": [k] if k % 2 else np.array([k, 10 * k])})
+            two.append({"s": [f"p{k}"], "x": np.array([k / 2]), "other": [1]})
+        assert (one.nbuffered, two.nbuffered) == (5, 3)
+        with pytest.raises(KeyError, match="lack columns"):
+            two.append({"s": [""]})
+        with pytest.raises(ValueError, match="different lengths"):
+            two.append({"s": ["a", "b"], "x": [0.0]})
+        one.flush()
+        two.flush()
+        got_one, got_two = read_table(f["one"]), read_table(f["two"])
+    assert got_one["n"].tolist() == [0, 0, 1, 2, 20]
+    assert got_two["s"].tolist() == ["p0", "p1", "p2"] and got_two["x"].tolist() == [0, .5, 1]
 
 
 def test_scan_store_layout_status_and_reopen(tmp_path):
