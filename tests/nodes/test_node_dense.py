@@ -85,10 +85,8 @@ def test_fused_equals_unfused_at_the_cut():
     counters = {"monitor": 1.3}
     values = (raw.astype(np.float32) - np.float32(0.3)) * np.float32(1 / 0.7)
     values *= np.float32(1 / 1.3)
-    for cut in (float(values[0, 50]), float(np.nextafter(values[0, 50], 0)), -1.0, 0.0):
-        # below 0 a cut map (a scalar cut is >= 0): the pre-cut of a cut below 0
-        threshold = (Threshold(cut=cut, max_pixels=5120) if cut >= 0 else
-                     Threshold(cut_map=np.full(SHAPE, cut, np.float32), max_pixels=5120))
+    for cut in (float(values[0, 50]), float(np.nextafter(values[0, 50], 0)), 0.0):
+        threshold = Threshold(cut=cut, max_pixels=5120)  # (a cut or cut map is >= 0)
         a, b = both([correct, normalise, threshold], frame=raw, counters=counters)
         assert_identical(a, b)
         np.testing.assert_array_equal(a.sparse.intensity, values[values.astype(float) > cut])
