@@ -41,7 +41,8 @@ NEEDS_DENSE = ("correct", "normalise", "frame", "integrate", "background", "ptyd
 # on) each would do nothing or fail on every point, so a config may not put one there
 # (`stream.config.base.check_chain`); normalise and roi_sums take sparse frames too
 DENSE_ONLY = {
-    "correct": "its dark, flat and mask would not be applied (a sparse frame passes unchanged)",
+    "correct": "its dark and flat would not be applied to the pixels the threshold kept "
+               "(only its mask, nodes.sparse)",
     "frame": "a sparse frame cannot be cropped, rotated or rebinned (every point would fail)",
     "integrate": "a sparse frame cannot be integrated (every point would fail)",
     "background": "its cut map is for a threshold after it (every point would fail)",

@@ -2,8 +2,10 @@
 
 The block forms of the sparse nodes: the same kernels, called once per block
 instead of once per point, with the node's own parameters. `BLOCK_NODES`
-names the kinds that have one; a chain with any other node after the
-threshold is replayed point by point.
+names the kinds that have one. Before them, the nodes a sparse frame goes
+through (`nodes.sparse`) of the kinds `PREFIX_NODES` (threshold, normalise,
+correct's mask) run on each frame of the block as point by point; a chain
+with any other node for sparse frames is replayed point by point.
 """
 
 from __future__ import annotations
@@ -14,14 +16,47 @@ import numpy as np
 
 from nodes.kernels.blocks import global_labels, label_block, split_block
 from nodes.kernels.moments import peak_moments
-from stream.core.item import PEAK_COLUMNS
+from stream.core.item import PEAK_COLUMNS, Item, SparseFrame
 
 BLOCK_NODES = ("label", "properties")
+PREFIX_NODES = ("correct", "normalise", "threshold")
 
 
 def block_chain_ok(chain: list[Any]) -> bool:
-    """True if the sparse chain is label then properties, as block replay does it."""
-    return [n.kind for n in chain] == list(BLOCK_NODES)
+    """True if the sparse chain is label then properties, after nodes of `PREFIX_NODES`
+    only, as block replay does it."""
+    kinds = [n.kind for n in chain]
+    return kinds[-2:] == list(BLOCK_NODES) and all(k in PREFIX_NODES for k in kinds[:-2])
+
+
+def prefix_frames(nodes: list[Any], shape: tuple[int, int], first: int, row: np.ndarray,
+                  col: np.ndarray, intensity: np.ndarray, nnz: np.ndarray,
+                  counters: dict[str, np.ndarray]) -> tuple[Any, ...]:
+    """The sparse chain's nodes before label on every frame of a block, each frame
+    through the nodes' own sparse paths (the same pixels, values and flags as point
+    by point): (row, col, intensity, nnz, flags: {k: the k-th point's} if it has any)."""
+    n = nnz.shape[0]
+    flags: dict[int, list[str]] = {}
+    if not nodes:
+        return row, col, intensity, nnz, flags
+    ptr = np.zeros(n + 1, np.int64)
+    np.cumsum(nnz, out=ptr[1:])
+    frames: list[SparseFrame] = []
+    for k in range(n):
+        a, b = int(ptr[k]), int(ptr[k + 1])
+        item = Item(first + k, "", counters={c: float(v[k]) for c, v in counters.items()},
+                    sparse=SparseFrame(shape, row[a:b], col[a:b], intensity[a:b]))
+        for node in nodes:
+            item = node.process(item)
+        frames.append(item.sparse)
+        if item.flags:
+            flags[k] = item.flags
+    nnz = np.array([f.nnz for f in frames], np.int64)
+    if not frames:
+        return row, col, intensity, nnz, flags
+    return (np.concatenate([f.row for f in frames]), np.concatenate([f.col for f in frames]),
+            np.concatenate([f.intensity for f in frames]).astype(np.float32, copy=False),
+            nnz, flags)
 
 
 def label_frames(node: Any, row: np.ndarray, col: np.ndarray, intensity: np.ndarray,

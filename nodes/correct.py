@@ -164,7 +164,11 @@ class Correct:
                                  f"has shape {tuple(shape)}")
 
     def process(self, item: Item) -> Item:
-        if item.frame is None:  # sparse replay: corrected before it became sparse
+        if item.frame is None:  # a sparse frame: its masked pixels go (nodes.sparse)
+            if item.sparse is not None and self.mask is not None:
+                self.check_frame(item.sparse.shape)
+                sparse = item.sparse
+                item.sparse = sparse.take(~self.mask[sparse.row, sparse.col])
             return item
         self.check_frame(item.frame.shape)
         raw = item.frame

@@ -75,8 +75,8 @@ class Point:
     """One scan point: motors, counters and one frame per detector.
 
     A frame is dense (ndarray), compressed (EncodedFrame, decoded by the
-    chain), sparse (already thresholded: it enters the chain after the
-    threshold node) or a reference to a file. `extra` keeps
+    chain), sparse (already thresholded: it goes through the nodes that act
+    on pixels alone, `nodes.sparse`) or a reference to a file. `extra` keeps
     unknown header keys; `extra["error"]` (a string) marks a point whose
     frame could not be read: it is recorded as bad with that reason.
     """

@@ -1,8 +1,10 @@
 """Block replay of sparse recordings: many points per step, the same output file.
 
 A sparse recording (ImageD11 sparse HDF5, our own output, a frame cache)
-already holds the pixels above the threshold, so a point only needs label,
-properties and the linker. Point by point that is mostly Python overhead
+already holds the pixels above the threshold, so a point only needs the
+nodes that act on sparse pixels (`nodes.sparse`: threshold, normalise,
+correct's mask, each frame as point by point), label, properties and the
+linker. Point by point that is mostly Python overhead
 (decode, Item, nodes, collector, store) for a few pixels, and nothing at all
 for an empty frame. Here blocks of consecutive points go through the same
 kernels in one call each (`nodes.block`, `Linker.add_block`) and their rows
@@ -46,7 +48,7 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
                   path: str | Path,
                   progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Process a sparse recording block by block into the output file `path`."""
-    from nodes.block import block_chain_ok, label_frames, properties_frames
+    from nodes.block import block_chain_ok, label_frames, prefix_frames, properties_frames
     from nodes.link.linker import Linker, PeakBlock
 
     scan = Scan.from_start(start)
@@ -56,9 +58,9 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
         raise ValueError(exc.args[0]) from None
     pipeline = Pipeline(config.build_nodes())
     if not block_chain_ok(pipeline.sparse_chain):
-        raise ValueError("block replay needs the sparse chain label -> properties, not "
+        raise ValueError("block replay needs the sparse chain [threshold / normalise / "
+                         "correct ->] label -> properties, not "
                          + " -> ".join(n.kind for n in pipeline.sparse_chain))
-    label = pipeline.sparse_chain[0]
     store = ScanStore.for_scan(path, scan, config, detector)
     rows = RowWriter(store, start.motors, start.counters)
     store.set_shape(info.shape, info.dtype)
@@ -67,7 +69,8 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
     try:
         linker = Linker(**config["linker"])
         linker.setup(scan)
-        pipeline.setup(scan)
+        pipeline.setup(scan)  # (the sparse chain, for this scan's start)
+        *prefix, label, _ = pipeline.sparse_chain
         walker = TrajectoryWalker(scan.trajectory)
         npoints = 0
         for block in blocks:
@@ -76,9 +79,13 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
             if block.ok is not None and not block.ok.all():  # open_blocks sends these
                 raise ValueError("block replay writes every point ok: points the "
                                  "recording lacks go point by point")
+            if npoints == 0:
+                note_sparse(pipeline, store, start.scan_id)
+            row, col, intensity, nnz, flags = prefix_frames(
+                prefix, info.shape, block.first, block.row, block.col,
+                block.intensity.astype(np.float32, copy=False), block.nnz, block.counters)
             row, col, intensity, labels, nnz, npeaks = label_frames(
-                label, block.row, block.col, block.intensity.astype(np.float32, copy=False),
-                block.nnz)
+                label, row, col, intensity, nnz)
             peaks = properties_frames(row, col, intensity, labels, nnz, npeaks)
             n = block.n
             ok = np.ones(n, np.bool_)
@@ -87,11 +94,16 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
                 block.first, info.shape, ok, nnz, row, col, labels, npeaks, peaks,
                 block.motors, (tb.link_a, tb.link_b), tb.close_at, intensity))
             point_id = block.first + np.arange(n, dtype=np.int64)
-            rows.points(point_id, block.time, np.full(n, STATUS_CODE["ok"], np.uint8),
-                        np.array([json.dumps([f"trajectory: {f}"]) if f else "" for f in tb.flags],
-                                 object), block.motors, block.counters)
+            for k, f in enumerate(tb.flags):  # the nodes' flags, then the trajectory's
+                if f:
+                    flags.setdefault(k, []).append(f"trajectory: {f}")
+            texts = np.full(n, "", object)
+            for k, f in flags.items():
+                texts[k] = json.dumps(f)
+            rows.points(point_id, block.time, np.full(n, STATUS_CODE["ok"], np.uint8), texts,
+                        block.motors, block.counters)
             rows.links(tb.link_a, tb.link_b, np.array(tb.kind, object))
-            rows.flag_events(block.first, tb.flags, block.time)
+            rows.flag_events(block.first, flags, block.time)
             rows.sparse(row, col, intensity, labels, nnz)
             rows.peaks(np.repeat(point_id, npeaks), peaks)
             counters["cliques"] += rows.link_result(result)
@@ -112,6 +124,14 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
     store.close(status, reason, counters)
     return {"scan_id": start.scan_id, "status": status, "reason": reason, "file": str(path),
             **counters}
+
+
+def note_sparse(pipeline: Pipeline, store: ScanStore, scan_id: str) -> None:
+    """What the chain does not do to sparse frames, logged and recorded as the point by
+    point replay does it at the first sparse frame (`OpenScan.taken`)."""
+    for note in pipeline.sparse_notes:
+        store.event("warning", f"sparse frames: {note}", 0)
+        log.warning("scan %s: sparse frames: %s", scan_id, note)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stream.core.item import SparseFrame
 from stream.core.messages import Start
 from stream.core.scan import Scan
 from stream.run.collector import Collector
@@ -81,6 +82,7 @@ class OpenScan:
         self.started = time.time()
         self.resumed: Any = None  # a stream.resume.Resumed: the scan continues a crashed file
         self.ptyd: Any = None  # a stream.store.ptyd.PtydWriter when the chain has a ptyd node
+        self.sparse_noted = False  # the chain's sparse notes were logged (`note_sparse`)
 
     def log_bad(self, point_id: int, reason: str) -> None:
         """A bad point's warning (`warn_counted`: a scan of bad frames would write a line
@@ -88,6 +90,20 @@ class OpenScan:
         self.bad_logged += 1
         warn_counted(f"scan {self.scan.scan_id} point {point_id} is bad", self.bad_logged,
                      reason, "bad")
+
+    def taken(self, point: Any) -> None:
+        """A point that passed the checks takes its place: it replaces a message refused
+        before (if any); at the scan's first sparse frame, log and record (events
+        `warning`) what the chain does not do to sparse frames (`nodes.sparse`: the
+        nodes that need the dense frame), so a file whose config names them does not
+        pass for their work."""
+        self.collector.replaces(point.point_id)
+        if self.sparse_noted or not isinstance(point.frames.get(self.detector), SparseFrame):
+            return
+        self.sparse_noted = True
+        for note in self.pipeline.sparse_notes:
+            self.collector.store.event("warning", f"sparse frames: {note}", point.point_id)
+            log.warning("scan %s: sparse frames: %s", self.scan.scan_id, note)
 
     @classmethod
     def create(cls, key: int, config: Any, scan: Scan, detector: str, store: ScanStore,

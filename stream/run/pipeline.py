@@ -5,8 +5,10 @@ in a thread or in a process (`stream.dispatch`); the runner keeps one more to
 check the chain's setup before a scan's points are handed out.
 
 Adjacent correct / normalise / threshold nodes are fused into one dense pass
-(`nodes.fuse`). A node that fails on a point makes that point bad (with the
-node and the reason); it never stops the scan.
+(`nodes.fuse`). A sparse frame (a sparse recording, `encoding: "sparse"`)
+goes through the nodes that act on pixels alone (`nodes.sparse`). A node
+that fails on a point makes that point bad (with the node and the reason);
+it never stops the scan.
 """
 
 from __future__ import annotations
@@ -29,22 +31,27 @@ class Pipeline:
 
     def __init__(self, nodes: list[Any], fuse: bool = True):
         from nodes import fuse as fuse_chain
+        from nodes.sparse import sparse_chain
 
         self.nodes = list(nodes)
         self.chain = fuse_chain(self.nodes) if fuse else list(self.nodes)
-        # sparse frames (already thresholded) enter after the last dense step
-        dense = [i for i, n in enumerate(self.chain) if n.kind in ("threshold", "dense")]
-        self.sparse_chain = self.chain[dense[-1] + 1:] if dense else list(self.chain)
+        # sparse frames go through the nodes that act on pixels alone (nodes.sparse);
+        # sparse_notes: what the chain does not do to them (warned at the first one)
+        self.sparse_chain, self.sparse_notes = sparse_chain(self.nodes, {})
 
     def setup(self, scan: Scan) -> None:
         """Set every node up; a node that changes the frames (`output_scan`: the frame
         node's crop, orientation, rebin) hands its output's scan to the nodes after it."""
+        from nodes.sparse import sparse_chain
+
         for node in self.chain:
             node.setup(scan)
             output_scan = getattr(node, "output_scan", None)
             if output_scan is not None:
                 scan = output_scan(scan)
         self.output_scan = scan
+        # (after the nodes' setup: a correct node may have taken the detector's mask)
+        self.sparse_chain, self.sparse_notes = sparse_chain(self.nodes, scan.start.meta)
 
     def node(self, kind: str) -> Any:
         """The configured node of that kind (for get/set of its parameters)."""

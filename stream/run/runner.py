@@ -324,7 +324,7 @@ class ScanRunner:
             self._count("rejected", f"point {pid}: {problem}; refused", pid)
             cur.collector.refuse(pid, problem)
             return
-        cur.collector.replaces(pid)  # a message refused before, if any
+        cur.taken(point)  # replaces a message refused before; the first sparse frame's notes
         cur.last_message = time.monotonic()  # only the open scan's valid points count
         while not self.ready():  # a caller that does not ask ready() first (replay)
             self.wait(0.2)

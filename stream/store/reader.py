@@ -121,7 +121,19 @@ def _summary(f: h5py.File, path: str | Path) -> dict[str, Any]:
                                   point_id[status == POINT_STATUS.index("bad")]),
         "filled": json.loads(proc.attrs.get("filled", "[]")),
         "checkpoint": _checkpoint(f, path),
+        "warnings": _warnings(entry["process/events"]),
     }
+
+
+def _warnings(events: h5py.Group) -> list[str]:
+    """The distinct messages of the events `warning` (what the scan's start or its
+    config likely did not mean: nodes not run on sparse frames, ...), in order."""
+    kind = events["kind"].asstr()[()]
+    rows = np.flatnonzero(kind[:events["message"].shape[0]] == "warning")
+    if not rows.size:
+        return []
+    messages = events["message"].asstr()[()]
+    return list(dict.fromkeys(str(messages[i]) for i in rows))
 
 
 def _bad_points(events: h5py.Group, bad: np.ndarray) -> list[dict[str, Any]]:
@@ -179,6 +191,7 @@ def format_summary(s: dict[str, Any]) -> str:
         if len(bad) > BAD_LISTED:
             lines.append(f"              ({len(bad) - BAD_LISTED} more: --json, or the file's "
                          f"/entry/process/events)")
+    lines += [f"  warning     {w}" for w in s.get("warnings", [])[:BAD_LISTED]]
     for fill in s.get("filled", []):
         lines.append(f"  filled      {fill['time']} from {', '.join(fill['inputs'])}: "
                      f"points {id_ranges(fill['points'])}")

@@ -102,12 +102,13 @@ class RowWriter:
         for problem in self.store.outputs.append(outputs):
             self.store.event("bad_output", problem, point_id)
 
-    def flag_events(self, first: int, flags: Sequence[str], time: np.ndarray) -> None:
-        """An event per flagged point of a block (`flags[k]`: "" or the trajectory's
-        reason), as the collector records an item's flags."""
-        for k, flag in enumerate(flags):
-            if flag:
-                self.store.event("flag", f"trajectory: {flag}", first + k, float(time[k]))
+    def flag_events(self, first: int, flags: Mapping[int, Sequence[str]],
+                    time: np.ndarray) -> None:
+        """An event per flag of each flagged point of a block (`flags[k]`: the k-th
+        point's, in their order), as the collector records an item's flags."""
+        for k in sorted(flags):
+            for flag in flags[k]:
+                self.store.event("flag", flag, first + k, float(time[k]))
 
 
 def main_clique(peak_id: np.ndarray, clique_id: np.ndarray,

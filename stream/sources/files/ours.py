@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import tomllib
 from collections.abc import Iterator
 
 import h5py
 import numpy as np
 
+from nodes.sparse import SPARSE_NORMALISED, normalised_by
 from stream.core.item import SparseFrame
 from stream.core.messages import DetectorInfo, Point, Start, start_from_json
 from stream.sources.files.common import select
@@ -50,6 +52,7 @@ def read_peakstream(path: str | os.PathLike, *, scan_id: str | None = None,
             raise ValueError(f"{path}: not a peakstream output file (no /entry/process and "
                              f"/entry/<detector>/peaks2d)")
         recorded = _start(f, path)
+        normalised = recorded.meta.get(SPARSE_NORMALISED) or _normalised(f)
         det = _detector(f, path, detector or next(iter(recorded.detectors), None))
         sparse = f[f"entry/{det}/sparse"]
         shape = (int(sparse.attrs["shape0"]), int(sparse.attrs["shape1"]))
@@ -58,6 +61,8 @@ def read_peakstream(path: str | os.PathLike, *, scan_id: str | None = None,
     lo, hi = select(max(nframes, 1), first, last, path)
     info = recorded.detectors.get(det, DetectorInfo(shape, "float32"))
     meta = {**recorded.meta, "source": "peakstream", "file": path, "first": lo}
+    if normalised:  # a normalise node of this chain must not scale them twice
+        meta[SPARSE_NORMALISED] = normalised
     start = dataclasses.replace(
         recorded, scan_id=scan_id or recorded.scan_id, detectors={det: info},
         npoints=hi - lo + 1, trajectory=dict(trajectory or recorded.trajectory), meta=meta)
@@ -69,6 +74,15 @@ def _start(f: h5py.File, path: str) -> Start:
         return start_from_json(f["entry/process/start"].asstr()[()])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: bad /entry/process/start: {exc}") from None
+
+
+def _normalised(f: h5py.File) -> dict | None:
+    """The normalisation the file's config applied to its pixels (`nodes.sparse`), or None."""
+    try:
+        nodes = tomllib.loads(f["entry/process/config"].asstr()[()]).get("node", [])
+    except (KeyError, TypeError, ValueError):  # (tomllib's errors are ValueErrors)
+        return None
+    return normalised_by(nodes if isinstance(nodes, list) else [])
 
 
 def _detector(f: h5py.File, path: str, wanted: str | None) -> str:
