@@ -30,6 +30,16 @@ class Normalise:
     def setup(self, scan: Scan) -> None:
         pass
 
+    def scan_warnings(self, scan: Scan) -> list[str]:
+        """What the scan's start says this node will not do: a counter it does not list
+        (a typo, or another beamline's name) leaves every point unscaled, each flagged."""
+        counters = scan.start.counters
+        if self.counter in counters:
+            return []
+        listed = ", ".join(repr(c) for c in counters) if counters else "none"
+        return [f"normalise: counter {self.counter!r} is not among the scan's counters "
+                f"({listed}): its points are flagged and not scaled unless they carry it"]
+
     def scale_for(self, item: Item) -> np.float32:
         """The float32 scale for this point; 1 (and a flag on the item) if it has none."""
         value = item.counters.get(self.counter)

@@ -29,6 +29,7 @@ from stream.core.block import SparseBlock
 from stream.core.messages import Start
 from stream.core.scan import Scan
 from stream.run.fits import fit_failed, log_fit_failed
+from stream.run.openscan import record_warnings
 from stream.run.pipeline import Pipeline
 from stream.run.runner import COUNTERS
 from stream.store.rows import STATUS_CODE, RowWriter
@@ -70,6 +71,7 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
         linker = Linker(**config["linker"])
         linker.setup(scan)
         pipeline.setup(scan)  # (the sparse chain, for this scan's start)
+        record_warnings(store, start.scan_id, pipeline.setup_warnings)
         *prefix, label, _ = pipeline.sparse_chain
         walker = TrajectoryWalker(scan.trajectory)
         npoints = 0
@@ -79,8 +81,9 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
             if block.ok is not None and not block.ok.all():  # open_blocks sends these
                 raise ValueError("block replay writes every point ok: points the "
                                  "recording lacks go point by point")
-            if npoints == 0:
-                note_sparse(pipeline, store, start.scan_id)
+            if npoints == 0:  # as point by point (`OpenScan.taken`)
+                record_warnings(store, start.scan_id, [f"sparse frames: {note}" for note
+                                                       in pipeline.sparse_notes], block.first)
             row, col, intensity, nnz, flags = prefix_frames(
                 prefix, info.shape, block.first, block.row, block.col,
                 block.intensity.astype(np.float32, copy=False), block.nnz, block.counters)
@@ -124,14 +127,6 @@ def replay_blocks(config: Config, start: Start, blocks: Iterable[SparseBlock],
     store.close(status, reason, counters)
     return {"scan_id": start.scan_id, "status": status, "reason": reason, "file": str(path),
             **counters}
-
-
-def note_sparse(pipeline: Pipeline, store: ScanStore, scan_id: str) -> None:
-    """What the chain does not do to sparse frames, logged and recorded as the point by
-    point replay does it at the first sparse frame (`OpenScan.taken`)."""
-    for note in pipeline.sparse_notes:
-        store.event("warning", f"sparse frames: {note}", 0)
-        log.warning("scan %s: sparse frames: %s", scan_id, note)
 
 
 @dataclass

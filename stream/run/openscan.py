@@ -63,6 +63,15 @@ def check_start(start: Start, detector: str | None) -> tuple[Scan, str, Any]:
     return scan, name, info
 
 
+def record_warnings(store: ScanStore, scan_id: str, warnings: list[str],
+                    point_id: int = -1) -> None:
+    """Log what a scan's chain will not do, and record it in its file (events `warning`:
+    `peakstream inspect` shows them)."""
+    for warning in warnings:
+        store.event("warning", warning, point_id)
+        log.warning("scan %s: %s", scan_id, warning)
+
+
 class OpenScan:
     """The scan in progress: its chain, collector, store and counters."""
 
@@ -101,9 +110,9 @@ class OpenScan:
         if self.sparse_noted or not isinstance(point.frames.get(self.detector), SparseFrame):
             return
         self.sparse_noted = True
-        for note in self.pipeline.sparse_notes:
-            self.collector.store.event("warning", f"sparse frames: {note}", point.point_id)
-            log.warning("scan %s: sparse frames: %s", self.scan.scan_id, note)
+        record_warnings(self.collector.store, self.scan.scan_id,
+                        [f"sparse frames: {note}" for note in self.pipeline.sparse_notes],
+                        point.point_id)
 
     @classmethod
     def create(cls, key: int, config: Any, scan: Scan, detector: str, store: ScanStore,
@@ -148,6 +157,7 @@ class OpenScan:
         if tuple(out.shape) != tuple(info.shape):
             store.set_shape(out.shape, out.dtype)
         self._open_ptyd()
+        record_warnings(store, scan.scan_id, self.pipeline.setup_warnings)
         if resumed is not None:
             self.collector.restore(resumed)
             self.resumed = resumed

@@ -38,6 +38,7 @@ class Pipeline:
         # sparse frames go through the nodes that act on pixels alone (nodes.sparse);
         # sparse_notes: what the chain does not do to them (warned at the first one)
         self.sparse_chain, self.sparse_notes = sparse_chain(self.nodes, {})
+        self.setup_warnings: list[str] = []
 
     def setup(self, scan: Scan) -> None:
         """Set every node up; a node that changes the frames (`output_scan`: the frame
@@ -50,6 +51,9 @@ class Pipeline:
             if output_scan is not None:
                 scan = output_scan(scan)
         self.output_scan = scan
+        # what the start says the nodes will not do (a normalise counter it lacks ...)
+        self.setup_warnings = [w for node in self.nodes if hasattr(node, "scan_warnings")
+                               for w in node.scan_warnings(scan)]
         # (after the nodes' setup: a correct node may have taken the detector's mask)
         self.sparse_chain, self.sparse_notes = sparse_chain(self.nodes, scan.start.meta)
 
