@@ -35,13 +35,23 @@ def nan_markers(raw: np.ndarray, frame: np.ndarray) -> None:
 
 
 def check_shape(kind: str, name: str, array: np.ndarray | None, scan: Scan) -> None:
-    """Raise ValueError if a per-pixel `array` does not match the scan's detector."""
+    """Raise ValueError if a per-pixel `array` does not match the scan's detector (its
+    frames after a `frame` node: the message says so when it fits those before)."""
     if array is None:
         return
+    from nodes.frame import FRAME_META
+
     detector, info = scan.detector()
-    if tuple(array.shape) != tuple(info.shape):
-        raise ValueError(f"{kind}: {name} has shape {tuple(array.shape)} but detector "
-                         f"{detector!r} frames have shape {tuple(info.shape)}")
+    shape, frames = tuple(array.shape), tuple(info.shape)
+    if shape == frames:
+        return
+    before = (scan.start.meta.get(FRAME_META) or {}).get("detector_shape")
+    if before is not None and tuple(before) == shape:
+        raise ValueError(f"{kind}: {name} has shape {shape}, detector {detector!r}'s before "
+                         f"the frame node, whose crop, rotation or rebin makes its frames "
+                         f"{frames}: give {name} cropped, rotated and rebinned alike")
+    raise ValueError(f"{kind}: {name} has shape {shape} but detector {detector!r} frames "
+                     f"have shape {frames}")
 
 
 def _as_map(name: str, value: np.ndarray | float | None) -> np.ndarray | float | None:

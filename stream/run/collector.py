@@ -138,10 +138,11 @@ class Collector:
         if self.failed is None:
             self._drain(idle=True)
 
-    def finish(self, status: str, reason: str = "") -> None:
-        """End of scan: release everything, close all cliques, write the status (a scan
-        whose writing failed stays failed, whatever `status` says)."""
-        if self.failed is None:
+    def finish(self, status: str, reason: str = "", gaps: bool = True) -> None:
+        """End of scan: release everything, declare the points that never came missing
+        (not with `gaps` false: a scan whose chain could not be set up took none), close
+        all cliques, write the status (a scan whose writing failed stays failed)."""
+        if self.failed is None and gaps:
             self._drain(idle=True, final=True)
         status, reason = lowered(status, reason, self.counters["missing"], self.counters["bad"],
                                  self.counters["processed"], self.first_bad)

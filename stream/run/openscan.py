@@ -91,7 +91,8 @@ class OpenScan:
         self.started = time.time()
         self.resumed: Any = None  # a stream.resume.Resumed: the scan continues a crashed file
         self.ptyd: Any = None  # a stream.store.ptyd.PtydWriter when the chain has a ptyd node
-        self.sparse_noted = False  # the chain's sparse notes were logged (`note_sparse`)
+        self.sparse_noted = False  # the chain's sparse notes were logged (`taken`)
+        self.is_set_up = False  # `set_up` passed: its points are expected (else none are)
 
     def log_bad(self, point_id: int, reason: str) -> None:
         """A bad point's warning (`warn_counted`: a scan of bad frames would write a line
@@ -147,6 +148,7 @@ class OpenScan:
         a dark of the wrong shape, an unsupported trajectory, ...)."""
         self.collector.linker.setup(self.scan)
         self.pipeline.setup(self.scan)
+        self.is_set_up = True
 
     def begin(self, info: Any, resumed: Any = None) -> None:
         """After `set_up`: write the nodes' scan outputs and the frame shape after the
@@ -192,7 +194,7 @@ class OpenScan:
         """Close the scan's file with `status`; the status it ended with: fail when its
         file could not be written (disk full, ...), whatever was asked."""
         try:
-            self.collector.finish(status, reason)
+            self.collector.finish(status, reason, gaps=self.is_set_up)
             status, reason = self.collector.final  # incomplete when points are missing
         except Exception as exc:  # the scan fails, the runner goes on
             log.error("scan %s: could not be written: %s", self.scan.scan_id, exc)

@@ -29,10 +29,10 @@ from stream.store.naming import safe_name
 from stream.store.outputdir import output_files, scan_entries
 from stream.store.resume import (
     FILLABLE,
-    RESUMABLE,
     Resumed,
     ResumeError,
     newest_resumable,
+    resumable,
     resume,
 )
 
@@ -160,7 +160,7 @@ class ResumeFinder:
         mine, found = processing_hash(self.config.text()), []
         for path, entry in self._scan_files(scan_id):
             try:
-                if (str(entry.attrs.get("status")) in RESUMABLE
+                if (resumable(entry)
                         and processing_hash(entry["process/config"].asstr()[()]) != mine):
                     found.append((path.stat().st_mtime, path))
             except (OSError, KeyError, ValueError):

@@ -54,7 +54,7 @@ from stream.run.params import ParamState
 from stream.run.resuming import ResumeFinder
 from stream.run.tasks import Result, as_result
 from stream.store.naming import Namer
-from stream.store.resume import ResumeError
+from stream.store.resume import SETUP_FAILED, ResumeError
 from stream.store.scanfile import ScanStore
 from stream.wire.codec import decode, encode
 
@@ -239,8 +239,8 @@ class ScanRunner:
         try:
             self.current.set_up()
         except Exception as exc:  # bad dark shape, unsupported trajectory, ...
-            log.error("scan %s: setup failed: %s", start.scan_id, exc)
-            self._finish("fail", f"setup failed: {exc}")
+            log.error("scan %s: %s: %s", start.scan_id, SETUP_FAILED, exc)
+            self._finish("fail", f"{SETUP_FAILED}: {exc}")
             self.refused = start.scan_id  # its points are dropped (counted, not logged)
             return
         self.current.begin(info, resumed)

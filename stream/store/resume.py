@@ -44,6 +44,7 @@ SAME_SCAN = ("scan_id", "detectors", "motors", "counters", "npoints", "trajector
 # counters of messages rather than stored points: carried over as of the checkpoint
 MESSAGE_COUNTERS = ("duplicate", "rejected", "malformed", "overruns", "max_lag", "resumed")
 RESUMABLE = ("running", "fail")
+SETUP_FAILED = "setup failed"  # how the reason of a scan whose chain was never set up starts
 # ended with points to complete from the recording (replay --fill: stream.offline.fill)
 FILLABLE = ("incomplete", "abort", "fail")
 
@@ -129,7 +130,10 @@ def _resumed(store: ScanStore, config_text: str, start_json: str | None,
             what = "; ".join(f"{k}: file {a.get(k)!r}, now {b.get(k)!r}" for k in differ)
             raise ResumeError(f"{path}: the start message is for another scan ({what})")
     status = str(entry.attrs["status"])
-    if status not in RESUMABLE:
+    if not resumable(entry):
+        if status in RESUMABLE:  # (its reason says why: a mask of another shape, ...)
+            raise ResumeError(f"{path}: the scan failed at its setup and took no point; "
+                              f"nothing to resume")
         raise ResumeError(f"{path}: the scan has ended (status {status!r}); nothing to resume")
     ck = proc["checkpoint"]
     rows = store.rows()
@@ -182,6 +186,15 @@ def _counters(entry: Any, points: dict[str, np.ndarray], rows: dict[str, int]) -
     return out
 
 
+def resumable(entry: Any) -> bool:
+    """An output file's /entry that a crash (or a failed write) left to be continued:
+    status running or fail, but not a scan that failed at its setup (it took no point:
+    its chain is set up again from the start, and fails again unless a calibration file
+    changed)."""
+    return (str(entry.attrs.get("status")) in RESUMABLE
+            and not str(entry.attrs.get("reason", "")).startswith(SETUP_FAILED))
+
+
 def checkpoint_info(f: Any) -> dict[str, Any]:
     """The last checkpoint of an open output file: seq, time, rows, whether the scan
     can resume and from which point (the points after it are processed again)."""
@@ -190,7 +203,7 @@ def checkpoint_info(f: Any) -> dict[str, Any]:
     state_rows = json.loads(ck.attrs.get("state_rows", "null"))
     kept = state_rows["points"] if state_rows is not None and "state" in ck else 0
     return {"seq": int(ck.attrs["seq"]), "time": str(ck.attrs["time"]), "rows": rows,
-            "resumable": str(f["entry"].attrs["status"]) in RESUMABLE,
+            "resumable": resumable(f["entry"]),
             "resume_at": kept}
 
 
@@ -214,7 +227,7 @@ def newest_resumable(paths: Iterable[Path], scan_id: str, config_text: str) -> P
             proc = entry["process"].attrs
             if (proc.get("file") == path.name and proc.get("inode") == st.st_ino
                     and str(entry.attrs.get("scan_id")) == scan_id
-                    and str(entry.attrs.get("status")) in RESUMABLE
+                    and resumable(entry)
                     and processing_hash(entry["process/config"].asstr()[()]) == want
                     and "checkpoint" in entry["process"]):
                 found.append((st.st_mtime, path))

@@ -10,6 +10,7 @@ import logging
 
 import h5py
 import numpy as np
+import pytest
 
 from stream.config.schema import Config
 from stream.run.runner import ScanRunner
@@ -19,13 +20,8 @@ from tests.support.flow import SIMCONF
 from tests.support.paths import CONFIGS
 
 
-def test_the_points_of_a_scan_whose_setup_failed_are_dropped_quietly(tmp_path, caplog):
-    with h5py.File(tmp_path / "dark.h5", "w") as f:
-        f["dark"] = np.zeros((10, 10), np.float32)  # the detector's frames are not 10 x 10
-    sim = Simulation(dataclasses.replace(SIMCONF, npoints=24, spots=4))
-    config = Config.load(CONFIGS / "simulated.toml")
-    config["node"][0]["dark"] = f"{tmp_path / 'dark.h5'}::/dark"
-    runner = ScanRunner(config, output_file=tmp_path / "out.h5")
+def send_scan(runner: ScanRunner, sim: Simulation, caplog) -> dict:
+    """The simulated scan's start, 24 points and end through `runner`: its result."""
     with caplog.at_level(logging.INFO):
         runner.handle(encode(sim.start("s1")))
         for i in range(24):
@@ -33,6 +29,17 @@ def test_the_points_of_a_scan_whose_setup_failed_are_dropped_quietly(tmp_path, c
         runner.handle(encode(sim.end("s1")))
         runner.close()
     [result] = runner.results
+    return result
+
+
+def test_the_points_of_a_scan_whose_setup_failed_are_dropped_quietly(tmp_path, caplog):
+    with h5py.File(tmp_path / "dark.h5", "w") as f:
+        f["dark"] = np.zeros((10, 10), np.float32)  # the detector's frames are not 10 x 10
+    sim = Simulation(dataclasses.replace(SIMCONF, npoints=24, spots=4))
+    config = Config.load(CONFIGS / "simulated.toml")
+    config["node"][0]["dark"] = f"{tmp_path / 'dark.h5'}::/dark"
+    runner = ScanRunner(config, output_file=tmp_path / "out.h5")
+    result = send_scan(runner, sim, caplog)
     assert result["status"] == "fail" and "setup failed" in result["reason"]
     assert "shape" in result["reason"]
     assert runner.counters["rejected"] == 25  # its 24 points and its end: counted
@@ -65,3 +72,48 @@ def test_a_replay_whose_setup_failed_stops_reading_its_recording(tmp_path, capsy
     assert [m for m in said if "setup failed: correct: mask has shape (10, 10)" in m]
     with h5py.File(out, "r") as f:
         assert f["entry"].attrs["status"] == "fail"
+
+
+def test_a_scan_whose_setup_failed_has_no_missing_points_and_is_not_resumable(tmp_path,
+                                                                              caplog):
+    """Its points were logged 'points 0..23 (24) missing: no data received' (they were
+    received, and dropped) and written as missing rows, and inspect said 'resumable at
+    point 0' for a scan that fails again the same way."""
+    from stream.store.reader import format_summary, summary
+
+    np.save(tmp_path / "mask.npy", np.zeros((10, 10), np.uint8))  # frames are not 10 x 10
+    sim = Simulation(dataclasses.replace(SIMCONF, npoints=24, spots=4))
+    path = tmp_path / "bad.toml"
+    path.write_text((CONFIGS / "simulated.toml").read_text().replace(
+        "kind = \"correct\"", "kind = \"correct\"\nmask = \"mask.npy\"", 1))
+    config = Config.load(path)
+    out = tmp_path / "out.h5"
+    result = send_scan(ScanRunner(config, output_file=out), sim, caplog)
+    assert result["status"] == "fail" and result["missing"] == 0
+    assert not [r for r in caplog.records if "missing" in r.getMessage()]
+    s = summary(out)
+    assert s["points"] == 0 and not s["missing_points"] and not s["events"].get("missing")
+    assert s["checkpoint"] and not s["checkpoint"]["resumable"]
+    text = format_summary(s)
+    assert "not resumable" in text and "resumable at" not in text, text
+    from stream.store.resume import ResumeError, resume
+
+    with pytest.raises(ResumeError, match="failed at its setup and took no point"):
+        resume(out, config.text())
+
+
+def test_a_dark_of_the_detector_shape_behind_a_frame_crop_says_so(tmp_path):
+    sim = Simulation(dataclasses.replace(SIMCONF, npoints=24, spots=4))
+    shape = tuple(sim.start("s1").detectors["eiger"].shape)
+    np.save(tmp_path / "dark.npy", np.zeros(shape, np.float32))
+    config = Config.load(CONFIGS / "simulated.toml")
+    config["node"][0]["dark"] = str(tmp_path / "dark.npy")
+    config["node"].insert(0, {"kind": "frame", "roi": [2, 42, 3, 53]})
+    runner = ScanRunner(config, output_file=tmp_path / "out.h5")
+    runner.handle(encode(sim.start("s1")))
+    runner.close()
+    [result] = runner.results
+    assert result["status"] == "fail"
+    assert (f"dark has shape {shape}, detector 'eiger''s before the frame node, whose crop, "
+            f"rotation or rebin makes its frames (40, 50): give dark cropped, rotated and "
+            f"rebinned alike") in result["reason"], result["reason"]
