@@ -73,7 +73,7 @@ def test_a_cold_replay_says_it_compiles(tmp_path):
 def test_a_cold_diffmap_says_it_compiles(tmp_path):
     """diffmap's first run after an install compiled its kernels with no line (14
     frames/s and silence); it says so now, as replay does, and not once they are cached."""
-    from tests.maps.test_diffmap import scan_files
+    from tests.support.diffmap import scan_files
 
     scan_files(tmp_path, 4)
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
