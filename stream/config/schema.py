@@ -116,6 +116,7 @@ class Config:
         self.origin = origin
         self.base = base or Path.cwd()
         self.data = _validate(data, origin)
+        self._calibration: dict[str, Any] | None = None  # as the first chain loaded it
 
     @classmethod
     def load(cls, path: str | Path | None) -> Config:
@@ -152,9 +153,14 @@ class Config:
         return dump_toml(self.data)
 
     def calibration(self) -> dict[str, Any]:
-        """The files the chain loads and their sha256 (`stream.config.calibration`)."""
+        """The files the chain loads and their sha256 (`stream.config.calibration`), as
+        they were when this config first built its chain: a process keeps the arrays it
+        loaded then (the workers' chains), so a file rewritten later is not what it uses."""
         from stream.config.calibration import calibration
-        return calibration(self)
+
+        if self._calibration is None:
+            self._calibration = calibration(self)
+        return self._calibration
 
     def build_nodes(self) -> list[Any]:
         """Instantiate the node chain, loading array files."""
@@ -163,6 +169,7 @@ class Config:
 
         # setup compiles the decoders of the frame kinds warmed up (`[source] warmup`) only
         warm_encodings({k.partition("/")[2] or "raw" for k in self.data["source"]["warmup"]})
+        self.calibration()  # the files' contents as this first chain loads them
         chain = []
         for i, table in enumerate(self.data["node"]):
             where = f"{self.origin}: [[node]] #{i + 1} ({table['kind']})"

@@ -74,7 +74,7 @@ def test_the_file_records_each_calibration_file_and_its_sha256(tmp_path):
     # another dataset in the same HDF5 file changes nothing
     with h5py.File(cal / "cal.h5", "a") as f:
         f["entry/other"] = np.zeros(3)
-    assert config.calibration()["files"] == s["calibration"]["files"]
+    assert Config.load(cal / "scan.toml").calibration()["files"] == s["calibration"]["files"]
 
 
 def test_a_crashed_file_whose_dark_changed_is_not_continued(tmp_path, caplog):
@@ -100,3 +100,23 @@ def test_a_crashed_file_whose_dark_changed_is_not_continued(tmp_path, caplog):
     assert "not resumed" in caplog.text and "dark.npy" in caplog.text
     assert (path.parent / "recal-1.h5").exists()
     assert summary(path)["status"] == "running"  # left for a restart with its dark, or a fill
+
+
+def test_a_dark_rewritten_while_the_chain_runs_is_not_what_the_file_records(tmp_path):
+    """A process keeps the arrays its chain loaded (the workers' chains are built once):
+    a dark taken again while the daemon runs is not used, so its scan files must record
+    the dark that was loaded, not the file as it is when the scan starts."""
+    config = calibrated(tmp_path)
+    config.build_nodes()  # as the daemon's warm-up and its workers do at start
+    loaded = hashlib.sha256((tmp_path / "cal" / "dark.npy").read_bytes()).hexdigest()
+    calibrated(tmp_path, dark=30.0)  # the dark is taken again
+    sim = Simulation(SIM)
+    runner = ScanRunner(config, output_dir=tmp_path / "out")
+    runner.handle(encode(sim.start("later")))
+    for i in range(4):
+        runner.handle(encode(sim.point(i, "later")))
+    runner.handle(encode(sim.end("later", 4)))
+    runner.close()
+    [result] = runner.results
+    files = {f["key"]: f for f in summary(result["file"])["calibration"]["files"]}
+    assert files["dark"]["sha256"] == loaded
