@@ -320,8 +320,9 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
 def _daemon(args: argparse.Namespace) -> int:
     from stream.cli.warmup import warm_up
     from stream.service.daemon import cmd_daemon
+    from stream.service.warming import check_stop
 
-    return cmd_daemon(args, warm=lambda config: warm_up(config, "daemon"))
+    return cmd_daemon(args, warm=lambda config: warm_up(config, "daemon", stop=check_stop))
 
 
 def _add_maps(sub) -> None:

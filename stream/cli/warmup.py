@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from stream.cli.codes import EXIT_FAILED, EXIT_OK
@@ -15,10 +16,11 @@ from stream.config.schema import Config
 log = logging.getLogger("peakstream")
 
 
-def warm_up(config: Config, label: str, quiet: bool = False, verbose: bool = False) -> Any:
+def warm_up(config: Config, label: str, quiet: bool = False, verbose: bool = False,
+            stop: Callable[[], None] | None = None) -> Any:
     """Load (or compile) the config's kernels with a progress line on stderr; returns the
     `WarmupReport`. Called before the data socket is bound: a sender that connects
-    meanwhile waits in ZeroMQ's queue."""
+    meanwhile waits in ZeroMQ's queue. `stop()`: raises to end the warm-up early."""
     from stream.run.warmup import expected_seconds, warmup
 
     tty = sys.stderr.isatty()
@@ -39,7 +41,7 @@ def warm_up(config: Config, label: str, quiet: bool = False, verbose: bool = Fal
         sys.stderr.write(("\r" + line + "\033[K") if tty else line + "\n")
         sys.stderr.flush()
 
-    report = warmup(config, progress)
+    report = warmup(config, progress, stop)
     if not quiet:
         if tty:
             sys.stderr.write("\r\033[K")

@@ -140,10 +140,11 @@ class _CompileClock:
         self.event.unregister("numba:compile", self.listener)
 
 
-def warmup(config: Config, progress: Callable[[int, int | None, bool], None] | None = None
-           ) -> WarmupReport:
+def warmup(config: Config, progress: Callable[[int, int | None, bool], None] | None = None,
+           stop: Callable[[], None] | None = None) -> WarmupReport:
     """Push a tiny scan of each `[source] warmup` frame kind through the config's
-    runner; `progress(kernels, expected_total, compiling)` is called as kernels load."""
+    runner; `progress(kernels, expected_total, compiling)` is called as kernels load;
+    `stop()` before each message raises to stop the warm-up there."""
     from stream.run.runner import ScanRunner
     from stream.wire.codec import encode
 
@@ -172,7 +173,13 @@ def warmup(config: Config, progress: Callable[[int, int | None, bool], None] | N
             try:
                 for msg in _scan(f"warmup-{k}", shape, dtype, encoding, _counter_names(warm),
                                  config["source"]["detector"] or "detector", motors):
+                    if stop is not None:
+                        stop()
                     runner.handle(encode(msg))
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # stopped (SIGTERM, ^C): not finished
+                    _drop_scan(runner)
+                raise
             finally:
                 runner.close("warm-up")
             for r in runner.results:
@@ -186,6 +193,15 @@ def warmup(config: Config, progress: Callable[[int, int | None, bool], None] | N
     if report.compiled or record.get("kernels") != report.kernels:
         _write_record(config, report)
     return report
+
+
+def _drop_scan(runner: Any) -> None:
+    """Close a warm-up scan as it is: finishing it would link and write its points,
+    compiling the rest of the chain's kernels (10 s on a quiet machine with an empty
+    cache, minutes on a busy one) after a SIGTERM that asked to stop."""
+    cur, runner.current = runner.current, None
+    if cur is not None:
+        cur.collector.store.close_unchanged()
 
 
 def warmed_before(config: Config) -> bool:
