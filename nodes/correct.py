@@ -165,6 +165,19 @@ class Correct:
             value = getattr(self, name)
             check_shape(self.kind, name, value if isinstance(value, np.ndarray) else None, scan)
 
+    def scan_warnings(self, scan: Scan) -> list[str]:
+        """Most of the detector excluded: a mask of the other convention (1 = a good
+        pixel; ours is nonzero = bad, NaN included), or a flat of zeros. The scan runs,
+        but keeps few pixels or none, each frame without a word otherwise."""
+        if self.mask is None or self.mask.size == 0:
+            return []
+        share = float(np.count_nonzero(self.mask)) / self.mask.size
+        if share <= 0.5:
+            return []
+        return [f"correct: {share:.0%} of the pixels are excluded (mask nonzero, NaN "
+                f"included, = bad; flat not positive and finite; dark not finite): is the "
+                f"mask one of 1 = good pixels?"]
+
     def check_frame(self, shape: tuple[int, ...]) -> None:
         """Raise ValueError if a frame's shape does not match the per-pixel arrays."""
         for name in ("dark", "flat", "flatfield", "mask"):

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import logging
 
-import h5py
-
 from stream.cli.main import main
 from stream.store.reader import format_summary, summary
+from tests.support.events import warnings_of
 from tests.support.sparse import write_sparse
 
 CHAIN = """
@@ -25,13 +24,6 @@ kind = "label"
 [[node]]
 kind = "properties"
 """
-
-
-def warnings_of(path):
-    with h5py.File(path, "r") as f:
-        ev = f["entry/process/events"]
-        return [m for k, m in zip(ev["kind"].asstr()[()], ev["message"].asstr()[()],
-                                  strict=True) if k == "warning"]
 
 
 def test_a_counter_the_start_does_not_list_is_warned_at_the_start(tmp_path, caplog):
