@@ -13,19 +13,9 @@ import pytest
 from stream.cli.main import main
 from stream.store.reader import format_summary, summary
 from tests.support.events import warnings_of
+from tests.support.files import corrected_chain
 
-CHAIN = """
-[[node]]
-kind = "correct"
-mask = "mask.npy"
-[[node]]
-kind = "threshold"
-cut = 40.0
-[[node]]
-kind = "label"
-[[node]]
-kind = "properties"
-"""
+CHAIN = corrected_chain(mask="mask.npy")
 
 
 @pytest.mark.parametrize("mask, warned", [("gaps", False), ("good", True), ("nan", True)])
