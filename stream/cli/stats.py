@@ -28,7 +28,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "dark, flat and background making. mean/min/max are running; median and "
                     "percentiles are computed in bands of image rows, so memory stays below "
                     "--memory (frames that do not fit are spilled to a temporary file). "
-                    "The output is loaded by a config as FILE.h5::/entry/stats/NAME.")
+                    "A config loads the output as FILE.h5::/entry/stats/NAME, FILE.npy or "
+                    "FILE.edf.")
     p.add_argument("inputs", nargs="*", metavar="RECORDING",
                    help="files, FILE::/path stacks, data_%%04d.edf patterns or quoted globs")
     p.add_argument("--stat", nargs="+", action="extend", default=[], choices=STATS,

@@ -11,8 +11,9 @@ or a fill of that file with another content is another config
 (`stream.store.identity.calibration_changes`).
 
 The sha256 is of the file's bytes for a `.npy` or PONI file (`sha256sum` gives
-the same), and of the dataset for `FILE.h5::/path` (its dtype, shape and
-values: the rest of that HDF5 file may change without changing the dataset).
+the same), and of the image for `FILE.h5::/path` and an EDF / CBF file (its
+dtype, shape and values: the rest of that HDF5 file, or the header of that
+EDF / CBF file, may change without changing the image).
 A file that cannot be read has sha256 "" and `error` saying why.
 """
 
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.config.arrays import load_array
+from stream.config.arrays import IMAGE_SUFFIXES, load_array
 from stream.config.base import ConfigError, wants_array
 
 
@@ -47,12 +48,13 @@ def calibration(config: Any) -> dict[str, Any]:
 
 def content_hash(spec: str, base: Path, whole: bool = False) -> dict[str, str]:
     """{"path": resolved, "sha256": of the content} of `file.npy`, `file.h5::/path` (the
-    dataset) or, `whole`, any file; with "error" (and sha256 "") when it cannot be read."""
+    dataset), `file.edf` / `file.cbf` (the image) or, `whole`, any file; with "error" (and
+    sha256 "") when it cannot be read."""
     name, _, inner = spec.partition("::")
     path = (base / name).expanduser()
     out = {"path": str(path) + (f"::{inner}" if inner and not whole else "")}
     try:
-        if whole or not inner:
+        if whole or not (inner or path.suffix.lower() in IMAGE_SUFFIXES):
             digest = hashlib.sha256()
             with open(path, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):

@@ -12,7 +12,8 @@ For making dark, flat and background images (`peakstream stats`). Memory is boun
 
 Output (`write_stats`): HDF5 `/entry/stats/<name>` (name = mean, min, max, median,
 percentile_<q>), with the provenance in `/entry/process`; a config loads an image
-as `dark = "dark.h5::/entry/stats/median"`. A `.npy` or `.edf` output holds one image.
+as `dark = "dark.h5::/entry/stats/median"`. A `.npy` or `.edf` output holds one image
+(loaded as `dark = "dark.edf"`).
 """
 
 from __future__ import annotations

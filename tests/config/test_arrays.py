@@ -7,6 +7,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import fabio
+import fabio.cbfimage
+import fabio.edfimage
 import h5py
 import numpy as np
 import pytest
@@ -84,3 +87,26 @@ def test_the_command_line_exits_2_with_the_reason(tmp_path):
                            str(tmp_path / "o.h5")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "is a group, not a dataset" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_single_frame_edf_and_cbf_files_are_arrays(tmp_path):
+    """What `peakstream stats --output dark.edf` writes (or a Lima EDF / CBF saving) was
+    refused: 'neither a .npy file nor FILE.h5::/dataset'."""
+    dark = np.arange(20, dtype=np.float32).reshape(4, 5)
+    fabio.edfimage.EdfImage(data=dark, header={"note": "a dark"}).write(str(tmp_path / "d.edf"))
+    fabio.cbfimage.CbfImage(data=dark.astype(np.int32)).write(str(tmp_path / "m.cbf"))
+    node = build(tmp_path, "dark = 'd.edf'\nmask = 'm.cbf'")[0]
+    np.testing.assert_array_equal(node.dark, dark)
+    np.testing.assert_array_equal(node.mask, dark != 0)
+
+
+def test_an_edf_of_several_frames_or_none_is_refused(tmp_path):
+    stack = fabio.edfimage.EdfImage(data=np.zeros((4, 5), np.float32))
+    stack.append_frame(data=np.ones((4, 5), np.float32))
+    stack.write(str(tmp_path / "darks.edf"))
+    with pytest.raises(ConfigError, match=r"\(correct\): dark: .*darks.edf holds 2 frames, "
+                                          r"not one image \(make one, e.g. their median"):
+        build(tmp_path, "dark = 'darks.edf'")
+    (tmp_path / "text.edf").write_text("not an EDF\n")
+    with pytest.raises(ConfigError, match=r"\(correct\): dark: cannot read .*text.edf"):
+        build(tmp_path, "dark = 'text.edf'")

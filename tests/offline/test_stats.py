@@ -4,6 +4,7 @@ to disk in row bands; point ranges, bad frames, the output files and the command
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
+from stream.cli.main import main
 from stream.cli.stats import add_parser
 from stream.config.arrays import load_array
 from stream.offline.stats import (
@@ -21,6 +23,8 @@ from stream.offline.stats import (
     recording_frames,
     write_stats,
 )
+from stream.store.reader import load, summary
+from tests.support.files import corrected_chain, same
 
 QS = [0.0, 10.0, 50.0, 97.5, 100.0]
 
@@ -224,3 +228,28 @@ def test_command(tmp_path, capsys):
     assert command(["stats", pattern, "--points", "9:3", "--output",
                     str(tmp_path / "x.h5")]) == 2
     assert not os.path.exists(tmp_path / "x.h5")
+
+
+def test_an_edf_dark_from_stats_is_used_by_a_replay(tmp_path):
+    """`stats --output dark.edf` wrote what a config could not load ('neither a .npy file
+    nor FILE.h5::/dataset'): a replay with that dark now equals one with numpy's median
+    of the dark series as .npy, and the file records the image's sha256."""
+    darks = stack(7, shape=(128, 160), seed=4) // 3
+    assert main(["stats", edf_series(tmp_path, darks), "--stat", "median", "--output",
+                 str(tmp_path / "dark.edf"), "--quiet"]) == 0
+    median = np.median(darks, axis=0).astype(np.float32)
+    np.save(tmp_path / "dark.npy", median)
+    scan = tmp_path / "scan.h5"
+    assert main(["simulate", "--output", str(scan), "--points", "20", "--shape", "128", "160",
+                 "--spots", "6", "--quiet"]) == 0
+    tables = {}
+    for name in ("dark.edf", "dark.npy"):
+        (tmp_path / f"{name}.toml").write_text(corrected_chain(dark=name))
+        out = tmp_path / f"{name}.h5"
+        assert main(["replay", str(scan), "--config", str(tmp_path / f"{name}.toml"),
+                     "--output", str(out), "--quiet"]) == 0
+        tables[name] = load(out)
+    same(tables["dark.edf"], tables["dark.npy"])
+    dark, = summary(tmp_path / "dark.edf.h5")["calibration"]["files"]
+    head = f"{median.dtype.str} {median.shape}".encode()
+    assert dark["sha256"] == hashlib.sha256(head + median.tobytes()).hexdigest()
