@@ -1,7 +1,8 @@
 """`peakstream diffmap`'s command line: pyFAI `diff_map --no-gui`'s options (same
 strings, destinations and defaults, `DiffMap.parse`), its JSON configuration file, its
-inputs (sorted by the numbers in their names), into `stream.maps.diffmap.Settings`
-for `run_diffmap`."""
+inputs (sorted by the numbers in their names; an HDF5 file given without a path as the
+FILE::/path stacks replay takes from it), into `stream.maps.diffmap.Settings` for
+`run_diffmap`."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def build_parser(prog: str = "peakstream diffmap", parser: Any = None) -> argpar
                      "arrive.")
     p.add_argument("-V", "--version", action="version", version=f"peakstream {__version__}")
     p.add_argument("args", metavar="FILE", nargs="*", help="files to integrate (globs, "
-                   "directories with -P/-e, multi-frame files)")
+                   "directories with -P/-e, multi-frame files, FILE.h5::/path; an HDF5 "
+                   "file's frames are found as replay finds them)")
     p.add_argument("-o", "--output", dest="outfile", metavar="FILE", default=None,
                    help="HDF5 file for the map (mandatory)")
     p.add_argument("-v", "--verbose", action="store_true", dest="verbose", default=False,
@@ -172,6 +174,46 @@ def input_files(args: list[str], prefix: str = "", extension: str = "") -> list[
     return files
 
 
+def hdf5_frames(inputs: list[str]) -> list[str]:
+    """Each HDF5 file given without a path as the FILE::/path stacks a replay takes from
+    it (`stream.sources.files.bliss.frame_stacks`: a Lima file's frames, each scan entry's
+    of a Bliss master file), said on stderr; other inputs as they are. A file of several
+    stacks is refused, naming them, unless fabio reads it (an EIGER master file, whose
+    data_000001, data_000002 ... fabio joins)."""
+    import h5py
+
+    from stream.sources.files.bliss import frame_stacks
+    from stream.sources.files.hdf5 import open_file
+
+    out = []
+    for name in inputs:
+        if "::" in name or not h5py.is_hdf5(name):
+            out.append(name)
+            continue
+        try:
+            with open_file(name) as f:
+                stacks = frame_stacks(f)
+        except ValueError:
+            if not _fabio_reads(name):
+                raise
+            stacks = []
+        if stacks:
+            print(f"peakstream diffmap: {name}: no FILE::/path given: taking "
+                  f"{', '.join(stacks)}", file=sys.stderr)
+        out += [f"{name}::{path}" for path in stacks] or [name]
+    return out
+
+
+def _fabio_reads(name: str) -> bool:
+    import fabio
+
+    try:
+        with fabio.open(name):
+            return True
+    except Exception:  # fabio raises many kinds on a layout it does not know
+        return False
+
+
 def read_config(path: str) -> dict[str, Any]:
     """diff_map's JSON configuration (DiffmapConfig, either version) as Settings fields."""
     try:
@@ -259,7 +301,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         values["zigzag"] = True
     inputs = input_files(list(args.args), args.prefix, args.extension) if args.args else \
         list(conf.get("inputs", []))
-    values["inputs"] = inputs
+    values["inputs"] = inputs = hdf5_frames(inputs)
     if not inputs:
         raise ValueError("no input files")
     if not values.get("output"):

@@ -9,7 +9,7 @@ same names, destinations and meaning, so a user switches by changing the command
         [--npt-azim 36] [--config diffmap.json] FILES...
 
 Inputs are sorted as diff_map sorts them (by the numbers in their names); every
-frame of every file (multi-frame EDF, HDF5 through fabio) is one map point,
+frame of every file (multi-frame EDF, FILE.h5::/path stacks) is one map point,
 frame k at row (k - offset) // fast. `-r` rows make the map's slow size:
 inputs with more frames than `-t` x `-r` hold (after the offset) are refused
 before anything is written (`map_frames`: the frames past the last row would

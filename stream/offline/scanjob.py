@@ -71,12 +71,12 @@ def scan_jobs(groups: list[list[str]], options: dict[str, Any]) -> list[ScanJob]
 
 def bliss_entries(path: str, rel: str) -> list[str]:
     """The scan entries (N.M, in numeric order) of an HDF5 file that hold `rel`."""
-    from stream.sources.files.bliss import scan_entries
+    from stream.sources.files.bliss import entries_holding, scan_entries
     from stream.sources.files.hdf5 import open_file
 
     with open_file(path) as f:
         entries = scan_entries(f)
-        names = [k for k in entries if rel in f[k]]
+        names = entries_holding(f, rel)
     if 0 < len(names) < len(entries):  # said once, not left to guess
         log.warning("%s: scan entries %s hold no %s (a ct, another detector): not replayed",
                     path, ", ".join(k for k in entries if k not in names), rel)

@@ -1,6 +1,7 @@
 """`peakstream replay master.h5` without --images: a Bliss master file whose scan entries
 hold one detector's frames is replayed one scan per entry, as with --images; one whose
-entries hold two detectors' frames is refused, naming them."""
+entries hold two detectors' frames is refused, naming them. Lima files (no scan entry)
+are replayed as with --images naming their one stack of frames."""
 
 from __future__ import annotations
 
@@ -67,3 +68,19 @@ def test_two_detectors_are_refused_naming_both(tmp_path, capsys):
     said = capsys.readouterr().err
     assert "measurement/eiger (scan entries 1.1); measurement/frelon (scan entries 2.1)" in said
     assert not (tmp_path / "out").exists()
+
+
+def test_lima_files_replay_their_frames_as_with_images(tmp_path, capsys):
+    """Lima files of no scan entry (/entry_0000/measurement/data, a link to it in
+    instrument/) were refused without --images; their one stack of frames is taken, the
+    files one scan as with --images /entry_0000/measurement/data, and said so."""
+    write_lima_master(tmp_path, 5)
+    limas = [str(tmp_path / f"eiger_{k:04d}.h5") for k in range(4)]
+    assert main(["replay", *limas, "--quiet", "--output", str(tmp_path / "a.h5")]) == 0
+    assert "no --images given: replaying /entry_0000/measurement/data (as --images " \
+           "/entry_0000/measurement/data)" in capsys.readouterr().err
+    assert main(["replay", *limas, "--images", "/entry_0000/measurement/data", "--quiet",
+                 "--output", str(tmp_path / "b.h5")]) == 0
+    a, b = load(tmp_path / "a.h5"), load(tmp_path / "b.h5")
+    assert len(a["points"]["point_id"]) == len(frames())
+    same(a, b, ("points", "cliques", "peaks2d", "overlaps"))

@@ -25,6 +25,7 @@ from stream.cli.diffmap import (
 from stream.cli.diffmap import run as diffmap_cli
 from stream.maps.diffmap import Settings, method3, run_diffmap
 from tests.support.diffmap import SHAPE, TTH0, frame, scan_files
+from tests.support.files import write_lima
 from tests.support.paths import ROOT
 
 RES = "entry_0000/pyFAI/result"
@@ -326,3 +327,32 @@ def test_a_poni_file_of_another_detector_shape_is_refused(tmp_path):
     for engine in ("peakstream", "pyfai"):
         with pytest.raises(ValueError, match=r"geo.poni is for a 64 x 80 detector .* 32 x 40"):
             run_diffmap(settings(tmp_path, files, nfast=2, nslow=1, engine=engine))
+
+
+def test_lima_files_without_a_dataset_path(tmp_path, capsys):
+    """Plain Lima files (no Bliss master) were read through fabio, which took them for
+    EIGER files ('does not contain an Eiger-like structure'): every frame unreadable, so
+    diffmap wanted FILE.h5::/path where replay finds the frames. They are the stacks a
+    replay takes, said on stderr: the map of the EDF files of the same frames."""
+    edfs = scan_files(tmp_path, 6)
+    stack = np.stack([frame(k) for k in range(6)])
+    limas = [write_lima(tmp_path / f"eiger_{k:04d}.h5", stack[3 * k:3 * k + 3])
+             for k in range(2)]
+    argv = ["-p", str(tmp_path / "geo.poni"), "-t", "3", "-c", "80"]
+    assert diffmap_cli(parse([*argv, "-o", str(tmp_path / "lima.h5"), *map(str, limas)])) == 0
+    err = capsys.readouterr().err
+    assert f"{limas[0]}: no FILE::/path given: taking /entry_0000/measurement/data" in err
+    assert "0 unreadable" in err
+    assert diffmap_cli(parse([*argv, "-o", str(tmp_path / "edf.h5"), *edfs])) == 0
+    with h5py.File(tmp_path / "lima.h5") as a, h5py.File(tmp_path / "edf.h5") as b:
+        np.testing.assert_array_equal(a[RES]["intensity"][()], b[RES]["intensity"][()])
+        assert list(a["entry_0000/pyFAI/inputfiles"].asstr()[()]) == \
+            [f"{name}::/entry_0000/measurement/data" for name in limas]
+    with h5py.File(limas[1], "a") as f:  # another stack of frames: which one is not guessed
+        f["entry_0000/measurement/other"] = stack[:3] + 1
+    capsys.readouterr()
+    assert diffmap_cli(parse([*argv, "-o", str(tmp_path / "two.h5"), str(limas[1])])) == 2
+    assert ("eiger_0001.h5: holds 2 stacks of frames (/entry_0000/measurement/data, "
+            "/entry_0000/measurement/other): name the one to take as FILE::/path"
+            ) in capsys.readouterr().err
+    assert not (tmp_path / "two.h5").exists()

@@ -118,6 +118,16 @@ def write_bliss(path, frames_, omega, monitor, scan="1.1", chunk=1, filters=None
     return path
 
 
+def write_lima(path: Path, stack: np.ndarray, detector: str = "eiger") -> Path:
+    """A Lima HDF5 file: the frames at /entry_0000/measurement/data, and
+    /entry_0000/instrument/<detector>/data a soft link to them."""
+    with h5py.File(path, "w") as f:
+        f["entry_0000/measurement/data"] = stack
+        f[f"entry_0000/instrument/{detector}/data"] = h5py.SoftLink(
+            "/entry_0000/measurement/data")
+    return path
+
+
 def write_lima_master(tmp_path: Path, per_file: int, held: dict[int, int] | None = None) -> Path:
     """A Bliss-like master.h5 whose virtual dataset /1.1/measurement/eiger maps the scan's
     frames from Lima files of `per_file` frames (eiger_0000.h5, ...), with rot_center and
@@ -126,9 +136,8 @@ def write_lima_master(tmp_path: Path, per_file: int, held: dict[int, int] | None
     layout = h5py.VirtualLayout((n, *SIMCONF.shape), dtype="uint16")
     for k in range(n // per_file):
         first = per_file * k
-        with h5py.File(tmp_path / f"eiger_{k:04d}.h5", "w") as f:
-            f["entry_0000/measurement/data"] = np.stack(
-                frames()[first:first + (held or {}).get(k, per_file)])
+        write_lima(tmp_path / f"eiger_{k:04d}.h5",
+                   np.stack(frames()[first:first + (held or {}).get(k, per_file)]))
         layout[first:first + per_file] = h5py.VirtualSource(
             f"eiger_{k:04d}.h5", "entry_0000/measurement/data", shape=(per_file, *SIMCONF.shape))
     master = tmp_path / "master.h5"

@@ -1,7 +1,7 @@
 """Recorded scans of every kind, replayed as the Start + Point stream of a live scan.
 
 `detect_format(path)` tells a file's format from its content; `default_images(inputs)`
-finds the frames of Bliss master files given without --images (`bliss`);
+finds the frames of Bliss master and Lima files given without --images (`bliss`);
 `recordings(inputs)` groups the command line's inputs into scans (image files and
 `FILE::/path` stacks continue one scan, every other file is a scan of its own);
 `open_recording(inputs)` gives the start message and an iterator over the points of
@@ -152,14 +152,17 @@ def default_images(inputs: Iterable[str], format: str = "auto",
     layout (no FILE::/path, no pattern) whose scan entries hold one detector's
     frames (a Bliss master file, `bliss.master_images`): that path relative to
     the entries, `measurement/eiger`, so that each entry is a scan as with
-    `--images measurement/eiger`. ValueError (naming the candidates) when the
-    entries hold the frames of more than one detector. Otherwise none: such
-    inputs then fail in `recordings`, which asks for --images.
+    `--images measurement/eiger`; or that holds no scan entry but one stack of
+    frames (a Lima file, `bliss.file_images`): its path, `/entry_0000/measurement/data`,
+    the inputs' frames one scan as with `--images /entry_0000/measurement/data`.
+    ValueError (naming the candidates) when the entries hold the frames of more
+    than one detector, or a file several stacks. Otherwise none: such inputs then
+    fail in `recordings`, which asks for --images.
     """
     images, inputs = list(images), [os.fspath(x) for x in inputs]
     if images or not inputs or format not in ("auto", "hdf5"):
         return images, ""
-    from stream.sources.files.bliss import master_images
+    from stream.sources.files.bliss import frames_path
     from stream.sources.files.hdf5 import open_file
 
     found: dict[str, list[str]] = {}
@@ -168,7 +171,7 @@ def default_images(inputs: Iterable[str], format: str = "auto",
                 (format == "auto" and detect_format(text) != "hdf5"):
             return [], ""
         with open_file(text) as f:
-            path = master_images(f)
+            path = frames_path(f)
         if path is None:
             return [], ""
         found.setdefault(path, []).append(text)
@@ -178,8 +181,9 @@ def default_images(inputs: Iterable[str], format: str = "auto",
                                      for path, files in found.items())
                          + ": replay them one by one, or name the frames with --images")
     path = next(iter(found))
-    return [path], (f"{', '.join(inputs)}: no --images given: replaying {path} of each scan "
-                    f"entry (as --images {path})")
+    where = "" if path.startswith("/") else " of each scan entry"
+    return [path], (f"{', '.join(inputs)}: no --images given: replaying {path}{where} "
+                    f"(as --images {path})")
 
 
 def recordings(inputs: Iterable[str], format: str = "auto",

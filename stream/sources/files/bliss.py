@@ -1,4 +1,5 @@
-"""Bliss master files: the frames a replay takes when no --images names them.
+"""Bliss master and Lima files: the frames a replay (or diffmap) takes when no
+--images (no FILE::/path) names them.
 
 A Bliss master file holds one group per scan entry (/1.1, /2.1, ...: `BLISS_SCAN`),
 its detector's frames in /N.1/measurement/<det>, most often a soft link (or a
@@ -10,6 +11,13 @@ the entries, of the one detector's frames that the entries hold (its path under
 measurement/ when there is one); None when no scan entry holds frames; a
 ValueError listing the candidates when the entries hold the frames of several
 detectors (or of one under different paths): then --images must say which.
+
+A file of no scan entry (a Lima file, /entry_0000/measurement/data) is one stack
+of frames: `file_images(f)` groups the 3D datasets of the whole file alike and
+gives the one's absolute path (its measurement/ path), None when there is none,
+a ValueError naming each when they are several. `frames_path(f)` is the one or
+the other; `frame_stacks(f)` the absolute paths of the frames it holds, one per
+scan entry of a master file.
 """
 
 from __future__ import annotations
@@ -89,3 +97,36 @@ def master_images(f: h5py.File) -> str | None:
                          f"{next(iter(found))} (one scan per entry that holds it) or "
                          f"--images FILE::/N.1/path (that scan alone)")
     return next(iter(found), None)
+
+
+def file_images(f: h5py.File) -> str | None:
+    """The absolute path of the frames a file of no scan entry holds (a Lima file's
+    /entry_0000/measurement/data, links to it the same frames); None if it holds no 3D
+    dataset; a ValueError naming each when it holds several stacks of frames."""
+    found = ["/" + _chosen(paths) for paths in entry_frames(f)]
+    if len(found) > 1:
+        raise ValueError(f"{f.filename}: holds {len(found)} stacks of frames ("
+                         f"{listed(found, 6)}): name the one to take as FILE::/path, e.g. "
+                         f"{f.filename}::{found[0]}")
+    return next(iter(found), None)
+
+
+def frames_path(f: h5py.File) -> str | None:
+    """The frames a file given without a path holds: relative to the scan entries of a
+    Bliss master file (`master_images`), absolute in a file of no scan entry
+    (`file_images`); None if it holds none."""
+    return master_images(f) if scan_entries(f) else file_images(f)
+
+
+def entries_holding(f: h5py.File, rel: str) -> list[str]:
+    """The scan entries (N.M, in numeric order) that hold `rel`."""
+    return [k for k in scan_entries(f) if rel in f[k]]
+
+
+def frame_stacks(f: h5py.File) -> list[str]:
+    """The absolute paths of the frames `frames_path` finds: one per scan entry that
+    holds them in a Bliss master file, the one in a Lima file; [] if none."""
+    path = frames_path(f)
+    if path is None or path.startswith("/"):
+        return [path] if path else []
+    return [f"/{entry}/{path}" for entry in entries_holding(f, path)]

@@ -31,9 +31,17 @@ def test_links_and_virtual_datasets_to_the_same_frames_are_one(tmp_path):
     images, said = default_images([str(tmp_path / "RAW_0001.h5")])
     assert images == ["measurement/eiger"] and "RAW_0001.h5: no --images given" in said
     assert default_images([str(lima)], images=["/x"]) == (["/x"], "")  # given: as given
-    assert default_images([str(lima)]) == ([], "")  # no scan entry: --images still asked
+    assert default_images([str(lima)]) == (  # no scan entry: its one stack of frames
+        ["/entry_0000/measurement/data"], f"{lima}: no --images given: replaying "
+        f"/entry_0000/measurement/data (as --images /entry_0000/measurement/data)")
     with pytest.raises(ValueError, match=r"eiger_0000.h5: .*--images .*its 3D datasets"):
-        recordings([str(lima)])
+        recordings([str(lima)])  # the images not given (as default_images gives them)
+    with h5py.File(lima, "a") as f:
+        f["entry_0000/instrument/eiger/data"] = h5py.SoftLink("/entry_0000/measurement/data")
+        f["entry_0000/dark"] = np.stack(frames()[:2])  # other frames: not guessed
+    with pytest.raises(ValueError, match=r"eiger_0000.h5: holds 2 stacks of frames \("
+                       r"/entry_0000/dark, /entry_0000/measurement/data\): name the one"):
+        default_images([str(lima)])
 
 
 def test_two_detectors_are_refused_naming_both(tmp_path):
