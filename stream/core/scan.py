@@ -35,6 +35,16 @@ class Scan:
     def scan_id(self) -> str:
         return self.start.scan_id
 
+    @property
+    def point_offset(self) -> int:
+        """The id in a whole scan of this scan's point 0: a chunk of a scan replayed in
+        parts (start meta `point_offset`, points a..b of the scan counted from 0 here),
+        so that its log lines name the scan's point ids; 0 for a scan of its own (and
+        for a value that is no point id: meta is free-form, a sender's may hold anything)."""
+        value = self.start.meta.get("point_offset", 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
+            else 0
+
     def detector(self, name: str | None = None) -> tuple[str, Any]:
         """The named detector, or the first one announced."""
         if name is None:

@@ -359,8 +359,9 @@ def submit_chunks(client: Any, job: ScanJob, config: Config, size: int, key: str
     parts = []
     for k, (a, b) in enumerate(ranges):
         path = chunk_path(job.path, k)
-        # its own scan id, so that its log lines (point ids from 0 in a chunk) say which
-        # points of the scan they are about: "scan s_1.1_points80-89 point 0 is bad"
+        # its own scan id, so that its log lines say which chunk they are about, and its
+        # points named by their ids in the scan (run_job: "scan s_1.1_points80-89 point 83
+        # is bad"; in its file they count from 0, the merge shifts them)
         options = {**job.options, "first": a, "last": b, "trajectory": CHUNK_TRAJECTORY,
                    "scan_id": f"{job.scan_id}_points{a}-{b}"}
         identity = source_identity(job.inputs, options)

@@ -11,6 +11,7 @@ namer's "-1" suffixes, so that a rerun finds the files of the scans it finished.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -150,24 +151,33 @@ def partial_path(path: Path) -> Path:
 
 
 def replay_scan(config: Config, inputs: list[str], options: dict[str, Any], path: str | Path,
-                *, per_point: bool = False,
+                *, per_point: bool = False, chunk: bool = False,
                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Replay one recorded scan into `path` as `peakstream replay` does; the summary
-    (status, reason, counters). A recording that cannot be opened is OSError/ValueError."""
+    (status, reason, counters). A recording that cannot be opened is OSError/ValueError.
+    A `chunk` (points --first..--last of a scan, counted from 0 in its file) says in its
+    start where they lie in the scan (meta point_offset), so that its log lines and its
+    reason name the scan's point ids: "point 83 is bad", not "point 3"."""
     from stream.offline.batch import open_blocks, replay_blocks
     from stream.run.runner import ScanRunner
     from stream.sources.base import open_source
     from stream.sources.files import open_recording
 
+    def placed(start: Any) -> Any:
+        if not chunk:
+            return start
+        return dataclasses.replace(start, meta={**start.meta, "point_offset": options["first"]})
+
     blocks = None if per_point else open_blocks(inputs, config, **options)
     if blocks is not None:
-        start, stream_blocks = blocks
+        start, stream_blocks = placed(blocks[0]), blocks[1]
         try:
             return replay_blocks(config, start, stream_blocks, path, progress)
         except (OSError, ValueError) as exc:  # the file is closed with status fail
             return {"scan_id": start.scan_id, "status": "fail", "reason": str(exc),
                     "file": str(path)}
-    recording = open_recording(inputs, **options)
+    start, points = open_recording(inputs, **options)
+    recording = placed(start), points
     runner = ScanRunner(config, output_file=path)
     try:
         with open_source(config, recording, _name(inputs, options.get("images") or [])) \
@@ -210,7 +220,7 @@ def run_job(config_text: str, config_base: str, inputs: list[str], options: dict
     try:
         from stream.offline.watch import task_progress
 
-        result = replay_scan(config, inputs, options, part, per_point=per_point,
+        result = replay_scan(config, inputs, options, part, per_point=per_point, chunk=chunk,
                              progress=task_progress())  # points done, to the driver
         rows = options["last"] - options["first"] + 1 if chunk else None
         return finish_partial(part, final, result, identity, t0, rows)

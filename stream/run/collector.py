@@ -92,6 +92,7 @@ class Collector:
         self._linkable: set[int] = set()  # points with data that later points may link to
         self.failed: str | None = None  # why writing the scan failed (then nothing more is)
         self.first_bad = ""  # the first bad point and why (a scan of bad points fails)
+        self.point_offset = 0  # added to the point ids its lines name (`Scan.point_offset`)
         self._missing: deque[tuple[int, int]] = deque(maxlen=MAX_REFUSED)  # ranges
         # s between checkpoints that hold the resume state (0: every one; see flush())
         self.state_interval = state_interval
@@ -127,7 +128,7 @@ class Collector:
     def add_bad(self, point_id: int, reason: str, item: Item | None = None) -> None:
         """A point that arrived but could not be processed: recorded as bad."""
         self.counters["bad"] += 1
-        self.first_bad = self.first_bad or f"point {point_id}: {reason}"
+        self.first_bad = self.first_bad or f"point {point_id + self.point_offset}: {reason}"
         if self.failed is not None:
             return
         self.buffer.push(Slot(point_id, item, "bad", reason, self.clock()))
@@ -269,7 +270,8 @@ class Collector:
     def _link_missing(self, first: int, stop: int) -> None:
         n = stop - first
         self._missing.append((first, stop))  # (the last MAX_REFUSED ranges)
-        what = f"point {first}" if n == 1 else f"points {first}..{stop - 1} ({n})"
+        a, z = first + self.point_offset, stop - 1 + self.point_offset  # (a chunk's: in the scan)
+        what = f"point {a}" if n == 1 else f"points {a}..{z} ({n})"
         self.counters["missing"] += n
         log.warning("%s missing: no data received", what)
         self.store.event("missing", f"{what}: no data received", first)
@@ -289,12 +291,13 @@ class Collector:
         ok = status == "ok" and item is not None and item.sparse is not None
         if status == "missing":
             self.counters["missing"] += 1
-            log.warning("point %d missing: %s", point_id, reason)
+            log.warning("point %d missing: %s", point_id + self.point_offset, reason)
         elif not ok:
             if status == "lost":  # never came back from the workers: bad, counted here
                 self.counters["bad"] += 1
             status = "bad"  # (refused on arrival, lost: not through add_bad)
-            self.first_bad = self.first_bad or f"point {point_id}: {reason or 'no sparse frame'}"
+            self.first_bad = self.first_bad or (f"point {point_id + self.point_offset}: "
+                                                f"{reason or 'no sparse frame'}")
         if status != "ok":
             self.store.event(status, reason or "no sparse frame", point_id)
         if ok:

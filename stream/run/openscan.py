@@ -98,7 +98,8 @@ class OpenScan:
         """A bad point's warning (`warn_counted`: a scan of bad frames would write a line
         per frame; inspect lists them all)."""
         self.bad_logged += 1
-        warn_counted(f"scan {self.scan.scan_id} point {point_id} is bad", self.bad_logged,
+        warn_counted(f"scan {self.scan.scan_id} point {point_id + self.scan.point_offset} "
+                     f"is bad", self.bad_logged,
                      reason, "bad")
 
     def taken(self, point: Any) -> None:
@@ -135,6 +136,7 @@ class OpenScan:
                                  gauges=lambda: cur.gauges(workers()))
         store.max_events = config["output"]["max_events"]
         collector.motor_limit = src["motor_limit"]
+        collector.point_offset = scan.point_offset  # the ids its lines name (a chunk's)
         collector.motor_ranges = {k: (float(v[0]), float(v[1]))
                                   for k, v in src["motor_ranges"].items()}
         cur = cls(key, scan, detector, pipeline, collector, path, counters)

@@ -3,7 +3,11 @@ cluster, whole or in chunks, the same incomplete file as a serial replay."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -11,7 +15,10 @@ import numpy as np
 import pytest
 
 from stream.cli.main import main
-from tests.support.files import events, status, write_lima_master
+from stream.core.scan import Scan
+from stream.sources.files.common import error_point
+from stream.store.reader import summary
+from tests.support.files import SIMCONF, events, run, sim, status, write_lima_master
 from tests.support.flow import assert_same_tables, tables
 from tests.support.paths import CONFIGS
 
@@ -89,3 +96,53 @@ def test_an_incomplete_scan_exits_0_and_a_rerun_keeps_it_until_filled(tmp_path, 
     assert main(batch) == 0  # the fill kept what the file is made from: skipped
     assert f"skipped, {out / 'part_1.1.h5'} is finished already\n" in capsys.readouterr().err
     assert (out / "part_1.1.h5").stat().st_mtime_ns == filled
+
+
+@pytest.mark.system
+def test_a_chunks_log_lines_name_the_points_by_their_ids_in_the_scan(tmp_path):
+    """A chunk (points 10..14 of the scan, counted from 0 in its own file) said 'scan
+    part_1.1_points10-14 point 3 is bad' of the scan's point 13, which the merged file and
+    inspect call 13: its lines and its reason name the scan's ids."""
+    master = broken_masters(tmp_path)[0]
+    done = subprocess.run([sys.executable, "-m", "stream.cli", "replay", master, *COMMON,
+                           "--output", str(tmp_path / "out"), "--cluster", "local:2",
+                           "--chunk-points", "5"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    err = done.stderr  # the worker processes' lines too
+    for chunk, point in (("10-14", 10), ("10-14", 13), ("15-19", 17), ("15-19", 19)):
+        assert f"scan part_1.1_points{chunk} point {point} is bad: " in err
+        assert f"frame {point}: " in err.split(f"points{chunk} point {point} is bad: ")[1]
+    assert "point 0 is bad" not in err and "point 3 is bad" not in err
+    assert "scan part_1.1_points10-14 ended: fail (all 5 point(s) received were bad (the " \
+           "first: point 10: " in err
+    assert list(np.flatnonzero(status(tables(tmp_path / "out" / "part_1.1.h5")) == 2)) == \
+        [10, 11, 12, 13, 14, 17, 18, 19]
+
+
+def test_a_chunks_missing_and_bad_points_are_named_by_their_ids_in_the_scan(tmp_path, caplog):
+    """A start whose meta places its points in a scan (a chunk of points 80..99): its
+    missing point's line and event, its bad point's line and its reason name the scan's
+    ids (83, 85); the file's point_id column keeps the chunk's own (the merge shifts it)."""
+    s = sim()
+    start = s.start("s_1.1_points80-99")
+    start = dataclasses.replace(start, meta={**start.meta, "point_offset": 80},
+                                npoints=SIMCONF.npoints)
+    points = (error_point(start.scan_id, i, "frame", "unreadable") if i == 5
+              else s.point(i, start.scan_id) for i in range(SIMCONF.npoints) if i != 3)
+    with caplog.at_level(logging.WARNING):
+        got = run(start, points, tmp_path / "chunk.h5")
+    said = caplog.text
+    assert "point 83 missing" in said and "point 3 missing" not in said
+    assert "scan s_1.1_points80-99 point 85 is bad: frame: unreadable" in said
+    assert events(got, "missing") == {3: "point 83: no data received"}
+    assert events(got)[5] == "frame: unreadable"
+    assert "(the first: point 85: frame: unreadable)" in summary(tmp_path / "chunk.h5")["reason"]
+
+
+def test_a_point_offset_that_is_no_point_id_is_none():
+    """The start's meta is free-form (a sender's own keys): a point_offset that is no
+    point id names the points by their own ids, it does not stop the scan."""
+    start = sim().start("s")
+    for value, offset in ((80, 80), ("80", 0), (True, 0), (-3, 0), (2.5, 0), (None, 0)):
+        meta = {**start.meta, "point_offset": value}
+        assert Scan.from_start(dataclasses.replace(start, meta=meta)).point_offset == offset
