@@ -1,4 +1,5 @@
-"""The commands behind `peakstream` (parsing is in stream/cli.py).
+"""The commands behind `peakstream` (parsing is in stream/cli/main.py; simulate has its
+own module, stream/cli/simulate.py).
 
 Each `cmd_*` takes the parsed arguments and returns the exit code: 0 done,
 1 a scan failed or was aborted, 2 bad usage or config.
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import signal
 import subprocess
 import sys
@@ -115,37 +115,6 @@ def cmd_relink(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from stream.sources.simulate import Simulation, write_scan
-    from stream.sources.simulate.config import SimConfig
-
-    if not args.output and not args.send:
-        print("peakstream simulate: give --output FILE.h5 or --send ENDPOINT", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        sim = Simulation(_sim_config(args, SimConfig))
-    except ValueError as exc:  # e.g. more spots than the scan has room for
-        print(f"peakstream simulate: {_option_words(str(exc))}", file=sys.stderr)
-        return EXIT_USAGE
-    npoints = sim.config.npoints
-    progress = ProgressLine("simulate", npoints, quiet=args.quiet)
-    if args.output:
-        if Path(args.output).exists():
-            print(f"peakstream simulate: {args.output} exists", file=sys.stderr)
-            return EXIT_USAGE
-        write_scan(sim, args.output, args.scan_id, progress=progress)
-        progress(npoints, force=True)
-        progress.done()
-        rows = f" ({sim.config.nrows} rows)" if sim.config.trajectory in ("grid", "snake") else ""
-        print(f"wrote {args.output}: {npoints} points{rows} {args.shape[0]}x{args.shape[1]}, "
-              f"{len(sim.truth['s'])} spots ({int(sim.truth['clean'].sum())} clean)")
-    if args.send:
-        from stream.cli.send import send
-
-        return EXIT_FAILED if send(args, sim, progress) else EXIT_OK
-    return EXIT_OK
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     from stream.store.journal import writer_holds
     from stream.store.reader import format_summary, summary, to_json
@@ -213,6 +182,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Simulated acquisition -> ZeroMQ -> processor -> HDF5 -> summary and truth check."""
+    from stream.cli.simulate import sim_config
     from stream.cli.warmup import warm_up
     from stream.run.runner import ScanRunner
     from stream.sources.simulate import Simulation
@@ -252,7 +222,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     path = runner.results[0]["file"]
     print(format_summary(summary(path)))
-    truth = Simulation(_sim_config(args, SimConfig)).truth
+    truth = Simulation(sim_config(args, SimConfig)).truth
     found, total = score(load(path)["cliques"], truth, "clean")
     print(f"  truth       {found}/{total} isolated spots found as exactly one clique "
           f"(centroid within 1 px and 0.5 point)")
@@ -291,54 +261,6 @@ def _config(args: argparse.Namespace) -> Config:
     if getattr(args, "listen", None):
         config.override("source", "listen", args.listen)
     return config
-
-
-SIM_KINDS = ("trajectory", "nrows", "wrap", "iflip", "touching_fraction")
-
-
-def _sim_config(args: argparse.Namespace, cls: Any) -> Any:
-    """SimConfig from the options; the scan-kind options only where given. A grid or
-    snake without --rows gets the fewest rows whose dty span holds its spots (a divisor
-    of --points), without --points as many points a row as its spots need in omega."""
-    kinds = {k: getattr(args, k) for k in SIM_KINDS if getattr(args, k, None) is not None}
-    points, grid = args.points, kinds.get("trajectory") in ("grid", "snake")
-    common = {"shape": tuple(args.shape), "spots": args.spots, "seed": args.seed}
-    if grid and (points is None or "nrows" not in kinds):
-        from stream.sources.simulate.layout import grid_size
-
-        touching = {k: v for k, v in kinds.items() if k == "touching_fraction"}
-        rows, per_row = grid_size(cls(npoints=1, **common, **touching))
-        if "nrows" in kinds:
-            rows = kinds["nrows"]  # given: checked (and refused if too few) as given
-        elif points is not None:
-            fits = [r for r in range(rows, points + 1) if points % r == 0]
-            if not fits:
-                raise ValueError(f"a {kinds['trajectory']} of {points} points cannot have "
-                                 f"the {rows} rows or more its spots need: give more "
-                                 f"--points (or --rows)")
-            rows = fits[0]
-        kinds["nrows"] = rows
-        points = rows * per_row if points is None else points
-    points = 90 if points is None else points
-    if kinds.get("wrap"):  # one turn over the points (of each row of a grid or snake)
-        per_turn = points // kinds.get("nrows", cls.nrows) if grid else points
-        kinds["omega_step"] = 360.0 / max(per_turn, 1)
-    return cls(npoints=points, **common, **kinds)
-
-
-SIM_OPTIONS = {"npoints": "--points", "nrows": "--rows", "touching_fraction": "--touching",
-               "spots": "--spots", "shape": "--shape", "seed": "--seed",
-               "trajectory": "--trajectory", "wrap": "--wrap", "iflip": "--iflip"}
-
-
-def _option_words(message: str) -> str:
-    """SimConfig's "SimConfig.wrap: is for ..., got True" in the command line's words:
-    "--wrap is for ..." (the value only where the option takes one)."""
-    m = re.fullmatch(r"SimConfig\.(\w+): (.*?)(?:, got (.*))?", message, re.S)
-    if m is None or m[1] not in SIM_OPTIONS:
-        return message
-    flag = m[1] in ("wrap", "iflip")
-    return f"{SIM_OPTIONS[m[1]]} {m[2]}" + ("" if flag or m[3] is None else f", got {m[3]}")
 
 
 def _reading(source: Any) -> str:

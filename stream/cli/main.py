@@ -13,10 +13,10 @@ import os
 import sys
 
 from stream import __version__
+from stream.cli import simulate
 from stream.cli.clients import add_clients
 from stream.cli.codes import EXIT_USAGE
 from stream.cli.presets import presets
-from stream.cli.send import add_send_options
 from stream.config.base import ConfigError
 
 # the clients of a running daemon: parsed and run without importing numpy, h5py or the
@@ -35,21 +35,8 @@ def _command(name: str):
     return run
 
 
-cmd_demo, cmd_export, cmd_inspect, cmd_relink, cmd_replay, cmd_run, cmd_simulate, \
-    cmd_warmup = map(_command, ("demo", "export", "inspect", "relink", "replay", "run",
-                                "simulate", "warmup"))
-
-
-def _add_sim_options(p: argparse.ArgumentParser, grids: bool = False) -> None:
-    """The simulated scan's options; `grids`: --points may size a grid or snake itself."""
-    p.add_argument("--points", type=int, default=None if grids else 90,
-                   help="scan points (default 90; a grid or snake: its rows x the points a "
-                        "row its spots need)" if grids else "scan points (default 90)")
-    p.add_argument("--shape", type=int, nargs=2, default=[256, 256], metavar=("NY", "NX"),
-                   help="frame shape (default 256 256)")
-    p.add_argument("--spots", type=int, default=40, help="true spots (default 40)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--scan-id", default="sim-0001", help="scan_id (default sim-0001)")
+cmd_demo, cmd_export, cmd_inspect, cmd_relink, cmd_replay, cmd_run, cmd_warmup = map(
+    _command, ("demo", "export", "inspect", "relink", "replay", "run", "warmup"))
 
 
 TRAJECTORY_KINDS = ("sweep", "interlaced", "grid", "snake", "free")
@@ -233,32 +220,7 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="the new output FILE.h5")
     p.set_defaults(func=cmd_relink)
 
-    p = sub.add_parser("simulate", help="a synthetic scan with known truth: write or send it",
-                       description="Make a synthetic scan (Poisson background, hot and dead "
-                                   "pixels, a detector gap, 3D Gaussian spots, some touching) "
-                                   "and write it to HDF5 with its truth table, or send it over "
-                                   "ZeroMQ as an acquisition would.")
-    _add_sim_options(p, grids=True)
-    p.add_argument("--output", help="write the scan (frames, motors, truth) to FILE.h5")
-    add_send_options(p)
-    p.add_argument("--trajectory", choices=("sweep", "interlaced", "grid", "snake", "free"),
-                   help="scan kind (default sweep): interlaced = two passes offset by half a "
-                        "step; grid / snake = dty x omega rows; free = continuous omega with "
-                        "sinusoidal dty")
-    p.add_argument("--rows", dest="nrows", type=int,
-                   help="grid / snake: number of rows (npoints / rows points each; default: "
-                        "the fewest whose dty span holds the spots, a divisor of --points)")
-    p.add_argument("--wrap", action="store_true", default=None,
-                   help="one whole turn of omega over the points (over each row of a grid "
-                        "or snake): the last point neighbours the first")
-    p.add_argument("--iflip", action="store_true", default=None,
-                   help="interlaced: the second pass runs backwards")
-    p.add_argument("--touching", dest="touching_fraction", type=float,
-                   help="fraction of spots placed as touching pairs (default 0.2)")
-    p.add_argument("--rate", type=float, help="points per second when sending (default: as "
-                                              "fast as the receiver takes them)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=cmd_simulate)
+    simulate.add_parser(sub)
 
     p = sub.add_parser("inspect", help="summarise output files",
                        description="Print what an output file holds: status, points (ok, "
@@ -294,7 +256,7 @@ def parser(clients_only: bool = False) -> argparse.ArgumentParser:
                                    "streams over ZeroMQ (loopback, ephemeral port) into the "
                                    "processor; write HDF5; print the summary and the check "
                                    "against the simulation's truth.")
-    _add_sim_options(p)
+    simulate.add_sim_options(p)
     p.add_argument("--config", default=None,
                    help="TOML config (default: configs/simulated.toml if present)")
     p.add_argument("--output", default="demo_out", help="output directory (default demo_out)")
