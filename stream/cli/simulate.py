@@ -50,6 +50,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="interlaced: the second pass runs backwards")
     p.add_argument("--touching", dest="touching_fraction", type=float,
                    help="fraction of spots placed as touching pairs (default 0.2)")
+    p.add_argument("--sigma-dty", dest="sigma_dty", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="2D scans: the spots' widths in dty (sigma, in dty steps: rows of a "
+                        "grid or snake; default 0.8 1.5); narrower spots fit fewer rows")
     p.add_argument("--rate", type=float, help="points per second when sending (default: as "
                                               "fast as the receiver takes them)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -90,7 +93,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-SIM_KINDS = ("trajectory", "nrows", "wrap", "iflip", "touching_fraction")
+SIM_KINDS = ("trajectory", "nrows", "wrap", "iflip", "touching_fraction", "sigma_dty")
 
 
 def sim_config(args: argparse.Namespace, cls: Any) -> Any:
@@ -98,13 +101,15 @@ def sim_config(args: argparse.Namespace, cls: Any) -> Any:
     snake without --rows gets the fewest rows whose dty span holds its spots (a divisor
     of --points), without --points as many points a row as its spots need in omega."""
     kinds = {k: getattr(args, k) for k in SIM_KINDS if getattr(args, k, None) is not None}
+    if "sigma_dty" in kinds:
+        kinds["sigma_dty"] = tuple(kinds["sigma_dty"])
     points, grid = args.points, kinds.get("trajectory") in ("grid", "snake")
     common = {"shape": tuple(args.shape), "spots": args.spots, "seed": args.seed}
     if grid and (points is None or "nrows" not in kinds):
         from stream.sources.simulate.layout import grid_size
 
-        touching = {k: v for k, v in kinds.items() if k == "touching_fraction"}
-        rows, per_row = grid_size(cls(npoints=1, **common, **touching))
+        spots = {k: v for k, v in kinds.items() if k in ("touching_fraction", "sigma_dty")}
+        rows, per_row = grid_size(cls(npoints=1, **common, **spots))
         if "nrows" in kinds:
             rows = kinds["nrows"]  # given: checked (and refused if too few) as given
         elif points is not None:
@@ -125,7 +130,8 @@ def sim_config(args: argparse.Namespace, cls: Any) -> Any:
 
 SIM_OPTIONS = {"npoints": "--points", "nrows": "--rows", "touching_fraction": "--touching",
                "spots": "--spots", "shape": "--shape", "seed": "--seed",
-               "trajectory": "--trajectory", "wrap": "--wrap", "iflip": "--iflip"}
+               "trajectory": "--trajectory", "wrap": "--wrap", "iflip": "--iflip",
+               "sigma_dty": "--sigma-dty"}
 
 
 def option_words(message: str) -> str:

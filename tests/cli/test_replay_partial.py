@@ -194,3 +194,30 @@ def test_simulate_says_a_row_is_too_short(tmp_path, capsys):
                  "--rows", "14", "--points", "140", "--shape", "128", "160", "--spots", "2",
                  "--quiet"]) == 2
     assert "9 steps of omega a row are too few" in capsys.readouterr().err
+
+
+def test_simulate_a_five_row_grid_with_touching_spots(tmp_path, capsys):
+    """A 5-row grid was refused with only 'give more rows (--rows 14 or more': the spots'
+    dty widths (sigma_dty up to 1.5 rows, 2 sigmas inside each end) and a touching pair's
+    displacement need 11.25 rows of span, and no option set the widths. The error names
+    the three ways out with numbers that fit; narrower spots make the 5 rows, pairs too."""
+    import h5py
+
+    out = tmp_path / "g.h5"
+    grid = ["simulate", "--output", str(out), "--trajectory", "grid", "--rows", "5", "--quiet"]
+    assert main(grid) == 2
+    said = capsys.readouterr().err
+    assert "give more rows (--rows 14 or more, with npoints a multiple), no touching pairs " \
+           "(--touching 0: --rows 8) or spots narrower in dty (--sigma-dty LO HI with HI at " \
+           "most 0.53, e.g. --sigma-dty 0.28 0.53)" in said
+    assert main([*grid, "--sigma-dty", "0.28", "0.54"]) == 2 and not out.exists()
+    capsys.readouterr()
+    assert main([*grid, "--sigma-dty", "0.28", "0.53"]) == 0, capsys.readouterr().err
+    with h5py.File(out) as f:
+        dty, truth = f["entry/measurement/dty"][()], f["entry/truth"]
+        assert sorted(set(dty.tolist())) == [0.0, 1.0, 2.0, 3.0, 4.0]
+        assert truth["touching"][()].sum() >= 8 and (truth["partner"][()] >= 0).sum() == 8
+        width = truth["sigma_dty"][()]
+        assert width.min() >= 0.28 and width.max() <= 0.53
+        assert (truth["dty"][()] - 2 * width >= 0).all() and (truth["dty"][()] + 2 * width
+                                                              <= 4).all()

@@ -25,6 +25,7 @@ spots at least 2 ISOLATION + PAIR_SEPARATION sigmas apart along some axis.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -170,15 +171,28 @@ def grid_size(c: SimConfig) -> tuple[int, int]:
 
 
 def _narrow_dty(c: SimConfig, dty_range: tuple[float, float], need: float, sy: float) -> str:
-    """Why no spot fits in dty: its rows span too little for the spots' widths."""
-    what = f"cannot place spots: the scan's dty spans {dty_range[1] - dty_range[0]:g}, " \
-           f"spots of sigma_dty up to {sy:g} need more than {need:g}"
+    """Why no spot fits in dty, and the three ways out: a wider dty span (more rows), spots
+    narrower in dty (the widest these rows hold: DTY_MARGIN sigmas inside each end, plus
+    a touching pair's displacement), or no touching pairs (which need that displacement
+    room in dty too, the 14 rows of the default grid where 8 hold single spots)."""
+    span = dty_range[1] - dty_range[0]
+    what = f"cannot place spots: the scan's dty spans {span:g}, spots of sigma_dty up to " \
+           f"{sy:g} need more than {need:g}"
+    widest = math.floor(100 * span / (2 * (DTY_MARGIN + pair_half(c)))) / 100
+    lo = math.floor(100 * widest * c.sigma_dty[0] / c.sigma_dty[1]) / 100  # the same spread
+    narrower = (f"spots narrower in dty (--sigma-dty LO HI with HI at most {widest:g}, e.g. "
+                f"--sigma-dty {lo:g} {widest:g})" if lo > 0 else "")
+    alone = dataclasses.replace(c, touching_fraction=0.0)
     if c.trajectory in ("grid", "snake") and c.dty_step:
         if c.fast == "dty":
-            return f"{what}: give more points a row"
-        return (f"{what}: give more rows (--rows {grid_size(c)[0]} or more, with npoints a "
-                f"multiple)")
-    return f"{what}: give a larger dty amplitude"
+            more = "more points a row"
+        else:
+            more = f"more rows (--rows {grid_size(c)[0]} or more, with npoints a multiple)"
+            if pair_half(c):
+                more += f", no touching pairs (--touching 0: --rows {grid_size(alone)[0]})"
+    else:
+        more = "a larger dty amplitude"
+    return f"{what}: give {more}{' or ' if narrower else ''}{narrower}"
 
 
 def place_spots(c: SimConfig, lay: Layout, gap_rows, gap_cols, rng) -> dict[str, np.ndarray]:
