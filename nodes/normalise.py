@@ -9,6 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from nodes.correct import nan_markers
+from nodes.sparse import SPARSE_NORMALISED
 from stream.core.item import Item
 from stream.core.scan import Scan
 
@@ -32,9 +33,11 @@ class Normalise:
 
     def scan_warnings(self, scan: Scan) -> list[str]:
         """What the scan's start says this node will not do: a counter it does not list
-        (a typo, or another beamline's name) leaves every point unscaled, each flagged."""
+        (a typo, or another beamline's name) leaves every point unscaled, each flagged.
+        Nothing for a recording of pixels normalised already (`nodes.sparse`: the node
+        is not run on them, which the sparse chain's note says)."""
         counters = scan.start.counters
-        if self.counter in counters:
+        if self.counter in counters or scan.start.meta.get(SPARSE_NORMALISED):
             return []
         listed = ", ".join(repr(c) for c in counters) if counters else "none"
         return [f"normalise: counter {self.counter!r} is not among the scan's counters "

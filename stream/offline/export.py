@@ -29,7 +29,10 @@
   say: both replay alike), nframes, shape0, shape1, and per-frame motors under
   measurement/ (omega as rot_center); attr peakstream_trajectory, the scan's
   trajectory (JSON), which a replay of the file follows (without it, a sweep
-  in omega); peakstream_status,
+  in omega); attr peakstream_normalised, when the pixels are normalised (the
+  run's chain had a normalise node): {"counter", "reference"} as JSON, so that
+  a replay with a normalise node does not scale them again (ImageD11 ignores
+  it); peakstream_status,
   each frame's point status (0 ok, 1 missing, 2 bad: a replay finds the points
   that were not ok missing, not empty); attr peakstream_detector, the
   detector's name (a config's [source] detector names it). The kept
@@ -41,7 +44,8 @@
   `shape`, `nframes`, `dtype`, and `omega` (nframes, 2): the start and end
   angle of each frame (its omega -+ half the step to its neighbours with an
   omega: NaN only for the points without one), and
-  `peakstream_status`, `peakstream_detector` as in `sparse`.
+  `peakstream_status`, `peakstream_detector`, `peakstream_normalised` as in
+  `sparse`.
 * `ptyd`: ptypy's prepared data (`stream.offline.ptyd`), from a run whose chain
   had a `ptyd` node.
 
@@ -62,6 +66,7 @@ import numpy as np
 
 from stream.core.derive import TURN
 from stream.core.trajectory import ROTATION_NAMES
+from stream.sources.files.ours import NORMALISED_KEY, pixels_normalised
 from stream.store.reader import load
 
 FORMATS = ("flt", "sparse", "framecache", "ptyd")
@@ -91,6 +96,7 @@ def export(path: str | Path, fmt: str, output: str | Path,
         shape = (int(sparse.attrs["shape0"]), int(sparse.attrs["shape1"]))
         itype = str(sparse.attrs["itype"])
         data["trajectory"] = str(f["entry/points"].attrs.get("trajectory", ""))
+        data["normalised"] = pixels_normalised(f, str(path))  # (sparse, framecache record it)
     motors = [k[len("motors/"):] for k in data["points"] if k.startswith("motors/")]
     data["omega"] = rotation_motor(motors, data["trajectory"], omega)
     writer = {"flt": _flt, "sparse": _sparse, "framecache": _framecache}[fmt]
@@ -297,6 +303,8 @@ def _sparse(data: dict[str, Any], shape, itype, output: Path) -> int:
         g.create_dataset("nnz", data=nnz)
         g.create_dataset("peakstream_status", data=_status(data))
         g.attrs["peakstream_detector"] = data["detector"]  # a config may name it
+        if data.get("normalised"):  # a replay's normalise node must not scale them again
+            g.attrs[NORMALISED_KEY] = json.dumps(data["normalised"])
         shares = data.get("shares") or {}
         if len(shares.get("peak_id", ())) and (np.asarray(shares["share"]) < 1).any():
             for key in ("peak_id", "clique_id", "share"):  # 2D peaks split between cliques
@@ -318,6 +326,8 @@ def _framecache(data: dict[str, Any], shape, itype, output: Path) -> int:
                                      "dtype": np.array("float32"),
                                      "peakstream_status": _status(data),
                                      "peakstream_detector": np.array(data["detector"])}
+    if data.get("normalised"):  # as in `sparse`
+        arrays[NORMALISED_KEY] = np.array(json.dumps(data["normalised"]))
     for i in range(nnz.shape[0]):
         s = slice(int(ptr[i]), int(ptr[i + 1]))
         arrays[f"{i}_row"] = sp["row"][s].astype(np.uint16)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+import pytest
 
 from stream.cli.main import main
 from stream.config.schema import Config
@@ -129,3 +130,34 @@ def test_sparse_frames_over_the_wire_are_normalised_and_cut(tmp_path):
     got = sparse_table(tmp_path / "out.h5")
     assert got["nnz"].tolist() == [3] * 4  # 20 x 2 = 40 is not above the cut
     assert got["intensity"].tolist() == [60.0, 600.0, 1000.0] * 4
+
+
+@pytest.mark.parametrize("fmt, name", [("sparse", "s.h5"), ("framecache", "fc.npz")])
+def test_our_export_replayed_with_normalise_is_not_normalised_twice(tmp_path, fmt, name):
+    """Our own output's pixels are normalised already, which its replay reads from the
+    file's config; an export to ImageD11's sparse file or hexrd's frame-cache had no such
+    record: replayed with the scan's monitor given back (--counter) every pixel was scaled
+    a second time, and without it every point was flagged 'counter missing; not scaled'.
+    The export records the normalisation (peakstream_normalised), the replay honours it."""
+    scan, out, exported = tmp_path / "scan.h5", tmp_path / "out.h5", tmp_path / name
+    assert main(["simulate", "--output", str(scan), "--points", "30", "--shape", "128", "160",
+                 "--spots", "8", "--quiet"]) == 0
+    config = str(chain(tmp_path, "c40.toml", 40.0))
+    assert main(["replay", str(scan), "--config", config, "--output", str(out),
+                 "--quiet"]) == 0
+    assert main(["export", str(out), "--format", fmt, "--output", str(exported)]) == 0
+    with h5py.File(scan, "r") as f:
+        np.savetxt(tmp_path / "monitor.txt", f["entry/measurement/monitor"][()])
+    original = sparse_table(out)
+    assert original["intensity"].size
+    for counter in (["--counter", f"monitor=file:{tmp_path / 'monitor.txt'}"], []):
+        again = tmp_path / f"again{len(counter)}.h5"
+        assert main(["replay", str(exported), "--config", config, "--output", str(again),
+                     "--quiet", *counter]) == 0
+        got = sparse_table(again)
+        for k in ("row", "col", "intensity", "nnz"):
+            assert np.array_equal(got[k], original[k]), (counter, k)
+        assert not events(again, "flag")
+        assert [m for m in events(again, "warning") if "normalised already (counter "
+                "'monitor', reference 10000.0); not scaled again" in m]
+        assert not [m for m in events(again, "warning") if "not among the scan's" in m]

@@ -5,7 +5,9 @@ per frame `{i}_row`, `{i}_col`, `{i}_data`, and metadata arrays beside them,
 `omega` (nframes, 2) holding each frame's start and end angle, and from our
 export `peakstream_status` (a point's status in the run, 0 ok: frames of the
 others are not points here, so they are missing again) and `peakstream_detector`
-(the detector's name, else "detector", or what --detector says). Frames become
+(the detector's name, else "detector", or what --detector says), and
+`peakstream_normalised` (the pixels are normalised already: the start's meta
+`sparse_normalised`, which a normalise node does not scale again). Frames become
 SparseFrames (raster-sorted here if they are not; duplicate pixels are summed,
 as hexrd's csr matrices do) and enter the chain after the threshold; the
 omega motor is the mean of each pair unless a motor spec says otherwise.
@@ -20,6 +22,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from nodes.sparse import SPARSE_NORMALISED
 from stream.core.item import SparseFrame
 from stream.core.messages import DTYPES, Point, Start
 from stream.sources.files.common import (
@@ -32,6 +35,7 @@ from stream.sources.files.common import (
     scan_id_from,
     select,
 )
+from stream.sources.files.ours import NORMALISED_KEY, normalised_record
 
 
 def is_framecache(path: str | os.PathLike) -> bool:
@@ -67,6 +71,8 @@ def read_framecache(path: str | os.PathLike, *, motors: Mapping[str, ValueSpec] 
                 if "peakstream_status" in npz.files else None
             if detector is None and "peakstream_detector" in npz.files:  # our export's
                 detector = str(npz["peakstream_detector"])
+            normalised = normalised_record(
+                str(npz[NORMALISED_KEY]) if NORMALISED_KEY in npz.files else None, path)
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{path}: bad frame-cache metadata: {exc}") from None
     if len(shape) != 2 or min(shape) < 1 or max(shape) > 65535:
@@ -90,6 +96,8 @@ def read_framecache(path: str | os.PathLike, *, motors: Mapping[str, ValueSpec] 
                              f"give a range, a list, a file or a number")
     check_counts(every, hi - lo + 1)
     meta = {"source": "framecache", "file": path, "omega_mean_of_pairs": omega is not None}
+    if normalised:  # our export of normalised pixels: a normalise node must not scale again
+        meta[SPARSE_NORMALISED] = normalised
     itype = np.dtype(dtype).name if dtype in DTYPES else "float32"
     start = make_start(scan_id or scan_id_from(path), detector or "detector", shape, itype,
                        motors, counters, hi - lo + 1, trajectory, meta, first=lo)

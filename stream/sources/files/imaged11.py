@@ -16,7 +16,9 @@ Our sparse export (`stream.offline.export`) writes its frames in point order
 with `peakstream_status` (a point's status in the run, 0 ok) and the attr
 `peakstream_detector` (the detector's name, else "detector"): those frames are
 not sorted, and frames of points that were not ok are not points here, so a
-replay finds them missing again instead of as empty frames.
+replay finds them missing again instead of as empty frames. Its attr
+`peakstream_normalised` says the pixels are normalised already (the start's
+meta `sparse_normalised`, `nodes.sparse`): a normalise node does not scale them.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from collections.abc import Iterator
 import h5py
 import numpy as np
 
+from nodes.sparse import SPARSE_NORMALISED
 from stream.core.block import SparseBlock
 from stream.core.item import SparseFrame
 from stream.core.messages import Point, Start
 from stream.core.trajectory import ROTATION_NAMES
 from stream.sources.files.common import make_start, scan_id_from
+from stream.sources.files.ours import NORMALISED_KEY, normalised_record
 
 OMEGA_NAMES = tuple(f"measurement/{name}" for name in ROTATION_NAMES)
 DTY_NAMES = ("measurement/dty_center", "measurement/dty", "measurement/diffty_center",
@@ -78,12 +82,15 @@ def read_imaged11_blocks(path: str | os.PathLike, scan_id: str | None = None,
         trajectory = _trajectory(g, motors)
         ok = _recorded_ok(g, nnz.shape[0], path)
         detector = str(g.attrs.get("peakstream_detector", DETECTOR))  # our export's
+        normalised = normalised_record(g.attrs.get(NORMALISED_KEY), f"{path}::{group}")
     order = _omega_order(motors["omega"]) if "omega" in motors and ok is None else None
     sid = scan_id if scan_id and scan_id.strip("/") != group else \
         scan_id_from(path, "_" + group.replace("/", "_"))
     meta = {"source": "imaged11", "file": os.fspath(path), "group": group}
     if ok is not None and not ok.all():
         meta["absent_points"] = int((~ok).sum())
+    if normalised:  # our export of normalised pixels: a normalise node must not scale again
+        meta[SPARSE_NORMALISED] = normalised
     start = make_start(sid, detector, shape, itype, list(motors), ["frame"], nnz.shape[0],
                        trajectory, meta)
     return start, _blocks(path, group, nnz, motors, order, block_pixels, ok)

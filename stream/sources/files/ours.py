@@ -6,11 +6,18 @@ counters/) and the start message (`/entry/process/start`, JSON) are all a
 replay needs to run the label / properties / linker steps again with other
 criteria, without the frames. Points recorded missing or bad are not sent, so
 they are missing again. Pixels are read in blocks of whole points.
+
+The pixels of a chain with a normalise node are normalised already: the start's
+meta says so (`nodes.sparse.SPARSE_NORMALISED`, `pixels_normalised`), so that a
+normalise node of the replay's chain does not scale them twice. Our sparse and
+frame-cache exports carry the same record (`NORMALISED_KEY`, JSON), which their
+readers give back (`normalised_record`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import tomllib
@@ -25,6 +32,7 @@ from stream.core.messages import DetectorInfo, Point, Start, start_from_json
 from stream.sources.files.common import select
 
 BLOCK_PIXELS = 1 << 20
+NORMALISED_KEY = "peakstream_normalised"  # an export's record of its pixels' normalisation
 
 
 def is_ours(f: h5py.File) -> bool:
@@ -52,7 +60,7 @@ def read_peakstream(path: str | os.PathLike, *, scan_id: str | None = None,
             raise ValueError(f"{path}: not a peakstream output file (no /entry/process and "
                              f"/entry/<detector>/peaks2d)")
         recorded = _start(f, path)
-        normalised = recorded.meta.get(SPARSE_NORMALISED) or _normalised(f)
+        normalised = pixels_normalised(f, path)
         det = _detector(f, path, detector or next(iter(recorded.detectors), None))
         sparse = f[f"entry/{det}/sparse"]
         shape = (int(sparse.attrs["shape0"]), int(sparse.attrs["shape1"]))
@@ -74,6 +82,31 @@ def _start(f: h5py.File, path: str) -> Start:
         return start_from_json(f["entry/process/start"].asstr()[()])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: bad /entry/process/start: {exc}") from None
+
+
+def pixels_normalised(f: h5py.File, path: str) -> dict | None:
+    """The normalisation an output file's pixels carry ({"counter", "reference"}), or
+    None: its start's (it replayed normalised pixels), else its chain's normalise node's."""
+    return _start(f, path).meta.get(SPARSE_NORMALISED) or _normalised(f)
+
+
+def normalised_record(value: object, where: str) -> dict | None:
+    """An export's `NORMALISED_KEY` record (JSON text, None when absent) as the start's
+    meta takes it; a ValueError naming `where` if it is no such record (left unread,
+    a chain's normalise node would scale the pixels a second time)."""
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    try:
+        record = json.loads(text)
+        counter, reference = record["counter"], float(record["reference"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{where}: {NORMALISED_KEY} {text!r} is not a normalisation record "
+                         f"({{\"counter\": ..., \"reference\": ...}}): {exc}") from None
+    if not isinstance(counter, str) or not (math.isfinite(reference) and reference > 0):
+        raise ValueError(f"{where}: {NORMALISED_KEY} {text!r} is not a normalisation record "
+                         f"(a counter name and a positive reference)")
+    return {"counter": counter, "reference": reference}
 
 
 def _normalised(f: h5py.File) -> dict | None:
