@@ -176,31 +176,14 @@ def input_files(args: list[str], prefix: str = "", extension: str = "") -> list[
 
 def hdf5_frames(inputs: list[str]) -> list[str]:
     """Each HDF5 file given without a path as the FILE::/path stacks a replay takes from
-    it (`stream.sources.files.bliss.frame_stacks`: a Lima file's frames, each scan entry's
-    of a Bliss master file), said on stderr; other inputs as they are. A file of several
-    stacks is refused, naming them, unless fabio reads it (an EIGER master file, whose
-    data_000001, data_000002 ... fabio joins)."""
-    import h5py
+    it (`stream.sources.files.frame_inputs`), said on stderr; other inputs as they are. A
+    file of several stacks is refused, naming them, unless fabio reads it (an EIGER
+    master file, whose data_000001, data_000002 ... fabio joins)."""
+    from stream.sources.files import frame_inputs
 
-    from stream.sources.files.bliss import frame_stacks
-    from stream.sources.files.hdf5 import open_file
-
-    out = []
-    for name in inputs:
-        if "::" in name or not h5py.is_hdf5(name):
-            out.append(name)
-            continue
-        try:
-            with open_file(name) as f:
-                stacks = frame_stacks(f)
-        except ValueError:
-            if not _fabio_reads(name):
-                raise
-            stacks = []
-        if stacks:
-            print(f"peakstream diffmap: {name}: no FILE::/path given: taking "
-                  f"{', '.join(stacks)}", file=sys.stderr)
-        out += [f"{name}::{path}" for path in stacks] or [name]
+    out, said = frame_inputs(inputs, readable=_fabio_reads)
+    for line in said:
+        print(f"peakstream diffmap: {line}", file=sys.stderr)
     return out
 
 

@@ -61,7 +61,14 @@ def run(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     try:
         points = parse_points(args.points)
-        frames, total = recording_frames(args.inputs, points, format=args.format,
+        inputs = list(args.inputs)
+        if not args.images:  # a Lima file's frames (a dark series), a Bliss master's
+            from stream.sources.files import frame_inputs
+
+            inputs, said = frame_inputs(inputs, args.format)
+            for line in said:
+                print(f"peakstream stats: {line}", file=sys.stderr)
+        frames, total = recording_frames(inputs, points, format=args.format,
                                          images=args.images, detector=args.detector,
                                          counts=counts)
         images, info = frame_stats(frames, stats, args.percentile,

@@ -24,7 +24,7 @@ from stream.offline.stats import (
     write_stats,
 )
 from stream.store.reader import load, summary
-from tests.support.files import corrected_chain, same
+from tests.support.files import corrected_chain, same, write_lima
 
 QS = [0.0, 10.0, 50.0, 97.5, 100.0]
 
@@ -253,3 +253,16 @@ def test_an_edf_dark_from_stats_is_used_by_a_replay(tmp_path):
     dark, = summary(tmp_path / "dark.edf.h5")["calibration"]["files"]
     head = f"{median.dtype.str} {median.shape}".encode()
     assert dark["sha256"] == hashlib.sha256(head + median.tobytes()).hexdigest()
+
+
+def test_a_lima_dark_series_without_a_dataset_path(tmp_path, capsys):
+    """A dark series saved by Lima (one HDF5 file, /entry_0000/measurement/data) asked for
+    --images FILE::/path; its frames are found as a replay finds them, and said so."""
+    darks = stack(9, shape=(16, 20), seed=2)
+    lima = write_lima(tmp_path / "dark_0000.h5", darks)
+    assert command(["stats", str(lima), "--stat", "median", "--output",
+                    str(tmp_path / "dark.npy"), "--quiet"]) == 0
+    assert f"{lima}: no FILE::/path given: taking /entry_0000/measurement/data" in \
+        capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(tmp_path / "dark.npy"),
+                                  np.median(darks, axis=0).astype(np.float32))

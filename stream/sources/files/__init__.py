@@ -1,7 +1,8 @@
 """Recorded scans of every kind, replayed as the Start + Point stream of a live scan.
 
 `detect_format(path)` tells a file's format from its content; `default_images(inputs)`
-finds the frames of Bliss master and Lima files given without --images (`bliss`);
+finds the frames of Bliss master and Lima files given without --images (`bliss`), and
+`frame_inputs(inputs)` gives them as FILE::/path stacks (stats, diffmap);
 `recordings(inputs)` groups the command line's inputs into scans (image files and
 `FILE::/path` stacks continue one scan, every other file is a scan of its own);
 `open_recording(inputs)` gives the start message and an iterator over the points of
@@ -26,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import h5py
@@ -46,7 +47,8 @@ IMAGE_FORMATS = ("hdf5", "fabio")  # several inputs of these continue one scan
 SPARSE_FORMATS = ("peakstream", "imaged11", "framecache")  # frames already thresholded
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
-__all__ = ["FORMATS", "default_images", "detect_format", "open_recording", "recordings"]
+__all__ = ["FORMATS", "default_images", "detect_format", "frame_inputs", "open_recording",
+           "recordings"]
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -184,6 +186,36 @@ def default_images(inputs: Iterable[str], format: str = "auto",
     where = "" if path.startswith("/") else " of each scan entry"
     return [path], (f"{', '.join(inputs)}: no --images given: replaying {path}{where} "
                     f"(as --images {path})")
+
+
+def frame_inputs(inputs: Iterable[str], format: str = "auto",
+                 readable: Callable[[str], bool] | None = None) -> tuple[list[str], list[str]]:
+    """The inputs with each HDF5 file of no other layout (`detect_format` "hdf5", given
+    without FILE::/path) replaced by the FILE::/path stacks of the frames a replay takes
+    from it (`bliss.frame_stacks`: a Lima file's, each scan entry's of a Bliss master
+    file), for the commands that take inputs as one run of frames (stats, diffmap); and
+    a line per file saying which it took. A file of several stacks is a ValueError naming
+    them, unless `readable(name)` (another reader takes it as it is)."""
+    from stream.sources.files.bliss import frame_stacks
+    from stream.sources.files.hdf5 import open_file
+
+    out, said = [], []
+    for name in map(os.fspath, inputs):
+        if format not in ("auto", "hdf5") or "::" in name or not os.path.isfile(name) or \
+                (format == "auto" and detect_format(name) != "hdf5"):
+            out.append(name)
+            continue
+        try:
+            with open_file(name) as f:
+                stacks = frame_stacks(f)
+        except ValueError:
+            if readable is None or not readable(name):
+                raise
+            stacks = []
+        if stacks:
+            said.append(f"{name}: no FILE::/path given: taking {', '.join(stacks)}")
+        out += [f"{name}::{path}" for path in stacks] or [name]
+    return out, said
 
 
 def recordings(inputs: Iterable[str], format: str = "auto",

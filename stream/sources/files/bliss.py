@@ -1,4 +1,4 @@
-"""Bliss master and Lima files: the frames a replay (or diffmap) takes when no
+"""Bliss master and Lima files: the frames a replay (diffmap, stats) takes when no
 --images (no FILE::/path) names them.
 
 A Bliss master file holds one group per scan entry (/1.1, /2.1, ...: `BLISS_SCAN`),
