@@ -76,7 +76,7 @@ def add_remote(sub: Any) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stream.run.dispatch import SINGLE_THREADED
+    from stream.run.spawn import SINGLE_THREADED
 
     for k, v in SINGLE_THREADED.items():  # one core per chain thread
         os.environ.setdefault(k, v)

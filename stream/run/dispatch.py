@@ -7,7 +7,9 @@
   that stays silent for `timeout` s, or whose thread or process ended, has its
   tasks handed to another (a point whose workers died `MAX_ATTEMPTS` times is
   bad, never lost); a worker that ended is started again (up to `respawn`
-  times per session).
+  times per session). A worker whose calibration files are not what this
+  process loaded at its start (`stream.run.workers`: unfit) is refused, and
+  none of ours is started again after that.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,21 +30,16 @@ import zmq
 
 from stream import __version__
 from stream.config.schema import Config
-from stream.core.threads import named_thread
 from stream.run.build import build_id
 from stream.run.curve import need_keys, secure_server
+from stream.run.spawn import alive, end_workers, start_worker
 from stream.run.tasks import Params, bad_result, encode_scan, encode_task, header_of, pack
-from stream.run.workers import serve
 from stream.wire.sockets import bind
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 CLOSE_WAIT = 5.0  # s close() waits for local workers still starting to register
-# one thread per worker for the numeric libraries, so N workers use N cores
-SINGLE_THREADED = {v: "1" for v in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
-                                    "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                    "BLOSC_NTHREADS")}
 
 
 @dataclass
@@ -99,8 +95,11 @@ class Dispatcher:
                 self.auth.stop()
             raise
         self.sockets = (self.router,)  # readable when results (or heartbeats) came
+        # the calibration this process loaded (and records): a worker that loads other
+        # contents says it is unfit, and is refused
         self.config_msg = pack({"type": "config", "text": config.text(),
-                                "base": str(config.base)})
+                                "base": str(config.base), "calibration": config.calibration()})
+        self.unfit = ""  # why a worker of ours was refused: none is started again
         self.tasks: dict[int, Task] = {}
         self.queue: deque[int] = deque()  # seqs waiting for a credit
         self.workers: dict[bytes, WorkerState] = {}
@@ -164,24 +163,13 @@ class Dispatcher:
         # a worker whose hello waits unread (nothing was dispatched: a block replay)
         # registers now, so that it hears the stop instead of waiting to be orphaned
         deadline = time.monotonic() + CLOSE_WAIT
-        while sum(w.local for w in self.workers.values()) < len(self.children) \
+        while sum(w.local for w in self.workers.values()) < sum(map(alive, self.children)) \
                 and time.monotonic() < deadline:
             self._read(0.05)
         stop = pack({"type": "stop"})
         for identity in list(self.workers):
             self._send(identity, [stop])
-        registered = {w.pid for w in self.workers.values()}
-        for child in self.children:
-            if isinstance(child, subprocess.Popen) and child.pid not in registered:
-                child.terminate()  # still starting: it would never hear the stop
-            if isinstance(child, threading.Thread):
-                child.join(timeout=5)
-            else:
-                try:
-                    child.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
+        end_workers(self.children, {w.pid for w in self.workers.values()})
         self.router.close(linger=0)
         if self.auth is not None:
             self.auth.stop()
@@ -202,23 +190,8 @@ class Dispatcher:
         return endpoint, endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
 
     def _spawn(self) -> None:
-        if self.kind == "threads":
-            child = named_thread(serve, f"worker-{len(self.children)}",
-                                 args=(self.endpoint, self.ctx),
-                                 kwargs={"heartbeat": self.heartbeat, "keys": self.keys or None})
-            child.start()
-        else:
-            root = str(Path(__file__).resolve().parents[2])
-            env = {**os.environ, **SINGLE_THREADED,
-                   "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get(
-                       "PYTHONPATH", "")) if p)}
-            here = self.endpoint.replace("tcp://*:", "tcp://127.0.0.1:").replace(
-                "tcp://0.0.0.0:", "tcp://127.0.0.1:")  # bound on all interfaces
-            keys = ["--keys", self.keys] if self.keys else []
-            child = subprocess.Popen([sys.executable, "-m", "stream.run.workers", here,
-                                      "--heartbeat", str(self.heartbeat),
-                                      "--parent", str(os.getpid()), *keys], env=env)
-        self.children.append(child)
+        self.children.append(start_worker(self.kind, self.endpoint, self.ctx, self.heartbeat,
+                                          self.keys, f"worker-{len(self.children)}"))
 
     def _read(self, timeout: float) -> None:
         """Handle every message waiting on the socket (waiting up to `timeout` s for one)."""
@@ -254,6 +227,9 @@ class Dispatcher:
             return
         if kind == "result":
             self._result(header["seq"], parts)
+        if kind == "unfit" and w is not None:
+            self._refuse_unfit(w, header["reason"])
+            return
         if w is None:  # a worker we had given up: it must register again
             self._send(identity, [pack({"type": "reset"})])
             return
@@ -279,6 +255,18 @@ class Dispatcher:
             log.warning("refused worker pid %s from %s: %s", hello.get("pid"),
                         address or "?", why)
         self._send(identity, [pack({"type": "refused", "reason": f"refused: {why}"})])
+
+    def _refuse_unfit(self, w: WorkerState, why: str) -> None:
+        """A worker whose calibration files are not what this process loaded at its start:
+        refused (it ends). One of ours is not started again: another would load the same
+        files; the points go to the workers left, or are bad saying why."""
+        self.workers.pop(w.identity, None)
+        self._send(w.identity, [pack({"type": "refused", "reason": f"refused: {why}"})])
+        if w.local:
+            self.unfit, self.respawn = why, 0
+        log.error("refused worker pid %d%s: %s%s", w.pid,
+                  "" if w.local else f" from {w.address or '?'}", why,
+                  "; no worker is started again" if w.local else "")
 
     def _result(self, seq: int, parts: list) -> None:
         task = self.tasks.pop(seq, None)
@@ -333,7 +321,7 @@ class Dispatcher:
             beat = pack({"type": "heartbeat"})
             for identity in list(self.workers):
                 self._send(identity, [beat])
-        for child in [c for c in self.children if not _alive(c)]:
+        for child in [c for c in self.children if not alive(c)]:
             self.children.remove(child)
             pid = child.pid if isinstance(child, subprocess.Popen) else None
             ident = child.ident if isinstance(child, threading.Thread) else None
@@ -352,7 +340,9 @@ class Dispatcher:
                 if isinstance(child, subprocess.Popen) and child.pid == w.pid and w.local:
                     child.kill()
         if self.queue and not self.workers and not self.children:
-            self._fail_queued("no worker is left (they ended and the restarts are used up)")
+            self._fail_queued("no worker is left (" + (
+                f"a worker was refused: {self.unfit}" if self.unfit else
+                "they ended and the restarts are used up") + ")")
         self._dispatch()
 
     def _lost(self, w: WorkerState, why: str) -> None:
@@ -382,10 +372,6 @@ class Dispatcher:
             task = self.tasks.pop(self.queue.popleft(), None)
             if task is not None:
                 self.done.append(bad_result(task.seq, task.scan, task.point_id, why))
-
-
-def _alive(child: Any) -> bool:
-    return child.is_alive() if isinstance(child, threading.Thread) else child.poll() is None
 
 
 def _peer(frame: Any) -> str:

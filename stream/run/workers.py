@@ -16,13 +16,22 @@ busy, and gives up when the dispatcher has been silent for `orphan` s.
 
 Messages (part 0 a msgpack map with `type`):
 
-    dispatcher -> worker   config {text, base}; scan {scan, detector,
+    dispatcher -> worker   config {text, base, calibration}; scan {scan, detector,
                            max_frame_bytes} + start message; task {seq, scan,
                            point_id, [params], [preview]} + the point's parts;
                            heartbeat; reset; stop
-    dispatcher -> worker   refused {reason} (a hello of another peakstream version)
+    dispatcher -> worker   refused {reason} (a hello of another peakstream version, or
+                           an unfit worker)
     worker -> dispatcher   hello {pid, thread, parent, version, build}; ready {credits};
-                           result {seq, scan, ..., [preview]} + buffers; heartbeat
+                           unfit {reason}; result {seq, scan, ..., [preview]} + buffers;
+                           heartbeat
+
+The config message carries the calibration the dispatcher's process loaded at its
+start (`Config.calibration`: each dark, flat, mask, PONI, ... file and its sha256),
+which its scan files record. A worker whose own chain loaded other contents (a dark
+taken again, then a worker started again after a crash; a worker of another host)
+answers unfit instead of ready, and the dispatcher refuses it: its points would
+silently mix two calibrations.
 
 Parameter changes (`set` on the control socket) travel with the tasks: a task
 carries `params` = [version, {node: {key: value}}], every change made so far
@@ -93,6 +102,20 @@ class Worker:
         if header["type"] == "task":
             return self._process(header, parts[1:])
         raise ValueError(f"worker: unknown message type {header.get('type')!r}")
+
+    def unfit(self, recorded: dict[str, Any] | None) -> str:
+        """Why this chain must not process the dispatcher's points: its calibration files
+        (dark, flat, mask, PONI, ...) are not what the dispatcher's process loaded at its
+        start, the `recorded` calibration its scan files record (a dark taken again, then
+        a worker started again after a crash, or a worker of another host); "" if none."""
+        from stream.store.identity import calibration_changes
+
+        changed = calibration_changes(recorded, self.config.calibration(),
+                                      "when the processor started")
+        if not changed:
+            return ""
+        return ("its calibration files are not what the processor loaded at its start "
+                "(and records in its scan files): " + "; ".join(changed))
 
     def close(self) -> None:
         from stream.run.refs import close_refs
@@ -243,7 +266,12 @@ def serve(endpoint: str, context: zmq.Context | None = None, *, heartbeat: float
                 h = header_of(parts)
                 raise (Refused if h.get("refused") else RuntimeError)(h["reason"])
             if kind == "config":
-                worker = _configure(header_of(parts), worker)
+                h = header_of(parts)
+                worker = _configure(h, worker)
+                unfit = worker.unfit(h.get("calibration"))
+                if unfit:  # the dispatcher refuses us with this reason, we end
+                    chain.send(pack({"type": "unfit", "reason": unfit}))
+                    continue
                 if warm is not None:
                     warm(worker.config)
                 chain.send(pack({"type": "ready", "credits": CREDITS}))
@@ -289,9 +317,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for `run`, which stops us
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    serve(args.endpoint, heartbeat=args.heartbeat,
-          orphan=math.inf if args.orphan <= 0 else args.orphan, parent=args.parent,
-          keys=args.keys, freeze_gc=True)
+    try:
+        serve(args.endpoint, heartbeat=args.heartbeat,
+              orphan=math.inf if args.orphan <= 0 else args.orphan, parent=args.parent,
+              keys=args.keys, freeze_gc=True)
+    except Refused as exc:  # the dispatcher logs why; no traceback for it
+        log.warning("worker %d: %s", os.getpid(), exc)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -39,10 +39,12 @@ def recorded_calibration(proc: Any) -> dict[str, Any] | None:
         return None
 
 
-def calibration_changes(recorded: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
+def calibration_changes(recorded: dict[str, Any] | None, current: dict[str, Any],
+                        then: str = "when the file was written") -> list[str]:
     """Each calibration file whose content is not what the file `recorded` (its dark,
     flat, mask, ... taken again since), one line each naming the node, key and path;
-    [] when they all match, or the file records none (older files)."""
+    [] when they all match, or the file records none (older files). `then` says when
+    the recorded content was read."""
     if recorded is None:
         return []
     now = {(f["node"], f["key"]): f for f in current.get("files", [])}
@@ -58,8 +60,8 @@ def calibration_changes(recorded: dict[str, Any] | None, current: dict[str, Any]
             out.append(f"{where}: {cur['path']} cannot be read now ({cur['error']})")
         else:
             out.append(f"{where}: {cur['path']} holds another content now (sha256 "
-                       f"{cur['sha256'][:12]}..., {was['sha256'][:12] or 'unread'}... when "
-                       f"the file was written, from {was['path']})")
+                       f"{cur['sha256'][:12]}..., {was['sha256'][:12] or 'unread'}... {then}, "
+                       f"from {was['path']})")
     return out
 
 
