@@ -3,6 +3,12 @@
 `SparseFrame` is the raster-sorted COO form of a frame (ImageD11's layout);
 `Item` carries a point's motors, counters, the detector frame (dense, then
 sparse), the 2D peak table and any named outputs a node wants stored.
+
+A point's result keeps read-only views of the sparse frame's and the peaks'
+arrays (`stream.run.tasks.result_of`): those are each point's own (a node
+that fills a buffer it keeps copies out of it, as threshold does). A named
+output may be an array the node keeps and writes again at the next point: the
+result keeps a copy of it.
 """
 
 from __future__ import annotations

@@ -69,7 +69,14 @@ def result_of(seq: int, scan: int, item: Item, status: str, reason: str = "",
     without the wire: a new item with the point's fields, and of a good point its sparse
     frame (with its runs when it has them), 2D peaks and named outputs as contiguous
     read-only arrays. Worker threads hand this to the runner as it is (in one process the
-    encoding and decoding, ~0.1 ms of CPU per point, bought nothing)."""
+    encoding and decoding, ~0.1 ms of CPU per point, bought nothing).
+
+    Never the nodes' own arrays made read-only: read-only views of them (a node may
+    keep an array it made and write it again), and of a named output a node could
+    write again (writeable) a copy, which the next point cannot change while the
+    collector or the linker still holds it. The sparse frame and the peaks are each
+    point's own arrays (the kernels make them; threshold copies out of its reused
+    buffers)."""
     out = Item(item.point_id, item.detector, item.time, item.motors, item.counters,
                flags=list(item.flags))
     sp = item.sparse
@@ -81,7 +88,7 @@ def result_of(seq: int, scan: int, item: Item, status: str, reason: str = "",
                 None if sp.runs is None else _r(sp.runs))
         if item.peaks is not None:
             out.peaks = {name: _r(col) for name, col in item.peaks.items()}
-        out.outputs = {name: _r(arr) for name, arr in item.outputs.items()}
+        out.outputs = {name: _own(arr) for name, arr in item.outputs.items()}
     return Result(seq, scan, item.point_id, out, status, reason,
                   None if preview is None else _c(preview))
 
@@ -91,12 +98,20 @@ def _c(arr: np.ndarray) -> np.ndarray:
 
 
 def _r(arr: np.ndarray) -> np.ndarray:
-    """Contiguous and read-only: the linker hands its kernels read-only arrays
-    (`nodes.kernels.readonly`); a worker thread's result is so already, and the
-    collector's thread, the one that is serial, does not make views of them."""
-    arr = np.ascontiguousarray(arr)
-    arr.flags.writeable = False
-    return arr
+    """A contiguous read-only view (of a copy, if `arr` is not contiguous): the linker
+    hands its kernels read-only arrays (`nodes.kernels.readonly`); a worker thread's
+    result is so already, and the collector's thread, the one that is serial, does not
+    make views of them. A view, so that the array the node made stays as it was."""
+    view = np.ascontiguousarray(arr).view()
+    view.setflags(write=False)
+    return view
+
+
+def _own(arr: Any) -> np.ndarray:
+    """A named output as the result keeps it: `_r` of a copy if a node could write it
+    again (the copy of a few small arrays a point costs ~1 us), else of it."""
+    arr = np.asarray(arr)
+    return _r(arr.copy() if arr.flags.writeable else arr)
 
 
 def encode_result(seq: int, scan: int, item: Item, status: str, reason: str = "",

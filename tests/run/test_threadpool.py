@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nodes.link.warmup import readonly_frame, readonly_peaks
@@ -14,8 +15,10 @@ from stream.core.messages import Point
 from stream.core.threads import named_thread
 from stream.run.dispatch import Dispatcher
 from stream.run.executors import InlineExecutor, make_executor
-from stream.run.tasks import as_result
+from stream.run.pipeline import Pipeline
+from stream.run.tasks import as_result, encode_scan
 from stream.run.threadpool import ThreadPool
+from stream.run.workers import Worker
 from stream.sources.simulate import Simulation
 from stream.wire.codec import decode, encode
 from tests.support.flow import SIMCONF
@@ -90,6 +93,42 @@ def test_a_threads_result_is_read_only_so_the_linker_takes_it_as_it_is():
     writeable = {k: v.copy() for k, v in peaks.items()}  # (what another caller may give)
     views = readonly_peaks(writeable)
     assert views is not writeable and not any(v.flags.writeable for v in views.values())
+
+
+class ReusedBuffer:
+    """A node that writes each point's output into the one array it keeps."""
+
+    kind = "reused"
+
+    def __init__(self) -> None:
+        self.buffer = np.zeros(3, np.float32)
+
+    def setup(self, scan) -> None:
+        pass
+
+    def process(self, item):
+        self.buffer[:] = item.point_id
+        item.outputs["reused"] = self.buffer
+        return item
+
+
+def test_a_node_may_reuse_an_output_buffer():
+    """A result keeps read-only views, never the node's arrays made read-only: a node
+    that puts the same array into its outputs at every point can write it at the next
+    point, and what it wrote does not change the earlier points' results (which the
+    collector or the linker may still hold)."""
+    worker = Worker(Config.load(CONFIGS / "simulated.toml"))
+    node = ReusedBuffer()
+    worker.pipeline = Pipeline([*worker.pipeline.nodes, node])
+    sim = Simulation(SIMCONF)
+    worker.handle(encode_scan(1, encode(sim.start("reuse")), "eiger", 1 << 26))
+    results = [worker.run(seq, 1, pid, encode(sim.point(pid, "reuse")))
+               for seq, pid in enumerate(POINTS[:3])]
+    assert [r.status for r in results] == ["ok"] * 3, [r.reason for r in results]
+    for r, pid in zip(results, POINTS[:3], strict=True):
+        assert r.item.outputs["reused"].tolist() == [pid] * 3
+        assert not r.item.outputs["reused"].flags.writeable
+    assert node.buffer.flags.writeable
 
 
 def test_a_point_of_a_scan_the_threads_were_not_set_up_for_is_bad():
