@@ -17,7 +17,6 @@ completes that file instead (`warn_earlier`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,15 @@ from stream.run.openscan import SCAN_ID
 from stream.run.resumeparams import restore_params
 from stream.store.identity import processing_hash
 from stream.store.naming import safe_name
-from stream.store.outputdir import output_files, scan_entries
+from stream.store.outputdir import output_files
 from stream.store.resume import (
     FILLABLE,
+    Candidate,
     Resumed,
     ResumeError,
     newest_resumable,
-    resumable,
     resume,
+    survey,
 )
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,16 @@ class ResumeFinder:
         self.resume_file: Path | None = None  # replay --resume: continue this file
         self._no_resume: set[str] = set()  # scan ids that have no file to resume
         self.not_resumed: set[Path] = set()  # files another acquisition reached: left alone
+        # the candidate files of the scan whose start (or stray point) is being looked
+        # at, each read once for all that is decided of it (`survey`)
+        self._surveyed: tuple[str, list[Candidate]] | None = None
 
     def for_start(self, start: Start) -> Resumed | None:
         """The crashed file this start continues (replay --resume's, or one the pattern's
         directory holds for this scan and config), reopened; None: a new file.
         ResumeError when `resume_file` cannot be continued."""
         interval = self.config["output"]["flush_interval"]
+        self._surveyed = None  # a start: the files as they are now
         if self.resume_file is not None:
             return self._with_params(resume(self.resume_file, self.config.text(),
                                             start_to_json(start), flush_interval=interval,
@@ -84,6 +88,7 @@ class ResumeFinder:
         if (scan_id in self._no_resume or not SCAN_ID.fullmatch(scan_id)
                 or len(self._no_resume) >= MAX_LOOKUPS):
             return None  # stray points of many scans: a few directory lookups at most
+        self._surveyed = None
         found = self._resumable(scan_id)
         if found is None:
             self._no_resume.add(scan_id)
@@ -108,16 +113,11 @@ class ResumeFinder:
         ended incomplete makes a second file; `replay --fill` completes the first)."""
         if self.output_file is not None:
             return  # one named file (replay --output): the caller chose it
-        for earlier, entry in self._scan_files(scan_id):
+        earlier_files, self._surveyed = self._survey(scan_id), None
+        for c in earlier_files:
+            earlier, status, lost = c.path, c.status, c.lost
             if earlier == path:
                 continue
-            try:
-                status = str(entry.attrs.get("status", "?"))
-                counts = entry["process/counters"].attrs
-                lost = [f"{int(counts[k])} {k}" for k in ("missing", "bad")
-                        if int(counts.get(k, 0))]
-            except (OSError, KeyError, ValueError):
-                continue  # not ours, or not readable
             ended = ("was left open (status running)" if status == "running"
                      else f"ended {status}" + (f" ({', '.join(lost)} points)" if lost else ""))
             hint = (f"; to complete the earlier file instead, from the scan's recording: "
@@ -150,33 +150,24 @@ class ResumeFinder:
         directory or the directories its pattern makes (two levels)."""
         if not self.config["output"]["resume"] or self.output_file is not None:
             return None
-        return newest_resumable(self._candidates(scan_id), scan_id, self.config.text())
+        return newest_resumable(self._survey(scan_id), self.config.text())
 
     def _crashed_with_another_config(self, scan_id: str) -> Path | None:
         """The newest file a crash left open for this scan with another processing config
         (not a file of this config that is not ours to resume: a copy, a link)."""
         if not self.config["output"]["resume"] or self.output_file is not None:
             return None
-        mine, found = processing_hash(self.config.text()), []
-        for path, entry in self._scan_files(scan_id):
-            try:
-                if (resumable(entry)
-                        and processing_hash(entry["process/config"].asstr()[()]) != mine):
-                    found.append((path.stat().st_mtime, path))
-            except (OSError, KeyError, ValueError):
-                continue  # not ours, or not readable
+        mine = processing_hash(self.config.text())
+        found = [(c.mtime, c.path) for c in self._survey(scan_id)
+                 if c.resumable and c.processing != mine]
         return max(found)[1] if found else None
 
-    def _scan_files(self, scan_id: str) -> Iterator[tuple[Path, Any]]:
-        """(path, /entry) of each regular candidate file of this scan id, in name order,
-        open while the caller looks at it (`stream.store.outputdir.scan_entries`: links,
-        FIFOs and files that are not ours are never opened or skipped)."""
-        for path, _, entry in scan_entries(sorted(self._candidates(scan_id))):
-            try:
-                if str(entry.attrs.get("scan_id")) == scan_id:
-                    yield path, entry
-            except (OSError, KeyError, ValueError):
-                continue  # not ours, or not readable
+    def _survey(self, scan_id: str) -> list[Candidate]:
+        """The candidate files of this scan id (in name order), each read once per start
+        or stray point (`stream.store.resume.survey`)."""
+        if self._surveyed is None or self._surveyed[0] != scan_id:
+            self._surveyed = (scan_id, survey(sorted(self._candidates(scan_id)), scan_id))
+        return self._surveyed[1]
 
     def _candidates(self, scan_id: str) -> list[Path]:
         """The files of the output directory (two levels) that may be this scan's."""

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -211,26 +213,59 @@ def resumable_file(directory: str | Path, scan_id: str, config_text: str) -> Pat
     """The output file in `directory` (newest first) of scan `scan_id` that a crash left
     open (status running or fail) and that was written with this config; None if none.
     For a restarted daemon that sees the start of a scan it was writing."""
-    return newest_resumable(Path(directory).glob("*.h5"), scan_id, config_text)
+    return newest_resumable(survey(Path(directory).glob("*.h5"), scan_id), config_text)
 
 
-def newest_resumable(paths: Iterable[Path], scan_id: str, config_text: str) -> Path | None:
-    """Of `paths`, the newest file of scan `scan_id` a crash left open with this config,
-    written by us at that very name and inode (a copy, a link or another user's file is
-    never resumed into)."""
+@dataclass
+class Candidate:
+    """What the resume side needs of one file of a scan: read once at the scan's start
+    (`survey`), for the file to continue and for the warnings about the others."""
+
+    path: Path
+    mtime: float
+    status: str
+    resumable: bool  # `resumable`: a crash left it to be continued
+    ours: bool  # ours to continue: this user's, written by us at this very name and
+    # inode (never a copy, a link or another user's file), with a checkpoint
+    config: str  # the config text it was written with
+    lost: list[str]  # "3 missing", "1 bad": its points not stored
+
+    @cached_property
+    def processing(self) -> str:
+        """`processing_hash` of its config (parsed only when asked for)."""
+        return processing_hash(self.config)
+
+    def continues(self, processing: str) -> bool:
+        """Is this the file a start (or a point) of its scan with this config continues?"""
+        return self.ours and self.resumable and self.processing == processing
+
+
+def survey(paths: Iterable[Path], scan_id: str) -> list[Candidate]:
+    """Each output file of `paths` (in the order given) of scan `scan_id`, opened once
+    (`stream.store.outputdir.scan_entries`: links, FIFOs and files that are not ours
+    are never opened or skipped)."""
     from stream.store.outputdir import scan_entries
 
-    want = processing_hash(config_text)
     found = []
-    for path, st, entry in scan_entries(paths, mine=True):  # never another user's file
+    for path, st, entry in scan_entries(paths):
         try:
-            proc = entry["process"].attrs
-            if (proc.get("file") == path.name and proc.get("inode") == st.st_ino
-                    and str(entry.attrs.get("scan_id")) == scan_id
-                    and resumable(entry)
-                    and processing_hash(entry["process/config"].asstr()[()]) == want
-                    and "checkpoint" in entry["process"]):
-                found.append((st.st_mtime, path))
+            if str(entry.attrs.get("scan_id")) != scan_id:
+                continue
+            proc = entry["process"]
+            counts = proc["counters"].attrs
+            ours = (st.st_uid == os.geteuid() and proc.attrs.get("file") == path.name
+                    and proc.attrs.get("inode") == st.st_ino and "checkpoint" in proc)
+            found.append(Candidate(
+                path, st.st_mtime, str(entry.attrs.get("status", "?")), resumable(entry),
+                ours, proc["config"].asstr()[()],
+                [f"{int(counts[k])} {k}" for k in ("missing", "bad") if int(counts.get(k, 0))]))
         except (OSError, KeyError, ValueError):
-            continue  # not ours, or not readable: never resumed into
+            continue  # not ours, or not readable
+    return found
+
+
+def newest_resumable(candidates: Iterable[Candidate], config_text: str) -> Path | None:
+    """Of `candidates`, the newest file a crash left open that this config continues."""
+    want = processing_hash(config_text)
+    found = [(c.mtime, c.path) for c in candidates if c.continues(want)]
     return max(found)[1] if found else None
