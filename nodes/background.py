@@ -305,6 +305,18 @@ class Background:
         item.outputs[CUT_MAP] = cut
         item.outputs[CUT_MIN] = np.array(lowest, np.float64)
 
+    def unused(self, chain: list) -> dict[str, str]:
+        """The settable parameters this node does not read in `chain` (which holds it),
+        with why: nsigma and min_excess make only the cut map, which no node takes
+        without a threshold after this one (a `set` would be recorded, change nothing)."""
+        after = chain[next((i for i, n in enumerate(chain) if n is self), len(chain)) + 1:]
+        if any(n.kind == "threshold" for n in after):
+            return {}
+        why = ("they make only the cut map of a threshold after this background node, and "
+               "the chain has none (no cut map is made); the level, the spread and a "
+               "subtracted frame do not depend on them")
+        return {"nsigma": why, "min_excess": why}
+
     def config(self) -> dict[str, Any]:
         """The node's settings at the scan's start (provenance), pyFAI's names for the
         geometry and the invalid pixels, as integrate's."""
