@@ -254,6 +254,23 @@ class Collector:
             self.store.event("replaced", f"point {point_id}: a valid message replaces the "
                                          f"refused one", point_id)
 
+    def retake(self, point_id: int) -> bool:
+        """A copy of a point the workers found bad (a frame that does not decode), held
+        and not linked yet: its bad result is dropped, the copy is taken (event `replaced`;
+        the point counts as accepted once). False if not held as bad: a duplicate."""
+        slot = self.buffer.waiting.get(point_id)
+        if slot is None or slot.status != "bad":
+            return False
+        del self.buffer.waiting[point_id]
+        self.counters["bad"] -= 1
+        self.counters["accepted"] -= 1
+        if self.first_bad.startswith(f"point {point_id}: "):  # another held one, if any
+            self.first_bad = next((f"point {s.point_id}: {s.reason}" for s in sorted(
+                self.buffer.waiting.values(), key=lambda s: s.point_id) if s.status == "bad"), "")
+        self.store.event("replaced", f"point {point_id}: a later message replaces the one "
+                                     f"found bad ({slot.reason})", point_id)
+        return True
+
     def _link_gap(self, gap: range) -> None:
         """Points that never came: written as one range (rows, event, log line), never
         point by point; those whose message was refused on arrival are bad."""

@@ -317,7 +317,7 @@ class ScanRunner:
             return
         if cur.resumed is not None and cur.resumed.stored(pid):
             return resent_point(self, cur, point, parts)  # kept, unless another acquisition's
-        if cur.collector.seen(pid):
+        if cur.collector.seen(pid) and not cur.collector.retake(pid):  # (bad, held: taken)
             self._count("duplicate", f"point {pid}: {cur.collector.why_seen(pid)}; dropped", pid)
             return
         if problem := frame_problem(point, cur, self.config["source"]["allow_refs"]):

@@ -1,6 +1,7 @@
 """A sender that sends its scan again (a restart): the open scan's own start again is
 a duplicate that changes nothing; a point that comes after it was recorded missing is
-dropped with that reason (replay --fill completes the scan)."""
+dropped with that reason (replay --fill completes the scan); a valid copy of a point
+the workers found bad replaces it until the linker has taken it."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
+import zmq
 
 from stream.config.schema import Config
+from stream.core.encoded import compress
 from stream.run.runner import ScanRunner
 from stream.sources.simulate import Simulation
-from stream.store.reader import load
+from stream.store.reader import load, summary
 from stream.wire.codec import encode
-from tests.support.flow import SIMCONF, reference_tables, tables
+from tests.support.flow import SIMCONF, reference_tables, tables, workers_config
 from tests.support.paths import CONFIGS
 
 
@@ -99,3 +103,55 @@ def test_a_scan_resent_after_it_ended_incomplete_names_the_earlier_file(tmp_path
     assert str(first) in text and str(second) in text, text
     assert "ended incomplete (2 missing points)" in text, text
     assert f"peakstream replay RECORDING --fill {first}" in text, text
+
+
+def bslz4_point(sim: Simulation, i: int, scan_id: str, corrupt: bool = False) -> list:
+    """Point i's message with its frame as bslz4; `corrupt`: its first block's size field
+    runs past the data, so that the frame does not decode (bad at the worker: the
+    receiver does not decode frames)."""
+    point = sim.point(i, scan_id)
+    (name, frame), = point.frames.items()
+    enc = compress(frame, "bslz4")
+    if corrupt:
+        data = bytearray(enc.buffer)
+        data[12:16] = b"\x7f\xff\xff\xff"
+        enc = dataclasses.replace(enc, buffer=memoryview(bytes(data)))
+    point.frames = {name: enc}
+    return encode(point)
+
+
+@pytest.mark.system
+def test_a_valid_copy_replaces_a_point_found_bad_until_the_linker_takes_it(run_process,
+                                                                             tmp_path):
+    """Inline workers: each message is processed before the next is read. Point 6 is found
+    bad while point 5 has not come (held, not linked): its valid copy replaces it. Point
+    10 is found bad when every point before it is in: linked at once, its copy is a
+    duplicate and it stays bad."""
+    sim, n = Simulation(SIMCONF), SIMCONF.npoints
+    run = run_process(workers_config(tmp_path, "inline", name="resend"), "--scans", "1")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 10_000)
+    push.connect(run.endpoint)
+    order = [*range(5), (6, True), 6, 5, *range(7, 10), (10, True), 10, *range(11, n)]
+    try:
+        push.send_multipart(encode(sim.start("again")))
+        for p in order:
+            i, corrupt = p if isinstance(p, tuple) else (p, False)
+            push.send_multipart(bslz4_point(sim, i, "again", corrupt))
+        push.send_multipart(encode(sim.end("again", n)))
+        rc, _, err = run.wait()
+    finally:
+        push.close()
+    assert rc == 0, err
+    t = tables(tmp_path / "out" / "again.h5")
+    assert t["points"]["status"].tolist() == [2 if i == 10 else 0 for i in range(n)]
+    c = t["counters"]
+    assert (c["accepted"], c["processed"], c["bad"], c["duplicate"]) == (n, n - 1, 1, 1), c
+    events = {(k, p): str(m) for k, p, m in zip(t["events"]["kind"], t["events"]["point_id"],
+                                                 t["events"]["message"], strict=True)}
+    assert "a later message replaces the one found bad (node " in events["replaced", 6]
+    assert "bslz4 frame: block 0" in events["replaced", 6]
+    assert "already received (a duplicate" in events["duplicate", 10]
+    assert ("replaced", 10) not in events and ("bad", 6) not in events
+    s = summary(tmp_path / "out" / "again.h5")  # the first bad point is 10, not 6
+    assert s["status"] == "incomplete" and "point 10: node " in s["reason"], s["reason"]
