@@ -7,6 +7,7 @@ Each `cmd_*` takes the parsed arguments and returns the exit code: 0 done,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import subprocess
@@ -25,12 +26,10 @@ from stream.config.schema import Config
 log = logging.getLogger("peakstream")
 
 
-
 # ------------------------------------------------------------------ commands
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from stream.cli.warmup import warm_up
     from stream.run.runner import ScanRunner
     from stream.sources.base import open_source
     from stream.store.reader import format_summary, summary
@@ -40,7 +39,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"peakstream run: {unsafe}", file=sys.stderr)
         return EXIT_USAGE
     stop = _stop_flag()
-    warm_up(config, "run", quiet=args.quiet)  # before the data socket is bound
+    if not _warm_up(config, "run", stop, args.quiet):  # before the data socket is bound
+        return EXIT_OK  # no scan was taken: as the daemon
     try:
         source = open_source(config)
     except (OSError, ValueError) as exc:
@@ -183,7 +183,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Simulated acquisition -> ZeroMQ -> processor -> HDF5 -> summary and truth check."""
     from stream.cli.simulate import sim_config
-    from stream.cli.warmup import warm_up
     from stream.run.runner import ScanRunner
     from stream.sources.simulate import Simulation
     from stream.sources.simulate.config import SimConfig
@@ -193,7 +192,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     config = _config(args)
     config.override("source", "warmup", ["uint16/raw"])  # what the simulator sends
-    warm_up(config, "demo", quiet=args.quiet)
+    stop = _stop_flag()
+    if not _warm_up(config, "demo", stop, args.quiet):
+        return EXIT_FAILED  # no scan was processed
     source = ZmqSource("tcp://127.0.0.1:0", config["source"]["rcvhwm"])
     runner = ScanRunner(config, output_dir=args.output)
     cmd = [sys.executable, "-m", "stream.cli", "simulate", "--quiet", "--send", source.endpoint,
@@ -208,14 +209,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     with source:
         try:
-            while not runner.results and time.monotonic() < deadline:
+            while not runner.results and time.monotonic() < deadline and not stop["now"]:
                 runner.step(source)
                 progress()
                 if sender.poll() not in (None, 0):
                     break
         finally:
-            runner.close("demo timed out or sender failed")
+            runner.close("stopped by signal" if stop["now"]
+                         else "demo timed out or sender failed")
     progress.done()
+    if stop["now"]:
+        sender.terminate()
     sender.wait(timeout=30)
     if not runner.results:
         print("demo: no scan was received", file=sys.stderr)
@@ -283,12 +287,36 @@ def _exit_code(results: list[dict[str, Any]]) -> int:
     return EXIT_OK if all(r["status"] in ok for r in results) else EXIT_FAILED
 
 
-def _stop_flag() -> dict[str, bool]:
-    flag = {"now": False}
+def _stop_flag() -> dict[str, Any]:
+    """SIGINT and SIGTERM set "now" (and "signal", the first one's name): the command
+    stops at its next step. A handler that raised (Python's KeyboardInterrupt) could
+    land anywhere, in a callback the HDF5 library makes into our file object too, where
+    it became a write error and the stop was lost."""
+    flag: dict[str, Any] = {"now": False, "signal": ""}
 
     def handler(signum: int, frame: Any) -> None:
-        flag["now"] = True
+        flag["now"], flag["signal"] = True, flag["signal"] or signal.Signals(signum).name
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     return flag
+
+
+def _warm_up(config: Config, label: str, stop: dict[str, Any], quiet: bool) -> bool:
+    """The warm-up of run and demo (`warm_up`), ended by a stop signal (`_stop_flag`)
+    before its next message, its scan closed as it is: False then, said on stderr. A
+    cold warm-up takes a minute; it ran to its end, or a ^C raised inside it."""
+    from stream.cli.warmup import warm_up
+    from stream.service.warming import StoppedStarting
+
+    def check() -> None:
+        if stop["now"]:
+            raise StoppedStarting(stop["signal"])
+
+    with contextlib.suppress(StoppedStarting):
+        warm_up(config, label, quiet=quiet, stop=check)
+    if stop["now"]:  # in the warm-up, or after its last message
+        print(f"peakstream {label}: stopped ({stop['signal']}) during the warm-up",
+              file=sys.stderr, flush=True)
+        return False
+    return True

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -18,7 +17,7 @@ from stream.service.clients import format_status
 from stream.service.control import request
 from stream.service.daemon import Daemon
 from tests.support.daemon import IN_PROCESS, daemon_config
-from tests.support.paths import ROOT
+from tests.support.processes import signal_once_said
 
 
 def test_status_is_refreshed_while_warming(tmp_path):
@@ -54,25 +53,12 @@ def test_a_source_without_a_data_socket_is_not_bound_after_the_warm_up():
 @pytest.mark.system  # a daemon subprocess compiling its kernels on an empty numba cache
 def test_sigterm_during_the_warm_up_is_logged_as_a_stop(tmp_path):
     config = daemon_config(tmp_path, IN_PROCESS)
-    log = tmp_path / "daemon.stderr"
-    with open(log, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "daemon", str(config), "--output",
-             str(tmp_path / "out")], stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
-            env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")})
-        try:
-            for _ in range(6000):  # a safety net; the assert below says what came
-                if "(status: warming)" in log.read_text() or proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-            assert "(status: warming)" in log.read_text(), log.read_text()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(120) == 0, log.read_text()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    text = log.read_text()
+    cmd = [sys.executable, "-m", "stream.cli", "daemon", str(config), "--output",
+           str(tmp_path / "out")]
+    code, text = signal_once_said(cmd, tmp_path / "daemon.stderr", "(status: warming)",
+                                  signal.SIGTERM, {"NUMBA_CACHE_DIR": str(tmp_path / "numba")},
+                                  timeout=120)
+    assert code == 0, text
     assert "peakstream daemon stopped (SIGTERM) before it ran" in text
     assert "listening on" not in text and "Traceback" not in text
 

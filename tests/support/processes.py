@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.support.paths import ROOT
@@ -45,3 +47,24 @@ def simulate_send(endpoint: str, *args: str, timeout: float = 120) -> subprocess
     """`peakstream simulate --send` as a separate sender process."""
     cmd = [sys.executable, "-m", "stream.cli", "simulate", "--quiet", "--send", endpoint, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def signal_once_said(cmd: list[str], log: Path, said: str, signum: int, env: dict[str, str],
+                     timeout: float = 300) -> tuple[int, str]:
+    """Run `cmd` (a peakstream command line, stderr to `log`), send it `signum` once its
+    stderr says `said`: its exit code and stderr."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
+                                env={**os.environ, **env})
+        try:
+            for _ in range(6000):  # a safety net; the assert below says what came
+                if said in log.read_text() or proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            assert said in log.read_text(), log.read_text()
+            proc.send_signal(signum)
+            return proc.wait(timeout), log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
