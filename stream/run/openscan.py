@@ -16,11 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stream.core.encoded import EncodedFrame
 from stream.core.item import SparseFrame
-from stream.core.messages import Start
+from stream.core.messages import FrameRef, Start
 from stream.core.scan import Scan
 from stream.run.collector import Collector
-from stream.run.pipeline import Pipeline
+from stream.run.pipeline import Pipeline, sparse_only
 from stream.store.outputs import write_scan_outputs
 from stream.store.scanfile import ScanStore
 
@@ -93,6 +94,7 @@ class OpenScan:
         self.ptyd: Any = None  # a stream.store.ptyd.PtydWriter when the chain has a ptyd node
         self.sparse_noted = False  # the chain's sparse notes were logged (`taken`)
         self.is_set_up = False  # `set_up` passed: its points are expected (else none are)
+        self.sparse_only = sparse_only([n.kind for n in pipeline.nodes])  # (`unusable`)
 
     def log_bad(self, point_id: int, reason: str) -> None:
         """A bad point's warning (`warn_counted`: a scan of bad frames would write a line
@@ -101,6 +103,20 @@ class OpenScan:
         warn_counted(f"scan {self.scan.scan_id} point {point_id + self.scan.point_offset} "
                      f"is bad", self.bad_logged,
                      reason, "bad")
+
+    def unusable(self, point: Any) -> str:
+        """Why no point of this scan can go through its chain, seen at this point's frame,
+        or "": a dense frame (the start does not say how frames are sent) for a chain that
+        takes sparse frames only (every point would fail in label, one by one)."""
+        frame = point.frames.get(self.detector)
+        if not self.sparse_only or frame is None or isinstance(frame, SparseFrame):
+            return ""
+        kind = (f"{frame.encoding} (compressed)" if isinstance(frame, EncodedFrame) else
+                "a reference to a file's frame" if isinstance(frame, FrameRef) else "raw")
+        return (f"point {point.point_id}'s frame is {kind}, a detector frame, but the chain "
+                f"({', '.join(n.kind for n in self.pipeline.nodes)}) has no threshold before "
+                f"label, so it takes sparse frames only (encoding \"sparse\"): put a "
+                f"threshold node before label")
 
     def taken(self, point: Any) -> None:
         """A point that passed the checks takes its place: it replaces a message refused

@@ -22,6 +22,13 @@ from stream.core.scan import Scan
 log = logging.getLogger(__name__)
 
 
+def sparse_only(kinds: list[str]) -> bool:
+    """A chain of these node kinds labels pixels none of its nodes kept (no threshold
+    before its label): it takes frames that arrive sparse only (`encoding: "sparse"`, a
+    sparse recording); a dense frame fails in label."""
+    return "label" in kinds and "threshold" not in kinds[:kinds.index("label")]
+
+
 class PointError(Exception):
     """A point that a node could not process; the text says which node and why."""
 

@@ -45,7 +45,7 @@ from stream.core.messages import End, MessageError, Point, Start
 from stream.run import admission
 from stream.run.acquisition import resent_point
 from stream.run.admission import admit_start, frame_problem, id_problem, same_start
-from stream.run.badinput import count_bad
+from stream.run.badinput import count_bad, fail_scan, unusable_frame
 from stream.run.ending import followed, timed_out
 from stream.run.executors import make_executor, queue_bound
 from stream.run.loop import drain, freeze_long_lived, step
@@ -239,10 +239,7 @@ class ScanRunner:
         try:
             self.current.set_up()
         except Exception as exc:  # bad dark shape, unsupported trajectory, ...
-            log.error("scan %s: %s: %s", start.scan_id, SETUP_FAILED, exc)
-            self._finish("fail", f"{SETUP_FAILED}: {exc}")
-            self.refused = start.scan_id  # its points are dropped (counted, not logged)
-            return
+            return fail_scan(self, f"{SETUP_FAILED}: {exc}")
         self.current.begin(info, resumed)
         admission.warn_start(start, self.current.collector.store)  # (events: warning)
         self.executor.start_scan(self._scans, encode(start), detector,
@@ -324,6 +321,8 @@ class ScanRunner:
             self._count("rejected", f"point {pid}: {problem}; refused", pid)
             cur.collector.refuse(pid, problem)
             return
+        if problem := cur.unusable(point):  # a dense frame, a chain for sparse ones only
+            return unusable_frame(self, cur, problem)
         cur.taken(point)  # replaces a message refused before; the first sparse frame's notes
         cur.last_message = time.monotonic()  # only the open scan's valid points count
         while not self.ready():  # a caller that does not ask ready() first (replay)

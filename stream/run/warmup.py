@@ -76,8 +76,9 @@ def frame_kinds(config: Config) -> list[tuple[str, str]]:
 
 def takes_sparse(config: Config) -> bool:
     """True if the chain labels frames no node of it thresholds (sparse input)."""
-    kinds = [t["kind"] for t in config["node"]]
-    return "label" in kinds and "threshold" not in kinds[:kinds.index("label")]
+    from stream.run.pipeline import sparse_only
+
+    return sparse_only([t["kind"] for t in config["node"]])
 
 
 def loaded_kernels() -> int:

@@ -117,3 +117,51 @@ def test_a_dark_of_the_detector_shape_behind_a_frame_crop_says_so(tmp_path):
     assert (f"dark has shape {shape}, detector 'eiger''s before the frame node, whose crop, "
             f"rotation or rebin makes its frames (40, 50): give dark cropped, rotated and "
             f"rebinned alike") in result["reason"], result["reason"]
+
+
+def sparse_point(sim: Simulation, i: int, scan_id: str):
+    """Point i of the simulation with its frame sent sparse (`encoding: "sparse"`): the
+    pixels above 40 counts, raster-sorted."""
+    from stream.core.item import SparseFrame
+
+    point = sim.point(i, scan_id)
+    frame = next(iter(point.frames.values()))
+    row, col = np.nonzero(frame > 40)
+    sparse = SparseFrame(frame.shape, row.astype(np.uint16), col.astype(np.uint16),
+                         frame[row, col].astype(np.float32))
+    return dataclasses.replace(point, frames={k: sparse for k in point.frames})
+
+
+def test_dense_frames_for_a_sparse_only_chain_end_the_scan_once(tmp_path, caplog):
+    """A chain with no threshold before label run live failed every point of a detector's
+    scan, one error each (only replay, which knows its recording, refused at its start).
+    The scan's first dense frame now ends it once, as a failed setup; the next scan, sent
+    sparse, goes through the same chain."""
+    from stream.store.reader import summary
+    from stream.store.resume import ResumeError, resume
+
+    config = Config.load(CONFIGS / "imaged11.toml")
+    sim = Simulation(dataclasses.replace(SIMCONF, npoints=24, spots=4))
+    runner = ScanRunner(config, output_dir=tmp_path)
+    with caplog.at_level(logging.INFO):
+        runner.handle(encode(sim.start("dense")))
+        for i in range(24):
+            runner.handle(encode(sim.point(i, "dense")))
+        runner.handle(encode(sim.end("dense")))
+        runner.handle(encode(sim.start("sparse")))
+        for i in range(24):
+            runner.handle(encode(sparse_point(sim, i, "sparse")))
+        runner.handle(encode(sim.end("sparse")))
+        runner.close()
+    dense, sparse = runner.results
+    assert dense["status"] == "fail" and dense["reason"].startswith("setup failed: point 0's "
+                                                                    "frame is raw")
+    assert "has no threshold before label, so it takes sparse frames only" in dense["reason"]
+    assert runner.counters["rejected"] == 25  # its 24 points and its end: counted
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2 and "dense ended: fail" in errors[1], errors  # the reason, once
+    s = summary(dense["file"])
+    assert s["points"] == 0 and not s["missing_points"] and not s["checkpoint"]["resumable"]
+    with pytest.raises(ResumeError, match="failed at its setup and took no point"):
+        resume(dense["file"], config.text())
+    assert sparse["status"] == "success" and sparse["bad"] == 0 and sparse["cliques"] > 0
