@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.config.schema import Config, node_params
+from stream.config.schema import Config, dump_toml, node_params
 from stream.core.node import check_param, unused_params
 
 
@@ -101,6 +101,18 @@ class ParamState:
         change = {"node": name, "key": key, "value": new, "old": old, "version": self.version}
         self.unapplied.append(change)
         return change
+
+    def config_text(self) -> str | None:
+        """The config's text with the changes in force (each in the first [[node]] of its
+        kind), as a scan started now is processed from its first point; None while
+        nothing was changed."""
+        if not self.version:
+            return None
+        data = dict(self.config.data)
+        data["node"] = [dict(t) for t in data["node"]]
+        for name, values in self.changes.items():
+            next(t for t in data["node"] if t["kind"] == name).update(values)
+        return dump_toml(data)
 
     def take_unapplied(self) -> list[dict[str, Any]]:
         """The changes made since the last accepted point (now applying from the next)."""

@@ -159,7 +159,7 @@ class ResumeFinder:
             return None
         mine = processing_hash(self.config.text())
         found = [(c.mtime, c.path) for c in self._survey(scan_id)
-                 if c.resumable and c.processing != mine]
+                 if c.resumable and mine not in c.continued_with]
         return max(found)[1] if found else None
 
     def _survey(self, scan_id: str) -> list[Candidate]:

@@ -223,7 +223,8 @@ class ScanRunner:
             else:
                 path = self.output_path(start.scan_id, start.meta)
                 self.resumer.warn_earlier(start.scan_id, path)  # a resend: a second file
-                store = ScanStore.for_scan(path, scan, self.config, detector)
+                store = ScanStore.for_scan(path, scan, self.config, detector,
+                                           applied=self.params.config_text())  # after a set
         except ResumeError as exc:
             self._refuse(start.scan_id, f"cannot resume: {exc}")
             return

@@ -28,6 +28,21 @@ def processing_hash(text: str) -> str:
     return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()
 
 
+GIVEN = "given_processing_sha256"  # attribute of /entry/process/config (`continued_with`)
+
+
+def continued_with(proc: Any) -> set[str]:
+    """The processing hashes of the configs that may continue a scan file (its
+    /entry/process group): its config's, which holds the values in force at its first
+    point, and for a scan started after a control `set`, that of the config the process
+    was given (`GIVEN`): a restart with it sets the file's values again (its events)."""
+    config = proc["config"]
+    out = {processing_hash(config.asstr()[()])}
+    if GIVEN in config.attrs:
+        out.add(str(config.attrs[GIVEN]))
+    return out
+
+
 def recorded_calibration(proc: Any) -> dict[str, Any] | None:
     """The calibration a scan file's `/entry/process` group records
     (`stream.config.calibration`); None for a file written before it was recorded."""

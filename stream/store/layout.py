@@ -12,7 +12,7 @@ import h5py
 
 from stream import __version__
 from stream.core.table import STR, make_columns
-from stream.store.identity import chunk_sizes
+from stream.store.identity import GIVEN, chunk_sizes, processing_hash
 from stream.store.rows import POINT_STATUS
 
 
@@ -39,10 +39,11 @@ SPARSE_COLUMNS = {"row": "uint16", "col": "uint16", "intensity": "float32", "lab
 def create_layout(file: h5py.File, scan_id: str, detector: str, motors: list[str],
                   counters: list[str], peak_columns: dict[str, str],
                   clique_columns: dict[str, str], config_text: str, start_json: str,
-                  trajectory: dict | None, calibration: str = "") -> None:
+                  trajectory: dict | None, calibration: str = "", given_text: str = "") -> None:
     """The groups, attributes and empty column tables of a new scan file; `calibration`:
     the JSON of the config's calibration files and their sha256
-    (`stream.config.calibration`), "" for none."""
+    (`stream.config.calibration`), "" for none; `given_text`: the config as the process
+    was given it, when `config_text` holds values a control `set` changed since."""
     entry = file.create_group("entry")
     entry.attrs.update(NX_class="NXentry", scan_id=scan_id, status="running", reason="",
                        program="peakstream", version=__version__)
@@ -50,6 +51,8 @@ def create_layout(file: h5py.File, scan_id: str, detector: str, motors: list[str
     proc.attrs["NX_class"] = "NXprocess"
     proc.create_dataset("config", data=config_text, dtype=STR)
     proc.create_dataset("config_sha256", data=config_hash(config_text), dtype=STR)
+    if given_text and processing_hash(given_text) != processing_hash(config_text):
+        proc["config"].attrs[GIVEN] = processing_hash(given_text)
     proc.create_dataset("start", data=start_json, dtype=STR)
     if calibration:
         proc.create_dataset("calibration", data=calibration, dtype=STR)

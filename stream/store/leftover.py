@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from stream.store.identity import processing_hash
+from stream.store.identity import continued_with, processing_hash
 from stream.store.outputdir import newest_first, output_files, scan_entries
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def open_files(directory: str | Path, config_text: str) -> tuple[list[tuple[Path
         try:
             if str(entry.attrs.get("status")) != "running":
                 continue
-            same = processing_hash(entry["process/config"].asstr()[()]) == want
+            same = want in continued_with(entry["process"])
             found.append((path, str(entry.attrs.get("scan_id")), same))
         except (OSError, KeyError, ValueError):
             continue  # not ours, or not readable

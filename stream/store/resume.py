@@ -33,7 +33,13 @@ import numpy as np
 
 from stream.core.messages import Start, start_from_json
 from stream.core.table import read_table
-from stream.store.identity import calibration_changes, processing_hash, recorded_calibration
+from stream.store.identity import (
+    GIVEN,
+    calibration_changes,
+    continued_with,
+    processing_hash,
+    recorded_calibration,
+)
 from stream.store.layout import now_iso
 from stream.store.rows import POINT_STATUS
 from stream.store.scanfile import ScanStore
@@ -112,9 +118,8 @@ def _resumed(store: ScanStore, config_text: str, start_json: str | None,
              calibration: dict[str, Any] | None) -> Resumed:
     path, f = store.path, store.file
     entry, proc = f["entry"], f["entry/process"]
-    theirs = processing_hash(proc["config"].asstr()[()])
-    mine = processing_hash(config_text)
-    if theirs != mine:
+    theirs, mine = processing_hash(proc["config"].asstr()[()]), processing_hash(config_text)
+    if mine not in continued_with(proc):
         raise ResumeError(f"{path}: written with another processing config ([[node]], "
                           f"[linker], [source] detector / trajectory; sha256 {theirs[:16]}..., "
                           f"this one {mine[:16]}...): resume with the config it was written "
@@ -228,16 +233,19 @@ class Candidate:
     ours: bool  # ours to continue: this user's, written by us at this very name and
     # inode (never a copy, a link or another user's file), with a checkpoint
     config: str  # the config text it was written with
+    given: str  # the processing hash of the config the process was given, if it differs
+    # (a scan started after a control `set`: `stream.store.identity.continued_with`)
     lost: list[str]  # "3 missing", "1 bad": its points not stored
 
     @cached_property
-    def processing(self) -> str:
-        """`processing_hash` of its config (parsed only when asked for)."""
-        return processing_hash(self.config)
+    def continued_with(self) -> set[str]:
+        """The processing hashes of the configs that may continue it (its config parsed
+        only when asked for)."""
+        return {processing_hash(self.config)} | ({self.given} if self.given else set())
 
     def continues(self, processing: str) -> bool:
         """Is this the file a start (or a point) of its scan with this config continues?"""
-        return self.ours and self.resumable and self.processing == processing
+        return self.ours and self.resumable and processing in self.continued_with
 
 
 def survey(paths: Iterable[Path], scan_id: str) -> list[Candidate]:
@@ -257,7 +265,7 @@ def survey(paths: Iterable[Path], scan_id: str) -> list[Candidate]:
                     and proc.attrs.get("inode") == st.st_ino and "checkpoint" in proc)
             found.append(Candidate(
                 path, st.st_mtime, str(entry.attrs.get("status", "?")), resumable(entry),
-                ours, proc["config"].asstr()[()],
+                ours, proc["config"].asstr()[()], str(proc["config"].attrs.get(GIVEN, "")),
                 [f"{int(counts[k])} {k}" for k in ("missing", "bad") if int(counts.get(k, 0))]))
         except (OSError, KeyError, ValueError):
             continue  # not ours, or not readable

@@ -65,7 +65,7 @@ class ScanStore:
                  motors: list[str], counters: list[str], peak_columns: dict[str, str],
                  clique_columns: dict[str, str], config_text: str = "",
                  start_json: str = "{}", trajectory: dict | None = None,
-                 flush_interval: float = 1.0, calibration: str = ""):
+                 flush_interval: float = 1.0, calibration: str = "", given_text: str = ""):
         self.path = Path(path)
         if os.path.lexists(self.path):  # never overwrite (checked again when it is published)
             raise FileExistsError(errno.EEXIST, "output file exists", str(self.path))
@@ -75,7 +75,8 @@ class ScanStore:
         try:
             self.file = h5py.File(self._jf, "w")
             create_layout(self.file, scan_id, detector, motors, counters, peak_columns,
-                          clique_columns, config_text, start_json, trajectory, calibration)
+                          clique_columns, config_text, start_json, trajectory, calibration,
+                          given_text)
             # who wrote it: a resume takes only a file at this name and inode (never a copy)
             self.file["entry/process"].attrs.update(file=self.path.name,
                                                     inode=os.fstat(self._jf.fd).st_ino)
@@ -92,16 +93,19 @@ class ScanStore:
     def for_scan(cls, path: str | Path, scan: Scan, config: Config, detector: str, *,
                  peak_columns: dict[str, str] | None = None, start_json: str | None = None,
                  trajectory: dict | None = None, flush_interval: float | None = None,
-                 calibration: str | None = None) -> ScanStore:
+                 calibration: str | None = None, applied: str | None = None) -> ScanStore:
         """The output file of `scan` as `config` asks (OSError when it cannot be made):
         the start message's motors and counters, the 2D peak and clique columns, the
-        config's text, calibration files and flush interval, the trajectory's rule. The
-        keywords override (relink keeps what the file it reads holds)."""
+        config's text (`applied`: with the control `set` changes in force), calibration
+        files and flush interval, the trajectory's rule. The keywords override (relink
+        keeps what the file it reads holds)."""
         start = scan.start
         return cls(path, scan_id=start.scan_id, detector=detector, motors=start.motors,
                    counters=start.counters,
                    peak_columns=PEAK_COLUMNS if peak_columns is None else peak_columns,
-                   clique_columns=clique_columns(start.motors), config_text=config.text(),
+                   clique_columns=clique_columns(start.motors),
+                   config_text=config.text() if applied is None else applied,
+                   given_text=config.text() if applied is not None else "",
                    start_json=start_to_json(start) if start_json is None else start_json,
                    trajectory=scan.trajectory.describe() if trajectory is None else trajectory,
                    flush_interval=config["output"]["flush_interval"] if flush_interval is None

@@ -25,25 +25,37 @@ def config() -> Config:
     return cfg
 
 
+def send(runner: ScanRunner, sim: Simulation, scan_id: str, points: range,
+         set_at: int | None = None, start: bool = True, end: bool = False) -> None:
+    """The scan's start, `points` (cut 200 set before point `set_at`), its end."""
+    if start:
+        runner.handle(encode(sim.start(scan_id)))
+    for i in points:
+        if i == set_at:
+            runner.params.set("threshold", "cut", 200.0)  # the control socket's `set`
+        runner.handle(encode(sim.point(i, scan_id)))
+    if end:
+        runner.handle(encode(sim.end(scan_id, sim.config.npoints)))
+
+
+def killed(runner: ScanRunner) -> None:
+    """The runner's process dies after a checkpoint: its file as checkpointed."""
+    drain(runner)
+    runner.current.collector.checkpoint()  # with the resume state
+    runner.current.collector.store.close_unchanged()
+    runner.current = None
+    runner.close()
+
+
 def test_a_resumed_scan_goes_on_with_the_parameters_set_before_the_crash(tmp_path, caplog):
     sim, n = Simulation(SIMCONF), SIMCONF.npoints
     out = tmp_path / "out"
     runner = ScanRunner(config(), output_dir=out)
-    runner.handle(encode(sim.start("setcrash")))
-    for i in range(KILLED_AT):
-        if i == SET_AT:
-            runner.params.set("threshold", "cut", 200.0)  # the control socket's `set`
-        runner.handle(encode(sim.point(i, "setcrash")))
-    drain(runner)
-    runner.current.collector.checkpoint()  # with the resume state
-    runner.current.collector.store.close_unchanged()  # killed: the file as checkpointed
-    runner.current = None
-    runner.close()
+    send(runner, sim, "setcrash", range(KILLED_AT), SET_AT)
+    killed(runner)
     # a new process (the config's cut, 40) takes the rest of the scan
     runner = ScanRunner(config(), output_dir=out)
-    for i in range(KILLED_AT, n):
-        runner.handle(encode(sim.point(i, "setcrash")))
-    runner.handle(encode(sim.end("setcrash", n)))
+    send(runner, sim, "setcrash", range(KILLED_AT, n), start=False, end=True)
     assert runner.params.get("threshold", "cut") == {"cut": 200.0}
     runner.close()
     assert runner.results[0]["status"] == "success"
@@ -55,12 +67,32 @@ def test_a_resumed_scan_goes_on_with_the_parameters_set_before_the_crash(tmp_pat
     assert [(p, e["value"]) for _, p, e in events] == [(SET_AT, 200.0), (KILLED_AT, 200.0)]
     # every point from the set on is processed with cut 200: as a run with it from there
     runner = ScanRunner(config(), output_file=tmp_path / "ref.h5")
-    runner.handle(encode(sim.start("setcrash")))
-    for i in range(n):
-        if i == SET_AT:
-            runner.params.set("threshold", "cut", 200.0)
-        runner.handle(encode(sim.point(i, "setcrash")))
-    runner.handle(encode(sim.end("setcrash", n)))
+    send(runner, sim, "setcrash", range(n), SET_AT, end=True)
+    runner.close()
+    ref = load(tmp_path / "ref.h5")
+    for col in ("point_id", "npx", "sum_intensity", "s_raw", "f_raw"):
+        assert np.array_equal(got["peaks2d"][col], ref["peaks2d"][col]), col
+
+
+def test_a_scan_started_after_a_set_is_resumed_by_the_config_as_given(tmp_path, caplog):
+    """Its file's config holds the value set (cut 200), so its processing is not the
+    config file's: the restarted process, given the config file (cut 40), still
+    continues it (the file records the config as given) and sets cut 200 again."""
+    sim, n = Simulation(SIMCONF), SIMCONF.npoints
+    out = tmp_path / "out"
+    runner = ScanRunner(config(), output_dir=out)
+    runner.params.set("threshold", "cut", 200.0)  # before the scan: in force from point 0
+    send(runner, sim, "afterset", range(KILLED_AT))
+    killed(runner)
+    runner = ScanRunner(config(), output_dir=out)  # given the config file: cut 40
+    send(runner, sim, "afterset", range(KILLED_AT, n), start=False, end=True)
+    runner.close()
+    assert [r["file"] for r in runner.results] == [str(out / "afterset.h5")]  # resumed
+    assert runner.results[0]["status"] == "success"
+    assert "threshold.cut = 200.0, in force at its checkpoint" in caplog.text
+    got = load(out / "afterset.h5")
+    runner = ScanRunner(config(), output_file=tmp_path / "ref.h5")  # cut 200 throughout
+    send(runner, sim, "afterset", range(n), 0, end=True)
     runner.close()
     ref = load(tmp_path / "ref.h5")
     for col in ("point_id", "npx", "sum_intensity", "s_raw", "f_raw"):
