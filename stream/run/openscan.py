@@ -237,7 +237,8 @@ class OpenScan:
         return {"scan_id": self.scan.scan_id, "npoints": buf.npoints, "file": str(self.path),
                 "started": self.started, **self.counters, "lag": self.lag,
                 "newest": self.newest, "last_linked": self.collector.last_linked,
-                "waiting": len(buf.waiting) - buf.pending, "pending": buf.pending}
+                "waiting": len(buf.waiting) - buf.pending, "pending": buf.pending,
+                **({"resumed_at": self.resumed.next_point} if self.resumed else {})}
 
     def gauges(self, workers: dict[str, Any]) -> dict[str, int]:
         """Figures besides the counters for the file, at each flush: lag, RSS, and the

@@ -20,7 +20,7 @@ Topics:
   sum_intensity, s_raw, f_raw, first/last point and motor centroids; and
   their member 2D peaks, one entry each: member_clique_id, member_point_id,
   member_index (the peak's row in that point's `peaks` message), member_share
-  (members linked before a resume are not known to the lane and left out);
+  (a resumed scan's members linked before the restart are known from its file);
 * `frame` at most `frame_rate` a second: a `frame_bin` x `frame_bin` binned
   (summed) float32 image of a recent frame. The dense frame lives only in the
   workers, so the runner asks a worker for it with the task
@@ -30,7 +30,8 @@ Topics:
   peak intensity of each point placed by its index (a sweep: one value per
   point; grid / snake with `nfast`: a (rows, nfast) array, snake rows turned
   so that columns follow the fast motor), with each motor's position in the
-  same layout. Kept by `RunningMap`, written by index, never rebuilt.
+  same layout. Kept by `RunningMap`, written by index, never rebuilt; a resumed
+  scan's holds the points before the restart too (from its file).
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ import numpy as np
 import zmq
 
 from stream.core.grid import MapGrid
+from stream.store.rows import POINT_STATUS
 from stream.wire.sockets import bind
 
 log = logging.getLogger(__name__)
 
 TOPICS = ("progress", "peaks", "cliques", "frame", "map")
 PEAK_FIELDS = ("s_raw", "f_raw", "sum_intensity", "npx")
+OK = POINT_STATUS.index("ok")
 MAX_OUTPUT = 4096  # values of a node output sent with a point's peaks (a radial pattern)
 CLIQUE_FIELDS = ("clique_id", "n2d", "npx", "sum_intensity", "s_raw", "f_raw", "first_point",
                  "last_point")
@@ -230,6 +233,26 @@ class LiveLane:
             log.warning("scan %s: no live map: %s", self.scan_id, exc)
         self._prev = None
         self.owners = PeakOwners()
+        if cur.resumed is not None:  # the points before the restart: from the file
+            self._stored(cur.collector.store.file, cur.resumed.next_point)
+
+    def _stored(self, f: Any, before: int) -> None:
+        """A resumed scan's points 0..before-1 as its file holds them: in the map, and
+        their 2D peaks' ids known (for the members of the cliques closed from now on)."""
+        from stream.store.reader import points_before
+
+        stored = points_before(f, before)
+        peaks, points = stored["peaks"], stored["points"]
+        first = np.searchsorted(peaks["point_id"], np.arange(before))  # their peaks' rows
+        for pid, offset in enumerate(first.tolist()):
+            self.owners.add(pid, offset)
+        if self.map is None:
+            return
+        sums = np.bincount(peaks["point_id"], peaks["sum_intensity"], minlength=before)
+        motors = {k.split("/", 1)[1]: v for k, v in points.items() if k.startswith("motors/")}
+        for i, pid in enumerate(points["point_id"].tolist()):
+            if points["status"][i] == OK:  # (missing and bad ones have no peaks)
+                self.map.add(pid, float(sums[pid]), {m: float(v[i]) for m, v in motors.items()})
 
     def result(self, cur: Any, res: Any) -> None:
         """A point back from the workers: its peaks, its place in the map, its preview."""

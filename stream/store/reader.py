@@ -228,3 +228,21 @@ def _shared_peaks(det: h5py.Group) -> int:
         return 0
     share = det["shares/share"][()]
     return int(np.unique(det["shares/peak_id"][()][share < 1.0]).shape[0])
+
+
+LIVE_PEAK_COLUMNS = ("point_id", "s_raw", "f_raw", "sum_intensity", "npx", "clique_id")
+
+
+def points_before(f: h5py.File, before: int) -> dict[str, dict[str, np.ndarray]]:
+    """What an output file holds of its points 0..before-1 (those a resumed scan took
+    before its restart, for the live view): `points`, their rows of the points table;
+    `peaks`, their 2D peaks (LIVE_PEAK_COLUMNS, in the file's order: a peak's row is its
+    id); `cliques`, every clique the file holds."""
+    det = detector_of(f)
+    points = read_table(f["entry/points"])
+    keep = points["point_id"] < before
+    table = f[f"entry/{det}/peaks2d"]
+    n = int(np.searchsorted(table["point_id"][()], before))  # in point order
+    return {"points": {k: v[keep] for k, v in points.items()},
+            "peaks": {k: table[k][:n] for k in LIVE_PEAK_COLUMNS if k in table},
+            "cliques": read_table(f[f"entry/{det}/cliques"])}

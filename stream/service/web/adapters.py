@@ -12,7 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from stream.store.rows import POINT_STATUS
+
 FAST_MOTORS = ("omega", "rot", "theta", "phi", "chi")  # preferred x axis of a sweep
+PEAK_COLUMNS = ("s_raw", "f_raw", "sum_intensity", "npx")  # of a point's peaks on the page
 
 
 def fast_motor(motors: dict[str, Any], trajectory_fast: str | None = None) -> str:
@@ -255,3 +258,33 @@ def html_table(columns: list[tuple[str, str, str]], rows: list[dict[str, Any]],
     if not body:
         body.append(f'<tr><td colspan="{len(columns)}">{html.escape(empty)}</td></tr>')
     return f'{TABLE_STYLE}<table class="ps"><tr>{head}</tr>{"".join(body)}</table>'
+
+
+def stored_messages(stored: dict[str, dict[str, np.ndarray]]
+                    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A resumed scan's points before its restart, as its file holds them
+    (`stream.store.reader.points_before`), as the live lane's messages: a `peaks` body
+    per point received (ok or bad), and one `cliques` body of the file's cliques with
+    their member 2D peaks (their `clique_id` in the file)."""
+    points, peaks = stored["points"], stored["peaks"]
+    motors = {k.split("/", 1)[1]: v for k, v in points.items() if k.startswith("motors/")}
+    pids = np.asarray(peaks["point_id"], np.int64)
+    first = np.searchsorted(pids, points["point_id"])
+    last = np.searchsorted(pids, points["point_id"], side="right")
+    bodies = []
+    for i, pid in enumerate(points["point_id"].tolist()):
+        name = POINT_STATUS[int(points["status"][i])]
+        if name == "missing":
+            continue
+        a, b = int(first[i]), int(last[i])
+        body = {"point_id": pid, "status": name, "npeaks": b - a,
+                "motors": {m: float(v[i]) for m, v in motors.items()}}
+        body.update({k: np.asarray(peaks[k][a:b]) for k in PEAK_COLUMNS if k in peaks})
+        bodies.append(body)
+    cliques = dict(stored["cliques"])
+    member = np.asarray(peaks.get("clique_id", np.empty(0)), np.int64) >= 0
+    rows = np.arange(pids.size) - np.searchsorted(pids, pids)  # a peak's row in its point's
+    cliques.update(member_clique_id=np.asarray(peaks.get("clique_id", pids))[member],
+                   member_point_id=pids[member], member_index=rows[member],
+                   member_share=np.ones(int(member.sum())))
+    return bodies, cliques

@@ -32,6 +32,7 @@ KEEP_POINTS = 100_000  # points whose 2D peaks and radial pattern are kept (map 
 KEEP_CLIQUES = 500  # rows of the cliques table
 KEEP_SCANS = 200  # rows of the scans table
 KEEP_CHANGES = 50  # parameter changes kept for the pages
+HISTORY_TRIES = 5  # progress messages at which a resumed scan's file is read, at most
 
 
 class Inbox:
@@ -128,6 +129,9 @@ class ScanView:
         self.map: dict[str, Any] | None = None
         self.cliques: collections.deque = collections.deque(maxlen=KEEP_CLIQUES)
         self.ncliques = 0
+        self.clique_ids: set[int] = set()  # (a resumed scan's file and lane may both say one)
+        self.history = 0  # tries to read a resumed scan's points before its restart (-1: done)
+        self.history_file = ""  # the file they were read from
         self.status: dict[str, Any] = {}
         self.rates: dict[str, float] = {}
         self.npoints: int | None = None
@@ -176,13 +180,35 @@ class ScanView:
         self.radial_n += 1
         self.version["radial"] += 1
 
-    def add_cliques(self, body: dict[str, Any]) -> None:
+    def add_cliques(self, body: dict[str, Any], older: bool = False) -> None:
+        """A `cliques` message's new cliques (`older`: closed before those shown)."""
         rows = adapters.clique_rows(body, self.fast or "omega")
-        n = len(rows["clique_id"])
-        self.ncliques += n
-        for i in range(n):
-            self.cliques.append({k: v[i] for k, v in rows.items()})
+        new = [{k: v[i] for k, v in rows.items()} for i, c in enumerate(rows["clique_id"])
+               if c not in self.clique_ids]
+        self.clique_ids.update(r["clique_id"] for r in new)
+        self.ncliques += len(new)
+        if older:
+            new += list(self.cliques)
+            self.cliques.clear()
+        self.cliques.extend(new)
         self.version["cliques"] += 1
+
+    def add_history(self, stored: dict[str, dict[str, np.ndarray]]) -> None:
+        """A resumed scan's points before its restart and the cliques its file holds
+        (`adapters.stored_messages`), before what the live lane brought since."""
+        bodies, cliques = adapters.stored_messages(stored)
+        live_rows, live_peaks = self.rows, self.peaks
+        self.rows = {k: [] for k in live_rows}
+        self.peaks = collections.OrderedDict()
+        for body in bodies:
+            self.add_point(body)
+        for k, values in live_rows.items():
+            self.rows[k] += values
+        self.peaks.update(live_peaks)
+        while len(self.peaks) > KEEP_POINTS:
+            self.peaks.popitem(last=False)
+        self.add_cliques(cliques, older=True)
+        self.history = -1
 
     def layout(self) -> tuple[str, int, int] | None:
         return adapters.map_layout(self.map) if self.map is not None else None
@@ -216,8 +242,9 @@ class LiveState:
         self.changes = [*self.changes[-(KEEP_CHANGES - 1):], text]
         self.nchanges += 1
 
-    def _view(self, scan_id: str) -> ScanView:
-        if self.scan is None or self.scan.scan_id != scan_id:
+    def _view(self, scan_id: str, again: bool = False) -> ScanView:
+        """The scan's view (`again`: a new one for the same scan id)."""
+        if self.scan is None or self.scan.scan_id != scan_id or again:
             self.scan = ScanView(scan_id)
             self.generation += 1
             self.scans[scan_id] = adapters.scan_row({"scan_id": scan_id})
@@ -247,10 +274,15 @@ class LiveState:
         scan = body.get("scan")
         if scan:
             view = self._view(scan["scan_id"])
+            if view.history_file and scan.get("file") != view.history_file:
+                view = self._view(scan["scan_id"], again=True)  # another acquisition of
+                # that scan id, written to a new file (the resumed one is left as it was)
             view.status = scan
             view.rates = body.get("rates") or {}
             if scan.get("npoints") is not None:
                 view.npoints = int(scan["npoints"])
+            if scan.get("resumed_at") and 0 <= view.history < HISTORY_TRIES:
+                self._history(view, scan["file"], int(scan["resumed_at"]))
             self.scans[view.scan_id] = adapters.scan_row(scan, view.npoints)
         ended = body.get("ended")
         if ended:
@@ -259,6 +291,24 @@ class LiveState:
                 self.scan.ended = ended
                 npoints = self.scan.counts()["npoints"]
             self.scans[sid] = adapters.scan_row(ended, npoints)
+
+    def _history(self, view: ScanView, path: str, before: int) -> None:
+        """A resumed scan: its points before the restart from its file (the lane never
+        sent them); every page then draws the scan again, from its first point."""
+        from stream.store.reader import open_output, points_before
+
+        view.history += 1
+        try:
+            with open_output(path) as f:
+                stored = points_before(f, before)
+        except (OSError, KeyError, ValueError) as exc:  # (a commit under way: tried again)
+            if view.history == HISTORY_TRIES:
+                log.warning("scan %s: its points before the restart are not shown: %s",
+                            view.scan_id, exc)
+            return
+        view.add_history(stored)
+        view.history_file = path
+        self.generation += 1
 
     def drain(self, inbox: Inbox) -> int:
         """Apply what the inbox holds: events in order, then the newest snapshots."""
