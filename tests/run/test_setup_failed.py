@@ -165,3 +165,31 @@ def test_dense_frames_for_a_sparse_only_chain_end_the_scan_once(tmp_path, caplog
     with pytest.raises(ResumeError, match="failed at its setup and took no point"):
         resume(dense["file"], config.text())
     assert sparse["status"] == "success" and sparse["bad"] == 0 and sparse["cliques"] > 0
+
+
+@pytest.mark.system  # `peakstream run` as a subprocess, scans sent over its data socket
+def test_run_fails_a_dense_scan_once_and_takes_the_next_sparse_one(tmp_path):
+    import zmq
+
+    from tests.support.processes import RunProcess
+
+    sim = Simulation(dataclasses.replace(SIMCONF, npoints=24, spots=4))
+    config = tmp_path / "sparse.toml"
+    config.write_text((CONFIGS / "imaged11.toml").read_text()
+                      + '\n[source]\nwarmup = ["uint16/raw"]\n')
+    run = RunProcess(config, tmp_path / "out", "--scans", "2", "--quiet")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 10_000)
+    push.connect(run.endpoint)
+    for scan, point in (("dense", sim.point), ("sparse", lambda i, s: sparse_point(sim, i, s))):
+        for msg in (sim.start(scan), *(point(i, scan) for i in range(24)), sim.end(scan)):
+            push.send_multipart(encode(msg))
+    push.close()
+    code, _, err = run.wait(300)
+    assert code == 1, err  # a scan failed
+    assert err.count("has no threshold before label") == 2, err  # said, and its end
+    assert "has no sparse frame" not in err
+    with h5py.File(tmp_path / "out" / "dense.h5", "r") as f:
+        assert f["entry"].attrs["status"] == "fail" and len(f["entry/points/point_id"]) == 0
+    with h5py.File(tmp_path / "out" / "sparse.h5", "r") as f:
+        assert f["entry"].attrs["status"] == "success"
