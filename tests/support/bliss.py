@@ -31,7 +31,8 @@ class FakeBliss:
              abort_after: int | None = None, late_files: dict[int, float] | None = None,
              lima: bool = True, npoints: int | None = -1, batch: int = 1,
              pause_at: int | None = None, pause: float = 0.0,
-             published: Callable[[int], None] | None = None) -> None:
+             published: Callable[[int], None] | None = None,
+             timers: dict[str, list[float]] | None = None) -> None:
         """One scan: channels "axis:<name>" and "<ctrl>:<name>", the Lima stream
         "eiger:image". `abort_after`: stop after that many points as a user abort;
         `late_files`: file number -> seconds it reaches the disk after Bliss says it is
@@ -40,11 +41,13 @@ class FakeBliss:
         publication (Bliss buffers; Lima publishes its status now and then); `pause_at`:
         Bliss publishes nothing for `pause` s before that point (a refill, a user pause);
         `published(n)`: called before each publication but the first, n points out (it
-        may block: a scan that pauses there)."""
+        may block: a scan that pauses there); `timers`: channels "timer:<name>" (Bliss's
+        timer master publishes `epoch` and `elapsed_time`, s)."""
         from blissdata.streams.default import Stream
         from blissdata.streams.lima.stream import LimaStream
 
         counters = counters or {}
+        axes = {**axes, **{f"timer:{k}": v for k, v in (timers or {}).items()}}
         n = len(frames)
         info = {"type": "fscan", "title": name, **(info or {})}
         if npoints is not None:
@@ -62,7 +65,7 @@ class FakeBliss:
                         "frames_per_file": frames_per_file}))
         else:
             image = scan.create_stream(Stream.make_definition("eiger:image", dtype, shape))
-        streams = {f"axis:{k}": scan.create_stream(Stream.make_definition(f"axis:{k}", "float64"))
+        streams = {channel(k): scan.create_stream(Stream.make_definition(channel(k), "float64"))
                    for k in axes}
         streams.update({f"ctrl:{k}": scan.create_stream(
             Stream.make_definition(f"ctrl:{k}", "float64")) for k in counters})
@@ -78,7 +81,7 @@ class FakeBliss:
             if pause_at is not None and lo <= pause_at < hi:
                 time.sleep(pause)
             for k, v in axes.items():
-                streams[f"axis:{k}"].send(np.asarray(v[lo:hi], float))
+                streams[channel(k)].send(np.asarray(v[lo:hi], float))
             for k, v in counters.items():
                 streams[f"ctrl:{k}"].send(np.asarray(v[lo:hi], float))
             if not lima:
@@ -106,6 +109,11 @@ class FakeBliss:
         scan.close()
         for t in late:
             t.join()
+
+
+def channel(name: str) -> str:
+    """An axis's channel ("axis:diffrz"), or a channel given by its full name."""
+    return name if ":" in name else f"axis:{name}"
 
 
 def write_lima_file(path: Path, stack: np.ndarray) -> None:

@@ -78,13 +78,15 @@ class Assembler:
     file may still be open for writing (Lima gives references for frames acquired, not
     saved): a pause, or a slow scan, longer than frame_timeout while Lima filled one
     file made its frames bad. `final`: every stream is sealed, so a point with a frame
-    goes out with whatever values there are.
+    goes out with whatever values there are. `extra`: channels a point also waits for
+    that are neither motors nor counters (the clock that dates it: `value`).
     """
 
     def __init__(self, motors: list[str], counters: list[str], frame_timeout: float,
-                 reader: FileFrames | None = None):
+                 reader: FileFrames | None = None, extra: tuple[str, ...] = ()):
         self.motors, self.counters = motors, counters
-        self.columns: dict[str, list[np.ndarray]] = {n: [] for n in (*motors, *counters)}
+        self.columns: dict[str, list[np.ndarray]] = {n: [] for n in (*motors, *counters,
+                                                                     *extra)}
         self.lengths: dict[str, int] = {n: 0 for n in self.columns}
         self.flat: dict[str, np.ndarray] = {}
         self.frames: dict[int, Any] = {}

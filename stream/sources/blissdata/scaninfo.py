@@ -11,9 +11,13 @@ source derives the trajectory from the first points' positions.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from stream.core.derive import TURN
+
+# Bliss's timer channels that date a scan's points: s since 1970, s since the scan's start
+CLOCKS = ("epoch", "elapsed_time")
 
 
 def scan_id(name: str, number: int, session: str | None) -> str:
@@ -42,6 +46,28 @@ def match_channels(available: list[str], names: list[str], channels: dict[str, s
         else:
             missing.append(name if not hits else f"{name} (ambiguous: {', '.join(hits)})")
     return found, missing
+
+
+def clock_of(names: list[str], info: dict[str, Any]) -> tuple[str, float] | None:
+    """(channel, offset): the channel whose value at a point's index, plus offset, is
+    when Bliss acquired that point (s since 1970): its `timer:epoch` (offset 0), else
+    its `timer:elapsed_time` plus the scan's `start_time`. None: neither, or no
+    readable start time. Its data is in Redis, so a point read again from the scan's
+    start has the time it had when it first came."""
+    for clock in CLOCKS:
+        hits = [n for n in names if n == f"timer:{clock}"] or \
+               [n for n in names if short(n) == clock]
+        if len(hits) != 1:
+            continue
+        if clock == "epoch":
+            return hits[0], 0.0
+        try:
+            start = datetime.fromisoformat(str(info.get("start_time")))
+        except ValueError:
+            continue
+        if start.tzinfo is not None:  # a naive time is not a moment: not guessed
+            return hits[0], start.timestamp()
+    return None
 
 
 def image_channels(streams: dict[str, Any]) -> list[str]:

@@ -26,6 +26,7 @@ from stream.core.trajectory import make_trajectory
 from stream.sources.blissdata.frames import Assembler
 from stream.sources.blissdata.running import running_scans, superseded
 from stream.sources.blissdata.scaninfo import (
+    clock_of,
     end_status,
     image_channels,
     match_channels,
@@ -39,6 +40,7 @@ from stream.sources.bridge import Bridge
 log = logging.getLogger(__name__)
 
 POLL = 0.2  # s a blocking Redis read waits at most (the thread checks for stop)
+CLOCK = "<clock>"  # the Assembler's column of the channel that dates points
 SUPERSEDED_EVERY = 2.0  # s between looks for a newer scan of the session while none comes
 
 
@@ -143,8 +145,8 @@ class BlissdataSource:
 
     def _take_scan(self, key: str, running: bool = False) -> None:
         """Follow one scan; `running`: one Bliss was running when we started, whose points
-        already in Redis then have no arrival time (NaN: equal to none, so a crash-left
-        file's stored points are kept when they come again)."""
+        already in Redis then are dated by its clock as before (or, with none, NaN: equal
+        to any time, so a crash-left file's stored points are kept when they come again)."""
         try:
             self._follow(key, running)
         except Exception as exc:  # never let the thread die on one scan
@@ -212,6 +214,7 @@ class BlissdataSource:
             log.warning("scan %s: no Bliss channel for %s (channels: %s)", sid,
                         ", ".join(missing + missing_c), ", ".join(names))
         info = scan.info
+        clock = clock_of(names, info)
         npoints = npoints_of(info)
         spec = self.trajectory or trajectory_from_info(info, motors)
         im = streams[image]
@@ -221,24 +224,32 @@ class BlissdataSource:
                        "bliss": {"key": key, "name": scan.name, "number": scan.number,
                                  "session": getattr(scan, "session", None),
                                  "type": info.get("type"), "image": image,
-                                 "channels": {**motors, **counters}}})
+                                 "channels": {**motors, **counters},
+                                 "clock": clock[0] if clock else None}})
         self.counts["scans"] += 1
         log.info("blissdata: scan %s (%s points, trajectory %s)", sid, npoints or "open",
                  spec or "derived from the positions")
-        status, reason, sent = self._read(scan, key, start, image, motors, counters)
+        status, reason, sent = self._read(scan, key, start, image, motors, counters, clock)
         # the start's npoints, whatever came (an abort's are missing); an open-ended
         # scan's are the points sent
         self.bridge.emit(End(sid, status, sent if npoints is None else npoints, reason))
 
     def _read(self, scan: Any, key: str, start: Start, image: str, motors: dict[str, str],
-              counters: dict[str, str]) -> tuple[str, str, int]:
-        """Points until every stream is sealed: (status, reason, points sent)."""
+              counters: dict[str, str], clock: tuple[str, float] | None
+              ) -> tuple[str, str, int]:
+        """Points until every stream is sealed: (status, reason, points sent). A point's
+        time is when Bliss acquired it (`clock`: its channel, the offset to add); without
+        one, when it came (NaN for one already out when we started: that is unknown)."""
         from blissdata.exceptions import EndOfStream
         from blissdata.streams import CursorGroup
         from redis.exceptions import RedisError
 
         wanted = {image: None, **{ch: n for n, ch in {**motors, **counters}.items()}}
-        asm = Assembler(list(motors), list(counters), self.frame_timeout)
+        if clock is not None:  # the clock's column: its name if a counter already has it
+            wanted.setdefault(clock[0], CLOCK)
+        clock_col = wanted[clock[0]] if clock is not None else ""
+        asm = Assembler(list(motors), list(counters), self.frame_timeout,
+                        extra=(CLOCK,) if clock_col == CLOCK else ())
         consumed = {name: 0 for name in wanted}  # items taken per stream (for a reconnect)
         group = CursorGroup({n: s for n, s in scan.streams.items() if n in wanted})
         held: list[Point] | None = None if start.trajectory else []
@@ -266,7 +277,11 @@ class BlissdataSource:
                 except (RedisError, OSError) as exc:
                     scan, group = self._resume(key, wanted, exc)
                 for i, frame, m, c in asm.ready(time.monotonic(), final):
-                    when = math.nan if i < self.backlog else time.time()
+                    when = asm.value(clock_col, i) if clock is not None else None
+                    if when is not None and math.isfinite(when):
+                        when += clock[1]  # type: ignore[index]
+                    else:
+                        when = math.nan if i < self.backlog else time.time()
                     p = Point(start.scan_id, i, when, m, c)
                     if isinstance(frame, str):
                         p.extra["error"] = frame

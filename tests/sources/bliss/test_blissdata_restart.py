@@ -1,7 +1,8 @@
 """A daemon killed -9 while Bliss runs a scan, and started again: the new daemon finds
 the scan still running in Redis, follows it from its start, and continues the file
 the crash left open (the points it holds come again and are kept), so the whole scan
-is in one file that ends with Bliss's status. Which scans count as running."""
+is in one file that ends with Bliss's status, its points dated as an uninterrupted
+run dates them. Which scans count as running."""
 
 from __future__ import annotations
 
@@ -114,11 +115,12 @@ def test_restart_mid_scan_continues_the_crashed_file(redis, tmp_path, daemon):
             go.wait()
 
     bliss = FakeBliss(redis.url, tmp_path, session="restart")
-    scan = threading.Thread(target=bliss.scan, args=(
-        "fscan", 1, frames, {"diffrz": [m["omega"] for m in motors]},
-        {"monitor": [c["monitor"] for c in counters]}),
-        kwargs={"info": {"fscan_parameters": {"motor": "diffrz", "npoints": len(frames)}},
-                "published": published})
+    args = ("fscan", 1, frames, {"diffrz": [m["omega"] for m in motors]},
+            {"monitor": [c["monitor"] for c in counters]})
+    kwargs = {"info": {"fscan_parameters": {"motor": "diffrz", "npoints": len(frames)}},
+              "timers": {"epoch": [1.78e9 + 0.1 * i for i in range(len(frames))]}}
+    scan = threading.Thread(target=bliss.scan, args=args,
+                            kwargs={**kwargs, "published": published})
     scan.start()
     try:
         paused.wait()
@@ -138,5 +140,11 @@ def test_restart_mid_scan_continues_the_crashed_file(redis, tmp_path, daemon):
         assert int(counts["missing"]) == int(counts["bad"]) == 0
         assert list(entry["points/point_id"][()]) == list(range(len(frames)))
         assert not entry["points/status"][()].any()  # every point ok
+        times = entry["points/time"][()]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.h5")) == [path.name]
     assert "scan restart_1_fscan was running when we started" in second.text()
+    bliss.scan(*args[:1], 2, *args[2:], **kwargs)  # the same scan, the daemon running on
+    uninterrupted = tmp_path / "out" / "restart_2_fscan.h5"
+    assert completed(uninterrupted) == "success"
+    with open_h5(uninterrupted) as f:  # the points read again from the scan's start too
+        assert np.array_equal(times, f["entry/points/time"][()])
