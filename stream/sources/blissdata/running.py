@@ -7,14 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 RECENT = 64  # scans looked at, newest first (blissdata's history keeps 2048)
+DEPTH = 8  # sequences within sequences looked through
 
 
 def running_scans(store: Any, session: str) -> tuple[str, list[str]]:
     """(timetag, keys): the scan-creation timetag to wait for the next scans from, and
     the scans of `session` ("": every session) Bliss has not closed, oldest first. Only
     those newer than the session's newest closed scan: an older one never closed is a
-    scan whose Bliss died, not one running (Bliss runs one scan at a time, or a group
-    and the scans it runs)."""
+    scan whose Bliss died, not one running (Bliss runs one scan at a time, or a
+    sequence and the scans it runs). A closed child of a sequence (its info `group`)
+    does not end the look: its sequence, older, may still run (then it is taken, and
+    nothing older)."""
     from blissdata.redis_engine.scan import ScanState, scan_creation_stream
 
     raw = store._redis.xrevrange(scan_creation_stream, count=RECENT)
@@ -23,8 +26,11 @@ def running_scans(store: Any, session: str) -> tuple[str, list[str]]:
     timetag = raw[0][0].decode()
     keys = [data[b"key"].decode() for _, data in raw]
     sessions = store._redis.json().mget(keys, "id.session")
-    running = []
-    for key, other in zip(keys, sessions, strict=True):
+    groups = store._redis.json().mget(keys, "info.group")
+    running: list[str] = []
+    parents: set[str] = set()  # sequences of closed children, not yet reached
+    closed = False
+    for key, other, group in zip(keys, sessions, groups, strict=True):
         if other is None or (session and other != session):
             continue  # deleted (expired), or another session's
         try:
@@ -32,15 +38,28 @@ def running_scans(store: Any, session: str) -> tuple[str, list[str]]:
         except Exception:  # expired meanwhile: no state stream
             continue
         if state >= ScanState.CLOSED:
-            break
+            if not group:
+                break
+            closed = True
+            parents.add(group)
+            continue
+        if closed:
+            if key not in parents:
+                continue  # older than a closed scan, and not its sequence: Bliss died
+            parents.discard(key)
+            if group:
+                parents.add(group)
         running.append(key)
+        if closed and not parents:
+            break
     return timetag, running[::-1]
 
 
 def superseded(store: Any, key: str, session: str | None) -> str:
     """A scan of `session` Bliss created after the scan `key`, or "": a Bliss that died
     mid-scan never closes its scan, and its next scan says the old one is over (Bliss
-    runs one scan of a session at a time)."""
+    runs one scan of a session at a time). A scan that `key` runs (a child of the
+    sequence `key`, its info `group`, or a child's child) is no such scan."""
     from blissdata.redis_engine.scan import scan_creation_stream
 
     newer = []
@@ -49,5 +68,26 @@ def superseded(store: Any, key: str, session: str | None) -> str:
         if other == key:
             break
         newer.append(other)
-    sessions = store._redis.json().mget(newer, "id.session") if newer else []
-    return next((k for k, s in zip(newer, sessions, strict=True) if s == session), "")
+    if not newer:
+        return ""
+    sessions = store._redis.json().mget(newer, "id.session")
+    groups = dict(zip(newer, store._redis.json().mget(newer, "info.group"), strict=True))
+    for other, other_session in zip(newer, sessions, strict=True):
+        if other_session == session and not _runs_in(store, other, key, groups):
+            return other
+    return ""
+
+
+def _runs_in(store: Any, other: str, key: str, groups: dict[str, str | None]) -> bool:
+    """Is the scan `other` run by the sequence `key` (its child, its child's child ...)?
+    `groups`: scan -> its sequence, as known (completed here from Redis)."""
+    for _ in range(DEPTH):
+        if other not in groups:
+            groups[other] = store._redis.json().mget([other], "info.group")[0]
+        parent = groups[other]
+        if not parent:
+            return False
+        if parent == key:
+            return True
+        other = parent
+    return False
