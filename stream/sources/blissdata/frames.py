@@ -165,3 +165,26 @@ class Assembler:
         """Every motor's values so far (to derive a trajectory from)."""
         return {n: np.concatenate(self.columns[n]) if self.columns[n] else np.zeros(0)
                 for n in self.motors}
+
+
+def take(name: str, view: Any, wanted: dict[str, str | None], consumed: dict[str, int],
+         asm: Assembler) -> None:
+    """A blissdata view's new items into the assembler: the frames (`wanted[name]` None),
+    or the values of our channel `wanted[name]`; items read before a reconnect
+    (`consumed`: items taken per stream) are skipped."""
+    skip = max(consumed[name] - view.index, 0)
+    n = len(view) - skip
+    if n <= 0:
+        return
+    first = view.index + skip
+    column = wanted[name]
+    if column is None:  # the frames
+        plugin = getattr(view, "get_references", None)
+        items = plugin(skip, None) if plugin is not None else view.get_data(skip, None)
+        if not isinstance(items, list) and not isinstance(items, np.ndarray):
+            items = [items]
+        for k, item in enumerate(items):
+            asm.frame(first + k, np.asarray(item) if isinstance(item, np.ndarray) else item)
+    else:
+        asm.values(column, view.get_data(skip, None))
+    consumed[name] = first + n

@@ -11,10 +11,15 @@ source derives the trajectory from the first points' positions.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
-from stream.core.derive import TURN
+from stream.core.derive import TURN, derive_trajectory
+from stream.core.messages import Start
+from stream.core.trajectory import make_trajectory
+
+log = logging.getLogger(__name__)
 
 # Bliss's timer channels that date a scan's points: s since 1970, s since the scan's start
 CLOCKS = ("epoch", "elapsed_time")
@@ -146,3 +151,19 @@ def end_status(info: dict[str, Any]) -> tuple[str, str]:
     if reason == "SUCCESS":
         return "success", ""
     return "abort", f"bliss end_reason {reason}"
+
+
+def derived(start: Start, positions: dict[str, Any], n: int) -> Start:
+    """The start with the trajectory derived from the motors' `positions` at the first
+    `n` points (those held back)."""
+    positions = {k: v[:n] for k, v in positions.items()}
+    spec = derive_trajectory(positions) if start.motors else {"kind": "sweep"}
+    try:
+        make_trajectory(dict(spec), start.npoints, start.motors)
+    except ValueError as exc:
+        log.warning("scan %s: derived trajectory %s unusable (%s); a sweep",
+                    start.scan_id, spec, exc)
+        spec = {"kind": "sweep", **({"fast": start.motors[0]} if start.motors else {})}
+    log.info("scan %s: trajectory derived from %d points: %s", start.scan_id, n, spec)
+    return Start(start.scan_id, start.detectors, start.motors, start.counters,
+                 start.npoints, spec, start.meta)

@@ -18,15 +18,12 @@ import time
 from collections import Counter
 from typing import Any
 
-import numpy as np
-
-from stream.core.derive import derive_trajectory
 from stream.core.messages import DetectorInfo, End, Point, Start
-from stream.core.trajectory import make_trajectory
-from stream.sources.blissdata.frames import Assembler
+from stream.sources.blissdata.frames import Assembler, take
 from stream.sources.blissdata.running import running_scans, superseded
 from stream.sources.blissdata.scaninfo import (
     clock_of,
+    derived,
     end_status,
     image_channels,
     match_channels,
@@ -273,7 +270,7 @@ class BlissdataSource:
                     views = {}
                 try:  # a view reads its items from Redis too: lost there, the same
                     for stream, view in views.items():
-                        self._take(stream.name, view, wanted, consumed, asm)
+                        take(stream.name, view, wanted, consumed, asm)
                 except (RedisError, OSError) as exc:
                     scan, group = self._resume(key, wanted, exc)
                 for i, frame, m, c in asm.ready(time.monotonic(), final):
@@ -293,7 +290,7 @@ class BlissdataSource:
                         continue
                     sent += self.bridge.emit(p)
                 if not started and (final or len(held) >= self.derive_points):
-                    start = self._derived(start, asm, len(held))
+                    start = derived(start, asm.positions(), len(held))
                     started = self.bridge.emit(start)
                     for p in held:
                         sent += self.bridge.emit(p)
@@ -309,7 +306,7 @@ class BlissdataSource:
             return (*self._closed(scan), sent)
         except ScanGone as exc:
             if not started:
-                self.bridge.emit(self._derived(start, asm, len(held or ())))
+                self.bridge.emit(derived(start, asm.positions(), len(held or ())))
             return "abort", str(exc), sent
         finally:
             asm.reader.close()
@@ -339,24 +336,6 @@ class BlissdataSource:
             scan.update(timeout=POLL)
         return end_status(scan.info)
 
-    def _take(self, name: str, view: Any, wanted: dict, consumed: dict, asm: Assembler) -> None:
-        """A view's new items into the assembler (skipping those read before a reconnect)."""
-        skip = max(consumed[name] - view.index, 0)
-        n = len(view) - skip
-        if n <= 0:
-            return
-        first = view.index + skip
-        if wanted[name] is None:  # the frames
-            plugin = getattr(view, "get_references", None)
-            items = plugin(skip, None) if plugin is not None else view.get_data(skip, None)
-            if not isinstance(items, list) and not isinstance(items, np.ndarray):
-                items = [items]
-            for k, item in enumerate(items):
-                asm.frame(first + k, np.asarray(item) if isinstance(item, np.ndarray) else item)
-        else:
-            asm.values(wanted[name], view.get_data(skip, None))
-        consumed[name] = first + n
-
     def _resume(self, key: str, wanted: dict, exc: Exception) -> tuple[Any, Any]:
         """Reconnect and read the scan again from its start (items already taken are
         skipped); ScanGone when Redis stays away or the scan is no longer there."""
@@ -371,21 +350,6 @@ class BlissdataSource:
         except Exception as exc2:
             raise ScanGone(f"redis came back without the scan ({exc2})") from None
         return scan, CursorGroup({n: s for n, s in scan.streams.items() if n in wanted})
-
-    def _derived(self, start: Start, asm: Assembler, n: int) -> Start:
-        """The start with the trajectory derived from the positions of the first `n`
-        points (those held back)."""
-        positions = {k: v[:n] for k, v in asm.positions().items()}
-        spec = derive_trajectory(positions) if start.motors else {"kind": "sweep"}
-        try:
-            make_trajectory(dict(spec), start.npoints, start.motors)
-        except ValueError as exc:
-            log.warning("scan %s: derived trajectory %s unusable (%s); a sweep",
-                        start.scan_id, spec, exc)
-            spec = {"kind": "sweep", **({"fast": start.motors[0]} if start.motors else {})}
-        log.info("scan %s: trajectory derived from %d points: %s", start.scan_id, n, spec)
-        return Start(start.scan_id, start.detectors, start.motors, start.counters,
-                     start.npoints, spec, start.meta)
 
     def _bad(self, kind: str, reason: str) -> None:
         self.counts[kind] += 1
