@@ -24,6 +24,9 @@ SOURCE_DEFAULTS: dict[str, Any] = {
     "image": "",
     "frame_timeout": 10.0,  # s a frame file may stay unreadable before its points are bad
     "reconnect_timeout": 30.0,  # s to get Redis back mid-scan before the scan aborts
+    # s a scan Bliss keeps open may give no data before status and the log say so, and
+    # how to end it if its Bliss died (never ended for it: blissdata cannot tell)
+    "quiet_warning": 600.0,
     # points held back to derive the trajectory from their positions when neither
     # `trajectory` nor the scan's description gives one
     "derive_points": 50,
@@ -49,7 +52,7 @@ KIND_KEYS: dict[str, tuple[str, ...]] = {
     "series_timeout": ("dectris", "pva"),
     "channels": ("blissdata", "pva"),
     **dict.fromkeys(("redis_url", "session", "image", "frame_timeout", "reconnect_timeout",
-                     "derive_points"), ("blissdata",)),
+                     "quiet_warning", "derive_points"), ("blissdata",)),
     **dict.fromkeys(("pv", "acquire_pv", "images_pv", "counter_pv", "queue"), ("pva",)),
 }
 
@@ -85,7 +88,7 @@ def validate_ecosystem(source: dict[str, Any], origin: str) -> None:
         raise ConfigError(f"{origin}: [source] channels names {', '.join(map(repr, unknown))}, "
                           f"not among motors ({', '.join(source['motors']) or 'none'}) or "
                           f"counters ({', '.join(source['counters']) or 'none'})")
-    for key in ("frame_timeout", "reconnect_timeout"):
+    for key in ("frame_timeout", "reconnect_timeout", "quiet_warning"):
         if not 0.0 < source[key] < float("inf"):
             raise ConfigError(f"{origin}: [source] {key} must be a number of seconds > 0, "
                               f"got {source[key]!r}")

@@ -109,8 +109,11 @@ def format_status(s: dict[str, Any]) -> str:
                      f"{last['file']}")
     source = {k: v for k, v in (s.get("source") or {}).items()
               if not isinstance(v, dict | list) and v not in ("", None)}
+    warning = source.pop("warning", "")  # a scan quiet for long (blissdata): a line of its own
     if source:  # the source's own counters (blissdata, pva, dectris)
         lines.append("  source      " + ", ".join(f"{k} {v}" for k, v in source.items()))
+    if warning:
+        lines.append(f"  warning     {warning}")
     w = s.get("workers") or {}
     if w:
         lines.append(f"  workers     {w.get('workers', 0)} {w.get('kind', '')}, "

@@ -12,6 +12,7 @@ from stream.config.schema import Config
     ('kind = "pva"\n', ["c.toml", "kind pva needs pv"]),
     ('kind = "blissdata"\nredis_url = "localhost:6379"\n', ["c.toml", "redis_url"]),
     ('kind = "blissdata"\nframe_timeout = 0\n', ["c.toml", "frame_timeout", "> 0"]),
+    ('kind = "blissdata"\nquiet_warning = -1.0\n', ["c.toml", "quiet_warning", "> 0"]),
     ('kind = "pva"\npv = "X"\nqueue = 0\n', ["c.toml", "queue must be >= 1"]),
     ('kind = "pva"\npv = "X"\nimages_pv = "N"\n', ["c.toml", "images_pv needs acquire_pv"]),
     ('kind = "pva"\npv = "X"\nchannels = { omega = 3 }\n', ["c.toml", "channels"]),

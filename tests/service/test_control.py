@@ -315,6 +315,16 @@ def test_status_shows_the_source_counters():
     assert "source " not in format_status({"state": "idle", "source": {}})
 
 
+def test_status_shows_a_quiet_scans_warning_on_a_line_of_its_own():
+    """docs/sources.md: a Bliss scan quiet for quiet_warning s (the source's `warning`)."""
+    from stream.service.clients import format_status
+
+    text = format_status({"state": "running", "source": {
+        "scan": "id11_8_fscan", "quiet_s": 720.0, "warning": "Bliss scan id11_8_fscan ..."}})
+    assert "  source      scan id11_8_fscan, quiet_s 720.0\n" in text
+    assert text.endswith("\n  warning     Bliss scan id11_8_fscan ...")
+
+
 @pytest.mark.system
 def test_the_web_controls_offer_exactly_what_the_daemon_lets_change(daemon, tmp_path):
     """The page's parameter menu (`Control.settable`): every entry is accepted by `set`,

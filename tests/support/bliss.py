@@ -111,6 +111,26 @@ class FakeBliss:
             t.join()
 
 
+def dying_scan(url: str, session: str, number: int, frames: list[np.ndarray],
+               omega: list[float], info: dict[str, Any] | None = None) -> Any:
+    """A scan ("fscan") whose Bliss dies once it has published `frames` (in the stream
+    "eiger:image") and their `omega` ("axis:diffrz"): never sealed, never closed."""
+    from blissdata.redis_engine.store import DataStore
+    from blissdata.streams.default import Stream
+
+    scan = DataStore(url).create_scan({"name": "fscan", "number": number,
+                                       "data_policy": "no_policy", "session": session},
+                                      info=info or {})
+    image = scan.create_stream(Stream.make_definition("eiger:image", frames[0].dtype,
+                                                      frames[0].shape))
+    rot = scan.create_stream(Stream.make_definition("axis:diffrz", "float64"))
+    scan.prepare()
+    scan.start()
+    image.send(np.stack(frames))
+    rot.send(np.asarray(omega, float))
+    return scan
+
+
 def channel(name: str) -> str:
     """An axis's channel ("axis:diffrz"), or a channel given by its full name."""
     return name if ":" in name else f"axis:{name}"

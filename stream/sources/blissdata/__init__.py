@@ -21,4 +21,5 @@ def make_source(src: dict[str, Any]) -> BlissdataSource:
                            image=src["image"], session=src["session"],
                            trajectory=src["trajectory"], frame_timeout=src["frame_timeout"],
                            reconnect_timeout=src["reconnect_timeout"],
-                           derive_points=src["derive_points"], rcvhwm=src["rcvhwm"])
+                           derive_points=src["derive_points"], rcvhwm=src["rcvhwm"],
+                           quiet_warning=src["quiet_warning"])

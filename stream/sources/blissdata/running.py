@@ -55,6 +55,21 @@ def running_scans(store: Any, session: str) -> tuple[str, list[str]]:
     return timetag, running[::-1]
 
 
+def quiet_text(sid: str, key: str, url: str, quiet: float) -> str:
+    """What status and the log say of a scan without data for `quiet` s that Bliss keeps
+    open: blissdata cannot tell a pause from a Bliss that died (no heartbeat of the
+    writer, no expiry while it is open; the memory tracker deletes such a scan after a
+    day, by default), so it is said, with the way to end it, never decided."""
+    when = f"{quiet:.0f} s" if quiet < 120 else f"{quiet / 60:.0f} min"
+    close = f'DataStore("{url}").delete_scan("{key}", force=True)'
+    return (f"Bliss scan {sid} has had no data for {when} and Bliss has not closed it: a "
+            f"pause (a refill, long exposures), or its Bliss died (blissdata does not say "
+            f"which; a newer scan of the session would end it). If it died, close it in "
+            f"Redis, as blissdata's memory tracker does after a day, and peakstream ends it "
+            f"abort: python -c 'from blissdata.redis_engine.store import DataStore; "
+            f"{close}'")
+
+
 def superseded(store: Any, key: str, session: str | None) -> str:
     """A scan of `session` Bliss created after the scan `key`, or "": a Bliss that died
     mid-scan never closes its scan, and its next scan says the old one is over (Bliss

@@ -20,7 +20,7 @@ from typing import Any
 
 from stream.core.messages import DetectorInfo, End, Point, Start
 from stream.sources.blissdata.frames import Assembler, take
-from stream.sources.blissdata.running import running_scans, superseded
+from stream.sources.blissdata.running import quiet_text, running_scans, superseded
 from stream.sources.blissdata.scaninfo import (
     clock_of,
     derived,
@@ -51,7 +51,8 @@ class BlissdataSource:
     def __init__(self, *, redis_url: str, motors: list[str], counters: list[str],
                  channels: dict[str, str] | None = None, image: str = "", session: str = "",
                  trajectory: dict | None = None, frame_timeout: float = 10.0,
-                 reconnect_timeout: float = 30.0, derive_points: int = 50, rcvhwm: int = 64):
+                 reconnect_timeout: float = 30.0, derive_points: int = 50, rcvhwm: int = 64,
+                 quiet_warning: float = 600.0):
         try:
             import blissdata  # noqa: F401
         except ImportError:
@@ -63,10 +64,13 @@ class BlissdataSource:
         self.trajectory = dict(trajectory or {})
         self.frame_timeout, self.reconnect_timeout = frame_timeout, reconnect_timeout
         self.derive_points = derive_points
+        self.quiet_warning = quiet_warning  # s without data before status says how to end
         self.counts: Counter = Counter(scans=0, points=0, bad_frames=0, skipped_scans=0,
                                        reconnects=0, frame_retries=0)
         self.last_error = ""
         self.scan = ""  # the scan being followed
+        self.key = ""  # its Redis key
+        self.heard = 0.0  # when it last gave data (monotonic)
         self.endpoint = self.endpoint_bound = redis_url
         # for the start banner: which scans are followed
         self.reading = (f"following Bliss scans on {redis_url}, "
@@ -94,8 +98,16 @@ class BlissdataSource:
         return self.scan
 
     def status(self) -> dict[str, Any]:
-        return {"kind": "blissdata", "endpoint": self.url, "scan": self.scan,
-                **self.counts, "last_error": self.last_error}
+        """The counters; `quiet_s`: s the scan followed has had no data (None: no scan);
+        past quiet_warning s, `warning` says so and how to end it if its Bliss died."""
+        scan, key, heard = self.scan, self.key, self.heard
+        quiet = time.monotonic() - heard if scan else None
+        out = {"kind": "blissdata", "endpoint": self.url, "scan": scan,
+               "quiet_s": None if quiet is None else round(quiet, 1),
+               **self.counts, "last_error": self.last_error}
+        if quiet is not None and quiet >= self.quiet_warning:
+            out["warning"] = quiet_text(scan, key, self.url, quiet)
+        return out
 
     def close(self) -> None:
         self.bridge.close()
@@ -149,7 +161,7 @@ class BlissdataSource:
         except Exception as exc:  # never let the thread die on one scan
             self._bad("skipped_scans", f"scan {key}: {type(exc).__name__}: {exc}")
         finally:
-            self.scan, self.backlog = "", 0
+            self.scan, self.key, self.backlog = "", "", 0
 
     def _reconnect(self, why: str, until: float | None) -> bool:
         """Reconnect to Redis until `until` (monotonic; None: as long as we run)."""
@@ -191,7 +203,7 @@ class BlissdataSource:
         if self._stopping():
             return
         sid = scan_id(scan.name, scan.number, getattr(scan, "session", None))
-        self.scan = sid
+        self.scan, self.key, self.heard = sid, key, time.monotonic()
         streams = scan.streams
         image = pick_image(streams, self.image)
         until = time.monotonic() + self.frame_timeout
@@ -254,15 +266,22 @@ class BlissdataSource:
         if started:
             self.bridge.emit(start)
         look = time.monotonic() + SUPERSEDED_EVERY
+        warned = False  # quiet for quiet_warning s: said once (again after new data)
         try:
             while not self._stopping():
-                if time.monotonic() > look:  # nothing came for a while: is Bliss still on it?
+                if not final and not warned and \
+                        time.monotonic() - self.heard >= self.quiet_warning:
+                    warned = True
+                    log.warning("blissdata: %s", quiet_text(
+                        self.scan, key, self.url, time.monotonic() - self.heard))
+                if not final and time.monotonic() > look:  # nothing for a while: still on?
                     look = time.monotonic() + SUPERSEDED_EVERY
                     self._superseded(scan, key)
                 try:
                     views = group.read(timeout=POLL) if not final else {}
                     if views:
-                        look = time.monotonic() + SUPERSEDED_EVERY
+                        self.heard = time.monotonic()
+                        look, warned = self.heard + SUPERSEDED_EVERY, False
                 except EndOfStream:
                     final, views = True, {}
                 except Exception as exc:  # Redis connection lost mid-scan
@@ -303,7 +322,7 @@ class BlissdataSource:
             self.counts["frame_retries"] += asm.retries
             if self._stopping():
                 return "abort", "peakstream stopped", sent
-            return (*self._closed(scan), sent)
+            return (*self._closed(scan, key), sent)
         except ScanGone as exc:
             if not started:
                 self.bridge.emit(derived(start, asm.positions(), len(held or ())))
@@ -312,29 +331,53 @@ class BlissdataSource:
             asm.reader.close()
 
     def _superseded(self, scan: Any, key: str) -> None:
-        """ScanGone if Bliss created a newer scan of this one's session: this one's Bliss
-        died without closing it, and it would be followed for good."""
+        """ScanGone if the scan is over though its streams are not sealed: closed by force
+        or deleted (blissdata's memory tracker, or a person: `quiet_text`), or Bliss
+        created a newer scan of this one's session (this one's Bliss died without closing
+        it); either way it would be followed for good."""
+        from blissdata.exceptions import ScanNotFoundError
+        from blissdata.redis_engine.scan import ScanState
         from redis.exceptions import RedisError
 
         try:
+            scan.update(block=False)
+            if scan.state >= ScanState.CLOSED:
+                raise ScanGone(end_status(scan.info)[1] or "bliss closed the scan, its "
+                               "streams still open")
             newer = superseded(self.store, key, getattr(scan, "session", None))
+        except ScanNotFoundError:
+            raise ScanGone(self._deleted(key)) from None
         except (RedisError, OSError):
             return  # Redis away: the next read reconnects
         if newer:
             raise ScanGone(f"Bliss started another scan of the session ({newer}) without "
                            f"closing this one")
 
-    def _closed(self, scan: Any) -> tuple[str, str]:
+    def _closed(self, scan: Any, key: str) -> tuple[str, str]:
         """Our status and reason once Bliss has closed the scan (its streams are sealed
-        before); abort if it does not within reconnect_timeout s."""
+        before); abort if it does not within reconnect_timeout s. A scan deleted from
+        Redis (closed by force, then removed: `quiet_text`) has its reason read there."""
+        from blissdata.exceptions import ScanNotFoundError
         from blissdata.redis_engine.scan import ScanState
 
         until = time.monotonic() + self.reconnect_timeout
-        while scan.state < ScanState.CLOSED and not self._stopping():
-            if time.monotonic() > until:
-                return "abort", f"bliss did not close the scan within {self.reconnect_timeout:g} s"
-            scan.update(timeout=POLL)
+        try:
+            while scan.state < ScanState.CLOSED and not self._stopping():
+                if time.monotonic() > until:
+                    return "abort", (f"bliss did not close the scan within "
+                                     f"{self.reconnect_timeout:g} s")
+                scan.update(timeout=POLL)
+        except ScanNotFoundError:
+            return "abort", self._deleted(key)
         return end_status(scan.info)
+
+    def _deleted(self, key: str) -> str:
+        """The reason of a scan deleted from Redis (its keys live on for 10 s)."""
+        try:
+            why = self.store._redis.json().get(key, "info.end_reason")
+        except Exception:  # gone already, or Redis away
+            why = None
+        return f"bliss deleted the scan from Redis (end_reason {why or 'unknown'})"
 
     def _resume(self, key: str, wanted: dict, exc: Exception) -> tuple[Any, Any]:
         """Reconnect and read the scan again from its start (items already taken are

@@ -62,13 +62,10 @@ def test_running_scans_are_those_after_the_newest_closed(redis):
 def test_a_scan_bliss_never_closed_ends_when_its_session_starts_another(redis, tmp_path):
     """A Bliss killed mid-scan never closes its scan: a source following it (or picking
     it up at start-up) waited for its end for good, and every later scan behind it."""
-    from blissdata.redis_engine.store import DataStore
-    from blissdata.streams.default import Stream
-
     from stream.core.messages import End
     from stream.sources.blissdata import BlissdataSource
     from stream.wire.codec import decode
-    from tests.support.bliss import collect
+    from tests.support.bliss import collect, dying_scan
 
     frames, motors, _ = sim_scan("uint16")
     omega = [m["omega"] for m in motors]
@@ -76,16 +73,7 @@ def test_a_scan_bliss_never_closed_ends_when_its_session_starts_another(redis, t
             "fscan_parameters": {"motor": "diffrz", "npoints": 8}}
     with BlissdataSource(redis_url=redis.url, motors=["omega"], counters=[],
                          channels={"omega": "axis:diffrz"}, session="died") as src:
-        dead = DataStore(redis.url).create_scan(
-            {"name": "fscan", "number": 1, "data_policy": "no_policy", "session": "died"},
-            info=info)
-        image = dead.create_stream(Stream.make_definition("eiger:image", "uint16",
-                                                          frames[0].shape))
-        rot = dead.create_stream(Stream.make_definition("axis:diffrz", "float64"))
-        dead.prepare()
-        dead.start()
-        image.send(np.stack(frames[:3]))
-        rot.send(np.asarray(omega[:3]))  # and its Bliss dies here
+        dying_scan(redis.url, "died", 1, frames[:3], omega[:3], info)
         out: list[list] = []
         for _ in range(600):  # a safety net: the asserts below say what was missing
             out += src.receive(0.1)
