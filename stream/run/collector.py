@@ -1,39 +1,35 @@
 """Reorder buffer -> linker -> stores: the one place with cross-point state.
 
-Processed points reach the collector in any order. A point handed to the
-workers holds its place in the reorder buffer (`expect`) until its result
-comes back, so a point still being processed is never declared missing. The
-reorder buffer releases points in `point_id` order; a point that has not come
-is declared missing when the buffer holds more than `window` points past it,
-when the oldest waiting point has waited `timeout` seconds, or at the end of
-the scan (never waited on forever). Each released point goes through the
-linker and its rows are appended to the store, flushed every
-`flush_interval` s, or sooner when the rows held exceed `MAX_BUFFERED` bytes
-(so memory does not follow the rate).
+Processed points reach the collector in any order. A point handed to the workers holds
+its place in the reorder buffer (`expect`) until its result comes back, so a point still
+being processed is never declared missing. The reorder buffer releases points in
+`point_id` order; a point that has not come is declared missing when the buffer holds
+more than `window` points past it, when the oldest waiting point has waited `timeout`
+seconds, or at the end of the scan (never waited on forever). Each released point goes
+through the linker and its rows are appended to the store, flushed every
+`flush_interval` s, or sooner when the rows held exceed `MAX_BUFFERED` bytes (so memory
+does not follow the rate).
 
-Counters (the scan's dict, written into the file at each flush): `processed`
-and `bad` when a result arrives, `missing`, `linked` when a point is
-released, `written` the point rows flushed to the file, `cliques`, `fit_failed`
-(linker split "pixels": cliques whose Gaussian fit failed, `stream.run.fits`). So
-processed + bad + missing = linked + the results still waiting, and at the
-end linked = written = processed + bad + missing.
+Counters (the scan's dict, written into the file at each flush): `processed` and `bad`
+when a result arrives, `missing`, `linked` when a point is released, `written` the point
+rows flushed to the file, `cliques`, `fit_failed` (linker split "pixels": cliques whose
+Gaussian fit failed, `stream.run.fits`). So processed + bad + missing = linked + the
+results still waiting, and at the end linked = written = processed + bad + missing.
 
-Every flush is a checkpoint (`ScanStore.checkpoint`): the rows, the counters
-and `state()` (the linker's frontier, the next point to link, the points
-later points may still link to) are committed together, so a process killed
-at any instant leaves a file that `stream.resume.resume` continues from
-(`restore`). `checkpoint()` makes one on request. A write that fails (disk
-full, file too large, I/O error) sets `failed` to the reason: the collector
-stops writing the scan, leaves the file as of its last checkpoint (marked
-failed when the disk allows) and never raises; the caller ends the scan.
+Every flush is a checkpoint (`ScanStore.checkpoint`): the rows, the counters and
+`state()` (the linker's frontier, the next point to link, the points later points may
+still link to) are committed together, so a process killed at any instant leaves a file
+that `stream.resume.resume` continues from (`restore`). `checkpoint()` makes one on
+request. A write that fails (disk full, file too large, I/O error) sets `failed` to the
+reason: the collector stops writing the scan, leaves the file as of its last checkpoint
+(marked failed when the disk allows) and never raises; the caller ends the scan.
 
-Right before the linker sees a point, the scan's trajectory observes its motor
-positions (`Trajectory.observe`; a missing or bad point with no motors), so
-rules that link by position know where the point is. A point the trajectory
-flags (a motor it needs is missing or NaN) is processed and stored but never
-linked; the reason goes into its flags. Every trajectory link between two
-points that both reached the linker with data is written to the links table
-(point_a, point_b, kind).
+Right before the linker sees a point, the scan's trajectory observes its motor positions
+(`Trajectory.observe`; a missing or bad point with no motors), so rules that link by
+position know where the point is. A point the trajectory flags (a motor it needs is
+missing or NaN) is processed and stored but never linked; the reason goes into its
+flags. Every trajectory link between two points that both reached the linker with data
+is written to the links table (point_a, point_b, kind).
 """
 
 from __future__ import annotations
@@ -264,9 +260,10 @@ class Collector:
         del self.buffer.waiting[point_id]
         self.counters["bad"] -= 1
         self.counters["accepted"] -= 1
-        if self.first_bad.startswith(f"point {point_id}: "):  # another held one, if any
-            self.first_bad = next((f"point {s.point_id}: {s.reason}" for s in sorted(
-                self.buffer.waiting.values(), key=lambda s: s.point_id) if s.status == "bad"), "")
+        if self.first_bad.startswith(f"point {point_id + self.point_offset}: "):
+            bad = sorted((s.point_id, s.reason) for s in self.buffer.waiting.values()
+                         if s.status == "bad")  # another held one, if any
+            self.first_bad = f"point {bad[0][0] + self.point_offset}: {bad[0][1]}" if bad else ""
         self.store.event("replaced", f"point {point_id}: a later message replaces the one "
                                      f"found bad ({slot.reason})", point_id)
         return True
@@ -287,8 +284,8 @@ class Collector:
     def _link_missing(self, first: int, stop: int) -> None:
         n = stop - first
         self._missing.append((first, stop))  # (the last MAX_REFUSED ranges)
-        a, z = first + self.point_offset, stop - 1 + self.point_offset  # (a chunk's: in the scan)
-        what = f"point {a}" if n == 1 else f"points {a}..{z} ({n})"
+        a = first + self.point_offset  # (a chunk's: in the scan)
+        what = f"point {a}" if n == 1 else f"points {a}..{a + n - 1} ({n})"
         self.counters["missing"] += n
         log.warning("%s missing: no data received", what)
         self.store.event("missing", f"{what}: no data received", first)
