@@ -269,14 +269,17 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _reading(source: Any) -> str:
     """What a live source reads, for the banner ("listening on ENDPOINT" for our lane:
-    scripts and tests read the bound endpoint from it)."""
+    scripts and tests read the bound endpoint from it, and wait for it: a DECTRIS
+    source says it too, its motor lane's endpoint or "-" as the daemon, or the
+    documented wait for "listening on" never ended)."""
     status = source.status()
     if getattr(source, "reading", ""):  # a control system's source says what it follows
         return source.reading
     if status.get("kind") == "dectris":
-        lane = f", motors on {source.endpoint_bound}" if source.endpoint_bound else ""
-        return (f"reading DECTRIS stream v{status['stream_version']} from {source.endpoint}"
-                f"{lane}")
+        lane = (f"{source.endpoint_bound} (motor lane)" if source.endpoint_bound
+                else "- (no motor lane)")
+        return (f"listening on {lane}, reading DECTRIS stream v{status['stream_version']} "
+                f"from {source.endpoint}")
     return f"listening on {source.endpoint}"
 
 

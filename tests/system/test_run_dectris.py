@@ -40,14 +40,21 @@ def test_run_reads_a_dectris_detector_and_our_motor_lane(tmp_path):
             [sys.executable, "-m", "stream.cli", "run", str(config), "--listen",
              "tcp://127.0.0.1:0", "--output", str(out), "--scans", "1", "--quiet"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        seen, lane = "", None
-        while lane is None:  # past the warm-up's lines, to the one that says it reads
+        seen, banner = "", None
+        while banner is None:  # past the warm-up's lines, to the one that says it reads
             line = proc.stderr.readline()
             if not line:
                 proc.kill()
                 raise AssertionError(f"run did not read the detector: {seen}{proc.stderr.read()}")
             seen += line
-            lane = re.search(r"reading DECTRIS stream v2 from \S+, motors on (tcp://\S+),", line)
+            banner = line if "writing to" in line else None
+        # the documented wait (`until grep -q "listening on" run.log`) never ended: the
+        # banner of a DECTRIS source had no "listening on"
+        lane = re.search(r"listening on (tcp://\S+) \(motor lane\), reading DECTRIS "
+                         r"stream v2 from ", banner)
+        if lane is None:
+            proc.kill()
+            raise AssertionError(f"no 'listening on' in the banner: {banner}")
         emu.connect_motors(lane.group(1))
         emu.send_series(frames(), series_id=7, motors=[{"omega": 0.5 * i}
                                                        for i in range(NPOINTS)],
