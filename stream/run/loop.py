@@ -1,6 +1,7 @@
 """The receive loop of a runner on a `Source` (`stream.sources.base`): one turn reads
 messages while the runner has room, takes the workers' results, treats a quiet
-input as idle, and serves the other sockets it watches (the daemon's control).
+input as idle, serves the other sockets it watches (the daemon's control), and tells the
+source of a scan the runner refused (`tell_refused`).
 
 Not reading when the runner has no room is the flow control: ZeroMQ's high-water
 mark then holds the sender. `drain` waits for the points still out at the end of
@@ -32,11 +33,23 @@ def step(runner: Any, source: Any, timeout: float = 0.2) -> None:
             runner.handle(parts)
         if messages:
             runner.pump()
+            tell_refused(runner, source)
         else:
             runner.poll(source)
     for sock, serve in runner.watch.items():
         if sock in events:
             serve()
+
+
+def tell_refused(runner: Any, source: Any) -> None:
+    """A source that keeps its own record of what it sent (`scan_refused`: the DECTRIS
+    series history) learns that the runner refused the scan (a start it could not take,
+    a scan whose file cannot be written): its record said success from the detector's
+    end. The reason is the runner's `last_error` when that names the scan."""
+    tell = getattr(source, "scan_refused", None)
+    if tell is not None and runner.refused:
+        said = runner.last_error
+        tell(runner.refused, said if said.startswith(f"scan {runner.refused}:") else "")
 
 
 def poller_for(runner: Any, source: Any) -> zmq.Poller:

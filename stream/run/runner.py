@@ -206,7 +206,7 @@ class ScanRunner:
             self._refuse(start.scan_id, "the daemon is stopping: no new scans")
             return
         if isinstance(checked := admit_start(start, self.config), str):  # refused: untouched
-            self._reject("rejected", checked)
+            self._refuse(start.scan_id, checked)  # its points are dropped quietly
             return
         scan, detector, info = checked
         if self.current is not None:

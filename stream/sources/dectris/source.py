@@ -69,6 +69,7 @@ class DectrisSource:
         self.counters: Counter = Counter(messages=0, malformed=0, motor_messages=0,
                                          motor_malformed=0, motor_ignored=0, bad_start=0)
         self.last_error = ""
+        self.refusals: dict[tuple, str] = {}  # (series id, scan_id) -> why the runner refused it
         self.context = context or zmq.Context.instance()
         self.detector = self.context.socket(zmq.PULL)
         self.detector.setsockopt(zmq.RCVHWM, rcvhwm)
@@ -163,13 +164,36 @@ class DectrisSource:
         self.last_error = reason
         log.warning("%s: %s", kind, reason)
 
+    def scan_refused(self, scan_id: str, reason: str) -> None:
+        """The runner refused our scan `scan_id` (its start, e.g. a `[source] detector`
+        the series does not have, or its file): the newest series of that scan id says
+        `rejected` and why in the history, not the detector's end
+        (`stream.run.loop.tell_refused`)."""
+        cur, done = self.machine.current, self.machine.finished
+        if cur is not None and cur.scan_id == scan_id:
+            key = (cur.start.series_id, scan_id)
+        else:
+            key = next(((h["series_id"], scan_id) for h in reversed(done)
+                        if h["scan_id"] == scan_id), None)
+        if key is not None and key not in self.refusals:
+            self.refusals[key] = reason or "refused by the runner (see its log)"
+            while len(self.refusals) > 64:  # (the history holds the last 16)
+                del self.refusals[next(iter(self.refusals))]
+
     # ------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
         """State of the series, its ids and every counter (see `series.SeriesMachine`)."""
-        return {"kind": "dectris", "stream_version": self.version, "endpoint": self.endpoint,
-                "listen": self.endpoint_bound, **self.counters, "last_error": self.last_error,
-                **self.machine.status()}
+        out = {"kind": "dectris", "stream_version": self.version, "endpoint": self.endpoint,
+               "listen": self.endpoint_bound, **self.counters, "last_error": self.last_error,
+               **self.machine.status()}
+        if (out.get("series_id"), out.get("scan_id")) in self.refusals:
+            out["refused"] = self.refusals[out["series_id"], out["scan_id"]]
+        said = self.refusals
+        out["history"] = [{**h, "status": "rejected", "reason": said[h["series_id"], h["scan_id"]]}
+                          if (h["series_id"], h["scan_id"]) in said else h
+                          for h in out["history"]]
+        return out
 
     def close(self) -> None:
         for sock in (self.detector, self.motor):
