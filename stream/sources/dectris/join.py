@@ -13,12 +13,17 @@ ends fail, with the reason `no_motors` gives.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from stream.core.encoded import EncodedFrame
 from stream.core.messages import Point
 from stream.sources.dectris.common import SeriesImage
+
+log = logging.getLogger(__name__)
 
 MAX_MOTOR_POINTS = 1_000_000  # motor points held per series (a few hundred bytes each)
 
@@ -145,6 +150,26 @@ def no_motors(points: int, label: str, join_timeout: float, unmatched: int, late
             f"sends to the motor lane ([source] listen{f' = {lane}' if lane else ''}) one "
             f"point per image, point_id the image number from 0, and that join_timeout "
             f"covers its delay")
+
+
+def point_counters(m: Point | None, names: list[str] | None, extra: dict[str, Any],
+                   cur: Any) -> dict[str, float]:
+    """A point's counters, from its motor point `m`. A counter `[source] counters` names
+    that the motor point does not carry was NaN in the file with no word: it is NaN
+    with a flag in `extra`, as a null counter is (protocol.md), and the series `cur`
+    logs it once per name (`cur.absent`). No motor point: the motors' flag says so."""
+    counters = dict(m.counters) if m else {}
+    for name in [n for n in names or () if n not in counters] if m is not None else ():
+        counters[name] = math.nan
+        extra.setdefault("flags", []).append(
+            f"counter {name!r} did not come with its motor point: taken as NaN")
+        if name not in cur.absent:
+            cur.absent.add(name)
+            log.warning(
+                "series %s: counter %r ([source] counters) did not come with motor point %d "
+                "(it has %s): NaN, the point flagged (further ones: flagged only)", cur.label,
+                name, m.point_id, ", ".join(sorted(m.counters)) or "no counters")
+    return counters
 
 
 def _nbytes(image: SeriesImage) -> int:

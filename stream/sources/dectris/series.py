@@ -52,7 +52,7 @@ from stream.sources.dectris.common import (
     scan_id_for,
     trajectory_motors,
 )
-from stream.sources.dectris.join import Joined, Joiner, no_motors
+from stream.sources.dectris.join import Joined, Joiner, no_motors, point_counters
 from stream.sources.dectris.maps import map_fits
 from stream.sources.dectris.retake import no_end, note, retake
 
@@ -83,6 +83,7 @@ class Series:
     next_id: int = 0  # one past the largest image id seen
     points: int = 0
     flagged: int = 0  # points that went on without motors
+    absent: set[str] = field(default_factory=set)  # counters logged as absent (join.py)
     motor_scan_id: str | None = None
     detectors: dict[str, str] = field(default_factory=dict)  # channel -> our name
     kinds: dict[str, tuple] = field(default_factory=dict)  # channel -> (shape, dtype name)
@@ -342,7 +343,7 @@ class SeriesMachine:
         cur.points += 1
         self.counters["points"] += 1
         return Point(cur.scan_id, img.image_id, when, motors,
-                     dict(m.counters) if m else {}, frames, extra)
+                     point_counters(m, self.counter_names, extra, cur), frames, extra)
 
     def _close(self, cur: Series, now: float, state: str | None = None,
                reason: str = "") -> list[Message]:
