@@ -43,6 +43,15 @@ from stream.wire.codec import encode
 
 FAULTS = ("abort", "no-end", "restart", "stray", "connect-after-arm", "other-series")
 ENCODINGS = ("raw", "lz4", "bslz4")
+FAULT_HELP = """faults (--fault):
+  abort              the end comes after half the images
+  no-end             the series never gets its end
+  restart            a new start while the series runs (the first is aborted)
+  stray              after an abort: images of the aborted series and broken
+                     messages, then a good series
+  connect-after-arm  the start is never seen: images and end without it, then
+                     a good series
+  other-series       images of another series in between"""
 # ------------------------------------------------------------------ the emulator
 
 
@@ -61,16 +70,20 @@ class DetectorEmulator:
         self.socket = ctx.socket(zmq.PUSH)
         self.socket.setsockopt(zmq.SNDHWM, sndhwm)
         self.socket.setsockopt(zmq.LINGER, -1)  # see close()
-        if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
-            host = endpoint.rsplit(":", 1)[0]
-            endpoint = f"{host}:{self.socket.bind_to_random_port(host)}"
-        else:
-            self.socket.bind(endpoint)
-        self.endpoint = endpoint
-        self.context = ctx
         self.motor_socket: zmq.Socket | None = None
-        if motor_endpoint:
-            self.connect_motors(motor_endpoint)
+        self.context = ctx
+        try:
+            if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+                host = endpoint.rsplit(":", 1)[0]
+                endpoint = f"{host}:{self.socket.bind_to_random_port(host)}"
+            else:
+                self.socket.bind(endpoint)
+            if motor_endpoint:
+                self.connect_motors(motor_endpoint)
+        except zmq.ZMQError:  # (a socket left open would hold its context's term for good)
+            self.close(linger=0)
+            raise
+        self.endpoint = endpoint
 
     def connect_motors(self, endpoint: str) -> None:
         """Play the motor controller too: a PUSH connected to peakstream's motor lane."""
@@ -216,18 +229,36 @@ class DetectorEmulator:
 
 
 def _frames_from_args(args: argparse.Namespace) -> tuple[list, list | None, list | None]:
-    """(frames, motor positions, counters) from --simulate or --hdf5."""
+    """(frames, motor positions, counters) from --simulate or --hdf5; ValueError with a
+    one-line reason for input it cannot use (the command line says it, exit 2)."""
     if args.hdf5:
         import h5py
         import hdf5plugin  # noqa: F401  (compressed Eiger / Bliss stacks)
 
-        path, _, dataset = args.hdf5.rpartition("::")
-        with h5py.File(path, "r") as f:
-            stack = f[dataset]
-            frames = [stack[i] for i in range(stack.shape[0])]
+        path, sep, dataset = args.hdf5.rpartition("::")
+        if not sep or not path or not dataset:
+            raise ValueError(f"--hdf5 {args.hdf5}: give FILE::/dataset (e.g. "
+                             f"scan.h5::/1.1/measurement/eiger)")
         motors = None
         if args.omega:
-            start, step = (float(x) for x in args.omega.split(","))
+            try:
+                start, step = (float(x) for x in args.omega.split(","))
+            except ValueError:
+                raise ValueError(f"--omega {args.omega}: give START,STEP (e.g. 0,0.25)") from None
+        elif args.motors_to:  # no motor point would go out: the scan would fail for it
+            raise ValueError("--motors-to with --hdf5 needs --omega START,STEP (the frames' "
+                             "positions): without it no motor point is sent")
+        try:
+            with h5py.File(path, "r") as f:
+                stack = f.get(dataset)
+                if not isinstance(stack, h5py.Dataset) or stack.ndim != 3:
+                    raise ValueError(f"--hdf5: {path} has no 3D dataset {dataset}"
+                                     + (f" (it is {stack.shape})"
+                                        if isinstance(stack, h5py.Dataset) else ""))
+                frames = [stack[i] for i in range(stack.shape[0])]
+        except OSError as exc:
+            raise ValueError(f"--hdf5: cannot read {path}: {exc}") from None
+        if args.omega:
             motors = [{"omega": start + step * i} for i in range(len(frames))]
         return frames, motors, None
     from stream.sources.simulate import Simulation
@@ -256,38 +287,51 @@ def as_dtype(frames: list, dtype: str) -> list[np.ndarray]:
     return [np.where(f == old, new, f.astype(want)).astype(want) for f in out]
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage block: exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python tools/detector_emulator.py",
-                                description="Emulate a DECTRIS detector's SIMPLON stream "
-                                            "(v1 or v2) from simulated frames or an HDF5 "
-                                            "stack, optionally with a motor lane.")
+    p = _Parser(prog="python tools/detector_emulator.py",
+                description="Emulate a DECTRIS detector's SIMPLON stream (v1 or v2) from\n"
+                            "simulated frames or an HDF5 stack, optionally with a motor lane.",
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=FAULT_HELP)
     p.add_argument("--endpoint", default="tcp://127.0.0.1:0",
                    help="where the detector's PUSH binds (port 0: any; default %(default)s)")
-    p.add_argument("--version", type=int, choices=(1, 2), default=2, help="stream version")
-    p.add_argument("--encoding", choices=ENCODINGS, default="bslz4")
+    p.add_argument("--version", type=int, choices=(1, 2), default=2,
+                   help="SIMPLON stream version: 2 (CBOR) or 1 (legacy JSON); default "
+                        "%(default)s")
+    p.add_argument("--encoding", choices=ENCODINGS, default="bslz4",
+                   help="the frames' compression (default %(default)s)")
     p.add_argument("--dtype", choices=("uint8", "uint16", "uint32"), default="uint16",
                    help="the frames' dtype; --hdf5 frames of a narrower unsigned dtype are "
                         "widened, their marker (the dtype's largest value: gaps, bad pixels) "
                         "made the new dtype's largest; a wider or signed one is refused")
-    p.add_argument("--channels", type=int, default=1, help="v2 thresholds (the second is "
-                   "the first halved)")
-    p.add_argument("--header-detail", choices=("none", "basic", "all"), default="basic")
+    p.add_argument("--channels", type=int, default=1, help="v2 only: thresholds (the second "
+                   "is the first halved; default %(default)s)")
+    p.add_argument("--header-detail", choices=("none", "basic", "all"), default="basic",
+                   help="v1 only: the dheader's detail (default %(default)s)")
     p.add_argument("--simulate", type=int, default=30, metavar="N",
                    help="N simulated frames (peakstream's simulator; default %(default)s)")
-    p.add_argument("--shape", type=int, nargs=2, default=(256, 256), metavar=("ROWS", "COLS"))
+    p.add_argument("--shape", type=int, nargs=2, default=(256, 256), metavar=("ROWS", "COLS"),
+                   help="simulated frames' shape (default 256 256)")
     p.add_argument("--spots", type=int, default=8, help="simulated spots (default %(default)s)")
     p.add_argument("--hdf5", metavar="FILE::/path", help="frames of an HDF5 stack instead")
-    p.add_argument("--omega", metavar="START,STEP", help="omega of the --hdf5 frames")
+    p.add_argument("--omega", metavar="START,STEP",
+                   help="omega of the --hdf5 frames (needed with --motors-to)")
     p.add_argument("--motors-to", metavar="ENDPOINT",
                    help="send one motor point per image to peakstream's motor lane")
-    p.add_argument("--series-id", type=int, default=1)
-    p.add_argument("--fault", choices=FAULTS)
+    p.add_argument("--series-id", type=int, default=1,
+                   help="the series number (default %(default)s; the scan is emu-N in v2, "
+                        "series-N in v1)")
+    p.add_argument("--fault", choices=FAULTS, help="a scripted fault (see below)")
     p.add_argument("--rate", type=float, help="images per second (default: as fast as read)")
     p.add_argument("--wait", type=float, default=0.0,
                    help="s to wait after binding, before the first message")
     args = p.parse_args(argv)
-    frames, motors, counters = _frames_from_args(args)
     try:
+        frames, motors, counters = _frames_from_args(args)
         frames = as_dtype(frames, args.dtype)
     except ValueError as exc:
         p.error(str(exc))
@@ -301,9 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     # started (a daemon still warming up) or the tail of a series a slow receiver holds
     # back; the process's exit would drop them
     context = zmq.Context()
-    emu = DetectorEmulator(args.endpoint, version=args.version, encoding=args.encoding,
-                           header_detail=args.header_detail, motor_endpoint=args.motors_to,
-                           context=context)
+    try:
+        emu = DetectorEmulator(args.endpoint, version=args.version, encoding=args.encoding,
+                               header_detail=args.header_detail,
+                               motor_endpoint=args.motors_to, context=context)
+    except zmq.ZMQError as exc:  # an endpoint it cannot bind or connect to
+        context.term()
+        p.error(f"--endpoint {args.endpoint} / --motors-to {args.motors_to or '-'}: {exc}")
     print(f"emulating a DECTRIS detector, stream v{args.version}, on {emu.endpoint}",
           flush=True)
     try:
