@@ -316,7 +316,8 @@ def _add_service(sub) -> None:
                                     "kind = 'dectris' the motor lane; blissdata, pva: none)")
     p.add_argument("--control", help="control endpoint to bind (overrides [control] "
                                      "endpoint; port 0: any free port)")
-    p.add_argument("--live", help="live lane endpoint to bind (overrides [live] endpoint)")
+    p.add_argument("--live", help='live lane endpoint to bind (overrides [live] endpoint; '
+                   '"" turns the live lane off)')
     p.add_argument("--output", help="output directory (overrides [output] directory)")
     p.set_defaults(func=_daemon)
     add_clients(sub)
