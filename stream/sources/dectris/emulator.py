@@ -39,6 +39,7 @@ from stream.sources.dectris.detector_wire import (
     v2_image,
     v2_start,
 )
+from stream.sources.dectris.ipchold import hold_ipc_connections, release_when_read
 from stream.wire.codec import encode
 
 FAULTS = ("abort", "no-end", "restart", "stray", "connect-after-arm", "other-series")
@@ -343,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     # a context of its own, terminated at the end: that waits until the receivers have
     # taken what is still queued, such as motor points for a motor lane bound after we
     # started (a daemon still warming up) or the tail of a series a slow receiver holds
-    # back; the process's exit would drop them
+    # back; the process's exit would drop them. Over ipc the connections are then held
+    # until the receivers have read it all (hold_ipc_connections)
     context = zmq.Context()
     try:
         emu = DetectorEmulator(args.endpoint, version=args.version, encoding=args.encoding,
@@ -362,8 +364,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"series {s['series_id']}: {s['images']} images"
                   + (f" ({s['fault']})" if s["fault"] else ""), flush=True)
     finally:
+        held = hold_ipc_connections()
         emu.close()
         context.term()
+        release_when_read(held)
     return 0
 
 

@@ -58,3 +58,45 @@ def test_the_tail_of_a_series_reaches_a_receiver_that_held_it_back():
     sender.join(60)
     assert images == list(range(IMAGES)) and ended, (len(images), ended)
     assert not sender.is_alive()  # the context terminated once all was taken
+
+
+@pytest.mark.system
+def test_the_emulator_cli_waits_until_a_stalled_ipc_receiver_has_read_everything(tmp_path):
+    """`--fault stray` over ipc to the daemon's source, which stops reading after the
+    first message (its runner has no room): the emulator used to exit once its messages
+    were in the kernel's socket queue, and libzmq's PULL, stalled at its high-water mark,
+    took the hang-up for an error and never read that queue: the last 2 images and the
+    end of series 2 were lost (65 of 68 messages)."""
+    import subprocess
+    import sys
+
+    from stream.core.messages import End
+    from stream.sources.dectris.source import DectrisSource
+    from stream.wire.codec import decode
+    from tests.support.paths import ROOT
+
+    endpoint = f"ipc://{tmp_path}/detector.sock"
+    src = DectrisSource(endpoint=endpoint, version=2, series_timeout=60.0, rcvhwm=64)
+    proc = subprocess.Popen([sys.executable, "tools/detector_emulator.py", "--endpoint",
+                             endpoint, "--fault", "stray", "--simulate", "40", "--shape",
+                             "128", "160", "--spots", "12"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    msgs: list = []
+    try:
+        while not src.counters["messages"]:
+            msgs += src.receive(1.0)
+        try:  # the runner has no room: no reading while the emulator finishes
+            proc.wait(timeout=8)
+        except subprocess.TimeoutExpired:
+            pass  # it waits for us, as a detector does
+        while proc.poll() is None or src.poller.poll(1000):
+            msgs += src.receive(0.2)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+        src.close()
+    ends = [m for m in map(decode, msgs) if isinstance(m, End)]
+    assert src.counters["messages"] == 68, src.status()
+    assert [e.scan_id for e in ends] == ["emu-1", "emu-2"] and ends[1].status == "success", ends
