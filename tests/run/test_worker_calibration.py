@@ -38,8 +38,9 @@ def test_a_worker_started_again_with_another_dark_is_refused(tmp_path, caplog):
         d.submit(0, 1, 0, encode(sim.point(0, "recal")))
         assert [r.status for r in results(d, 1)] == ["ok"]
         np.save(tmp_path / "dark.npy", np.full(SIMCONF.shape, 30.0, np.float32))  # again
-        d.submit(1, 1, 1, encode(sim.point(1, "recal")))
         d.children[0].kill()  # a crash mid-scan: a new worker starts, loading the files
+        d.children[0].wait()  # (the point after it is not processed by the old one)
+        d.submit(1, 1, 1, encode(sim.point(1, "recal")))
         d.submit(2, 1, 2, encode(sim.point(2, "recal")))
         with caplog.at_level(logging.ERROR, "stream.run.dispatch"):
             bad = results(d, 2)
