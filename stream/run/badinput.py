@@ -31,6 +31,15 @@ def count_bad(runner: Any, kind: str, reason: str, point_id: int = -1) -> None:
     warn_counted(kind, runner.warned[kind], reason, kind)
 
 
+def count_refused(runner: Any, reason: str) -> None:
+    """A start `runner` refused: counted, and an event in the open scan's file (if one is
+    open), which is what a user of that scan reads; not logged again."""
+    runner.counters["rejected"] += 1
+    if (cur := runner.current) is not None:
+        cur.counters["rejected"] += 1
+        cur.collector.store.event("rejected", reason)
+
+
 def fail_scan(runner: Any, reason: str) -> None:
     """`runner`'s open scan ends fail with the reason; its later points are dropped
     (counted in `rejected`, not logged one by one)."""

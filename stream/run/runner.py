@@ -45,7 +45,7 @@ from stream.core.messages import End, MessageError, Point, Start
 from stream.run import admission
 from stream.run.acquisition import resent_point
 from stream.run.admission import admit_start, frame_problem, id_problem, same_start
-from stream.run.badinput import count_bad, fail_scan, unusable_frame
+from stream.run.badinput import count_bad, count_refused, fail_scan, unusable_frame
 from stream.run.ending import followed, timed_out
 from stream.run.executors import make_executor, queue_bound
 from stream.run.loop import drain, freeze_long_lived, step
@@ -389,8 +389,8 @@ class ScanRunner:
         """A start that cannot be taken: counted, logged, in the status; its points dropped."""
         self.last_error = f"scan {scan_id}: start refused: {reason}"
         self.refused = scan_id
-        self.counters["rejected"] += 1
         log.error("%s", self.last_error)
+        count_refused(self, self.last_error)  # counted, and an event of the open scan's
 
     def _count(self, kind: str, reason: str, point_id: int = -1) -> None:
         count_bad(self, kind, reason, point_id)  # (logged within a limit per scan)
